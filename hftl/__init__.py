@@ -1,0 +1,45 @@
+"""hftl: transfer learning on Hugging Face models, the four classic cases as one command or one call.
+
+>>> import hftl
+>>> result = hftl.train(task="image", case="small_similar", model="google/vit-base-patch16-224-in21k",
+...                     dataset="AI-Lab-Makerere/beans", output_dir="runs/beans")  # doctest: +SKIP
+>>> result.metrics["best"]  # doctest: +SKIP
+"""
+
+from hftl.backbones import Backbone, available_backbones, backbone_for, register_backbone
+from hftl.cases import CASE_RULES, make_plan
+from hftl.config import CASES, STRATEGIES, RunConfig
+from hftl.errors import ConfigError, DataError, HftlError, ModelError
+from hftl.plan import Block, TransferPlan
+from hftl.run import RunResult, run, train
+from hftl.tasks import Task, available_tasks, get_task, register_task
+from hftl.transfer import apply_plan, count_parameters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backbone",
+    "Block",
+    "CASES",
+    "CASE_RULES",
+    "ConfigError",
+    "DataError",
+    "HftlError",
+    "ModelError",
+    "RunConfig",
+    "RunResult",
+    "STRATEGIES",
+    "Task",
+    "TransferPlan",
+    "apply_plan",
+    "available_backbones",
+    "available_tasks",
+    "backbone_for",
+    "count_parameters",
+    "get_task",
+    "make_plan",
+    "register_backbone",
+    "register_task",
+    "run",
+    "train",
+]

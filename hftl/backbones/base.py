@@ -1,0 +1,172 @@
+"""The Backbone adapter interface and its registry.
+
+Every family answers the same small questions (timm's ``get_classifier`` / ``prune_intermediate_layers`` idea):
+where the stem is, which ordered layers follow it, what sits between the last layer and the head (the neck), what
+the head is, how to keep only the first N layers, and which modules LoRA adapts. The transfer plan is written in
+those terms, so head-only training, truncation, partial freezing and LoRA work the same way for every family.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from torch import nn
+
+from hftl.errors import ModelError
+
+
+class Backbone:
+    """Structure of one architecture family, expressed as module paths inside the task model."""
+
+    family: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]
+    layer_word: ClassVar[str] = "layer"
+    # candidate paths (relative to the base model) of the ordered layer stack; the first that exists is used
+    layer_paths: ClassVar[tuple[str, ...]] = ()
+    stem_names: ClassVar[tuple[str, ...]] = ("embeddings",)
+    neck_names: ClassVar[tuple[str, ...]] = ()
+    head_names: ClassVar[tuple[str, ...]] = ("classifier",)
+    # LoRA targets: module-name suffixes tried in order (the first group present wins), or a regex
+    lora_suffixes: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    lora_pattern: ClassVar[str | None] = None
+
+    # --- structure -------------------------------------------------------------------------------------------
+    def prefix(self, model: nn.Module) -> str:
+        return getattr(model, "base_model_prefix", "") or ""
+
+    def _qualify(self, model: nn.Module, name: str) -> str:
+        prefix = self.prefix(model)
+        return f"{prefix}.{name}" if prefix else name
+
+    def stem(self, model: nn.Module) -> list[str]:
+        """Module paths of the stem (patch/token embeddings, conv stem): always kept."""
+        return [path for path in (self._qualify(model, n) for n in self.stem_names) if _has(model, path)]
+
+    def layers_path(self, model: nn.Module) -> str:
+        """Path of the ModuleList/Sequential holding the ordered layers (encoder layers, ResNet stages)."""
+        for candidate in self.layer_paths:
+            path = self._qualify(model, candidate)
+            if _has(model, path):
+                return path
+        raise ModelError(
+            f"{self.family}: no layer stack found at any of {self.layer_paths} in {type(model).__name__}"
+        )
+
+    def layers(self, model: nn.Module) -> list[str]:
+        path = self.layers_path(model)
+        return [f"{path}.{i}" for i in range(len(model.get_submodule(path)))]
+
+    def neck(self, model: nn.Module) -> list[str]:
+        """Modules between the last layer and the head that are tied to the last layer's output (final norm, pooler)."""
+        return [
+            path for path in (self._qualify(model, n) for n in self.neck_names) if _has_params(model, path)
+        ]
+
+    def head(self, model: nn.Module) -> list[str]:
+        """Modules of the task head (replaced by a new one)."""
+        return [name for name in self.head_names if _has(model, name)]
+
+    def num_layers(self, config: Any) -> int:
+        raise NotImplementedError
+
+    def default_keep_layers(self, num_layers: int) -> int:
+        """How many early layers small_different keeps when --keep-layers is not given: the first half."""
+        return max(1, num_layers // 2)
+
+    # --- surgery ---------------------------------------------------------------------------------------------
+    def truncate(self, model: nn.Module, keep: int) -> None:
+        """Keep only the first ``keep`` layers, and record it in the config so save/load rebuilds the cut model."""
+        path = self.layers_path(model)
+        stack = model.get_submodule(path)
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        setattr(parent, attr, type(stack)(list(stack)[:keep]))
+        self.set_num_layers(model.config, keep)
+
+    def set_num_layers(self, config: Any, keep: int) -> None:
+        raise NotImplementedError
+
+    def reset_head(self, model: nn.Module) -> None:
+        """Re-initialise the head so that it is new even when the checkpoint had one of the right size."""
+        std = getattr(model.config, "initializer_range", 0.02)
+        for name in self.head(model):
+            for module in model.get_submodule(name).modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, std=std)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.LayerNorm | nn.BatchNorm1d | nn.BatchNorm2d):
+                    module.reset_parameters()
+
+    def lora_targets(self, model: nn.Module, within: list[str]) -> list[str]:
+        """Full names of the modules LoRA adapts, limited to the blocks ``within``."""
+        names = [name for name, _ in model.named_modules() if any(name.startswith(b + ".") for b in within)]
+        if self.lora_pattern is not None:
+            pattern = re.compile(self.lora_pattern)
+            return [name for name in names if pattern.fullmatch(name)]
+        for group in self.lora_suffixes:
+            found = [name for name in names if name.rsplit(".", 1)[-1] in group]
+            if found:
+                return found
+        return []
+
+    def describe(self) -> str:
+        return f"{self.family} ({', '.join(self.model_types)})"
+
+
+def _has(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
+def _has_params(model: nn.Module, path: str) -> bool:
+    return _has(model, path) and any(True for _ in model.get_submodule(path).parameters())
+
+
+_FAMILIES: dict[str, type[Backbone]] = {}
+
+
+def register_backbone(cls: type[Backbone]) -> type[Backbone]:
+    """Class decorator: make a family known for each of its ``model_types``."""
+    if not getattr(cls, "family", None) or not getattr(cls, "model_types", None):
+        raise TypeError(f"{cls.__name__} must define `family` and `model_types`")
+    for model_type in cls.model_types:
+        if model_type in _FAMILIES and _FAMILIES[model_type] is not cls:
+            raise ValueError(
+                f"model_type {model_type!r} is already handled by {_FAMILIES[model_type].__name__}"
+            )
+        _FAMILIES[model_type] = cls
+    return cls
+
+
+def available_backbones() -> dict[str, tuple[str, ...]]:
+    """Family name -> the model types it handles."""
+    families: dict[str, tuple[str, ...]] = {}
+    for cls in _FAMILIES.values():
+        families[cls.family] = cls.model_types
+    return families
+
+
+def backbone_for(config: Any) -> Backbone:
+    """The family adapter for a transformers config (by ``model_type``), or a clear error naming what works."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in _FAMILIES:
+        supported = "; ".join(
+            f"{family}: {', '.join(types)}" for family, types in available_backbones().items()
+        )
+        raise ModelError(
+            f"architecture {model_type!r} is not supported by hftl's transfer plans. Supported model types "
+            f"({supported}). Add a family with @hftl.register_backbone."
+        )
+    return _FAMILIES[model_type]()
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = ["Backbone", "register_backbone", "backbone_for", "available_backbones", "count_parameters"]

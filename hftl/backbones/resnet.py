@@ -1,0 +1,36 @@
+"""ResNet: conv stem (embedder) + 4 stages + global pooling + linear head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from hftl.backbones.base import Backbone, register_backbone
+
+
+@register_backbone
+class ResNetBackbone(Backbone):
+    family = "resnet"
+    model_types = ("resnet",)
+    layer_word = "stage"
+    layer_paths = ("encoder.stages",)
+    stem_names = ("embedder",)
+    head_names = ("classifier",)
+    # the 3x3/1x1 convolutions of every residual block (PEFT LoRA supports Conv2d); not the stem, not shortcuts
+    lora_pattern = r".*\.stages\.\d+\.layers\.\d+\.layer\.\d+\.convolution"
+
+    def num_layers(self, config: Any) -> int:
+        return len(config.depths)
+
+    def set_num_layers(self, config: Any, keep: int) -> None:
+        config.depths = list(config.depths)[:keep]
+        config.hidden_sizes = list(config.hidden_sizes)[:keep]
+        config.stage_names = ["stem"] + [f"stage{i}" for i in range(1, keep + 1)]
+        config.set_output_features_output_indices(out_features=None, out_indices=None)
+
+    def truncate(self, model: nn.Module, keep: int) -> None:
+        super().truncate(model, keep)
+        # the pooled features now have the kept stage's width: resize the head's input to match
+        old = model.classifier[-1]
+        model.classifier[-1] = nn.Linear(model.config.hidden_sizes[-1], old.out_features)

@@ -1,0 +1,178 @@
+"""Checkpoints that are safe to load and never half-written.
+
+A checkpoint holds only what training changed (trainable parameters and buffers, as safetensors), the optimizer
+and scheduler states, every process's RNG states and the loop's progress. Frozen weights are not copied: they are
+rebuilt identically from the base model and the seed. Each checkpoint is written to a temporary folder, marked
+complete, then renamed, so a crash mid-write leaves the previous checkpoint as the newest complete one.
+Everything is read back with ``weights_only=True`` or from JSON/safetensors: nothing executes code on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hftl.errors import ConfigError
+
+CHECKPOINTS = "checkpoints"
+PREFIX = "checkpoint-"
+COMPLETE = "COMPLETE"
+MODEL_FILE = "trainable.safetensors"
+
+
+@dataclass
+class Progress:
+    """Where the loop is, and what it has seen; saved as JSON in every checkpoint."""
+
+    epoch: int = 0  # epoch in progress (or the next one when ``batches_done`` is 0)
+    batches_done: int = 0  # batches of ``epoch`` already trained on
+    global_step: int = 0  # optimizer steps taken
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    best_checkpoint: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors training can change: parameters with gradients and all buffers (e.g. BatchNorm statistics)."""
+    state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    state.update({name: b.detach() for name, b in model.named_buffers() if b is not None})
+    return {name: t.contiguous().cpu() for name, t in state.items()}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a ``trainable_state`` back, refusing names the model does not have."""
+    current = dict(model.named_parameters()) | dict(model.named_buffers())
+    unknown = sorted(set(state) - set(current))
+    if unknown:
+        raise ConfigError(
+            f"checkpoint does not match this model/plan (unknown tensors such as {unknown[:3]})"
+        )
+    with torch.no_grad():
+        for name, tensor in state.items():
+            current[name].copy_(tensor.to(current[name].device))
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / CHECKPOINTS
+
+
+def checkpoint_name(progress: Progress) -> str:
+    """Folder name of the checkpoint taken at ``progress``: sortable by step, readable by epoch and batch."""
+    return f"{PREFIX}{progress.global_step:08d}-e{progress.epoch}b{progress.batches_done}"
+
+
+def restore_trained_weights(model: nn.Module, output_dir: str | Path, name: str) -> bool:
+    """Load the trained tensors of checkpoint ``name`` (e.g. the best epoch's) into ``model``."""
+    path = checkpoint_dir(output_dir) / name / MODEL_FILE
+    if not path.is_file():
+        return False
+    load_trainable_state(model, load_file(str(path)))
+    return True
+
+
+def save_checkpoint(
+    accelerator: Any,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    progress: Progress,
+    output_dir: str | Path,
+    keep: int,
+) -> Path:
+    """Write a complete checkpoint atomically on every process, then rotate old ones (the best is kept)."""
+    root = checkpoint_dir(output_dir)
+    name = checkpoint_name(progress)
+    final, tmp = root / name, root / f".tmp-{name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        save_file(trainable_state(accelerator.unwrap_model(model)), str(tmp / MODEL_FILE))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if accelerator.scaler is not None:
+            torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+        (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2), encoding="utf-8")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        rotate(root, keep, protect=progress.best_checkpoint)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def rotate(root: Path, keep: int, protect: str | None = None) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints, never the protected (best) one."""
+    complete = list_checkpoints(root)
+    for path in complete[: max(0, len(complete) - keep)]:
+        if path.name != protect:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (half-written ones have no COMPLETE marker and are ignored)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / COMPLETE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :].split("-")[0]))
+
+
+def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
+    """``auto`` -> the newest complete checkpoint under OUTPUT_DIR (None if there is none); else the given folder."""
+    if resume == "auto":
+        found = list_checkpoints(checkpoint_dir(output_dir))
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / COMPLETE).is_file():
+        raise ConfigError(f"--resume {resume}: not a complete hftl checkpoint folder (no {COMPLETE} marker)")
+    return path
+
+
+def load_checkpoint(
+    accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, path: Path
+) -> Progress:
+    """Restore everything ``save_checkpoint`` wrote; returns the saved progress."""
+    load_trainable_state(accelerator.unwrap_model(model), load_file(str(path / MODEL_FILE)))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
+    if accelerator.scaler is not None and (path / "scaler.pt").is_file():
+        accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+    rng_file = path / f"rng-{accelerator.process_index}.pt"
+    _set_rng_state(torch.load(rng_file if rng_file.is_file() else path / "rng-0.pt", weights_only=True))
+    return Progress(**json.loads((path / "progress.json").read_text(encoding="utf-8")))
+
+
+def _rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "python": json.dumps(random.getstate()),
+        "numpy": json.dumps([numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = json.loads(state["numpy"])
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,34 @@
+"""Errors a user can act on: each one says what was wrong and what the valid choices are."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HftlError(Exception):
+    """Base class for every error hftl raises on purpose (bad settings, data or models)."""
+
+
+class ConfigError(HftlError, ValueError):
+    """A setting is missing, unknown or out of range."""
+
+
+class DataError(HftlError, ValueError):
+    """The dataset cannot be used as given (missing column, bad label, empty split, bad file)."""
+
+
+class ModelError(HftlError, ValueError):
+    """The model cannot be loaded or its architecture is not supported."""
+
+
+def unknown_choice(kind: str, value: object, valid: Iterable[str], hint: str = "") -> ConfigError:
+    """Build the error for a value that is not one of ``valid``, with a did-you-mean suggestion."""
+    valid = list(valid)
+    message = f"unknown {kind} {value!r}; valid {kind}s: {', '.join(valid)}"
+    close = difflib.get_close_matches(str(value), valid, n=1)
+    if close:
+        message += f" (did you mean {close[0]!r}?)"
+    if hint:
+        message += f". {hint}"
+    return ConfigError(message)

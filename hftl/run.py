@@ -1,0 +1,177 @@
+"""One transfer run, start to finish: config -> task -> data -> model -> plan -> apply -> loop -> artifacts.
+
+``run`` reads as a table of contents; each step lives in its own module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from datasets import Dataset, DatasetDict
+from torch import nn
+
+from hftl.artifacts import save_model, write_metrics, write_run_files
+from hftl.backbones import backbone_for
+from hftl.cases import make_plan
+from hftl.config import RunConfig, resolve_config
+from hftl.data import load_splits
+from hftl.loop import fit
+from hftl.metrics import load_metrics
+from hftl.models import build_model, check_source, load_processor
+from hftl.plan import TransferPlan
+from hftl.preprocess import prepare_inputs
+from hftl.tasks import get_task
+from hftl.transfer import apply_plan, count_parameters
+
+
+@dataclass
+class RunResult:
+    """What ``hftl.train`` returns: where the model is, its metrics, the plan it followed, and the model itself."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    plan: TransferPlan
+    config: RunConfig
+    model: nn.Module
+
+
+def make_accelerator(config: RunConfig) -> Accelerator:
+    # torchrun on a machine without GPUs: Accelerate only forms a gloo group when told it runs on the CPU
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(
+        cpu=cpu_ddp,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=None if config.report_to == "none" else config.report_to.split(","),
+        project_dir=config.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=config.ddp_find_unused_parameters)
+        ],
+    )
+
+
+def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunResult:
+    """Train one transfer setup and write its outputs; ``dataset`` overrides ``config.dataset`` (Python API)."""
+    quiet_library_logs()
+    accelerator = make_accelerator(config)
+    task = get_task(config.task)
+    check_source(config.model)  # fail on a mistyped model path before any data is loaded
+    output_dir = Path(config.output_dir)
+    if config.trust_remote_code:
+        accelerator.print("WARNING: --trust-remote-code is ON: code from the model repository will run.")
+
+    with accelerator.main_process_first():
+        splits = load_splits(
+            dataset if dataset is not None else config.dataset,
+            modality=task.modality,
+            input_columns=task.input_columns,
+            label_columns=task.label_columns,
+            input_column=config.input_column,
+            label_column=config.label_column,
+            dataset_config=config.dataset_config,
+            validation_split=config.validation_split,
+            max_train_samples=config.max_train_samples,
+            max_eval_samples=config.max_eval_samples,
+            seed=config.seed,
+        )
+        processor = load_processor(task, config)
+        inputs = prepare_inputs(
+            splits,
+            task.modality,
+            processor,
+            max_length=config.max_length,
+            augment=config.augment,
+            seed=config.seed,
+            pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
+        )
+
+    set_seed(config.seed)  # the new head's initial weights depend only on the seed
+    model = build_model(task, config, splits.labels)
+    backbone = backbone_for(model.config)
+    plan = make_plan(config, model, backbone)
+    model = apply_plan(plan, model, backbone)
+    params = count_parameters(model)
+    if accelerator.is_main_process:
+        write_run_files(output_dir, config, plan)
+    accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
+    accelerator.print(plan.render(params.trainable, params.total))
+    accelerator.print(
+        f"Data: {len(splits.train)} train / {len(splits.validation)} validation examples, "
+        f"{len(splits.labels)} labels from {splits.source}"
+    )
+
+    result = fit(model, inputs, config, plan.lr, load_metrics(task.metrics), accelerator)
+    trained = accelerator.unwrap_model(result.extra["model"])
+
+    accelerator.wait_for_everyone()
+    metrics = {
+        "task": task.name,
+        "case": plan.case,
+        "strategy": plan.strategy,
+        "init": plan.init,
+        "model": config.model,
+        "best": result.best,
+        "final": result.history[-1],
+        "history": result.history,
+        "labels": splits.labels,
+        "parameters": {
+            "trainable": params.trainable,
+            "total": params.total,
+            "percent": round(params.percent, 4),
+        },
+        "train_examples": len(splits.train),
+        "validation_examples": len(splits.validation),
+        "train_seconds": round(result.train_seconds, 3),
+        "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
+        "global_step": result.global_step,
+        "resumed_from": result.resumed_from,
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+    }
+    if accelerator.is_main_process:
+        save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
+        write_metrics(output_dir, metrics)
+        accelerator.print(
+            f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
+            f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return RunResult(output_dir, metrics, plan, config, trained)
+
+
+def train(config: str | Path | None = None, *, dataset: Any = None, **settings: Any) -> RunResult:
+    """Python entry point: the same settings as the CLI flags, as keywords. ``dataset`` may also be a
+    ``datasets.Dataset``/``DatasetDict`` in memory; ``config`` a YAML file whose values the keywords override."""
+    values = dict(settings)
+    if config is not None:
+        values["config"] = str(config)
+    in_memory = dataset if isinstance(dataset, Dataset | DatasetDict) else None
+    if dataset is not None:
+        values["dataset"] = "<in-memory dataset>" if in_memory is not None else str(dataset)
+    return run(resolve_config(values), dataset=in_memory)
+
+
+class _DropTorchvisionFallbackNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision" not in record.getMessage()
+
+
+def quiet_library_logs() -> None:
+    """transformers warns once per image processor that torchvision is missing; hftl works without it."""
+    logging.getLogger("transformers").addFilter(_DropTorchvisionFallbackNotice())
+    for handler in logging.getLogger("transformers").handlers:
+        handler.addFilter(_DropTorchvisionFallbackNotice())
+    torch.set_float32_matmul_precision("high")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.rstrip().splitlines())

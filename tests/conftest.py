@@ -1,0 +1,184 @@
+"""Tiny models built from configs and small learnable datasets generated here: the suite never needs the Hub."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+COLORS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "terrible", "dull", "boring", "poor"]
+FILLER = ["the", "film", "movie", "was", "a", "plot", "story", "acting", "really", "quite", "and", "it"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quiet_and_seeded() -> None:
+    """Fixture models get the same random weights whatever ran before them."""
+    import torch
+
+    from hftl.run import quiet_library_logs
+
+    quiet_library_logs()
+    torch.manual_seed(0)
+
+
+def make_vit(path: Path, num_layers: int = 4) -> Path:
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    _quiet_and_seeded()
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+        num_labels=7,
+    )
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def make_resnet(path: Path) -> Path:
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    _quiet_and_seeded()
+    config = ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16, 24, 32],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        num_labels=7,
+    )
+    ResNetForImageClassification(config).save_pretrained(path)
+    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875).save_pretrained(path)
+    return path
+
+
+def make_bert(path: Path, num_layers: int = 4) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    _quiet_and_seeded()
+    path.mkdir(parents=True, exist_ok=True)
+    words = SPECIAL + sorted(set(POSITIVE + NEGATIVE + FILLER))
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(words)}, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_image_folder(
+    root: Path, per_class: tuple[int, int] = (16, 6), size: int = 40, seed: int = 0
+) -> Path:
+    """imagefolder layout (train/, validation/) with classes told apart by their dominant colour."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "validation"), per_class, strict=True):
+        for label, rgb in COLORS.items():
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                noise = rng.normal(0, 30, size=(size, size, 3))
+                pixels = np.clip(np.array(rgb)[None, None, :] + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{label}_{i}.png")
+    return root
+
+
+def sentences(count: int, seed: int) -> list[tuple[str, str]]:
+    """Short reviews whose sentiment word decides the label; filler words are shared by both classes."""
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(count):
+        label = "positive" if i % 2 == 0 else "negative"
+        words = rnd.sample(FILLER, 4) + [rnd.choice(POSITIVE if label == "positive" else NEGATIVE)]
+        rnd.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_text_csv(root: Path, sizes: tuple[int, int] = (64, 24), seeds: tuple[int, int] = (1, 2)) -> Path:
+    import csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    for split, count, seed in (("train", sizes[0], seeds[0]), ("validation", sizes[1], seeds[1])):
+        with open(root / f"{split}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            writer.writerows(sentences(count, seed))
+    return root
+
+
+@pytest.fixture(scope="session")
+def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture(scope="session")
+def resnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_resnet(tmp_path_factory.mktemp("tiny-resnet"))
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT 'pretrained' on a source sentiment set (other sentences), so its features carry the signal:
+    the develop-a-source-model route to a real transfer without the Hub."""
+    import hftl
+
+    random_bert = make_bert(tmp_path_factory.mktemp("tiny-bert-random"))
+    source = write_text_csv(tmp_path_factory.mktemp("source-reviews"), sizes=(96, 24), seeds=(11, 12))
+    out = tmp_path_factory.mktemp("tiny-bert")
+    result = hftl.train(
+        task="text",
+        case="large_similar",
+        model=str(random_bert),
+        dataset=str(source),
+        output_dir=str(out),
+        epochs=12,
+        batch_size=8,
+        lr=3e-3,
+        warmup_ratio=0.0,
+        save_total_limit=1,
+    )
+    assert result.metrics["best"]["eval_accuracy"] == 1.0, "the source model must learn its task"
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("colours"))
+
+
+@pytest.fixture(scope="session")
+def text_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_text_csv(tmp_path_factory.mktemp("reviews"))
+
+
+@pytest.fixture(scope="session")
+def model_dirs(vit_dir: Path, resnet_dir: Path, bert_dir: Path) -> dict[str, Path]:
+    return {"vit": vit_dir, "resnet": resnet_dir, "bert": bert_dir}
+
+
+@pytest.fixture(scope="session")
+def data_for(image_folder: Path, text_folder: Path) -> dict[str, tuple[str, Path]]:
+    """family -> (task, dataset path)."""
+    return {"vit": ("image", image_folder), "resnet": ("image", image_folder), "bert": ("text", text_folder)}

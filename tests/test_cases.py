@@ -1,0 +1,141 @@
+"""The four cases and the strategy overrides produce the documented plan, block by block, for every family."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+import hftl
+from hftl.backbones import backbone_for
+from hftl.cases import make_plan
+from hftl.config import RunConfig
+from hftl.transfer import apply_plan, count_parameters
+
+FAMILIES = {"vit": ("image", 4), "resnet": ("image", 4), "bert": ("text", 4)}
+
+
+def load(family, model_dirs, num_labels=3):
+    auto = AutoModelForSequenceClassification if family == "bert" else AutoModelForImageClassification
+    return auto.from_pretrained(model_dirs[family], num_labels=num_labels, ignore_mismatched_sizes=True)
+
+
+def plan_for(family, model_dirs, case, **overrides):
+    task, _ = FAMILIES[family]
+    config = RunConfig(task=task, case=case, model=str(model_dirs[family]), **overrides)
+    model = load(family, model_dirs)
+    backbone = backbone_for(model.config)
+    return make_plan(config, model, backbone), model, backbone
+
+
+def actions(plan, kind):
+    return [b.action for b in plan.blocks if b.kind == kind]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_small_similar_freezes_the_whole_body(family, model_dirs):
+    plan, _, _ = plan_for(family, model_dirs, "small_similar")
+    assert plan.strategy == "head" and not plan.truncated
+    assert set(actions(plan, "stem")) == {"frozen"} and set(actions(plan, "layer")) == {"frozen"}
+    assert set(actions(plan, "neck")) <= {"frozen"} and set(actions(plan, "head")) == {"new"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_small_different_keeps_the_first_half_frozen_by_default(family, model_dirs):
+    plan, _, _ = plan_for(family, model_dirs, "small_different")
+    assert plan.keep_layers == 2 and plan.num_layers == 4 and plan.truncated
+    assert actions(plan, "layer") == ["frozen", "frozen", "removed", "removed"]
+    assert set(actions(plan, "neck")) <= {"trained"}  # the neck now sits on a different layer: retrain it
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_keep_layers_sets_the_cut(family, model_dirs):
+    plan, _, _ = plan_for(family, model_dirs, "small_different", keep_layers=3)
+    assert actions(plan, "layer") == ["frozen", "frozen", "frozen", "removed"]
+    with pytest.raises(hftl.ConfigError, match=r"keep_layers=9 is out of range.*use 1..4"):
+        plan_for(family, model_dirs, "small_different", keep_layers=9)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("case", ["large_similar", "large_different"])
+def test_large_cases_fine_tune_everything(family, case, model_dirs):
+    plan, model, backbone = plan_for(family, model_dirs, case)
+    assert plan.strategy == "full" and not plan.truncated
+    assert {b.action for b in plan.blocks} == {"trained", "new"}
+    model = apply_plan(plan, model, backbone)
+    counts = count_parameters(model)
+    assert counts.trainable == counts.total
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_partial_freezes_the_first_n_and_trains_the_rest(family, model_dirs):
+    plan, model, backbone = plan_for(family, model_dirs, "small_different", strategy="partial", keep_layers=1)
+    assert not plan.truncated  # partial keeps every layer
+    assert actions(plan, "layer") == ["frozen", "trained", "trained", "trained"]
+    frozen = sum(b.params for b in plan.blocks if b.action == "frozen")
+    model = apply_plan(plan, model, backbone)
+    counts = count_parameters(model)
+    assert counts.total - counts.trainable == frozen
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_only_trains_exactly_the_head(family, model_dirs):
+    plan, model, backbone = plan_for(family, model_dirs, "small_similar")
+    model = apply_plan(plan, model, backbone)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    head = set(plan.names("new"))
+    assert trainable and all(any(n.startswith(h + ".") for h in head) for n in trainable)
+    expected = sum(p.numel() for h in head for p in model.get_submodule(h).parameters())
+    assert count_parameters(model).trainable == expected
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_truncation_cuts_the_model_and_its_config(family, model_dirs, tmp_path):
+    plan, model, backbone = plan_for(family, model_dirs, "small_different", keep_layers=1)
+    model = apply_plan(plan, model, backbone)
+    assert len(model.get_submodule(backbone.layers_path(model))) == 1
+    assert backbone.num_layers(model.config) == 1
+    model.save_pretrained(tmp_path)  # the saved config rebuilds the cut model
+    reloaded = type(model).from_pretrained(tmp_path)
+    assert len(reloaded.get_submodule(backbone.layers_path(reloaded))) == 1
+    assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_adapts_only_kept_layers_and_saves_neck_and_head(family, model_dirs):
+    plan, model, backbone = plan_for(family, model_dirs, "small_different", strategy="lora")
+    assert plan.lora is not None and plan.lora.target_modules
+    kept = [b.name for b in plan.blocks if b.action == "lora"]
+    assert all(any(t.startswith(k + ".") for k in kept) for t in plan.lora.target_modules)
+    assert "classifier" in plan.lora.modules_to_save
+    model = apply_plan(plan, model, backbone)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in trainable) and any("modules_to_save" in n for n in trainable)
+    assert all("lora_" in n or "modules_to_save" in n for n in trainable)
+
+
+def test_resnet_lora_targets_convolutions(model_dirs):
+    plan, _, _ = plan_for("resnet", model_dirs, "large_similar", strategy="lora")
+    assert all(name.endswith(".convolution") and ".stages." in name for name in plan.lora.target_modules)
+
+
+def test_plan_renders_and_round_trips(model_dirs, tmp_path):
+    plan, _, _ = plan_for("vit", model_dirs, "small_different", keep_layers=1)
+    text = plan.render(10, 100)
+    assert "removed (truncated)" in text and "new head, trained" in text and "10.00%" in text
+    assert "keeps 1 of 4 layers (--keep-layers)" in text
+    plan.save(tmp_path / "plan.json")
+    assert hftl.TransferPlan.load(tmp_path / "plan.json") == plan
+
+
+def test_scratch_init_is_noted_in_the_plan(model_dirs):
+    plan, _, _ = plan_for("resnet", model_dirs, "large_different", init="scratch")
+    assert plan.init == "scratch" and any("no-transfer baseline" in r for r in plan.reasons)
+
+
+def test_unsupported_architecture_names_the_supported_ones():
+    from transformers import GPT2Config
+
+    with pytest.raises(
+        hftl.ModelError, match=r"architecture .gpt2. is not supported.*bert: bert.*resnet: resnet.*vit: vit"
+    ):
+        backbone_for(GPT2Config())

@@ -1,0 +1,136 @@
+"""The real entry points in subprocesses: `accelerate launch -m hftl.train`, a 2-process `torchrun` on CPU (gloo),
+and the `hftl` console script. Outputs must load in transformers.pipeline with the dataset's label names."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_flags(model: Path, dataset: Path, out: Path) -> list[str]:
+    return [
+        "--task",
+        "image",
+        "--case",
+        "small_different",
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.05",
+    ]
+
+
+def assert_pipeline_uses_label_names(out: Path) -> None:
+    classify = pipeline("image-classification", model=str(out))
+    red = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
+    predictions = classify(red)
+    assert {p["label"] for p in predictions} == {"red", "green", "blue"}
+    assert predictions[0]["label"] == "red"
+
+
+def test_accelerate_launch_runs_the_module_and_writes_a_pipeline_model(vit_dir, image_folder, tmp_path):
+    out = tmp_path / "out"
+    args = [
+        str(BIN / "accelerate"),
+        "launch",
+        "--config_file",
+        str(REPO / "configs/accelerate/cpu.yaml"),
+        "-m",
+        "hftl.train",
+        *train_flags(vit_dir, image_folder, out),
+    ]
+    done = run(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Transfer plan: case=small_different" in done.stdout and "Resolved configuration" in done.stdout
+    assert_pipeline_uses_label_names(out)
+    saved = (out / "run_config.yaml").read_text()
+    assert "case: small_different" in saved and "epochs: 2" in saved
+
+
+def test_torchrun_two_cpu_processes_share_the_work(resnet_dir, image_folder, tmp_path):
+    out = tmp_path / "out"
+    args = [
+        str(BIN / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "hftl.train",
+        *train_flags(resnet_dir, image_folder, out),
+    ]
+    done = run(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["global_step"] == 2 * 3  # 48 examples / (2 processes x batch 8) = 3 steps per epoch
+    assert done.stdout.count("Saved to") == 1  # only the main process writes
+    assert_pipeline_uses_label_names(out)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--task", "imgae", "--case", "small_similar"], "unknown task 'imgae'"),
+        (
+            ["--task", "image", "--case", "small_similar", "--model", "./does/not/exist"],
+            "model path does not exist",
+        ),
+        (["--task", "image", "--case", "tiny"], "invalid choice"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(flags, message, tmp_path):
+    done = run([sys.executable, "-m", "hftl.train", *flags], tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_hftl_plan_prints_the_plan_without_training(vit_dir, tmp_path):
+    done = run(
+        [
+            str(BIN / "hftl"),
+            "plan",
+            "--task",
+            "image",
+            "--case",
+            "small_different",
+            "--model",
+            str(vit_dir),
+            "--keep-layers",
+            "3",
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "vit.layers.0-2" in done.stdout and "removed (truncated)" in done.stdout
+
+
+def test_hftl_tasks_lists_tasks_families_and_cases(tmp_path):
+    done = run([str(BIN / "hftl"), "tasks"], tmp_path)
+    assert done.returncode == 0
+    for word in ("task image", "task text", "family vit", "family resnet", "family bert", "small_different"):
+        assert word in done.stdout

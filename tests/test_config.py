@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+import hftl
+from hftl.config import RunConfig, build_parser, explicit_cli_values, resolve_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cli_over_yaml_over_task_card_over_defaults(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("task: text\ncase: large_similar\nepochs: 7\nlr: 0.001\nmodel: from-yaml/model\n")
+    values = explicit_cli_values(["--config", str(config_file), "--epochs", "2", "--batch-size", "4"])
+    config = resolve_config(values)
+    assert config.epochs == 2  # CLI wins over YAML
+    assert config.lr == 0.001 and config.model == "from-yaml/model"  # YAML wins over the task card
+    assert config.dataset == hftl.get_task("text").defaults["dataset"]  # task card fills what is left
+    assert config.batch_size == 4 and config.seed == 42  # dataclass defaults
+    assert config.output_dir == "runs/text-large_similar"
+
+
+def test_python_keywords_use_the_same_names():
+    config = resolve_config({"task": "image", "case": "small_different", "keep_layers": 3, "batch_size": 16})
+    assert (config.keep_layers, config.batch_size) == (3, 16)
+    assert config.model == hftl.get_task("image").defaults["model"]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"task": "image", "case": "medium"},
+            r"unknown case 'medium'; valid cases: small_similar, small_different",
+        ),
+        (
+            {"task": "image", "case": "small_similar", "strategy": "half"},
+            r"valid strategys: head, partial, lora, full",
+        ),
+        ({"task": "image"}, r"no case given; choose --case from: small_similar"),
+        ({"case": "small_similar"}, r"no task given; choose --task from: .*image"),
+        ({"task": "image", "case": "small_similar", "epochs": 0}, r"epochs must be a positive integer"),
+        (
+            {"task": "image", "case": "small_similar", "btach_size": 3},
+            r"unknown setting 'btach_size'.*batch_size",
+        ),
+    ],
+)
+def test_bad_settings_say_what_is_valid(values, message):
+    with pytest.raises(hftl.ConfigError, match=message):
+        resolve_config(values)
+
+
+def test_unknown_yaml_key_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: image\ncase: small_similar\nlearning_rate: 0.1\n")
+    with pytest.raises(hftl.ConfigError, match=r"bad.yaml: unknown setting 'learning_rate'"):
+        resolve_config({"config": str(bad)})
+
+
+def test_cli_rejects_unknown_case_with_choices(capsys):
+    with pytest.raises(SystemExit):
+        explicit_cli_values(["--task", "image", "--case", "tiny"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_issue_flags_exist_on_the_cli():
+    options = {opt for action in build_parser()._actions for opt in action.option_strings}
+    for flag in (
+        "--task",
+        "--case",
+        "--strategy",
+        "--model",
+        "--dataset",
+        "--output-dir",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--keep-layers",
+        "--init",
+        "--mixed-precision",
+        "--resume",
+        "--config",
+        "--merge-lora",
+    ):
+        assert flag in options, flag
+
+
+def test_config_round_trips_through_yaml():
+    config = RunConfig(task="image", case="small_similar", epochs=5)
+    assert RunConfig(**yaml.safe_load(config.to_yaml())) == config
+
+
+def test_every_shipped_run_config_is_valid():
+    files = sorted((REPO / "configs" / "runs").glob("*.yaml"))
+    assert files, "configs/runs/ should ship example run configs"
+    for path in files:
+        config = resolve_config({"config": str(path)})
+        assert config.case in hftl.CASES

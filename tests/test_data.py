@@ -1,0 +1,103 @@
+"""Loading datasets from folders and files into labelled train/validation splits, with clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict
+
+import hftl
+from hftl.data import load_splits
+from hftl.tasks import get_task
+
+
+def splits_of(source, task="text", **kwargs):
+    t = get_task(task)
+    return load_splits(
+        source, modality=t.modality, input_columns=t.input_columns, label_columns=t.label_columns, **kwargs
+    )
+
+
+def test_image_folder_gives_label_names_from_folders(image_folder):
+    splits = splits_of(str(image_folder), "image")
+    assert splits.labels == ["blue", "green", "red"]
+    assert (len(splits.train), len(splits.validation)) == (48, 18)
+    assert isinstance(splits.train.features[splits.label_column], ClassLabel)
+
+
+def test_csv_folder_splits_by_file_name_and_encodes_string_labels(text_folder):
+    splits = splits_of(str(text_folder))
+    assert splits.labels == ["negative", "positive"] and splits.input_column == "text"
+    assert (len(splits.train), len(splits.validation)) == (64, 24)
+    assert splits.validation.features["label"].names == splits.labels
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_single_file_gets_a_stratified_seeded_validation_split(tmp_path, fmt):
+    rows = [{"sentence": f"text {i}", "label": "a" if i % 4 else "b"} for i in range(80)]
+    path = tmp_path / f"data.{fmt}"
+    frame = Dataset.from_list(rows)
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "tsv":
+        path.write_text("sentence\tlabel\n" + "".join(f"{r['sentence']}\t{r['label']}\n" for r in rows))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        frame.to_parquet(path)
+    first = splits_of(str(path), validation_split=0.25, seed=3)
+    again = splits_of(str(path), validation_split=0.25, seed=3)
+    assert len(first.validation) == 20 and first.validation["sentence"] == again.validation["sentence"]
+    ratio = first.validation["label"].count(first.labels.index("b")) / len(first.validation)
+    assert ratio == pytest.approx(0.25)  # stratified: the 1-in-4 class keeps its share
+
+
+def test_integer_labels_get_names_and_test_split_with_hidden_labels_is_skipped():
+    raw = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b", "c", "d"] * 5, "label": [0, 1, 0, 1] * 5}),
+            "test": Dataset.from_dict({"text": ["x", "y"], "label": [-1, -1]}),
+        }
+    )
+    splits = splits_of(raw, validation_split=0.5)
+    assert splits.labels == ["0", "1"] and len(splits.validation) == 10
+
+
+def test_missing_label_column_lists_the_columns():
+    raw = Dataset.from_dict({"text": ["a", "b"], "stars": [1, 2]})
+    with pytest.raises(
+        hftl.DataError, match=r"no label column found .*columns \['text', 'stars'\].*--label-column"
+    ):
+        splits_of(raw)
+    with pytest.raises(hftl.DataError, match=r"label column 'rating' not found; the dataset has columns"):
+        splits_of(raw, label_column="rating")
+
+
+def test_validation_label_outside_train_labels_names_the_row():
+    raw = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b", "c"], "label": ["x", "y", "x"]}),
+            "validation": Dataset.from_dict({"text": ["d", "e"], "label": ["x", "z"]}),
+        }
+    )
+    with pytest.raises(
+        hftl.DataError, match=r"validation row 1: label 'z' is not in the label set \['x', 'y'\]"
+    ):
+        splits_of(raw)
+
+
+def test_single_class_is_refused():
+    raw = Dataset.from_dict({"text": ["a"] * 10, "label": ["only"] * 10})
+    with pytest.raises(hftl.DataError, match="single class"):
+        splits_of(raw)
+
+
+def test_missing_dataset_path_is_a_clear_error(tmp_path):
+    with pytest.raises(hftl.DataError, match="dataset path does not exist"):
+        splits_of(str(tmp_path / "nope" / "data.csv"))
+
+
+def test_offline_hub_dataset_says_how_to_pass_local_data():
+    with pytest.raises(hftl.DataError, match=r"could not load dataset .* Offline, pass a local"):
+        splits_of("nobody/no-such-dataset-hftl")

@@ -1,0 +1,248 @@
+"""End-to-end runs through the Python API on tiny models: every family x case/strategy learns, frozen weights
+stay byte-identical, and the outputs load in transformers.pipeline (or PEFT) with the dataset's label names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+import hftl
+from hftl.loading import load
+from tests.helpers import base_name, quick_train, saved_state
+
+SETTINGS = {
+    "small_similar": ("small_similar", None),
+    "small_different": ("small_different", None),
+    "large_similar": ("large_similar", None),
+    "lora": ("large_similar", "lora"),
+    "partial": ("small_similar", "partial"),
+}
+FAMILIES = ("vit", "resnet", "bert")
+CHANCE = {"vit": 1 / 3, "resnet": 1 / 3, "bert": 1 / 2}
+
+
+@pytest.fixture(scope="module")
+def runs(model_dirs, data_for, tmp_path_factory):
+    """Train each (family, setting) once, on demand; several tests read the same run."""
+    cache = {}
+
+    def get(family: str, setting: str):
+        if (family, setting) not in cache:
+            case, strategy = SETTINGS[setting]
+            task, dataset = data_for[family]
+            out = tmp_path_factory.mktemp(f"{family}-{setting}")
+            cache[family, setting] = quick_train(
+                task, case, model_dirs[family], dataset, out, strategy=strategy
+            )
+        return cache[family, setting]
+
+    return get
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_and_setting_beats_chance(family, setting, runs):
+    result = runs(family, setting)
+    best = result.metrics["best"]["eval_accuracy"]
+    assert best > CHANCE[family] + 0.2, result.metrics["history"]
+    assert result.metrics["strategy"] == (
+        SETTINGS[setting][1] or hftl.CASE_RULES[SETTINGS[setting][0]].strategy
+    )
+
+
+@pytest.mark.parametrize("setting", ["small_similar", "small_different", "partial", "lora"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frozen_weights_and_batchnorm_statistics_are_byte_identical(family, setting, runs, model_dirs):
+    result = runs(family, setting)
+    before = saved_state(model_dirs[family])
+    frozen_blocks = result.plan.names("frozen", "lora")
+    model = result.model
+    checked, skipped = 0, 0
+    tensors = model.state_dict(keep_vars=True)  # parameters and persistent buffers (BatchNorm statistics)
+    for name, tensor in tensors.items():
+        original = base_name(name)
+        if "lora_" in name or "modules_to_save" in name:
+            continue
+        if original not in before:
+            skipped += 1
+            continue
+        if any(original.startswith(block + ".") for block in frozen_blocks):
+            assert torch.equal(tensor.detach().cpu(), before[original]), original
+            if isinstance(tensor, torch.nn.Parameter):
+                assert not tensor.requires_grad
+            checked += 1
+    assert checked > 0 and skipped == 0
+
+
+@pytest.mark.parametrize("family", ["vit", "resnet", "bert"])
+def test_trained_blocks_do_change(family, runs, model_dirs):
+    result = runs(family, "partial")
+    before = saved_state(model_dirs[family])
+    trained = [b for b in result.plan.names("trained")]
+    changed = [
+        name
+        for name, p in result.model.named_parameters()
+        if any(name.startswith(b + ".") for b in trained) and not torch.equal(p.detach(), before[name])
+    ]
+    assert changed
+
+
+def test_frozen_batchnorm_stays_in_eval_mode(runs):
+    model = runs("resnet", "small_similar").model
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.training for m in norms)
+
+
+def test_large_case_batchnorm_does_train(runs):
+    model = runs("resnet", "large_similar").model
+    model.train()
+    assert all(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize(
+    "family,setting", [("vit", "small_similar"), ("resnet", "small_different"), ("bert", "large_similar")]
+)
+def test_output_loads_in_transformers_pipeline_with_label_names(family, setting, runs):
+    result = runs(family, setting)
+    out = result.output_dir
+    for name in ("model.safetensors", "config.json", "metrics.json", "run_config.yaml", "transfer_plan.json"):
+        assert (out / name).is_file(), name
+    if family == "bert":
+        classify = pipeline("text-classification", model=str(out))
+        predictions = classify(["the film was great", "the film was awful"])
+        assert {p["label"] for p in predictions} <= {"positive", "negative"}
+        assert [p["label"] for p in predictions] == ["positive", "negative"]
+    else:
+        classify = pipeline("image-classification", model=str(out))
+        red = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
+        predictions = classify(red)
+        assert {p["label"] for p in predictions} == {"red", "green", "blue"}
+        assert predictions[0]["label"] == "red"
+
+
+def test_metrics_file_has_history_best_and_parameter_counts(runs):
+    result = runs("vit", "small_different")
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    assert (
+        len(metrics["history"]) == 3
+        and metrics["best"]["eval_accuracy"] == result.metrics["best"]["eval_accuracy"]
+    )
+    assert 0 < metrics["parameters"]["trainable"] < metrics["parameters"]["total"]
+    assert metrics["labels"] == ["blue", "green", "red"]
+    lines = (result.output_dir / "metrics.jsonl").read_text().splitlines()
+    assert any("loss" in json.loads(line) for line in lines) and any(
+        "eval_accuracy" in line for line in lines
+    )
+    plan = hftl.TransferPlan.load(result.output_dir / "transfer_plan.json")
+    assert plan == result.plan and plan.keep_layers == 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_adapter_reloads_with_equal_logits(family, runs, data_for):
+    result = runs(family, "lora")
+    out = result.output_dir
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert not (out / "model.safetensors").exists()
+    reloaded = load(out).eval()
+    trained = result.model.eval()
+    if family == "bert":
+        batch = {"input_ids": torch.tensor([[2, 10, 12, 3], [2, 11, 9, 3]])}
+    else:
+        batch = {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, trained(**batch).logits, atol=1e-6)
+
+
+def test_merge_lora_writes_a_pipeline_ready_model(model_dirs, image_folder, tmp_path):
+    result = quick_train(
+        "image",
+        "small_different",
+        model_dirs["vit"],
+        image_folder,
+        tmp_path,
+        strategy="lora",
+        merge_lora=True,
+        epochs=1,
+    )
+    merged = tmp_path / "merged"
+    assert (merged / "model.safetensors").is_file()
+    classify = pipeline("image-classification", model=str(merged))
+    red = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
+    assert {p["label"] for p in classify(red)} == {"red", "green", "blue"}
+    pixels = torch.randn(1, 3, 32, 32)
+    from transformers import AutoModelForImageClassification
+
+    with torch.no_grad():
+        expected = result.model.eval()(pixel_values=pixels).logits
+        got = AutoModelForImageClassification.from_pretrained(merged).eval()(pixel_values=pixels).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_resume_continues_where_it_stopped_and_matches_an_uninterrupted_run(
+    model_dirs, image_folder, tmp_path
+):
+    common = {"augment": True, "save_total_limit": 10}
+    full = quick_train(
+        "image", "large_similar", model_dirs["resnet"], image_folder, tmp_path / "full", epochs=3, **common
+    )
+    quick_train(
+        "image",
+        "large_similar",
+        model_dirs["resnet"],
+        image_folder,
+        tmp_path / "split",
+        epochs=3,
+        save_steps=4,
+        **common,
+    )
+    checkpoints = sorted((tmp_path / "split" / "checkpoints").iterdir())
+    mid_epoch = next(c for c in checkpoints if c.name.startswith("checkpoint-00000004"))  # inside epoch 1
+    for later in checkpoints:
+        if later != mid_epoch:
+            import shutil
+
+            shutil.rmtree(later)
+    resumed = quick_train(
+        "image",
+        "large_similar",
+        model_dirs["resnet"],
+        image_folder,
+        tmp_path / "split",
+        epochs=3,
+        resume="auto",
+        **common,
+    )
+    assert resumed.metrics["resumed_from"].endswith(mid_epoch.name)
+    assert resumed.metrics["global_step"] == full.metrics["global_step"]
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    for name, tensor in full_state.items():
+        assert torch.equal(tensor, resumed_state[name]), name
+    assert [h["eval_accuracy"] for h in resumed.metrics["history"]] == [
+        h["eval_accuracy"] for h in full.metrics["history"]
+    ]
+
+
+def test_scratch_init_starts_from_random_weights(model_dirs, image_folder, tmp_path):
+    result = quick_train(
+        "image", "large_different", model_dirs["vit"], image_folder, tmp_path, init="scratch", epochs=1
+    )
+    before = saved_state(model_dirs["vit"])
+    stem = result.model.state_dict()["vit.embeddings.patch_embeddings.projection.weight"]
+    assert not torch.allclose(stem, before["vit.embeddings.patch_embeddings.projection.weight"], atol=1e-3)
+
+
+def test_missing_model_path_is_a_clear_error(image_folder, tmp_path):
+    with pytest.raises(hftl.ModelError, match="model path does not exist"):
+        hftl.train(
+            task="image",
+            case="small_similar",
+            model=str(tmp_path / "no-model"),
+            dataset=str(image_folder),
+            output_dir=str(tmp_path / "out"),
+        )
