@@ -9,11 +9,16 @@
 from hftl.backbones import Backbone, available_backbones, backbone_for, register_backbone
 from hftl.cases import CASE_RULES, make_plan
 from hftl.config import CASES, STRATEGIES, RunConfig
+from hftl.embed import embed, similar
 from hftl.errors import ConfigError, DataError, HftlError, ModelError
+from hftl.loading import load
+from hftl.modeling_vectors import WordVectorsConfig, WordVectorsForSequenceClassification, WordVectorsModel
 from hftl.plan import Block, TransferPlan
+from hftl.predict import predict
 from hftl.run import RunResult, run, train
 from hftl.tasks import Task, available_tasks, get_task, register_task
 from hftl.transfer import apply_plan, count_parameters
+from hftl.vectors import OOVReport, build_word_tokenizer, embedding_layer, embedding_matrix, load_vectors
 
 __version__ = "0.1.0"
 
@@ -42,4 +47,17 @@ __all__ = [
     "register_task",
     "run",
     "train",
+    # issue 3
+    "OOVReport",
+    "WordVectorsConfig",
+    "WordVectorsForSequenceClassification",
+    "WordVectorsModel",
+    "build_word_tokenizer",
+    "embed",
+    "embedding_layer",
+    "embedding_matrix",
+    "load",
+    "load_vectors",
+    "predict",
+    "similar",
 ]

@@ -61,14 +61,21 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     """Decide, block by block, what the run does to ``model`` (which may live on the meta device)."""
     rule = CASE_RULES[config.case]
     strategy = config.strategy or rule.strategy
+    backbone.check_strategy(strategy)
     num_layers = backbone.num_layers(model.config)
     depth = config.keep_layers if config.keep_layers is not None else backbone.default_keep_layers(num_layers)
-    if not 1 <= depth <= num_layers:
+    if num_layers == 0:  # nothing between the stem and the head (word vectors): nothing to cut or keep
+        if config.keep_layers is not None:
+            raise ConfigError(
+                f"keep_layers does not apply: this {backbone.family} model has no {backbone.layer_word} stack"
+            )
+        depth = 0
+    elif not 1 <= depth <= num_layers:
         raise ConfigError(
             f"keep_layers={depth} is out of range: this {backbone.family} model has {num_layers} "
             f"{backbone.layer_word}s, so use 1..{num_layers}"
         )
-    truncate = rule.truncate and strategy != "partial"
+    truncate = rule.truncate and strategy != "partial" and num_layers > 0
     keep = depth if truncate else num_layers
 
     reasons = [rule.why]
@@ -81,7 +88,7 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
             else f"the {backbone.family} default (first half)"
         )
         reasons.append(f"keeps {keep} of {num_layers} {backbone.layer_word}s ({origin})")
-    if strategy == "partial":
+    if strategy == "partial" and num_layers:
         reasons.append(
             f"freezes the stem and the first {depth} of {num_layers} {backbone.layer_word}s, trains the rest"
         )
@@ -89,6 +96,7 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         reasons.append("--init scratch: random weights of the same architecture (the no-transfer baseline)")
         if strategy in ("head", "partial", "lora"):
             reasons.append("frozen random weights are a baseline for comparison, not a transfer")
+    reasons += backbone.plan_reasons(config.case, strategy, config.init)
 
     def layer_action(index: int) -> Action:
         if index >= keep:
@@ -123,7 +131,9 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         layer_word=backbone.layer_word,
         num_layers=num_layers,
         keep_layers=keep,
-        lr=config.lr if config.lr is not None else default_lr(strategy, config.init),
+        lr=config.lr
+        if config.lr is not None
+        else backbone.default_lrs.get(strategy, default_lr(strategy, config.init)),
         blocks=tuple(blocks),
         lora=lora,
         reasons=tuple(reasons),

@@ -22,6 +22,13 @@ CASES = ("small_similar", "small_different", "large_similar", "large_different")
 STRATEGIES = ("head", "partial", "lora", "full")
 INITS = ("pretrained", "scratch")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+# word vectors (--model vectors:PATH_OR_NAME)
+VECTORS_PREFIX = "vectors:"
+VECTOR_FORMATS = ("auto", "word2vec-bin", "word2vec-txt", "glove", "kv")
+WORD_SPLITS = ("words", "whitespace")
+OOV_INITS = ("random", "zeros", "mean")
+POOLINGS = ("mean", "max")
+VECTOR_ENCODERS = ("bag", "cnn")
 
 Case = Literal["small_similar", "small_different", "large_similar", "large_different"]
 Strategy = Literal["head", "partial", "lora", "full"]
@@ -146,6 +153,54 @@ class RunConfig:
         default=False, metadata={"help": "Also write the merged model to OUTPUT_DIR/merged."}
     )
 
+    # word vectors (--model vectors:PATH_OR_NAME)
+    vectors_format: Literal["auto", "word2vec-bin", "word2vec-txt", "glove", "kv"] = field(
+        default="auto",
+        metadata={"help": "Word vectors: file format; auto detects it from the file (extension and header)."},
+    )
+    vectors_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "Word vectors: load only the first N vectors (the most frequent words, in most files)."
+        },
+    )
+    vectors_lowercase: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Word vectors: lowercase the texts; default: if the vectors are lowercase (GloVe)."
+        },
+    )
+    vectors_split: Literal["words", "whitespace"] = field(
+        default="words",
+        metadata={"help": "Word vectors: split texts into words and punctuation, or at whitespace only."},
+    )
+    vectors_min_freq: int = field(
+        default=1, metadata={"help": "Word vectors: vocabulary words occur at least this often in train."}
+    )
+    vectors_max_vocab: int | None = field(
+        default=None, metadata={"help": "Word vectors: keep at most this many (most frequent) words."}
+    )
+    vectors_oov_init: Literal["random", "zeros", "mean"] = field(
+        default="random",
+        metadata={
+            "help": "Word vectors: rows of words without a vector: random (scaled to the vectors), zeros, mean."
+        },
+    )
+    vectors_pooling: Literal["mean", "max"] = field(
+        default="mean",
+        metadata={"help": "Word vectors: pool the words of a text by mean or max (padding masked)."},
+    )
+    vectors_encoder: Literal["bag", "cnn"] = field(
+        default="bag",
+        metadata={
+            "help": "Word vectors: pool the vectors directly (bag) or after a 1-D CNN (kernels 3,4,5)."
+        },
+    )
+    vectors_hidden_size: int = field(
+        default=128,
+        metadata={"help": "Word vectors: hidden units of the MLP classifier (0: a linear layer)."},
+    )
+
     # outputs, checkpoints, logging
     output_dir: str | None = field(
         default=None, metadata={"help": "Where everything is written (runs/TASK-CASE)."}
@@ -195,6 +250,7 @@ class RunConfig:
         for name in ("keep_layers", "eval_batch_size", "max_train_samples", "max_eval_samples", "save_steps"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
+        self._check_vectors()
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0.0 < self.validation_split < 1.0:
@@ -204,6 +260,28 @@ class RunConfig:
         if self.output_dir is None:
             task_name = Path(self.task).stem
             self.output_dir = str(Path("runs") / f"{task_name}-{self.case}")
+
+    def _check_vectors(self) -> None:
+        _check_choice("vectors_format", self.vectors_format, VECTOR_FORMATS)
+        _check_choice("vectors_split", self.vectors_split, WORD_SPLITS)
+        _check_choice("vectors_oov_init", self.vectors_oov_init, OOV_INITS)
+        _check_choice("vectors_pooling", self.vectors_pooling, POOLINGS)
+        _check_choice("vectors_encoder", self.vectors_encoder, VECTOR_ENCODERS)
+        _check_positive("vectors_min_freq", self.vectors_min_freq)
+        for name in ("vectors_limit", "vectors_max_vocab"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        if self.vectors_hidden_size < 0:
+            raise ConfigError(f"vectors_hidden_size must be >= 0, got {self.vectors_hidden_size}")
+        if str(self.model or "").startswith(VECTORS_PREFIX):
+            if self.model == VECTORS_PREFIX:
+                raise ConfigError(
+                    "--model vectors: needs a file or gensim-data name, e.g. vectors:glove.6B.100d.txt"
+                )
+            if self.strategy == "lora":  # fail before the vectors and the data are loaded
+                from hftl.backbones.vectors import LORA_MESSAGE
+
+                raise ConfigError(LORA_MESSAGE)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, ready for YAML/JSON."""

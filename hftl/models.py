@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from hftl import vector_source
 from hftl.config import RunConfig
 from hftl.errors import ModelError
 from hftl.tasks import Task
+from hftl.vector_source import check_vectors_source, is_vectors_model
+
+if TYPE_CHECKING:
+    from hftl.data import Splits
 
 
 def looks_like_path(name: str) -> bool:
@@ -20,6 +25,8 @@ def looks_like_path(name: str) -> bool:
 
 def check_source(name: str, what: str = "model") -> str:
     """Return ``name`` if it is an existing local path or plausibly a Hub id; fail clearly for a missing path."""
+    if is_vectors_model(name):
+        return check_vectors_source(name)
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if looks_like_path(name):
@@ -58,8 +65,11 @@ def label_kwargs(labels: list[str]) -> dict[str, Any]:
     }
 
 
-def build_model(task: Task, config: RunConfig, labels: list[str]) -> PreTrainedModel:
-    """The task model sized for ``labels``: pretrained weights (head resized) or random weights (``--init scratch``)."""
+def build_model(task: Task, config: RunConfig, labels: list[str], processor: Any = None) -> PreTrainedModel:
+    """The task model sized for ``labels``: pretrained weights (head resized) or random weights (``--init scratch``).
+    Word vectors (``vectors:...``) are aligned to ``processor``, the vocabulary built from the training split."""
+    if is_vectors_model(config.model):
+        return vector_source.build_model(config, labels, processor)
     model_class = task.model_class()
     model_config = load_model_config(task, config, labels)
     if config.init == "scratch":
@@ -78,13 +88,18 @@ def build_model(task: Task, config: RunConfig, labels: list[str]) -> PreTrainedM
 
 def build_meta_model(task: Task, config: RunConfig, labels: list[str] | None = None) -> PreTrainedModel:
     """The architecture without weights (meta device): enough to make and print a plan instantly."""
+    if is_vectors_model(config.model):
+        return vector_source.build_meta_model(config, labels)
     model_config = load_model_config(task, config, labels)
     with torch.device("meta"):
         return task.model_class().from_config(model_config, trust_remote_code=config.trust_remote_code)
 
 
-def load_processor(task: Task, config: RunConfig) -> Any:
-    """The image processor or tokenizer saved with the model."""
+def load_processor(task: Task, config: RunConfig, splits: Splits | None = None) -> Any:
+    """The image processor or tokenizer saved with the model; for word vectors, a word tokenizer built from
+    ``splits.train``."""
+    if is_vectors_model(config.model):
+        return vector_source.build_tokenizer(task, config, splits)
     source = check_source(config.model)
     loader = AutoImageProcessor if task.modality == "image" else AutoTokenizer
     try:

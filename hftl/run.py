@@ -82,7 +82,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             max_eval_samples=config.max_eval_samples,
             seed=config.seed,
         )
-        processor = load_processor(task, config)
+        processor = load_processor(task, config, splits)
         inputs = prepare_inputs(
             splits,
             task.modality,
@@ -94,7 +94,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         )
 
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
-    model = build_model(task, config, splits.labels)
+    model = build_model(task, config, splits.labels, processor)
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
     model = apply_plan(plan, model, backbone)

@@ -182,3 +182,48 @@ def model_dirs(vit_dir: Path, resnet_dir: Path, bert_dir: Path) -> dict[str, Pat
 def data_for(image_folder: Path, text_folder: Path) -> dict[str, tuple[str, Path]]:
     """family -> (task, dataset path)."""
     return {"vit": ("image", image_folder), "resnet": ("image", image_folder), "bert": ("text", text_folder)}
+
+
+# --- word vectors (issue 3) ----------------------------------------------------------------------------------------
+VECTORS_MISSING = ("acting", "plot")  # review words left out of the vectors: the OOV path is always exercised
+
+
+def write_word_vectors(path: Path, dim: int = 8, seed: int = 0) -> Path:
+    """GloVe-format vectors (no header) for the review words: positive and negative words lie apart on the first
+    axis, filler words on the second, the rest is noise; plus a few words the reviews never use."""
+    rng = np.random.default_rng(seed)
+    words = [w for w in POSITIVE + NEGATIVE + FILLER if w not in VECTORS_MISSING] + [
+        "cinema",
+        "music",
+        "song",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for word in words:
+            vector = rng.normal(0.0, 0.2, dim)
+            vector[0] += 2.0 if word in POSITIVE else -2.0 if word in NEGATIVE else 0.0
+            vector[1] += 2.0 if word in FILLER else 0.0
+            handle.write(word + " " + " ".join(f"{x:.5f}" for x in vector) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def glove_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_word_vectors(tmp_path_factory.mktemp("vectors") / "glove.txt")
+
+
+@pytest.fixture(scope="session")
+def vectors_dir(glove_file: Path, text_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A word-vector classifier trained through the real CLI (small_similar: frozen vectors, new MLP)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("vectors-run")
+    args = [sys.executable, "-m", "hftl.train", "--task", "text", "--case", "small_similar"]
+    args += ["--model", f"vectors:{glove_file}", "--dataset", str(text_folder), "--output-dir", str(out)]
+    args += ["--epochs", "4", "--batch-size", "8", "--lr", "0.01", "--save-total-limit", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (out / "stdout.txt").write_text(done.stdout, encoding="utf-8")
+    return out

@@ -30,6 +30,8 @@ class Backbone:
     # LoRA targets: module-name suffixes tried in order (the first group present wins), or a regex
     lora_suffixes: ClassVar[tuple[tuple[str, ...], ...]] = ()
     lora_pattern: ClassVar[str | None] = None
+    # learning rates by strategy where this family needs other defaults than cases.DEFAULT_LR
+    default_lrs: ClassVar[dict[str, float]] = {}
 
     # --- structure -------------------------------------------------------------------------------------------
     def prefix(self, model: nn.Module) -> str:
@@ -109,6 +111,13 @@ class Backbone:
             found = [name for name in names if name.rsplit(".", 1)[-1] in group]
             if found:
                 return found
+        return []
+
+    def check_strategy(self, strategy: str) -> None:
+        """Raise ``ConfigError`` for a strategy that is meaningless for this family (by default all apply)."""
+
+    def plan_reasons(self, case: str, strategy: str, init: str) -> list[str]:
+        """Family-specific lines for the plan's "why" (by default none)."""
         return []
 
     def describe(self) -> str:

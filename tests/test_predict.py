@@ -1,0 +1,68 @@
+"""``hftl.load`` and ``hftl.predict`` give label names and scores for every family: image (ViT), transformer
+text (BERT, full and LoRA) and word vectors, from an output folder, a RunResult or a model object."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hftl
+from tests.helpers import quick_train
+
+RED = np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8)
+GREEN = Image.fromarray(np.full((40, 40, 3), (40, 200, 40), dtype=np.uint8))
+REVIEWS = ["the film was great", "the film was awful"]
+
+
+@pytest.fixture(scope="module")
+def vit_run(vit_dir, image_folder, tmp_path_factory):
+    return quick_train(
+        "image", "small_similar", vit_dir, image_folder, tmp_path_factory.mktemp("vit-colours")
+    )
+
+
+@pytest.fixture(scope="module")
+def lora_run(bert_dir, text_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bert-lora")
+    return quick_train("text", "large_similar", bert_dir, text_folder, out, strategy="lora", epochs=1)
+
+
+def test_image_model_predicts_the_colour_names(vit_run):
+    predictions = hftl.predict(vit_run.output_dir, [RED, GREEN])
+    assert [p["label"] for p in predictions] == ["red", "green"]
+    assert all(0.0 < p["score"] <= 1.0 for p in predictions)
+    ranked = hftl.predict(vit_run.output_dir, [RED], top_k=3)
+    assert {p["label"] for p in ranked[0]} == {"red", "green", "blue"}
+    assert sum(p["score"] for p in ranked[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bert_model_predicts_the_sentiment_names(bert_dir):
+    assert [p["label"] for p in hftl.predict(bert_dir, REVIEWS)] == ["positive", "negative"]
+
+
+def test_word_vector_model_predicts_the_sentiment_names(vectors_dir):
+    assert [p["label"] for p in hftl.predict(vectors_dir, REVIEWS)] == ["positive", "negative"]
+    assert isinstance(hftl.load(vectors_dir), hftl.WordVectorsForSequenceClassification)
+
+
+def test_lora_folder_runs_base_plus_adapter(lora_run):
+    predictions = hftl.predict(lora_run.output_dir, REVIEWS)
+    assert {p["label"] for p in predictions} <= {"positive", "negative"}
+    assert [p["label"] for p in predictions] == [p["label"] for p in hftl.predict(lora_run, REVIEWS)]
+
+
+def test_single_input_run_result_and_model_object(vit_run, vectors_dir):
+    single = hftl.predict(vectors_dir, "a superb story")
+    assert isinstance(single, dict) and single["label"] == "positive"
+    assert hftl.predict(vit_run, RED)["label"] == "red"  # a RunResult: its model, its folder's processor
+    model = hftl.load(vit_run.output_dir)
+    assert hftl.predict(model, [RED])[0]["label"] == "red"  # a loaded model knows its folder
+
+
+def test_model_without_a_processor_is_a_clear_error(vit_dir):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    bare = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2))
+    with pytest.raises(hftl.ModelError, match="pass processor="):
+        hftl.predict(bare, [RED])
