@@ -53,10 +53,61 @@ def _tasks(argv: Sequence[str]) -> int:
     return 0
 
 
+def _predict(argv: Sequence[str]) -> int:
+    """Classify texts (or image files) with a trained model: one JSON line per input."""
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="hftl predict", description="Label names and scores, one line each."
+    )
+    parser.add_argument("model", help="hftl output folder (any family, LoRA included) or Hub id")
+    parser.add_argument("inputs", nargs="+", help="texts, or image files/URLs for an image model")
+    parser.add_argument("--top-k", type=int, default=1, help="labels per input (default 1)")
+    args = parser.parse_args(argv)
+    from hftl.predict import predict
+
+    for item, result in zip(args.inputs, predict(args.model, args.inputs, top_k=args.top_k), strict=True):
+        print(json.dumps({"input": item, "predictions": result if args.top_k > 1 else [result]}))
+    return 0
+
+
+def _embed(argv: Sequence[str]) -> int:
+    """Write features of texts, images or words to a .npy file (``hftl.embed``)."""
+    import numpy as np
+
+    parser = argparse.ArgumentParser(prog="hftl embed", description="Features from a model or word vectors.")
+    parser.add_argument("source", help="model folder/Hub id/hftl output folder, or vectors:PATH_OR_NAME")
+    parser.add_argument("inputs", nargs="*", help="texts, words or image files")
+    parser.add_argument(
+        "--input-file", help="a text file with one input per line (instead of/besides inputs)"
+    )
+    parser.add_argument("--output", required=True, help="where to write the [inputs x dim] array (.npy)")
+    parser.add_argument("--pooling", choices=("pooler", "cls", "mean", "max"), default=None)
+    parser.add_argument("--normalize", action="store_true", help="L2-normalise each row")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    inputs = list(args.inputs)
+    if args.input_file:
+        with open(args.input_file, encoding="utf-8") as handle:
+            inputs += [line.rstrip("\n") for line in handle if line.strip()]
+    if not inputs:
+        parser.error("give inputs or --input-file")
+    from hftl.embed import embed
+
+    features = embed(
+        args.source, inputs, pooling=args.pooling, normalize=args.normalize, batch_size=args.batch_size
+    )
+    np.save(args.output, features)
+    print(f"Saved {features.shape[0]} x {features.shape[1]} features to {args.output}")
+    return 0
+
+
 COMMANDS = {
     "train": (_train, "train a transfer setup (same flags as python -m hftl.train)"),
     "plan": (_plan, "print the transfer plan for --task/--case/--model without training"),
     "tasks": (_tasks, "list tasks, backbone families, cases and strategies"),
+    "predict": (_predict, "label names and scores for texts or images from a trained model"),
+    "embed": (_embed, "features of texts, images or words from a model or word vectors, to .npy"),
 }
 
 

@@ -90,12 +90,15 @@ def pipeline_tag(resolved: Resolved) -> str:
 
 
 def as_image(item: Any) -> Any:
-    """PIL images and paths/URLs pass through; arrays (H x W [x C], uint8) become PIL images."""
-    if isinstance(item, np.ndarray):
-        from PIL import Image
+    """An RGB PIL image from a PIL image, a path or URL, or an array (H x W [x C], uint8)."""
+    from PIL import Image
+    from transformers.image_utils import load_image
 
+    if isinstance(item, np.ndarray):
         return Image.fromarray(item.astype(np.uint8)).convert("RGB")
-    return item
+    if isinstance(item, str | Path):
+        return load_image(str(item)).convert("RGB")
+    return item.convert("RGB") if hasattr(item, "convert") else item
 
 
 def predict(

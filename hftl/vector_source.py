@@ -20,7 +20,13 @@ from hftl.config import VECTORS_PREFIX, RunConfig
 from hftl.errors import ConfigError, ModelError
 from hftl.modeling_vectors import WordVectorsConfig, WordVectorsForSequenceClassification
 from hftl.tasks import Task
-from hftl.vectors import build_word_tokenizer, embedding_matrix, load_vectors, vectors_are_lowercase
+from hftl.vectors import (
+    build_word_tokenizer,
+    embedding_matrix,
+    load_vectors,
+    looks_like_vectors_path,
+    vectors_are_lowercase,
+)
 
 if TYPE_CHECKING:
     from hftl.data import Splits
@@ -39,7 +45,7 @@ def vectors_source(name: str) -> str:
 def check_vectors_source(name: str) -> str:
     """Fail early for a vectors path that does not exist (gensim-data names are checked when loaded)."""
     source = vectors_source(name)
-    if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_file():
+    if looks_like_vectors_path(source) and not Path(source).expanduser().is_file():
         raise ModelError(f"word vectors file does not exist: {source}")
     return name
 

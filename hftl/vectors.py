@@ -59,12 +59,17 @@ def load_vectors(
     if path.is_file():
         return _load_file(path, format, limit, mmap)
     name = str(source)
-    if path.exists() or name.startswith((".", "/", "~")) or os.sep in name or "/" in name:
+    if path.exists() or looks_like_vectors_path(name):
         raise ModelError(
             f"word vectors path does not exist or is not a file: {name}. Pass a word2vec (.bin/.txt), GloVe "
             "(.txt) or gensim KeyedVectors (.kv) file, or a gensim-data name such as glove-wiki-gigaword-100."
         )
     return _load_gensim_data(name, limit, mmap)
+
+
+def looks_like_vectors_path(name: str) -> bool:
+    """True for names that can only be files: gensim-data names have no folder and no extension."""
+    return name.startswith((".", "/", "~")) or os.sep in name or "/" in name or bool(Path(name).suffix)
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:

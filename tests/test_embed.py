@@ -105,3 +105,18 @@ def test_bad_pooling_and_tensor_type_are_rejected(kv):
         hftl.embed(kv, ["x"], pooling="sum")
     with pytest.raises(hftl.ConfigError, match="valid return_tensorss"):
         hftl.embed(kv, ["x"], return_tensors="tf")
+
+
+def test_hftl_embed_command_writes_a_npy_array(glove_file, kv, tmp_path, capsys):
+    from hftl.cli import main
+
+    listed = tmp_path / "words.txt"
+    listed.write_text("film\n\nawful\n", encoding="utf-8")
+    out = tmp_path / "features.npy"
+    assert (
+        main(["embed", f"vectors:{glove_file}", "great", "--input-file", str(listed), "--output", str(out)])
+        == 0
+    )
+    features = np.load(out)
+    assert features.shape == (3, 8) and np.array_equal(features[2], kv["awful"])
+    assert "Saved 3 x 8 features" in capsys.readouterr().out

@@ -66,3 +66,15 @@ def test_model_without_a_processor_is_a_clear_error(vit_dir):
     bare = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2))
     with pytest.raises(hftl.ModelError, match="pass processor="):
         hftl.predict(bare, [RED])
+
+
+def test_hftl_predict_command_prints_one_json_line_per_input(vectors_dir, capsys):
+    import json
+
+    from hftl.cli import main
+
+    assert main(["predict", str(vectors_dir), *REVIEWS, "--top-k", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["input"] for line in lines] == REVIEWS
+    assert [line["predictions"][0]["label"] for line in lines] == ["positive", "negative"]
+    assert all(len(line["predictions"]) == 2 for line in lines)
