@@ -227,3 +227,12 @@ def vectors_dir(glove_file: Path, text_folder: Path, tmp_path_factory: pytest.Te
     assert done.returncode == 0, done.stderr[-3000:]
     (out / "stdout.txt").write_text(done.stdout, encoding="utf-8")
     return out
+
+
+@pytest.fixture(scope="session")
+def bert_lora_run(bert_dir: Path, text_folder: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny BERT adapted with LoRA for one epoch (an adapter folder: base + adapter when loaded)."""
+    from tests.helpers import quick_train
+
+    out = tmp_path_factory.mktemp("bert-lora")
+    return quick_train("text", "large_similar", bert_dir, text_folder, out, strategy="lora", epochs=1)

@@ -11,7 +11,6 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Au
 
 import hftl
 from tests.conftest import POSITIVE, make_bert
-from tests.helpers import quick_train
 
 IMAGES = [Image.fromarray(np.full((40, 40, 3), c, dtype=np.uint8)) for c in ((200, 40, 40), (40, 40, 200))]
 TEXTS = ["the film was great", "awful", "a really boring and dull story"]
@@ -54,12 +53,11 @@ def test_plain_encoder_folder_loads_with_automodel(tmp_path):
     assert hftl.embed(tmp_path / "encoder", TEXTS, pooling="pooler").shape == (3, 32)
 
 
-def test_lora_folder_features_include_the_adapters(bert_dir, text_folder, tmp_path):
-    result = quick_train("text", "large_similar", bert_dir, text_folder, tmp_path, strategy="lora", epochs=1)
-    adapted = hftl.embed(tmp_path, TEXTS)
+def test_lora_folder_features_include_the_adapters(bert_lora_run, bert_dir):
+    adapted = hftl.embed(bert_lora_run.output_dir, TEXTS)
     assert adapted.shape == (3, 32)
     assert not np.allclose(adapted, hftl.embed(bert_dir, TEXTS), atol=1e-4)
-    assert np.allclose(adapted, hftl.embed(result, TEXTS), atol=1e-5)
+    assert np.allclose(adapted, hftl.embed(bert_lora_run, TEXTS), atol=1e-5)
 
 
 def test_word_vectors_pool_known_words(kv, glove_file):
