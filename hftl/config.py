@@ -163,7 +163,11 @@ class RunConfig:
     )
     log_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
     report_to: str = field(
-        default="none", metadata={"help": "Accelerate trackers: none, all, or names (tensorboard,wandb,...)."}
+        default="auto",
+        metadata={
+            "help": "Accelerate trackers: auto (TensorBoard when installed, offline-safe), none, all, or names "
+            "(tensorboard,wandb,mlflow,...). Logs go to OUTPUT_DIR/logs."
+        },
     )
     num_workers: int | None = field(
         default=None, metadata={"help": "DataLoader workers; default 0 on CPU, up to 4 on GPU."}

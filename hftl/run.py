@@ -49,13 +49,24 @@ def make_accelerator(config: RunConfig) -> Accelerator:
         cpu=cpu_ddp,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
-        log_with=None if config.report_to == "none" else config.report_to.split(","),
+        log_with=trackers(config.report_to),
         project_dir=config.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=config.ddp_find_unused_parameters)
         ],
     )
+
+
+def trackers(report_to: str) -> list[str] | None:
+    """Accelerate trackers for ``--report-to``; ``auto`` picks only the ones that need no account (TensorBoard)."""
+    if report_to == "none":
+        return None
+    if report_to == "auto":
+        from accelerate.utils import is_tensorboard_available
+
+        return ["tensorboard"] if is_tensorboard_available() else None
+    return report_to.split(",")
 
 
 def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunResult:
@@ -101,6 +112,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     params = count_parameters(model)
     if accelerator.is_main_process:
         write_run_files(output_dir, config, plan)
+    if accelerator.log_with:
+        scalars = {k: v for k, v in config.to_dict().items() if isinstance(v, int | float | str | bool)}
+        accelerator.init_trackers("logs", config=scalars)
     accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
     accelerator.print(plan.render(params.trainable, params.total))
     accelerator.print(
