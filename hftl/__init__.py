@@ -11,7 +11,7 @@ from hftl.cases import CASE_RULES, make_plan
 from hftl.config import CASES, STRATEGIES, RunConfig
 from hftl.errors import ConfigError, DataError, HftlError, ModelError
 from hftl.plan import Block, TransferPlan
-from hftl.run import RunResult, run, train
+from hftl.run import RunResult, train
 from hftl.tasks import Task, available_tasks, get_task, register_task
 from hftl.transfer import apply_plan, count_parameters
 
@@ -40,6 +40,5 @@ __all__ = [
     "make_plan",
     "register_backbone",
     "register_task",
-    "run",
     "train",
 ]
