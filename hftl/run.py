@@ -72,6 +72,7 @@ def trackers(report_to: str) -> list[str] | None:
 def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunResult:
     """Train one transfer setup and write its outputs; ``dataset`` overrides ``config.dataset`` (Python API)."""
     quiet_library_logs()
+    release_accelerator_state()  # a previous run in this process may have failed before releasing it
     accelerator = make_accelerator(config)
     task = get_task(config.task)
     check_source(config.model)  # fail on a mistyped model path before any data is loaded
@@ -159,7 +160,17 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    release_accelerator_state()
     return RunResult(output_dir, metrics, plan, config, trained)
+
+
+def release_accelerator_state() -> None:
+    """Accelerate keeps its settings (mixed precision, accumulation) in process-wide singletons; clear them so the
+    next run in this process (``hftl compare``, notebooks, tests) gets its own. The process group is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def train(config: str | Path | None = None, *, dataset: Any = None, **settings: Any) -> RunResult:
