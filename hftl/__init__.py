@@ -7,9 +7,12 @@
 """
 
 from hftl.backbones import Backbone, available_backbones, backbone_for, register_backbone
+from hftl.card import build_card, write_cards
 from hftl.cases import CASE_RULES, make_plan
 from hftl.config import CASES, STRATEGIES, RunConfig
 from hftl.errors import ConfigError, DataError, HftlError, ModelError
+from hftl.hub import PushError, PushResult, push
+from hftl.loading import load
 from hftl.plan import Block, TransferPlan
 from hftl.run import RunResult, train
 from hftl.tasks import Task, available_tasks, get_task, register_task
@@ -26,6 +29,8 @@ __all__ = [
     "DataError",
     "HftlError",
     "ModelError",
+    "PushError",
+    "PushResult",
     "RunConfig",
     "RunResult",
     "STRATEGIES",
@@ -35,10 +40,14 @@ __all__ = [
     "available_backbones",
     "available_tasks",
     "backbone_for",
+    "build_card",
     "count_parameters",
     "get_task",
+    "load",
     "make_plan",
+    "push",
     "register_backbone",
     "register_task",
     "train",
+    "write_cards",
 ]

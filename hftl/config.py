@@ -176,6 +176,18 @@ class RunConfig:
         default=False, metadata={"help": "DDP: search for parameters without gradients each step (slower)."}
     )
 
+    # Hub
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub repo id (owner/name) to publish to when the run is done: the LoRA adapter (with its head) "
+            "or the full model, with processor and model card. A failed push prints the retry command."
+        },
+    )
+    hub_private: bool = field(
+        default=False, metadata={"help": "Create the --push-to-hub repository as private."}
+    )
+
     def __post_init__(self) -> None:
         if self.task is None:
             from hftl.tasks import available_tasks
@@ -205,6 +217,10 @@ class RunConfig:
             raise ConfigError(f"validation_split must be in (0, 1), got {self.validation_split}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.push_to_hub is not None:
+            from hftl.hub import check_repo_id
+
+            check_repo_id(self.push_to_hub)
         if self.output_dir is None:
             task_name = Path(self.task).stem
             self.output_dir = str(Path("runs") / f"{task_name}-{self.case}")

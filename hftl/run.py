@@ -19,9 +19,11 @@ from torch import nn
 
 from hftl.artifacts import save_model, write_metrics, write_run_files
 from hftl.backbones import backbone_for
+from hftl.card import write_cards
 from hftl.cases import make_plan
 from hftl.config import RunConfig, resolve_config
 from hftl.data import load_splits
+from hftl.hub import publish_after_run
 from hftl.loop import fit
 from hftl.metrics import load_metrics
 from hftl.models import build_model, check_source, load_processor
@@ -154,11 +156,13 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     if accelerator.is_main_process:
         save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
         write_metrics(output_dir, metrics)
+        write_cards(output_dir, repo_id=config.push_to_hub)
         accelerator.print(
             f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
             f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
         )
     accelerator.wait_for_everyone()
+    publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
     accelerator.end_training()
     release_accelerator_state()
     return RunResult(output_dir, metrics, plan, config, trained)
