@@ -55,7 +55,7 @@ def _tasks(argv: Sequence[str]) -> int:
 
 def _push(argv: Sequence[str]) -> int:
     """Publish an output folder to the Hub; exit 1 (with the retry command) when the upload fails."""
-    from hftl.hub import publish, push
+    from hftl.hub import MODE_WORDS, publish, push
 
     parser = argparse.ArgumentParser(
         prog="hftl push",
@@ -85,7 +85,7 @@ def _push(argv: Sequence[str]) -> int:
     mode = args.mode or "auto"
     if args.dry_run:
         result = push(args.output_dir, args.repo_id, private=args.private, mode=mode, dry_run=True)
-        print(f"Would push the {result.mode} to {result.url}:")
+        print(f"Would push the {MODE_WORDS[result.mode]} to {result.url}:")
         print("\n".join(f"  {name}" for name in result.files))
         return 0
     outcome = publish(

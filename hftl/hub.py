@@ -32,6 +32,7 @@ from hftl.models import check_source
 
 MODES = ("auto", "adapter", "merged", "full")
 Mode = Literal["auto", "adapter", "merged", "full"]
+MODE_WORDS = {"adapter": "LoRA adapter", "merged": "merged model", "full": "model"}
 PUSH_LOG = "hub_push.json"
 MODEL_FILES = (
     "config.json",
@@ -335,7 +336,7 @@ def failure_message(output_dir: str | Path, outcome: dict[str, Any]) -> str:
 
 
 def success_message(result: PushResult) -> str:
-    lines = [f"Pushed the {result.mode} ({len(result.files)} files) to {result.url}"]
+    lines = [f"Pushed the {MODE_WORDS[result.mode]} ({len(result.files)} files) to {result.url}"]
     lines += [f"  note: {note}" for note in result.notes]
     return "\n".join(lines)
 

@@ -140,7 +140,7 @@ def test_push_sends_no_checkpoint_state_and_the_token_only_as_a_header(lora_run,
     for path in result.output_dir.rglob("*"):
         if path.is_file():
             assert secret not in path.read_bytes(), path
-    assert FAKE_TOKEN not in console and "Pushed the adapter" in console
+    assert FAKE_TOKEN not in console and "Pushed the LoRA adapter (8 files)" in console
     # the token was used: every request to the stand-in carried it as a bearer token, and only there
     api_calls = [r for r in hub.requests if r["path"].startswith("/api/") and LORA_REPO in r["path"]]
     assert api_calls and all(r["headers"].get("authorization") == f"Bearer {FAKE_TOKEN}" for r in api_calls)
@@ -301,7 +301,7 @@ def test_torchrun_two_processes_push_once(hub, resnet_dir, image_folder, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert [c["repo_id"] for c in hub.created].count("tester/resnet-ddp") == 1
     assert [c["repo_id"] for c in hub.commits].count("tester/resnet-ddp") == 1
-    assert done.stdout.count("Pushed the full") == 1
+    assert done.stdout.count("Pushed the model (7 files)") == 1
     assert "model.safetensors" in hub.files("tester/resnet-ddp")
     assert FAKE_TOKEN not in done.stdout + done.stderr
 
