@@ -21,7 +21,8 @@ def looks_like_path(name: str) -> bool:
 def check_source(name: str, what: str = "model") -> str:
     """Return ``name`` if it is an existing local path or plausibly a Hub id; fail clearly for a missing path."""
     if Path(name).expanduser().exists():
-        return str(Path(name).expanduser())
+        # absolute, so that what is recorded (adapter_config's base model, cards) works from any directory
+        return str(Path(name).expanduser().resolve())
     if looks_like_path(name):
         raise ModelError(f"{what} path does not exist: {name}")
     return name
