@@ -41,6 +41,7 @@ class Progress:
     best_epoch: int | None = None
     best_checkpoint: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    nonfinite_skipped: int = 0  # optimizer steps skipped for a NaN/inf loss or gradient
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from hftl.checkpoint import (
     save_checkpoint,
 )
 from hftl.config import RunConfig
+from hftl.guards import NonFiniteGuard, step_is_finite
 from hftl.metrics import compute_metrics
 from hftl.preprocess import ModelInputs
 
@@ -109,9 +110,16 @@ def fit(
         else:
             accelerator.print(f"--resume auto: no complete checkpoint in {output_dir}, starting fresh")
 
+    guard = NonFiniteGuard(config.max_nonfinite_steps, skipped=progress.nonfinite_skipped)
+    last_saved = resumed_from
+
     def checkpoint() -> None:
-        save_checkpoint(
-            accelerator, model, optimizer, scheduler, progress, output_dir, config.save_total_limit
+        nonlocal last_saved
+        progress.nonfinite_skipped = guard.skipped
+        last_saved = str(
+            save_checkpoint(
+                accelerator, model, optimizer, scheduler, progress, output_dir, config.save_total_limit
+            )
         )
 
     local_steps = (
@@ -136,10 +144,17 @@ def fit(
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
+                    if guard.allows(
+                        step_is_finite(loss, norm, accelerator), progress.global_step + 1, last_saved
+                    ):
+                        optimizer.step()
+                        scheduler.step()
+                    else:
+                        accelerator.print(
+                            f"step {progress.global_step + 1}: non-finite loss/gradients, skipped"
+                        )
                 optimizer.zero_grad(set_to_none=True)
             progress.batches_done += 1
             samples += batch["labels"].shape[0] * accelerator.num_processes
@@ -186,7 +201,18 @@ def fit(
         restore_trained_weights(accelerator.unwrap_model(model), output_dir, progress.best_checkpoint)
     best = next((h for h in progress.history if h["epoch"] == progress.best_epoch), progress.history[-1])
     return FitResult(
-        progress.history, best, progress.global_step, seconds, samples, resumed_from, {"model": model}
+        progress.history,
+        best,
+        progress.global_step,
+        seconds,
+        samples,
+        resumed_from,
+        {
+            "model": model,
+            "nonfinite_skipped": guard.skipped,
+            "batch_size": config.batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        },
     )
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from hftl.backbones import backbone_for
 from hftl.cases import make_plan
 from hftl.config import RunConfig, resolve_config
 from hftl.data import load_splits
-from hftl.loop import fit
+from hftl.guards import with_auto_batch_size
+from hftl.loop import FitResult, fit
 from hftl.metrics import load_metrics
 from hftl.models import build_model, check_source, load_processor
 from hftl.plan import TransferPlan
@@ -123,7 +125,22 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         f"{len(splits.labels)} labels from {splits.source}"
     )
 
-    result = fit(model, inputs, config, plan.lr, load_metrics(task.metrics), accelerator)
+    metric_modules = load_metrics(task.metrics)
+
+    def train_with(batch_size: int, accumulation: int) -> FitResult:
+        accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
+        accelerator.gradient_accumulation_steps = accumulation
+        settings = dataclasses.replace(
+            config, batch_size=batch_size, gradient_accumulation_steps=accumulation
+        )
+        return fit(model, inputs, settings, plan.lr, metric_modules, accelerator)
+
+    if config.auto_batch_size:
+        result = with_auto_batch_size(
+            train_with, model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
+        )
+    else:
+        result = train_with(config.batch_size, config.gradient_accumulation_steps)
     trained = accelerator.unwrap_model(result.extra["model"])
 
     accelerator.wait_for_everyone()
@@ -147,6 +164,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         "train_seconds": round(result.train_seconds, 3),
         "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
         "global_step": result.global_step,
+        "nonfinite_steps_skipped": result.extra["nonfinite_skipped"],
+        "batch_size": result.extra["batch_size"],
+        "gradient_accumulation_steps": result.extra["gradient_accumulation_steps"],
         "resumed_from": result.resumed_from,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
