@@ -94,6 +94,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             validation_split=config.validation_split,
             max_train_samples=config.max_train_samples,
             max_eval_samples=config.max_eval_samples,
+            encoding=config.data_encoding,
             seed=config.seed,
         )
         processor = load_processor(task, config)
@@ -105,6 +106,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             augment=config.augment,
             seed=config.seed,
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
+            max_bad_fraction=config.max_bad_fraction,
         )
 
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
@@ -121,7 +123,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
     accelerator.print(plan.render(params.trainable, params.total))
     accelerator.print(
-        f"Data: {len(splits.train)} train / {len(splits.validation)} validation examples, "
+        f"Data: {len(inputs.train)} train / {len(inputs.validation)} validation examples, "
         f"{len(splits.labels)} labels from {splits.source}"
     )
 
@@ -159,8 +161,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             "total": params.total,
             "percent": round(params.percent, 4),
         },
-        "train_examples": len(splits.train),
-        "validation_examples": len(splits.validation),
+        "train_examples": len(inputs.train),
+        "validation_examples": len(inputs.validation),
+        "skipped_examples": {r.split: dataclasses.asdict(r) for r in inputs.skipped},
         "train_seconds": round(result.train_seconds, 3),
         "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
         "global_step": result.global_step,
@@ -174,6 +177,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     if accelerator.is_main_process:
         save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
         write_metrics(output_dir, metrics)
+        for report in inputs.skipped:
+            if report.skipped:
+                accelerator.print(f"Unusable examples skipped: {report.summary()}")
         accelerator.print(
             f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
             f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
