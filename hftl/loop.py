@@ -7,6 +7,7 @@ restored at the end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -25,7 +26,9 @@ from hftl.checkpoint import (
     Progress,
     checkpoint_name,
     load_checkpoint,
+    remove_partial,
     resolve_resume,
+    restore_rng,
     restore_trained_weights,
     save_checkpoint,
 )
@@ -99,6 +102,10 @@ def fit(
     )
 
     progress, resumed_from = Progress(), None
+    if accelerator.is_main_process:
+        for name in remove_partial(output_dir / "checkpoints"):
+            accelerator.print(f"Removed a half-written checkpoint ({name}) left by an interrupted run")
+    accelerator.wait_for_everyone()
     if config.resume:
         checkpoint = resolve_resume(config.resume, output_dir)
         if checkpoint is not None:
@@ -133,12 +140,19 @@ def fit(
         unit="step",
     )
     started, samples, running_loss, loss_count = time.perf_counter(), 0, 0.0, 0
-    for epoch in range(progress.epoch, config.epochs):
+    first_epoch = progress.epoch
+    for epoch in range(first_epoch, config.epochs):
         model.train()
         train_dl.set_epoch(epoch)
         _set_collator_epoch(inputs.train_collator, epoch)
         skip = progress.batches_done if epoch == progress.epoch else 0
-        batches = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        batches: Any = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        if resumed_from and epoch == first_epoch:
+            # the DataLoader iterator draws a seed from the global RNG when it starts: start it, then restore
+            batches = iter(batches)
+            first = next(batches, None)
+            restore_rng(Path(resumed_from), accelerator.process_index)
+            batches = itertools.chain([first] if first is not None else [], batches)
         progress.epoch, progress.batches_done = epoch, skip
         for batch in batches:
             with accelerator.accumulate(model):

@@ -4,9 +4,9 @@ message that names the file/row and what to do."""
 from __future__ import annotations
 
 import csv
-import re
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -47,7 +47,7 @@ def write_bad_images(folder) -> None:
     rgba.putalpha(128)
     rgba.save(folder / "rgba.png")
     Image.fromarray(red).convert("L").save(folder / "gray.png")
-    Image.fromarray((np.asarray(Image.fromarray(red).convert("L"), dtype=np.uint16) * 256)).save(
+    Image.fromarray(np.asarray(Image.fromarray(red).convert("L"), dtype=np.uint16) * 256).save(
         folder / "gray16.png"
     )
     palette = Image.fromarray(red).convert("P")
@@ -97,7 +97,8 @@ def test_too_many_bad_images_stop_the_run_with_the_files_named(messy_folder, vit
 
 
 def test_empty_and_whitespace_texts_are_skipped_and_counted(bert_dir, text_folder, tmp_path):
-    rows = list(csv.reader(open(text_folder / "train.csv", encoding="utf-8")))
+    with open(text_folder / "train.csv", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
     rows[3][0], rows[7][0] = "", "   \t "
     data = tmp_path / "data"
     data.mkdir()
@@ -142,7 +143,9 @@ def test_train_label_outside_the_class_label_set_names_the_row(tmp_path, bert_di
 
     features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
     train = Dataset.from_dict({"text": ["good", "bad", "ok"], "label": [1, 0, -1]}, features=features)
-    with pytest.raises(hftl.DataError, match=r"(train|validation) row \d+: label -1 is outside the label set"):
+    with pytest.raises(
+        hftl.DataError, match=r"(train|validation) row \d+: label -1 is outside the label set"
+    ):
         hftl.train(
             task="text",
             case="small_similar",
