@@ -188,6 +188,29 @@ class RunConfig:
         default=False, metadata={"help": "Create the --push-to-hub repository as private."}
     )
 
+    # reliability: bad data, non-finite steps, out of memory
+    max_bad_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "Unreadable images and empty texts are skipped and reported; stop when more than this "
+            "fraction of a split is bad."
+        },
+    )
+    data_encoding: str = field(
+        default="utf-8", metadata={"help": "Text encoding of CSV/TSV/JSON files (e.g. latin-1)."}
+    )
+    max_nonfinite_steps: int = field(
+        default=5,
+        metadata={"help": "Skip steps with a NaN/inf loss or gradient; stop after this many in a row."},
+    )
+    auto_batch_size: bool = field(
+        default=False,
+        metadata={
+            "help": "On out-of-memory, halve the per-device batch and double gradient accumulation (same "
+            "effective batch) until it fits."
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.task is None:
             from hftl.tasks import available_tasks
@@ -213,6 +236,9 @@ class RunConfig:
                 _check_positive(name, getattr(self, name))
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ConfigError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        _check_positive("max_nonfinite_steps", self.max_nonfinite_steps)
         if not 0.0 < self.validation_split < 1.0:
             raise ConfigError(f"validation_split must be in (0, 1), got {self.validation_split}")
         if not 0.0 <= self.warmup_ratio < 1.0:

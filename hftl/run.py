@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ from hftl.card import write_cards
 from hftl.cases import make_plan
 from hftl.config import RunConfig, resolve_config
 from hftl.data import load_splits
+from hftl.guards import with_auto_batch_size
 from hftl.hub import publish_after_run
-from hftl.loop import fit
+from hftl.loop import FitResult, fit
 from hftl.metrics import load_metrics
 from hftl.models import build_model, check_source, load_processor
 from hftl.plan import TransferPlan
@@ -94,6 +96,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             validation_split=config.validation_split,
             max_train_samples=config.max_train_samples,
             max_eval_samples=config.max_eval_samples,
+            encoding=config.data_encoding,
             seed=config.seed,
         )
         processor = load_processor(task, config)
@@ -105,6 +108,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             augment=config.augment,
             seed=config.seed,
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
+            max_bad_fraction=config.max_bad_fraction,
         )
 
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
@@ -121,11 +125,26 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
     accelerator.print(plan.render(params.trainable, params.total))
     accelerator.print(
-        f"Data: {len(splits.train)} train / {len(splits.validation)} validation examples, "
+        f"Data: {len(inputs.train)} train / {len(inputs.validation)} validation examples, "
         f"{len(splits.labels)} labels from {splits.source}"
     )
 
-    result = fit(model, inputs, config, plan.lr, load_metrics(task.metrics), accelerator)
+    metric_modules = load_metrics(task.metrics)
+
+    def train_with(batch_size: int, accumulation: int) -> FitResult:
+        accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
+        accelerator.gradient_accumulation_steps = accumulation
+        settings = dataclasses.replace(
+            config, batch_size=batch_size, gradient_accumulation_steps=accumulation
+        )
+        return fit(model, inputs, settings, plan.lr, metric_modules, accelerator)
+
+    if config.auto_batch_size:
+        result = with_auto_batch_size(
+            train_with, model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
+        )
+    else:
+        result = train_with(config.batch_size, config.gradient_accumulation_steps)
     trained = accelerator.unwrap_model(result.extra["model"])
 
     accelerator.wait_for_everyone()
@@ -144,11 +163,15 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             "total": params.total,
             "percent": round(params.percent, 4),
         },
-        "train_examples": len(splits.train),
-        "validation_examples": len(splits.validation),
+        "train_examples": len(inputs.train),
+        "validation_examples": len(inputs.validation),
+        "skipped_examples": {r.split: dataclasses.asdict(r) for r in inputs.skipped},
         "train_seconds": round(result.train_seconds, 3),
         "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
         "global_step": result.global_step,
+        "nonfinite_steps_skipped": result.extra["nonfinite_skipped"],
+        "batch_size": result.extra["batch_size"],
+        "gradient_accumulation_steps": result.extra["gradient_accumulation_steps"],
         "resumed_from": result.resumed_from,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
@@ -157,6 +180,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
         write_metrics(output_dir, metrics)
         write_cards(output_dir, repo_id=config.push_to_hub)
+        for report in inputs.skipped:
+            if report.skipped:
+                accelerator.print(f"Unusable examples skipped: {report.summary()}")
         accelerator.print(
             f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
             f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
