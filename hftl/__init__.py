@@ -7,15 +7,17 @@
 """
 
 from hftl.backbones import Backbone, available_backbones, backbone_for, register_backbone
+from hftl.card import build_card, write_cards
 from hftl.cases import CASE_RULES, make_plan
 from hftl.config import CASES, STRATEGIES, RunConfig
 from hftl.embed import embed, similar
 from hftl.errors import ConfigError, DataError, HftlError, ModelError
+from hftl.hub import PushError, PushResult, push
 from hftl.loading import load
 from hftl.modeling_vectors import WordVectorsConfig, WordVectorsForSequenceClassification, WordVectorsModel
 from hftl.plan import Block, TransferPlan
 from hftl.predict import predict
-from hftl.run import RunResult, run, train
+from hftl.run import RunResult, train
 from hftl.tasks import Task, available_tasks, get_task, register_task
 from hftl.transfer import apply_plan, count_parameters
 from hftl.vectors import OOVReport, build_word_tokenizer, embedding_layer, embedding_matrix, load_vectors
@@ -31,6 +33,8 @@ __all__ = [
     "DataError",
     "HftlError",
     "ModelError",
+    "PushError",
+    "PushResult",
     "RunConfig",
     "RunResult",
     "STRATEGIES",
@@ -40,13 +44,16 @@ __all__ = [
     "available_backbones",
     "available_tasks",
     "backbone_for",
+    "build_card",
     "count_parameters",
     "get_task",
+    "load",
     "make_plan",
+    "push",
     "register_backbone",
     "register_task",
-    "run",
     "train",
+    "write_cards",
     # issue 3
     "OOVReport",
     "WordVectorsConfig",
@@ -56,7 +63,6 @@ __all__ = [
     "embed",
     "embedding_layer",
     "embedding_matrix",
-    "load",
     "load_vectors",
     "predict",
     "similar",

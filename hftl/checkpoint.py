@@ -41,6 +41,7 @@ class Progress:
     best_epoch: int | None = None
     best_checkpoint: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    nonfinite_skipped: int = 0  # optimizer steps skipped for a NaN/inf loss or gradient
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -117,6 +118,16 @@ def save_checkpoint(
     return final
 
 
+def remove_partial(root: Path) -> list[str]:
+    """Delete half-written checkpoints (``.tmp-*`` folders left by a crash mid-write); returns their names."""
+    if not root.is_dir():
+        return []
+    partial = [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+    for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in partial]
+
+
 def rotate(root: Path, keep: int, protect: str | None = None) -> None:
     """Delete all but the newest ``keep`` complete checkpoints, never the protected (best) one."""
     complete = list_checkpoints(root)
@@ -147,15 +158,20 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
 def load_checkpoint(
     accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, path: Path
 ) -> Progress:
-    """Restore everything ``save_checkpoint`` wrote; returns the saved progress."""
+    """Restore weights, optimizer, scheduler and scaler; returns the saved progress (RNG: ``restore_rng``)."""
     load_trainable_state(accelerator.unwrap_model(model), load_file(str(path / MODEL_FILE)))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
     if accelerator.scaler is not None and (path / "scaler.pt").is_file():
         accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    rng_file = path / f"rng-{accelerator.process_index}.pt"
-    _set_rng_state(torch.load(rng_file if rng_file.is_file() else path / "rng-0.pt", weights_only=True))
     return Progress(**json.loads((path / "progress.json").read_text(encoding="utf-8")))
+
+
+def restore_rng(path: Path, process_index: int) -> None:
+    """Put this process's random generators back as they were when ``path`` was saved. Call it after the epoch's
+    DataLoader iterator exists: creating one draws a seed from the global generator."""
+    rng_file = path / f"rng-{process_index}.pt"
+    _set_rng_state(torch.load(rng_file if rng_file.is_file() else path / "rng-0.pt", weights_only=True))
 
 
 def _rng_state() -> dict[str, Any]:

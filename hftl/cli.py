@@ -1,4 +1,4 @@
-"""The ``hftl`` console script: ``hftl train|plan|tasks``. Each subcommand parses its flags and calls the API."""
+"""The ``hftl`` console script: ``hftl train|plan|tasks|push``. Each subcommand parses its flags and calls the API."""
 
 from __future__ import annotations
 
@@ -51,6 +51,52 @@ def _tasks(argv: Sequence[str]) -> int:
     print(f"cases: {', '.join(CASES)}")
     print(f"strategies: {', '.join(STRATEGIES)}")
     return 0
+
+
+def _push(argv: Sequence[str]) -> int:
+    """Publish an output folder to the Hub; exit 1 (with the retry command) when the upload fails."""
+    from hftl.hub import MODE_WORDS, publish, push
+
+    parser = argparse.ArgumentParser(
+        prog="hftl push",
+        description="Publish an hftl output folder to the Hugging Face Hub: the LoRA adapter (with its new head) "
+        "or the full model, with its processor/tokenizer and a model card. Uses your `hf auth login` token or "
+        "HF_TOKEN.",
+    )
+    parser.add_argument("output_dir", help="the run's --output-dir (or the Hub id of a repo pushed by hftl)")
+    parser.add_argument("--repo-id", required=True, help="target repository, owner/name")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
+        "--adapter-only",
+        dest="mode",
+        action="store_const",
+        const="adapter",
+        help="LoRA runs: the adapter (default)",
+    )
+    what.add_argument(
+        "--merged", dest="mode", action="store_const", const="merged", help="LoRA runs: the merged model"
+    )
+    parser.add_argument("--commit-message", default=None, help="message of the Hub commit")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the files that would be sent; upload nothing"
+    )
+    args = parser.parse_args(argv)
+    mode = args.mode or "auto"
+    if args.dry_run:
+        result = push(args.output_dir, args.repo_id, private=args.private, mode=mode, dry_run=True)
+        print(f"Would push the {MODE_WORDS[result.mode]} to {result.url}:")
+        print("\n".join(f"  {name}" for name in result.files))
+        return 0
+    outcome = publish(
+        args.output_dir,
+        args.repo_id,
+        private=args.private,
+        mode=mode,
+        commit_message=args.commit_message,
+        strict=True,
+    )
+    return 0 if outcome["ok"] else 1
 
 
 def _predict(argv: Sequence[str]) -> int:
@@ -106,6 +152,7 @@ COMMANDS = {
     "train": (_train, "train a transfer setup (same flags as python -m hftl.train)"),
     "plan": (_plan, "print the transfer plan for --task/--case/--model without training"),
     "tasks": (_tasks, "list tasks, backbone families, cases and strategies"),
+    "push": (_push, "publish an output folder (adapter, merged or full model + card) to the Hub"),
     "predict": (_predict, "label names and scores for texts or images from a trained model"),
     "embed": (_embed, "features of texts, images or words from a model or word vectors, to .npy"),
 }

@@ -218,13 +218,52 @@ class RunConfig:
     )
     log_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
     report_to: str = field(
-        default="none", metadata={"help": "Accelerate trackers: none, all, or names (tensorboard,wandb,...)."}
+        default="auto",
+        metadata={
+            "help": "Accelerate trackers: auto (TensorBoard when installed, offline-safe), none, all, or names "
+            "(tensorboard,wandb,mlflow,...). Logs go to OUTPUT_DIR/logs."
+        },
     )
     num_workers: int | None = field(
         default=None, metadata={"help": "DataLoader workers; default 0 on CPU, up to 4 on GPU."}
     )
     ddp_find_unused_parameters: bool = field(
         default=False, metadata={"help": "DDP: search for parameters without gradients each step (slower)."}
+    )
+
+    # Hub
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub repo id (owner/name) to publish to when the run is done: the LoRA adapter (with its head) "
+            "or the full model, with processor and model card. A failed push prints the retry command."
+        },
+    )
+    hub_private: bool = field(
+        default=False, metadata={"help": "Create the --push-to-hub repository as private."}
+    )
+
+    # reliability: bad data, non-finite steps, out of memory
+    max_bad_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "Unreadable images and empty texts are skipped and reported; stop when more than this "
+            "fraction of a split is bad."
+        },
+    )
+    data_encoding: str = field(
+        default="utf-8", metadata={"help": "Text encoding of CSV/TSV/JSON files (e.g. latin-1)."}
+    )
+    max_nonfinite_steps: int = field(
+        default=5,
+        metadata={"help": "Skip steps with a NaN/inf loss or gradient; stop after this many in a row."},
+    )
+    auto_batch_size: bool = field(
+        default=False,
+        metadata={
+            "help": "On out-of-memory, halve the per-device batch and double gradient accumulation (same "
+            "effective batch) until it fits."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -253,10 +292,17 @@ class RunConfig:
         self._check_vectors()
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ConfigError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        _check_positive("max_nonfinite_steps", self.max_nonfinite_steps)
         if not 0.0 < self.validation_split < 1.0:
             raise ConfigError(f"validation_split must be in (0, 1), got {self.validation_split}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.push_to_hub is not None:
+            from hftl.hub import check_repo_id
+
+            check_repo_id(self.push_to_hub)
         if self.output_dir is None:
             task_name = Path(self.task).stem
             self.output_dir = str(Path("runs") / f"{task_name}-{self.case}")

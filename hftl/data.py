@@ -34,7 +34,9 @@ class Splits:
     source: str
 
 
-def load_raw(source: str, modality: str, dataset_config: str | None = None) -> DatasetDict:
+def load_raw(
+    source: str, modality: str, dataset_config: str | None = None, encoding: str = "utf-8"
+) -> DatasetDict:
     """Load ``source`` as a DatasetDict, choosing the builder from what is on disk, else the Hub."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -43,7 +45,7 @@ def load_raw(source: str, modality: str, dataset_config: str | None = None) -> D
             return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
         files = _data_files(sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS))
         if files:
-            return _load_files(files)
+            return _load_files(files, encoding)
         if modality == "image":
             return datasets.load_dataset("imagefolder", data_dir=str(path))
         raise DataError(f"{path}: no CSV/TSV/JSON/Parquet files in this folder")
@@ -52,7 +54,7 @@ def load_raw(source: str, modality: str, dataset_config: str | None = None) -> D
             raise DataError(
                 f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(FILE_BUILDERS)}"
             )
-        return _load_files({"train": [path]})
+        return _load_files({"train": [path]}, encoding)
     if looks_like_path(source) or Path(source).suffix.lower() in FILE_BUILDERS:
         raise DataError(f"dataset path does not exist: {source}")
     try:
@@ -82,7 +84,7 @@ def _data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
     return splits
 
 
-def _load_files(files: dict[str, list[Path]]) -> DatasetDict:
+def _load_files(files: dict[str, list[Path]], encoding: str = "utf-8") -> DatasetDict:
     suffixes = {p.suffix.lower() for paths in files.values() for p in paths}
     builders = {FILE_BUILDERS[s] for s in suffixes}
     if len(builders) > 1:
@@ -91,13 +93,35 @@ def _load_files(files: dict[str, list[Path]]) -> DatasetDict:
     kwargs: dict[str, Any] = {}
     if suffixes == {".tsv"}:
         kwargs.update(delimiter="\t", quoting=3)  # 3 = csv.QUOTE_NONE: TSV text keeps its quotes
+    if builder in ("csv", "json"):
+        kwargs["encoding"] = encoding
     data_files = {split: [str(p) for p in paths] for split, paths in files.items()}
     try:
         return datasets.load_dataset(builder, data_files=data_files, **kwargs)
     except Exception as error:
+        undecodable = _first_undecodable([p for paths in files.values() for p in paths], encoding)
+        if undecodable:
+            raise DataError(
+                f"{undecodable}; re-save the file as UTF-8 or pass its encoding with --data-encoding "
+                "(e.g. latin-1)"
+            ) from error
         raise DataError(
             f"cannot read {sorted(data_files.values())}: {type(error).__name__}: {error}"
         ) from error
+
+
+def _first_undecodable(paths: Sequence[Path], encoding: str) -> str | None:
+    """Name the first file, line and byte that ``encoding`` cannot decode (None if all decode)."""
+    for path in paths:
+        if path.suffix.lower() == ".parquet":
+            continue
+        data = path.read_bytes()
+        try:
+            data.decode(encoding)
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            return f"{path}: line {line} is not valid {encoding} (byte 0x{data[error.start]:02x} at offset {error.start})"
+    return None
 
 
 def find_column(
@@ -209,6 +233,7 @@ def load_splits(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 42,
+    encoding: str = "utf-8",
 ) -> Splits:
     """Everything between ``--dataset`` and model-ready splits, except preprocessing."""
     if isinstance(source, Dataset):
@@ -216,7 +241,7 @@ def load_splits(
     elif isinstance(source, DatasetDict):
         raw, name = source, "<in-memory DatasetDict>"
     else:
-        raw, name = load_raw(source, modality, dataset_config), source
+        raw, name = load_raw(source, modality, dataset_config, encoding), source
     hints = [label_column] if label_column else list(label_columns)
     train, validation = pick_splits(raw, hints)
     if len(train) == 0:

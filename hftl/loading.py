@@ -12,6 +12,7 @@ from transformers import AutoConfig
 
 from hftl.artifacts import BASE_CONFIG_DIR, CONFIG_FILE
 from hftl.errors import ModelError
+from hftl.hub import resolve_folder
 from hftl.models import check_source
 from hftl.tasks import Task, available_tasks, get_task
 
@@ -36,7 +37,7 @@ def task_of(source: str, model_config: Any | None = None) -> Task:
 def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
     """Load a trained model for inference or further transfer. LoRA folders are resolved to base + adapter
     (the base rebuilt with the saved labels and truncation) and returned as a ``PeftModel``."""
-    source = check_source(str(source))
+    source = resolve_folder(source)  # a Hub id becomes its downloaded snapshot
     adapter_config = Path(source) / "adapter_config.json"
     if adapter_config.is_file():
         return _load_adapter(

@@ -7,6 +7,7 @@ restored at the end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -25,11 +26,14 @@ from hftl.checkpoint import (
     Progress,
     checkpoint_name,
     load_checkpoint,
+    remove_partial,
     resolve_resume,
+    restore_rng,
     restore_trained_weights,
     save_checkpoint,
 )
 from hftl.config import RunConfig
+from hftl.guards import NonFiniteGuard, step_is_finite
 from hftl.metrics import compute_metrics
 from hftl.preprocess import ModelInputs
 
@@ -98,6 +102,10 @@ def fit(
     )
 
     progress, resumed_from = Progress(), None
+    if accelerator.is_main_process:
+        for name in remove_partial(output_dir / "checkpoints"):
+            accelerator.print(f"Removed a half-written checkpoint ({name}) left by an interrupted run")
+    accelerator.wait_for_everyone()
     if config.resume:
         checkpoint = resolve_resume(config.resume, output_dir)
         if checkpoint is not None:
@@ -109,9 +117,16 @@ def fit(
         else:
             accelerator.print(f"--resume auto: no complete checkpoint in {output_dir}, starting fresh")
 
+    guard = NonFiniteGuard(config.max_nonfinite_steps, skipped=progress.nonfinite_skipped)
+    last_saved = resumed_from
+
     def checkpoint() -> None:
-        save_checkpoint(
-            accelerator, model, optimizer, scheduler, progress, output_dir, config.save_total_limit
+        nonlocal last_saved
+        progress.nonfinite_skipped = guard.skipped
+        last_saved = str(
+            save_checkpoint(
+                accelerator, model, optimizer, scheduler, progress, output_dir, config.save_total_limit
+            )
         )
 
     local_steps = (
@@ -125,21 +140,35 @@ def fit(
         unit="step",
     )
     started, samples, running_loss, loss_count = time.perf_counter(), 0, 0.0, 0
-    for epoch in range(progress.epoch, config.epochs):
+    first_epoch = progress.epoch
+    for epoch in range(first_epoch, config.epochs):
         model.train()
         train_dl.set_epoch(epoch)
         _set_collator_epoch(inputs.train_collator, epoch)
         skip = progress.batches_done if epoch == progress.epoch else 0
-        batches = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        batches: Any = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        if resumed_from and epoch == first_epoch:
+            # the DataLoader iterator draws a seed from the global RNG when it starts: start it, then restore
+            batches = iter(batches)
+            first = next(batches, None)
+            restore_rng(Path(resumed_from), accelerator.process_index)
+            batches = itertools.chain([first] if first is not None else [], batches)
         progress.epoch, progress.batches_done = epoch, skip
         for batch in batches:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
+                    if guard.allows(
+                        step_is_finite(loss, norm, accelerator), progress.global_step + 1, last_saved
+                    ):
+                        optimizer.step()
+                        scheduler.step()
+                    else:
+                        accelerator.print(
+                            f"step {progress.global_step + 1}: non-finite loss/gradients, skipped"
+                        )
                 optimizer.zero_grad(set_to_none=True)
             progress.batches_done += 1
             samples += batch["labels"].shape[0] * accelerator.num_processes
@@ -186,7 +215,18 @@ def fit(
         restore_trained_weights(accelerator.unwrap_model(model), output_dir, progress.best_checkpoint)
     best = next((h for h in progress.history if h["epoch"] == progress.best_epoch), progress.history[-1])
     return FitResult(
-        progress.history, best, progress.global_step, seconds, samples, resumed_from, {"model": model}
+        progress.history,
+        best,
+        progress.global_step,
+        seconds,
+        samples,
+        resumed_from,
+        {
+            "model": model,
+            "nonfinite_skipped": guard.skipped,
+            "batch_size": config.batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        },
     )
 
 

@@ -28,7 +28,8 @@ def check_source(name: str, what: str = "model") -> str:
     if is_vectors_model(name):
         return check_vectors_source(name)
     if Path(name).expanduser().exists():
-        return str(Path(name).expanduser())
+        # absolute, so that what is recorded (adapter_config's base model, cards) works from any directory
+        return str(Path(name).expanduser().resolve())
     if looks_like_path(name):
         raise ModelError(f"{what} path does not exist: {name}")
     return name

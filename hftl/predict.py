@@ -57,6 +57,7 @@ def load_processor_of(source: str | Path, modality: str) -> Any:
 
 def resolve(source: Any, processor: Any = None) -> Resolved:
     """Turn an hftl output folder/Hub id, a ``RunResult`` or a model object into model + processor + modality."""
+    from hftl.hub import resolve_folder
     from hftl.loading import load
     from hftl.run import RunResult
 
@@ -66,7 +67,7 @@ def resolve(source: Any, processor: Any = None) -> Resolved:
         model = source
         origin = getattr(getattr(unwrap_peft(source), "config", None), "_name_or_path", "") or ""
     else:
-        origin = str(source)
+        origin = resolve_folder(source)  # a Hub id: its snapshot, so model and processor come from one folder
         model = load(origin)
     model = unwrap_peft(model)
     modality = modality_of(model)

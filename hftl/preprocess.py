@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Array3D, ClassLabel, Dataset, Features, Value
 from transformers import DataCollatorWithPadding
 
+from hftl.badinputs import ERROR, BadInput, SkipReport, decode_image, problem, screen, text_problem
 from hftl.data import Splits
 from hftl.errors import DataError
 
@@ -28,12 +30,13 @@ EXAMPLE_ID = "example_id"
 
 @dataclass
 class ModelInputs:
-    """Model-ready splits and the collators that batch them."""
+    """Model-ready splits, the collators that batch them, and what was skipped as unusable."""
 
     train: Dataset
     validation: Dataset
     train_collator: Any
     eval_collator: Any
+    skipped: list[SkipReport] = field(default_factory=list)
 
 
 def prepare_inputs(
@@ -45,22 +48,33 @@ def prepare_inputs(
     augment: bool = True,
     seed: int = 42,
     pad_to_multiple_of: int | None = None,
+    max_bad_fraction: float = 0.05,
 ) -> ModelInputs:
-    """Preprocess both splits once for ``modality`` ('image' or 'text')."""
+    """Preprocess both splits once for ``modality`` ('image' or 'text'), skipping and reporting unusable examples
+    (see ``hftl.badinputs`` for the policy)."""
     if modality == "image":
         stats = ImageStats.from_processor(processor)
-        train = _map_images(splits.train, splits, processor, stats)
-        validation = _map_images(splits.validation, splits, processor, stats)
+        train, train_report = screen(
+            _map_images(splits.train, splits, processor, stats), "train", max_bad_fraction
+        )
+        validation, validation_report = screen(
+            _map_images(splits.validation, splits, processor, stats), "validation", max_bad_fraction
+        )
         return ModelInputs(
-            train,
-            validation,
+            train.with_format("torch"),
+            validation.with_format("torch"),
             ImageCollator(stats, augment=augment, seed=seed),
             ImageCollator(stats, augment=False, seed=seed),
+            [train_report, validation_report],
         )
-    train = _map_texts(splits.train, splits, processor, max_length)
-    validation = _map_texts(splits.validation, splits, processor, max_length)
+    train, train_report = screen(
+        _map_texts(splits.train, splits, processor, max_length), "train", max_bad_fraction
+    )
+    validation, validation_report = screen(
+        _map_texts(splits.validation, splits, processor, max_length), "validation", max_bad_fraction
+    )
     collator = DataCollatorWithPadding(processor, pad_to_multiple_of=pad_to_multiple_of)
-    return ModelInputs(train, validation, collator, collator)
+    return ModelInputs(train, validation, collator, collator, [train_report, validation_report])
 
 
 # --- images --------------------------------------------------------------------------------------------------------
@@ -99,24 +113,38 @@ def _per_channel(values: float | Sequence[float], channels: int) -> tuple[float,
 
 def _map_images(split: Dataset, splits: Splits, processor: Any, stats: ImageStats) -> Dataset:
     column, label = splits.input_column, splits.label_column
+    if isinstance(split.features[column], datasets.Image):
+        split = split.cast_column(column, datasets.Image(decode=False))  # decode here, one bad file at a time
+    blank = np.zeros((3, stats.height, stats.width), dtype=np.uint8)
     features = Features(
         {
             "pixel_values": Array3D(shape=(3, stats.height, stats.width), dtype="uint8"),
             LABELS: ClassLabel(names=splits.labels),
             EXAMPLE_ID: Value("int64"),
+            ERROR: Value("string"),
         }
     )
 
     def resize(batch: Mapping[str, list], indices: list[int]) -> dict[str, Any]:
-        images = [_to_rgb(image, indices[i]) for i, image in enumerate(batch[column])]
-        pixels = processor(images, do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
-        return {
-            "pixel_values": np.clip(np.rint(pixels), 0, 255).astype(np.uint8),
-            LABELS: batch[label],
-            EXAMPLE_ID: indices,
-        }
+        images, problems = [], []
+        for i, raw in enumerate(batch[column]):
+            try:
+                images.append(decode_image(raw, target_size=2 * max(stats.height, stats.width)))
+                problems.append("")
+            except BadInput as error:
+                where = raw.get("path") if isinstance(raw, dict) and raw.get("path") else f"row {indices[i]}"
+                problems.append(problem(str(where), str(error)))
+        good = iter(
+            processor(images, do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
+            if images
+            else []
+        )
+        pixels = [
+            blank if text else np.clip(np.rint(next(good)), 0, 255).astype(np.uint8) for text in problems
+        ]
+        return {"pixel_values": pixels, LABELS: batch[label], EXAMPLE_ID: indices, ERROR: problems}
 
-    mapped = split.map(
+    return split.map(
         resize,
         batched=True,
         batch_size=64,
@@ -125,18 +153,6 @@ def _map_images(split: Dataset, splits: Splits, processor: Any, stats: ImageStat
         features=features,
         desc="Decoding and resizing images (once)",
     )
-    return mapped.with_format("torch")
-
-
-def _to_rgb(image: Any, row: int) -> Any:
-    if image is None:
-        raise DataError(f"row {row}: missing image")
-    if hasattr(image, "convert"):
-        return image.convert("RGB") if image.mode != "RGB" else image
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=-1)
-    return array
 
 
 class ImageCollator:
@@ -199,15 +215,20 @@ def _map_texts(split: Dataset, splits: Splits, tokenizer: Any, max_length: int) 
     column, label = splits.input_column, splits.label_column
 
     def tokenize(batch: Mapping[str, list], indices: list[int]) -> dict[str, Any]:
-        texts = batch[column]
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
+        problems = [text_problem(text) for text in batch[column]]
+        for i, text in enumerate(batch[column]):
+            if not problems[i] and not isinstance(text, str):
                 raise DataError(
-                    f"row {indices[i]}: text in column {column!r} is {type(text).__name__}, not a string"
+                    f"row {indices[i]}: text in column {column!r} is {type(text).__name__}, not a string; "
+                    "is --input-column the right column?"
                 )
-        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        texts = [text if not problems[i] else "" for i, text in enumerate(batch[column])]
+        encoded = dict(tokenizer(texts, truncation=True, max_length=max_length))
         encoded[LABELS] = batch[label]
-        return dict(encoded)
+        encoded[ERROR] = [
+            problem(f"row {indices[i]}", text) if text else "" for i, text in enumerate(problems)
+        ]
+        return encoded
 
     return split.map(
         tokenize, batched=True, with_indices=True, remove_columns=split.column_names, desc="Tokenizing (once)"

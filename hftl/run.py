@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ from torch import nn
 
 from hftl.artifacts import save_model, write_metrics, write_run_files
 from hftl.backbones import backbone_for
+from hftl.card import write_cards
 from hftl.cases import make_plan
 from hftl.config import RunConfig, resolve_config
 from hftl.data import load_splits
-from hftl.loop import fit
+from hftl.guards import with_auto_batch_size
+from hftl.hub import publish_after_run
+from hftl.loop import FitResult, fit
 from hftl.metrics import load_metrics
 from hftl.models import build_model, check_source, load_processor
 from hftl.plan import TransferPlan
@@ -49,7 +53,7 @@ def make_accelerator(config: RunConfig) -> Accelerator:
         cpu=cpu_ddp,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
-        log_with=None if config.report_to == "none" else config.report_to.split(","),
+        log_with=trackers(config.report_to),
         project_dir=config.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         kwargs_handlers=[
@@ -58,9 +62,21 @@ def make_accelerator(config: RunConfig) -> Accelerator:
     )
 
 
+def trackers(report_to: str) -> list[str] | None:
+    """Accelerate trackers for ``--report-to``; ``auto`` picks only the ones that need no account (TensorBoard)."""
+    if report_to == "none":
+        return None
+    if report_to == "auto":
+        from accelerate.utils import is_tensorboard_available
+
+        return ["tensorboard"] if is_tensorboard_available() else None
+    return report_to.split(",")
+
+
 def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunResult:
     """Train one transfer setup and write its outputs; ``dataset`` overrides ``config.dataset`` (Python API)."""
     quiet_library_logs()
+    release_accelerator_state()  # a previous run in this process may have failed before releasing it
     accelerator = make_accelerator(config)
     task = get_task(config.task)
     check_source(config.model)  # fail on a mistyped model path before any data is loaded
@@ -80,6 +96,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             validation_split=config.validation_split,
             max_train_samples=config.max_train_samples,
             max_eval_samples=config.max_eval_samples,
+            encoding=config.data_encoding,
             seed=config.seed,
         )
         processor = load_processor(task, config, splits)
@@ -91,6 +108,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             augment=config.augment,
             seed=config.seed,
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
+            max_bad_fraction=config.max_bad_fraction,
         )
 
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
@@ -101,14 +119,32 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     params = count_parameters(model)
     if accelerator.is_main_process:
         write_run_files(output_dir, config, plan)
+    if accelerator.log_with:
+        scalars = {k: v for k, v in config.to_dict().items() if isinstance(v, int | float | str | bool)}
+        accelerator.init_trackers("logs", config=scalars)
     accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
     accelerator.print(plan.render(params.trainable, params.total))
     accelerator.print(
-        f"Data: {len(splits.train)} train / {len(splits.validation)} validation examples, "
+        f"Data: {len(inputs.train)} train / {len(inputs.validation)} validation examples, "
         f"{len(splits.labels)} labels from {splits.source}"
     )
 
-    result = fit(model, inputs, config, plan.lr, load_metrics(task.metrics), accelerator)
+    metric_modules = load_metrics(task.metrics)
+
+    def train_with(batch_size: int, accumulation: int) -> FitResult:
+        accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
+        accelerator.gradient_accumulation_steps = accumulation
+        settings = dataclasses.replace(
+            config, batch_size=batch_size, gradient_accumulation_steps=accumulation
+        )
+        return fit(model, inputs, settings, plan.lr, metric_modules, accelerator)
+
+    if config.auto_batch_size:
+        result = with_auto_batch_size(
+            train_with, model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
+        )
+    else:
+        result = train_with(config.batch_size, config.gradient_accumulation_steps)
     trained = accelerator.unwrap_model(result.extra["model"])
 
     accelerator.wait_for_everyone()
@@ -127,11 +163,15 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             "total": params.total,
             "percent": round(params.percent, 4),
         },
-        "train_examples": len(splits.train),
-        "validation_examples": len(splits.validation),
+        "train_examples": len(inputs.train),
+        "validation_examples": len(inputs.validation),
+        "skipped_examples": {r.split: dataclasses.asdict(r) for r in inputs.skipped},
         "train_seconds": round(result.train_seconds, 3),
         "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
         "global_step": result.global_step,
+        "nonfinite_steps_skipped": result.extra["nonfinite_skipped"],
+        "batch_size": result.extra["batch_size"],
+        "gradient_accumulation_steps": result.extra["gradient_accumulation_steps"],
         "resumed_from": result.resumed_from,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
@@ -139,13 +179,28 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     if accelerator.is_main_process:
         save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
         write_metrics(output_dir, metrics)
+        write_cards(output_dir, repo_id=config.push_to_hub)
+        for report in inputs.skipped:
+            if report.skipped:
+                accelerator.print(f"Unusable examples skipped: {report.summary()}")
         accelerator.print(
             f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
             f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
         )
     accelerator.wait_for_everyone()
+    publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
     accelerator.end_training()
+    release_accelerator_state()
     return RunResult(output_dir, metrics, plan, config, trained)
+
+
+def release_accelerator_state() -> None:
+    """Accelerate keeps its settings (mixed precision, accumulation) in process-wide singletons; clear them so the
+    next run in this process (``hftl compare``, notebooks, tests) gets its own. The process group is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def train(config: str | Path | None = None, *, dataset: Any = None, **settings: Any) -> RunResult:

@@ -161,6 +161,15 @@ def test_cli_run_keeps_the_frozen_vectors_byte_identical(vectors_dir, glove_file
     assert torch.equal(saved, torch.from_numpy(expected))
 
 
+def test_cli_run_writes_a_card_and_pushes_its_vocabulary(vectors_dir, capsys):
+    card = (vectors_dir / "README.md").read_text()
+    assert "import hftl  # registers the hftl-word-vectors model type" in card
+    assert "| `word_vectors.embeddings` | stem | frozen |" in card and "base_model" not in card
+    assert cli_main(["push", str(vectors_dir), "--repo-id", "me/reviews-glove", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("model.safetensors", "config.json", "tokenizer.json"))
+
+
 def test_cli_model_loads_in_transformers_pipeline_with_label_names(vectors_dir):
     classify = pipeline("text-classification", model=str(vectors_dir))
     predictions = classify(["the film was great", "the film was awful", "excellent acting"])

@@ -1,0 +1,146 @@
+"""Inputs scraped from the web: decode what can be decoded, convert what can be converted, skip and count the
+rest, and stop when too much of a split is bad.
+
+Policy: grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit images are converted to RGB; huge JPEGs
+are decoded at reduced size; 0-byte, truncated, unreadable files and images over PIL's decompression-bomb limit
+are skipped; empty or whitespace-only texts are skipped. Every skip is reported with its row and file, and a split
+with more than ``--max-bad-fraction`` bad examples stops the run with the first few listed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from hftl.errors import DataError
+
+ERROR = "bad_input"  # column holding the reason an example is skipped ("" when it is fine)
+
+
+class BadInput(ValueError):
+    """One example cannot be used; the message says why."""
+
+
+@dataclass
+class SkipReport:
+    """Skipped examples of one split: how many, why, and the first few rows with their files."""
+
+    split: str
+    examples: int
+    skipped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    first: list[str] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        return self.skipped / max(self.examples, 1)
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"{self.split}: all {self.examples} examples usable"
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(self.reasons.items()))
+        return f"{self.split}: skipped {self.skipped} of {self.examples} ({reasons}); first: {'; '.join(self.first)}"
+
+
+def decode_image(raw: Any, target_size: int = 512) -> Image.Image:
+    """An RGB PIL image from what ``datasets.Image(decode=False)`` stores (``{"bytes", "path"}``), a PIL image or an
+    array; raises BadInput for what cannot be decoded."""
+    if raw is None:
+        raise BadInput("missing image")
+    if isinstance(raw, Image.Image):
+        return to_rgb(raw)
+    if isinstance(raw, dict):
+        data, path = raw.get("bytes"), raw.get("path")
+        if not data and path and os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise BadInput("empty file (0 bytes)")
+        if not data and not path:
+            raise BadInput("missing image")
+        source: Any = io.BytesIO(data) if data else path
+        if data is not None and len(data) == 0:
+            raise BadInput("empty file (0 bytes)")
+        try:
+            image = Image.open(source)
+            if image.format == "JPEG":
+                image.draft(
+                    "RGB", (target_size, target_size)
+                )  # decode huge JPEGs at a fraction of their size
+            image.load()
+        except Image.DecompressionBombError as error:
+            raise BadInput(
+                f"over PIL's decompression-bomb limit ({error}); raise PIL.Image.MAX_IMAGE_PIXELS "
+                "if the image is genuine"
+            ) from error
+        except UnidentifiedImageError as error:
+            raise BadInput("not an image file") from error
+        except (OSError, ValueError, SyntaxError) as error:
+            raise BadInput(f"unreadable or truncated ({error})") from error
+        return to_rgb(image)
+    array = np.asarray(raw)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise BadInput(f"array of shape {array.shape} is not an image")
+    return to_rgb(Image.fromarray(array.astype(np.uint8) if array.dtype != np.uint8 else array))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB: transparency composited on white, 16-bit and float scaled to 8 bits."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        span = array.max() - array.min()
+        scaled = (array - array.min()) / span * 255 if span else np.zeros_like(array)
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def text_problem(text: Any) -> str:
+    """Why a text cannot be used ("" when it can)."""
+    if text is None:
+        return "missing text"
+    if isinstance(text, str) and not text.strip():
+        return "empty text"
+    return ""
+
+
+def problem(where: str, reason: str) -> str:
+    """The ``ERROR`` column's value for a bad example: where it is, then why."""
+    return f"{where}: {reason}"
+
+
+def screen(mapped: Dataset, split: str, limit: float) -> tuple[Dataset, SkipReport]:
+    """Drop the rows a map marked bad (column ``ERROR``), report them, and stop when too many are bad."""
+    report = SkipReport(split, len(mapped))
+    problems = mapped[ERROR] if len(mapped) else []
+    bad = [i for i, text in enumerate(problems) if text]
+    if bad:
+        report.skipped = len(bad)
+        report.reasons = dict(Counter(problems[i].split(": ", 1)[1].split(" (")[0] for i in bad))
+        report.first = [problems[i] for i in bad[:5]]
+        mapped = mapped.select([i for i, text in enumerate(problems) if not text])
+    mapped = mapped.remove_columns(ERROR)
+    if report.skipped and (report.fraction > limit or report.skipped == report.examples):
+        raise DataError(
+            f"{report.skipped} of {report.examples} {split} examples ({100 * report.fraction:.1f}%) are unusable, "
+            f"above --max-bad-fraction {limit}: {'; '.join(report.first)}. Fix or remove them, or raise "
+            "--max-bad-fraction."
+        )
+    return mapped, report
+
+
+def allow_truncated_images(allow: bool = False) -> None:
+    """PIL decodes truncated files silently when this is on; hftl keeps it off so truncation is reported."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = allow

@@ -1,0 +1,118 @@
+"""Checkpoints: atomic writes, rotation that keeps the best, safe loading, and deterministic training."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+import hftl.checkpoint
+from hftl.checkpoint import COMPLETE, list_checkpoints, resolve_resume, rotate
+from tests.helpers import quick_train
+
+
+def test_a_checkpoint_write_failing_half_way_leaves_the_previous_one_usable(
+    monkeypatch, resnet_dir, image_folder, tmp_path
+):
+    original, calls = hftl.checkpoint.save_file, {"n": 0}
+
+    def fail_on_third(tensors, filename, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with open(filename, "wb") as handle:  # half a file, then the disk "fills up"
+                handle.write(b"\0" * 100)
+            raise OSError("No space left on device (simulated)")
+        return original(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(hftl.checkpoint, "save_file", fail_on_third)
+    with pytest.raises(OSError, match="No space left"):
+        quick_train("image", "large_similar", resnet_dir, image_folder, tmp_path, epochs=3, save_steps=2)
+    root = tmp_path / "checkpoints"
+    partial = [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+    assert len(partial) == 1 and not (partial[0] / COMPLETE).exists()
+    newest = resolve_resume("auto", tmp_path)
+    assert newest.name.startswith("checkpoint-00000004")  # the partial step-6 checkpoint is ignored
+
+    monkeypatch.setattr(hftl.checkpoint, "save_file", original)
+    resumed = quick_train(
+        "image", "large_similar", resnet_dir, image_folder, tmp_path, epochs=3, save_steps=2, resume="auto"
+    )
+    assert resumed.metrics["resumed_from"].endswith(newest.name)
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]  # cleaned up
+    assert resumed.metrics["global_step"] == 18
+
+
+def test_rotation_keeps_the_newest_n_plus_the_best(tmp_path):
+    for step in (2, 4, 6, 8, 10):
+        folder = tmp_path / f"checkpoint-{step:08d}-e0b{step}"
+        folder.mkdir()
+        (folder / COMPLETE).write_text("ok")
+    (tmp_path / ".tmp-checkpoint-00000012-e1b0").mkdir()
+    rotate(tmp_path, keep=2, protect="checkpoint-00000004-e0b4")
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "checkpoint-00000004-e0b4",
+        "checkpoint-00000008-e0b8",
+        "checkpoint-00000010-e0b10",
+    ]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_checkpoint_pickle_that_would_run_code_is_refused(resnet_dir, image_folder, tmp_path, monkeypatch):
+    quick_train("image", "small_similar", resnet_dir, image_folder, tmp_path / "run", epochs=1)
+    checkpoint = list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    with open(checkpoint / "optimizer.pt", "wb") as handle:
+        pickle.dump({"state": _RunsCode()}, handle)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        quick_train(
+            "image", "small_similar", resnet_dir, image_folder, tmp_path / "run", epochs=2, resume="auto"
+        )
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_model_folder_with_a_malicious_pickle_is_refused(vit_dir, image_folder, tmp_path, monkeypatch):
+    import shutil
+
+    import hftl
+
+    evil = tmp_path / "evil-model"
+    shutil.copytree(vit_dir, evil)
+    (evil / "model.safetensors").unlink()
+    torch.save({"weights": _RunsCode()}, evil / "pytorch_model.bin")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception, match="(?i)weights.only|unpickl|could not load model"):
+        hftl.train(
+            task="image",
+            case="small_similar",
+            model=str(evil),
+            dataset=str(image_folder),
+            output_dir=str(tmp_path / "out"),
+            epochs=1,
+        )
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_same_seed_same_data_gives_identical_loss_curve_and_weights(vit_dir, image_folder, tmp_path):
+    runs = [
+        quick_train("image", "large_similar", vit_dir, image_folder, tmp_path / name, epochs=2, log_steps=1)
+        for name in ("a", "b")
+    ]
+    curves = [
+        [
+            json.loads(line)["loss"]
+            for line in (r.output_dir / "metrics.jsonl").read_text().splitlines()
+            if '"loss"' in line
+        ]
+        for r in runs
+    ]
+    assert len(curves[0]) == 12 and curves[0] == curves[1]
+    first, second = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(first[name], second[name]) for name in first)

@@ -1,0 +1,116 @@
+"""Non-finite steps are skipped and stop the run after K in a row; out-of-memory halves the batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hftl
+import hftl.run
+from hftl.guards import TrainingDiverged
+from tests.helpers import quick_train
+
+
+def inject(monkeypatch, hook_factory):
+    """Wrap the model hftl builds with a forward hook made by ``hook_factory()`` (training calls only)."""
+    original = hftl.run.apply_plan
+
+    def apply_and_hook(plan, model, backbone):
+        model = original(plan, model, backbone)
+        model.register_forward_hook(hook_factory())
+        return model
+
+    monkeypatch.setattr(hftl.run, "apply_plan", apply_and_hook)
+
+
+def nan_loss_on(calls: set[int] | None = None, start: int | None = None):
+    def factory():
+        seen = {"n": 0}
+
+        def hook(module, args, output):
+            if not module.training:
+                return output
+            seen["n"] += 1
+            if (calls and seen["n"] in calls) or (start is not None and seen["n"] >= start):
+                output.loss = output.loss * float("nan")
+            return output
+
+        return hook
+
+    return factory
+
+
+def test_nonfinite_steps_are_skipped_and_counted(monkeypatch, vit_dir, image_folder, tmp_path):
+    inject(monkeypatch, nan_loss_on(calls={3, 4}))
+    result = quick_train("image", "large_similar", vit_dir, image_folder, tmp_path, epochs=2)
+    assert result.metrics["nonfinite_steps_skipped"] == 2
+    assert result.metrics["global_step"] == 12
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert result.metrics["best"]["eval_accuracy"] > 0.5
+
+
+def test_run_stops_after_k_nonfinite_steps_in_a_row_and_keeps_the_good_checkpoint(
+    monkeypatch, vit_dir, image_folder, tmp_path
+):
+    inject(monkeypatch, nan_loss_on(start=8))  # epoch 1 (steps 1-6) is clean, then every step is NaN
+    with pytest.raises(
+        TrainingDiverged, match=r"not finite for 3 optimizer steps in a row.*last good checkpoint"
+    ):
+        quick_train(
+            "image", "large_similar", vit_dir, image_folder, tmp_path, epochs=3, max_nonfinite_steps=3
+        )
+    checkpoints = sorted((tmp_path / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["checkpoint-00000006-e1b0"]
+    weights = load_file(str(checkpoints[0] / "trainable.safetensors"))
+    assert weights and all(torch.isfinite(t).all() for t in weights.values())
+    progress = json.loads((checkpoints[0] / "progress.json").read_text())
+    assert progress["epoch"] == 1 and progress["global_step"] == 6
+
+
+def test_simulated_out_of_memory_halves_batch_and_doubles_accumulation(
+    monkeypatch, vit_dir, image_folder, tmp_path
+):
+    def factory():
+        def hook(module, args, output):
+            if module.training and output.logits.shape[0] > 4:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+            return output
+
+        return hook
+
+    inject(monkeypatch, factory)
+    result = quick_train(
+        "image",
+        "small_similar",
+        vit_dir,
+        image_folder,
+        tmp_path,
+        epochs=2,
+        batch_size=16,
+        auto_batch_size=True,
+    )
+    assert result.metrics["batch_size"] == 4 and result.metrics["gradient_accumulation_steps"] == 4
+    assert result.metrics["global_step"] == 2 * 3  # 48 examples / effective batch 16 = 3 steps per epoch
+    assert result.metrics["best"]["eval_accuracy"] > 0.6
+
+
+def test_without_auto_batch_size_out_of_memory_propagates(monkeypatch, vit_dir, image_folder, tmp_path):
+    def factory():
+        def hook(module, args, output):
+            if module.training:
+                raise RuntimeError("CUDA out of memory. (simulated)")
+            return output
+
+        return hook
+
+    inject(monkeypatch, factory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        quick_train("image", "small_similar", vit_dir, image_folder, tmp_path, epochs=1)
+
+
+def test_max_nonfinite_steps_must_be_positive():
+    with pytest.raises(hftl.ConfigError, match="max_nonfinite_steps must be a positive integer"):
+        hftl.RunConfig(task="image", case="small_similar", max_nonfinite_steps=0)

@@ -1,0 +1,109 @@
+"""A CLI run killed with SIGKILL mid-training and restarted with --resume auto ends with the same weights and
+metrics as a run that was never stopped (CPU, same seed): full fine-tuning and LoRA."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hftl.checkpoint import list_checkpoints
+from tests.helpers import saved_state
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def command(task: str, model: Path, dataset: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "hftl.train",
+        "--task",
+        task,
+        "--case",
+        "large_similar",
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "8",
+        "--batch-size",
+        "8",
+        "--save-steps",
+        "3",
+        "--save-total-limit",
+        "3",
+        "--seed",
+        "7",
+        "--report-to",
+        "none",
+        *extra,
+    ]
+
+
+def run_killed_then_resumed(args: list[str], out: Path) -> int:
+    """Start the run, SIGKILL it as soon as a mid-run checkpoint is complete, then resume; returns the step it
+    was killed after."""
+    process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        found = list_checkpoints(out / "checkpoints")
+        if found and int(found[-1].name.split("-")[1]) >= 6:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "metrics.json").exists()
+    killed_after = int(list_checkpoints(out / "checkpoints")[-1].name.split("-")[1])
+    done = subprocess.run([*args, "--resume", "auto"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resumed from" in done.stdout
+    return killed_after
+
+
+def same_outcome(reference: Path, resumed: Path, loader) -> None:
+    a, b = (
+        json.loads((reference / "metrics.json").read_text()),
+        json.loads((resumed / "metrics.json").read_text()),
+    )
+    assert a["history"] == b["history"] and a["global_step"] == b["global_step"]
+    first, second = loader(reference), loader(resumed)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+@pytest.mark.parametrize(
+    "family, task, extra",
+    [("resnet", "image", []), ("bert", "text", ["--strategy", "lora", "--lora-dropout", "0.2"])],
+    ids=["full-resnet", "lora-bert"],
+)
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(
+    family, task, extra, model_dirs, data_for, tmp_path
+):
+    _, dataset = data_for[family]
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    done = subprocess.run(
+        command(task, model_dirs[family], dataset, reference, *extra),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed_after = run_killed_then_resumed(
+        command(task, model_dirs[family], dataset, interrupted, *extra), interrupted
+    )
+    assert 6 <= killed_after < json.loads((reference / "metrics.json").read_text())["global_step"]
+    same_outcome(reference, interrupted, saved_state)
