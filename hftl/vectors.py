@@ -206,6 +206,8 @@ def count_words(texts: Iterable[str], lowercase: bool = True, split: str = "word
     backend = word_tokenizer_backend(lowercase, split)
     counts: Counter[str] = Counter()
     for row, text in enumerate(texts):
+        if text is None:  # missing texts are skipped (and reported) when the splits are tokenized
+            continue
         if not isinstance(text, str):
             raise DataError(f"row {row}: the text is {type(text).__name__}, not a string")
         counts.update(*split_words([text], backend))

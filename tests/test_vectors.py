@@ -181,9 +181,10 @@ def test_cased_whitespace_vocabulary_with_min_freq_and_max_vocab(tmp_path):
     assert list(capped.get_vocab()) and len(capped.get_vocab()) == 4
 
 
-def test_non_string_text_names_the_row():
-    with pytest.raises(hftl.DataError, match="row 1: the text is NoneType"):
-        hftl.build_word_tokenizer(["fine", None])
+def test_missing_texts_are_skipped_and_other_types_name_the_row():
+    assert set(hftl.build_word_tokenizer(["fine", None, ""]).get_vocab()) == {"[PAD]", "[UNK]", "fine"}
+    with pytest.raises(hftl.DataError, match="row 1: the text is int"):
+        hftl.build_word_tokenizer(["fine", 3])
 
 
 @pytest.fixture
