@@ -19,7 +19,7 @@ from torch import nn
 
 from hftl.config import VECTORS_PREFIX
 from hftl.errors import ConfigError, DataError, ModelError, unknown_choice
-from hftl.predict import Resolved, as_image, load_processor_of, modality_of, resolve, unwrap_peft
+from hftl.predict import Resolved, as_batch, as_image, load_processor_of, modality_of, resolve, unwrap_peft
 
 POOLINGS = ("pooler", "cls", "mean", "max")
 
@@ -117,8 +117,7 @@ def embed(
         raise unknown_choice("pooling", pooling, POOLINGS)
     if return_tensors not in ("np", "pt"):
         raise unknown_choice("return_tensors", return_tensors, ("np", "pt"))
-    single = isinstance(inputs, str | np.ndarray) or not isinstance(inputs, Sequence)
-    items = [inputs] if single else list(inputs)
+    items, single = as_batch(inputs)
     if is_word_vectors(source):
         features = embed_words(word_vectors_of(source), items, pooling or "mean")
     else:
@@ -132,14 +131,14 @@ def embed(
 
 def embed_words(kv: Any, texts: list[str], pooling: str) -> torch.Tensor:
     """Each text's in-vocabulary words, pooled; lowercased when the vectors are; zeros when no word is known."""
-    from hftl.vectors import split_words, vectors_are_lowercase, word_tokenizer_backend
+    from hftl.vectors import vectors_are_lowercase, word_tokenizer_backend, words_of
 
     if pooling not in ("mean", "max"):
         raise ConfigError(f"word vectors pool by 'mean' or 'max', not {pooling!r}")
     backend = word_tokenizer_backend(lowercase=vectors_are_lowercase(kv))
     rows = np.zeros((len(texts), kv.vector_size), dtype=np.float32)
-    for row, words in enumerate(split_words(texts, backend)):
-        ids = [kv.key_to_index[word] for word in words if word in kv.key_to_index]
+    for row, text in enumerate(texts):
+        ids = [kv.key_to_index[word] for word in words_of(text, backend) if word in kv.key_to_index]
         if ids:
             vectors = np.asarray(kv.vectors[ids], dtype=np.float32)
             rows[row] = vectors.mean(axis=0) if pooling == "mean" else vectors.max(axis=0)
@@ -211,8 +210,7 @@ def similar(
     With ``candidates``: the candidates (texts or images) closest to each query under ``embed(source, ...)``, as
     ``(candidate index, score)`` pairs. A single query gives one list, a list of queries one list each.
     """
-    single = isinstance(queries, str | np.ndarray) or not isinstance(queries, Sequence)
-    items = [queries] if single else list(queries)
+    items, single = as_batch(queries)
     if candidates is None:
         kv = word_vectors_of(source)
         results = []

@@ -78,6 +78,12 @@ def resolve(source: Any, processor: Any = None) -> Resolved:
     return Resolved(model, processor, modality, origin)
 
 
+def as_batch(inputs: Any) -> tuple[list[Any], bool]:
+    """``inputs`` as a list, and whether it was a single input (a string, an array, an image, a path)."""
+    single = isinstance(inputs, str | np.ndarray | Path) or not isinstance(inputs, Sequence)
+    return ([inputs] if single else list(inputs)), single
+
+
 def pipeline_tag(resolved: Resolved) -> str:
     """The task's pipeline tag (from the run's task card when the folder has one), else by modality."""
     from hftl.loading import task_of
@@ -118,8 +124,7 @@ def predict(
     from transformers import pipeline
 
     resolved = resolve(source, processor)
-    single = isinstance(inputs, str | np.ndarray) or not isinstance(inputs, Sequence)
-    items = [inputs] if single else list(inputs)
+    items, single = as_batch(inputs)
     if resolved.modality == "image":
         items = [as_image(item) for item in items]
         processors = {"image_processor": resolved.processor}

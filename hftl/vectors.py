@@ -9,6 +9,7 @@ rows the vocabulary needs. gensim is imported lazily: it is the ``vectors`` extr
 from __future__ import annotations
 
 import os
+import pickle
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -114,21 +115,21 @@ def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> 
 
     format = detect_format(path) if format == "auto" else format
     try:
-        if format == "kv":
-            compressed = path.suffix in (".gz", ".bz2")  # gensim cannot memory-map compressed files
-            loaded = KeyedVectors.load(str(path), mmap=None if compressed else mmap)
-            kv = getattr(loaded, "wv", loaded)  # a whole Word2Vec/FastText model: keep its vectors
-            if not isinstance(kv, KeyedVectors):
-                raise ModelError(f"{path} holds a {type(loaded).__name__}, not gensim KeyedVectors")
-            return _first(kv, limit) if limit is not None and limit < len(kv) else kv
-        return KeyedVectors.load_word2vec_format(
-            str(path), binary=format == "word2vec-bin", no_header=format == "glove", limit=limit
-        )
-    except (ValueError, EOFError, UnicodeDecodeError, OSError) as error:
+        if format != "kv":
+            return KeyedVectors.load_word2vec_format(
+                str(path), binary=format == "word2vec-bin", no_header=format == "glove", limit=limit
+            )
+        compressed = path.suffix in (".gz", ".bz2")  # gensim cannot memory-map compressed files
+        loaded = KeyedVectors.load(str(path), mmap=None if compressed else mmap)
+    except (ValueError, EOFError, UnicodeDecodeError, OSError, pickle.UnpicklingError) as error:
         raise ModelError(
             f"cannot read {path} as {format} vectors ({type(error).__name__}: {error}); if the format is wrong, "
             f"name it with vectors_format (one of {', '.join(VECTOR_FORMATS[1:])})"
         ) from error
+    kv = getattr(loaded, "wv", loaded)  # a whole Word2Vec/FastText model: keep its vectors
+    if not isinstance(kv, KeyedVectors):
+        raise ModelError(f"{path} holds a {type(loaded).__name__}, not gensim KeyedVectors")
+    return _first(kv, limit) if limit is not None and limit < len(kv) else kv
 
 
 def _first(kv: Any, limit: int) -> Any:
@@ -173,7 +174,7 @@ def vectors_are_lowercase(kv: Any, sample: int = 10_000) -> bool:
 # --- vocabulary ----------------------------------------------------------------------------------------------------
 def word_tokenizer_backend(
     lowercase: bool = True, split: str = "words", vocab: Mapping[str, int] | None = None
-):
+) -> Any:
     """A ``tokenizers.Tokenizer``: NFKC (+ lowercase) normaliser, a word pre-tokenizer and a WordLevel model.
 
     ``split="words"`` separates words from punctuation (``tokenizers``' ``Whitespace``: ``\\w+|[^\\w\\s]+``);
@@ -193,12 +194,10 @@ def word_tokenizer_backend(
     return backend
 
 
-def split_words(texts: Iterable[str], backend: Any) -> Iterable[list[str]]:
-    """The words of each text exactly as the tokenizer ``backend`` sees them (normalised, pre-tokenized)."""
-    for text in texts:
-        yield [
-            word for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))
-        ]
+def words_of(text: str, backend: Any) -> list[str]:
+    """The words of ``text`` exactly as the tokenizer ``backend`` sees them (normalised, pre-tokenized)."""
+    normalized = backend.normalizer.normalize_str(text)
+    return [word for word, _ in backend.pre_tokenizer.pre_tokenize_str(normalized)]
 
 
 def count_words(texts: Iterable[str], lowercase: bool = True, split: str = "words") -> Counter[str]:
@@ -210,7 +209,7 @@ def count_words(texts: Iterable[str], lowercase: bool = True, split: str = "word
             continue
         if not isinstance(text, str):
             raise DataError(f"row {row}: the text is {type(text).__name__}, not a string")
-        counts.update(*split_words([text], backend))
+        counts.update(words_of(text, backend))
     return counts
 
 
