@@ -20,6 +20,7 @@ import numpy as np
 
 from hftl.config import OOV_INITS, VECTOR_FORMATS, WORD_SPLITS
 from hftl.errors import ConfigError, DataError, ModelError, unknown_choice
+from hftl.safety import check_pickle
 
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 _SNIFF_BYTES = 1 << 16
@@ -114,6 +115,8 @@ def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> 
     from gensim.models import KeyedVectors
 
     format = detect_format(path) if format == "auto" else format
+    if format == "kv":
+        check_pickle(path)  # a .kv is a pickle: refuse one that would run code before gensim unpickles it
     try:
         if format != "kv":
             return KeyedVectors.load_word2vec_format(

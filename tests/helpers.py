@@ -47,3 +47,30 @@ def base_name(name: str) -> str:
     """Parameter name without PEFT's wrapping (base_model.model.) or LoRA layer indirection (.base_layer)."""
     name = name.removeprefix("base_model.model.")
     return name.replace(".base_layer.", ".").replace(".original_module.", ".")
+
+
+def assert_resume_matches(task: str, case: str, model: Any, dataset: Path, tmp_path: Path, **settings: Any):
+    """Train once straight through, and once stopped after the first mid-epoch checkpoint (later checkpoints
+    deleted, as if killed) then resumed with ``--resume auto``: weights and history must be identical."""
+    import shutil
+
+    settings = {"epochs": 3, "save_total_limit": 10, **settings}
+    full = quick_train(task, case, model, dataset, tmp_path / "full", **settings)
+    quick_train(task, case, model, dataset, tmp_path / "split", save_steps=4, **settings)
+    checkpoints = sorted((tmp_path / "split" / "checkpoints").iterdir())
+    mid_epoch = next(c for c in checkpoints if c.name.startswith("checkpoint-00000004"))
+    for later in checkpoints:
+        if later != mid_epoch:
+            shutil.rmtree(later)
+    (tmp_path / "split" / "metrics.json").unlink()
+    resumed = quick_train(
+        task, case, model, dataset, tmp_path / "split", save_steps=4, resume="auto", **settings
+    )
+    assert resumed.metrics["resumed_from"].endswith(mid_epoch.name)
+    assert resumed.metrics["global_step"] == full.metrics["global_step"]
+    assert resumed.metrics["history"] == full.metrics["history"]
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for name, tensor in full_state.items():
+        assert torch.equal(tensor, resumed_state[name]), name
+    return resumed

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hftl.checkpoint import list_checkpoints
-from tests.helpers import saved_state
+from tests.helpers import assert_resume_matches, saved_state
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -107,3 +107,22 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(
     )
     assert 6 <= killed_after < json.loads((reference / "metrics.json").read_text())["global_step"]
     same_outcome(reference, interrupted, saved_state)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["full-resnet-augmented", "head-vit", "word-vectors"],
+)
+def test_resume_from_a_mid_epoch_checkpoint_matches_an_uninterrupted_run(
+    setting, model_dirs, data_for, glove_file, tmp_path
+):
+    if setting == "full-resnet-augmented":
+        assert_resume_matches(
+            "image", "large_similar", model_dirs["resnet"], data_for["resnet"][1], tmp_path, augment=True
+        )
+    elif setting == "head-vit":
+        assert_resume_matches("image", "small_similar", model_dirs["vit"], data_for["vit"][1], tmp_path)
+    else:
+        assert_resume_matches(
+            "text", "large_similar", f"vectors:{glove_file}", data_for["bert"][1], tmp_path, lr=0.01
+        )

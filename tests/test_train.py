@@ -184,50 +184,6 @@ def test_merge_lora_writes_a_pipeline_ready_model(model_dirs, image_folder, tmp_
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-def test_resume_continues_where_it_stopped_and_matches_an_uninterrupted_run(
-    model_dirs, image_folder, tmp_path
-):
-    common = {"augment": True, "save_total_limit": 10}
-    full = quick_train(
-        "image", "large_similar", model_dirs["resnet"], image_folder, tmp_path / "full", epochs=3, **common
-    )
-    quick_train(
-        "image",
-        "large_similar",
-        model_dirs["resnet"],
-        image_folder,
-        tmp_path / "split",
-        epochs=3,
-        save_steps=4,
-        **common,
-    )
-    checkpoints = sorted((tmp_path / "split" / "checkpoints").iterdir())
-    mid_epoch = next(c for c in checkpoints if c.name.startswith("checkpoint-00000004"))  # inside epoch 1
-    for later in checkpoints:
-        if later != mid_epoch:
-            import shutil
-
-            shutil.rmtree(later)
-    resumed = quick_train(
-        "image",
-        "large_similar",
-        model_dirs["resnet"],
-        image_folder,
-        tmp_path / "split",
-        epochs=3,
-        resume="auto",
-        **common,
-    )
-    assert resumed.metrics["resumed_from"].endswith(mid_epoch.name)
-    assert resumed.metrics["global_step"] == full.metrics["global_step"]
-    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
-    for name, tensor in full_state.items():
-        assert torch.equal(tensor, resumed_state[name]), name
-    assert [h["eval_accuracy"] for h in resumed.metrics["history"]] == [
-        h["eval_accuracy"] for h in full.metrics["history"]
-    ]
-
-
 def test_scratch_init_starts_from_random_weights(model_dirs, image_folder, tmp_path):
     result = quick_train(
         "image", "large_different", model_dirs["vit"], image_folder, tmp_path, init="scratch", epochs=1
