@@ -111,6 +111,7 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
 
     stem_action: Action = "trained" if strategy == "full" else "frozen"
     neck_action: Action = "frozen" if strategy == "head" and not truncate else "trained"
+    cut_neck = set(backbone.neck_removed_by_cut(model, keep)) if truncate else set()
 
     blocks: list[Block] = []
     blocks += [Block(name, "stem", stem_action, _params(model, name)) for name in backbone.stem(model)]
@@ -118,7 +119,10 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         Block(name, "layer", layer_action(i), _params(model, name))
         for i, name in enumerate(backbone.layers(model))
     ]
-    blocks += [Block(name, "neck", neck_action, _params(model, name)) for name in backbone.neck(model)]
+    blocks += [
+        Block(name, "neck", "removed" if name in cut_neck else neck_action, _params(model, name))
+        for name in backbone.neck(model)
+    ]
     blocks += [Block(name, "head", "new", _params(model, name)) for name in backbone.head(model)]
 
     lora = _lora_spec(config, model, backbone, blocks) if strategy == "lora" else None
@@ -166,4 +170,7 @@ def _lora_spec(config: RunConfig, model: nn.Module, backbone: Backbone, blocks: 
 
 
 def _params(model: nn.Module, name: str) -> int:
-    return sum(p.numel() for p in model.get_submodule(name).parameters())
+    try:
+        return sum(p.numel() for p in model.get_submodule(name).parameters())
+    except AttributeError:  # a block that is a single parameter (a timm ViT's cls_token)
+        return model.get_parameter(name).numel()

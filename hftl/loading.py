@@ -15,6 +15,7 @@ from hftl.errors import ModelError
 from hftl.hub import resolve_folder
 from hftl.models import check_source
 from hftl.tasks import Task, available_tasks, get_task
+from hftl.timm_source import prepare_config
 
 
 def task_of(source: str, model_config: Any | None = None) -> Task:
@@ -43,7 +44,7 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
         return _load_adapter(
             source, json.loads(adapter_config.read_text(encoding="utf-8")), trust_remote_code
         )
-    model_config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    model_config = prepare_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
     task = task_of(source, model_config)
     return task.model_class().from_pretrained(source, trust_remote_code=trust_remote_code)
 
@@ -56,6 +57,7 @@ def _load_adapter(source: str, adapter: dict[str, Any], trust_remote_code: bool)
     base_config = AutoConfig.from_pretrained(
         base_config_dir if base_config_dir.is_dir() else base_id, trust_remote_code=trust_remote_code
     )
+    prepare_config(base_config)  # a cut timm network: its architecture must be registered with timm
     task = task_of(source, base_config)
     base = task.model_class().from_pretrained(
         check_source(base_id),

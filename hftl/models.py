@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from hftl import vector_source
+from hftl import timm_source, vector_source
 from hftl.config import RunConfig
 from hftl.errors import ModelError
 from hftl.tasks import Task
@@ -27,6 +27,9 @@ def check_source(name: str, what: str = "model") -> str:
     """Return ``name`` if it is an existing local path or plausibly a Hub id; fail clearly for a missing path."""
     if is_vectors_model(name):
         return check_vectors_source(name)
+    if timm_source.is_timm_name(name):
+        timm_source.timm_name(name)  # timm installed and the architecture known
+        return name
     if Path(name).expanduser().exists():
         # absolute, so that what is recorded (adapter_config's base model, cards) works from any directory
         return str(Path(name).expanduser().resolve())
@@ -52,6 +55,7 @@ def load_model_config(task: Task, config: RunConfig, labels: list[str] | None = 
         )
     except (OSError, ValueError) as error:
         raise _loading_error(config.model, error) from error
+    timm_source.prepare_config(model_config)
     if labels is not None:
         for key, value in label_kwargs(labels).items():
             setattr(model_config, key, value)
@@ -71,6 +75,8 @@ def build_model(task: Task, config: RunConfig, labels: list[str], processor: Any
     Word vectors (``vectors:...``) are aligned to ``processor``, the vocabulary built from the training split."""
     if is_vectors_model(config.model):
         return vector_source.build_model(config, labels, processor)
+    if timm_source.is_timm_name(config.model):
+        return timm_source.build_model(task, config, labels)
     model_class = task.model_class()
     model_config = load_model_config(task, config, labels)
     if config.init == "scratch":
@@ -91,6 +97,8 @@ def build_meta_model(task: Task, config: RunConfig, labels: list[str] | None = N
     """The architecture without weights (meta device): enough to make and print a plan instantly."""
     if is_vectors_model(config.model):
         return vector_source.build_meta_model(config, labels)
+    if timm_source.is_timm_name(config.model):
+        return timm_source.build_meta_model(task, config, labels)
     model_config = load_model_config(task, config, labels)
     with torch.device("meta"):
         return task.model_class().from_config(model_config, trust_remote_code=config.trust_remote_code)
@@ -101,12 +109,15 @@ def load_processor(task: Task, config: RunConfig, splits: Splits | None = None) 
     ``splits.train``."""
     if is_vectors_model(config.model):
         return vector_source.build_tokenizer(task, config, splits)
+    if timm_source.is_timm_name(config.model):
+        return timm_source.load_processor(config)
     source = check_source(config.model)
     loader = AutoImageProcessor if task.modality == "image" else AutoTokenizer
     try:
-        return loader.from_pretrained(
+        processor = loader.from_pretrained(
             source, revision=config.revision, trust_remote_code=config.trust_remote_code
         )
+        return timm_source.standard_processor(processor)  # timm Hub repos: the equivalent standard processor
     except (OSError, ValueError) as error:
         raise ModelError(
             f"could not load the {'image processor' if task.modality == 'image' else 'tokenizer'} of "

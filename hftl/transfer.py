@@ -40,10 +40,10 @@ def apply_plan(plan: TransferPlan, model: nn.Module, backbone: Backbone) -> nn.M
 
 
 def block_of(name: str, blocks: list[str]) -> str | None:
-    """The plan block a parameter belongs to (longest matching module-path prefix)."""
+    """The plan block a parameter belongs to (longest matching module-path prefix, or the parameter itself)."""
     owner = None
     for block in blocks:
-        if name.startswith(block + ".") and (owner is None or len(block) > len(owner)):
+        if (name == block or name.startswith(block + ".")) and (owner is None or len(block) > len(owner)):
             owner = block
     return owner
 

@@ -89,6 +89,11 @@ class Backbone:
     def set_num_layers(self, config: Any, keep: int) -> None:
         raise NotImplementedError
 
+    def neck_removed_by_cut(self, model: nn.Module, keep: int) -> list[str]:
+        """Neck modules that truncation to ``keep`` layers removes because they were sized for the last layer's
+        output (timm's EfficientNet ``conv_head``); by default none."""
+        return []
+
     def reset_head(self, model: nn.Module) -> None:
         """Re-initialise the head so that it is new even when the checkpoint had one of the right size."""
         std = getattr(model.config, "initializer_range", 0.02)

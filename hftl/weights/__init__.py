@@ -1,0 +1,1 @@
+"""Converters for pretrained weights published outside the Hugging Face Hub into hftl-loadable model folders."""
