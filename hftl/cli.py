@@ -148,6 +148,12 @@ def _embed(argv: Sequence[str]) -> int:
     return 0
 
 
+def _demo(argv: Sequence[str]) -> int:
+    from hftl.demo import main as demo_main
+
+    return demo_main(argv)
+
+
 COMMANDS = {
     "train": (_train, "train a transfer setup (same flags as python -m hftl.train)"),
     "plan": (_plan, "print the transfer plan for --task/--case/--model without training"),
@@ -155,6 +161,7 @@ COMMANDS = {
     "push": (_push, "publish an output folder (adapter, merged or full model + card) to the Hub"),
     "predict": (_predict, "label names and scores for texts or images from a trained model"),
     "embed": (_embed, "features of texts, images or words from a model or word vectors, to .npy"),
+    "demo": (_demo, "offline demo: the four cases vs from-scratch baselines on Fashion-MNIST (minutes, CPU)"),
 }
 
 

@@ -1,0 +1,135 @@
+"""``hftl demo`` in its reduced mode (tiny sizes, seconds): a source model developed with hftl, four case targets,
+scratch baselines, one table, a plot; plus the offline data readers it relies on."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import hftl
+from hftl.cli import main as cli_main
+from hftl.demo import CASE_ORDER, ImageSet, find_fashion_mnist, make_shapes, read_idx, run_demo
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, quick=True, data="digits", progress=False)
+
+
+def test_demo_runs_the_four_cases_with_their_default_strategies(quick_demo):
+    rows = {(row.case, row.strategy): row for row in quick_demo.rows}
+    assert list(rows) == [
+        ("small_similar", "head"),
+        ("small_similar", "partial"),
+        ("small_different", "head (truncated)"),
+        ("small_different", "partial"),
+        ("large_similar", "full"),
+        ("large_different", "full"),
+    ]
+    head, cut = rows["small_similar", "head"], rows["small_different", "head (truncated)"]
+    assert (
+        0
+        < head.trainable_percent
+        < cut.trainable_percent
+        < rows["small_similar", "partial"].trainable_percent
+    )
+    assert (
+        rows["large_similar", "full"].trainable_percent
+        == rows["large_different", "full"].trainable_percent
+        == 100
+    )
+    # one scratch baseline per case, shared by its rows
+    assert rows["small_similar", "head"].scratch_accuracy == rows["small_similar", "partial"].scratch_accuracy
+    for row in quick_demo.rows:
+        assert 0.0 <= row.accuracy <= 1.0 and 0.0 <= row.scratch_accuracy <= 1.0
+        assert row.seconds > 0 and row.scratch_seconds > 0
+    assert "digits 0-4" in quick_demo.source and "shapes" in quick_demo.origin  # the offline fallback
+
+
+def test_demo_transfers_the_source_model_it_developed(quick_demo):
+    """small_similar keeps the source body frozen: its weights are the source model's, byte for byte; the scratch
+    baseline of the same architecture starts elsewhere."""
+    out = quick_demo.output_dir
+    source = hftl.load(out / "source").state_dict()
+    transfer = hftl.load(out / "small_similar" / "transfer").state_dict()  # the case's own strategy
+    scratch = hftl.load(out / "small_similar" / "scratch").state_dict()
+    body = [name for name in source if name.startswith("resnet.") and source[name].is_floating_point()]
+    assert body and all(torch.equal(transfer[name], source[name]) for name in body)
+    assert not all(torch.equal(scratch[name], source[name]) for name in body)
+    assert hftl.load(out / "small_different" / "transfer").config.depths == [1, 1]  # cut after 2 of 4 stages
+    assert hftl.load(out / "small_different" / "partial").config.depths == [1, 1, 1, 1]
+
+
+def test_demo_writes_table_json_plot_and_logs(quick_demo):
+    out = quick_demo.output_dir
+    table = (out / "results.md").read_text(encoding="utf-8")
+    assert "| case | target | strategy | trainable % | accuracy | scratch accuracy | time (s) |" in table
+    assert all(f"| {case} |" in table for case in CASE_ORDER)
+    saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [row["case"] for row in saved["rows"]][::-1][:2] == ["large_different", "large_similar"]
+    assert {row["case"] for row in saved["rows"]} == set(CASE_ORDER)
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Transfer plan" in (out / "logs" / "small_different-transfer.log").read_text(encoding="utf-8")
+
+
+def test_cli_demo_prints_the_table(tmp_path, capsys):
+    args = [
+        "demo",
+        "--quick",
+        "--data",
+        "digits",
+        "--cases",
+        "large_different",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "| large_different | shapes, 12/class (60 train) | full | 100.00 |" in out and "Total" in out
+
+
+def test_cli_demo_rejects_a_folder_without_fashion_mnist(tmp_path, capsys):
+    assert cli_main(["demo", "--quick", "--data", str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "expected the Fashion-MNIST files there" in capsys.readouterr().err
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_read_idx_reads_fashion_mnist_files(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "x.gz", images)
+    assert np.array_equal(read_idx(tmp_path / "x.gz"), images)
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big")))
+    with pytest.raises(hftl.DataError, match="bad.gz: not an IDX file"):
+        read_idx(tmp_path / "bad.gz")
+
+
+def test_fashion_mnist_is_found_in_a_given_folder(tmp_path):
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        write_idx(tmp_path / name, np.zeros((2, 28, 28), dtype=np.uint8))
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        write_idx(tmp_path / name, np.array([0, 9], dtype=np.uint8))
+    assert find_fashion_mnist(tmp_path) == tmp_path
+
+
+def test_take_picks_per_class_and_relabels():
+    full = ImageSet(
+        np.zeros((10, 2, 2), np.uint8), np.array([0, 1, 2, 3, 3, 3, 2, 2, 1, 0]), ("a", "b", "c", "d")
+    )
+    part = full.take([3, 2], per_class=2, seed=0)
+    assert sorted(part.labels.tolist()) == [0, 0, 1, 1] and part.names == ("d", "c")
+
+
+def test_shapes_are_balanced_and_seeded():
+    a, b = make_shapes(3, seed=1), make_shapes(3, seed=1)
+    assert a.images.shape == (15, 28, 28) and np.bincount(a.labels).tolist() == [3] * 5
+    assert np.array_equal(a.images, b.images) and a.images.max() > 100
