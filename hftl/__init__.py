@@ -7,9 +7,11 @@
 """
 
 from hftl.backbones import Backbone, available_backbones, backbone_for, register_backbone
+from hftl.backbones.base import Cut
 from hftl.cases import CASE_RULES, make_plan
 from hftl.config import CASES, STRATEGIES, RunConfig
 from hftl.errors import ConfigError, DataError, HftlError, ModelError
+from hftl.features import find_cut, use_feature_cache
 from hftl.plan import Block, TransferPlan
 from hftl.run import RunResult, run, train
 from hftl.tasks import Task, available_tasks, get_task, register_task
@@ -23,6 +25,7 @@ __all__ = [
     "CASES",
     "CASE_RULES",
     "ConfigError",
+    "Cut",
     "DataError",
     "HftlError",
     "ModelError",
@@ -36,10 +39,12 @@ __all__ = [
     "available_tasks",
     "backbone_for",
     "count_parameters",
+    "find_cut",
     "get_task",
     "make_plan",
     "register_backbone",
     "register_task",
     "run",
     "train",
+    "use_feature_cache",
 ]

@@ -32,6 +32,8 @@ from hftl.checkpoint import (
 from hftl.config import RunConfig
 from hftl.metrics import compute_metrics
 from hftl.preprocess import ModelInputs
+from hftl.sampling import length_grouped_sampler
+from hftl.throughput import ThroughputMeter
 
 LOG_FILE = "metrics.jsonl"
 
@@ -68,14 +70,22 @@ def fit(
     workers = (
         config.num_workers if config.num_workers is not None else (min(4, _cpus() // 2) if _cuda() else 0)
     )
+    # text: batches of similar length (less padding); the order depends only on (seed, epoch)
+    sampler = (
+        length_grouped_sampler(inputs.train, config.batch_size, config.seed)
+        if getattr(config, "group_by_length", False)
+        else None
+    )
     train_dl = DataLoader(
         inputs.train,
         batch_size=config.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=inputs.train_collator,
         num_workers=workers,
         pin_memory=_cuda(),
-        persistent_workers=workers > 0,
+        # persistent workers keep their copy of the collator: per-epoch augmentation needs fresh ones
+        persistent_workers=workers > 0 and not hasattr(inputs.train_collator, "set_epoch"),
     )
     eval_dl = DataLoader(
         inputs.validation,
@@ -125,6 +135,7 @@ def fit(
         unit="step",
     )
     started, samples, running_loss, loss_count = time.perf_counter(), 0, 0.0, 0
+    meter = ThroughputMeter(accelerator.device, accelerator.num_processes)
     for epoch in range(progress.epoch, config.epochs):
         model.train()
         train_dl.set_epoch(epoch)
@@ -132,8 +143,11 @@ def fit(
         skip = progress.batches_done if epoch == progress.epoch else 0
         batches = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
         progress.epoch, progress.batches_done = epoch, skip
-        for batch in batches:
-            with accelerator.accumulate(model):
+        for batch in meter.timed(batches):
+            with (
+                accelerator.accumulate(model),
+                meter.count_flops(enabled=not getattr(config, "compile", False)),
+            ):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
@@ -144,6 +158,7 @@ def fit(
             progress.batches_done += 1
             samples += batch["labels"].shape[0] * accelerator.num_processes
             running_loss, loss_count = running_loss + loss.detach().float().item(), loss_count + 1
+            meter.step_done(batch["labels"].shape[0])
             if not accelerator.sync_gradients:
                 continue
             progress.global_step += 1
@@ -185,8 +200,15 @@ def fit(
     if progress.best_checkpoint:
         restore_trained_weights(accelerator.unwrap_model(model), output_dir, progress.best_checkpoint)
     best = next((h for h in progress.history if h["epoch"] == progress.best_epoch), progress.history[-1])
+    throughput = meter.summary(str(accelerator.mixed_precision))
     return FitResult(
-        progress.history, best, progress.global_step, seconds, samples, resumed_from, {"model": model}
+        progress.history,
+        best,
+        progress.global_step,
+        seconds,
+        samples,
+        resumed_from,
+        {"model": model, "throughput": throughput},
     )
 
 

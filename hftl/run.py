@@ -22,12 +22,16 @@ from hftl.backbones import backbone_for
 from hftl.cases import make_plan
 from hftl.config import RunConfig, resolve_config
 from hftl.data import load_splits
+from hftl.features import describe as describe_cache
+from hftl.features import keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.loop import fit
 from hftl.metrics import load_metrics
 from hftl.models import build_model, check_source, load_processor
 from hftl.plan import TransferPlan
 from hftl.preprocess import prepare_inputs
+from hftl.speed import apply_memory_format, maybe_compile, switches_used, wants_channels_last
 from hftl.tasks import get_task
+from hftl.throughput import format_summary
 from hftl.transfer import apply_plan, count_parameters
 
 
@@ -98,6 +102,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
     model = apply_plan(plan, model, backbone)
+    keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
+    channels_last = wants_channels_last(config, backbone, accelerator.device)
+    apply_memory_format(model, channels_last)
     params = count_parameters(model)
     if accelerator.is_main_process:
         write_run_files(output_dir, config, plan)
@@ -108,8 +115,14 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         f"{len(splits.labels)} labels from {splits.source}"
     )
 
-    result = fit(model, inputs, config, plan.lr, load_metrics(task.metrics), accelerator)
-    trained = accelerator.unwrap_model(result.extra["model"])
+    cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
+    for line in describe_cache(cached.status, config.augment, task.modality):
+        accelerator.print(line)
+    fit_model = maybe_compile(cached.model, config.compile)
+    result = fit(fit_model, cached.inputs, config, plan.lr, load_metrics(task.metrics), accelerator)
+    # a cached run trained the real model's own modules in place: save the whole network
+    trained = model if cached.status.used else accelerator.unwrap_model(result.extra["model"])
+    accelerator.print(format_summary(result.extra["throughput"]))
 
     accelerator.wait_for_everyone()
     metrics = {
@@ -135,6 +148,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         "resumed_from": result.resumed_from,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
+        "throughput": result.extra["throughput"],
+        "feature_cache": cached.status.to_dict(),
+        "speed": switches_used(model, config, channels_last, accelerator),
     }
     if accelerator.is_main_process:
         save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
