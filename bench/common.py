@@ -33,6 +33,31 @@ REGISTRY_ASSETS = Path(os.environ.get("HFTL_ASSETS_CACHE", Path.home() / ".cache
 
 
 # --- machine ---------------------------------------------------------------------------------------------------------
+def add_run_args(parser: Any, *, epochs: int, batch_size: int, lr: float) -> None:
+    """The settings both sides share, with the benchmark's defaults."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's); same for both sides",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+
+
+def setup(args: Any) -> None:
+    """Hide GPUs for --device cpu, and fix the thread count, before torch touches either."""
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
+
+
 def machine() -> str:
     """One line that says where the numbers come from."""
     if torch.cuda.is_available():
@@ -183,45 +208,69 @@ def encode_images(data, processor):
     return data.with_transform(transform)
 
 
+def baseline_inputs(task: str, data, model_path: Path, seed: int, pad_to_multiple_of: int | None = None):
+    """The usual way's model (head sized for the labels, seeded), encoded splits and collator."""
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        set_seed,
+    )
+
+    labels = data["train"].features["label"].names
+    set_seed(seed)
+    label_args = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+    if task == "text":
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, **label_args)
+        return model, encode_text(data, tokenizer, max_length=128), collator
+    processor = AutoImageProcessor.from_pretrained(model_path)
+    model = AutoModelForImageClassification.from_pretrained(
+        model_path, ignore_mismatched_sizes=True, **label_args
+    )
+    return model, encode_images(data, processor), None
+
+
 def trainer_run(
     model: torch.nn.Module,
-    train,
-    validation,
+    encoded,
     collator: Callable | None,
     out: Path,
+    args: Any,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    device: str,
     log_steps: int = 5,
-    group_by_length: bool = False,
     bf16: bool = False,
 ) -> TrainerRun:
-    """Fine-tune with transformers.Trainer, evaluating every epoch as hftl does; no checkpoints."""
+    """Fine-tune with transformers.Trainer on ``encoded['train']``, evaluating on ``encoded['validation']`` every
+    epoch as hftl does; no checkpoints. ``args`` carries epochs, batch_size, lr, seed and device."""
     from transformers import Trainer, TrainingArguments
 
-    args = TrainingArguments(
+    training = TrainingArguments(
         output_dir=str(out),
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=2 * batch_size,
-        num_train_epochs=epochs,
-        learning_rate=lr,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=2 * args.batch_size,
+        num_train_epochs=args.epochs,
+        learning_rate=args.lr,
         weight_decay=0.01,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # a float below 1 is a ratio of the total steps (as hftl's --warmup-ratio 0.1)
         lr_scheduler_type="linear",
         max_grad_norm=1.0,
         eval_strategy="epoch",
         save_strategy="no",
         logging_steps=log_steps,
-        seed=seed,
-        data_seed=seed,
+        seed=args.seed,
+        data_seed=args.seed,
         report_to=[],
-        use_cpu=device == "cpu",
+        use_cpu=args.device == "cpu",
         bf16=bf16,
-        dataloader_num_workers=0 if device == "cpu" else 4,
-        group_by_length=group_by_length,
+        dataloader_num_workers=0 if args.device == "cpu" else 4,
         remove_unused_columns=False,
         disable_tqdm=True,
     )
@@ -231,9 +280,9 @@ def trainer_run(
 
     trainer = Trainer(
         model=model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=validation,
+        args=training,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
         data_collator=collator,
         compute_metrics=accuracy,
     )

@@ -12,12 +12,13 @@ padding (hftl's length grouping is off here, so the batches have the same shapes
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
 
 
 def main() -> None:
@@ -31,30 +32,21 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=1024, help="text: SST-2 training phrases")
     parser.add_argument("--eval-size", type=int, default=256, help="text: validation sentences")
     parser.add_argument("--repeat", type=int, default=1, help="repeat the training split (throughput runs)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
-    parser.add_argument("--out", type=Path, default=None)
+    common.add_run_args(parser, epochs=2, batch_size=16, lr=5e-05)
     args = parser.parse_args()
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    common.setup(args)
     args.model = args.model or ("minilm" if args.task == "text" else "vit-tiny")
 
     from datasets import concatenate_datasets
-    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, set_seed
 
     import hftl
-    from bench import common
 
     work = args.out or Path(tempfile.mkdtemp(prefix="hftl-bench-full-"))
     model_path = common.resolve_model(args.model, work / "model")
     data = common.sst2(args.train_size, args.eval_size) if args.task == "text" else common.hymenoptera()
     if args.repeat > 1:
         data["train"] = concatenate_datasets([data["train"]] * args.repeat)
-    labels = data["train"].features["label"].names
     samples = len(data["train"]) * args.epochs
     print(f"machine: {common.machine()} ({common.load_average()})")
     print(
@@ -79,39 +71,10 @@ def main() -> None:
     )
     hftl_rate = samples / result.metrics["train_seconds"]
 
-    set_seed(args.seed)
-    label_args = dict(
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={n: i for i, n in enumerate(labels)},
-    )
-    if args.task == "text":
-        from transformers import AutoTokenizer, DataCollatorWithPadding
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        encoded = common.encode_text(data, tokenizer, max_length=128)
-        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if args.device == "cuda" else None)
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, **label_args)
-    else:
-        from transformers import AutoImageProcessor
-
-        encoded = common.encode_images(data, AutoImageProcessor.from_pretrained(model_path))
-        collator = None
-        model = AutoModelForImageClassification.from_pretrained(
-            model_path, ignore_mismatched_sizes=True, **label_args
-        )
+    pad = 8 if args.device == "cuda" else None
+    model, encoded, collator = common.baseline_inputs(args.task, data, model_path, args.seed, pad)
     baseline = common.trainer_run(
-        model,
-        encoded["train"],
-        encoded["validation"],
-        collator,
-        work / "trainer",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        bf16=args.mixed_precision == "bf16",
+        model, encoded, collator, work / "trainer", args, bf16=args.mixed_precision == "bf16"
     )
     trainer_rate = samples / baseline.train_seconds
 

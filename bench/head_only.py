@@ -10,14 +10,15 @@ every epoch). Same model, data, batch size, epochs, learning rate, schedule and 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/head_only.py` from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402  # `python bench/head_only.py` from anywhere
 
 
 def main() -> None:
@@ -30,28 +31,19 @@ def main() -> None:
     parser.add_argument(
         "--eval-size", type=int, default=None, help="text: validation sentences (default 872)"
     )
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+    common.add_run_args(parser, epochs=10, batch_size=32, lr=1e-2)
     args = parser.parse_args()
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    common.setup(args)
     args.model = args.model or ("minilm" if args.task == "text" else "resnet-18")
 
     import torch
-    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, set_seed
 
     import hftl
-    from bench import common
 
     work = args.out or Path(tempfile.mkdtemp(prefix="hftl-bench-head-"))
     shutil.rmtree(work / "features", ignore_errors=True)
     model_path = common.resolve_model(args.model, work / "model")
     data = common.sst2(args.train_size, args.eval_size) if args.task == "text" else common.hymenoptera()
-    labels = data["train"].features["label"].names
     print(f"machine: {common.machine()} ({common.load_average()})")
     print(
         f"model {args.model} ({model_path}); {len(data['train'])} train / {len(data['validation'])} validation"
@@ -79,41 +71,10 @@ def main() -> None:
 
     # the usual way: Trainer, every parameter but the head frozen, the full forward pass every step
     started = time.perf_counter()
-    set_seed(args.seed)
-    label_args = dict(
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={n: i for i, n in enumerate(labels)},
-    )
-    if args.task == "text":
-        from transformers import AutoTokenizer, DataCollatorWithPadding
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        encoded = common.encode_text(data, tokenizer, max_length=128)
-        collator = DataCollatorWithPadding(tokenizer)
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, **label_args)
-    else:
-        from transformers import AutoImageProcessor
-
-        encoded = common.encode_images(data, AutoImageProcessor.from_pretrained(model_path))
-        collator = None
-        model = AutoModelForImageClassification.from_pretrained(
-            model_path, ignore_mismatched_sizes=True, **label_args
-        )
+    model, encoded, collator = common.baseline_inputs(args.task, data, model_path, args.seed)
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith("classifier"))
-    baseline = common.trainer_run(
-        model,
-        encoded["train"],
-        encoded["validation"],
-        collator,
-        work / "trainer",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-    )
+    baseline = common.trainer_run(model, encoded, collator, work / "trainer", args)
     trainer_seconds = time.perf_counter() - started
 
     hftl_final = first.metrics["history"][-1]["eval_accuracy"]

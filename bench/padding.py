@@ -10,12 +10,13 @@ plain shuffling (dynamic padding only) is printed too, to show what grouping add
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
 
 
 def main() -> None:
@@ -25,15 +26,9 @@ def main() -> None:
     parser.add_argument("--model", default="minilm", help="minilm | bert-mini | a model folder")
     parser.add_argument("--train-size", type=int, default=1024)
     parser.add_argument("--eval-size", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--out", type=Path, default=None)
+    common.add_run_args(parser, epochs=1, batch_size=16, lr=5e-05)
     args = parser.parse_args()
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    common.setup(args)
 
     import numpy as np
     from transformers import (
@@ -44,7 +39,6 @@ def main() -> None:
     )
 
     import hftl
-    from bench import common
 
     work = args.out or Path(tempfile.mkdtemp(prefix="hftl-bench-padding-"))
     model_path = common.resolve_model(args.model, work / "model")
@@ -86,18 +80,7 @@ def main() -> None:
     set_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2)
     encoded = common.encode_text(data, tokenizer, max_length=max_length, padding="max_length")
-    baseline = common.trainer_run(
-        model,
-        encoded["train"],
-        encoded["validation"],
-        default_data_collator,
-        work / "trainer",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-    )
+    baseline = common.trainer_run(model, encoded, default_data_collator, work / "trainer", args)
     fixed = f"Trainer, padded to {max_length}"
     rates[fixed] = samples / baseline.train_seconds
     accuracy[fixed] = baseline.accuracy[-1]

@@ -569,7 +569,7 @@ def describe(status: CacheStatus, augment: bool, modality: str) -> Iterator[str]
     if not status.used:
         yield f"Feature cache: not used ({status.reason})"
         return
-    yield f"Feature cache: training on cached {status.cut}"
+    yield f"Feature cache: the rest of the network trains on stored {status.cut}"
     if modality == "image" and augment:
         if status.views > 1:
             yield f"  {status.views} augmented views cached; epoch e trains on view e % {status.views}"

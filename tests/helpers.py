@@ -47,3 +47,15 @@ def base_name(name: str) -> str:
     """Parameter name without PEFT's wrapping (base_model.model.) or LoRA layer indirection (.base_layer)."""
     name = name.removeprefix("base_model.model.")
     return name.replace(".base_layer.", ".").replace(".original_module.", ".")
+
+
+def keep_only_checkpoint(output_dir: Path, step: int) -> Path:
+    """Delete every checkpoint but the one taken at optimizer step ``step`` (an interrupted run); return it."""
+    import shutil
+
+    checkpoints = sorted((output_dir / "checkpoints").iterdir())
+    kept = next(c for c in checkpoints if c.name.startswith(f"checkpoint-{step:08d}"))
+    for other in checkpoints:
+        if other != kept:
+            shutil.rmtree(other)
+    return kept

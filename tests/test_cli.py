@@ -127,6 +127,7 @@ def test_hftl_plan_prints_the_plan_without_training(vit_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "vit.layers.0-2" in done.stdout and "removed (truncated)" in done.stdout
+    assert "feature cache: the frozen prefix runs once" in done.stdout and "outputs of layer 2" in done.stdout
 
 
 def test_hftl_tasks_lists_tasks_families_and_cases(tmp_path):

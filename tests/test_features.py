@@ -28,7 +28,7 @@ from hftl.features import (
 )
 from hftl.loading import load
 from hftl.transfer import apply_plan
-from tests.helpers import quick_train
+from tests.helpers import keep_only_checkpoint, quick_train
 
 RED = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
 
@@ -265,11 +265,7 @@ def test_resume_of_a_cached_run_matches_an_uninterrupted_one(vit_dir, image_fold
     common = {"epochs": 3, "save_total_limit": 10, "feature_cache_dir": str(tmp_path / "features")}
     full = quick_train("image", "small_different", vit_dir, image_folder, tmp_path / "full", **common)
     quick_train("image", "small_different", vit_dir, image_folder, tmp_path / "split", save_steps=4, **common)
-    checkpoints = sorted((tmp_path / "split" / "checkpoints").iterdir())
-    mid_epoch = next(c for c in checkpoints if c.name.startswith("checkpoint-00000004"))
-    for later in checkpoints:
-        if later != mid_epoch:
-            shutil.rmtree(later)
+    mid_epoch = keep_only_checkpoint(tmp_path / "split", step=4)  # inside epoch 1
     resumed = quick_train(
         "image",
         "small_different",
@@ -288,3 +284,22 @@ def test_resume_of_a_cached_run_matches_an_uninterrupted_one(vit_dir, image_fold
 
 def test_public_api_exports_the_cache_helpers():
     assert {"Cut", "find_cut", "use_feature_cache"} <= set(hftl.__all__)
+
+
+def test_speed_flags_parse_from_the_command_line_and_are_validated():
+    from hftl.config import explicit_cli_values, resolve_config
+
+    argv = ["--task", "image", "--case", "small_similar", "--no-feature-cache", "--cache-views", "3"]
+    argv += [
+        "--feature-cache-dir",
+        "/tmp/features",
+        "--no-group-by-length",
+        "--compile",
+        "--channels-last",
+        "true",
+    ]
+    config = resolve_config(explicit_cli_values(argv))
+    assert (config.feature_cache, config.cache_views, config.feature_cache_dir) == (False, 3, "/tmp/features")
+    assert (config.group_by_length, config.compile, config.channels_last) == (False, True, True)
+    with pytest.raises(hftl.ConfigError, match="cache_views must be a positive integer"):
+        RunConfig(task="image", case="small_similar", cache_views=0)

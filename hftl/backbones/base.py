@@ -33,11 +33,9 @@ class Cut:
 
     def describe(self, layer_word: str = "layer") -> str:
         if self.head_input:
-            return "the head's input (stem, every kept layer and the neck frozen)"
+            return "head inputs (stem, every kept layer and the neck frozen)"
         token = ", first token only" if self.first_token else ""
-        return (
-            f"the output of {layer_word} {self.layers - 1} (stem + {self.layers} {layer_word}s frozen{token})"
-        )
+        return f"outputs of {layer_word} {self.layers - 1} (stem + {self.layers} {layer_word}s frozen{token})"
 
 
 class _PrefixDone(Exception):
