@@ -64,7 +64,17 @@ def machine() -> str:
         device = torch.cuda.get_device_name(0)
     else:
         device = f"CPU only ({os.cpu_count()} cores visible, torch threads {torch.get_num_threads()})"
-    return f"{platform.node()} | {platform.processor() or platform.machine()} | {device} | torch {torch.__version__}"
+    return f"{cpu_model()} | {device} | torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def load_average() -> str:
@@ -188,7 +198,37 @@ class TrainerRun:
     accuracy: list[float]
     losses: list[float]
     samples_per_second: float
+    steady_samples_per_second: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def step_timer(batch_size: int, warmup: int = 5):
+    """A TrainerCallback measuring what hftl's ThroughputMeter measures: the time from one optimizer step's end to
+    the next (data loading included), without the first ``warmup`` steps and without intervals that contain an
+    evaluation."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.intervals: list[float] = []
+            self.last: float | None = None
+            self.skip_next = False
+            self.steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            self.steps += 1
+            if self.last is not None and not self.skip_next and self.steps > warmup + 1:
+                self.intervals.append(now - self.last)
+            self.last, self.skip_next = now, False
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.skip_next = True
+
+        def samples_per_second(self) -> float:
+            return batch_size * len(self.intervals) / sum(self.intervals) if self.intervals else float("nan")
+
+    return StepTimer()
 
 
 def encode_text(data, tokenizer, max_length: int, padding: bool | str = False):
@@ -278,9 +318,11 @@ def trainer_run(
     def accuracy(prediction):
         return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
 
+    timer = step_timer(args.batch_size)
     trainer = Trainer(
         model=model,
         args=training,
+        callbacks=[timer],
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         data_collator=collator,
@@ -296,6 +338,7 @@ def trainer_run(
         accuracy=[h["eval_accuracy"] for h in history if "eval_accuracy" in h],
         losses=[h["loss"] for h in history if "loss" in h and "eval_loss" not in h],
         samples_per_second=output.metrics["train_samples_per_second"],
+        steady_samples_per_second=timer.samples_per_second(),
     )
 
 

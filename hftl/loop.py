@@ -33,6 +33,7 @@ from hftl.config import RunConfig
 from hftl.metrics import compute_metrics
 from hftl.preprocess import ModelInputs
 from hftl.sampling import length_grouped_sampler
+from hftl.speed import fused_adamw
 from hftl.throughput import ThroughputMeter
 
 LOG_FILE = "metrics.jsonl"
@@ -96,7 +97,7 @@ def fit(
     )
     # counted before sharding: Accelerate steps a prepared scheduler once per process for every optimizer step
     total_steps = math.ceil(len(train_dl) / config.gradient_accumulation_steps) * config.epochs
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=lr, **fused_adamw(model))
     scheduler = get_scheduler(
         config.scheduler,
         optimizer,

@@ -43,3 +43,13 @@ def switches_used(model: nn.Module, config: Any, channels_last: bool, accelerato
         "compile": bool(config.compile),
         "group_by_length": bool(config.group_by_length),
     }
+
+
+def fused_adamw(model: nn.Module) -> dict[str, Any]:
+    """``fused=True`` for AdamW when every trainable tensor is a float on CPU or CUDA: one kernel per step instead
+    of a Python loop over parameters (the CPU default), as transformers' Trainer does (``adamw_torch_fused``)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    supported = trainable and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in trainable
+    )
+    return {"fused": True} if supported else {}

@@ -121,7 +121,7 @@ class ThroughputMeter:
             per_sample = self.flops_per_step / self.samples_in_counted_step
             achieved = per_sample * per_device
             result["flops_per_sample"] = per_sample
-            result["achieved_tflops_per_device"] = round(achieved / 1e12, 4)
+            result["achieved_tflops_per_device"] = float(f"{achieved / 1e12:.4g}")
             result["flop_convention"] = FLOP_CONVENTION
             if self.device.type == "cuda":
                 result.update(_mfu(achieved, self.device, mixed_precision))
@@ -167,7 +167,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if "peak_cuda_allocated_mb" in summary:
         parts.append(f"peak CUDA {summary['peak_cuda_allocated_mb']:.0f} MiB")
     if summary.get("achieved_tflops_per_device") is not None:
-        parts.append(f"{summary['achieved_tflops_per_device']:.3f} TFLOP/s per device")
+        parts.append(f"{summary['achieved_tflops_per_device']:.3g} TFLOP/s per device")
     if summary.get("mfu") is not None:
         parts.append(f"MFU {100 * summary['mfu']:.1f}% of {summary['peak_source']}")
     return "Throughput: " + ", ".join(parts)
