@@ -14,7 +14,9 @@ from hftl.errors import ConfigError, DataError, HftlError, ModelError
 from hftl.features import find_cut, use_feature_cache
 from hftl.plan import Block, TransferPlan
 from hftl.run import RunResult, run, train
+from hftl.sampling import LengthGroupedSampler
 from hftl.tasks import Task, available_tasks, get_task, register_task
+from hftl.throughput import ThroughputMeter
 from hftl.transfer import apply_plan, count_parameters
 
 __version__ = "0.1.0"
@@ -28,11 +30,13 @@ __all__ = [
     "Cut",
     "DataError",
     "HftlError",
+    "LengthGroupedSampler",
     "ModelError",
     "RunConfig",
     "RunResult",
     "STRATEGIES",
     "Task",
+    "ThroughputMeter",
     "TransferPlan",
     "apply_plan",
     "available_backbones",

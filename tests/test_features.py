@@ -282,8 +282,10 @@ def test_resume_of_a_cached_run_matches_an_uninterrupted_one(vit_dir, image_fold
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
 
 
-def test_public_api_exports_the_cache_helpers():
-    assert {"Cut", "find_cut", "use_feature_cache"} <= set(hftl.__all__)
+def test_public_api_exports_the_speed_helpers():
+    assert {"Cut", "find_cut", "use_feature_cache", "LengthGroupedSampler", "ThroughputMeter"} <= set(
+        hftl.__all__
+    )
 
 
 def test_speed_flags_parse_from_the_command_line_and_are_validated():
