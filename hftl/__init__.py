@@ -7,18 +7,22 @@
 """
 
 from hftl.backbones import Backbone, available_backbones, backbone_for, register_backbone
+from hftl.backbones.base import Cut
 from hftl.card import build_card, write_cards
 from hftl.cases import CASE_RULES, make_plan
 from hftl.config import CASES, STRATEGIES, RunConfig
 from hftl.embed import embed, similar
 from hftl.errors import ConfigError, DataError, HftlError, ModelError
+from hftl.features import find_cut, use_feature_cache
 from hftl.hub import PushError, PushResult, push
 from hftl.loading import load
 from hftl.modeling_vectors import WordVectorsConfig, WordVectorsForSequenceClassification, WordVectorsModel
 from hftl.plan import Block, TransferPlan
 from hftl.predict import predict
 from hftl.run import RunResult, train
+from hftl.sampling import LengthGroupedSampler
 from hftl.tasks import Task, available_tasks, get_task, register_task
+from hftl.throughput import ThroughputMeter
 from hftl.transfer import apply_plan, count_parameters
 from hftl.vectors import OOVReport, build_word_tokenizer, embedding_layer, embedding_matrix, load_vectors
 
@@ -30,8 +34,10 @@ __all__ = [
     "CASES",
     "CASE_RULES",
     "ConfigError",
+    "Cut",
     "DataError",
     "HftlError",
+    "LengthGroupedSampler",
     "ModelError",
     "PushError",
     "PushResult",
@@ -39,6 +45,7 @@ __all__ = [
     "RunResult",
     "STRATEGIES",
     "Task",
+    "ThroughputMeter",
     "TransferPlan",
     "apply_plan",
     "available_backbones",
@@ -46,6 +53,7 @@ __all__ = [
     "backbone_for",
     "build_card",
     "count_parameters",
+    "find_cut",
     "get_task",
     "load",
     "make_plan",
@@ -66,4 +74,6 @@ __all__ = [
     "load_vectors",
     "predict",
     "similar",
+    # issue 5
+    "use_feature_cache",
 ]

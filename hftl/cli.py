@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from hftl.errors import HftlError
 
@@ -28,8 +29,22 @@ def _plan(argv: Sequence[str]) -> int:
     config = resolve_config(explicit_cli_values(argv))
     model = build_meta_model(get_task(config.task), config)
     backbone = backbone_for(model.config)
-    print(make_plan(config, model, backbone).render())
+    plan = make_plan(config, model, backbone)
+    print(plan.render())
+    print(_cache_line(config, plan, backbone, model))
     return 0
+
+
+def _cache_line(config: Any, plan: Any, backbone: Any, model: Any) -> str:
+    """Whether a run with these settings would train on cached frozen features (issue 5)."""
+    from hftl.features import find_cut
+
+    if not config.feature_cache:
+        return "  feature cache: off (--no-feature-cache)"
+    cut, reason = find_cut(plan, backbone, model)
+    if cut is None:
+        return f"  feature cache: not used ({reason})"
+    return f"  feature cache: the frozen prefix runs once; the rest trains on stored {cut.describe(backbone.layer_word)}"
 
 
 def _tasks(argv: Sequence[str]) -> int:

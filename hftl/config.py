@@ -266,6 +266,47 @@ class RunConfig:
         },
     )
 
+    # speed: frozen-feature cache, input pipeline, device switches (issue 5)
+    feature_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "When the plan freezes a prefix (head-only, truncated, partial), run it once, cache its outputs "
+            "on disk and train the rest on them. Cached features are not augmented: --no-feature-cache keeps "
+            "per-epoch augmentation, --cache-views K caches K augmented views."
+        },
+    )
+    feature_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where cached features live (default: $HF_DATASETS_CACHE/hftl-features); reused across runs."
+        },
+    )
+    cache_views: int = field(
+        default=1,
+        metadata={
+            "help": "Images with --augment: cache K augmented views per example; epoch e uses view e % K."
+        },
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Text: batch examples of similar length together (less padding), seeded per epoch."
+        },
+    )
+    channels_last: bool | None = field(
+        default=None,
+        metadata={"help": "channels_last memory format for CNN families; default: on for CNNs on a GPU."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel (sdpa, eager, flash_attention_2); default: transformers' (SDPA if supported)."
+        },
+    )
+    compile: bool = field(
+        default=False, metadata={"help": "torch.compile the model that is trained (off by default)."}
+    )
+
     def __post_init__(self) -> None:
         if self.task is None:
             from hftl.tasks import available_tasks
@@ -284,6 +325,7 @@ class RunConfig:
             "lora_r",
             "max_length",
             "log_steps",
+            "cache_views",
         ):
             _check_positive(name, getattr(self, name))
         for name in ("keep_layers", "eval_batch_size", "max_train_samples", "max_eval_samples", "save_steps"):

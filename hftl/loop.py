@@ -36,6 +36,9 @@ from hftl.config import RunConfig
 from hftl.guards import NonFiniteGuard, step_is_finite
 from hftl.metrics import compute_metrics
 from hftl.preprocess import ModelInputs
+from hftl.sampling import length_grouped_sampler
+from hftl.speed import fused_adamw
+from hftl.throughput import ThroughputMeter
 
 LOG_FILE = "metrics.jsonl"
 
@@ -72,14 +75,22 @@ def fit(
     workers = (
         config.num_workers if config.num_workers is not None else (min(4, _cpus() // 2) if _cuda() else 0)
     )
+    # text: batches of similar length (less padding); the order depends only on (seed, epoch)
+    sampler = (
+        length_grouped_sampler(inputs.train, config.batch_size, config.seed)
+        if getattr(config, "group_by_length", False)
+        else None
+    )
     train_dl = DataLoader(
         inputs.train,
         batch_size=config.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=inputs.train_collator,
         num_workers=workers,
         pin_memory=_cuda(),
-        persistent_workers=workers > 0,
+        # persistent workers keep their copy of the collator: per-epoch augmentation needs fresh ones
+        persistent_workers=workers > 0 and not hasattr(inputs.train_collator, "set_epoch"),
     )
     eval_dl = DataLoader(
         inputs.validation,
@@ -90,7 +101,7 @@ def fit(
     )
     # counted before sharding: Accelerate steps a prepared scheduler once per process for every optimizer step
     total_steps = math.ceil(len(train_dl) / config.gradient_accumulation_steps) * config.epochs
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=lr, **fused_adamw(model))
     scheduler = get_scheduler(
         config.scheduler,
         optimizer,
@@ -141,6 +152,7 @@ def fit(
     )
     started, samples, running_loss, loss_count = time.perf_counter(), 0, 0.0, 0
     first_epoch = progress.epoch
+    meter = ThroughputMeter(accelerator.device, accelerator.num_processes)
     for epoch in range(first_epoch, config.epochs):
         model.train()
         train_dl.set_epoch(epoch)
@@ -154,8 +166,11 @@ def fit(
             restore_rng(Path(resumed_from), accelerator.process_index)
             batches = itertools.chain([first] if first is not None else [], batches)
         progress.epoch, progress.batches_done = epoch, skip
-        for batch in batches:
-            with accelerator.accumulate(model):
+        for batch in meter.timed(batches):
+            with (
+                accelerator.accumulate(model),
+                meter.count_flops(enabled=not getattr(config, "compile", False)),
+            ):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -173,6 +188,7 @@ def fit(
             progress.batches_done += 1
             samples += batch["labels"].shape[0] * accelerator.num_processes
             running_loss, loss_count = running_loss + loss.detach().float().item(), loss_count + 1
+            meter.step_done(batch["labels"].shape[0])
             if not accelerator.sync_gradients:
                 continue
             progress.global_step += 1
@@ -214,6 +230,7 @@ def fit(
     if progress.best_checkpoint:
         restore_trained_weights(accelerator.unwrap_model(model), output_dir, progress.best_checkpoint)
     best = next((h for h in progress.history if h["epoch"] == progress.best_epoch), progress.history[-1])
+    throughput = meter.summary(str(accelerator.mixed_precision))
     return FitResult(
         progress.history,
         best,
@@ -223,6 +240,7 @@ def fit(
         resumed_from,
         {
             "model": model,
+            "throughput": throughput,
             "nonfinite_skipped": guard.skipped,
             "batch_size": config.batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps,

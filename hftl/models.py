@@ -73,8 +73,10 @@ def build_model(task: Task, config: RunConfig, labels: list[str], processor: Any
         return vector_source.build_model(config, labels, processor)
     model_class = task.model_class()
     model_config = load_model_config(task, config, labels)
+    # the attention kernel (sdpa, eager, ...); transformers picks SDPA where supported when not given
+    kernel = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
     if config.init == "scratch":
-        return model_class.from_config(model_config, trust_remote_code=config.trust_remote_code)
+        return model_class.from_config(model_config, trust_remote_code=config.trust_remote_code, **kernel)
     try:
         return model_class.from_pretrained(
             check_source(config.model),
@@ -82,6 +84,7 @@ def build_model(task: Task, config: RunConfig, labels: list[str], processor: Any
             revision=config.revision,
             trust_remote_code=config.trust_remote_code,
             ignore_mismatched_sizes=True,
+            **kernel,
         )
     except (OSError, ValueError) as error:
         raise _loading_error(config.model, error) from error

@@ -24,6 +24,8 @@ from hftl.card import write_cards
 from hftl.cases import make_plan
 from hftl.config import RunConfig, resolve_config
 from hftl.data import load_splits
+from hftl.features import describe as describe_cache
+from hftl.features import keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.guards import with_auto_batch_size
 from hftl.hub import publish_after_run
 from hftl.loop import FitResult, fit
@@ -31,7 +33,9 @@ from hftl.metrics import load_metrics
 from hftl.models import build_model, check_source, load_processor
 from hftl.plan import TransferPlan
 from hftl.preprocess import prepare_inputs
+from hftl.speed import apply_memory_format, maybe_compile, switches_used, wants_channels_last
 from hftl.tasks import get_task
+from hftl.throughput import format_summary
 from hftl.transfer import apply_plan, count_parameters
 
 
@@ -116,6 +120,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
     model = apply_plan(plan, model, backbone)
+    keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
+    channels_last = wants_channels_last(config, backbone, accelerator.device)
+    apply_memory_format(model, channels_last)
     params = count_parameters(model)
     if accelerator.is_main_process:
         write_run_files(output_dir, config, plan)
@@ -130,6 +137,10 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     )
 
     metric_modules = load_metrics(task.metrics)
+    cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
+    for line in describe_cache(cached.status, config.augment, task.modality):
+        accelerator.print(line)
+    fit_model = maybe_compile(cached.model, config.compile)
 
     def train_with(batch_size: int, accumulation: int) -> FitResult:
         accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
@@ -137,15 +148,17 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         settings = dataclasses.replace(
             config, batch_size=batch_size, gradient_accumulation_steps=accumulation
         )
-        return fit(model, inputs, settings, plan.lr, metric_modules, accelerator)
+        return fit(fit_model, cached.inputs, settings, plan.lr, metric_modules, accelerator)
 
     if config.auto_batch_size:
         result = with_auto_batch_size(
-            train_with, model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
+            train_with, fit_model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
         )
     else:
         result = train_with(config.batch_size, config.gradient_accumulation_steps)
-    trained = accelerator.unwrap_model(result.extra["model"])
+    # a cached run trained the real model's own modules in place: save the whole network
+    trained = model if cached.status.used else accelerator.unwrap_model(result.extra["model"])
+    accelerator.print(format_summary(result.extra["throughput"]))
 
     accelerator.wait_for_everyone()
     metrics = {
@@ -175,6 +188,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         "resumed_from": result.resumed_from,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
+        "throughput": result.extra["throughput"],
+        "feature_cache": cached.status.to_dict(),
+        "speed": switches_used(model, config, channels_last, accelerator),
     }
     if accelerator.is_main_process:
         save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
