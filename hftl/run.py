@@ -108,7 +108,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         f"{len(splits.labels)} labels from {splits.source}"
     )
 
-    result = fit(model, inputs, config, plan.lr, load_metrics(task.metrics), accelerator)
+    result = fit(model, inputs, config, plan.lr, load_metrics(task.metrics), accelerator, plan=plan)
     trained = accelerator.unwrap_model(result.extra["model"])
 
     accelerator.wait_for_everyone()
@@ -121,6 +121,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         "best": result.best,
         "final": result.history[-1],
         "history": result.history,
+        "curve": result.extra.get("curve", result.history),  # every evaluation, incl. each --eval-steps
         "labels": splits.labels,
         "parameters": {
             "trainable": params.trainable,
