@@ -17,10 +17,11 @@ from accelerate.utils import set_seed
 from datasets import Dataset, DatasetDict
 from torch import nn
 
+from hftl.advisor import model_names, resolve_auto_case
 from hftl.artifacts import save_model, write_metrics, write_run_files
 from hftl.backbones import backbone_for
 from hftl.cases import make_plan
-from hftl.config import RunConfig, resolve_config
+from hftl.config import AUTO_CASE, RunConfig, resolve_config
 from hftl.data import load_splits
 from hftl.loop import fit
 from hftl.metrics import load_metrics
@@ -63,6 +64,8 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     quiet_library_logs()
     accelerator = make_accelerator(config)
     task = get_task(config.task)
+    if config.case == AUTO_CASE:
+        model_names(config, single=True)  # one model to train; `hftl advise` ranks several
     check_source(config.model)  # fail on a mistyped model path before any data is loaded
     output_dir = Path(config.output_dir)
     if config.trust_remote_code:
@@ -92,6 +95,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             seed=config.seed,
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
         )
+
+    if config.case == AUTO_CASE:  # issue 7: the advisor picks the case (and the cut) from the data
+        config = resolve_auto_case(config, task, splits, processor, accelerator)
 
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
     model = build_model(task, config, splits.labels)

@@ -74,7 +74,9 @@ def logme_evidence(
     r = s.size
     z = u.T @ targets  # r x K: targets in the feature directions
     total = np.sum(targets**2, axis=0)  # |y|^2
-    outside = total - np.sum(z**2, axis=0)  # |y|^2 outside the span of F (never fitted)
+    # |y|^2 outside the span of F (never fitted): exactly 0 when F spans every example (n <= rank), and never
+    # negative, which rounding in the subtraction could otherwise make it (and send beta to infinity)
+    outside = np.zeros(targets.shape[1]) if r >= n else np.maximum(total - np.sum(z**2, axis=0), 0.0)
     alpha = np.ones(targets.shape[1])
     beta = np.ones(targets.shape[1])
     for _ in range(max_iter):
@@ -82,7 +84,7 @@ def logme_evidence(
         gamma = np.sum(beta[None, :] * s[:, None] / denom, axis=0)
         m2 = np.sum((beta[None, :] * np.sqrt(s)[:, None] * z / denom) ** 2, axis=0)
         res2 = outside + np.sum((alpha[None, :] * z / denom) ** 2, axis=0)
-        new_alpha = gamma / np.maximum(m2, 1e-30)
+        new_alpha = np.maximum(gamma / np.maximum(m2, 1e-30), 1e-30)  # r = 0: alpha cancels out
         new_beta = np.maximum(n - gamma, 1e-30) / np.maximum(res2, 1e-30)
         converged = np.all(np.abs(new_alpha / new_beta - alpha / beta) <= tol * (alpha / beta))
         alpha, beta = new_alpha, new_beta

@@ -117,7 +117,9 @@ def test_l2sp_keeps_the_body_closer_to_the_pretrained_weights(model_dirs, text_f
 def test_l2sp_penalty_is_the_documented_sum(model_dirs):
     plan, model = planned(model_dirs["vit"], "image", regularizer=["l2sp"], l2sp_alpha=0.3, l2sp_beta=0.7)
     tuning = ConservativeTraining(model, plan)
-    assert float(tuning.penalty().detach()) == pytest.approx(0.7 / 2 * sum(p.pow(2).sum().item() for p in tuning.head))
+    assert float(tuning.penalty().detach()) == pytest.approx(
+        0.7 / 2 * sum(p.pow(2).sum().item() for p in tuning.head)
+    )
     with torch.no_grad():
         for parameter in model.vit.layers[0].parameters():
             parameter.add_(0.1)
