@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from hftl.backbones import backbone_for
 from hftl.config import AUTO_CASE, RunConfig
-from hftl.data import Splits, load_splits
+from hftl.data import Splits, splits_for
 from hftl.errors import ConfigError
 from hftl.models import check_source, load_processor
 from hftl.preprocess import prepare_inputs
@@ -334,23 +334,6 @@ def advise(
         advise_splits(config, task, splits, device=device, model_name=name) for name in model_names(config)
     ]
     return sorted(advices, key=lambda a: a.score, reverse=True)
-
-
-def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None = None) -> Splits:
-    """The run's train/validation splits (``dataset`` in memory overrides ``config.dataset``)."""
-    return load_splits(
-        dataset if dataset is not None else config.dataset,
-        modality=task.modality,
-        input_columns=task.input_columns,
-        label_columns=task.label_columns,
-        input_column=config.input_column,
-        label_column=config.label_column,
-        dataset_config=config.dataset_config,
-        validation_split=config.validation_split,
-        max_train_samples=config.max_train_samples,
-        max_eval_samples=config.max_eval_samples,
-        seed=config.seed,
-    )
 
 
 # --- reporting ----------------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def _tasks(argv: Sequence[str]) -> int:
         )
     for family, types in available_backbones().items():
         print(f"family {family}: {', '.join(types)}")
-    print(f"cases: {', '.join(CASES)}")
+    print(f"cases: {', '.join(CASES)}, auto (the advisor picks one from the data)")
     print(f"strategies: {', '.join(STRATEGIES)}")
     return 0
 

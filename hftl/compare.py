@@ -22,8 +22,9 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from hftl.advisor import advise_splits, apply_decision, splits_for, write_advice
+from hftl.advisor import advise_splits, apply_decision, write_advice
 from hftl.config import AUTO_CASE, RunConfig
+from hftl.data import splits_for
 from hftl.errors import ConfigError
 from hftl.report import benefits, plot_curves, plot_sizes, render_html, render_markdown
 from hftl.tasks import get_task
@@ -52,7 +53,7 @@ class CompareSettings:
     target: float | None = field(
         default=None,
         metadata={
-            "help": "Metric value for 'steps to reach target' (default: 95% of the lower best metric)."
+            "help": "Metric value for 'steps to reach target' (default: 90% of the better arm's best)."
         },
     )
     evals_per_epoch: int = field(
@@ -180,25 +181,17 @@ def compare(
                 result = run(arm_config, dataset=dataset)
                 curves[arm].append(result.metrics["curve"])
                 folders[arm].append(str(result.output_dir))
-        figures = benefits(curves, metric, settings.target)
-        plot = f"curves-{label}.png"
-        if _is_main_process():
-            plot_curves(
-                curves, metric, figures["target"], f"{examples:,} training examples", output_dir / plot
-            )
-        sizes_out.append(
-            {
-                "train_size": label,
-                "train_examples": examples,
-                "eval_steps": base.eval_steps,
-                "case": base.case,
-                "case_note": note,
-                "plot": plot,
-                "curves": curves,
-                "output_dirs": folders,
-                **figures,
-            }
-        )
+        size_report = {
+            "train_size": label,
+            "train_examples": examples,
+            "eval_steps": base.eval_steps,
+            "case": base.case,
+            "case_note": note,
+            "plot": f"curves-{label}.png",
+            "curves": curves,
+            "output_dirs": folders,
+        }
+        sizes_out.append(summarise_size(size_report, metric, settings.target, output_dir))
     report = {
         "task": task.name,
         "model": str(config.model),
@@ -224,6 +217,29 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def summarise_size(
+    size: dict[str, Any], metric: str, target: float | None, output_dir: Path
+) -> dict[str, Any]:
+    """One training-set size's benefits (from its curves) and its learning-curve plot."""
+    figures = benefits(size["curves"], metric, target)
+    if _is_main_process():
+        title = f"{size['train_examples']:,} training examples"
+        plot_curves(size["curves"], metric, figures["target"], title, output_dir / size["plot"])
+    return {**size, **figures}
+
+
+def rebuild_report(output_dir: str | Path, target: float | None = None) -> dict[str, Any]:
+    """Recompute benefits, plots and summaries from a finished comparison's ``report.json`` (e.g. with another
+    ``target``), without training again."""
+    output_dir = Path(output_dir)
+    report = json.loads((output_dir / REPORT_JSON).read_text(encoding="utf-8"))
+    report["sizes"] = [summarise_size(s, report["metric"], target, output_dir) for s in report["sizes"]]
+    if report.get("sizes_plot"):
+        plot_sizes(report["sizes"], report["metric"], output_dir / report["sizes_plot"])
+    write_report(output_dir, report)
+    return report
+
+
 def write_report(output_dir: Path, report: dict[str, Any]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -231,4 +247,12 @@ def write_report(output_dir: Path, report: dict[str, Any]) -> None:
     (output_dir / REPORT_HTML).write_text(render_html(report, output_dir), encoding="utf-8")
 
 
-__all__ = ["CompareSettings", "compare", "parse_seeds", "parse_sizes", "scratch_config", "write_report"]
+__all__ = [
+    "CompareSettings",
+    "compare",
+    "parse_seeds",
+    "parse_sizes",
+    "rebuild_report",
+    "scratch_config",
+    "write_report",
+]

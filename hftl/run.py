@@ -22,7 +22,7 @@ from hftl.artifacts import save_model, write_metrics, write_run_files
 from hftl.backbones import backbone_for
 from hftl.cases import make_plan
 from hftl.config import AUTO_CASE, RunConfig, resolve_config
-from hftl.data import load_splits
+from hftl.data import splits_for
 from hftl.loop import fit
 from hftl.metrics import load_metrics
 from hftl.models import build_model, check_source, load_processor
@@ -72,19 +72,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         accelerator.print("WARNING: --trust-remote-code is ON: code from the model repository will run.")
 
     with accelerator.main_process_first():
-        splits = load_splits(
-            dataset if dataset is not None else config.dataset,
-            modality=task.modality,
-            input_columns=task.input_columns,
-            label_columns=task.label_columns,
-            input_column=config.input_column,
-            label_column=config.label_column,
-            dataset_config=config.dataset_config,
-            validation_split=config.validation_split,
-            max_train_samples=config.max_train_samples,
-            max_eval_samples=config.max_eval_samples,
-            seed=config.seed,
-        )
+        splits = splits_for(config, task, dataset)
         processor = load_processor(task, config)
         inputs = prepare_inputs(
             splits,

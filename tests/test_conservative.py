@@ -61,13 +61,15 @@ def test_layer_decay_and_head_lr_give_each_parameter_the_documented_rate(family,
     assert "layer-wise lr decay 0.5" in rendered and f"lr {head_lr:.3g}" in rendered
 
 
+def train_vit(model_dirs, image_folder, output_dir: Path, **settings):
+    return quick_train("image", "large_similar", model_dirs["vit"], image_folder, output_dir, **settings)
+
+
 def test_layer_decay_reaches_the_optimizer_in_a_real_run(model_dirs, image_folder, tmp_path):
     """With a steep decay the stem barely moves while the top layer trains (Adam steps scale with the lr)."""
     before = saved_state(model_dirs["vit"])
-    result = quick_train(
-        "image",
-        "large_similar",
-        model_dirs["vit"],
+    result = train_vit(
+        model_dirs,
         image_folder,
         tmp_path,
         epochs=1,
@@ -183,16 +185,7 @@ def test_gradual_unfreezing_changes_the_trainable_set_at_the_scheduled_epochs(
     model_dirs, image_folder, tmp_path
 ):
     before = saved_state(model_dirs["vit"])
-    result = quick_train(
-        "image",
-        "large_similar",
-        model_dirs["vit"],
-        image_folder,
-        tmp_path,
-        unfreeze_schedule=1,
-        epochs=3,
-        save_total_limit=5,
-    )
+    result = train_vit(model_dirs, image_folder, tmp_path, unfreeze_schedule=1, epochs=3, save_total_limit=5)
     schedule = {b.name: b.unfreeze_epoch for b in result.plan.blocks}
     assert schedule["vit.layers.3"] == 1 and schedule["vit.layers.2"] == 2 and schedule["vit.embeddings"] == 5
     assert schedule["classifier"] == 0 and schedule["vit.layernorm"] == 0
@@ -286,3 +279,26 @@ def test_gradual_unfreezing_syncs_gradients_under_two_process_torchrun(resnet_di
     assert not changed(after[1], before, "resnet.encoder.stages.3")
     assert changed(after[2], before, "resnet.encoder.stages.3")
     assert not changed(after[2], before, "resnet.encoder.stages.2")
+
+
+def test_hftl_plan_shows_per_block_rates_and_unfreezing(model_dirs, capsys):
+    from hftl.cli import main
+
+    args = [
+        "plan",
+        "--task",
+        "image",
+        "--case",
+        "large_similar",
+        "--model",
+        str(model_dirs["vit"]),
+        "--lr",
+        "1e-3",
+    ]
+    assert (
+        main([*args, "--layer-decay", "0.5", "--unfreeze-schedule", "2", "--regularizer", "l2sp", "bss"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "vit.layers.3" in printed and "lr 0.0005, from epoch 3" in printed  # top layer: 1e-3 * 0.5^1
+    assert "vit.layers.2" in printed and "lr 0.00025, from epoch 5" in printed
+    assert "conservative: L2-SP" in printed and "conservative: BSS" in printed
