@@ -6,7 +6,8 @@ It measures two things and applies three documented, overridable rules.
 ``--advise-small-per-class`` (default 1000, the usual rule of thumb for fine-tuning a whole network).
 
 **Similarity.** One forward pass over (at most ``--advise-max-samples``) training examples gives the pooled
-features after every layer (``hftl.probe``); LogME scores each depth. LogME values depend on the feature dimension
+features after every layer (``hftl.probe``: the first token for transformers, which is what their classification
+heads read, or ``--advise-pooling mean``; global average for ResNet stages); LogME scores each depth. LogME values depend on the feature dimension
 and the label set, so the advisor never compares them to a fixed absolute value. Instead it runs the same pass
 through the *same architecture with random weights* and uses the **gain** (pretrained minus random LogME, nats per
 example, same dims and same examples), plus the depth profile:
@@ -48,6 +49,10 @@ from hftl.probe import DepthFeatures, depth_features
 from hftl.tasks import Task, get_task
 from hftl.transferability import h_score, leep, logme
 
+# the transformers classification heads hftl trains (BERT, DistilBERT, ViT) read the first token, so the advisor
+# scores that token by default: features a frozen body would hand to the new head. (Mean pooling can score a
+# sentence-embedding model higher than its first token deserves: all-MiniLM-L6's [CLS] barely varies.)
+DEFAULT_POOLING = "cls"
 ADVICE_JSON = "advice.json"
 ADVICE_MD = "advice.md"
 
@@ -168,7 +173,7 @@ class Advice:
     decision: Decision
     thresholds: Thresholds
     leep: float | None = None
-    pooling: str = "mean"
+    pooling: str = "cls"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -267,7 +272,7 @@ def advise_splits(
     count = min(config.advise_max_samples, len(splits.train))
     sample = splits.train.shuffle(seed=config.seed).select(range(count))
     batches = probe_batches(config, task, splits, processor, sample)
-    pooling = "mean" if config.advise_pooling == "auto" else config.advise_pooling
+    pooling = DEFAULT_POOLING if config.advise_pooling == "auto" else config.advise_pooling
 
     model_class = task.model_class()
     source = check_source(model_name)
@@ -296,6 +301,11 @@ def advise_splits(
         notes.append(
             f"only {count} examples for {dims}-dimensional features: a linear model fits any labels, so the "
             "similarity scores are unreliable; the size rule still applies"
+        )
+    elif count < 10 * dims:
+        notes.append(
+            f"{count} examples for {dims}-dimensional features: LogME differences shrink when examples are few "
+            "relative to the feature size, so a small gain may understate the similarity"
         )
     return Advice(
         model=model_name,

@@ -155,7 +155,6 @@ def compare(
     metric = config.metric_for_best
     available = len(splits_for(config, task, dataset).train)
     sizes_out: list[dict[str, Any]] = []
-    setups: dict[str, str] = {}
     for size in settings.sizes:
         examples = available if size is None or size >= available else size
         label = "all" if size is None else str(size)
@@ -176,7 +175,6 @@ def compare(
             folder = output_dir / "runs" / f"size-{label}" / f"seed-{seed}"
             transfer = dataclasses.replace(base, seed=seed, output_dir=str(folder / "transfer"))
             scratch = scratch_config(transfer, settings.scratch_lr, folder / "scratch")
-            setups = {"transfer": describe_setup(transfer), "scratch": describe_setup(scratch)}
             for arm, arm_config in (("transfer", transfer), ("scratch", scratch)):
                 result = run(arm_config, dataset=dataset)
                 curves[arm].append(result.metrics["curve"])
@@ -190,14 +188,16 @@ def compare(
             "plot": f"curves-{label}.png",
             "curves": curves,
             "output_dirs": folders,
+            "transfer_setup": describe_setup(base),
+            "scratch_setup": describe_setup(scratch_config(base, settings.scratch_lr, output_dir)),
         }
         sizes_out.append(summarise_size(size_report, metric, settings.target, output_dir))
     report = {
         "task": task.name,
         "model": str(config.model),
         "metric": metric,
-        "transfer_setup": setups["transfer"],
-        "scratch_setup": setups["scratch"],
+        "transfer_setup": " / ".join(dict.fromkeys(s["transfer_setup"] for s in sizes_out)),
+        "scratch_setup": " / ".join(dict.fromkeys(s["scratch_setup"] for s in sizes_out)),
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "seeds": seeds,

@@ -206,7 +206,7 @@ class RunConfig:
         default="auto",
         metadata={
             "help": "Advisor: pool transformer hidden states by the first token (cls) or the mean over tokens; "
-            "auto = mean (robust at intermediate depths). ResNet stages are always globally averaged."
+            "auto = cls, what hftl's classification heads read. ResNet stages are always globally averaged."
         },
     )
     # conservative training (issue 7): stay close to the pretrained network

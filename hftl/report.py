@@ -244,6 +244,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"![start and best by training-set size]({report['sizes_plot']})", ""]
     for size in report["sizes"]:
         lines += [f"## {size['train_examples']:,} training examples", ""]
+        lines += [f"Transfer: {size['transfer_setup']}; baseline: {size['scratch_setup']}.", ""]
         if size.get("case_note"):
             lines += [size["case_note"], ""]
         lines += ["| | transfer | scratch | benefit |", "| --- | --- | --- | --- |"]
@@ -273,6 +274,9 @@ def render_html(report: dict[str, Any], folder: Path) -> str:
         parts.append(image(report["sizes_plot"], "start and best by training-set size"))
     for size in report["sizes"]:
         parts.append(f"<h2>{size['train_examples']:,} training examples</h2>")
+        parts.append(
+            f"<p>Transfer: {html.escape(size['transfer_setup'])}; baseline: {html.escape(size['scratch_setup'])}.</p>"
+        )
         if size.get("case_note"):
             parts.append(f"<p>{html.escape(size['case_note'])}</p>")
         parts.append("<table><tr><th></th><th>transfer</th><th>scratch</th><th>benefit</th></tr>")
