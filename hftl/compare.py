@@ -53,7 +53,7 @@ class CompareSettings:
     target: float | None = field(
         default=None,
         metadata={
-            "help": "Metric value for 'steps to reach target' (default: 90% of the better arm's best)."
+            "help": "Metric value for 'steps to reach target' (default: 90%% of the better arm's best)."
         },
     )
     evals_per_epoch: int = field(

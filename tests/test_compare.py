@@ -110,3 +110,9 @@ def test_hftl_compare_writes_report_plots_and_summaries(model_dirs, image_folder
     rebuilt = rebuild_report(out, target=0.5)  # new target, no training
     assert all(size["target"] == 0.5 for size in rebuilt["sizes"])
     assert json.loads((out / "report.json").read_text())["sizes"][0]["target"] == 0.5
+
+
+def test_hftl_compare_help_lists_its_own_and_the_run_flags(capsys):
+    assert main(["compare", "--help"]) == 0
+    printed = capsys.readouterr().out
+    assert "--train-sizes" in printed and "--scratch-lr" in printed and "--regularizer" in printed
