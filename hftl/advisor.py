@@ -195,7 +195,8 @@ class Advice:
         lines = [
             f"Advice for {self.model} ({self.family}): case={self.decision.case}"
             + (f" keep_layers={self.decision.keep_layers}" if self.decision.keep_layers else ""),
-            f"  features of {self.samples} training examples, {self.pooling}-pooled after each {self.layer_word}",
+            f"  features of {self.samples} training examples after each {self.layer_word}, pooled by "
+            f"{'the first token' if self.pooling == 'cls' else self.pooling}",
             f"  {'depth':>5} {'LogME':>9} {'random':>9} {'gain':>9} {'H-score':>9}",
         ]
         for s in self.scores:
@@ -302,7 +303,7 @@ def advise_splits(
             f"only {count} examples for {dims}-dimensional features: a linear model fits any labels, so the "
             "similarity scores are unreliable; the size rule still applies"
         )
-    elif count < 10 * dims:
+    elif count < 2 * dims:
         notes.append(
             f"{count} examples for {dims}-dimensional features: LogME differences shrink when examples are few "
             "relative to the feature size, so a small gain may understate the similarity"
@@ -317,7 +318,7 @@ def advise_splits(
         decision=decision,
         thresholds=Thresholds.from_config(config),
         leep=leep(features.source_probabilities, features.labels) if has_head else None,
-        pooling=pooling,
+        pooling=features.pooling,
         notes=notes,
     )
 

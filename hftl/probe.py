@@ -30,6 +30,7 @@ class DepthFeatures:
     features: dict[int, np.ndarray]
     labels: np.ndarray
     source_probabilities: np.ndarray | None = None
+    pooling: str = "cls"  # how the hidden states were pooled ("global average" for feature maps)
 
     @property
     def depths(self) -> list[int]:
@@ -63,7 +64,7 @@ def depth_features(
         raise ModelError(f"unknown pooling {pooling!r}; valid poolings: {', '.join(POOLINGS)}")
     model = model.to(device).eval()
     per_depth: dict[int, list[np.ndarray]] = {}
-    labels, probs = [], []
+    labels, probs, maps = [], [], False
     for batch in batches:
         inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "example_id")}
         outputs = model(**inputs, output_hidden_states=True)
@@ -73,6 +74,7 @@ def depth_features(
         mask = inputs.get("attention_mask")
         for depth, hidden in enumerate(hidden_states[1:], start=1):  # [0] is the stem's output
             per_depth.setdefault(depth, []).append(pool(hidden, pooling, mask).cpu().numpy())
+            maps = maps or hidden.ndim == 4
         labels.append(batch["labels"].cpu().numpy())
         if probabilities:
             probs.append(torch.softmax(outputs.logits.float(), dim=-1).cpu().numpy())
@@ -82,6 +84,7 @@ def depth_features(
         {depth: np.concatenate(chunks).astype(np.float64) for depth, chunks in per_depth.items()},
         np.concatenate(labels),
         np.concatenate(probs).astype(np.float64) if probabilities else None,
+        "global average" if maps else pooling,
     )
 
 
