@@ -26,9 +26,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = Path(os.environ.get("HFTL_SHARED_ASSETS", REPO.parent.parent / "shared" / "assets"))
-if not ASSETS.is_dir():
-    ASSETS = Path("/work/shared/assets")
+
+
+def _shared_assets() -> Path:
+    """``../shared/assets`` beside the repository (or beside a worktree folder); $HFTL_SHARED_ASSETS wins."""
+    if "HFTL_SHARED_ASSETS" in os.environ:
+        return Path(os.environ["HFTL_SHARED_ASSETS"])
+    candidates = [REPO.parent / "shared" / "assets", REPO.parent.parent / "shared" / "assets"]
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+ASSETS = _shared_assets()
 REGISTRY_ASSETS = Path(os.environ.get("HFTL_ASSETS_CACHE", Path.home() / ".cache" / "hftl-assets"))
 
 

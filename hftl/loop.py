@@ -33,8 +33,11 @@ from hftl.checkpoint import (
     save_checkpoint,
 )
 from hftl.config import RunConfig
+from hftl.conservative import ConservativeTraining
+from hftl.conservative import parameter_groups as plan_parameter_groups
 from hftl.guards import NonFiniteGuard, step_is_finite
 from hftl.metrics import compute_metrics
+from hftl.plan import TransferPlan
 from hftl.preprocess import ModelInputs
 from hftl.sampling import length_grouped_sampler
 from hftl.speed import fused_adamw
@@ -70,7 +73,9 @@ def fit(
     lr: float,
     metrics: list,
     accelerator: Accelerator,
+    plan: TransferPlan | None = None,
 ) -> FitResult:
+    """Train ``model``; ``plan`` (when given) brings its per-block learning rates, penalties and unfreezing."""
     output_dir = Path(config.output_dir)
     workers = (
         config.num_workers if config.num_workers is not None else (min(4, _cpus() // 2) if _cuda() else 0)
@@ -101,7 +106,13 @@ def fit(
     )
     # counted before sharding: Accelerate steps a prepared scheduler once per process for every optimizer step
     total_steps = math.ceil(len(train_dl) / config.gradient_accumulation_steps) * config.epochs
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=lr, **fused_adamw(model))
+    conservative = plan is not None and plan.conservative is not None
+    groups = (
+        plan_parameter_groups(model, plan, config.weight_decay)
+        if conservative
+        else parameter_groups(model, config.weight_decay)
+    )
+    optimizer = torch.optim.AdamW(groups, lr=lr, **fused_adamw(model))
     scheduler = get_scheduler(
         config.scheduler,
         optimizer,
@@ -111,6 +122,9 @@ def fit(
     model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, eval_dl, scheduler
     )
+    tuning = ConservativeTraining.build(
+        accelerator.unwrap_model(model), plan
+    )  # before resume: w0 = pretrained
 
     progress, resumed_from = Progress(), None
     if accelerator.is_main_process:
@@ -150,11 +164,24 @@ def fit(
         desc="training",
         unit="step",
     )
+
+    def train_mode(epoch: int, epoch_start: bool = True) -> None:
+        model.train()
+        if tuning is not None:
+            joined = tuning.start_epoch(epoch)
+            if joined and epoch_start:
+                _log(
+                    accelerator,
+                    output_dir,
+                    {"step": progress.global_step, "epoch": epoch, "unfrozen": joined},
+                )
+
+    curve: list[dict[str, Any]] = []  # every evaluation (epoch ends and every eval_steps): the learning curve
     started, samples, running_loss, loss_count = time.perf_counter(), 0, 0.0, 0
     first_epoch = progress.epoch
     meter = ThroughputMeter(accelerator.device, accelerator.num_processes)
     for epoch in range(first_epoch, config.epochs):
-        model.train()
+        train_mode(epoch)
         train_dl.set_epoch(epoch)
         _set_collator_epoch(inputs.train_collator, epoch)
         skip = progress.batches_done if epoch == progress.epoch else 0
@@ -172,11 +199,14 @@ def fit(
                 meter.count_flops(enabled=not getattr(config, "compile", False)),
             ):
                 loss = model(**batch).loss
-                accelerator.backward(loss)
+                objective = (loss + tuning.penalty()) if tuning is not None else loss
+                accelerator.backward(objective)
                 if accelerator.sync_gradients:
+                    if tuning is not None:
+                        tuning.drop_frozen_gradients()
                     norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
                     if guard.allows(
-                        step_is_finite(loss, norm, accelerator), progress.global_step + 1, last_saved
+                        step_is_finite(objective, norm, accelerator), progress.global_step + 1, last_saved
                     ):
                         optimizer.step()
                         scheduler.step()
@@ -206,6 +236,12 @@ def fit(
             at_epoch_end = accelerator.gradient_state.end_of_dataloader  # the epoch-end checkpoint follows
             if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
                 checkpoint()
+            if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
+                scores = evaluate(model, eval_dl, accelerator, metrics)
+                point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(train_dl)}
+                curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
+                _log(accelerator, output_dir, curve[-1])
+                train_mode(epoch, epoch_start=False)
 
         scores = evaluate(model, eval_dl, accelerator, metrics)
         record = {
@@ -214,6 +250,7 @@ def fit(
             **{f"eval_{k}": v for k, v in scores.items()},
         }
         progress.history.append(record)
+        curve.append(record)
         _log(accelerator, output_dir, record)
         accelerator.print(
             f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
@@ -226,6 +263,8 @@ def fit(
         checkpoint()
     bar.close()
     seconds = time.perf_counter() - started
+    if tuning is not None:
+        tuning.close()
 
     if progress.best_checkpoint:
         restore_trained_weights(accelerator.unwrap_model(model), output_dir, progress.best_checkpoint)
@@ -240,6 +279,7 @@ def fit(
         resumed_from,
         {
             "model": model,
+            "curve": curve,
             "throughput": throughput,
             "nonfinite_skipped": guard.skipped,
             "batch_size": config.batch_size,

@@ -18,12 +18,13 @@ from accelerate.utils import set_seed
 from datasets import Dataset, DatasetDict
 from torch import nn
 
+from hftl.advisor import model_names, resolve_auto_case
 from hftl.artifacts import save_model, write_metrics, write_run_files
 from hftl.backbones import backbone_for
 from hftl.card import write_cards
 from hftl.cases import make_plan
-from hftl.config import RunConfig, resolve_config
-from hftl.data import load_splits
+from hftl.config import AUTO_CASE, RunConfig, resolve_config
+from hftl.data import splits_for
 from hftl.features import describe as describe_cache
 from hftl.features import keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.guards import with_auto_batch_size
@@ -83,26 +84,15 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     release_accelerator_state()  # a previous run in this process may have failed before releasing it
     accelerator = make_accelerator(config)
     task = get_task(config.task)
+    if config.case == AUTO_CASE:
+        model_names(config, single=True)  # one model to train; `hftl advise` ranks several
     check_source(config.model)  # fail on a mistyped model path before any data is loaded
     output_dir = Path(config.output_dir)
     if config.trust_remote_code:
         accelerator.print("WARNING: --trust-remote-code is ON: code from the model repository will run.")
 
     with accelerator.main_process_first():
-        splits = load_splits(
-            dataset if dataset is not None else config.dataset,
-            modality=task.modality,
-            input_columns=task.input_columns,
-            label_columns=task.label_columns,
-            input_column=config.input_column,
-            label_column=config.label_column,
-            dataset_config=config.dataset_config,
-            validation_split=config.validation_split,
-            max_train_samples=config.max_train_samples,
-            max_eval_samples=config.max_eval_samples,
-            encoding=config.data_encoding,
-            seed=config.seed,
-        )
+        splits = splits_for(config, task, dataset)
         processor = load_processor(task, config, splits)
         inputs = prepare_inputs(
             splits,
@@ -114,6 +104,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
             max_bad_fraction=config.max_bad_fraction,
         )
+
+    if config.case == AUTO_CASE:  # issue 7: the advisor picks the case (and the cut) from the data
+        config = resolve_auto_case(config, task, splits, processor, accelerator)
 
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
     model = build_model(task, config, splits.labels, processor)
@@ -148,7 +141,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         settings = dataclasses.replace(
             config, batch_size=batch_size, gradient_accumulation_steps=accumulation
         )
-        return fit(fit_model, cached.inputs, settings, plan.lr, metric_modules, accelerator)
+        return fit(fit_model, cached.inputs, settings, plan.lr, metric_modules, accelerator, plan=plan)
 
     if config.auto_batch_size:
         result = with_auto_batch_size(
@@ -170,6 +163,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         "best": result.best,
         "final": result.history[-1],
         "history": result.history,
+        "curve": result.extra.get("curve", result.history),  # every evaluation, incl. each --eval-steps
         "labels": splits.labels,
         "parameters": {
             "trainable": params.trainable,

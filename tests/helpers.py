@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,10 @@ def assert_resume_matches(task: str, case: str, model: Any, dataset: Path, tmp_p
     for name, tensor in full_state.items():
         assert torch.equal(tensor, resumed_state[name]), name
     return resumed
+
+
+def free_port() -> str:
+    """A TCP port nobody listens on now: torchrun's rendezvous port, so that parallel test runs never collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])

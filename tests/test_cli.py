@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from transformers import pipeline
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -78,7 +80,7 @@ def test_torchrun_two_cpu_processes_share_the_work(resnet_dir, image_folder, tmp
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        free_port(),
         "-m",
         "hftl.train",
         *train_flags(resnet_dir, image_folder, out),

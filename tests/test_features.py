@@ -305,3 +305,34 @@ def test_speed_flags_parse_from_the_command_line_and_are_validated():
     assert (config.group_by_length, config.compile, config.channels_last) == (False, True, True)
     with pytest.raises(hftl.ConfigError, match="cache_views must be a positive integer"):
         RunConfig(task="image", case="small_similar", cache_views=0)
+
+
+def test_conservative_training_on_cached_features_trains_what_an_uncached_run_trains(
+    resnet_dir, image_folder, tmp_path
+):
+    """L2-SP, layer-wise lr decay and gradual unfreezing act on the trained suffix by parameter name, which the
+    cached model keeps: a cached partial run and an uncached one end with the same weights."""
+    runs = {
+        cache: quick_train(
+            "image",
+            "small_similar",
+            resnet_dir,
+            image_folder,
+            tmp_path / f"cache-{cache}",
+            strategy="partial",
+            keep_layers=2,
+            epochs=2,
+            augment=False,
+            regularizer=["l2sp"],
+            layer_decay=0.5,
+            unfreeze_schedule=1,
+            feature_cache=cache,
+            feature_cache_dir=str(tmp_path / "features"),
+        )
+        for cache in (True, False)
+    }
+    assert runs[True].metrics["feature_cache"]["used"] and not runs[False].metrics["feature_cache"]["used"]
+    assert runs[True].plan.conservative is not None
+    cached, plain = runs[True].model.state_dict(), runs[False].model.state_dict()
+    for name in cached:
+        assert torch.allclose(cached[name], plain[name], atol=1e-5), name
