@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from hftl.backbones import Backbone
-from hftl.config import RunConfig
+from hftl.backbones.base import block_module
+from hftl.config import AUTO_CASE, RunConfig
+from hftl.conservative import plan_blocks, plan_spec
 from hftl.errors import ConfigError
 from hftl.plan import Action, Block, LoraSpec, TransferPlan
 
@@ -59,6 +61,11 @@ def default_lr(strategy: str, init: str) -> float:
 
 def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> TransferPlan:
     """Decide, block by block, what the run does to ``model`` (which may live on the meta device)."""
+    if config.case == AUTO_CASE:
+        raise ConfigError(
+            "--case auto is decided from the data: a run resolves it before planning (hftl.advisor); "
+            "to see a plan, run `hftl advise` or pass one of " + ", ".join(CASE_RULES)
+        )
     rule = CASE_RULES[config.case]
     strategy = config.strategy or rule.strategy
     backbone.check_strategy(strategy)
@@ -126,6 +133,14 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     blocks += [Block(name, "head", "new", _params(model, name)) for name in backbone.head(model)]
 
     lora = _lora_spec(config, model, backbone, blocks) if strategy == "lora" else None
+    lr = (
+        config.lr
+        if config.lr is not None
+        else backbone.default_lrs.get(strategy, default_lr(strategy, config.init))
+    )
+    conservative = plan_spec(config, strategy, config.init)
+    blocks, conservative_reasons = plan_blocks(blocks, conservative, lr, config.epochs)
+    reasons += conservative_reasons
     return TransferPlan(
         case=config.case,
         strategy=strategy,
@@ -135,12 +150,11 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         layer_word=backbone.layer_word,
         num_layers=num_layers,
         keep_layers=keep,
-        lr=config.lr
-        if config.lr is not None
-        else backbone.default_lrs.get(strategy, default_lr(strategy, config.init)),
+        lr=lr,
         blocks=tuple(blocks),
         lora=lora,
         reasons=tuple(reasons),
+        conservative=conservative,
     )
 
 
@@ -170,7 +184,9 @@ def _lora_spec(config: RunConfig, model: nn.Module, backbone: Backbone, blocks: 
 
 
 def _params(model: nn.Module, name: str) -> int:
-    try:
-        return sum(p.numel() for p in model.get_submodule(name).parameters())
-    except AttributeError:  # a block that is a single parameter (a timm ViT's cls_token)
-        return model.get_parameter(name).numel()
+    module = block_module(model, name)  # None: a block that is a single parameter (a timm ViT's cls_token)
+    return (
+        sum(p.numel() for p in module.parameters())
+        if module is not None
+        else model.get_parameter(name).numel()
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from hftl.errors import HftlError
 
@@ -28,8 +30,22 @@ def _plan(argv: Sequence[str]) -> int:
     config = resolve_config(explicit_cli_values(argv))
     model = build_meta_model(get_task(config.task), config)
     backbone = backbone_for(model.config)
-    print(make_plan(config, model, backbone).render())
+    plan = make_plan(config, model, backbone)
+    print(plan.render())
+    print(_cache_line(config, plan, backbone, model))
     return 0
+
+
+def _cache_line(config: Any, plan: Any, backbone: Any, model: Any) -> str:
+    """Whether a run with these settings would train on cached frozen features (issue 5)."""
+    from hftl.features import find_cut
+
+    if not config.feature_cache:
+        return "  feature cache: off (--no-feature-cache)"
+    cut, reason = find_cut(plan, backbone, model)
+    if cut is None:
+        return f"  feature cache: not used ({reason})"
+    return f"  feature cache: the frozen prefix runs once; the rest trains on stored {cut.describe(backbone.layer_word)}"
 
 
 def _tasks(argv: Sequence[str]) -> int:
@@ -48,7 +64,7 @@ def _tasks(argv: Sequence[str]) -> int:
         )
     for family, types in available_backbones().items():
         print(f"family {family}: {', '.join(types)}")
-    print(f"cases: {', '.join(CASES)}")
+    print(f"cases: {', '.join(CASES)}, auto (the advisor picks one from the data)")
     print(f"strategies: {', '.join(STRATEGIES)}")
     return 0
 
@@ -148,6 +164,66 @@ def _embed(argv: Sequence[str]) -> int:
     return 0
 
 
+def _advise(argv: Sequence[str]) -> int:
+    """Measure dataset size and feature similarity, and say which case (and cut) to use; rank --model a,b,c."""
+    from hftl.advisor import advise, render_ranking, write_advice
+    from hftl.config import AUTO_CASE, explicit_cli_values, resolve_config
+    from hftl.run import quiet_library_logs
+
+    quiet_library_logs()
+    values = explicit_cli_values(argv)
+    values.setdefault("case", AUTO_CASE)
+    if "output_dir" not in values and values.get("task"):
+        values["output_dir"] = f"runs/{Path(values['task']).stem}-advice"
+    config = resolve_config(values)
+    advices = advise(config)
+    for advice in advices:
+        print(advice.render())
+    if len(advices) > 1:
+        print(render_ranking(advices))
+    json_path, md_path = write_advice(config.output_dir, advices)
+    print(f"Wrote {json_path} and {md_path}")
+    return 0
+
+
+def _compare(argv: Sequence[str]) -> int:
+    """Train the transfer setup and a from-scratch baseline; report start, slope and asymptote benefits."""
+    from transformers import HfArgumentParser
+
+    from hftl.compare import CompareSettings, compare
+    from hftl.config import AUTO_CASE, build_parser, explicit_cli_values, resolve_config
+    from hftl.run import quiet_library_logs
+
+    own = HfArgumentParser(
+        CompareSettings,
+        prog="hftl compare",
+        description="Transfer vs from-scratch learning curves. Also takes every flag of `python -m hftl.train`.",
+    )
+    if "-h" in argv or "--help" in argv:
+        own.print_help()
+        print("\nrun settings (as for python -m hftl.train):")
+        build_parser().print_help()
+        return 0
+    settings, rest = own.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=True)
+    quiet_library_logs()
+    values = explicit_cli_values(rest)
+    if "output_dir" not in values and values.get("task"):
+        values["output_dir"] = f"runs/{Path(values['task']).stem}-compare"
+    values.setdefault("case", AUTO_CASE)  # "the chosen transfer setup": the advisor's, unless --case is given
+    config = resolve_config(values)
+    report = compare(config, settings)
+    for size in report["sizes"]:
+        gain = size["benefit"]
+        print(
+            f"{size['train_examples']} examples: start {gain['start']:+.4f}, area under curve {gain['auc']:+.4f}, "
+            f"best {gain['asymptote']:+.4f} (transfer minus scratch, {report['metric']})"
+        )
+    print(
+        f"Wrote {Path(resolve_config(values).output_dir) / 'report.md'} (and report.json, report.html, plots)"
+    )
+    return 0
+
+
 def _demo(argv: Sequence[str]) -> int:
     from hftl.demo import main as demo_main
 
@@ -162,6 +238,8 @@ COMMANDS = {
     "predict": (_predict, "label names and scores for texts or images from a trained model"),
     "embed": (_embed, "features of texts, images or words from a model or word vectors, to .npy"),
     "demo": (_demo, "offline demo: the four cases vs from-scratch baselines on Fashion-MNIST (minutes, CPU)"),
+    "advise": (_advise, "pick the case (and cut) from the data; rank candidate models (--model a,b,c)"),
+    "compare": (_compare, "transfer vs from-scratch learning curves: start, slope and asymptote benefits"),
 }
 
 

@@ -19,6 +19,9 @@ import yaml
 from hftl.errors import ConfigError, unknown_choice
 
 CASES = ("small_similar", "small_different", "large_similar", "large_different")
+AUTO_CASE = "auto"  # issue 7: the advisor picks one of CASES from the data (hftl.advisor)
+REGULARIZERS = ("l2sp", "bss")
+ADVISE_POOLINGS = ("auto", "cls", "mean")
 STRATEGIES = ("head", "partial", "lora", "full")
 INITS = ("pretrained", "scratch")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -27,10 +30,10 @@ VECTORS_PREFIX = "vectors:"
 VECTOR_FORMATS = ("auto", "word2vec-bin", "word2vec-txt", "glove", "kv")
 WORD_SPLITS = ("words", "whitespace")
 OOV_INITS = ("random", "zeros", "mean")
-POOLINGS = ("mean", "max")
+VECTOR_POOLINGS = ("mean", "max")
 VECTOR_ENCODERS = ("bag", "cnn")
 
-Case = Literal["small_similar", "small_different", "large_similar", "large_different"]
+Case = Literal["small_similar", "small_different", "large_similar", "large_different", "auto"]
 Strategy = Literal["head", "partial", "lora", "full"]
 
 
@@ -44,7 +47,10 @@ class RunConfig:
     )
     case: Case | None = field(
         default=None,
-        metadata={"help": "Transfer case: target data size x similarity to the source data."},
+        metadata={
+            "help": "Transfer case: target data size x similarity to the source data; 'auto' lets the advisor "
+            "pick it from the data (see `hftl advise`)."
+        },
     )
     strategy: Strategy | None = field(
         default=None,
@@ -266,6 +272,121 @@ class RunConfig:
         },
     )
 
+    # speed: frozen-feature cache, input pipeline, device switches (issue 5)
+    feature_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "When the plan freezes a prefix (head-only, truncated, partial), run it once, cache its outputs "
+            "on disk and train the rest on them. Cached features are not augmented: --no-feature-cache keeps "
+            "per-epoch augmentation, --cache-views K caches K augmented views."
+        },
+    )
+    feature_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where cached features live (default: $HF_DATASETS_CACHE/hftl-features); reused across runs."
+        },
+    )
+    cache_views: int = field(
+        default=1,
+        metadata={
+            "help": "Images with --augment: cache K augmented views per example; epoch e uses view (e mod K)."
+        },
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Text: batch examples of similar length together (less padding), seeded per epoch."
+        },
+    )
+    channels_last: bool | None = field(
+        default=None,
+        metadata={"help": "channels_last memory format for CNN families; default: on for CNNs on a GPU."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel (sdpa, eager, flash_attention_2); default: transformers' (SDPA if supported)."
+        },
+    )
+    compile: bool = field(
+        default=False, metadata={"help": "torch.compile the model that is trained (off by default)."}
+    )
+
+    # transfer intelligence (issue 7): the case advisor (--case auto, `hftl advise`)
+    advise_small_per_class: int = field(
+        default=1000,
+        metadata={
+            "help": "Advisor: fewer training examples per class than this (on average) is a 'small' dataset."
+        },
+    )
+    advise_similar_logme: float = field(
+        default=0.05,
+        metadata={
+            "help": "Advisor: the top layer's LogME gain over the same network with random weights (nats per "
+            "example) from which the target counts as 'similar' to the source."
+        },
+    )
+    advise_depth_margin: float = field(
+        default=0.05,
+        metadata={
+            "help": "Advisor: 'similar' also needs the top layer's LogME within this margin of the best depth's; "
+            "a clearly better earlier layer means the late features are source-specific."
+        },
+    )
+    advise_max_samples: int = field(
+        default=2000, metadata={"help": "Advisor: score features on at most this many training examples."}
+    )
+    advise_pooling: Literal["auto", "cls", "mean"] = field(
+        default="auto",
+        metadata={
+            "help": "Advisor: pool transformer hidden states by the first token (cls) or the mean over tokens; "
+            "auto = cls, what hftl's classification heads read. ResNet stages are always globally averaged."
+        },
+    )
+    # conservative training (issue 7): stay close to the pretrained network
+    regularizer: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Regularizers toward the pretrained solution: l2sp (distance from the pretrained weights), "
+            "bss (batch spectral shrinkage of the head-input features); several may be given."
+        },
+    )
+    l2sp_alpha: float = field(
+        default=0.01, metadata={"help": "L2-SP strength on the body: alpha/2 * |w - w_pretrained|^2."}
+    )
+    l2sp_beta: float = field(
+        default=0.01, metadata={"help": "L2-SP strength on the new head: beta/2 * |w|^2."}
+    )
+    bss_eta: float = field(
+        default=0.001, metadata={"help": "BSS strength: eta * sum of the k smallest squared singular values."}
+    )
+    bss_k: int = field(
+        default=1, metadata={"help": "BSS: how many of the smallest singular values to shrink."}
+    )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise lr decay in (0, 1]: a block's lr is lr * decay^(depth from the top); head and "
+            "neck depth 0, top layer 1, ..., stem K+1."
+        },
+    )
+    head_lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the new head (the body keeps --lr): discriminative lrs."},
+    )
+    unfreeze_schedule: int | None = field(
+        default=None,
+        metadata={
+            "help": "Gradual unfreezing: train the head (and neck) first, then unfreeze one more block from the "
+            "top every N epochs, until the strategy's trainable set is reached."
+        },
+    )
+    eval_steps: int | None = field(
+        default=None,
+        metadata={"help": "Also evaluate every N optimizer steps (a finer learning curve; `hftl compare`)."},
+    )
+
     def __post_init__(self) -> None:
         if self.task is None:
             from hftl.tasks import available_tasks
@@ -273,7 +394,7 @@ class RunConfig:
             raise ConfigError(f"no task given; choose --task from: {', '.join(available_tasks())}")
         if self.case is None:
             raise ConfigError(f"no case given; choose --case from: {', '.join(CASES)}")
-        _check_choice("case", self.case, CASES)
+        _check_choice("case", self.case, (*CASES, AUTO_CASE))
         _check_choice("strategy", self.strategy, STRATEGIES, optional=True)
         _check_choice("init", self.init, INITS)
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION, optional=True)
@@ -284,6 +405,7 @@ class RunConfig:
             "lora_r",
             "max_length",
             "log_steps",
+            "cache_views",
         ):
             _check_positive(name, getattr(self, name))
         for name in ("keep_layers", "eval_batch_size", "max_train_samples", "max_eval_samples", "save_steps"):
@@ -295,6 +417,7 @@ class RunConfig:
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ConfigError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         _check_positive("max_nonfinite_steps", self.max_nonfinite_steps)
+        self._check_transfer_intelligence()
         if not 0.0 < self.validation_split < 1.0:
             raise ConfigError(f"validation_split must be in (0, 1), got {self.validation_split}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -311,7 +434,7 @@ class RunConfig:
         _check_choice("vectors_format", self.vectors_format, VECTOR_FORMATS)
         _check_choice("vectors_split", self.vectors_split, WORD_SPLITS)
         _check_choice("vectors_oov_init", self.vectors_oov_init, OOV_INITS)
-        _check_choice("vectors_pooling", self.vectors_pooling, POOLINGS)
+        _check_choice("vectors_pooling", self.vectors_pooling, VECTOR_POOLINGS)
         _check_choice("vectors_encoder", self.vectors_encoder, VECTOR_ENCODERS)
         _check_positive("vectors_min_freq", self.vectors_min_freq)
         for name in ("vectors_limit", "vectors_max_vocab"):
@@ -328,6 +451,26 @@ class RunConfig:
                 from hftl.backbones.vectors import LORA_MESSAGE
 
                 raise ConfigError(LORA_MESSAGE)
+
+    def _check_transfer_intelligence(self) -> None:
+        """Issue 7's settings: advisor thresholds and conservative training."""
+        if isinstance(self.regularizer, str):  # YAML/Python may give one name as a string
+            self.regularizer = [part for part in self.regularizer.replace("+", ",").split(",") if part]
+        for name in self.regularizer or []:
+            _check_choice("regularizer", name, REGULARIZERS)
+        _check_choice("advise_pooling", self.advise_pooling, ADVISE_POOLINGS)
+        for name in ("advise_small_per_class", "advise_max_samples", "bss_k"):
+            _check_positive(name, getattr(self, name))
+        for name in ("unfreeze_schedule", "eval_steps"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        for name in ("l2sp_alpha", "l2sp_beta", "bss_eta", "advise_depth_margin"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise ConfigError(f"head_lr must be > 0, got {self.head_lr}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, ready for YAML/JSON."""

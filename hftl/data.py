@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from hftl.errors import DataError
 from hftl.models import looks_like_path
+
+if TYPE_CHECKING:
+    from hftl.config import RunConfig
+    from hftl.tasks import Task
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev", "eval", "test")
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -263,3 +267,21 @@ def load_splits(
     if max_eval_samples is not None and max_eval_samples < len(validation):
         validation = validation.shuffle(seed=seed).select(range(max_eval_samples))
     return Splits(train, validation, labels, image_or_text, label, name)
+
+
+def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None = None) -> Splits:
+    """The run's train/validation splits (``dataset`` in memory overrides ``config.dataset``)."""
+    return load_splits(
+        dataset if dataset is not None else config.dataset,
+        modality=task.modality,
+        input_columns=task.input_columns,
+        label_columns=task.label_columns,
+        input_column=config.input_column,
+        label_column=config.label_column,
+        dataset_config=config.dataset_config,
+        validation_split=config.validation_split,
+        max_train_samples=config.max_train_samples,
+        max_eval_samples=config.max_eval_samples,
+        encoding=config.data_encoding,
+        seed=config.seed,
+    )

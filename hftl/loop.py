@@ -33,9 +33,15 @@ from hftl.checkpoint import (
     save_checkpoint,
 )
 from hftl.config import RunConfig
+from hftl.conservative import ConservativeTraining
+from hftl.conservative import parameter_groups as plan_parameter_groups
 from hftl.guards import NonFiniteGuard, step_is_finite
 from hftl.metrics import compute_metrics
+from hftl.plan import TransferPlan
 from hftl.preprocess import ModelInputs
+from hftl.sampling import length_grouped_sampler
+from hftl.speed import fused_adamw
+from hftl.throughput import ThroughputMeter
 
 LOG_FILE = "metrics.jsonl"
 
@@ -67,19 +73,29 @@ def fit(
     lr: float,
     metrics: list,
     accelerator: Accelerator,
+    plan: TransferPlan | None = None,
 ) -> FitResult:
+    """Train ``model``; ``plan`` (when given) brings its per-block learning rates, penalties and unfreezing."""
     output_dir = Path(config.output_dir)
     workers = (
         config.num_workers if config.num_workers is not None else (min(4, _cpus() // 2) if _cuda() else 0)
     )
+    # text: batches of similar length (less padding); the order depends only on (seed, epoch)
+    sampler = (
+        length_grouped_sampler(inputs.train, config.batch_size, config.seed)
+        if getattr(config, "group_by_length", False)
+        else None
+    )
     train_dl = DataLoader(
         inputs.train,
         batch_size=config.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=inputs.train_collator,
         num_workers=workers,
         pin_memory=_cuda(),
-        persistent_workers=workers > 0,
+        # persistent workers keep their copy of the collator: per-epoch augmentation needs fresh ones
+        persistent_workers=workers > 0 and not hasattr(inputs.train_collator, "set_epoch"),
     )
     eval_dl = DataLoader(
         inputs.validation,
@@ -90,7 +106,13 @@ def fit(
     )
     # counted before sharding: Accelerate steps a prepared scheduler once per process for every optimizer step
     total_steps = math.ceil(len(train_dl) / config.gradient_accumulation_steps) * config.epochs
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=lr)
+    conservative = plan is not None and plan.conservative is not None
+    groups = (
+        plan_parameter_groups(model, plan, config.weight_decay)
+        if conservative
+        else parameter_groups(model, config.weight_decay)
+    )
+    optimizer = torch.optim.AdamW(groups, lr=lr, **fused_adamw(model))
     scheduler = get_scheduler(
         config.scheduler,
         optimizer,
@@ -100,6 +122,9 @@ def fit(
     model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, eval_dl, scheduler
     )
+    tuning = ConservativeTraining.build(
+        accelerator.unwrap_model(model), plan
+    )  # before resume: w0 = pretrained
 
     progress, resumed_from = Progress(), None
     if accelerator.is_main_process:
@@ -139,10 +164,24 @@ def fit(
         desc="training",
         unit="step",
     )
+
+    def train_mode(epoch: int, epoch_start: bool = True) -> None:
+        model.train()
+        if tuning is not None:
+            joined = tuning.start_epoch(epoch)
+            if joined and epoch_start:
+                _log(
+                    accelerator,
+                    output_dir,
+                    {"step": progress.global_step, "epoch": epoch, "unfrozen": joined},
+                )
+
+    curve: list[dict[str, Any]] = []  # every evaluation (epoch ends and every eval_steps): the learning curve
     started, samples, running_loss, loss_count = time.perf_counter(), 0, 0.0, 0
     first_epoch = progress.epoch
+    meter = ThroughputMeter(accelerator.device, accelerator.num_processes)
     for epoch in range(first_epoch, config.epochs):
-        model.train()
+        train_mode(epoch)
         train_dl.set_epoch(epoch)
         _set_collator_epoch(inputs.train_collator, epoch)
         skip = progress.batches_done if epoch == progress.epoch else 0
@@ -154,14 +193,20 @@ def fit(
             restore_rng(Path(resumed_from), accelerator.process_index)
             batches = itertools.chain([first] if first is not None else [], batches)
         progress.epoch, progress.batches_done = epoch, skip
-        for batch in batches:
-            with accelerator.accumulate(model):
+        for batch in meter.timed(batches):
+            with (
+                accelerator.accumulate(model),
+                meter.count_flops(enabled=not getattr(config, "compile", False)),
+            ):
                 loss = model(**batch).loss
-                accelerator.backward(loss)
+                objective = (loss + tuning.penalty()) if tuning is not None else loss
+                accelerator.backward(objective)
                 if accelerator.sync_gradients:
+                    if tuning is not None:
+                        tuning.drop_frozen_gradients()
                     norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
                     if guard.allows(
-                        step_is_finite(loss, norm, accelerator), progress.global_step + 1, last_saved
+                        step_is_finite(objective, norm, accelerator), progress.global_step + 1, last_saved
                     ):
                         optimizer.step()
                         scheduler.step()
@@ -173,6 +218,7 @@ def fit(
             progress.batches_done += 1
             samples += batch["labels"].shape[0] * accelerator.num_processes
             running_loss, loss_count = running_loss + loss.detach().float().item(), loss_count + 1
+            meter.step_done(batch["labels"].shape[0])
             if not accelerator.sync_gradients:
                 continue
             progress.global_step += 1
@@ -190,6 +236,12 @@ def fit(
             at_epoch_end = accelerator.gradient_state.end_of_dataloader  # the epoch-end checkpoint follows
             if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
                 checkpoint()
+            if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
+                scores = evaluate(model, eval_dl, accelerator, metrics)
+                point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(train_dl)}
+                curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
+                _log(accelerator, output_dir, curve[-1])
+                train_mode(epoch, epoch_start=False)
 
         scores = evaluate(model, eval_dl, accelerator, metrics)
         record = {
@@ -198,6 +250,7 @@ def fit(
             **{f"eval_{k}": v for k, v in scores.items()},
         }
         progress.history.append(record)
+        curve.append(record)
         _log(accelerator, output_dir, record)
         accelerator.print(
             f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
@@ -210,10 +263,13 @@ def fit(
         checkpoint()
     bar.close()
     seconds = time.perf_counter() - started
+    if tuning is not None:
+        tuning.close()
 
     if progress.best_checkpoint:
         restore_trained_weights(accelerator.unwrap_model(model), output_dir, progress.best_checkpoint)
     best = next((h for h in progress.history if h["epoch"] == progress.best_epoch), progress.history[-1])
+    throughput = meter.summary(str(accelerator.mixed_precision))
     return FitResult(
         progress.history,
         best,
@@ -223,6 +279,8 @@ def fit(
         resumed_from,
         {
             "model": model,
+            "curve": curve,
+            "throughput": throughput,
             "nonfinite_skipped": guard.skipped,
             "batch_size": config.batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps,

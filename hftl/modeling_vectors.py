@@ -24,8 +24,8 @@ from transformers import (
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from hftl.config import POOLINGS
 from hftl.config import VECTOR_ENCODERS as ENCODERS
+from hftl.config import VECTOR_POOLINGS
 
 MODEL_TYPE = "hftl-word-vectors"
 
@@ -57,8 +57,8 @@ class WordVectorsConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def validate_choices(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling={self.pooling!r}; valid: {', '.join(POOLINGS)}")
+        if self.pooling not in VECTOR_POOLINGS:
+            raise ValueError(f"pooling={self.pooling!r}; valid: {', '.join(VECTOR_POOLINGS)}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder={self.encoder!r}; valid: {', '.join(ENCODERS)}")
 

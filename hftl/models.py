@@ -79,8 +79,10 @@ def build_model(task: Task, config: RunConfig, labels: list[str], processor: Any
         return timm_source.build_model(task, config, labels)
     model_class = task.model_class()
     model_config = load_model_config(task, config, labels)
+    # the attention kernel (sdpa, eager, ...); transformers picks SDPA where supported when not given
+    kernel = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
     if config.init == "scratch":
-        return model_class.from_config(model_config, trust_remote_code=config.trust_remote_code)
+        return model_class.from_config(model_config, trust_remote_code=config.trust_remote_code, **kernel)
     try:
         return model_class.from_pretrained(
             check_source(config.model),
@@ -88,6 +90,7 @@ def build_model(task: Task, config: RunConfig, labels: list[str], processor: Any
             revision=config.revision,
             trust_remote_code=config.trust_remote_code,
             ignore_mismatched_sizes=True,
+            **kernel,
         )
     except (OSError, ValueError) as error:
         raise _loading_error(config.model, error) from error

@@ -26,6 +26,9 @@ class Block:
     kind: Kind
     action: Action
     params: int = 0
+    # conservative training (issue 7); the defaults mean "off", so plans saved before these fields still load
+    lr: float | None = None  # this block's peak learning rate when it differs by block (layer decay, head lr)
+    unfreeze_epoch: int = 0  # gradual unfreezing: trained from this epoch on (0-based; 0 = from the start)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,44 @@ class LoraSpec:
     dropout: float
     target_modules: tuple[str, ...]
     modules_to_save: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConservativeSpec:
+    """Conservative fine-tuning settings resolved by ``make_plan`` (see ``hftl.conservative``)."""
+
+    regularizers: tuple[str, ...] = ()  # "l2sp", "bss"
+    l2sp_alpha: float = 0.0  # body: alpha/2 * |w - w_pretrained|^2
+    l2sp_beta: float = 0.0  # new head: beta/2 * |w|^2
+    bss_eta: float = 0.0  # eta * sum of the k smallest squared singular values of the batch features
+    bss_k: int = 1
+    layer_decay: float | None = None
+    head_lr: float | None = None
+    unfreeze_every: int | None = None  # one more block from the top every N epochs
+
+    def describe(self) -> list[str]:
+        """One readable line per active setting, for the printed plan."""
+        lines = []
+        if "l2sp" in self.regularizers:
+            lines.append(
+                f"L2-SP: alpha={self.l2sp_alpha:g} * |w - w_pretrained|^2 / 2 on the body, "
+                f"beta={self.l2sp_beta:g} * |w|^2 / 2 on the new head (AdamW weight decay off)"
+            )
+        if "bss" in self.regularizers:
+            lines.append(
+                f"BSS: eta={self.bss_eta:g} * sum of the {self.bss_k} smallest squared singular values "
+                "of each batch's head-input features"
+            )
+        if self.layer_decay is not None:
+            lines.append(f"layer-wise lr decay {self.layer_decay:g}: lr * decay^(depth from the top)")
+        if self.head_lr is not None:
+            lines.append(f"head lr {self.head_lr:g}")
+        if self.unfreeze_every is not None:
+            lines.append(
+                f"gradual unfreezing: head (and neck) first, then one more block from the top every "
+                f"{self.unfreeze_every} epoch(s)"
+            )
+        return lines
 
 
 @dataclass(frozen=True)
@@ -55,6 +96,7 @@ class TransferPlan:
     blocks: tuple[Block, ...]
     lora: LoraSpec | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    conservative: ConservativeSpec | None = None  # issue 7; None = plain fine-tuning
 
     @property
     def truncated(self) -> bool:
@@ -87,6 +129,10 @@ class TransferPlan:
             lora["modules_to_save"] = tuple(lora["modules_to_save"])
             data["lora"] = LoraSpec(**lora)
         data["reasons"] = tuple(data.get("reasons", ()))
+        if data.get("conservative"):
+            spec = dict(data["conservative"])
+            spec["regularizers"] = tuple(spec.get("regularizers", ()))
+            data["conservative"] = ConservativeSpec(**spec)
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -104,10 +150,11 @@ class TransferPlan:
             f"  model: {self.model} ({self.family}, {self.num_layers} {self.layer_word}s"
             + (f", keeping the first {self.keep_layers})" if self.truncated else ")"),
         ]
-        width = max(len(row[0]) for row in _grouped_rows(self.blocks)) + 2
-        for name, action, params in _grouped_rows(self.blocks):
+        rows = _grouped_rows(self.blocks)
+        width = max(len(row[0]) for row in rows) + 2
+        for name, action, params, block in rows:
             shown = "-" if action == "removed" else _human(params)
-            lines.append(f"  {name:<{width}}{_ACTION_TEXT[action]:<36}{shown:>9}")
+            lines.append(f"  {name:<{width}}{_ACTION_TEXT[action]:<36}{shown:>9}{_schedule_text(block)}")
         if self.lora is not None:
             lines.append(
                 f"  LoRA r={self.lora.r} alpha={self.lora.alpha} dropout={self.lora.dropout} on "
@@ -118,6 +165,8 @@ class TransferPlan:
             lines.append(
                 f"  trainable parameters: {trainable:,} / {total:,} ({100.0 * trainable / total:.2f}%)"
             )
+        if self.conservative is not None:
+            lines.extend(f"  conservative: {line}" for line in self.conservative.describe())
         lines.extend(f"  why: {reason}" for reason in self.reasons)
         return "\n".join(lines)
 
@@ -131,8 +180,22 @@ _ACTION_TEXT = {
 }
 
 
-def _grouped_rows(blocks: Iterable[Block]) -> list[tuple[str, str, int]]:
-    rows: list[tuple[str, str, int]] = []
+def _schedule_text(block: Block) -> str:
+    """The per-block learning rate and unfreezing epoch, when the plan sets them."""
+    parts = []
+    if block.lr is not None and block.action not in ("frozen", "removed"):
+        parts.append(f"lr {block.lr:.3g}")
+    if block.unfreeze_epoch:
+        parts.append(f"from epoch {block.unfreeze_epoch + 1}")
+    return ("  " + ", ".join(parts)) if parts else ""
+
+
+def _same_row(a: Block, b: Block) -> bool:
+    return a.action == b.action and a.lr == b.lr and a.unfreeze_epoch == b.unfreeze_epoch
+
+
+def _grouped_rows(blocks: Iterable[Block]) -> list[tuple[str, str, int, Block]]:
+    rows: list[tuple[str, str, int, Block]] = []
     run: list[Block] = []
 
     def flush() -> None:
@@ -143,11 +206,11 @@ def _grouped_rows(blocks: Iterable[Block]) -> list[tuple[str, str, int]]:
         else:
             stem, _, first = run[0].name.rpartition(".")
             name = f"{stem}.{first}-{run[-1].name.rpartition('.')[2]}"
-        rows.append((name, run[0].action, sum(b.params for b in run)))
+        rows.append((name, run[0].action, sum(b.params for b in run), run[0]))
         run.clear()
 
     for block in blocks:
-        if run and (block.kind != "layer" or run[0].kind != "layer" or block.action != run[0].action):
+        if run and (block.kind != "layer" or run[0].kind != "layer" or not _same_row(block, run[0])):
             flush()
         run.append(block)
         if block.kind != "layer":

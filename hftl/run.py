@@ -18,12 +18,15 @@ from accelerate.utils import set_seed
 from datasets import Dataset, DatasetDict
 from torch import nn
 
+from hftl.advisor import model_names, resolve_auto_case
 from hftl.artifacts import save_model, write_metrics, write_run_files
 from hftl.backbones import backbone_for
 from hftl.card import write_cards
 from hftl.cases import make_plan
-from hftl.config import RunConfig, resolve_config
-from hftl.data import load_splits
+from hftl.config import AUTO_CASE, RunConfig, resolve_config
+from hftl.data import splits_for
+from hftl.features import describe as describe_cache
+from hftl.features import keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.guards import with_auto_batch_size
 from hftl.hub import publish_after_run
 from hftl.loop import FitResult, fit
@@ -31,7 +34,9 @@ from hftl.metrics import load_metrics
 from hftl.models import build_model, check_source, load_processor
 from hftl.plan import TransferPlan
 from hftl.preprocess import prepare_inputs
+from hftl.speed import apply_memory_format, maybe_compile, switches_used, wants_channels_last
 from hftl.tasks import get_task
+from hftl.throughput import format_summary
 from hftl.transfer import apply_plan, count_parameters
 
 
@@ -79,26 +84,15 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     release_accelerator_state()  # a previous run in this process may have failed before releasing it
     accelerator = make_accelerator(config)
     task = get_task(config.task)
+    if config.case == AUTO_CASE:
+        model_names(config, single=True)  # one model to train; `hftl advise` ranks several
     check_source(config.model)  # fail on a mistyped model path before any data is loaded
     output_dir = Path(config.output_dir)
     if config.trust_remote_code:
         accelerator.print("WARNING: --trust-remote-code is ON: code from the model repository will run.")
 
     with accelerator.main_process_first():
-        splits = load_splits(
-            dataset if dataset is not None else config.dataset,
-            modality=task.modality,
-            input_columns=task.input_columns,
-            label_columns=task.label_columns,
-            input_column=config.input_column,
-            label_column=config.label_column,
-            dataset_config=config.dataset_config,
-            validation_split=config.validation_split,
-            max_train_samples=config.max_train_samples,
-            max_eval_samples=config.max_eval_samples,
-            encoding=config.data_encoding,
-            seed=config.seed,
-        )
+        splits = splits_for(config, task, dataset)
         processor = load_processor(task, config, splits)
         inputs = prepare_inputs(
             splits,
@@ -111,11 +105,17 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             max_bad_fraction=config.max_bad_fraction,
         )
 
+    if config.case == AUTO_CASE:  # issue 7: the advisor picks the case (and the cut) from the data
+        config = resolve_auto_case(config, task, splits, processor, accelerator)
+
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
     model = build_model(task, config, splits.labels, processor)
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
     model = apply_plan(plan, model, backbone)
+    keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
+    channels_last = wants_channels_last(config, backbone, accelerator.device)
+    apply_memory_format(model, channels_last)
     params = count_parameters(model)
     if accelerator.is_main_process:
         write_run_files(output_dir, config, plan)
@@ -130,6 +130,10 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     )
 
     metric_modules = load_metrics(task.metrics)
+    cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
+    for line in describe_cache(cached.status, config.augment, task.modality):
+        accelerator.print(line)
+    fit_model = maybe_compile(cached.model, config.compile)
 
     def train_with(batch_size: int, accumulation: int) -> FitResult:
         accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
@@ -137,15 +141,17 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         settings = dataclasses.replace(
             config, batch_size=batch_size, gradient_accumulation_steps=accumulation
         )
-        return fit(model, inputs, settings, plan.lr, metric_modules, accelerator)
+        return fit(fit_model, cached.inputs, settings, plan.lr, metric_modules, accelerator, plan=plan)
 
     if config.auto_batch_size:
         result = with_auto_batch_size(
-            train_with, model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
+            train_with, fit_model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
         )
     else:
         result = train_with(config.batch_size, config.gradient_accumulation_steps)
-    trained = accelerator.unwrap_model(result.extra["model"])
+    # a cached run trained the real model's own modules in place: save the whole network
+    trained = model if cached.status.used else accelerator.unwrap_model(result.extra["model"])
+    accelerator.print(format_summary(result.extra["throughput"]))
 
     accelerator.wait_for_everyone()
     metrics = {
@@ -157,6 +163,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         "best": result.best,
         "final": result.history[-1],
         "history": result.history,
+        "curve": result.extra.get("curve", result.history),  # every evaluation, incl. each --eval-steps
         "labels": splits.labels,
         "parameters": {
             "trainable": params.trainable,
@@ -175,6 +182,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         "resumed_from": result.resumed_from,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
+        "throughput": result.extra["throughput"],
+        "feature_cache": cached.status.to_dict(),
+        "speed": switches_used(model, config, channels_last, accelerator),
     }
     if accelerator.is_main_process:
         save_model(trained, processor, output_dir, merge_lora=config.merge_lora)

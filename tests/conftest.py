@@ -12,6 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tiny models gain nothing from intra-op threads, and on a busy machine their barriers cost ~100 ms per step
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 COLORS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]

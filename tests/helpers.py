@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +50,25 @@ def base_name(name: str) -> str:
     return name.replace(".base_layer.", ".").replace(".original_module.", ".")
 
 
+def keep_only_checkpoint(output_dir: Path, step: int) -> Path:
+    """Delete every checkpoint but the one taken at optimizer step ``step`` (an interrupted run); return it."""
+    import shutil
+
+    checkpoints = sorted((output_dir / "checkpoints").iterdir())
+    kept = next(c for c in checkpoints if c.name.startswith(f"checkpoint-{step:08d}"))
+    for other in checkpoints:
+        if other != kept:
+            shutil.rmtree(other)
+    return kept
+
+
 def assert_resume_matches(task: str, case: str, model: Any, dataset: Path, tmp_path: Path, **settings: Any):
     """Train once straight through, and once stopped after the first mid-epoch checkpoint (later checkpoints
     deleted, as if killed) then resumed with ``--resume auto``: weights and history must be identical."""
-    import shutil
-
     settings = {"epochs": 3, "save_total_limit": 10, **settings}
     full = quick_train(task, case, model, dataset, tmp_path / "full", **settings)
     quick_train(task, case, model, dataset, tmp_path / "split", save_steps=4, **settings)
-    checkpoints = sorted((tmp_path / "split" / "checkpoints").iterdir())
-    mid_epoch = next(c for c in checkpoints if c.name.startswith("checkpoint-00000004"))
-    for later in checkpoints:
-        if later != mid_epoch:
-            shutil.rmtree(later)
+    mid_epoch = keep_only_checkpoint(tmp_path / "split", 4)
     (tmp_path / "split" / "metrics.json").unlink()
     resumed = quick_train(
         task, case, model, dataset, tmp_path / "split", save_steps=4, resume="auto", **settings
@@ -74,3 +81,10 @@ def assert_resume_matches(task: str, case: str, model: Any, dataset: Path, tmp_p
     for name, tensor in full_state.items():
         assert torch.equal(tensor, resumed_state[name]), name
     return resumed
+
+
+def free_port() -> str:
+    """A TCP port nobody listens on now: torchrun's rendezvous port, so that parallel test runs never collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])

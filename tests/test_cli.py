@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from transformers import pipeline
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -78,7 +80,7 @@ def test_torchrun_two_cpu_processes_share_the_work(resnet_dir, image_folder, tmp
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        free_port(),
         "-m",
         "hftl.train",
         *train_flags(resnet_dir, image_folder, out),
@@ -88,6 +90,8 @@ def test_torchrun_two_cpu_processes_share_the_work(resnet_dir, image_folder, tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
     assert metrics["global_step"] == 2 * 3  # 48 examples / (2 processes x batch 8) = 3 steps per epoch
+    # the truncated ResNet trains its head on cached features: built once, read by both processes
+    assert metrics["feature_cache"]["used"] and metrics["feature_cache"]["rows"]["train"] == 48
     assert done.stdout.count("Saved to") == 1  # only the main process writes
     assert_pipeline_uses_label_names(out)
 
@@ -127,6 +131,7 @@ def test_hftl_plan_prints_the_plan_without_training(vit_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "vit.layers.0-2" in done.stdout and "removed (truncated)" in done.stdout
+    assert "feature cache: the frozen prefix runs once" in done.stdout and "outputs of layer 2" in done.stdout
 
 
 def test_hftl_tasks_lists_tasks_families_and_cases(tmp_path):

@@ -91,6 +91,7 @@ def test_simulated_out_of_memory_halves_batch_and_doubles_accumulation(
         epochs=2,
         batch_size=16,
         auto_batch_size=True,
+        feature_cache=False,  # the hook sits on the full model's forward, which a cached run skips
     )
     assert result.metrics["batch_size"] == 4 and result.metrics["gradient_accumulation_steps"] == 4
     assert result.metrics["global_step"] == 2 * 3  # 48 examples / effective batch 16 = 3 steps per epoch
@@ -108,7 +109,7 @@ def test_without_auto_batch_size_out_of_memory_propagates(monkeypatch, vit_dir, 
 
     inject(monkeypatch, factory)
     with pytest.raises(RuntimeError, match="out of memory"):
-        quick_train("image", "small_similar", vit_dir, image_folder, tmp_path, epochs=1)
+        quick_train("image", "small_similar", vit_dir, image_folder, tmp_path, epochs=1, feature_cache=False)
 
 
 def test_max_nonfinite_steps_must_be_positive():

@@ -24,7 +24,7 @@ import hftl
 import hftl.hub
 from hftl.cli import main as cli_main
 from hftl.hub import PushError, describe, publish, publish_after_run, push
-from tests.helpers import quick_train
+from tests.helpers import free_port, quick_train
 from tests.hub_standin import HubStandIn
 
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdefXYZ"
@@ -293,7 +293,13 @@ def test_torchrun_two_processes_push_once(hub, resnet_dir, image_folder, tmp_pat
         "OMP_NUM_THREADS": "1",
         "HOME": str(tmp_path),
     }
-    args = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", "29544"]
+    args = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        free_port(),
+    ]
     args += ["-m", "hftl.train", "--task", "image", "--case", "small_different", "--model", str(resnet_dir)]
     args += ["--dataset", str(image_folder), "--output-dir", str(out), "--epochs", "1", "--batch-size", "8"]
     args += ["--push-to-hub", "tester/resnet-ddp"]

@@ -206,6 +206,73 @@ def test_cut_timm_run_saves_loads_and_predicts_with_label_names(timm_folder, ima
     assert labels == {"red", "green", "blue"}
 
 
+@pytest.fixture(scope="module")
+def timm_vit_folder(tmp_path_factory):
+    """A tiny timm ViT folder: its stem holds bare parameters (cls_token, pos_embed), not only modules."""
+    from transformers import ViTImageProcessor
+
+    path = tmp_path_factory.mktemp("tiny-timm-vit")
+    tiny_timm("test_vit", num_labels=7).save_pretrained(path)
+    ViTImageProcessor(size={"height": 160, "width": 160}).save_pretrained(path)
+    return path
+
+
+@needs_timm
+@pytest.mark.parametrize("case", ["small_similar", "small_different"])
+@pytest.mark.parametrize("folder", ["timm_folder", "timm_vit_folder"])
+def test_cached_head_only_timm_run_trains_what_an_uncached_run_trains(
+    folder, case, image_folder, tmp_path, request
+):
+    from tests.helpers import quick_train
+
+    model_dir = request.getfixturevalue(folder)
+    runs = {
+        cache: quick_train(
+            "image",
+            case,
+            model_dir,
+            image_folder,
+            tmp_path / f"cache-{cache}",
+            epochs=1,
+            augment=False,
+            feature_cache=cache,
+            feature_cache_dir=str(tmp_path / "features"),
+        )
+        for cache in (True, False)
+    }
+    uses_cache = (
+        folder == "timm_folder" or case == "small_similar"
+    )  # a cut ViT retrains its final norm: no cache
+    assert runs[True].metrics["feature_cache"]["used"] is uses_cache
+    assert not runs[False].metrics["feature_cache"]["used"]
+    cached, plain = runs[True].model.state_dict(), runs[False].model.state_dict()
+    assert cached.keys() == plain.keys()
+    for name in cached:
+        assert torch.allclose(cached[name], plain[name], atol=1e-5), name
+
+
+@needs_timm
+def test_conservative_training_reaches_parameter_blocks_of_a_timm_vit(timm_vit_folder, image_folder, tmp_path):
+    """Layer-wise lr decay, gradual unfreezing and L2-SP on a timm ViT, whose stem is bare parameters."""
+    from tests.helpers import quick_train
+
+    result = quick_train(
+        "image",
+        "large_similar",
+        timm_vit_folder,
+        image_folder,
+        tmp_path,
+        epochs=2,
+        layer_decay=0.5,
+        unfreeze_schedule=1,
+        regularizer=["l2sp"],
+    )
+    blocks = {b.name: b for b in result.plan.blocks}
+    assert blocks["timm_model.cls_token"].lr < blocks["timm_model.blocks.5"].lr
+    assert blocks["timm_model.cls_token"].unfreeze_epoch > 0
+    assert result.metrics["final"]["epoch"] == 2
+
+
 @needs_timm
 def test_timm_name_trains_from_scratch_offline(image_folder, tmp_path):
     result = hftl.train(

@@ -9,11 +9,37 @@ those terms, so head-only training, truncation, partial freezing and LoRA work t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from hftl.errors import ModelError
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where the frozen prefix of a network ends (timm's ``forward_features``/``forward_head`` split).
+
+    The prefix is the stem plus the first ``layers`` layers; with ``head_input`` it also runs through the neck, so
+    its output is exactly what the head receives. ``first_token`` means only the first token of the layer output is
+    needed by the rest of the network (a [CLS]-pooled head after no further layers), so only that token is cached.
+    """
+
+    layers: int
+    head_input: bool = False
+    first_token: bool = False
+
+    def describe(self, layer_word: str = "layer") -> str:
+        if self.head_input:
+            return "head inputs (stem, every kept layer and the neck frozen)"
+        token = ", first token only" if self.first_token else ""
+        return f"outputs of {layer_word} {self.layers - 1} (stem + {self.layers} {layer_word}s frozen{token})"
+
+
+class _PrefixDone(Exception):
+    """Raised by a hook once the cut is reached: the rest of the forward pass is not needed."""
 
 
 class Backbone:
@@ -32,6 +58,10 @@ class Backbone:
     lora_pattern: ClassVar[str | None] = None
     # learning rates by strategy where this family needs other defaults than cases.DEFAULT_LR
     default_lrs: ClassVar[dict[str, float]] = {}
+    # frozen-feature cache (hftl.features): task-model classes whose forward pieces below are exact
+    cache_classes: ClassVar[tuple[str, ...]] = ()
+    # convolutional families run faster in channels_last memory format on GPUs
+    convolutional: ClassVar[bool] = False
 
     # --- structure -------------------------------------------------------------------------------------------
     def prefix(self, model: nn.Module) -> str:
@@ -128,6 +158,105 @@ class Backbone:
     def describe(self) -> str:
         return f"{self.family} ({', '.join(self.model_types)})"
 
+    # --- frozen prefix / trained suffix (the feature cache) --------------------------------------------------
+    def cache_support(self, model: nn.Module, cut: Cut) -> str | None:
+        """Why features at ``cut`` cannot be cached for ``model`` (None when they can)."""
+        name = type(model).__name__
+        if name not in self.cache_classes:
+            supported = ", ".join(self.cache_classes) or "none"
+            return f"{self.family} has no feature-cache forward pieces for {name} (supported: {supported})"
+        return None
+
+    def first_token_pools(self, model: nn.Module) -> bool:
+        """True when the neck and head read only the first token of the last layer's output ([CLS] pooling)."""
+        return False
+
+    def forward_prefix(self, model: nn.Module, batch: dict[str, Any], cut: Cut) -> dict[str, torch.Tensor]:
+        """Run the frozen prefix on a model-input batch; returns ``features`` (and ``attention_mask`` when the
+        features are token sequences with padding). The model's own forward runs and stops at the cut, so the
+        features are exactly what the rest of the network receives in an uncached run."""
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        captured: dict[str, torch.Tensor] = {}
+        if cut.head_input:
+            target = model.get_submodule(self.head(model)[0])
+
+            def before_head(module: nn.Module, args: tuple, kwargs: dict) -> None:
+                captured["x"] = args[0] if args else next(iter(kwargs.values()))
+                raise _PrefixDone
+
+            handle = target.register_forward_pre_hook(before_head, with_kwargs=True)
+        else:
+            target = model.get_submodule(self.layers(model)[cut.layers - 1])
+
+            def after_layer(module: nn.Module, args: tuple, output: Any) -> None:
+                captured["x"] = output[0] if isinstance(output, tuple) else output
+                raise _PrefixDone
+
+            handle = target.register_forward_hook(after_layer)
+        try:
+            model(**inputs)
+        except _PrefixDone:
+            pass
+        finally:
+            handle.remove()
+        if "x" not in captured:
+            raise ModelError(f"{self.family}: the forward pass never reached the cut {cut}")
+        features = captured["x"]
+        if cut.first_token or (cut.head_input and features.ndim == 3 and self.first_token_pools(model)):
+            return {"features": features[:, :1]}
+        if features.ndim == 3 and "attention_mask" in inputs and not cut.head_input:
+            return {"features": features, "attention_mask": inputs["attention_mask"]}
+        return {"features": features}
+
+    def forward_suffix(self, model: nn.Module, features: dict[str, torch.Tensor], cut: Cut) -> torch.Tensor:
+        """Logits from cached features: the layers after the cut, the neck and the head, as the model runs them."""
+        hidden = features["features"]
+        if not cut.head_input:
+            hidden = self.run_layers(model, hidden, cut.layers, features.get("attention_mask"))
+            hidden = self.head_input(model, hidden)
+        return self.forward_head(model, hidden)
+
+    def run_layers(
+        self, model: nn.Module, hidden: torch.Tensor, start: int, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The kept layers from ``start`` on (transformer layers: ``layer(hidden, mask)``)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        stack = model.get_submodule(self.layers_path(model))
+        if len(stack) > start:
+            mask = create_bidirectional_mask(
+                config=model.config, inputs_embeds=hidden, attention_mask=attention_mask
+            )
+            for layer in list(stack)[start:]:
+                output = layer(hidden, mask)
+                hidden = output[0] if isinstance(output, tuple) else output
+        return hidden
+
+    def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """What the neck makes of the last layer's output: the head's input."""
+        raise NotImplementedError(f"{self.family} does not define head_input")
+
+    def forward_head(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The head on its input (the head modules in order; families with glue between them override this)."""
+        for name in self.head(model):
+            x = model.get_submodule(name)(x)
+        return x
+
+
+def block_module(model: nn.Module, name: str) -> nn.Module | None:
+    """The module a plan block names, or None when the block is a single parameter (a timm ViT's ``cls_token``)."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        model.get_parameter(name)  # neither a module nor a parameter: let that error name it
+        return None
+
+
+def block_tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """The state (parameters and buffers) of a plan block, module or single parameter, by name inside it."""
+    module = block_module(model, name)
+    return module.state_dict() if module is not None else {"": model.get_parameter(name)}
+
 
 def _has(model: nn.Module, path: str) -> bool:
     try:
@@ -183,4 +312,4 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["Backbone", "register_backbone", "backbone_for", "available_backbones", "count_parameters"]
+__all__ = ["Backbone", "Cut", "register_backbone", "backbone_for", "available_backbones", "count_parameters"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import nn
+
 from hftl.backbones.base import Backbone, register_backbone
 
 
@@ -16,12 +19,34 @@ class BertBackbone(Backbone):
     neck_names = ("pooler",)  # BERT's [CLS] pooler; RoBERTa/ELECTRA keep theirs inside the head
     head_names = ("classifier",)
     lora_suffixes = (("query", "value"), ("q_proj", "v_proj"))
+    cache_classes = (
+        "BertForSequenceClassification",
+        "RobertaForSequenceClassification",
+        "XLMRobertaForSequenceClassification",
+        "CamembertForSequenceClassification",
+        "ElectraForSequenceClassification",
+    )
 
     def num_layers(self, config: Any) -> int:
         return config.num_hidden_layers
 
     def set_num_layers(self, config: Any, keep: int) -> None:
         config.num_hidden_layers = keep
+
+    def first_token_pools(self, model: nn.Module) -> bool:
+        return True  # BERT's pooler and the RoBERTa/ELECTRA heads read the first token only
+
+    def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        pooler = getattr(model.get_submodule(self.prefix(model)), "pooler", None)
+        return pooler(hidden) if pooler is not None else hidden
+
+    def forward_head(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        dropout = getattr(
+            model, "dropout", None
+        )  # BertForSequenceClassification: dropout, then the classifier
+        if isinstance(dropout, nn.Dropout):
+            x = dropout(x)
+        return model.classifier(x)
 
 
 @register_backbone
@@ -32,9 +57,20 @@ class DistilBertBackbone(Backbone):
     stem_names = ("embeddings",)
     head_names = ("pre_classifier", "classifier")
     lora_suffixes = (("q_lin", "v_lin"),)
+    cache_classes = ("DistilBertForSequenceClassification",)
 
     def num_layers(self, config: Any) -> int:
         return config.n_layers
 
     def set_num_layers(self, config: Any, keep: int) -> None:
         config.n_layers = keep
+
+    def first_token_pools(self, model: nn.Module) -> bool:
+        return True
+
+    def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden[:, 0]
+
+    def forward_head(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu(model.pre_classifier(x))
+        return model.classifier(model.dropout(x))

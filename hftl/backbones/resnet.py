@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from hftl.backbones.base import Backbone, register_backbone
@@ -19,6 +20,8 @@ class ResNetBackbone(Backbone):
     head_names = ("classifier",)
     # the 3x3/1x1 convolutions of every residual block (PEFT LoRA supports Conv2d); not the stem, not shortcuts
     lora_pattern = r".*\.stages\.\d+\.layers\.\d+\.layer\.\d+\.convolution"
+    cache_classes = ("ResNetForImageClassification",)
+    convolutional = True
 
     def num_layers(self, config: Any) -> int:
         return len(config.depths)
@@ -34,3 +37,13 @@ class ResNetBackbone(Backbone):
         # the pooled features now have the kept stage's width: resize the head's input to match
         old = model.classifier[-1]
         model.classifier[-1] = nn.Linear(model.config.hidden_sizes[-1], old.out_features)
+
+    def run_layers(
+        self, model: nn.Module, hidden: torch.Tensor, start: int, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        for stage in list(model.get_submodule(self.layers_path(model)))[start:]:
+            hidden = stage(hidden)
+        return hidden
+
+    def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        return model.get_submodule(self._qualify(model, "pooler"))(hidden)

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from hftl.backbones.base import Backbone, register_backbone
+from hftl.backbones.base import Backbone, Cut, register_backbone
 from hftl.errors import ModelError
 
 PREFIX = "timm_model"
@@ -213,6 +213,16 @@ class TimmBackbone(Backbone):
         if qkv:
             return qkv
         return [name for name, module in inside if isinstance(module, nn.Conv2d) and module.groups == 1]
+
+    def cache_support(self, model: nn.Module, cut: Cut) -> str | None:
+        """Features can be cached at the head's input (head-only, cut or not): the hook before timm's classifier
+        sees the pooled features exactly as an uncached forward computes them. Deeper cuts would need each
+        architecture's neck (``conv_head``, ``norm``, pooling) rebuilt by hand, so they train uncached."""
+        if type(model).__name__ != "TimmWrapperForImageClassification":
+            return f"timm: no feature-cache forward pieces for {type(model).__name__}"
+        if not cut.head_input:
+            return "timm: only the head's input is cached (partial/neck-trained plans run uncached)"
+        return None
 
     def plan_reasons(self, case: str, strategy: str, init: str) -> list[str]:
         return ["timm: stages from the network's feature_info; cut with timm's prune_intermediate_layers"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import nn
+
 from hftl.backbones.base import Backbone, register_backbone
 
 
@@ -16,9 +19,24 @@ class ViTBackbone(Backbone):
     neck_names = ("layernorm",)
     head_names = ("classifier",)
     lora_suffixes = (("q_proj", "v_proj"), ("query", "value"))
+    cache_classes = (
+        "ViTForImageClassification",
+        "DeiTForImageClassification",
+        "Dinov2ForImageClassification",
+    )
 
     def num_layers(self, config: Any) -> int:
         return config.num_hidden_layers
 
     def set_num_layers(self, config: Any, keep: int) -> None:
         config.num_hidden_layers = keep
+
+    def first_token_pools(self, model: nn.Module) -> bool:
+        # ViT and DeiT classify the [CLS] token; DINOv2 also averages the patch tokens
+        return model.config.model_type != "dinov2"
+
+    def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        sequence = model.get_submodule(self._qualify(model, "layernorm"))(hidden)
+        if model.config.model_type == "dinov2":
+            return torch.cat([sequence[:, 0], sequence[:, 1:].mean(dim=1)], dim=1)
+        return sequence[:, 0, :]

@@ -1,0 +1,203 @@
+"""The case advisor: its documented rules on crafted scores, per-depth features for every family, `hftl advise`
+(ranking several models, JSON + Markdown rationale) and `--case auto` runs that follow the advice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import hftl
+from hftl.advisor import DatasetSize, DepthScore, Thresholds, advise, decide
+from hftl.cli import main
+from hftl.loading import load
+from hftl.probe import depth_features, pool
+
+RULES = Thresholds(small_per_class=1000, similar_logme=0.05, depth_margin=0.05)
+
+
+def size(per_class: int, classes: int = 2) -> DatasetSize:
+    return DatasetSize(per_class * classes, {str(i): per_class for i in range(classes)})
+
+
+def profile(logme: list[float], random: list[float]) -> list[DepthScore]:
+    return [DepthScore(d, s, r) for d, (s, r) in enumerate(zip(logme, random, strict=True), start=1)]
+
+
+GOOD_TOP = profile([0.10, 0.20, 0.30, 0.40], [0.10, 0.12, 0.14, 0.15])  # top best, gain 0.25
+NO_GAIN = profile([0.10, 0.30, 0.25, 0.20], [0.10, 0.28, 0.24, 0.19])  # top gain 0.01; peak at depth 2
+PEAK_EARLY = profile([0.10, 0.60, 0.40, 0.30], [0.0, 0.0, 0.0, 0.0])  # top gain 0.3 but 0.3 below depth 2
+
+
+@pytest.mark.parametrize(
+    "per_class, scores, case, keep",
+    [
+        (50, GOOD_TOP, "small_similar", None),
+        (5000, GOOD_TOP, "large_similar", None),
+        (50, NO_GAIN, "small_different", 2),
+        (5000, NO_GAIN, "large_different", None),
+        (50, PEAK_EARLY, "small_different", 2),  # a clearly better early layer: late features source-specific
+        (999, GOOD_TOP, "small_similar", None),  # the size boundary: below the threshold is small
+        (1000, GOOD_TOP, "large_similar", None),
+    ],
+)
+def test_decision_follows_the_documented_rules(per_class, scores, case, keep):
+    decision = decide(size(per_class), scores, RULES)
+    assert (decision.case, decision.keep_layers) == (case, keep)
+    assert decision.small == case.startswith("small") and decision.similar == case.endswith("similar")
+
+
+def test_thresholds_are_overridable_and_the_rationale_names_numbers_and_flags():
+    assert decide(size(50), NO_GAIN, Thresholds(1000, similar_logme=0.005, depth_margin=0.2)).case == (
+        "small_similar"
+    )
+    assert decide(size(50), GOOD_TOP, Thresholds(small_per_class=10)).case == "large_similar"
+    assert decide(size(50), PEAK_EARLY, Thresholds(depth_margin=0.5)).case == "small_similar"
+    rationale = "\n".join(decide(size(50), NO_GAIN, RULES).rationale)
+    for text in (
+        "50.0 per class < 1000",
+        "--advise-small-per-class",
+        "+0.0100 < 0.05",
+        "--advise-similar-logme",
+    ):
+        assert text in rationale
+    assert "keep the first 2 layers" in rationale
+
+
+def test_ties_cut_at_the_shallowest_depth_and_useless_pretraining_is_flagged():
+    flat = profile([0.2, 0.2, 0.2], [0.3, 0.3, 0.3])
+    decision = decide(size(10), flat, RULES, layer_word="stage")
+    assert decision.case == "small_different" and decision.keep_layers == 1
+    assert any("no better than random weights" in line for line in decision.rationale)
+
+
+def test_pooling_averages_feature_maps_and_masks_padding():
+    maps = torch.arange(2 * 3 * 2 * 2, dtype=torch.float).reshape(2, 3, 2, 2)
+    assert torch.equal(pool(maps, "cls"), maps.mean(dim=(2, 3)))
+    tokens = torch.tensor([[[1.0], [3.0], [100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(tokens, "mean", mask).item() == 2.0 and pool(tokens, "cls").item() == 1.0
+
+
+@pytest.mark.parametrize("family", ["vit", "resnet", "bert"])
+def test_one_pass_gives_pooled_features_after_every_layer(family, model_dirs):
+    model = load(model_dirs[family])
+    if family == "bert":
+        batch = {
+            "input_ids": torch.tensor([[2, 10, 12, 3], [2, 11, 3, 0]]),
+            "attention_mask": torch.tensor([[1] * 4, [1, 1, 1, 0]]),
+        }
+    else:
+        batch = {"pixel_values": torch.randn(2, 3, 32, 32)}
+    batch["labels"] = torch.tensor([0, 1])
+    found = depth_features(model, [batch, batch], probabilities=True)
+    assert found.depths == [1, 2, 3, 4]
+    widths = {"vit": [32] * 4, "resnet": [8, 16, 24, 32], "bert": [32] * 4}[family]
+    assert [found.features[d].shape for d in found.depths] == [(4, w) for w in widths]
+    assert np.allclose(found.source_probabilities.sum(axis=1), 1.0) and found.labels.tolist() == [0, 1, 0, 1]
+
+
+def test_hftl_advise_ranks_models_and_writes_its_rationale(model_dirs, image_folder, tmp_path, capsys):
+    out = tmp_path / "advice"
+    models = f"{model_dirs['vit']},{model_dirs['resnet']}"
+    code = main(
+        [
+            "advise",
+            "--task",
+            "image",
+            "--model",
+            models,
+            "--dataset",
+            str(image_folder),
+            "--output-dir",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Candidate models, best first" in printed and "gain" in printed
+    advice = json.loads((out / "advice.json").read_text())
+    ranked = advice["models"]
+    assert [m["score"] for m in ranked] == sorted((m["score"] for m in ranked), reverse=True)
+    assert advice["recommended"]["model"] == ranked[0]["model"]
+    for model in ranked:
+        assert [s["depth"] for s in model["scores"]] == [1, 2, 3, 4]
+        assert model["size"]["total"] == 48 and model["size"]["per_class"] == {
+            "blue": 16,
+            "green": 16,
+            "red": 16,
+        }
+        assert model["leep"] is not None and model["leep"] <= 0  # the tiny checkpoints have a classifier
+        scores = [
+            DepthScore(s["depth"], s["logme"], s["logme_random"], s["h_score"]) for s in model["scores"]
+        ]
+        again = decide(DatasetSize(48, model["size"]["per_class"]), scores, Thresholds())
+        assert (
+            model["decision"]["case"] == again.case and model["decision"]["keep_layers"] == again.keep_layers
+        )
+    markdown = (out / "advice.md").read_text()
+    assert "**Recommended:**" in markdown and "| rank | model |" in markdown and "LogME" in markdown
+
+
+def test_leep_is_left_out_when_the_checkpoint_has_no_classifier(tmp_path, text_folder):
+    from transformers import BertConfig, BertModel
+
+    from tests.conftest import make_bert
+
+    head_less = make_bert(tmp_path / "bert")
+    BertModel(BertConfig.from_pretrained(head_less)).save_pretrained(head_less)  # the body only
+    (advice,) = advise(
+        hftl.RunConfig(task="text", case="auto", model=str(head_less), dataset=str(text_folder))
+    )
+    assert advice.leep is None and "n/a" in advice.render()
+
+
+def test_case_auto_run_cuts_where_the_advisor_says(model_dirs, image_folder, tmp_path):
+    result = hftl.train(
+        task="image",
+        case="auto",
+        model=str(model_dirs["vit"]),
+        dataset=str(image_folder),
+        output_dir=str(tmp_path),
+        epochs=1,
+        batch_size=8,
+        lr=0.05,
+        advise_similar_logme=100.0,  # nothing is similar: the small dataset gets small_different
+    )
+    advice = json.loads((tmp_path / "advice.json").read_text())["models"][0]
+    assert advice["decision"]["case"] == "small_different" == result.plan.case == result.metrics["case"]
+    assert result.plan.keep_layers == advice["decision"]["keep_layers"] == advice["decision"]["best_depth"]
+    assert (tmp_path / "advice.md").is_file()
+    assert "case: small_different" in (tmp_path / "run_config.yaml").read_text()
+
+
+def test_case_auto_with_a_low_size_threshold_fine_tunes_everything(model_dirs, text_folder, tmp_path):
+    result = hftl.train(
+        task="text",
+        case="auto",
+        model=str(model_dirs["bert"]),
+        dataset=str(text_folder),
+        output_dir=str(tmp_path),
+        epochs=1,
+        batch_size=8,
+        lr=3e-3,
+        advise_small_per_class=10,
+        advise_similar_logme=-100.0,
+        advise_depth_margin=100.0,
+    )
+    assert result.plan.case == "large_similar" and result.plan.strategy == "full"
+
+
+def test_plan_and_several_models_with_auto_are_clear_errors(model_dirs, image_folder, tmp_path, capsys):
+    assert main(["plan", "--task", "image", "--case", "auto", "--model", str(model_dirs["vit"])]) == 2
+    assert "--case auto is decided from the data" in capsys.readouterr().err
+    with pytest.raises(hftl.ConfigError, match="rank several candidates"):
+        hftl.train(
+            task="image",
+            case="auto",
+            model=f"{model_dirs['vit']},{model_dirs['resnet']}",
+            dataset=str(image_folder),
+            output_dir=str(tmp_path),
+        )
