@@ -79,13 +79,13 @@ class DemoSizes:
 
 # the default demo: a few minutes on 2 CPU cores (docs/results.md gives the measured time)
 STANDARD = DemoSizes(
-    source_per_class=1200,
+    source_per_class=1000,
     small_per_class=25,
-    large_per_class=1000,
-    eval_per_class=300,
+    large_per_class=800,
+    eval_per_class=100,
     image_size=28,
-    source_epochs=4,
-    small_epochs=25,
+    source_epochs=3,
+    small_epochs=20,
     large_epochs=3,
 )
 # the test suite's mode: tiny everything, a few seconds
@@ -332,6 +332,8 @@ class DemoRow:
     seconds: float
     scratch_seconds: float
     train_examples: int
+    # transfer minus scratch on the validation curves (hftl.report): first evaluation, area under the curve, best
+    benefit: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -487,9 +489,17 @@ def _run_case(
                 seconds=transfer.metrics["train_seconds"],
                 scratch_seconds=scratch.metrics["train_seconds"],
                 train_examples=transfer.metrics["train_examples"],
+                benefit=curve_benefits(transfer.metrics["history"], scratch.metrics["history"]),
             )
         )
     return rows
+
+
+def curve_benefits(transfer: list[dict[str, Any]], scratch: list[dict[str, Any]]) -> dict[str, float]:
+    """Start, slope (area under the curve) and asymptote benefits of one transfer run over its scratch run."""
+    from hftl.report import benefits
+
+    return benefits({"transfer": [transfer], "scratch": [scratch]}, "accuracy")["benefit"]
 
 
 def transfer_strategy(case: str, strategy: str | None) -> str:
@@ -513,6 +523,18 @@ def render_table(result: DemoResult) -> str:
         lines.append(
             f"| {row.case} | {row.target} | {row.strategy} | {row.trainable_percent:.2f} | {row.accuracy:.1%} "
             f"| {row.scratch_accuracy:.1%} | {row.seconds:.1f} | {row.scratch_seconds:.1f} |"
+        )
+    lines += [
+        "",
+        "Transfer benefits (transfer minus scratch, accuracy points, on the validation curves, one eval per epoch):",
+        "",
+        "| case | strategy | start | area under curve | asymptote |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in result.rows:
+        gain = row.benefit
+        lines.append(
+            f"| {row.case} | {row.strategy} | {gain['start']:+.3f} | {gain['auc']:+.3f} | {gain['asymptote']:+.3f} |"
         )
     return "\n".join(lines)
 

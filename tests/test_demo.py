@@ -48,6 +48,8 @@ def test_demo_runs_the_four_cases_with_their_default_strategies(quick_demo):
     for row in quick_demo.rows:
         assert 0.0 <= row.accuracy <= 1.0 and 0.0 <= row.scratch_accuracy <= 1.0
         assert row.seconds > 0 and row.scratch_seconds > 0
+        assert row.benefit["asymptote"] == pytest.approx(row.accuracy - row.scratch_accuracy)
+        assert set(row.benefit) == {"start", "auc", "asymptote"}
     assert "digits 0-4" in quick_demo.source and "shapes" in quick_demo.origin  # the offline fallback
 
 
@@ -70,6 +72,7 @@ def test_demo_writes_table_json_plot_and_logs(quick_demo):
     table = (out / "results.md").read_text(encoding="utf-8")
     assert "| case | target | strategy | trainable % | accuracy | scratch accuracy | time (s) |" in table
     assert all(f"| {case} |" in table for case in CASE_ORDER)
+    assert "| case | strategy | start | area under curve | asymptote |" in table
     saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [row["case"] for row in saved["rows"]][::-1][:2] == ["large_different", "large_similar"]
     assert {row["case"] for row in saved["rows"]} == set(CASE_ORDER)
