@@ -252,7 +252,9 @@ def test_cached_head_only_timm_run_trains_what_an_uncached_run_trains(
 
 
 @needs_timm
-def test_conservative_training_reaches_parameter_blocks_of_a_timm_vit(timm_vit_folder, image_folder, tmp_path):
+def test_conservative_training_reaches_parameter_blocks_of_a_timm_vit(
+    timm_vit_folder, image_folder, tmp_path
+):
     """Layer-wise lr decay, gradual unfreezing and L2-SP on a timm ViT, whose stem is bare parameters."""
     from tests.helpers import quick_train
 
