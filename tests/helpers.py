@@ -88,3 +88,21 @@ def free_port() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return str(probe.getsockname()[1])
+
+
+def cached_and_uncached(task: str, case: str, model: Path, dataset: Path, tmp_path: Path) -> dict[bool, Any]:
+    """The same one-epoch run with the frozen-feature cache on (True) and off (False), no augmentation."""
+    return {
+        cache: quick_train(
+            task,
+            case,
+            model,
+            dataset,
+            tmp_path / f"cache-{cache}",
+            epochs=1,
+            augment=False,
+            feature_cache=cache,
+            feature_cache_dir=str(tmp_path / "features"),
+        )
+        for cache in (True, False)
+    }

@@ -28,7 +28,7 @@ from hftl.features import (
 )
 from hftl.loading import load
 from hftl.transfer import apply_plan
-from tests.helpers import keep_only_checkpoint, quick_train
+from tests.helpers import cached_and_uncached, keep_only_checkpoint, quick_train
 
 RED = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
 
@@ -126,20 +126,7 @@ def test_cached_head_only_run_trains_the_same_weights_as_an_uncached_run(
     family, model_dirs, data_for, tmp_path
 ):
     task, dataset = data_for[family]
-    runs = {
-        cache: quick_train(
-            task,
-            "small_similar",
-            model_dirs[family],
-            dataset,
-            tmp_path / f"cache-{cache}",
-            epochs=1,
-            augment=False,
-            feature_cache=cache,
-            feature_cache_dir=str(tmp_path / "features"),
-        )
-        for cache in (True, False)
-    }
+    runs = cached_and_uncached(task, "small_similar", model_dirs[family], dataset, tmp_path)
     assert runs[True].metrics["feature_cache"]["used"] and not runs[False].metrics["feature_cache"]["used"]
     cached, plain = runs[True].model.state_dict(), runs[False].model.state_dict()
     assert cached.keys() == plain.keys()

@@ -223,26 +223,10 @@ def timm_vit_folder(tmp_path_factory):
 def test_cached_head_only_timm_run_trains_what_an_uncached_run_trains(
     folder, case, image_folder, tmp_path, request
 ):
-    from tests.helpers import quick_train
+    from tests.helpers import cached_and_uncached
 
-    model_dir = request.getfixturevalue(folder)
-    runs = {
-        cache: quick_train(
-            "image",
-            case,
-            model_dir,
-            image_folder,
-            tmp_path / f"cache-{cache}",
-            epochs=1,
-            augment=False,
-            feature_cache=cache,
-            feature_cache_dir=str(tmp_path / "features"),
-        )
-        for cache in (True, False)
-    }
-    uses_cache = (
-        folder == "timm_folder" or case == "small_similar"
-    )  # a cut ViT retrains its final norm: no cache
+    runs = cached_and_uncached("image", case, request.getfixturevalue(folder), image_folder, tmp_path)
+    uses_cache = folder == "timm_folder" or case == "small_similar"  # a cut ViT retrains its final norm
     assert runs[True].metrics["feature_cache"]["used"] is uses_cache
     assert not runs[False].metrics["feature_cache"]["used"]
     cached, plain = runs[True].model.state_dict(), runs[False].model.state_dict()
