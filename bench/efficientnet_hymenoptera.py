@@ -6,7 +6,7 @@ photos of the shared assets (245 training images, one of them a GIF, 153 validat
 head-only (``small_similar``), full fine-tuning (``large_similar``) and the same architecture from random weights
 (``large_different --init scratch``). Needs timm (``pip install "hftl[timm]"`` with a matching torchvision). Run:
 
-    python bench/efficientnet_hymenoptera.py --epochs 3   # about 10 minutes on 2 shared CPU cores
+    python bench/efficientnet_hymenoptera.py --epochs 3   # about 5 minutes on 2 shared CPU cores
     python bench/efficientnet_hymenoptera.py --epochs 8 --setups head full
 """
 

@@ -6,7 +6,7 @@ from ``train.tsv``; the 872 labelled GLUE dev sentences as the test set). Full f
 ``hftl.compare`` (learning curves, and the three benefits: start, area under the curve, asymptote); head-only
 (frozen features, cached) and LoRA are ordinary ``hftl.train`` runs on the same sentences. Run:
 
-    python bench/minilm_sst2.py                       # sizes 250,600; about 25 minutes on 2 heavily shared CPU cores
+    python bench/minilm_sst2.py                       # sizes 250,600; 31 minutes on 2 heavily shared CPU cores
     python bench/minilm_sst2.py --sizes 250,1000,4000 --epochs 3
 """
 

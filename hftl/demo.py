@@ -77,7 +77,7 @@ class DemoSizes:
     widths: tuple[int, ...] = (16, 32, 64, 128)
 
 
-# the default demo: a few minutes on 2 CPU cores (docs/results.md gives the measured time)
+# the default demo: 6-10 minutes on 2 shared CPU cores (docs/results.md gives the measured time)
 STANDARD = DemoSizes(
     source_per_class=1000,
     small_per_class=25,
@@ -550,7 +550,7 @@ def write_plot(rows: Sequence[DemoRow], path: Path) -> Path | None:
         return None
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.bar(x - 0.2, [r.accuracy for r in rows], 0.4, label="transfer (case default)")
+    ax.bar(x - 0.2, [r.accuracy for r in rows], 0.4, label="transfer from the source model")
     ax.bar(x + 0.2, [r.scratch_accuracy for r in rows], 0.4, label="from scratch")
     for i, row in enumerate(rows):
         ax.text(i - 0.2, row.accuracy + 0.01, f"{row.accuracy:.0%}", ha="center", fontsize=8)
