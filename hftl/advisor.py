@@ -43,9 +43,10 @@ from hftl.backbones import backbone_for
 from hftl.config import AUTO_CASE, RunConfig
 from hftl.data import Splits, splits_for
 from hftl.errors import ConfigError
+from hftl.features import architecture_of, default_cache_root, prefix_digest, preprocessing_of
 from hftl.models import check_source, load_processor
 from hftl.preprocess import prepare_inputs
-from hftl.probe import DepthFeatures, depth_features
+from hftl.probe import DepthFeatures, cached_depth_features
 from hftl.tasks import Task, get_task
 from hftl.transferability import h_score, leep, logme
 
@@ -285,11 +286,32 @@ def advise_splits(
     has_head = not any(
         key == name or key.startswith(name + ".") for key in info["missing_keys"] for name in head
     )
-    features = depth_features(pretrained, batches, pooling, device, probabilities=has_head)
+    root = probe_cache_root(config)
+    key = probe_key(model_name, config, task, processor, sample)
+    features, reused = cached_depth_features(
+        pretrained,
+        batches,
+        {**key, "weights": prefix_digest(pretrained, [""])},
+        root,
+        pooling=pooling,
+        device=device,
+        probabilities=has_head,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         random_model = model_class.from_config(pretrained.config, trust_remote_code=config.trust_remote_code)
-    random_features = depth_features(random_model, batches, pooling, device)
+    random_features, _ = cached_depth_features(
+        random_model,
+        batches,
+        {
+            **key,
+            "weights": f"random init, seed {config.seed}",
+            "architecture": architecture_of(pretrained.config),
+        },
+        root,
+        pooling=pooling,
+        device=device,
+    )
     del pretrained, random_model
 
     scores = score_depths(features, random_features)
@@ -297,6 +319,8 @@ def advise_splits(
     notes = []
     if count < len(splits.train):
         notes.append(f"scored a seeded sample of {count} of {len(splits.train)} training examples")
+    if reused:
+        notes.append(f"per-depth features reused from the feature cache in {root}")
     dims = max(array.shape[1] for array in features.features.values())
     if count <= dims:
         notes.append(
@@ -321,6 +345,27 @@ def advise_splits(
         pooling=features.pooling,
         notes=notes,
     )
+
+
+def probe_cache_root(config: RunConfig) -> Path | None:
+    """Where per-depth probe features are kept: the feature cache's folder (``--no-feature-cache``: nowhere)."""
+    if not config.feature_cache:
+        return None
+    return Path(config.feature_cache_dir) if config.feature_cache_dir else default_cache_root()
+
+
+def probe_key(
+    model_name: str, config: RunConfig, task: Task, processor: Any, sample: Dataset
+) -> dict[str, Any]:
+    """What the probe features depend on besides the weights and the pooling settings."""
+    return {
+        "kind": "advisor-probe",
+        "version": 1,
+        "model": model_name,
+        "revision": config.revision,
+        "preprocessing": preprocessing_of(processor, task.modality, config.max_length),
+        "examples": sample._fingerprint,
+    }
 
 
 def model_names(config: RunConfig, single: bool = False) -> list[str]:

@@ -116,7 +116,7 @@ def cache_key(
         "model": model_id,
         "revision": revision,
         "model_class": type(model).__name__,
-        "architecture": _architecture(model.config),
+        "architecture": architecture_of(model.config),
         "prefix_weights": prefix_digest(model, plan.frozen_prefix()),
         "cut": asdict(cut),
         "preprocessing": dict(preprocessing),
@@ -149,7 +149,8 @@ def prefix_digest(model: nn.Module, blocks: Sequence[str]) -> str:
     return hasher.hexdigest()
 
 
-def _architecture(config: Any) -> dict[str, Any]:
+def architecture_of(config: Any) -> dict[str, Any]:
+    """The model config without label names: what the architecture is, as plain JSON values."""
     values = {k: v for k, v in config.to_diff_dict().items() if k not in _LABEL_KEYS}
     values["attn_implementation"] = getattr(config, "_attn_implementation", None)
     return json.loads(json.dumps(values, sort_keys=True, default=str))

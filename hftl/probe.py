@@ -5,14 +5,19 @@ of each layer/stage: token sequences by their first token (``cls``) or their mas
 feature maps (ResNet stages) by global average pooling. It also returns the pretrained head's class probabilities
 (for LEEP) when asked.
 
-This is the seam for the frozen-feature cache (``hftl.features``): a cache that can return pooled per-depth
-features for a model and dataset fingerprint can replace the forward pass here without changing the advisor.
+``cached_depth_features`` keeps the result in the frozen-feature cache's folder (``hftl.features``), keyed by the
+weights, the preprocessing, the examples' fingerprint and the pooling: ``hftl advise`` followed by ``--case auto``,
+or a second look with other thresholds, runs no forward pass again.
 """
 
 from __future__ import annotations
 
+import os
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,4 +93,54 @@ def depth_features(
     )
 
 
-__all__ = ["DepthFeatures", "depth_features", "pool"]
+def cached_depth_features(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    key: Mapping[str, Any],
+    root: Path | None,
+    **settings: Any,
+) -> tuple[DepthFeatures, bool]:
+    """``depth_features`` stored as ``root/probe-DIGEST.npz`` (no pickles); returns (features, reused). ``key`` must
+    name everything the features depend on; an unreadable or corrupted file is rebuilt; ``root=None``: no cache."""
+    if root is None:
+        return depth_features(model, batches, **settings), False
+    from hftl.features import key_digest  # the feature cache's key hashing
+
+    path = Path(root) / f"probe-{key_digest({**key, **settings, 'device': None})[:24]}.npz"
+    stored = _read(path)
+    if stored is not None:
+        return stored, True
+    features = depth_features(model, batches, **settings)
+    _write(path, features)
+    return features, False
+
+
+def _write(path: Path, features: DepthFeatures) -> None:
+    arrays = {f"depth_{depth}": array for depth, array in features.features.items()}
+    arrays["labels"], arrays["pooling"] = features.labels, np.array(features.pooling)
+    if features.source_probabilities is not None:
+        arrays["source_probabilities"] = features.source_probabilities
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)  # atomic: a reader sees the whole file or none
+
+
+def _read(path: Path) -> DepthFeatures | None:
+    """The stored features, or None when missing or damaged (zip CRCs are checked as the arrays are read)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        depths = {int(name.split("_")[1]): arrays[name] for name in arrays if name.startswith("depth_")}
+        if not depths:
+            return None
+        return DepthFeatures(
+            depths, arrays["labels"], arrays.get("source_probabilities"), str(arrays["pooling"])
+        )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+__all__ = ["DepthFeatures", "cached_depth_features", "depth_features", "pool"]

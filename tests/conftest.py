@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # tiny models gain nothing from intra-op threads, and on a busy machine their barriers cost ~100 ms per step
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# dataset Arrow files and hftl's feature/probe caches go to a throw-away folder, never the user's ~/.cache
+_DATASETS_CACHE = tempfile.mkdtemp(prefix="hftl-tests-datasets-")
+os.environ.setdefault("HF_DATASETS_CACHE", _DATASETS_CACHE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_DATASETS_CACHE, ignore_errors=True)
+
 
 COLORS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]

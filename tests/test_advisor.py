@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -201,3 +202,39 @@ def test_plan_and_several_models_with_auto_are_clear_errors(model_dirs, image_fo
             dataset=str(image_folder),
             output_dir=str(tmp_path),
         )
+
+
+def test_probe_features_are_cached_keyed_and_rebuilt_when_damaged(model_dirs, image_folder, tmp_path):
+    cache = tmp_path / "features"
+
+    def look(model: str, **settings):
+        config = hftl.RunConfig(
+            task="image",
+            case="auto",
+            model=str(model),
+            dataset=str(image_folder),
+            feature_cache_dir=str(cache),
+            **settings,
+        )
+        (advice,) = advise(config)
+        return advice
+
+    first = look(model_dirs["vit"])
+    files = sorted(cache.glob("probe-*.npz"))
+    assert len(files) == 2  # the pretrained weights' features and the random-weights baseline's
+    again = look(model_dirs["vit"])
+    assert any("reused from the feature cache" in note for note in again.notes)
+    assert [dataclasses.astuple(s) for s in again.scores] == [dataclasses.astuple(s) for s in first.scores]
+
+    for path in files:  # damaged files are detected (zip CRC) and rebuilt
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    rebuilt = look(model_dirs["vit"])
+    assert not any("reused" in note for note in rebuilt.notes)
+    assert [s.logme for s in rebuilt.scores] == pytest.approx([s.logme for s in first.scores])
+
+    look(model_dirs["resnet"])  # another model misses: two more files
+    assert len(list(cache.glob("probe-*.npz"))) == 4
+    look(model_dirs["vit"], advise_pooling="mean")  # so does another pooling (ViT's tokens; one more pair)
+    assert len(list(cache.glob("probe-*.npz"))) == 6
+    look(model_dirs["vit"], feature_cache=False)
+    assert len(list(cache.glob("probe-*.npz"))) == 6

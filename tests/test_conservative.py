@@ -136,13 +136,16 @@ def test_batch_spectral_shrinkage_matches_numpy():
     assert batch_spectral_shrinkage(features, k=2).item() == pytest.approx(float(np.sum(singular[-2:] ** 2)))
 
 
-@pytest.mark.parametrize("family", ["vit", "resnet", "bert"])
-def test_every_family_trains_with_every_conservative_setting(family, model_dirs, data_for, tmp_path):
-    task, dataset = data_for[family]
+@pytest.mark.parametrize("family", ["vit", "resnet", "bert", "word-vectors"])
+def test_every_family_trains_with_every_conservative_setting(
+    family, model_dirs, data_for, glove_file, text_folder, tmp_path
+):
+    task, dataset = data_for.get(family, ("text", text_folder))
+    model = f"vectors:{glove_file}" if family == "word-vectors" else model_dirs[family]
     result = quick_train(
         task,
         "large_similar",
-        model_dirs[family],
+        model,
         dataset,
         tmp_path,
         epochs=2,
