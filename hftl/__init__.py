@@ -13,6 +13,7 @@ from hftl.card import build_card, write_cards
 from hftl.cases import CASE_RULES, make_plan
 from hftl.compare import CompareSettings, compare
 from hftl.config import CASES, STRATEGIES, RunConfig
+from hftl.demo import run_demo
 from hftl.embed import embed, similar
 from hftl.errors import ConfigError, DataError, HftlError, ModelError
 from hftl.features import find_cut, use_feature_cache
@@ -87,4 +88,6 @@ __all__ = [
     "similar",
     # issue 5
     "use_feature_cache",
+    # issue 8
+    "run_demo",
 ]
