@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
 import random
 import sys
@@ -35,6 +34,7 @@ from bench.common import REGISTRY_ASSETS as CACHE  # noqa: E402
 from hftl.advisor import advise, write_advice  # noqa: E402
 from hftl.compare import CompareSettings, compare  # noqa: E402
 from hftl.config import resolve_config  # noqa: E402
+from hftl.demo import find_fashion_mnist, read_idx  # noqa: E402
 
 FASHION = [
     "t-shirt",
@@ -74,11 +74,10 @@ def sst2(train_size: int, seed: int = 0) -> DatasetDict:
 
 
 def _idx(name: str) -> np.ndarray:
-    with gzip.open(CACHE / "fashion-mnist" / name) as handle:
-        data = handle.read()
-    if "labels" in name:
-        return np.frombuffer(data, dtype=np.uint8, offset=8)
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    folder = find_fashion_mnist()
+    if folder is None:
+        raise SystemExit("Fashion-MNIST not found: run ../shared/assets/get-registry-assets.sh first")
+    return read_idx(folder / name)
 
 
 def fashion(classes: list[int], train_size: int, validation_size: int, seed: int = 0) -> DatasetDict:
