@@ -77,7 +77,7 @@ class DemoSizes:
     widths: tuple[int, ...] = (16, 32, 64, 128)
 
 
-# the default demo: 6-10 minutes on 2 shared CPU cores (docs/results.md gives the measured time)
+# the default demo: about 1 minute on 2 idle CPU cores, up to 10 on busy ones (docs/results.md: measured)
 STANDARD = DemoSizes(
     source_per_class=1000,
     small_per_class=25,
