@@ -25,6 +25,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from hftl.demo import assets_cache  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +39,7 @@ def _shared_assets() -> Path:
 
 
 ASSETS = _shared_assets()
-REGISTRY_ASSETS = Path(os.environ.get("HFTL_ASSETS_CACHE", Path.home() / ".cache" / "hftl-assets"))
+REGISTRY_ASSETS = assets_cache()
 
 
 # --- machine ---------------------------------------------------------------------------------------------------------

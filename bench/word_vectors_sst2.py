@@ -1,6 +1,6 @@
 """Word-vector transfer on SST-2: frozen GloVe vs fine-tuned GloVe vs random vectors (the scratch baseline).
 
-Real data and real vectors, offline: the SST-2 copy and GloVe 6B 50-d (top 50k words) in /work/shared/assets.
+Real data and real vectors, offline: the SST-2 copy and GloVe 6B 50-d (top 50k words) in ../shared/assets.
 For a small and a larger training set it trains the three setups with ``hftl.train`` (same architecture: mean of
 the word vectors -> MLP with 128 hidden units) and reports the best accuracy on the 872 labelled GLUE dev
 sentences (``test.tsv``), the trainable parameters and the training time, as ratios against the scratch run of
@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from datasets import DatasetDict, load_dataset
 
-import hftl
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ASSETS = Path("/work/shared/assets")
+import hftl  # noqa: E402
+from bench.common import ASSETS  # noqa: E402  # `python bench/word_vectors_sst2.py` from anywhere
+
 SETUPS = {
     "frozen GloVe (small_similar)": {"case": "small_similar"},
     "fine-tuned GloVe (large_similar)": {"case": "large_similar"},

@@ -146,6 +146,11 @@ def read_idx(path: Path) -> np.ndarray:
     return array.reshape(shape)
 
 
+def assets_cache() -> Path:
+    """Where ``get-registry-assets.sh`` puts real weights and data: ``$HFTL_ASSETS_CACHE`` or ~/.cache/hftl-assets."""
+    return Path(os.environ.get("HFTL_ASSETS_CACHE", Path.home() / ".cache" / "hftl-assets"))
+
+
 def find_fashion_mnist(data: str | Path | None = None) -> Path | None:
     """The first folder holding the four Fashion-MNIST files: ``data``, the hftl assets cache, Debian's path."""
     names = [name for pair in FASHION_FILES.values() for name in pair]
@@ -154,9 +159,7 @@ def find_fashion_mnist(data: str | Path | None = None) -> Path | None:
         if not all((folder / name).is_file() for name in names):
             raise DataError(f"--data {data}: expected the Fashion-MNIST files there ({', '.join(names)})")
         return folder
-    cache = os.environ.get("HFTL_ASSETS_CACHE")
-    candidates = [Path(cache) / "fashion-mnist"] if cache else []
-    candidates += [Path.home() / ".cache" / "hftl-assets" / "fashion-mnist", DEBIAN_FASHION_MNIST]
+    candidates = [assets_cache() / "fashion-mnist", DEBIAN_FASHION_MNIST]
     return next((f for f in candidates if all((f / name).is_file() for name in names)), None)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(os.environ.get("HFTL_SHARED_ASSETS", "/work/shared/assets"))
-CACHE = Path(os.environ.get("HFTL_ASSETS_CACHE", Path.home() / ".cache" / "hftl-assets"))
+from bench.common import ASSETS, REGISTRY_ASSETS
+
+SHARED = ASSETS  # ../shared/assets beside the repository, or $HFTL_SHARED_ASSETS
+CACHE = REGISTRY_ASSETS  # $HFTL_ASSETS_CACHE or ~/.cache/hftl-assets
 HYMENOPTERA = SHARED / "hymenoptera_data"
 EFFICIENTNET_LITE0 = CACHE / "efficientnet-lite0" / "efficientnet-lite0.pth"
 

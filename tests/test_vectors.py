@@ -14,8 +14,9 @@ from transformers import AutoTokenizer
 
 import hftl
 from hftl.vectors import detect_format, keyed_vectors, vectors_are_lowercase
+from tests.assets import SHARED
 
-GLOVE_REAL = Path("/work/shared/assets/glove/glove.6B.50d.top50k.txt")
+GLOVE_REAL = SHARED / "glove" / "glove.6B.50d.top50k.txt"
 WORDS = ["the", "cat", "sat", "on", "mat", "Paris", "naïve"]
 
 
