@@ -43,7 +43,7 @@ from hftl.backbones import backbone_for
 from hftl.config import AUTO_CASE, RunConfig
 from hftl.data import Splits, splits_for
 from hftl.errors import ConfigError
-from hftl.features import architecture_of, default_cache_root, prefix_digest, preprocessing_of
+from hftl.features import architecture_of, cache_root, prefix_digest, preprocessing_of
 from hftl.models import check_source, load_processor
 from hftl.preprocess import prepare_inputs
 from hftl.probe import DepthFeatures, cached_depth_features
@@ -349,9 +349,7 @@ def advise_splits(
 
 def probe_cache_root(config: RunConfig) -> Path | None:
     """Where per-depth probe features are kept: the feature cache's folder (``--no-feature-cache``: nowhere)."""
-    if not config.feature_cache:
-        return None
-    return Path(config.feature_cache_dir) if config.feature_cache_dir else default_cache_root()
+    return cache_root(config) if config.feature_cache else None
 
 
 def probe_key(

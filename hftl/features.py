@@ -452,6 +452,11 @@ def default_cache_root() -> Path:
     return Path(datasets.config.HF_DATASETS_CACHE) / "hftl-features"
 
 
+def cache_root(config: Any) -> Path:
+    """``--feature-cache-dir``, else the default folder: cached features and the advisor's probe features."""
+    return Path(config.feature_cache_dir) if config.feature_cache_dir else default_cache_root()
+
+
 def use_feature_cache(
     model: nn.Module,
     plan: TransferPlan,
@@ -481,8 +486,7 @@ def use_feature_cache(
         views=views,
         seed=config.seed,
     )
-    root = Path(config.feature_cache_dir) if config.feature_cache_dir else default_cache_root()
-    path = root / cache_dir_name(backbone.family, cut, key)
+    path = cache_root(config) / cache_dir_name(backbone.family, cut, key)
     status = CacheStatus(True, cut=cut.describe(backbone.layer_word), path=str(path), views=views)
     model.to(accelerator.device)
     with accelerator.local_main_process_first():
