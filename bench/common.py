@@ -35,6 +35,7 @@ def _shared_assets() -> Path:
     if "HFTL_SHARED_ASSETS" in os.environ:
         return Path(os.environ["HFTL_SHARED_ASSETS"])
     candidates = [REPO.parent / "shared" / "assets", REPO.parent.parent / "shared" / "assets"]
+    candidates.append(Path("/work/shared/assets"))  # this project's workspace, for clones made elsewhere (CI)
     return next((path for path in candidates if path.is_dir()), candidates[0])
 
 
