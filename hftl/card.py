@@ -20,6 +20,7 @@ from hftl.artifacts import BASE_CONFIG_DIR, CONFIG_FILE, MERGED_DIR, METRICS_FIL
 from hftl.errors import ModelError
 from hftl.models import looks_like_path
 from hftl.plan import TransferPlan
+from hftl.safe_files import write_text
 from hftl.tasks import Task, get_task
 
 CARD_FILE = "README.md"
@@ -93,10 +94,10 @@ def write_cards(output_dir: str | Path, repo_id: str | None = None) -> list[Path
     output_dir = Path(output_dir)
     kind: CardKind = "adapter" if (output_dir / "adapter_config.json").is_file() else "full"
     written = [output_dir / CARD_FILE]
-    build_card(output_dir, kind, repo_id).save(written[0])
+    write_text(written[0], str(build_card(output_dir, kind, repo_id)))
     if kind == "adapter" and (output_dir / MERGED_DIR / "config.json").is_file():
         written.append(output_dir / MERGED_DIR / CARD_FILE)
-        build_card(output_dir, "merged").save(written[1])
+        write_text(written[1], str(build_card(output_dir, "merged")))
     return written
 
 

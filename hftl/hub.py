@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from hftl.artifacts import BASE_CONFIG_DIR, CONFIG_FILE, MERGED_DIR, METRICS_FIL
 from hftl.card import CARD_FILE, build_card
 from hftl.errors import ConfigError, HftlError, ModelError, unknown_choice
 from hftl.models import check_source
+from hftl.safe_files import check_no_link_leaves, write_text
 
 MODES = ("auto", "adapter", "merged", "full")
 Mode = Literal["auto", "adapter", "merged", "full"]
@@ -117,13 +117,14 @@ def push(
     if not dry_run:
         require_token()  # before any work (a merge can take minutes)
     with local_folder(output_dir) as folder:
+        check_no_link_leaves(folder)  # nothing outside the run folder is read, written or sent
         kind = resolve_mode(folder, mode)
-        upload_dir = prepare_upload(folder, kind, repo_id)
-        files = select_files(upload_dir, kind)
         notes = _notes(folder, kind)
         url = f"{HfApi().endpoint}/{repo_id}"
-        if dry_run:
-            return PushResult(repo_id, kind, url, files, notes=notes)
+        if dry_run:  # writes nothing: no card, no merged/ folder
+            return PushResult(repo_id, kind, url, planned_files(folder, kind), notes=notes)
+        upload_dir = prepare_upload(folder, kind, repo_id)
+        files = select_files(upload_dir, kind)
         commit_url = _upload(upload_dir, repo_id, files, private, commit_message or f"hftl: upload {kind}")
         return PushResult(repo_id, kind, url, files, commit_url, notes)
 
@@ -199,12 +200,12 @@ def prepare_upload(folder: Path, kind: str, repo_id: str | None) -> Path:
     """Write the card for ``repo_id`` and return the folder to upload (``merged/`` for merged pushes, which gets
     the run's files copied in so it documents itself)."""
     if kind != "merged":
-        build_card(folder, kind, repo_id).save(folder / CARD_FILE)  # type: ignore[arg-type]
+        write_text(folder / CARD_FILE, str(build_card(folder, kind, repo_id)))  # type: ignore[arg-type]
         return folder
     merged = ensure_merged(folder)
     for name in (CONFIG_FILE, PLAN_FILE, METRICS_FILE):
-        shutil.copy2(folder / name, merged / name)
-    build_card(folder, "merged", repo_id).save(merged / CARD_FILE)
+        write_text(merged / name, (folder / name).read_text(encoding="utf-8"))
+    write_text(merged / CARD_FILE, str(build_card(folder, "merged", repo_id)))
     return merged
 
 
@@ -225,15 +226,31 @@ def ensure_merged(folder: Path) -> Path:
     return merged
 
 
-def select_files(folder: Path, kind: str) -> tuple[str, ...]:
-    """The exact files to send (paths relative to ``folder``): weights for ``kind``, processor, card, run files."""
-    weights = ADAPTER_FILES if kind == "adapter" else MODEL_FILES
-    found = {
+def planned_files(folder: Path, kind: str) -> tuple[str, ...]:
+    """What a push of ``kind`` would send, found without writing anything (for ``--dry-run``): the card counts as
+    sent (it is written at push time); a merged model not made yet counts as its config and weights."""
+    if kind != "merged":
+        return tuple(sorted({*select_files(folder, kind), CARD_FILE}))
+    merged = folder / MERGED_DIR
+    if (merged / "config.json").is_file() and any(merged.glob("model*.safetensors")):
+        return tuple(sorted({*select_files(merged, kind), *RUN_FILES}))
+    made = {"config.json", "model.safetensors"}
+    return tuple(sorted(made | set(_matching(folder, (*PROCESSOR_FILES, *RUN_FILES))) | {CARD_FILE}))
+
+
+def _matching(folder: Path, patterns: tuple[str, ...]) -> set[str]:
+    return {
         path.relative_to(folder).as_posix()
-        for pattern in (*weights, *PROCESSOR_FILES, *RUN_FILES)
+        for pattern in patterns
         for path in folder.glob(pattern)
         if path.is_file()
     }
+
+
+def select_files(folder: Path, kind: str) -> tuple[str, ...]:
+    """The exact files to send (paths relative to ``folder``): weights for ``kind``, processor, card, run files."""
+    weights = ADAPTER_FILES if kind == "adapter" else MODEL_FILES
+    found = _matching(folder, (*weights, *PROCESSOR_FILES, *RUN_FILES))
     needed = "adapter_model.safetensors" if kind == "adapter" else "model.safetensors"
     if not any(name.startswith(needed.split(".")[0]) and name.endswith(".safetensors") for name in found):
         raise ModelError(f"no {needed} in {folder}: nothing to push as {kind}")
@@ -358,7 +375,7 @@ def _notes(folder: Path, kind: str) -> tuple[str, ...]:
 def _write_log(output_dir: str | Path, outcome: dict[str, Any]) -> None:
     folder = Path(output_dir)
     if folder.is_dir():
-        (folder / PUSH_LOG).write_text(json.dumps(outcome, indent=2, default=list) + "\n", encoding="utf-8")
+        write_text(folder / PUSH_LOG, json.dumps(outcome, indent=2, default=list) + "\n")
 
 
 def _now() -> str:

@@ -1,9 +1,11 @@
 """Refusing pickles that would run code.
 
 hftl itself stores weights as safetensors and reads state with ``torch.load(weights_only=True)``. The one pickle
-format users bring is gensim's ``.kv``/``.model``: before gensim unpickles one, hftl unpickles it with an
-allow-list that admits only the classes gensim and numpy store, so a file that would call ``os.system`` (or any
-other function) is refused without running anything.
+format users bring is gensim's ``.kv``/``.model``. hftl never lets gensim unpickle anything: it unpickles the main
+file itself with an allow-list that admits only the classes gensim and numpy store, then lets gensim attach the
+arrays stored beside it (``FILE.kv.vectors.npy``, read by ``numpy.load`` without pickle). Sidecars that gensim would
+unpickle (``__scipys``: sparse matrices, which KeyedVectors never need) are refused, so a file that would call
+``os.system`` (or any other function), in the main file or beside it, is refused without running anything.
 """
 
 from __future__ import annotations
@@ -67,11 +69,62 @@ def _open(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def check_pickle(path: str | Path) -> None:
-    """Raise ``UnsafePickle`` unless ``path`` unpickles with only allow-listed classes and functions."""
+def safe_unpickle(path: str | Path) -> Any:
+    """Unpickle ``path`` admitting only allow-listed classes and functions; else raise ``UnsafePickle``."""
     path = Path(path)
     try:
         with _open(path) as handle:
-            _AllowListUnpickler(handle).load()
+            return _AllowListUnpickler(handle).load()
     except UnsafePickle as error:
         raise UnsafePickle(f"{path}: {error}. Only gensim/numpy objects are accepted in .kv files.") from None
+
+
+def check_pickle(path: str | Path) -> None:
+    """Raise ``UnsafePickle`` unless ``path`` unpickles with only allow-listed classes and functions."""
+    safe_unpickle(path)
+
+
+def _check_sidecars(obj: Any, path: Path, seen: set[int] | None = None) -> None:
+    """Refuse a gensim object whose ``_load_specials`` would unpickle a file beside ``path`` or leave the folder.
+
+    gensim lists the attributes it stored separately in ``__numpys`` (``numpy.load``, no pickle), ``__scipys``
+    (unpickled: refused here) and ``__recursive_saveloads`` (sub-objects with lists of their own, checked in turn).
+    Attribute names become file names (``FILE.NAME.npy``), so only plain identifiers are accepted.
+    """
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    state = getattr(obj, "__dict__", {})
+    if state.get("__scipys"):
+        raise UnsafePickle(
+            f"{path}: refusing to load: it lists pickled sidecar files ({', '.join(map(str, state['__scipys']))}) "
+            "that gensim would unpickle without a check; word vectors never need them. Re-save the vectors with "
+            "KeyedVectors.save (or as word2vec/GloVe text) and pass that file."
+        )
+    for key in ("__numpys", "__recursive_saveloads", "__ignoreds"):
+        names = state.get(key, [])
+        bad = [name for name in names if not (isinstance(name, str) and name.isidentifier())]
+        if not isinstance(names, list) or bad:
+            raise UnsafePickle(f"{path}: refusing to load: {key} names {bad or names!r}, not attribute names")
+    for name in state.get("__recursive_saveloads", []):
+        _check_sidecars(getattr(obj, name, None), path, seen)
+
+
+def load_gensim(path: str | Path, mmap: str | None = None) -> Any:
+    """What ``gensim``'s ``SaveLoad.load(path, mmap)`` returns, with every pickle screened by the allow-list.
+
+    The main file is unpickled once, by hftl's allow-list unpickler (checking and then letting gensim unpickle the
+    same path would open it twice); the separately stored arrays are then attached by gensim's own
+    ``_load_specials`` (``numpy.load`` with pickles disallowed), after ``_check_sidecars`` refused anything else.
+    """
+    from gensim.utils import SaveLoad
+
+    path = Path(path)
+    obj = safe_unpickle(path)
+    if not isinstance(obj, SaveLoad):
+        raise UnsafePickle(f"{path}: holds a {type(obj).__name__}, not a gensim object")
+    _check_sidecars(obj, path)
+    compress, subname = SaveLoad._adapt_by_suffix(str(path))
+    obj._load_specials(str(path), mmap, compress, subname)
+    return obj

@@ -20,7 +20,7 @@ import numpy as np
 
 from hftl.config import OOV_INITS, VECTOR_FORMATS, WORD_SPLITS
 from hftl.errors import ConfigError, DataError, ModelError, unknown_choice
-from hftl.safety import check_pickle
+from hftl.safety import UnsafePickle, load_gensim
 
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 _SNIFF_BYTES = 1 << 16
@@ -115,15 +115,16 @@ def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> 
     from gensim.models import KeyedVectors
 
     format = detect_format(path) if format == "auto" else format
-    if format == "kv":
-        check_pickle(path)  # a .kv is a pickle: refuse one that would run code before gensim unpickles it
     try:
         if format != "kv":
             return KeyedVectors.load_word2vec_format(
                 str(path), binary=format == "word2vec-bin", no_header=format == "glove", limit=limit
             )
         compressed = path.suffix in (".gz", ".bz2")  # gensim cannot memory-map compressed files
-        loaded = KeyedVectors.load(str(path), mmap=None if compressed else mmap)
+        # a .kv is a pickle: hftl unpickles it with an allow-list, never gensim (see hftl.safety)
+        loaded = load_gensim(path, mmap=None if compressed else mmap)
+    except UnsafePickle:
+        raise
     except (ValueError, EOFError, UnicodeDecodeError, OSError, pickle.UnpicklingError) as error:
         raise ModelError(
             f"cannot read {path} as {format} vectors ({type(error).__name__}: {error}); if the format is wrong, "

@@ -381,3 +381,51 @@ def write_example_image(path: Path) -> Path:
 
     Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8)).save(path)
     return path
+
+
+def _copy_run(result, folder: Path) -> Path:
+    shutil.copytree(result.output_dir, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    return folder
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("link", ["vocab.txt", "README.md", "merged"])
+def test_push_never_reads_or_writes_through_a_link_that_leaves_the_folder(link, lora_run, hub, tmp_path):
+    result, _ = lora_run
+    folder = _copy_run(result, tmp_path / "run")
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("do not send or overwrite me")
+    (folder / link).unlink(missing_ok=True)
+    (folder / link).symlink_to(secret.parent if link == "merged" else secret)
+    before = len(hub.requests)
+    for dry_run in (True, False):
+        mode = "merged" if link == "merged" else "auto"
+        with pytest.raises(hftl.errors.ModelError, match=rf"{link} -> .*outside.* Replace each link"):
+            push(folder, "tester/links", mode=mode, dry_run=dry_run)
+    assert secret.read_text() == "do not send or overwrite me" and sorted(secret.parent.iterdir()) == [secret]
+    assert len(hub.requests) == before
+    assert cli_main(["push", str(folder), "--repo-id", "tester/links"]) == 2
+
+
+def test_a_link_that_stays_inside_the_folder_is_fine(lora_run, hub, tmp_path):
+    result, _ = lora_run
+    folder = _copy_run(result, tmp_path / "run")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "vocab.txt").write_text("a\nb\n")
+    (folder / "vocab.txt").symlink_to(Path("notes") / "vocab.txt")
+    assert "vocab.txt" in push(folder, "tester/inside", dry_run=True).files
+
+
+@pytest.mark.parametrize("mode", ["auto", "merged"])
+def test_dry_run_writes_nothing(mode, lora_run, hub, tmp_path):
+    result, _ = lora_run
+    folder = _copy_run(result, tmp_path / "run")
+    (folder / "README.md").unlink()
+    before = _tree(folder)
+    pushed = push(folder, "tester/dry", mode=mode, dry_run=True)
+    assert _tree(folder) == before and not (folder / "merged").exists()
+    assert set(pushed.files) == (ADAPTER_SET if mode == "auto" else MODEL_SET)

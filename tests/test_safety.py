@@ -41,12 +41,16 @@ def test_a_kv_file_that_would_run_code_is_refused_without_running(tmp_path, monk
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_the_cli_reports_an_unsafe_vectors_file_in_one_line(tmp_path, text_folder):
+@pytest.mark.parametrize("where", ["main file", "sidecar"])
+def test_the_cli_reports_an_unsafe_vectors_file_in_one_line(where, tmp_path, text_folder):
     import subprocess
     import sys
 
-    evil = tmp_path / "evil.kv"
-    evil.write_bytes(pickle.dumps(_RunsCode()))
+    if where == "main file":
+        evil = tmp_path / "evil.kv"
+        evil.write_bytes(pickle.dumps(_RunsCode()))
+    else:
+        evil = _kv_with_a_pickled_sidecar(tmp_path)
     done = subprocess.run(
         [
             sys.executable,
@@ -70,3 +74,50 @@ def test_the_cli_reports_an_unsafe_vectors_file_in_one_line(tmp_path, text_folde
     )
     assert done.returncode == 2 and "refusing to load" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "PWNED").exists()
+
+
+def _kv_with_a_pickled_sidecar(tmp_path) -> str:
+    """A genuine KeyedVectors file whose ``__scipys`` list makes gensim unpickle ``evil.kv.vectors_extra.npy``."""
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(vector_size=4)
+    kv.add_vectors(["a", "b"], np.ones((2, 4), dtype=np.float32))
+    kv.__dict__["__scipys"] = ["vectors_extra"]
+    evil = tmp_path / "evil.kv"
+    with open(evil, "wb") as handle:
+        pickle.dump(kv, handle)
+    (tmp_path / "evil.kv.vectors_extra.npy").write_bytes(pickle.dumps(_RunsCode()))
+    for part in ("data", "indptr", "indices"):  # what gensim reads next, so that loading would complete
+        np.save(tmp_path / f"evil.kv.vectors_extra.{part}.npy", np.zeros(1))
+    return str(evil)
+
+
+def test_a_pickled_sidecar_beside_a_genuine_kv_file_is_refused_without_running(tmp_path, monkeypatch):
+    evil = _kv_with_a_pickled_sidecar(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnsafePickle, match=r"evil.kv: refusing to load: it lists pickled sidecar files"):
+        load_vectors(evil)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_sidecar_names_cannot_lead_out_of_the_folder(tmp_path):
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(vector_size=4)
+    kv.add_vectors(["a"], np.ones((1, 4), dtype=np.float32))
+    kv.__dict__["__numpys"] = ["../../outside"]
+    with open(tmp_path / "odd.kv", "wb") as handle:
+        pickle.dump(kv, handle)
+    with pytest.raises(UnsafePickle, match=r"__numpys names \['../../outside'\]"):
+        load_vectors(str(tmp_path / "odd.kv"))
+
+
+def test_separately_stored_arrays_still_load_and_memory_map(tmp_path):
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(vector_size=4)
+    kv.add_vectors([f"w{i}" for i in range(50)], np.arange(200, dtype=np.float32).reshape(50, 4))
+    kv.save(str(tmp_path / "big.kv"), sep_limit=0)  # vectors stored beside it as big.kv.vectors.npy
+    assert (tmp_path / "big.kv.vectors.npy").is_file()
+    loaded = load_vectors(str(tmp_path / "big.kv"))
+    assert isinstance(loaded.vectors, np.memmap) and loaded["w3"].tolist() == [12.0, 13.0, 14.0, 15.0]
