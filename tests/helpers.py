@@ -39,7 +39,7 @@ def quick_train(
 def saved_state(model_dir: Path) -> dict[str, torch.Tensor]:
     """The tensors of a save_pretrained folder (before any training), under the in-memory module names
     (transformers may store legacy key names on disk)."""
-    from hftl.loading import load
+    from hftl.outputs.loading import load
 
     return {name: tensor.detach().clone() for name, tensor in load(model_dir).state_dict().items()}
 

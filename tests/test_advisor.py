@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import hftl
-from hftl.advisor import DatasetSize, DepthScore, Thresholds, advise, decide
+from hftl.advisor.decision import DatasetSize, DepthScore, Thresholds, advise, decide
+from hftl.advisor.probes import depth_features, pool
 from hftl.cli import main
-from hftl.loading import load
-from hftl.probe import depth_features, pool
+from hftl.outputs.loading import load
 
 RULES = Thresholds(small_per_class=1000, similar_logme=0.05, depth_margin=0.05)
 

@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict
 from PIL import Image
 
 import hftl
-from hftl.badinputs import BadInput, decode_image
+from hftl.data.bad_inputs import BadInput, decode_image
 from tests.conftest import write_image_folder
 from tests.helpers import quick_train
 
@@ -122,7 +122,7 @@ def test_non_utf8_file_names_the_file_line_and_the_fix(tmp_path, bert_dir):
 
 
 def test_data_encoding_reads_latin1(tmp_path):
-    from hftl.data import load_raw
+    from hftl.data.loading import load_raw
 
     path = tmp_path / "train.csv"
     path.write_bytes("text,label\ncafé crème,a\n".encode("latin-1"))

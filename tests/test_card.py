@@ -12,7 +12,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 import hftl
-from hftl.card import EXAMPLE_TEXT, build_card
+from hftl.outputs.card import EXAMPLE_TEXT, build_card
 from tests.helpers import quick_train
 from tests.test_hub import python_blocks, write_example_image
 

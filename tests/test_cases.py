@@ -7,9 +7,9 @@ from transformers import AutoModelForImageClassification, AutoModelForSequenceCl
 
 import hftl
 from hftl.backbones import backbone_for
-from hftl.cases import make_plan
 from hftl.config import RunConfig
-from hftl.transfer import apply_plan, count_parameters
+from hftl.transfer.apply import apply_plan, count_parameters
+from hftl.transfer.cases import make_plan
 
 FAMILIES = {"vit": ("image", 4), "resnet": ("image", 4), "bert": ("text", 4)}
 

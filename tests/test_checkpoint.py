@@ -8,15 +8,15 @@ import pickle
 import pytest
 import torch
 
-import hftl.checkpoint
-from hftl.checkpoint import COMPLETE, list_checkpoints, resolve_resume, rotate
+import hftl.training.checkpoints
+from hftl.training.checkpoints import COMPLETE, list_checkpoints, resolve_resume, rotate
 from tests.helpers import quick_train
 
 
 def test_a_checkpoint_write_failing_half_way_leaves_the_previous_one_usable(
     monkeypatch, resnet_dir, image_folder, tmp_path
 ):
-    original, calls = hftl.checkpoint.save_file, {"n": 0}
+    original, calls = hftl.training.checkpoints.save_file, {"n": 0}
 
     def fail_on_third(tensors, filename, *args, **kwargs):
         calls["n"] += 1
@@ -26,7 +26,7 @@ def test_a_checkpoint_write_failing_half_way_leaves_the_previous_one_usable(
             raise OSError("No space left on device (simulated)")
         return original(tensors, filename, *args, **kwargs)
 
-    monkeypatch.setattr(hftl.checkpoint, "save_file", fail_on_third)
+    monkeypatch.setattr(hftl.training.checkpoints, "save_file", fail_on_third)
     with pytest.raises(OSError, match="No space left"):
         quick_train("image", "large_similar", resnet_dir, image_folder, tmp_path, epochs=3, save_steps=2)
     root = tmp_path / "checkpoints"
@@ -35,7 +35,7 @@ def test_a_checkpoint_write_failing_half_way_leaves_the_previous_one_usable(
     newest = resolve_resume("auto", tmp_path)
     assert newest.name.startswith("checkpoint-00000004")  # the partial step-6 checkpoint is ignored
 
-    monkeypatch.setattr(hftl.checkpoint, "save_file", original)
+    monkeypatch.setattr(hftl.training.checkpoints, "save_file", original)
     resumed = quick_train(
         "image", "large_similar", resnet_dir, image_folder, tmp_path, epochs=3, save_steps=2, resume="auto"
     )

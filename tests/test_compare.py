@@ -1,4 +1,4 @@
-"""`hftl compare` and the benefit arithmetic of hftl.report: start, slope (area, steps to target), asymptote."""
+"""`hftl compare` and the benefit arithmetic of hftl.recipes.report: start, slope (area, steps to target), asymptote."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 
 import hftl
 from hftl.cli import main
-from hftl.compare import CompareSettings, parse_sizes, rebuild_report, scratch_config
 from hftl.config import RunConfig
-from hftl.report import area_under_curve, benefits, curve_points, steps_to
+from hftl.recipes.compare import CompareSettings, parse_sizes, rebuild_report, scratch_config
+from hftl.recipes.report import area_under_curve, benefits, curve_points, steps_to
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

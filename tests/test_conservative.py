@@ -17,16 +17,16 @@ from safetensors.torch import load_file
 
 import hftl
 from hftl.backbones import backbone_for
-from hftl.cases import make_plan
 from hftl.config import RunConfig
-from hftl.conservative import (
+from hftl.outputs.loading import load
+from hftl.transfer.apply import apply_plan
+from hftl.transfer.cases import make_plan
+from hftl.transfer.conservative import (
     ConservativeTraining,
     batch_spectral_shrinkage,
     block_of_parameter,
     parameter_groups,
 )
-from hftl.loading import load
-from hftl.transfer import apply_plan
 from tests.helpers import free_port, quick_train, saved_state
 
 FAMILY_TASK = {"vit": "image", "resnet": "image", "bert": "text"}
@@ -238,9 +238,9 @@ def test_plans_saved_before_conservative_fields_still_load(model_dirs, tmp_path)
 DDP_SCRIPT = textwrap.dedent(
     """
     import hashlib, os, sys
-    import hftl, hftl.loop
+    import hftl, hftl.training.loop
 
-    def hash_then_restore(model, *args, restore=hftl.loop.restore_trained_weights):
+    def hash_then_restore(model, *args, restore=hftl.training.loop.restore_trained_weights):
         # each process's live weights at the end of training, before the best epoch is restored from rank 0's file
         digest = hashlib.sha256()
         for name, tensor in sorted(model.state_dict().items()):
@@ -250,7 +250,7 @@ DDP_SCRIPT = textwrap.dedent(
         return restore(model, *args)
 
     model, dataset, out = sys.argv[1:4]
-    hftl.loop.restore_trained_weights = hash_then_restore
+    hftl.training.loop.restore_trained_weights = hash_then_restore
     hftl.train(task="image", case="large_similar", model=model, dataset=dataset, output_dir=out, epochs=2,
                batch_size=8, lr=1e-2, unfreeze_schedule=1, regularizer=["l2sp"], save_total_limit=5)
     """

@@ -8,7 +8,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict
 
 import hftl
-from hftl.data import load_splits
+from hftl.data.loading import load_splits
 from hftl.tasks import get_task
 
 

@@ -12,7 +12,7 @@ import torch
 
 import hftl
 from hftl.cli import main as cli_main
-from hftl.demo import CASE_ORDER, ImageSet, find_fashion_mnist, make_shapes, read_idx, run_demo
+from hftl.recipes.demo import CASE_ORDER, ImageSet, find_fashion_mnist, make_shapes, read_idx, run_demo
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hftl
-from hftl.weights.efficientnet_lite import stage_layout, to_timm_keys
+from hftl.modeling.efficientnet_lite import stage_layout, to_timm_keys
 from tests.assets import EFFICIENTNET_LITE0, HYMENOPTERA, needs, needs_timm
 
 # EfficientNet-Lite0: blocks per stage and each stage's output width (no squeeze-excitation)
@@ -107,7 +107,7 @@ BEES = ["10870992_eebeeb3a12.jpg", "1181173278_23c36fac71.jpg"]
 def test_real_imagenet_weights_see_ants_and_bees(tmp_path):
     from transformers import pipeline
 
-    from hftl.weights.efficientnet_lite import convert
+    from hftl.modeling.efficientnet_lite import convert
 
     folder = convert(EFFICIENTNET_LITE0, tmp_path / "lite0")
     classify = pipeline("image-classification", model=hftl.load(folder), image_processor=str(folder))

@@ -17,17 +17,17 @@ from transformers import AutoModelForImageClassification, pipeline
 import hftl
 from hftl.backbones import backbone_for
 from hftl.backbones.base import Cut
-from hftl.cases import make_plan
 from hftl.config import RunConfig
-from hftl.features import (
+from hftl.outputs.loading import load
+from hftl.training.feature_cache import (
     CachedFeaturesModel,
     FeatureCollator,
     find_cut,
     keep_frozen_prefix_in_eval,
     verify_cache,
 )
-from hftl.loading import load
-from hftl.transfer import apply_plan
+from hftl.transfer.apply import apply_plan
+from hftl.transfer.cases import make_plan
 from tests.helpers import cached_and_uncached, keep_only_checkpoint, quick_train
 
 RED = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))

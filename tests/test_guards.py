@@ -9,21 +9,21 @@ import torch
 from safetensors.torch import load_file
 
 import hftl
-import hftl.run
-from hftl.guards import TrainingDiverged
+import hftl.recipes.run
+from hftl.training.guards import TrainingDiverged
 from tests.helpers import quick_train
 
 
 def inject(monkeypatch, hook_factory):
     """Wrap the model hftl builds with a forward hook made by ``hook_factory()`` (training calls only)."""
-    original = hftl.run.apply_plan
+    original = hftl.recipes.run.apply_plan
 
     def apply_and_hook(plan, model, backbone):
         model = original(plan, model, backbone)
         model.register_forward_hook(hook_factory())
         return model
 
-    monkeypatch.setattr(hftl.run, "apply_plan", apply_and_hook)
+    monkeypatch.setattr(hftl.recipes.run, "apply_plan", apply_and_hook)
 
 
 def nan_loss_on(calls: set[int] | None = None, start: int | None = None):

@@ -21,9 +21,10 @@ from safetensors.torch import load
 from transformers import AutoModelForImageClassification
 
 import hftl
-import hftl.hub
+import hftl.outputs.download
+import hftl.outputs.hub
 from hftl.cli import main as cli_main
-from hftl.hub import PushError, describe, publish, publish_after_run, push
+from hftl.outputs.hub import PushError, describe, publish, publish_after_run, push
 from tests.helpers import free_port, quick_train
 from tests.hub_standin import HubStandIn
 
@@ -157,7 +158,7 @@ def test_hub_id_load_reproduces_the_trained_logits(lora_run, hub, monkeypatch, t
         asked.append(repo_id)
         return str(served)
 
-    monkeypatch.setattr(hftl.hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(hftl.outputs.download, "snapshot_download", snapshot_download)
     reloaded = hftl.load(LORA_REPO).eval()
     assert asked == [LORA_REPO]
     with torch.no_grad():
@@ -319,7 +320,7 @@ def test_push_republishes_a_hub_repo_as_a_merged_model(lora_run, hub, monkeypatc
     def snapshot_download(repo_id, local_dir=None, **kwargs):
         return str(write_repo(hub, repo_id, Path(local_dir)))
 
-    monkeypatch.setattr(hftl.hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(hftl.outputs.download, "snapshot_download", snapshot_download)
     monkeypatch.chdir(tmp_path)  # LORA_REPO is no local path here
     assert cli_main(["push", LORA_REPO, "--repo-id", "tester/from-hub-merged", "--merged"]) == 0
     assert set(hub.files("tester/from-hub-merged")) == MODEL_SET

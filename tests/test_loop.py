@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForImageClassification
 
-from hftl.loop import parameter_groups
+from hftl.training.loop import parameter_groups
 from tests.helpers import quick_train
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hftl.checkpoint import list_checkpoints
+from hftl.training.checkpoints import list_checkpoints
 from tests.helpers import assert_resume_matches, saved_state
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

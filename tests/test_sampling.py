@@ -6,7 +6,7 @@ import random
 
 from datasets import Dataset
 
-from hftl.sampling import LengthGroupedSampler, length_grouped_sampler, sequence_lengths
+from hftl.data.sampling import LengthGroupedSampler, length_grouped_sampler, sequence_lengths
 
 
 def padded_tokens(order: list[int], lengths: list[int], batch_size: int) -> int:

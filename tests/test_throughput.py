@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from hftl.throughput import ThroughputMeter, format_summary, matmul_precision, peak_flops
+from hftl.training.throughput import ThroughputMeter, format_summary, matmul_precision, peak_flops
 
 
 def slow_batches(count: int, delay: float):

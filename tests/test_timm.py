@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import hftl
-from hftl.cases import make_plan
 from hftl.config import RunConfig
-from hftl.transfer import apply_plan, count_parameters
+from hftl.transfer.apply import apply_plan, count_parameters
+from hftl.transfer.cases import make_plan
 from tests.assets import needs_timm, timm_skip_reason
 
 ARCHS = {"test_resnet": 4, "test_efficientnet": 5, "test_vit": 6}

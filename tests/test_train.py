@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import pipeline
 
 import hftl
-from hftl.loading import load
+from hftl.outputs.loading import load
 from tests.helpers import base_name, quick_train, saved_state
 
 SETTINGS = {

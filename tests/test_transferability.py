@@ -8,7 +8,7 @@ from scipy.optimize import minimize
 from scipy.stats import multivariate_normal
 
 import hftl
-from hftl.transferability import h_score, leep, logme, logme_evidence, one_hot
+from hftl.advisor.scores import h_score, leep, logme, logme_evidence, one_hot
 
 
 def direct_log_evidence(features: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:

@@ -13,10 +13,10 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 import hftl
 from hftl.backbones import backbone_for
-from hftl.cases import make_plan
 from hftl.cli import main as cli_main
 from hftl.config import RunConfig
-from hftl.modeling_vectors import WordVectorsConfig, WordVectorsForSequenceClassification
+from hftl.modeling.word_vectors import WordVectorsConfig, WordVectorsForSequenceClassification
+from hftl.transfer.cases import make_plan
 from tests.conftest import VECTORS_MISSING
 
 EMBEDDINGS = "word_vectors.embeddings.weight"

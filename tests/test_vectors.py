@@ -13,7 +13,7 @@ from gensim.models import KeyedVectors
 from transformers import AutoTokenizer
 
 import hftl
-from hftl.vectors import detect_format, keyed_vectors, vectors_are_lowercase
+from hftl.sources.word_vectors import detect_format, keyed_vectors, vectors_are_lowercase
 from tests.assets import SHARED
 
 GLOVE_REAL = SHARED / "glove" / "glove.6B.50d.top50k.txt"

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hftl.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported where it is used: listing the families (hftl tasks) needs none
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Backbone:
     lora_pattern: ClassVar[str | None] = None
     # learning rates by strategy where this family needs other defaults than cases.DEFAULT_LR
     default_lrs: ClassVar[dict[str, float]] = {}
-    # frozen-feature cache (hftl.features): task-model classes whose forward pieces below are exact
+    # frozen-feature cache (hftl.training.feature_cache): task-model classes whose forward pieces below are exact
     cache_classes: ClassVar[tuple[str, ...]] = ()
     # convolutional families run faster in channels_last memory format on GPUs
     convolutional: ClassVar[bool] = False
@@ -126,6 +127,8 @@ class Backbone:
 
     def reset_head(self, model: nn.Module) -> None:
         """Re-initialise the head so that it is new even when the checkpoint had one of the right size."""
+        from torch import nn
+
         std = getattr(model.config, "initializer_range", 0.02)
         for name in self.head(model):
             for module in model.get_submodule(name).modules():

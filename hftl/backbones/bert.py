@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from hftl.backbones.base import Backbone, register_backbone
+
+if TYPE_CHECKING:  # torch is imported where it is used: listing the families (hftl tasks) needs none
+    import torch
+    from torch import nn
 
 
 @register_backbone
@@ -41,6 +42,8 @@ class BertBackbone(Backbone):
         return pooler(hidden) if pooler is not None else hidden
 
     def forward_head(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        from torch import nn
+
         dropout = getattr(
             model, "dropout", None
         )  # BertForSequenceClassification: dropout, then the classifier
@@ -72,5 +75,7 @@ class DistilBertBackbone(Backbone):
         return hidden[:, 0]
 
     def forward_head(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        from torch import nn
+
         x = nn.functional.relu(model.pre_classifier(x))
         return model.classifier(model.dropout(x))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from hftl.backbones.base import Backbone, register_backbone
+
+if TYPE_CHECKING:  # torch is imported where it is used: listing the families (hftl tasks) needs none
+    import torch
+    from torch import nn
 
 
 @register_backbone
@@ -33,6 +34,8 @@ class ResNetBackbone(Backbone):
         config.set_output_features_output_indices(out_features=None, out_indices=None)
 
     def truncate(self, model: nn.Module, keep: int) -> None:
+        from torch import nn
+
         super().truncate(model, keep)
         # the pooled features now have the kept stage's width: resize the head's input to match
         old = model.classifier[-1]

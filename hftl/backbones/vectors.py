@@ -3,18 +3,17 @@ classifier are new. There is no layer stack, so nothing is truncated and LoRA ha
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from hftl.backbones.base import Backbone, register_backbone
 from hftl.errors import ConfigError, ModelError
+from hftl.settings import VECTORS_LORA_MESSAGE
 
-LORA_MESSAGE = (
-    "LoRA is not meaningful for word vectors: the only pretrained block is the embedding matrix (a lookup table, "
-    "no weight matrices to adapt). Use --strategy head (frozen vectors, trained classifier) or --strategy full "
-    "(fine-tuned vectors)."
-)
+if TYPE_CHECKING:  # torch is imported where it is used: listing the families (hftl tasks) needs none
+    from torch import nn
+
+
+LORA_MESSAGE = VECTORS_LORA_MESSAGE
 
 
 @register_backbone
@@ -63,6 +62,8 @@ class WordVectorsBackbone(Backbone):
 
     def reset_head(self, model: nn.Module) -> None:
         """PyTorch's default init (Kaiming-uniform) for the new CNN and MLP: they sit on ReLUs."""
+        from torch import nn
+
         for name in self.head(model):
             for module in model.get_submodule(name).modules():
                 if isinstance(module, nn.Linear | nn.Conv1d):

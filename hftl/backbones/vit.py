@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from hftl.backbones.base import Backbone, register_backbone
+
+if TYPE_CHECKING:  # torch is imported where it is used: listing the families (hftl tasks) needs none
+    import torch
+    from torch import nn
 
 
 @register_backbone
@@ -36,6 +37,8 @@ class ViTBackbone(Backbone):
         return model.config.model_type != "dinov2"
 
     def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        import torch
+
         sequence = model.get_submodule(self._qualify(model, "layernorm"))(hidden)
         if model.config.model_type == "dinov2":
             return torch.cat([sequence[:, 0], sequence[:, 1:].mean(dim=1)], dim=1)

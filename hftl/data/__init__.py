@@ -1,0 +1,1 @@
+"""Datasets in, model inputs out: loading, preprocessing, bad inputs and sampling."""

@@ -1,0 +1,287 @@
+"""Loading a dataset (Hub id, image folder, CSV/JSON/Parquet files, save_to_disk folder) into train/validation
+splits with integer labels and their names.
+
+Everything goes through ``datasets`` so loading, caching and fingerprints are theirs; this module only decides
+which builder to use, which split is which, which columns hold inputs and labels, and how labels are numbered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict
+
+from hftl.errors import DataError
+from hftl.sources.registry import looks_like_path
+
+if TYPE_CHECKING:
+    from hftl.config import RunConfig
+    from hftl.tasks import Task
+
+VALIDATION_NAMES = ("validation", "valid", "val", "dev", "eval", "test")
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class Splits:
+    """Train and validation data with labels encoded as ``ClassLabel`` in the column ``label_column``."""
+
+    train: Dataset
+    validation: Dataset
+    labels: list[str]
+    input_column: str
+    label_column: str
+    source: str
+
+
+def load_raw(
+    source: str, modality: str, dataset_config: str | None = None, encoding: str = "utf-8"
+) -> DatasetDict:
+    """Load ``source`` as a DatasetDict, choosing the builder from what is on disk, else the Hub."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            loaded = datasets.load_from_disk(str(path))
+            return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+        files = _data_files(sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS))
+        if files:
+            return _load_files(files, encoding)
+        if modality == "image":
+            return datasets.load_dataset("imagefolder", data_dir=str(path))
+        raise DataError(f"{path}: no CSV/TSV/JSON/Parquet files in this folder")
+    if path.is_file():
+        if path.suffix.lower() not in FILE_BUILDERS:
+            raise DataError(
+                f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(FILE_BUILDERS)}"
+            )
+        return _load_files({"train": [path]}, encoding)
+    if looks_like_path(source) or Path(source).suffix.lower() in FILE_BUILDERS:
+        raise DataError(f"dataset path does not exist: {source}")
+    try:
+        return datasets.load_dataset(source, dataset_config)
+    except Exception as error:  # the Hub client raises many types when offline or the id is wrong
+        raise DataError(
+            f"could not load dataset {source!r} from the Hugging Face Hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). Offline, pass a local image folder or "
+            "CSV/JSON/Parquet file with --dataset."
+        ) from error
+
+
+def _data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
+    """Group files into splits by their names (train*, val*/dev*/valid*, test*); unnamed files are train."""
+    splits: dict[str, list[Path]] = {}
+    for path in paths:
+        stem = path.stem.lower()
+        if "train" in stem:
+            split = "train"
+        elif stem.startswith(("val", "dev", "eval")) or "valid" in stem:
+            split = "validation"
+        elif "test" in stem:
+            split = "test"
+        else:
+            split = "train"
+        splits.setdefault(split, []).append(path)
+    return splits
+
+
+def _load_files(files: dict[str, list[Path]], encoding: str = "utf-8") -> DatasetDict:
+    suffixes = {p.suffix.lower() for paths in files.values() for p in paths}
+    builders = {FILE_BUILDERS[s] for s in suffixes}
+    if len(builders) > 1:
+        raise DataError(f"mixed file types {sorted(suffixes)}; use one format for all splits")
+    builder = builders.pop()
+    kwargs: dict[str, Any] = {}
+    if suffixes == {".tsv"}:
+        kwargs.update(delimiter="\t", quoting=3)  # 3 = csv.QUOTE_NONE: TSV text keeps its quotes
+    if builder in ("csv", "json"):
+        kwargs["encoding"] = encoding
+    data_files = {split: [str(p) for p in paths] for split, paths in files.items()}
+    try:
+        return datasets.load_dataset(builder, data_files=data_files, **kwargs)
+    except Exception as error:
+        undecodable = _first_undecodable([p for paths in files.values() for p in paths], encoding)
+        if undecodable:
+            raise DataError(
+                f"{undecodable}; re-save the file as UTF-8 or pass its encoding with --data-encoding "
+                "(e.g. latin-1)"
+            ) from error
+        raise DataError(
+            f"cannot read {sorted(data_files.values())}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _first_undecodable(paths: Sequence[Path], encoding: str) -> str | None:
+    """Name the first file, line and byte that ``encoding`` cannot decode (None if all decode)."""
+    for path in paths:
+        if path.suffix.lower() == ".parquet":
+            continue
+        data = path.read_bytes()
+        try:
+            data.decode(encoding)
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            return f"{path}: line {line} is not valid {encoding} (byte 0x{data[error.start]:02x} at offset {error.start})"
+    return None
+
+
+def find_column(
+    dataset: Dataset, explicit: str | None, candidates: Sequence[str], what: str, flag: str
+) -> str:
+    """The column holding ``what``: the one the user named, else the first known name present."""
+    columns = list(dataset.column_names)
+    if explicit is not None:
+        if explicit not in columns:
+            raise DataError(f"{what} column {explicit!r} not found; the dataset has columns {columns}")
+        return explicit
+    for name in candidates:
+        if name in columns:
+            return name
+    raise DataError(
+        f"no {what} column found (looked for {list(candidates)}); the dataset has columns {columns}. "
+        f"Name it with {flag}."
+    )
+
+
+def pick_splits(raw: DatasetDict, label_column_hint: Sequence[str]) -> tuple[Dataset, Dataset | None]:
+    """The train split, and a labelled validation split when the dataset has one."""
+    if "train" not in raw:
+        if len(raw) == 1:
+            return next(iter(raw.values())), None
+        raise DataError(f"no 'train' split; the dataset has splits {list(raw)}")
+    for name in VALIDATION_NAMES:
+        if name in raw and _has_labels(raw[name], label_column_hint):
+            return raw["train"], raw[name]
+    return raw["train"], None
+
+
+def _has_labels(split: Dataset, label_columns: Sequence[str]) -> bool:
+    """False for hidden-label test splits (GLUE marks them -1)."""
+    column = next((c for c in label_columns if c in split.column_names), None)
+    if column is None or len(split) == 0:
+        return False
+    values = split[column][:100]
+    return not all(v is None or (isinstance(v, int) and v < 0) for v in values)
+
+
+def encode_labels(train: Dataset, validation: Dataset, column: str) -> tuple[Dataset, Dataset, list[str]]:
+    """Give both splits the same ``ClassLabel`` numbering; names come from the dataset when it has them."""
+    feature = train.features[column]
+    if isinstance(feature, ClassLabel):
+        names = list(feature.names)
+    else:
+        values = train.unique(column)
+        bad = [v for v in values if v is None or (isinstance(v, str) and not v.strip())]
+        if bad:
+            row = train[column].index(bad[0])
+            raise DataError(f"train row {row}: empty label in column {column!r}")
+        names = [str(v) for v in sorted(values, key=lambda v: (isinstance(v, str), v))]
+    label_feature = ClassLabel(names=names)
+    train = _as_class_label(train, column, label_feature, "train")
+    validation = _as_class_label(validation, column, label_feature, "validation")
+    if len(names) < 2:
+        raise DataError(
+            f"the label column {column!r} has a single class ({names}); classification needs two or more"
+        )
+    return train, validation, names
+
+
+def _as_class_label(split: Dataset, column: str, target: ClassLabel, split_name: str) -> Dataset:
+    feature = split.features[column]
+    if isinstance(feature, ClassLabel):
+        if feature.names == target.names:
+            values = split[column]
+            for row, value in enumerate(values):
+                if not 0 <= value < target.num_classes:
+                    raise DataError(
+                        f"{split_name} row {row}: label {value} is outside the label set {target.names}"
+                    )
+            return split
+        remap = {i: name for i, name in enumerate(feature.names)}
+        values = [remap.get(v) for v in split[column]]
+    else:
+        values = [None if v is None else str(v) for v in split[column]]
+    index = {name: i for i, name in enumerate(target.names)}
+    for row, value in enumerate(values):
+        if value not in index:
+            raise DataError(
+                f"{split_name} row {row}: label {value!r} is not in the label set {target.names} "
+                "(labels are taken from the train split)"
+            )
+    encoded = split.remove_columns(column).add_column(column, [index[v] for v in values])
+    return encoded.cast_column(column, target)
+
+
+def holdout(train: Dataset, column: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split a validation set off train, stratified by label when every class has enough examples."""
+    try:
+        parts = train.train_test_split(test_size=fraction, stratify_by_column=column, seed=seed)
+    except ValueError:
+        parts = train.train_test_split(test_size=fraction, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def load_splits(
+    source: str | DatasetDict | Dataset,
+    *,
+    modality: str,
+    input_columns: Sequence[str],
+    label_columns: Sequence[str],
+    input_column: str | None = None,
+    label_column: str | None = None,
+    dataset_config: str | None = None,
+    validation_split: float = 0.1,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    seed: int = 42,
+    encoding: str = "utf-8",
+) -> Splits:
+    """Everything between ``--dataset`` and model-ready splits, except preprocessing."""
+    if isinstance(source, Dataset):
+        raw, name = DatasetDict({"train": source}), "<in-memory Dataset>"
+    elif isinstance(source, DatasetDict):
+        raw, name = source, "<in-memory DatasetDict>"
+    else:
+        raw, name = load_raw(source, modality, dataset_config, encoding), source
+    hints = [label_column] if label_column else list(label_columns)
+    train, validation = pick_splits(raw, hints)
+    if len(train) == 0:
+        raise DataError(f"{name}: the train split is empty")
+    image_or_text = find_column(train, input_column, input_columns, f"{modality} input", "--input-column")
+    label = find_column(train, label_column, label_columns, "label", "--label-column")
+    if validation is None:
+        if not isinstance(train.features[label], ClassLabel):
+            train, _, _ = encode_labels(train, train.select(range(1)), label)
+        train, validation = holdout(train, label, validation_split, seed)
+    else:
+        find_column(validation, label, [label], "label", "--label-column")
+        find_column(validation, image_or_text, [image_or_text], f"{modality} input", "--input-column")
+    if len(validation) == 0:
+        raise DataError(f"{name}: the validation split is empty")
+    train, validation, labels = encode_labels(train, validation, label)
+    if max_train_samples is not None and max_train_samples < len(train):
+        train = train.shuffle(seed=seed).select(range(max_train_samples))
+    if max_eval_samples is not None and max_eval_samples < len(validation):
+        validation = validation.shuffle(seed=seed).select(range(max_eval_samples))
+    return Splits(train, validation, labels, image_or_text, label, name)
+
+
+def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None = None) -> Splits:
+    """The run's train/validation splits (``dataset`` in memory overrides ``config.dataset``)."""
+    return load_splits(
+        dataset if dataset is not None else config.dataset,
+        modality=task.modality,
+        input_columns=task.input_columns,
+        label_columns=task.label_columns,
+        input_column=config.input_column,
+        label_column=config.label_column,
+        dataset_config=config.dataset_config,
+        validation_split=config.validation_split,
+        max_train_samples=config.max_train_samples,
+        max_eval_samples=config.max_eval_samples,
+        encoding=config.data_encoding,
+        seed=config.seed,
+    )

@@ -1,0 +1,235 @@
+"""Turning splits into model inputs: images decoded and resized once, texts tokenized once, batches built by
+collators (per-epoch image augmentation, dynamic padding for text).
+
+Images are stored after resize/crop as uint8 (``datasets.map``, cached by fingerprint), and rescaled/normalised
+in the collator, so decoding JPEGs never happens twice and augmentation still differs per epoch. The numbers
+follow the model's own image processor, so ``transformers.pipeline`` sees the same inputs at inference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Array3D, ClassLabel, Dataset, Features, Value
+from transformers import DataCollatorWithPadding
+
+from hftl.data.bad_inputs import ERROR, BadInput, SkipReport, decode_image, problem, screen, text_problem
+from hftl.data.loading import Splits
+from hftl.errors import DataError
+
+LABELS = "labels"
+EXAMPLE_ID = "example_id"
+
+
+@dataclass
+class ModelInputs:
+    """Model-ready splits, the collators that batch them, and what was skipped as unusable."""
+
+    train: Dataset
+    validation: Dataset
+    train_collator: Any
+    eval_collator: Any
+    skipped: list[SkipReport] = field(default_factory=list)
+
+
+def prepare_inputs(
+    splits: Splits,
+    modality: str,
+    processor: Any,
+    *,
+    max_length: int = 128,
+    augment: bool = True,
+    seed: int = 42,
+    pad_to_multiple_of: int | None = None,
+    max_bad_fraction: float = 0.05,
+) -> ModelInputs:
+    """Preprocess both splits once for ``modality`` ('image' or 'text'), skipping and reporting unusable examples
+    (see ``hftl.data.bad_inputs`` for the policy)."""
+    if modality == "image":
+        stats = ImageStats.from_processor(processor)
+        train, train_report = screen(
+            _map_images(splits.train, splits, processor, stats), "train", max_bad_fraction
+        )
+        validation, validation_report = screen(
+            _map_images(splits.validation, splits, processor, stats), "validation", max_bad_fraction
+        )
+        return ModelInputs(
+            train.with_format("torch"),
+            validation.with_format("torch"),
+            ImageCollator(stats, augment=augment, seed=seed),
+            ImageCollator(stats, augment=False, seed=seed),
+            [train_report, validation_report],
+        )
+    train, train_report = screen(
+        _map_texts(splits.train, splits, processor, max_length), "train", max_bad_fraction
+    )
+    validation, validation_report = screen(
+        _map_texts(splits.validation, splits, processor, max_length), "validation", max_bad_fraction
+    )
+    collator = DataCollatorWithPadding(processor, pad_to_multiple_of=pad_to_multiple_of)
+    return ModelInputs(train, validation, collator, collator, [train_report, validation_report])
+
+
+# --- images --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageStats:
+    """What the model's image processor does after resizing: the rescale factor and the normalisation."""
+
+    height: int
+    width: int
+    rescale_factor: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_processor(cls, processor: Any) -> ImageStats:
+        probe = processor(
+            [np.zeros((37, 41, 3), dtype=np.uint8)], do_rescale=False, do_normalize=False, return_tensors="np"
+        )["pixel_values"]
+        _, channels, height, width = probe.shape
+        rescale = processor.rescale_factor if getattr(processor, "do_rescale", True) else 1.0
+        if getattr(processor, "do_normalize", True):
+            mean, std = (
+                _per_channel(processor.image_mean, channels),
+                _per_channel(processor.image_std, channels),
+            )
+        else:
+            mean, std = (0.0,) * channels, (1.0,) * channels
+        return cls(height, width, float(rescale), mean, std)
+
+
+def _per_channel(values: float | Sequence[float], channels: int) -> tuple[float, ...]:
+    if isinstance(values, int | float):
+        return (float(values),) * channels
+    return tuple(float(v) for v in values)
+
+
+def _map_images(split: Dataset, splits: Splits, processor: Any, stats: ImageStats) -> Dataset:
+    column, label = splits.input_column, splits.label_column
+    if isinstance(split.features[column], datasets.Image):
+        split = split.cast_column(column, datasets.Image(decode=False))  # decode here, one bad file at a time
+    blank = np.zeros((3, stats.height, stats.width), dtype=np.uint8)
+    features = Features(
+        {
+            "pixel_values": Array3D(shape=(3, stats.height, stats.width), dtype="uint8"),
+            LABELS: ClassLabel(names=splits.labels),
+            EXAMPLE_ID: Value("int64"),
+            ERROR: Value("string"),
+        }
+    )
+
+    def resize(batch: Mapping[str, list], indices: list[int]) -> dict[str, Any]:
+        images, problems = [], []
+        for i, raw in enumerate(batch[column]):
+            try:
+                images.append(decode_image(raw, target_size=2 * max(stats.height, stats.width)))
+                problems.append("")
+            except BadInput as error:
+                where = raw.get("path") if isinstance(raw, dict) and raw.get("path") else f"row {indices[i]}"
+                problems.append(problem(str(where), str(error)))
+        good = iter(
+            processor(images, do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
+            if images
+            else []
+        )
+        pixels = [
+            blank if text else np.clip(np.rint(next(good)), 0, 255).astype(np.uint8) for text in problems
+        ]
+        return {"pixel_values": pixels, LABELS: batch[label], EXAMPLE_ID: indices, ERROR: problems}
+
+    return split.map(
+        resize,
+        batched=True,
+        batch_size=64,
+        with_indices=True,
+        remove_columns=split.column_names,
+        features=features,
+        desc="Decoding and resizing images (once)",
+    )
+
+
+class ImageCollator:
+    """Stacks uint8 images, applies seeded per-example augmentation (train), then rescales and normalises.
+
+    The augmentation of an example depends only on (seed, epoch, example id), so it is the same whatever the batch
+    order, number of workers or resume point.
+    """
+
+    def __init__(
+        self, stats: ImageStats, *, augment: bool, seed: int, scale: tuple[float, float] = (0.6, 1.0)
+    ):
+        self.stats, self.augment, self.seed, self.scale = stats, augment, seed, scale
+        self.epoch = 0
+        self._mean = torch.tensor(stats.mean).view(-1, 1, 1)
+        self._std = torch.tensor(stats.std).view(-1, 1, 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        pixels = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]).float()
+        if self.augment:
+            for i, example in enumerate(examples):
+                generator = torch.Generator().manual_seed(
+                    _seed_for(self.seed, self.epoch, int(example[EXAMPLE_ID]))
+                )
+                pixels[i] = random_resized_crop_flip(pixels[i], generator, self.scale)
+        pixels = (pixels * self.stats.rescale_factor - self._mean) / self._std
+        labels = torch.as_tensor([int(e[LABELS]) for e in examples], dtype=torch.long)
+        return {"pixel_values": pixels, LABELS: labels}
+
+
+def _seed_for(*parts: int) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def random_resized_crop_flip(
+    image: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.6, 1.0)
+) -> torch.Tensor:
+    """Light augmentation without torchvision: a random crop of ``scale`` of the area, resized back, maybe flipped."""
+    _, height, width = image.shape
+    rand = torch.rand(4, generator=generator).tolist()
+    area = scale[0] + (scale[1] - scale[0]) * rand[0]
+    aspect = float(np.exp(np.log(3 / 4) + (np.log(4 / 3) - np.log(3 / 4)) * rand[1]))
+    crop_h = min(height, max(1, round((area * height * width / aspect) ** 0.5)))
+    crop_w = min(width, max(1, round((area * height * width * aspect) ** 0.5)))
+    top = int(rand[2] * (height - crop_h + 1))
+    left = int(rand[3] * (width - crop_w + 1))
+    crop = image[:, top : top + crop_h, left : left + crop_w]
+    out = F.interpolate(crop[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    if torch.rand(1, generator=generator).item() < 0.5:
+        out = out.flip(-1)
+    return out
+
+
+# --- texts ---------------------------------------------------------------------------------------------------------
+def _map_texts(split: Dataset, splits: Splits, tokenizer: Any, max_length: int) -> Dataset:
+    column, label = splits.input_column, splits.label_column
+
+    def tokenize(batch: Mapping[str, list], indices: list[int]) -> dict[str, Any]:
+        problems = [text_problem(text) for text in batch[column]]
+        for i, text in enumerate(batch[column]):
+            if not problems[i] and not isinstance(text, str):
+                raise DataError(
+                    f"row {indices[i]}: text in column {column!r} is {type(text).__name__}, not a string; "
+                    "is --input-column the right column?"
+                )
+        texts = [text if not problems[i] else "" for i, text in enumerate(batch[column])]
+        encoded = dict(tokenizer(texts, truncation=True, max_length=max_length))
+        encoded[LABELS] = batch[label]
+        encoded[ERROR] = [
+            problem(f"row {indices[i]}", text) if text else "" for i, text in enumerate(problems)
+        ]
+        return encoded
+
+    return split.map(
+        tokenize, batched=True, with_indices=True, remove_columns=split.column_names, desc="Tokenizing (once)"
+    )

@@ -1,0 +1,1 @@
+"""Using a trained model: predictions and embeddings from any hftl output folder."""

@@ -1,0 +1,139 @@
+"""``hftl.inference.predict``: label names and scores from any trained model (image, transformer text, word vectors, LoRA),
+through ``transformers.pipeline`` on the Accelerate device.
+
+Sources are resolved once here (``resolve``) and shared with ``hftl.inference.embed``: an hftl output folder or Hub id, a
+``RunResult``, or a model object with its processor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from accelerate import PartialState
+from torch import nn
+
+from hftl.errors import ModelError
+
+
+@dataclass
+class Resolved:
+    """A model ready for inference: the task model (LoRA layers active), its processor and its modality."""
+
+    model: nn.Module
+    processor: Any
+    modality: str  # "image" | "text"
+    source: str
+
+
+def modality_of(model: nn.Module) -> str:
+    return "image" if getattr(model, "main_input_name", "input_ids") == "pixel_values" else "text"
+
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The transformers model inside a ``PeftModel``: PEFT injects its layers there, so it still runs the
+    adapters (and the trained head) without merging or copying anything."""
+    from hftl.outputs.artifacts import is_peft_model
+
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def load_processor_of(source: str | Path, modality: str) -> Any:
+    """The image processor or tokenizer saved with a model (folder or Hub id)."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    loader = AutoImageProcessor if modality == "image" else AutoTokenizer
+    try:
+        return loader.from_pretrained(str(source))
+    except (OSError, ValueError) as error:
+        raise ModelError(
+            f"no {'image processor' if modality == 'image' else 'tokenizer'} found for {source} "
+            f"({type(error).__name__}); pass processor=... or save it beside the weights"
+        ) from error
+
+
+def resolve(source: Any, processor: Any = None) -> Resolved:
+    """Turn an hftl output folder/Hub id, a ``RunResult`` or a model object into model + processor + modality."""
+    from hftl.outputs.download import resolve_folder
+    from hftl.outputs.loading import load
+    from hftl.recipes.run import RunResult
+
+    if isinstance(source, RunResult):
+        model, origin = source.model, str(source.output_dir)
+    elif isinstance(source, nn.Module):
+        model = source
+        origin = getattr(getattr(unwrap_peft(source), "config", None), "_name_or_path", "") or ""
+    else:
+        origin = resolve_folder(source)  # a Hub id: its snapshot, so model and processor come from one folder
+        model = load(origin)
+    model = unwrap_peft(model)
+    modality = modality_of(model)
+    if processor is None:
+        if not origin:
+            raise ModelError("this model object does not say where it was loaded from: pass processor=...")
+        processor = load_processor_of(origin, modality)
+    return Resolved(model, processor, modality, origin)
+
+
+def as_batch(inputs: Any) -> tuple[list[Any], bool]:
+    """``inputs`` as a list, and whether it was a single input (a string, an array, an image, a path)."""
+    single = isinstance(inputs, str | np.ndarray | Path) or not isinstance(inputs, Sequence)
+    return ([inputs] if single else list(inputs)), single
+
+
+def pipeline_tag(resolved: Resolved) -> str:
+    """The task's pipeline tag (from the run's task card when the folder has one), else by modality."""
+    from hftl.outputs.loading import task_of
+
+    if resolved.source and Path(resolved.source).is_dir():
+        try:
+            return task_of(resolved.source, resolved.model.config).pipeline_tag
+        except ModelError:
+            pass
+    return f"{resolved.modality}-classification"
+
+
+def as_image(item: Any) -> Any:
+    """An RGB PIL image from a PIL image, a path or URL, or an array (H x W [x C], uint8)."""
+    from PIL import Image
+    from transformers.image_utils import load_image
+
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(item.astype(np.uint8)).convert("RGB")
+    if isinstance(item, str | Path):
+        return load_image(str(item)).convert("RGB")
+    return item.convert("RGB") if hasattr(item, "convert") else item
+
+
+def predict(
+    source: Any,
+    inputs: Any,
+    *,
+    top_k: int = 1,
+    batch_size: int = 32,
+    processor: Any = None,
+) -> list[Any] | dict[str, Any]:
+    """Classify ``inputs`` (texts, or images as PIL/paths/arrays) with a trained model.
+
+    Returns pipeline-style ``{"label": name, "score": probability}`` dicts: one per input for ``top_k=1``, else a
+    list of ``top_k`` per input; a single input (not in a list) gives a single result.
+    """
+    from transformers import pipeline
+
+    resolved = resolve(source, processor)
+    items, single = as_batch(inputs)
+    if resolved.modality == "image":
+        items = [as_image(item) for item in items]
+        processors = {"image_processor": resolved.processor}
+    else:
+        processors = {"tokenizer": resolved.processor}
+    classify = pipeline(
+        pipeline_tag(resolved), model=resolved.model, device=PartialState().device, **processors
+    )
+    outputs = classify(items, top_k=top_k, batch_size=batch_size)
+    ranked = [[output] if isinstance(output, dict) else list(output) for output in outputs]
+    results = [r[0] for r in ranked] if top_k == 1 else ranked
+    return results[0] if single else results

@@ -1,0 +1,363 @@
+"""Model cards (README.md) that say what transfer was done, so a model on the Hub explains itself.
+
+A card is built from the files a run leaves in OUTPUT_DIR (``run_config.yaml``, ``transfer_plan.json``,
+``metrics.json``): Hub metadata through ``huggingface_hub.ModelCardData`` (base model, library, tags, dataset,
+metrics, pipeline tag, eval results), then the task, the transfer case and plan, the training settings, the
+validation metrics per epoch, the label names and a usage snippet that runs as written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hftl.errors import ModelError
+from hftl.outputs.artifacts import BASE_CONFIG_DIR, CONFIG_FILE, MERGED_DIR, METRICS_FILE, PLAN_FILE
+from hftl.outputs.files import write_text
+from hftl.sources.registry import looks_like_path
+from hftl.tasks import Task, get_task
+from hftl.transfer.plan import TransferPlan
+
+CARD_FILE = "README.md"
+CardKind = Literal["adapter", "merged", "full"]
+# hftl's metric names -> the Hub's metric ids (metadata `metrics:` and model-index `type`)
+HUB_METRIC_IDS = {"accuracy": "accuracy", "f1_macro": "f1"}
+EXAMPLE_TEXT = "This is an example sentence."
+EXAMPLE_IMAGE = "example.jpg"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a finished run wrote about itself: settings, plan and metrics."""
+
+    settings: dict[str, Any]
+    plan: TransferPlan
+    metrics: dict[str, Any]
+    max_positions: int | None = None
+
+    @classmethod
+    def read(cls, output_dir: Path) -> RunRecord:
+        missing = [
+            name for name in (CONFIG_FILE, PLAN_FILE, METRICS_FILE) if not (output_dir / name).is_file()
+        ]
+        if missing:
+            raise ModelError(
+                f"{output_dir} is not a finished hftl run: {', '.join(missing)} missing "
+                "(a run writes them at its end; train with `hftl train ... --output-dir DIR` first)"
+            )
+        return cls(
+            settings=yaml.safe_load((output_dir / CONFIG_FILE).read_text(encoding="utf-8")),
+            plan=TransferPlan.load(output_dir / PLAN_FILE),
+            metrics=json.loads((output_dir / METRICS_FILE).read_text(encoding="utf-8")),
+            max_positions=_max_positions(output_dir),
+        )
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.settings["task"])
+
+    @property
+    def max_length(self) -> int:
+        """Truncation length for text inputs: the run's ``max_length``, capped by the model's positions."""
+        return min(self.settings.get("max_length") or 512, self.max_positions or 10**9)
+
+
+def build_card(output_dir: str | Path, kind: CardKind, repo_id: str | None = None) -> ModelCard:
+    """The card for the adapter, the merged model or the full model of the run in ``output_dir``. ``repo_id``
+    is what the usage snippet loads; without it the snippet loads the local folder (so it runs as written)."""
+    output_dir = Path(output_dir)
+    record = RunRecord.read(output_dir)
+    location = repo_id or str((output_dir / MERGED_DIR if kind == "merged" else output_dir).resolve())
+    data = card_metadata(record, kind, repo_id or output_dir.resolve().name)
+    adapter = _adapter_config(output_dir) if kind == "adapter" else {}
+    base = adapter.get("base_model_name_or_path") or record.settings.get("model") or ""
+    sections = [
+        f"# {repo_id or output_dir.resolve().name}",
+        _summary(record, kind, base),
+        _plan_section(record),
+        _training_section(record),
+        _metrics_section(record),
+        _labels_section(record),
+        _usage_section(record, kind, location, base),
+        _files_section(kind),
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def write_cards(output_dir: str | Path, repo_id: str | None = None) -> list[Path]:
+    """Write README.md into the run folder (and into ``merged/`` when it exists); returns the files written."""
+    output_dir = Path(output_dir)
+    kind: CardKind = "adapter" if (output_dir / "adapter_config.json").is_file() else "full"
+    written = [output_dir / CARD_FILE]
+    write_text(written[0], str(build_card(output_dir, kind, repo_id)))
+    if kind == "adapter" and (output_dir / MERGED_DIR / "config.json").is_file():
+        written.append(output_dir / MERGED_DIR / CARD_FILE)
+        write_text(written[1], str(build_card(output_dir, "merged")))
+    return written
+
+
+def card_metadata(record: RunRecord, kind: CardKind, model_name: str) -> ModelCardData:
+    """Hub metadata: Hub ids only (a local path is no valid ``base_model`` or ``datasets`` entry)."""
+    settings, plan, task = record.settings, record.plan, record.task
+    base_model = settings.get("model")
+    dataset = settings.get("dataset")
+    hub_dataset = dataset if is_hub_id(dataset) else None
+    tags = ["hftl", "transfer-learning", plan.case.replace("_", "-"), plan.family, task.pipeline_tag]
+    if plan.strategy == "lora":
+        tags.append("lora")
+    metric_names = [name for name in task.metrics if f"eval_{name}" in record.metrics.get("best", {})]
+    eval_results = None
+    if hub_dataset:
+        eval_results = [
+            EvalResult(
+                task_type=task.pipeline_tag,
+                dataset_type=hub_dataset,
+                dataset_name=hub_dataset,
+                dataset_config=settings.get("dataset_config"),
+                dataset_split="validation",
+                metric_type=HUB_METRIC_IDS.get(name, name),
+                metric_name=name,
+                metric_value=record.metrics["best"][f"eval_{name}"],
+            )
+            for name in metric_names
+        ]
+    return ModelCardData(
+        base_model=base_model if is_hub_id(base_model) else None,
+        library_name="peft" if kind == "adapter" else "transformers",
+        pipeline_tag=task.pipeline_tag,
+        tags=tags,
+        datasets=[hub_dataset] if hub_dataset else None,
+        metrics=[HUB_METRIC_IDS.get(name, name) for name in metric_names] or None,
+        model_name=model_name if eval_results else None,
+        eval_results=eval_results or None,
+    )
+
+
+def is_hub_id(name: Any) -> bool:
+    """True for ``owner/name`` or ``name`` strings that are no local path (what Hub metadata may reference)."""
+    if not isinstance(name, str) or not name or name.startswith("<") or ":" in name or looks_like_path(name):
+        return False
+    return not Path(name).expanduser().exists()
+
+
+# --- body sections -------------------------------------------------------------------------------------------
+def _summary(record: RunRecord, kind: CardKind, base: str) -> str:
+    plan, task, metrics = record.plan, record.task, record.metrics
+    what = {
+        "adapter": "a PEFT LoRA adapter (with its new classification head)",
+        "merged": "the LoRA adapter merged into its base model",
+        "full": "a full model",
+    }[kind]
+    best = metrics.get("best", {})
+    scores = ", ".join(
+        f"{key.removeprefix('eval_')} {value:.4f}"
+        for key, value in best.items()
+        if key.startswith("eval_") and key != "eval_loss"
+    )
+    dataset = record.settings.get("dataset")
+    return (
+        f"This is {what} for {task.pipeline_tag} (hftl task `{task.name}`), "
+        f"transferred from `{base}` with hftl on `{dataset}`.\n\n"
+        f"- transfer case: **{plan.case}**, strategy **{plan.strategy}**, init **{plan.init}**\n"
+        f"- best validation epoch {best.get('epoch')}: {scores or 'no metrics'}\n"
+        f"- labels: {', '.join(metrics.get('labels', []))}"
+    )
+
+
+def _plan_section(record: RunRecord) -> str:
+    plan, params = record.plan, record.metrics.get("parameters", {})
+    rows = ["| block | kind | action | parameters |", "| --- | --- | --- | --- |"]
+    rows += [
+        f"| `{block.name}` | {block.kind} | {block.action} | {block.params:,} |" for block in plan.blocks
+    ]
+    share = ""
+    if params.get("total"):
+        share = (
+            f"\n\nTrainable parameters: {params['trainable']:,} of {params['total']:,} "
+            f"({params.get('percent', 100.0 * params['trainable'] / params['total']):.2f}%)."
+        )
+    kept = (
+        f"the first {plan.keep_layers} of {plan.num_layers} {plan.layer_word}s were kept (the rest removed)"
+        if plan.truncated
+        else f"all {plan.num_layers} {plan.layer_word}s were kept"
+        if plan.num_layers
+        else f"no {plan.layer_word} stack (nothing to cut)"
+    )
+    why = "".join(f"\n- {reason}" for reason in plan.reasons)
+    return (
+        f"## Transfer plan\n\nFrom `{plan.model}` ({plan.family}): {kept}. Frozen blocks keep their pretrained "
+        f"weights; `lora` blocks are frozen with trained low-rank adapters; `new` is the re-initialised head."
+        f"\n\n" + "\n".join(rows) + share + (f"\n\nWhy:{why}" if why else "")
+    )
+
+
+def _training_section(record: RunRecord) -> str:
+    settings, plan, metrics = record.settings, record.plan, record.metrics
+    processes = metrics.get("num_processes", 1)
+    rows = [
+        ("dataset", f"`{settings.get('dataset')}`"),
+        (
+            "train / validation examples",
+            f"{metrics.get('train_examples')} / {metrics.get('validation_examples')}",
+        ),
+        ("epochs", settings.get("epochs")),
+        (
+            "batch size",
+            f"{settings.get('batch_size')} per device x {processes} process(es) x "
+            f"{settings.get('gradient_accumulation_steps')} accumulation step(s)",
+        ),
+        (
+            "learning rate",
+            f"{plan.lr:g} ({settings.get('scheduler')} schedule, warmup {settings.get('warmup_ratio')})",
+        ),
+        ("weight decay", settings.get("weight_decay")),
+        ("gradient clipping", settings.get("max_grad_norm")),
+        ("mixed precision", settings.get("mixed_precision") or "no"),
+        ("seed", settings.get("seed")),
+    ]
+    if record.task.modality == "text":
+        rows.append(("max length", settings.get("max_length")))
+    if record.task.modality == "image":
+        rows.append(("augmentation", settings.get("augment")))
+    if plan.lora is not None:
+        rows.append(
+            (
+                "LoRA",
+                f"r={plan.lora.r}, alpha={plan.lora.alpha}, dropout={plan.lora.dropout}, "
+                f"{len(plan.lora.target_modules)} target modules",
+            )
+        )
+    rows.append(
+        (
+            "steps / training time",
+            f"{metrics.get('global_step')} / {metrics.get('train_seconds')} s on {metrics.get('device')}",
+        )
+    )
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return f"## Training\n\n| setting | value |\n| --- | --- |\n{table}"
+
+
+def _metrics_section(record: RunRecord) -> str:
+    history = record.metrics.get("history", [])
+    if not history:
+        return "## Validation metrics\n\nNo evaluation was recorded."
+    names = [key for key in history[0] if key.startswith("eval_")]
+    best_epoch = record.metrics.get("best", {}).get("epoch")
+    header = "| epoch | step | " + " | ".join(name.removeprefix("eval_") for name in names) + " |"
+    rows = [header, "|" + " --- |" * (len(names) + 2)]
+    for entry in history:
+        mark = " (best)" if entry.get("epoch") == best_epoch else ""
+        values = " | ".join(f"{entry[name]:.4f}" if name in entry else "-" for name in names)
+        rows.append(f"| {entry.get('epoch')}{mark} | {entry.get('step')} | {values} |")
+    return (
+        "## Validation metrics\n\nPer epoch; the weights published here are the best epoch's "
+        f"(by `{record.settings.get('metric_for_best')}`).\n\n" + "\n".join(rows)
+    )
+
+
+def _labels_section(record: RunRecord) -> str:
+    labels = record.metrics.get("labels", [])
+    return "## Labels\n\n" + "\n".join(f"- {i}: `{label}`" for i, label in enumerate(labels))
+
+
+def _usage_section(record: RunRecord, kind: CardKind, location: str, base: str) -> str:
+    task = record.task
+    if kind != "adapter":
+        snippet = _pipeline_snippet(task, location, record.max_length)
+        if record.plan.family == "word-vectors":  # hftl's own model type: importing hftl registers it
+            snippet = (
+                "import hftl  # registers the hftl-word-vectors model type with transformers\n" + snippet
+            )
+        return "## Usage\n\n```python\n" + snippet + "```"
+    note = ""
+    if not is_hub_id(base):
+        note = (
+            f"\n\nThe base model was loaded from the local folder `{base}`: the adapter needs that model "
+            "(edit the path or use its Hub id)."
+        )
+    return (
+        "## Usage\n\nWith hftl (rebuilds the base model with this run's labels and truncation, then loads the "
+        "adapter):\n\n```python\nimport hftl\n\n"
+        f"model = hftl.load({_py(location)}).eval()\n```\n\n"
+        "With transformers and PEFT only (`base_config/` holds the architecture the adapter expects):\n\n"
+        "```python\n" + _peft_snippet(task, location, base, record.max_length) + "```" + note
+    )
+
+
+def _pipeline_snippet(task: Task, location: str, max_length: int) -> str:
+    if task.modality == "text":
+        return (
+            "from transformers import pipeline\n\n"
+            f"classify = pipeline({_py(task.pipeline_tag)}, model={_py(location)})\n"
+            f"print(classify({_py(EXAMPLE_TEXT)}, truncation=True, max_length={max_length}))\n"
+        )
+    return (
+        "from transformers import pipeline\n\n"
+        f"classify = pipeline({_py(task.pipeline_tag)}, model={_py(location)})\n"
+        f"print(classify({_py(EXAMPLE_IMAGE)}))  # a path, URL or PIL image\n"
+    )
+
+
+def _peft_snippet(task: Task, location: str, base: str, max_length: int) -> str:
+    truncate = f"truncation=True, max_length={max_length}"
+    if task.modality == "text":
+        processor_class, prepare = (
+            "AutoTokenizer",
+            f'inputs = processor({_py(EXAMPLE_TEXT)}, {truncate}, return_tensors="pt")\n',
+        )
+        imports = ""
+    else:
+        processor_class, prepare = (
+            "AutoImageProcessor",
+            f'inputs = processor(images=Image.open({_py(EXAMPLE_IMAGE)}).convert("RGB"), return_tensors="pt")\n',
+        )
+        imports = "from PIL import Image\n"
+    return (
+        "import torch\n"
+        "from peft import PeftModel\n"
+        f"{imports}"
+        f"from transformers import AutoConfig, {processor_class}, {task.auto_model}\n\n"
+        f"config = AutoConfig.from_pretrained({_py(location)}, subfolder={_py(BASE_CONFIG_DIR)})\n"
+        "# the base's old head is replaced: the new head comes with the adapter\n"
+        f"base = {task.auto_model}.from_pretrained({_py(base)}, config=config, ignore_mismatched_sizes=True)\n"
+        f"model = PeftModel.from_pretrained(base, {_py(location)}).eval()\n"
+        f"processor = {processor_class}.from_pretrained({_py(location)})\n\n"
+        + prepare
+        + "with torch.no_grad():\n"
+        "    logits = model(**inputs).logits\n"
+        "print(model.config.id2label[int(logits.argmax(-1))])\n"
+    )
+
+
+def _files_section(kind: CardKind) -> str:
+    weights = {
+        "adapter": "`adapter_model.safetensors` + `adapter_config.json` (LoRA weights and the new head), "
+        "`base_config/` (the base architecture with this run's labels)",
+        "merged": "`model.safetensors` + `config.json` (LoRA merged into the base weights)",
+        "full": "`model.safetensors` + `config.json`",
+    }[kind]
+    return (
+        f"## Files\n\n{weights}; the image processor or tokenizer; `run_config.yaml` (every setting of the run, "
+        "for `hftl train --config run_config.yaml`), `transfer_plan.json` and `metrics.json`."
+    )
+
+
+def _max_positions(output_dir: Path) -> int | None:
+    for config in (output_dir / "config.json", output_dir / BASE_CONFIG_DIR / "config.json"):
+        if config.is_file():
+            return json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+    return None
+
+
+def _py(value: str) -> str:
+    """A Python string literal with double quotes, as the snippets are written."""
+    return json.dumps(value)
+
+
+def _adapter_config(output_dir: Path) -> dict[str, Any]:
+    return json.loads((output_dir / "adapter_config.json").read_text(encoding="utf-8"))

@@ -1,0 +1,330 @@
+"""The Hugging Face Hub, both ways: ``push`` an output folder (LoRA adapter, merged or full model, with its card)
+and ``resolve_folder`` a Hub id to a local snapshot for ``hftl.load``.
+
+Only what belongs to the model is sent, named file by file: weights, config, processor or tokenizer, the card, the
+run config, plan and metrics. Never checkpoints (optimizer, scheduler and RNG state), the training log, or a token.
+The token comes from the standard Hugging Face login (``hf auth login``) or ``HF_TOKEN``; hftl never prints or
+writes it. A failed upload raises ``PushError``; ``publish`` turns that into a message with the exact command to
+retry, so a training run never fails because the Hub could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from hftl.errors import ConfigError, HftlError, ModelError, unknown_choice
+from hftl.outputs.artifacts import (
+    BASE_CONFIG_DIR,
+    CONFIG_FILE,
+    MERGED_DIR,
+    METRICS_FILE,
+    PLAN_FILE,
+    write_metrics,
+)
+from hftl.outputs.card import CARD_FILE, build_card
+from hftl.outputs.download import describe, local_folder
+from hftl.outputs.files import check_no_link_leaves, write_text
+
+MODES = ("auto", "adapter", "merged", "full")
+Mode = Literal["auto", "adapter", "merged", "full"]
+MODE_WORDS = {"adapter": "LoRA adapter", "merged": "merged model", "full": "model"}
+PUSH_LOG = "hub_push.json"
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", f"{BASE_CONFIG_DIR}/config.json")
+PROCESSOR_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+RUN_FILES = (CARD_FILE, CONFIG_FILE, PLAN_FILE, METRICS_FILE)
+# a second guard after the explicit file list: none of these is ever uploaded
+NEVER_SEND = (
+    "checkpoints/",
+    "*optimizer*",
+    "*scheduler*",
+    "*scaler*",
+    "rng-*",
+    "*.pt",
+    "*.pth",
+    "*.pkl",
+    "*.ckpt",
+    "metrics.jsonl",
+    PUSH_LOG,
+)
+
+
+class PushError(HftlError):
+    """The upload failed (no network, no permission, timeout, not logged in); the local files are untouched."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What was (or, for a dry run, would be) sent where."""
+
+    repo_id: str
+    mode: str
+    url: str
+    files: tuple[str, ...]
+    commit_url: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def push(
+    output_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    mode: Mode = "auto",
+    commit_message: str | None = None,
+    dry_run: bool = False,
+) -> PushResult:
+    """Publish a run folder (or a Hub repo made by hftl) to ``repo_id``. ``mode``: ``adapter`` (LoRA runs'
+    default: the PEFT adapter with its new head), ``merged`` (LoRA merged into the base; ``merged/`` is created
+    if missing), ``full`` (full and head-only runs); ``auto`` picks adapter or full. Writes the model card first."""
+    check_repo_id(repo_id)
+    if not dry_run:
+        require_token()  # before any work (a merge can take minutes)
+    with local_folder(output_dir) as folder:
+        check_no_link_leaves(folder)  # nothing outside the run folder is read, written or sent
+        kind = resolve_mode(folder, mode)
+        notes = _notes(folder, kind)
+        url = f"{HfApi().endpoint}/{repo_id}"
+        if dry_run:  # writes nothing: no card, no merged/ folder
+            return PushResult(repo_id, kind, url, planned_files(folder, kind), notes=notes)
+        upload_dir = prepare_upload(folder, kind, repo_id)
+        files = select_files(upload_dir, kind)
+        commit_url = _upload(upload_dir, repo_id, files, private, commit_message or f"hftl: upload {kind}")
+        return PushResult(repo_id, kind, url, files, commit_url, notes)
+
+
+def publish(
+    output_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    mode: Mode = "auto",
+    commit_message: str | None = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """``push`` that does not raise: on failure it prints why and the exact retry command. The outcome is returned
+    and logged to OUTPUT_DIR/hub_push.json; the run's files stay as they are either way. ``strict`` re-raises
+    usage errors (wrong mode for the folder, not an hftl run) instead, for the command line."""
+    outcome: dict[str, Any] = {"repo_id": repo_id, "mode": mode, "private": private, "time": _now()}
+    try:
+        result = push(output_dir, repo_id, private=private, mode=mode, commit_message=commit_message)
+    except Exception as error:  # whatever went wrong, the trained model must survive it
+        if strict and isinstance(error, HftlError) and not isinstance(error, PushError):
+            raise
+        outcome.update(
+            ok=False, error=describe(error), retry=retry_command(output_dir, repo_id, private, mode)
+        )
+        print(failure_message(output_dir, outcome), file=sys.stderr, flush=True)
+    else:
+        outcome.update(
+            ok=True, mode=result.mode, url=result.url, commit_url=result.commit_url, files=result.files
+        )
+        print(success_message(result), flush=True)
+    _write_log(output_dir, outcome)
+    return outcome
+
+
+def publish_after_run(output_dir: Path, config: Any, accelerator: Any, metrics: dict[str, Any]) -> None:
+    """The last step of a run with ``--push-to-hub``: main process only, after every process has finished and
+    everything is saved. The outcome goes into ``metrics['hub']`` and metrics.json."""
+    if not getattr(config, "push_to_hub", None) or not accelerator.is_main_process:
+        return
+    metrics["hub"] = publish(output_dir, config.push_to_hub, private=config.hub_private)
+    write_metrics(output_dir, metrics)
+
+
+# --- steps -----------------------------------------------------------------------------------------------------
+def check_repo_id(repo_id: str) -> str:
+    """``owner/name`` or ``name``, as the Hub accepts it."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ConfigError(f"invalid Hub repo id {repo_id!r}: {error}") from error
+    return repo_id
+
+
+def resolve_mode(folder: Path, mode: str) -> Literal["adapter", "merged", "full"]:
+    """``auto`` -> ``adapter`` for LoRA runs, else ``full``; a mode that does not fit the folder is an error."""
+    if mode not in MODES:
+        raise unknown_choice("push mode", mode, MODES)
+    is_adapter = (folder / "adapter_config.json").is_file()
+    if mode == "auto":
+        return "adapter" if is_adapter else "full"
+    if mode in ("adapter", "merged") and not is_adapter:
+        raise ModelError(
+            f"{folder} holds a full model, not a LoRA adapter: --adapter-only and --merged are for LoRA runs; "
+            "push it without either flag"
+        )
+    if mode == "full" and is_adapter:
+        raise ModelError(f"{folder} holds a LoRA adapter: push it as is (adapter) or with --merged")
+    return mode  # type: ignore[return-value]
+
+
+def prepare_upload(folder: Path, kind: str, repo_id: str | None) -> Path:
+    """Write the card for ``repo_id`` and return the folder to upload (``merged/`` for merged pushes, which gets
+    the run's files copied in so it documents itself)."""
+    if kind != "merged":
+        write_text(folder / CARD_FILE, str(build_card(folder, kind, repo_id)))  # type: ignore[arg-type]
+        return folder
+    merged = ensure_merged(folder)
+    for name in (CONFIG_FILE, PLAN_FILE, METRICS_FILE):
+        write_text(merged / name, (folder / name).read_text(encoding="utf-8"))
+    write_text(merged / CARD_FILE, str(build_card(folder, "merged", repo_id)))
+    return merged
+
+
+def ensure_merged(folder: Path) -> Path:
+    """OUTPUT_DIR/merged: the adapter merged into its base, with the processor; made once, if missing."""
+    merged = folder / MERGED_DIR
+    if (merged / "config.json").is_file() and any(merged.glob("model*.safetensors")):
+        return merged
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from hftl.outputs.loading import load, task_of
+
+    print(f"Merging the LoRA adapter into its base model: {merged}", flush=True)
+    model = load(folder).merge_and_unload()
+    model.save_pretrained(merged)
+    processor_class = AutoImageProcessor if task_of(str(folder)).modality == "image" else AutoTokenizer
+    processor_class.from_pretrained(folder).save_pretrained(merged)
+    return merged
+
+
+def planned_files(folder: Path, kind: str) -> tuple[str, ...]:
+    """What a push of ``kind`` would send, found without writing anything (for ``--dry-run``): the card counts as
+    sent (it is written at push time); a merged model not made yet counts as its config and weights."""
+    if kind != "merged":
+        return tuple(sorted({*select_files(folder, kind), CARD_FILE}))
+    merged = folder / MERGED_DIR
+    if (merged / "config.json").is_file() and any(merged.glob("model*.safetensors")):
+        return tuple(sorted({*select_files(merged, kind), *RUN_FILES}))
+    made = {"config.json", "model.safetensors"}
+    return tuple(sorted(made | set(_matching(folder, (*PROCESSOR_FILES, *RUN_FILES))) | {CARD_FILE}))
+
+
+def _matching(folder: Path, patterns: tuple[str, ...]) -> set[str]:
+    return {
+        path.relative_to(folder).as_posix()
+        for pattern in patterns
+        for path in folder.glob(pattern)
+        if path.is_file()
+    }
+
+
+def select_files(folder: Path, kind: str) -> tuple[str, ...]:
+    """The exact files to send (paths relative to ``folder``): weights for ``kind``, processor, card, run files."""
+    weights = ADAPTER_FILES if kind == "adapter" else MODEL_FILES
+    found = _matching(folder, (*weights, *PROCESSOR_FILES, *RUN_FILES))
+    needed = "adapter_model.safetensors" if kind == "adapter" else "model.safetensors"
+    if not any(name.startswith(needed.split(".")[0]) and name.endswith(".safetensors") for name in found):
+        raise ModelError(f"no {needed} in {folder}: nothing to push as {kind}")
+    return tuple(sorted(found))
+
+
+def _upload(folder: Path, repo_id: str, files: tuple[str, ...], private: bool, message: str) -> str:
+    api = HfApi()  # huggingface_hub resolves the token itself (login file or HF_TOKEN); hftl never holds it
+    try:
+        # private=None keeps the namespace's default visibility (and never changes an existing repo)
+        api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="model",
+            allow_patterns=list(files),
+            ignore_patterns=list(NEVER_SEND),
+            commit_message=message,
+        )
+    except Exception as error:  # network, HTTP (401/403/404/5xx), timeout, offline mode
+        raise PushError(f"upload to {repo_id} failed: {describe(error)}") from error
+    return commit.commit_url
+
+
+def require_token() -> None:
+    """Fail early, and clearly, when no login is found; the token itself stays inside huggingface_hub."""
+    try:
+        found = get_token() is not None
+    except Exception as error:  # e.g. a failed OIDC exchange
+        raise PushError(f"could not read the Hugging Face token: {describe(error)}") from error
+    if not found:
+        raise PushError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN")
+
+
+# --- messages --------------------------------------------------------------------------------------------------
+def retry_command(output_dir: str | Path, repo_id: str, private: bool = False, mode: str = "auto") -> str:
+    flags = {"adapter": ["--adapter-only"], "merged": ["--merged"]}.get(mode, [])
+    words = [
+        "hftl",
+        "push",
+        str(output_dir),
+        "--repo-id",
+        repo_id,
+        *(["--private"] if private else []),
+        *flags,
+    ]
+    return shlex.join(words)
+
+
+def failure_message(output_dir: str | Path, outcome: dict[str, Any]) -> str:
+    return (
+        f"hftl: pushing to the Hub failed: {outcome['error']}\n"
+        f"  Nothing was lost: the run's files are in {output_dir}.\n"
+        f"  Retry with: {outcome['retry']}"
+    )
+
+
+def success_message(result: PushResult) -> str:
+    lines = [f"Pushed the {MODE_WORDS[result.mode]} ({len(result.files)} files) to {result.url}"]
+    lines += [f"  note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+def _notes(folder: Path, kind: str) -> tuple[str, ...]:
+    if kind != "adapter":
+        return ()
+    base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    from hftl.outputs.card import is_hub_id
+
+    if is_hub_id(base):
+        return ()
+    return (
+        f"the adapter's base model is the local folder {base}: others need that model to use the adapter "
+        "(train from a Hub id, or push with --merged)",
+    )
+
+
+def _write_log(output_dir: str | Path, outcome: dict[str, Any]) -> None:
+    folder = Path(output_dir)
+    if folder.is_dir():
+        write_text(folder / PUSH_LOG, json.dumps(outcome, indent=2, default=list) + "\n")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,68 @@
+"""``hftl.load``: any hftl output folder (full model or LoRA adapter) or Hub id back as a ready model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+from transformers import AutoConfig
+
+from hftl.errors import ModelError
+from hftl.modeling.timm_nets import prepare_config
+from hftl.outputs.artifacts import BASE_CONFIG_DIR, CONFIG_FILE
+from hftl.outputs.download import resolve_folder
+from hftl.sources.registry import check_source
+from hftl.tasks import Task, available_tasks, get_task
+
+
+def task_of(source: str, model_config: Any | None = None) -> Task:
+    """The task a saved model belongs to: from hftl's run config, else from the architecture name."""
+    run_config = Path(source) / CONFIG_FILE
+    if run_config.is_file():
+        return get_task(yaml.safe_load(run_config.read_text(encoding="utf-8"))["task"])
+    architectures = getattr(model_config, "architectures", None) or []
+    for name in available_tasks():
+        task = get_task(name)
+        suffix = task.auto_model.removeprefix("AutoModelFor")
+        if any(arch.endswith(suffix) for arch in architectures):
+            return task
+    raise ModelError(
+        f"cannot tell which task {source!r} is for (architectures {architectures}); "
+        f"known tasks: {', '.join(available_tasks())}"
+    )
+
+
+def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
+    """Load a trained model for inference or further transfer. LoRA folders are resolved to base + adapter
+    (the base rebuilt with the saved labels and truncation) and returned as a ``PeftModel``."""
+    source = resolve_folder(source)  # a Hub id becomes its downloaded snapshot
+    adapter_config = Path(source) / "adapter_config.json"
+    if adapter_config.is_file():
+        return _load_adapter(
+            source, json.loads(adapter_config.read_text(encoding="utf-8")), trust_remote_code
+        )
+    model_config = prepare_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
+    task = task_of(source, model_config)
+    return task.model_class().from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
+def _load_adapter(source: str, adapter: dict[str, Any], trust_remote_code: bool) -> nn.Module:
+    from peft import PeftModel
+
+    base_config_dir = Path(source) / BASE_CONFIG_DIR
+    base_id = adapter["base_model_name_or_path"]
+    base_config = AutoConfig.from_pretrained(
+        base_config_dir if base_config_dir.is_dir() else base_id, trust_remote_code=trust_remote_code
+    )
+    prepare_config(base_config)  # a cut timm network: its architecture must be registered with timm
+    task = task_of(source, base_config)
+    base = task.model_class().from_pretrained(
+        check_source(base_id),
+        config=base_config,
+        ignore_mismatched_sizes=True,
+        trust_remote_code=trust_remote_code,
+    )
+    return PeftModel.from_pretrained(base, source)

@@ -1,0 +1,196 @@
+"""``hftl compare``: does transfer pay off here? The chosen transfer setup against a from-scratch baseline.
+
+For each training-set size (``--train-sizes 100,1000,all``) and seed (``--seeds 1,2,3``) it trains two runs with
+``hftl.recipes.run.run`` (the one training loop): the transfer setup as configured (``--case auto`` is resolved once per
+size by the advisor) and the baseline: the same architecture (the same cut for ``small_different``) from random
+weights (``--init scratch``), every weight trained, with the same epochs, batch size and training examples. The
+baseline uses the from-scratch default learning rate unless ``--scratch-lr`` is given, and no conservative
+regularizers (there is no pretrained solution to stay near). Both evaluate every ``--eval-steps`` (default: about
+``--evals-per-epoch`` times per epoch), which draws the learning curves that ``hftl.recipes.report`` turns into the three
+benefits, ``report.json``, PNG plots, ``report.md`` and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+from hftl.advisor.decision import advise_splits, apply_decision, write_advice
+from hftl.config import RunConfig
+from hftl.data.loading import splits_for
+from hftl.errors import ConfigError
+from hftl.recipes.report import benefits, plot_curves, plot_sizes, render_html, render_markdown
+from hftl.settings import AUTO_CASE
+from hftl.settings.compare import CompareSettings, parse_seeds, parse_sizes
+from hftl.tasks import get_task
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+
+
+def scratch_config(config: RunConfig, lr: float | None, output_dir: Path) -> RunConfig:
+    """The baseline: the same architecture (and cut) from random weights, every weight trained, same budget."""
+    return config.replace(
+        case="small_different" if config.case == "small_different" else "large_different",
+        strategy="full",
+        init="scratch",
+        lr=lr,
+        regularizer=None,
+        layer_decay=None,
+        head_lr=None,
+        unfreeze_schedule=None,
+        merge_lora=False,
+        output_dir=str(output_dir),
+    )
+
+
+def describe_setup(config: RunConfig) -> str:
+    parts = [f"case {config.case}"]
+    if config.strategy:
+        parts.append(f"strategy {config.strategy}")
+    if config.keep_layers:
+        parts.append(f"keep {config.keep_layers}")
+    if config.init != "pretrained":
+        parts.append(f"init {config.init}")
+    if config.regularizer:
+        parts.append("+".join(config.regularizer))
+    if config.layer_decay:
+        parts.append(f"layer decay {config.layer_decay:g}")
+    if config.unfreeze_schedule:
+        parts.append(f"unfreeze every {config.unfreeze_schedule}")
+    return ", ".join(parts)
+
+
+def eval_every(examples: int, config: RunConfig, evals_per_epoch: int) -> int:
+    """Optimizer steps between evaluations so that each epoch has about ``evals_per_epoch`` of them."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    steps = math.ceil(
+        math.ceil(examples / (config.batch_size * processes)) / config.gradient_accumulation_steps
+    )
+    return max(1, steps // evals_per_epoch)
+
+
+def compare(
+    config: RunConfig, settings: CompareSettings | None = None, dataset: Dataset | DatasetDict | None = None
+) -> dict[str, Any]:
+    """Train transfer and scratch runs for every size x seed; write and return the report."""
+    from hftl.recipes.run import run
+
+    settings = settings or CompareSettings()
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1 and config.case == AUTO_CASE:
+        raise ConfigError(
+            "hftl compare --case auto runs in one process; resolve the case with `hftl advise` first"
+        )
+    task = get_task(config.task)
+    output_dir = Path(config.output_dir)
+    seeds = settings.seed_list or [config.seed]
+    metric = config.metric_for_best
+    available = len(splits_for(config, task, dataset).train)
+    sizes_out: list[dict[str, Any]] = []
+    for size in settings.sizes:
+        examples = available if size is None or size >= available else size
+        label = "all" if size is None else str(size)
+        base = config.replace(
+            max_train_samples=size,
+            eval_steps=config.eval_steps or eval_every(examples, config, settings.evals_per_epoch),
+        )
+        note = None
+        if base.case == AUTO_CASE:
+            advice = advise_splits(base, task, splits_for(base, task, dataset))
+            write_advice(output_dir / "runs" / f"size-{label}", [advice])
+            base = apply_decision(base, advice.decision)
+            note = f"--case auto chose {advice.decision.case}: " + " ".join(advice.decision.rationale)
+        curves: dict[str, list] = {"transfer": [], "scratch": []}
+        folders: dict[str, list[str]] = {"transfer": [], "scratch": []}
+        for seed in seeds:
+            folder = output_dir / "runs" / f"size-{label}" / f"seed-{seed}"
+            transfer = base.replace(seed=seed, output_dir=str(folder / "transfer"))
+            scratch = scratch_config(transfer, settings.scratch_lr, folder / "scratch")
+            for arm, arm_config in (("transfer", transfer), ("scratch", scratch)):
+                result = run(arm_config, dataset=dataset)
+                curves[arm].append(result.metrics["curve"])
+                folders[arm].append(str(result.output_dir))
+        size_report = {
+            "train_size": label,
+            "train_examples": examples,
+            "eval_steps": base.eval_steps,
+            "case": base.case,
+            "case_note": note,
+            "plot": f"curves-{label}.png",
+            "curves": curves,
+            "output_dirs": folders,
+            "transfer_setup": describe_setup(base),
+            "scratch_setup": describe_setup(scratch_config(base, settings.scratch_lr, output_dir)),
+        }
+        sizes_out.append(summarise_size(size_report, metric, settings.target, output_dir))
+    report = {
+        "task": task.name,
+        "model": str(config.model),
+        "metric": metric,
+        "transfer_setup": " / ".join(dict.fromkeys(s["transfer_setup"] for s in sizes_out)),
+        "scratch_setup": " / ".join(dict.fromkeys(s["scratch_setup"] for s in sizes_out)),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "seeds": seeds,
+        "sizes": sizes_out,
+        "sizes_plot": None,
+    }
+    if len(sizes_out) > 1:
+        report["sizes_plot"] = "sizes.png"
+    if _is_main_process():
+        if report["sizes_plot"]:
+            plot_sizes(sizes_out, metric, output_dir / report["sizes_plot"])
+        write_report(output_dir, report)
+    return report
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def summarise_size(
+    size: dict[str, Any], metric: str, target: float | None, output_dir: Path
+) -> dict[str, Any]:
+    """One training-set size's benefits (from its curves) and its learning-curve plot."""
+    figures = benefits(size["curves"], metric, target)
+    if _is_main_process():
+        title = f"{size['train_examples']:,} training examples"
+        plot_curves(size["curves"], metric, figures["target"], title, output_dir / size["plot"])
+    return {**size, **figures}
+
+
+def rebuild_report(output_dir: str | Path, target: float | None = None) -> dict[str, Any]:
+    """Recompute benefits, plots and summaries from a finished comparison's ``report.json`` (e.g. with another
+    ``target``), without training again."""
+    output_dir = Path(output_dir)
+    report = json.loads((output_dir / REPORT_JSON).read_text(encoding="utf-8"))
+    report["sizes"] = [summarise_size(s, report["metric"], target, output_dir) for s in report["sizes"]]
+    if report.get("sizes_plot"):
+        plot_sizes(report["sizes"], report["metric"], output_dir / report["sizes_plot"])
+    write_report(output_dir, report)
+    return report
+
+
+def write_report(output_dir: Path, report: dict[str, Any]) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (output_dir / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
+    (output_dir / REPORT_HTML).write_text(render_html(report, output_dir), encoding="utf-8")
+
+
+__all__ = [
+    "CompareSettings",
+    "compare",
+    "parse_seeds",
+    "parse_sizes",
+    "rebuild_report",
+    "scratch_config",
+    "write_report",
+]

@@ -1,0 +1,619 @@
+"""``hftl demo``: the four transfer cases measured end to end, offline, in minutes on a CPU.
+
+No pretrained weights are reachable without the Hub, so the demo develops its own source model (the "develop a
+model" route): a small ResNet trained from scratch, with hftl itself, on one half of a real dataset. It then
+transfers that model to four targets, one per case, and trains the same architecture from random weights on each
+target as the baseline:
+
+| case            | target                                              |
+| --------------- | --------------------------------------------------- |
+| small_similar   | the other classes of the source dataset, a few dozen examples per class |
+| large_similar   | the other classes of the source dataset, many examples per class       |
+| small_different | another dataset, a few dozen examples per class                        |
+| large_different | another dataset, all of it                                             |
+
+Data: Fashion-MNIST (source: classes 0-4, similar: classes 5-9; different: scikit-learn's handwritten digits),
+found in ``--data``, ``$HFTL_ASSETS_CACHE/fashion-mnist``, ``~/.cache/hftl-assets/fashion-mnist`` or Debian's
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``). Without it: digits 0-4 -> digits 5-9, and
+generated shapes as the different dataset. Every run is an ordinary ``hftl.train`` call with the case's defaults;
+each writes its output folder and log under the demo's output directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hftl.errors import DataError
+
+FASHION_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+SHAPES = ("circle", "square", "triangle", "cross", "ring")
+CASE_ORDER = ("small_similar", "small_different", "large_similar", "large_different")
+
+
+# --- sizes ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DemoSizes:
+    """How much data and training each part of the demo gets (per class, where it says so)."""
+
+    source_per_class: int
+    small_per_class: int
+    large_per_class: int  # large_similar: examples per class of the other source classes
+    eval_per_class: int
+    image_size: int
+    source_epochs: int
+    small_epochs: int
+    large_epochs: int
+    different_per_class: int | None = None  # large_different: None = all of the other dataset
+    batch_size: int = 64
+    head_lr: float = 1e-2
+    full_lr: float = 2e-3
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+
+
+# the default demo: about 1 minute on 2 idle CPU cores, up to 10 on busy ones (docs/results.md: measured)
+STANDARD = DemoSizes(
+    source_per_class=1000,
+    small_per_class=25,
+    large_per_class=800,
+    eval_per_class=100,
+    image_size=28,
+    source_epochs=3,
+    small_epochs=20,
+    large_epochs=3,
+)
+# the test suite's mode: tiny everything, a few seconds
+QUICK = DemoSizes(
+    source_per_class=16,
+    small_per_class=4,
+    large_per_class=12,
+    eval_per_class=4,
+    image_size=16,
+    source_epochs=1,
+    small_epochs=1,
+    large_epochs=1,
+    different_per_class=12,
+    batch_size=16,
+    widths=(4, 8, 8, 8),
+)
+
+
+# --- image sets ----------------------------------------------------------------------------------------------------
+@dataclass
+class ImageSet:
+    """Grey images (N x H x W, uint8) with integer labels and their names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: tuple[str, ...]
+
+    def take(self, classes: Sequence[int], per_class: int | None, seed: int) -> ImageSet:
+        """At most ``per_class`` random examples of each of ``classes``, relabelled 0..len(classes)-1."""
+        rng = np.random.default_rng(seed)
+        picked: list[np.ndarray] = []
+        for cls in classes:
+            where = np.flatnonzero(self.labels == cls)
+            rng.shuffle(where)
+            picked.append(where[:per_class] if per_class is not None else where)
+        index = np.concatenate(picked)
+        rng.shuffle(index)
+        remap = {cls: i for i, cls in enumerate(classes)}
+        labels = np.array([remap[int(c)] for c in self.labels[index]], dtype=np.int64)
+        return ImageSet(self.images[index], labels, tuple(self.names[c] for c in classes))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST format, gzipped or not) as a uint8 array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes")
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if array.size != int(np.prod(shape)):
+        raise DataError(f"{path}: header says {shape} but holds {array.size} bytes")
+    return array.reshape(shape)
+
+
+def assets_cache() -> Path:
+    """Where ``get-registry-assets.sh`` puts real weights and data: ``$HFTL_ASSETS_CACHE`` or ~/.cache/hftl-assets."""
+    return Path(os.environ.get("HFTL_ASSETS_CACHE", Path.home() / ".cache" / "hftl-assets"))
+
+
+def find_fashion_mnist(data: str | Path | None = None) -> Path | None:
+    """The first folder holding the four Fashion-MNIST files: ``data``, the hftl assets cache, Debian's path."""
+    names = [name for pair in FASHION_FILES.values() for name in pair]
+    if data:
+        folder = Path(data).expanduser()
+        if not all((folder / name).is_file() for name in names):
+            raise DataError(f"--data {data}: expected the Fashion-MNIST files there ({', '.join(names)})")
+        return folder
+    candidates = [assets_cache() / "fashion-mnist", DEBIAN_FASHION_MNIST]
+    return next((f for f in candidates if all((f / name).is_file() for name in names)), None)
+
+
+def load_fashion_mnist(folder: Path) -> dict[str, ImageSet]:
+    return {
+        split: ImageSet(read_idx(folder / images), read_idx(folder / labels).astype(np.int64), FASHION_NAMES)
+        for split, (images, labels) in FASHION_FILES.items()
+    }
+
+
+def load_digits_set() -> ImageSet:
+    """scikit-learn's 1,797 handwritten digits (8x8, 0-16), shipped with scikit-learn: always offline."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(digits.images * 16.0, 0, 255).astype(np.uint8)
+    return ImageSet(images, digits.target.astype(np.int64), tuple(str(d) for d in range(10)))
+
+
+def make_shapes(per_class: int, seed: int, size: int = 28) -> ImageSet:
+    """Generated outlines and blobs (circle, square, triangle, cross, ring) at random places and sizes."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label, shape in enumerate(SHAPES):
+        for _ in range(per_class):
+            canvas = Image.new("L", (size, size), 0)
+            draw = ImageDraw.Draw(canvas)
+            r = rng.uniform(0.2, 0.4) * size
+            cx, cy = rng.uniform(r, size - r, 2)
+            box = (cx - r, cy - r, cx + r, cy + r)
+            ink = int(rng.integers(150, 256))
+            if shape == "circle":
+                draw.ellipse(box, fill=ink)
+            elif shape == "square":
+                draw.rectangle(box, fill=ink)
+            elif shape == "triangle":
+                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=ink)
+            elif shape == "cross":
+                draw.line((cx - r, cy, cx + r, cy), fill=ink, width=3)
+                draw.line((cx, cy - r, cx, cy + r), fill=ink, width=3)
+            else:
+                draw.ellipse(box, outline=ink, width=3)
+            images.append(np.asarray(canvas))
+            labels.append(label)
+    return ImageSet(np.stack(images), np.array(labels, dtype=np.int64), SHAPES)
+
+
+def split_set(full: ImageSet, eval_fraction: float, seed: int) -> dict[str, ImageSet]:
+    """A stratified train/test split of a set that ships without one."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(full), dtype=bool)
+    for cls in np.unique(full.labels):
+        where = np.flatnonzero(full.labels == cls)
+        rng.shuffle(where)
+        test[where[: max(1, round(len(where) * eval_fraction))]] = True
+    return {
+        "train": ImageSet(full.images[~test], full.labels[~test], full.names),
+        "test": ImageSet(full.images[test], full.labels[test], full.names),
+    }
+
+
+# --- the demo's datasets -------------------------------------------------------------------------------------------
+@dataclass
+class Target:
+    """One dataset the demo trains on: its train and validation sets and a short description."""
+
+    name: str
+    description: str
+    train: ImageSet
+    validation: ImageSet
+
+
+@dataclass
+class DemoData:
+    source: Target
+    targets: dict[str, Target]  # case -> target
+    origin: str
+
+
+def demo_data(sizes: DemoSizes, data: str | Path | None = None, seed: int = 0) -> DemoData:
+    """Source and the four case targets, from Fashion-MNIST when found, else from scikit-learn's digits."""
+    folder = None if str(data) == "digits" else find_fashion_mnist(data)
+    if folder is not None:
+        fashion = load_fashion_mnist(folder)
+        similar, similar_name = fashion, "Fashion-MNIST 5-9"
+        source_split = fashion
+        source_name, source_classes, similar_classes = "Fashion-MNIST 0-4", range(5), range(5, 10)
+        different = split_set(load_digits_set(), 0.2, seed)
+        different_name, different_classes = "digits 0-9", range(10)
+        origin = f"Fashion-MNIST from {folder}; different = scikit-learn digits"
+    else:
+        digits = split_set(load_digits_set(), 0.25, seed)
+        similar = source_split = digits
+        source_name, source_classes, similar_classes = "digits 0-4", range(5), range(5, 10)
+        similar_name = "digits 5-9"
+        shapes_per_class = (sizes.different_per_class or 300) + sizes.eval_per_class
+        different = split_set(make_shapes(shapes_per_class, seed, sizes.image_size), 0.2, seed)
+        different_name, different_classes = "shapes", range(len(SHAPES))
+        origin = "scikit-learn digits (Fashion-MNIST not found); different = generated shapes"
+
+    def target(name: str, split: dict[str, ImageSet], classes: range, per_class: int | None) -> Target:
+        train = split["train"].take(list(classes), per_class, seed)
+        validation = split["test"].take(list(classes), sizes.eval_per_class, seed + 1)
+        amount = f"{per_class}/class" if per_class is not None else "all"
+        return Target(name, f"{name}, {amount} ({len(train)} train)", train, validation)
+
+    return DemoData(
+        source=target(source_name, source_split, source_classes, sizes.source_per_class),
+        targets={
+            "small_similar": target(similar_name, similar, similar_classes, sizes.small_per_class),
+            "large_similar": target(similar_name, similar, similar_classes, sizes.large_per_class),
+            "small_different": target(different_name, different, different_classes, sizes.small_per_class),
+            "large_different": target(
+                different_name, different, different_classes, sizes.different_per_class
+            ),
+        },
+        origin=origin,
+    )
+
+
+def to_dataset(target: Target) -> Any:
+    """A ``datasets.DatasetDict`` (train/validation) of PIL images with class names, as hftl reads any dataset."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=list(target.train.names))})
+
+    def build(part: ImageSet) -> Dataset:
+        images = [Image.fromarray(array, mode="L") for array in part.images]
+        return Dataset.from_dict({"image": images, "label": part.labels.tolist()}, features=features)
+
+    return DatasetDict({"train": build(target.train), "validation": build(target.validation)})
+
+
+def make_resnet_folder(path: Path, sizes: DemoSizes, num_labels: int) -> Path:
+    """A small randomly initialised ResNet (the source architecture) saved with its image processor."""
+    import torch
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    config = ResNetConfig(
+        embedding_size=sizes.widths[0],
+        hidden_sizes=list(sizes.widths),
+        depths=[1] * len(sizes.widths),
+        layer_type="basic",
+        num_labels=num_labels,
+    )
+    ResNetForImageClassification(config).save_pretrained(path)
+    processor = ConvNextImageProcessor(
+        size={"shortest_edge": sizes.image_size},
+        crop_pct=1.0,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    processor.save_pretrained(path)
+    return path
+
+
+# --- running -------------------------------------------------------------------------------------------------------
+@dataclass
+class DemoRow:
+    """One case: the transfer run and its from-scratch baseline on the same target."""
+
+    case: str
+    target: str
+    strategy: str
+    trainable_percent: float
+    accuracy: float
+    scratch_accuracy: float
+    seconds: float
+    scratch_seconds: float
+    train_examples: int
+    # transfer minus scratch on the validation curves (hftl.recipes.report): first evaluation, area under the curve, best
+    benefit: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    rows: list[DemoRow]
+    source_accuracy: float
+    source: str
+    origin: str
+    output_dir: Path
+    table: str
+    plot: Path | None
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _train_quietly(log: Path, **settings: Any) -> Any:
+    """One ``hftl.train`` call with its printout and progress bars sent to ``log`` (the demo draws its own bar);
+    transformers' load reports (the new head's size mismatch, expected here) are silenced."""
+    from transformers.utils import logging as hf_logging
+
+    from hftl.recipes.run import train
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with (
+            open(log, "w", encoding="utf-8") as handle,
+            contextlib.redirect_stdout(handle),
+            contextlib.redirect_stderr(handle),
+        ):
+            return train(report_to="none", save_total_limit=1, log_steps=1000, **settings)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def run_demo(
+    output_dir: str | Path = "runs/demo",
+    *,
+    quick: bool = False,
+    data: str | Path | None = None,
+    seed: int = 0,
+    sizes: DemoSizes | None = None,
+    cases: Sequence[str] = CASE_ORDER,
+    progress: bool = True,
+    on_row: Callable[[DemoRow], None] | None = None,
+) -> DemoResult:
+    """Develop the source model, transfer it to the four case targets, train the scratch baselines, and write
+    ``results.json``, ``results.md`` and ``demo.png`` (when matplotlib is installed) under ``output_dir``."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    sizes = sizes or (QUICK if quick else STANDARD)
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    unknown = [case for case in cases if case not in CASE_ORDER]
+    if unknown:
+        raise DataError(f"unknown demo case(s) {unknown}; choose from {', '.join(CASE_ORDER)}")
+    prepared = demo_data(sizes, data, seed)
+    common = {"task": "image", "batch_size": sizes.batch_size, "seed": seed, "warmup_ratio": 0.0}
+    total = 1 + sum(1 + len(strategies_for(case)) for case in cases)
+    bar = tqdm(total=total, desc="demo", unit="run", disable=not progress, file=sys.stderr)
+
+    bar.set_postfix_str(f"source model on {prepared.source.name}")
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):  # the save's progress bar
+        random_source = make_resnet_folder(output / "source-init", sizes, len(prepared.source.train.names))
+    source = _train_quietly(
+        output / "logs" / "source.log",
+        case="large_different",
+        model=str(random_source),
+        dataset=to_dataset(prepared.source),
+        output_dir=str(output / "source"),
+        epochs=sizes.source_epochs,
+        lr=sizes.full_lr,
+        **common,
+    )
+    bar.update()
+
+    rows: list[DemoRow] = []
+    for case in cases:
+        for row in _run_case(case, prepared.targets[case], output, sizes, common, bar):
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    bar.close()
+
+    result = DemoResult(
+        rows=rows,
+        source_accuracy=source.metrics["best"]["eval_accuracy"],
+        source=prepared.source.description,
+        origin=prepared.origin,
+        output_dir=output,
+        table="",
+        plot=None,
+        seconds=time.perf_counter() - started,
+        extra={"sizes": asdict(sizes)},
+    )
+    result = replace(result, table=render_table(result))
+    result.plot = write_plot(rows, output / "demo.png")
+    write_results(result)
+    return result
+
+
+def strategies_for(case: str) -> list[str | None]:
+    """The case's own strategy (None: the case rule decides) and, for the small cases, ``partial`` too: the
+    usual next step when frozen features fall short (freeze the stem and the first half, train the rest)."""
+    return [None, "partial"] if case.startswith("small") else [None]
+
+
+def _run_case(
+    case: str, target: Target, output: Path, sizes: DemoSizes, common: dict[str, Any], bar: Any
+) -> list[DemoRow]:
+    """The transfer run(s) of one case from the source model, and the same architecture trained from scratch."""
+    dataset = to_dataset(target)
+    epochs = sizes.small_epochs if case.startswith("small") else sizes.large_epochs
+    bar.set_postfix_str(f"{case}: scratch")
+    scratch = _train_quietly(
+        output / "logs" / f"{case}-scratch.log",
+        case="large_different",
+        init="scratch",
+        model=str(output / "source"),
+        dataset=dataset,
+        output_dir=str(output / case / "scratch"),
+        epochs=epochs,
+        lr=sizes.full_lr,
+        **common,
+    )
+    bar.update()
+    rows = []
+    for strategy in strategies_for(case):
+        name = strategy or "transfer"
+        bar.set_postfix_str(f"{case}: {name}")
+        transfer = _train_quietly(
+            output / "logs" / f"{case}-{name}.log",
+            case=case,
+            strategy=strategy,
+            model=str(output / "source"),
+            dataset=dataset,
+            output_dir=str(output / case / name),
+            epochs=epochs,
+            lr=sizes.head_lr if transfer_strategy(case, strategy) == "head" else sizes.full_lr,
+            **common,
+        )
+        bar.update()
+        rows.append(
+            DemoRow(
+                case=case,
+                target=target.description,
+                strategy=transfer.plan.strategy + (" (truncated)" if transfer.plan.truncated else ""),
+                trainable_percent=transfer.metrics["parameters"]["percent"],
+                accuracy=transfer.metrics["best"]["eval_accuracy"],
+                scratch_accuracy=scratch.metrics["best"]["eval_accuracy"],
+                seconds=transfer.metrics["train_seconds"],
+                scratch_seconds=scratch.metrics["train_seconds"],
+                train_examples=transfer.metrics["train_examples"],
+                benefit=curve_benefits(transfer.metrics["history"], scratch.metrics["history"]),
+            )
+        )
+    return rows
+
+
+def curve_benefits(transfer: list[dict[str, Any]], scratch: list[dict[str, Any]]) -> dict[str, float]:
+    """Start, slope (area under the curve) and asymptote benefits of one transfer run over its scratch run."""
+    from hftl.recipes.report import benefits
+
+    return benefits({"transfer": [transfer], "scratch": [scratch]}, "accuracy")["benefit"]
+
+
+def transfer_strategy(case: str, strategy: str | None) -> str:
+    from hftl.transfer.cases import CASE_RULES
+
+    return strategy or CASE_RULES[case].strategy
+
+
+# --- reporting -----------------------------------------------------------------------------------------------------
+def render_table(result: DemoResult) -> str:
+    """The demo's table as Markdown (it reads as plain text in a terminal too)."""
+    lines = [
+        f"Source model: ResNet trained from scratch on {result.source}: "
+        f"validation accuracy {result.source_accuracy:.1%}",
+        f"Data: {result.origin}",
+        "",
+        "| case | target | strategy | trainable % | accuracy | scratch accuracy | time (s) | scratch time (s) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in result.rows:
+        lines.append(
+            f"| {row.case} | {row.target} | {row.strategy} | {row.trainable_percent:.2f} | {row.accuracy:.1%} "
+            f"| {row.scratch_accuracy:.1%} | {row.seconds:.1f} | {row.scratch_seconds:.1f} |"
+        )
+    lines += [
+        "",
+        "Transfer benefits (transfer minus scratch, accuracy points, on the validation curves, one eval per epoch):",
+        "",
+        "| case | strategy | start | area under curve | asymptote |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in result.rows:
+        gain = row.benefit
+        lines.append(
+            f"| {row.case} | {row.strategy} | {gain['start']:+.3f} | {gain['auc']:+.3f} | {gain['asymptote']:+.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_plot(rows: Sequence[DemoRow], path: Path) -> Path | None:
+    """Grouped bars, transfer vs scratch accuracy per case; None (and no file) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.bar(x - 0.2, [r.accuracy for r in rows], 0.4, label="transfer from the source model")
+    ax.bar(x + 0.2, [r.scratch_accuracy for r in rows], 0.4, label="from scratch")
+    for i, row in enumerate(rows):
+        ax.text(i - 0.2, row.accuracy + 0.01, f"{row.accuracy:.0%}", ha="center", fontsize=8)
+        ax.text(i + 0.2, row.scratch_accuracy + 0.01, f"{row.scratch_accuracy:.0%}", ha="center", fontsize=8)
+    ax.set_xticks(x, [f"{r.case}\n{r.strategy}" for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("hftl demo: transfer from a source ResNet vs training from scratch", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_results(result: DemoResult) -> None:
+    payload = {
+        "rows": [asdict(row) for row in result.rows],
+        "source_accuracy": result.source_accuracy,
+        "source": result.source,
+        "origin": result.origin,
+        "seconds": round(result.seconds, 1),
+        **result.extra,
+    }
+    (result.output_dir / "results.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    (result.output_dir / "results.md").write_text(result.table + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``hftl demo``: parse the flags, run, print the table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="hftl demo",
+        description="Offline demo of the four transfer cases: develops a source ResNet from scratch on "
+        "Fashion-MNIST classes 0-4 (or scikit-learn digits), transfers it to targets for each case and trains "
+        "from-scratch baselines; prints one table and writes a plot. No network needed.",
+    )
+    parser.add_argument("--output-dir", default="runs/demo", help="where runs, logs, table and plot go")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="folder with the Fashion-MNIST idx .gz files (default: looked up), or 'digits' for scikit-learn's digits",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data selection and training")
+    parser.add_argument(
+        "--cases", nargs="+", default=list(CASE_ORDER), choices=CASE_ORDER, help="cases to run (default all)"
+    )
+    args = parser.parse_args(argv)
+    from hftl.recipes.run import quiet_library_logs
+
+    quiet_library_logs()
+    result = run_demo(args.output_dir, quick=args.quick, data=args.data, seed=args.seed, cases=args.cases)
+    print(result.table)
+    print(
+        f"\nTotal {result.seconds:.0f} s. Runs and logs in {result.output_dir}; table in results.md", end=""
+    )
+    print(f"; plot {result.plot}" if result.plot else " (pip install 'hftl[report]' for the plot)")
+    return 0
+
+
+__all__ = ["DemoResult", "DemoRow", "DemoSizes", "QUICK", "STANDARD", "demo_data", "main", "run_demo"]

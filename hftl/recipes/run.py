@@ -1,0 +1,241 @@
+"""One transfer run, start to finish: config -> task -> data -> model -> plan -> apply -> loop -> artifacts.
+
+``run`` reads as a table of contents; each step lives in its own module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from datasets import Dataset, DatasetDict
+from torch import nn
+
+from hftl.advisor.decision import model_names, resolve_auto_case
+from hftl.backbones import backbone_for
+from hftl.config import RunConfig, resolve_config
+from hftl.data.loading import splits_for
+from hftl.data.preprocess import prepare_inputs
+from hftl.outputs.artifacts import save_model, write_metrics, write_run_files
+from hftl.outputs.card import write_cards
+from hftl.outputs.hub import publish_after_run
+from hftl.settings import AUTO_CASE
+from hftl.sources.registry import build_model, check_source, load_processor
+from hftl.tasks import get_task
+from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
+from hftl.training.feature_cache import describe as describe_cache
+from hftl.training.feature_cache import keep_frozen_prefix_in_eval, use_feature_cache
+from hftl.training.guards import with_auto_batch_size
+from hftl.training.loop import FitResult, fit
+from hftl.training.metrics import load_metrics
+from hftl.training.throughput import format_summary
+from hftl.transfer.apply import apply_plan, count_parameters
+from hftl.transfer.cases import make_plan
+from hftl.transfer.plan import TransferPlan
+
+
+@dataclass
+class RunResult:
+    """What ``hftl.train`` returns: where the model is, its metrics, the plan it followed, and the model itself."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    plan: TransferPlan
+    config: RunConfig
+    model: nn.Module
+
+
+def make_accelerator(config: RunConfig) -> Accelerator:
+    # torchrun on a machine without GPUs: Accelerate only forms a gloo group when told it runs on the CPU
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(
+        cpu=cpu_ddp,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=trackers(config.report_to),
+        project_dir=config.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=config.ddp_find_unused_parameters)
+        ],
+    )
+
+
+def trackers(report_to: str) -> list[str] | None:
+    """Accelerate trackers for ``--report-to``; ``auto`` picks only the ones that need no account (TensorBoard)."""
+    if report_to == "none":
+        return None
+    if report_to == "auto":
+        from accelerate.utils import is_tensorboard_available
+
+        return ["tensorboard"] if is_tensorboard_available() else None
+    return report_to.split(",")
+
+
+def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunResult:
+    """Train one transfer setup and write its outputs; ``dataset`` overrides ``config.dataset`` (Python API)."""
+    quiet_library_logs()
+    release_accelerator_state()  # a previous run in this process may have failed before releasing it
+    accelerator = make_accelerator(config)
+    task = get_task(config.task)
+    if config.case == AUTO_CASE:
+        model_names(config, single=True)  # one model to train; `hftl advise` ranks several
+    check_source(config.model)  # fail on a mistyped model path before any data is loaded
+    output_dir = Path(config.output_dir)
+    if config.trust_remote_code:
+        accelerator.print("WARNING: --trust-remote-code is ON: code from the model repository will run.")
+
+    with accelerator.main_process_first():
+        splits = splits_for(config, task, dataset)
+        processor = load_processor(task, config, splits)
+        inputs = prepare_inputs(
+            splits,
+            task.modality,
+            processor,
+            max_length=config.max_length,
+            augment=config.augment,
+            seed=config.seed,
+            pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
+            max_bad_fraction=config.max_bad_fraction,
+        )
+
+    if config.case == AUTO_CASE:  # issue 7: the advisor picks the case (and the cut) from the data
+        config = resolve_auto_case(config, task, splits, processor, accelerator)
+
+    set_seed(config.seed)  # the new head's initial weights depend only on the seed
+    model = build_model(task, config, splits.labels, processor)
+    backbone = backbone_for(model.config)
+    plan = make_plan(config, model, backbone)
+    model = apply_plan(plan, model, backbone)
+    keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
+    channels_last = wants_channels_last(config, backbone, accelerator.device)
+    apply_memory_format(model, channels_last)
+    params = count_parameters(model)
+    if accelerator.is_main_process:
+        write_run_files(output_dir, config, plan)
+    if accelerator.log_with:
+        scalars = {k: v for k, v in config.to_dict().items() if isinstance(v, int | float | str | bool)}
+        accelerator.init_trackers("logs", config=scalars)
+    accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
+    accelerator.print(plan.render(params.trainable, params.total))
+    accelerator.print(
+        f"Data: {len(inputs.train)} train / {len(inputs.validation)} validation examples, "
+        f"{len(splits.labels)} labels from {splits.source}"
+    )
+
+    metric_modules = load_metrics(task.metrics)
+    cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
+    for line in describe_cache(cached.status, config.augment, task.modality):
+        accelerator.print(line)
+    fit_model = maybe_compile(cached.model, config.compile)
+
+    def train_with(batch_size: int, accumulation: int) -> FitResult:
+        accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
+        accelerator.gradient_accumulation_steps = accumulation
+        settings = config.replace(batch_size=batch_size, gradient_accumulation_steps=accumulation)
+        return fit(fit_model, cached.inputs, settings, plan.lr, metric_modules, accelerator, plan=plan)
+
+    if config.auto_batch_size:
+        result = with_auto_batch_size(
+            train_with, fit_model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
+        )
+    else:
+        result = train_with(config.batch_size, config.gradient_accumulation_steps)
+    # a cached run trained the real model's own modules in place: save the whole network
+    trained = model if cached.status.used else accelerator.unwrap_model(result.extra["model"])
+    accelerator.print(format_summary(result.extra["throughput"]))
+
+    accelerator.wait_for_everyone()
+    metrics = {
+        "task": task.name,
+        "case": plan.case,
+        "strategy": plan.strategy,
+        "init": plan.init,
+        "model": config.model,
+        "best": result.best,
+        "final": result.history[-1],
+        "history": result.history,
+        "curve": result.extra.get("curve", result.history),  # every evaluation, incl. each --eval-steps
+        "labels": splits.labels,
+        "parameters": {
+            "trainable": params.trainable,
+            "total": params.total,
+            "percent": round(params.percent, 4),
+        },
+        "train_examples": len(inputs.train),
+        "validation_examples": len(inputs.validation),
+        "skipped_examples": {r.split: dataclasses.asdict(r) for r in inputs.skipped},
+        "train_seconds": round(result.train_seconds, 3),
+        "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
+        "global_step": result.global_step,
+        "nonfinite_steps_skipped": result.extra["nonfinite_skipped"],
+        "batch_size": result.extra["batch_size"],
+        "gradient_accumulation_steps": result.extra["gradient_accumulation_steps"],
+        "resumed_from": result.resumed_from,
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "throughput": result.extra["throughput"],
+        "feature_cache": cached.status.to_dict(),
+        "speed": switches_used(model, config, channels_last, accelerator),
+    }
+    if accelerator.is_main_process:
+        save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
+        write_metrics(output_dir, metrics)
+        write_cards(output_dir, repo_id=config.push_to_hub)
+        for report in inputs.skipped:
+            if report.skipped:
+                accelerator.print(f"Unusable examples skipped: {report.summary()}")
+        accelerator.print(
+            f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
+            f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
+        )
+    accelerator.wait_for_everyone()
+    publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
+    accelerator.end_training()
+    release_accelerator_state()
+    return RunResult(output_dir, metrics, plan, config, trained)
+
+
+def release_accelerator_state() -> None:
+    """Accelerate keeps its settings (mixed precision, accumulation) in process-wide singletons; clear them so the
+    next run in this process (``hftl compare``, notebooks, tests) gets its own. The process group is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+def train(config: str | Path | None = None, *, dataset: Any = None, **settings: Any) -> RunResult:
+    """Python entry point: the same settings as the CLI flags, as keywords. ``dataset`` may also be a
+    ``datasets.Dataset``/``DatasetDict`` in memory; ``config`` a YAML file whose values the keywords override."""
+    values = dict(settings)
+    if config is not None:
+        values["config"] = str(config)
+    in_memory = dataset if isinstance(dataset, Dataset | DatasetDict) else None
+    if dataset is not None:
+        values["dataset"] = "<in-memory dataset>" if in_memory is not None else str(dataset)
+    return run(resolve_config(values), dataset=in_memory)
+
+
+class _DropTorchvisionFallbackNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision" not in record.getMessage()
+
+
+def quiet_library_logs() -> None:
+    """transformers warns once per image processor that torchvision is missing; hftl works without it."""
+    logging.getLogger("transformers").addFilter(_DropTorchvisionFallbackNotice())
+    for handler in logging.getLogger("transformers").handlers:
+        handler.addFilter(_DropTorchvisionFallbackNotice())
+    torch.set_float32_matmul_precision("high")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.rstrip().splitlines())

@@ -1,0 +1,78 @@
+"""The valid choices of the settings and the checks every section uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from hftl.errors import ConfigError, unknown_choice
+
+CASES = ("small_similar", "small_different", "large_similar", "large_different")
+AUTO_CASE = "auto"  # the advisor picks one of CASES from the data (hftl.advisor)
+REGULARIZERS = ("l2sp", "bss")
+ADVISE_POOLINGS = ("auto", "cls", "mean")
+STRATEGIES = ("head", "partial", "lora", "full")
+INITS = ("pretrained", "scratch")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+# word vectors (--model vectors:PATH_OR_NAME)
+VECTORS_PREFIX = "vectors:"
+VECTOR_FORMATS = ("auto", "word2vec-bin", "word2vec-txt", "glove", "kv")
+WORD_SPLITS = ("words", "whitespace")
+OOV_INITS = ("random", "zeros", "mean")
+VECTOR_POOLINGS = ("mean", "max")
+VECTOR_ENCODERS = ("bag", "cnn")
+VECTORS_LORA_MESSAGE = (
+    "LoRA is not meaningful for word vectors: the only pretrained block is the embedding matrix (a lookup table, "
+    "no weight matrices to adapt). Use --strategy head (frozen vectors, trained classifier) or --strategy full "
+    "(fine-tuned vectors)."
+)
+
+Case = Literal["small_similar", "small_different", "large_similar", "large_different", "auto"]
+Strategy = Literal["head", "partial", "lora", "full"]
+
+
+def check_choice(name: str, value: Any, valid: Sequence[str], optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value not in valid:
+        raise unknown_choice(name, value, valid)
+
+
+def check_positive(section: Any, *names: str, optional: bool = False) -> None:
+    """Each named field is a positive integer (or None, when ``optional``)."""
+    for name in names:
+        value = getattr(section, name)
+        if value is None and optional:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_range(
+    name: str,
+    value: float | None,
+    low: float,
+    high: float,
+    *,
+    closed_low: bool = True,
+    closed_high: bool = True,
+) -> None:
+    """``value`` lies in the interval (None passes); the message writes the interval as maths does."""
+    if value is None:
+        return
+    above = value >= low if closed_low else value > low
+    below = value <= high if closed_high else value < high
+    if not (above and below):
+        interval = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
+        raise ConfigError(f"{name} must be in {interval}, got {value}")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``owner/name`` or ``name``, as the Hub accepts it."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ConfigError(f"invalid Hub repo id {repo_id!r}: {error}") from error
+    return repo_id

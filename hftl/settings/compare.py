@@ -1,0 +1,67 @@
+"""What ``hftl compare`` adds to the run settings: training sizes, seeds and the learning curve's resolution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hftl.errors import ConfigError
+
+
+@dataclass
+class CompareSettings:
+    """What ``hftl compare`` adds to the run settings (flags of `hftl compare`)."""
+
+    train_sizes: str = field(
+        default="all",
+        metadata={"help": "Comma-separated training-set sizes to compare at, 'all' for the whole split."},
+    )
+    seeds: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated seeds (default: --seed); figures are means over seeds."},
+    )
+    scratch_lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the from-scratch baseline (default: the scratch default)."},
+    )
+    target: float | None = field(
+        default=None,
+        metadata={
+            "help": "Metric value for 'steps to reach target' (default: 90% of the better arm's best)."
+        },
+    )
+    evals_per_epoch: int = field(
+        default=4,
+        metadata={"help": "Evaluations per epoch when --eval-steps is not given (learning-curve points)."},
+    )
+
+    def __post_init__(self) -> None:
+        self.sizes = parse_sizes(self.train_sizes)
+        self.seed_list = parse_seeds(self.seeds) if self.seeds else None
+        if self.evals_per_epoch < 1:
+            raise ConfigError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
+        if self.scratch_lr is not None and self.scratch_lr <= 0:
+            raise ConfigError(f"scratch_lr must be > 0, got {self.scratch_lr}")
+
+
+def parse_sizes(text: str) -> list[int | None]:
+    """'100,1000,all' -> [100, 1000, None]."""
+    sizes: list[int | None] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if part.lower() == "all":
+            sizes.append(None)
+        elif part.isdigit() and int(part) > 0:
+            sizes.append(int(part))
+        else:
+            raise ConfigError(
+                f"--train-sizes: {part!r} is not a positive integer or 'all' (e.g. 100,1000,all)"
+            )
+    return sizes
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError as error:
+        raise ConfigError(
+            f"--seeds: expected comma-separated integers such as 1,2,3, got {text!r}"
+        ) from error

@@ -1,0 +1,140 @@
+"""Which data and how it is read, and the word vectors that turn texts into inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from hftl.errors import ConfigError
+from hftl.settings.choices import (
+    OOV_INITS,
+    VECTOR_ENCODERS,
+    VECTOR_FORMATS,
+    VECTOR_POOLINGS,
+    WORD_SPLITS,
+    check_choice,
+    check_positive,
+    check_range,
+)
+
+
+@dataclass
+class DataSettings:
+    """Which data, which columns, how much of it, and how bad rows are treated."""
+
+    section: ClassVar[str] = "data"
+
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset id, image folder, CSV/JSON/Parquet file(s) or a save_to_disk folder; "
+            "default: the task card's."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration name of a Hub dataset."}
+    )
+    input_column: str | None = field(
+        default=None, metadata={"help": "Column with the images or texts; default: found from the task card."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Column with the labels; default: found from the task card."}
+    )
+    validation_split: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of train held out (stratified, seeded) when the dataset has no validation split."
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training examples (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many validation examples (quick runs)."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Text: truncate token sequences to this length."})
+    augment: bool = field(
+        default=True,
+        metadata={"help": "Images: light train-time augmentation (random resized crop and flip)."},
+    )
+    max_bad_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "Unreadable images and empty texts are skipped and reported; stop when more than this "
+            "fraction of a split is bad."
+        },
+    )
+    data_encoding: str = field(
+        default="utf-8", metadata={"help": "Text encoding of CSV/TSV/JSON files (e.g. latin-1)."}
+    )
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_length")
+        check_positive(self, "max_train_samples", "max_eval_samples", optional=True)
+        check_range("max_bad_fraction", self.max_bad_fraction, 0.0, 1.0)
+        check_range("validation_split", self.validation_split, 0.0, 1.0, closed_low=False, closed_high=False)
+
+
+@dataclass
+class VectorsSettings:
+    """Word vectors (``--model vectors:PATH_OR_NAME``): reading them and the classifier on top."""
+
+    section: ClassVar[str] = "vectors"
+
+    vectors_format: Literal["auto", "word2vec-bin", "word2vec-txt", "glove", "kv"] = field(
+        default="auto",
+        metadata={"help": "Word vectors: file format; auto detects it from the file (extension and header)."},
+    )
+    vectors_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "Word vectors: load only the first N vectors (the most frequent words, in most files)."
+        },
+    )
+    vectors_lowercase: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Word vectors: lowercase the texts; default: if the vectors are lowercase (GloVe)."
+        },
+    )
+    vectors_split: Literal["words", "whitespace"] = field(
+        default="words",
+        metadata={"help": "Word vectors: split texts into words and punctuation, or at whitespace only."},
+    )
+    vectors_min_freq: int = field(
+        default=1, metadata={"help": "Word vectors: vocabulary words occur at least this often in train."}
+    )
+    vectors_max_vocab: int | None = field(
+        default=None, metadata={"help": "Word vectors: keep at most this many (most frequent) words."}
+    )
+    vectors_oov_init: Literal["random", "zeros", "mean"] = field(
+        default="random",
+        metadata={
+            "help": "Word vectors: rows of words without a vector: random (scaled to the vectors), zeros, mean."
+        },
+    )
+    vectors_pooling: Literal["mean", "max"] = field(
+        default="mean",
+        metadata={"help": "Word vectors: pool the words of a text by mean or max (padding masked)."},
+    )
+    vectors_encoder: Literal["bag", "cnn"] = field(
+        default="bag",
+        metadata={
+            "help": "Word vectors: pool the vectors directly (bag) or after a 1-D CNN (kernels 3,4,5)."
+        },
+    )
+    vectors_hidden_size: int = field(
+        default=128,
+        metadata={"help": "Word vectors: hidden units of the MLP classifier (0: a linear layer)."},
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("vectors_format", self.vectors_format, VECTOR_FORMATS)
+        check_choice("vectors_split", self.vectors_split, WORD_SPLITS)
+        check_choice("vectors_oov_init", self.vectors_oov_init, OOV_INITS)
+        check_choice("vectors_pooling", self.vectors_pooling, VECTOR_POOLINGS)
+        check_choice("vectors_encoder", self.vectors_encoder, VECTOR_ENCODERS)
+        check_positive(self, "vectors_min_freq")
+        check_positive(self, "vectors_limit", "vectors_max_vocab", optional=True)
+        if self.vectors_hidden_size < 0:
+            raise ConfigError(f"vectors_hidden_size must be >= 0, got {self.vectors_hidden_size}")

@@ -1,0 +1,156 @@
+"""What runs and where it goes: the task and model, the transfer, outputs and checkpoints, the Hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from hftl.errors import ConfigError
+from hftl.settings.choices import (
+    AUTO_CASE,
+    CASES,
+    INITS,
+    STRATEGIES,
+    Case,
+    Strategy,
+    check_choice,
+    check_positive,
+    check_repo_id,
+)
+
+
+@dataclass
+class RunSettings:
+    """What runs, from where to where: the task, the model, the output folder, checkpoints and logs."""
+
+    section: ClassVar[str] = "run"
+
+    task: str | None = field(
+        default=None, metadata={"help": "Task name (image, text) or a task-card YAML path."}
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "Hub id or local save_pretrained folder; default: the task card's."}
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Hub revision (branch, tag or commit) of --model."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow model code from the Hub to run. Off unless you turn it on."}
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where everything is written (runs/TASK-CASE)."}
+    )
+    resume: str | None = field(
+        default=None,
+        metadata={"help": "Resume from a checkpoint folder, or 'auto' for the newest in OUTPUT_DIR."},
+    )
+    save_steps: int | None = field(
+        default=None, metadata={"help": "Also checkpoint every N optimizer steps (always at each epoch end)."}
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (newest N)."})
+    metric_for_best: str = field(
+        default="accuracy", metadata={"help": "Validation metric that picks the best epoch."}
+    )
+    log_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
+    eval_steps: int | None = field(
+        default=None,
+        metadata={"help": "Also evaluate every N optimizer steps (a finer learning curve; `hftl compare`)."},
+    )
+    report_to: str = field(
+        default="auto",
+        metadata={
+            "help": "Accelerate trackers: auto (TensorBoard when installed, offline-safe), none, all, or names "
+            "(tensorboard,wandb,mlflow,...). Logs go to OUTPUT_DIR/logs."
+        },
+    )
+    max_nonfinite_steps: int = field(
+        default=5,
+        metadata={"help": "Skip steps with a NaN/inf loss or gradient; stop after this many in a row."},
+    )
+    auto_batch_size: bool = field(
+        default=False,
+        metadata={
+            "help": "On out-of-memory, halve the per-device batch and double gradient accumulation (same "
+            "effective batch) until it fits."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        check_positive(self, "log_steps", "save_total_limit", "max_nonfinite_steps")
+        check_positive(self, "save_steps", "eval_steps", optional=True)
+
+
+@dataclass
+class TransferSettings:
+    """What is transferred and how: the case, the strategy, the cut, the init and LoRA."""
+
+    section: ClassVar[str] = "transfer"
+
+    case: Case | None = field(
+        default=None,
+        metadata={
+            "help": "Transfer case: target data size x similarity to the source data; 'auto' lets the advisor "
+            "pick it from the data (see `hftl advise`)."
+        },
+    )
+    strategy: Strategy | None = field(
+        default=None,
+        metadata={
+            "help": "Override the case's strategy: head (train a new head only), partial (freeze the first "
+            "--keep-layers layers, train the rest), lora (PEFT adapters + head), full (fine-tune everything)."
+        },
+    )
+    keep_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Layers/stages kept by small_different (truncation) or frozen by --strategy partial; "
+            "default: a per-family value printed in the plan."
+        },
+    )
+    init: Literal["pretrained", "scratch"] = field(
+        default="pretrained",
+        metadata={
+            "help": "Start from the pretrained weights, or from random weights (the from-scratch baseline)."
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA path."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names LoRA adapts; default: per family (attention q/v, or convs)."},
+    )
+    merge_lora: bool = field(
+        default=False, metadata={"help": "Also write the merged model to OUTPUT_DIR/merged."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.case is None:
+            raise ConfigError(f"no case given; choose --case from: {', '.join(CASES)}")
+        check_choice("case", self.case, (*CASES, AUTO_CASE))
+        check_choice("strategy", self.strategy, STRATEGIES, optional=True)
+        check_choice("init", self.init, INITS)
+        check_positive(self, "lora_r")
+        check_positive(self, "keep_layers", optional=True)
+
+
+@dataclass
+class HubSettings:
+    """Publishing to the Hugging Face Hub when the run is done."""
+
+    section: ClassVar[str] = "hub"
+
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub repo id (owner/name) to publish to when the run is done: the LoRA adapter (with its head) "
+            "or the full model, with processor and model card. A failed push prints the retry command."
+        },
+    )
+    hub_private: bool = field(
+        default=False, metadata={"help": "Create the --push-to-hub repository as private."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.push_to_hub is not None:
+            check_repo_id(self.push_to_hub)

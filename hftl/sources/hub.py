@@ -1,0 +1,99 @@
+"""The Hub/local source (the fallback): a Hub id or a local ``save_pretrained`` folder, loaded with transformers'
+Auto classes, with errors that say what to do offline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+from hftl.errors import ModelError
+from hftl.modeling.timm_nets import prepare_config, standard_processor
+from hftl.sources.registry import label_kwargs, local_or_hub, register_source
+
+if TYPE_CHECKING:
+    from hftl.config import RunConfig
+    from hftl.tasks import Task
+
+
+def _loading_error(name: str, error: Exception) -> ModelError:
+    return ModelError(
+        f"could not load model {name!r}: it is not a local folder and the Hugging Face Hub could not provide it "
+        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Offline, pass a local "
+        "save_pretrained folder with --model."
+    )
+
+
+def load_model_config(config: RunConfig, labels: list[str] | None = None) -> PretrainedConfig:
+    """The architecture config, with the label names of the target dataset when given."""
+    source = local_or_hub(config.model)
+    try:
+        model_config = AutoConfig.from_pretrained(
+            source, revision=config.revision, trust_remote_code=config.trust_remote_code
+        )
+    except (OSError, ValueError) as error:
+        raise _loading_error(config.model, error) from error
+    prepare_config(model_config)
+    if labels is not None:
+        for key, value in label_kwargs(labels).items():
+            setattr(model_config, key, value)
+    return model_config
+
+
+class HubSource:
+    """Hub ids and local folders: every name no other source claims."""
+
+    name = "hub"
+
+    def matches(self, model: str) -> bool:
+        return True
+
+    def check(self, model: str) -> str:
+        return local_or_hub(model)
+
+    def build_model(
+        self, task: Task, config: RunConfig, labels: list[str], processor: Any = None
+    ) -> PreTrainedModel:
+        model_class = task.model_class()
+        model_config = load_model_config(config, labels)
+        # the attention kernel (sdpa, eager, ...); transformers picks SDPA where supported when not given
+        kernel = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
+        if config.init == "scratch":
+            return model_class.from_config(model_config, trust_remote_code=config.trust_remote_code, **kernel)
+        try:
+            return model_class.from_pretrained(
+                local_or_hub(config.model),
+                config=model_config,
+                revision=config.revision,
+                trust_remote_code=config.trust_remote_code,
+                ignore_mismatched_sizes=True,
+                **kernel,
+            )
+        except (OSError, ValueError) as error:
+            raise _loading_error(config.model, error) from error
+
+    def build_meta_model(
+        self, task: Task, config: RunConfig, labels: list[str] | None = None
+    ) -> PreTrainedModel:
+        model_config = load_model_config(config, labels)
+        with torch.device("meta"):
+            return task.model_class().from_config(model_config, trust_remote_code=config.trust_remote_code)
+
+    def load_processor(self, task: Task, config: RunConfig, splits: Any = None) -> Any:
+        source = local_or_hub(config.model)
+        loader = AutoImageProcessor if task.modality == "image" else AutoTokenizer
+        try:
+            processor = loader.from_pretrained(
+                source, revision=config.revision, trust_remote_code=config.trust_remote_code
+            )
+            return standard_processor(processor)  # timm Hub repos: the equivalent standard processor
+        except (OSError, ValueError) as error:
+            raise ModelError(
+                f"could not load the {'image processor' if task.modality == 'image' else 'tokenizer'} of "
+                f"{config.model!r} ({type(error).__name__}); a local model folder needs it saved beside the "
+                "weights (processor.save_pretrained(folder))"
+            ) from error
+
+
+SOURCE = register_source(HubSource(), fallback=True)

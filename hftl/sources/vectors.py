@@ -1,0 +1,161 @@
+"""``--model vectors:PATH_OR_NAME``: the run's tokenizer and model come from word vectors and the training split.
+
+The tokenizer is a word vocabulary built from the training texts (lowercased when the vectors are, unless told);
+the model is a ``WordVectorsForSequenceClassification`` whose embedding matrix holds the vectors aligned to that
+vocabulary. ``hftl.sources.hub`` dispatches here; the rest of the run (plan, loop, artifacts) is the same as for any
+other family. The vectors are loaded once per run and released once the matrix is built.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+
+from hftl.config import RunConfig
+from hftl.errors import ConfigError, ModelError
+from hftl.modeling.word_vectors import WordVectorsConfig, WordVectorsForSequenceClassification
+from hftl.settings import VECTORS_PREFIX
+from hftl.sources.registry import label_kwargs, register_source
+from hftl.sources.word_vectors import (
+    build_word_tokenizer,
+    embedding_matrix,
+    load_vectors,
+    looks_like_vectors_path,
+    vectors_are_lowercase,
+)
+from hftl.tasks import Task
+
+if TYPE_CHECKING:
+    from hftl.data.loading import Splits
+
+
+def is_vectors_model(name: str | None) -> bool:
+    """True for ``vectors:PATH_OR_NAME`` model names."""
+    return bool(name) and str(name).startswith(VECTORS_PREFIX)
+
+
+def vectors_source(name: str) -> str:
+    """The file or gensim-data name after the ``vectors:`` prefix."""
+    return str(name)[len(VECTORS_PREFIX) :]
+
+
+def check_vectors_source(name: str) -> str:
+    """Fail early for a vectors path that does not exist (gensim-data names are checked when loaded)."""
+    source = vectors_source(name)
+    if looks_like_vectors_path(source) and not Path(source).expanduser().is_file():
+        raise ModelError(f"word vectors file does not exist: {source}")
+    return name
+
+
+def check_text_task(task: Task) -> None:
+    if task.modality != "text":
+        raise ConfigError(f"--model vectors:... needs a text task; task {task.name!r} is {task.modality}")
+
+
+@functools.lru_cache(maxsize=1)
+def _vectors(source: str, format: str, limit: int | None) -> Any:
+    return load_vectors(source, format=format, limit=limit)
+
+
+def vectors_for(config: RunConfig) -> Any:
+    """The run's vectors (cached between the tokenizer and the model steps)."""
+    return _vectors(vectors_source(config.model), config.vectors_format, config.vectors_limit)
+
+
+def lowercase_for(config: RunConfig, kv: Any) -> bool:
+    return config.vectors_lowercase if config.vectors_lowercase is not None else vectors_are_lowercase(kv)
+
+
+def build_tokenizer(task: Task, config: RunConfig, splits: Splits | None = None) -> Any:
+    """The word vocabulary of the training split as a fast tokenizer (saved with the model as tokenizer.json)."""
+    check_text_task(task)
+    if splits is None:
+        raise ConfigError("a word-vector tokenizer is built from the training split: pass the splits")
+    return build_word_tokenizer(
+        splits.train[splits.input_column],
+        lowercase=lowercase_for(config, vectors_for(config)),
+        split=config.vectors_split,
+        min_freq=config.vectors_min_freq,
+        max_vocab=config.vectors_max_vocab,
+    )
+
+
+def model_config(
+    config: RunConfig, labels: list[str], vocab_size: int, kv: Any, **extra: Any
+) -> WordVectorsConfig:
+    return WordVectorsConfig(
+        vocab_size=vocab_size,
+        embedding_dim=kv.vector_size,
+        pooling=config.vectors_pooling,
+        encoder=config.vectors_encoder,
+        hidden_size=config.vectors_hidden_size,
+        vectors=vectors_source(config.model),
+        lowercase=lowercase_for(config, kv),
+        **label_kwargs(labels),
+        **extra,
+    )
+
+
+def build_model(
+    task: Task, config: RunConfig, labels: list[str], tokenizer: Any
+) -> WordVectorsForSequenceClassification:
+    """The classifier with the vectors aligned to ``tokenizer``'s vocabulary (or, with ``--init scratch``, random
+    vectors of the same size and scale). Prints the OOV report and keeps it in the model config."""
+    kv = vectors_for(config)
+    matrix, report = embedding_matrix(kv, tokenizer, oov_init=config.vectors_oov_init, seed=config.seed)
+    if config.init == "scratch":
+        matrix = random_like(matrix, tokenizer.pad_token_id, config.seed)
+    settings = model_config(
+        config, labels, len(matrix), kv, pad_token_id=tokenizer.pad_token_id, oov_report=report.to_dict()
+    )
+    model = WordVectorsForSequenceClassification(settings)
+    with torch.no_grad():
+        model.word_vectors.embeddings.weight.copy_(torch.from_numpy(matrix))
+    PartialState().print(report.render())
+    _vectors.cache_clear()  # the matrix holds what the run needs: let the (possibly large) vectors go
+    return model
+
+
+def random_like(matrix: np.ndarray, pad_id: int | None, seed: int) -> np.ndarray:
+    """Random vectors with the same shape and overall scale as ``matrix`` (the from-scratch baseline)."""
+    rows = np.ones(len(matrix), dtype=bool)
+    if pad_id is not None:
+        rows[pad_id] = False
+    scale = float(matrix[rows].std()) or 1.0
+    random = np.random.default_rng(seed).normal(0.0, scale, size=matrix.shape).astype(np.float32)
+    random[~rows] = 0.0
+    return random
+
+
+def build_meta_model(
+    task: Task, config: RunConfig, labels: list[str] | None = None
+) -> WordVectorsForSequenceClassification:
+    """The architecture on the meta device for ``hftl plan``; without data, the vocabulary is every vector (+2)."""
+    kv = vectors_for(config)
+    settings = model_config(config, labels or ["0", "1"], len(kv) + 2, kv)
+    with torch.device("meta"):
+        return WordVectorsForSequenceClassification(settings)
+
+
+class VectorsSource:
+    """``vectors:PATH_OR_NAME``: word vectors (GloVe, word2vec, gensim) under a bag-of-vectors classifier."""
+
+    name = "vectors"
+
+    def matches(self, model: str) -> bool:
+        return is_vectors_model(model)
+
+    def check(self, model: str) -> str:
+        return check_vectors_source(model)
+
+    build_model = staticmethod(build_model)
+    build_meta_model = staticmethod(build_meta_model)
+    load_processor = staticmethod(build_tokenizer)
+
+
+SOURCE = register_source(VectorsSource())

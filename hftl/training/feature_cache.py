@@ -1,0 +1,587 @@
+"""Frozen-prefix feature cache: run the frozen part of the network once, train the rest on stored features.
+
+The usual way to train a head on a frozen backbone runs the whole backbone forward on every example in every
+epoch. When the plan freezes a prefix (head-only: everything up to the head; truncated ``small_different``: the
+stem and the kept layers; ``partial``: the stem and the first N layers), hftl runs that prefix once (eval mode, no
+gradients) over the train and validation splits, writes its outputs to disk as memory-mapped Arrow files, and
+trains the rest of the network on them with the same loop (``hftl.training.loop.fit``).
+
+- **Exact**: the frozen prefix runs in inference mode in every run, cached or not (dropout off, BatchNorm
+  statistics fixed, as Keras' ``training=False``), so a cached run trains the same weights as an uncached one.
+- **Keyed** by the model (id, revision, class, architecture config and a hash of the prefix weights), the cut point,
+  the preprocessing (processor settings, max_length, the preprocessed datasets' fingerprints), the precision and
+  the number of augmented views. Any change misses the cache; an identical run reuses it.
+- **Checked**: ``meta.json`` records each file's size and BLAKE2b digest; a file that does not match is reported
+  and the cache rebuilt. Builds go to a temporary folder that is renamed into place, so a crash leaves nothing.
+- **Augmentation vs cache**: the cache wins by default (features of un-augmented images). ``--no-feature-cache``
+  keeps per-epoch augmentation (and the full forward cost); ``--cache-views K`` caches K augmented views per
+  training image and epoch ``e`` trains on view ``e % K`` (with K >= epochs this equals the uncached augmented run).
+- **Distributed**: the local main process builds or verifies, the others wait and then read the same files.
+
+The model that ``fit`` trains is a :class:`CachedFeaturesModel`: the real model's submodules under their own names
+(so checkpoints, resume and the best-epoch restore see the same tensor names) with a forward that runs only the
+part after the cut. The real model is what gets saved: the whole network, usable by ``transformers.pipeline``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Array2D, Array3D, Array4D, Array5D, Dataset, Features, List, Value
+from datasets.arrow_writer import ArrowWriter
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hftl.backbones.base import Backbone, Cut, block_module, block_tensors
+from hftl.data.preprocess import LABELS, ModelInputs
+from hftl.errors import ModelError
+from hftl.transfer.plan import TransferPlan
+
+CACHE_VERSION = 1
+META_FILE = "meta.json"
+SPLITS = ("train", "validation")
+LENGTH = "length"
+FEATURES = "features"
+_LABEL_KEYS = {"id2label", "label2id", "num_labels", "problem_type", "_name_or_path", "transformers_version"}
+
+
+# --- where to cut ---------------------------------------------------------------------------------------------------
+def find_cut(plan: TransferPlan, backbone: Backbone, model: nn.Module) -> tuple[Cut | None, str]:
+    """The cut after the plan's frozen prefix, or None with the reason no features can be cached."""
+    if plan.lora is not None:
+        return None, "LoRA adapts every kept layer, so no layer output is fixed"
+    prefix = plan.frozen_prefix()
+    kinds = {block.name: block.kind for block in plan.blocks}
+    frozen_layers = sum(1 for name in prefix if kinds[name] == "layer")
+    if not prefix or kinds[prefix[0]] != "stem" or frozen_layers == 0:
+        return None, f"strategy {plan.strategy!r} freezes no layer, so there is no fixed prefix to cache"
+    rest = [b for b in plan.blocks if b.action != "removed" and b.name not in prefix]
+    head_input = all(block.kind == "head" for block in rest)
+    later_layers = any(block.kind == "layer" for block in rest)
+    first_token = not head_input and not later_layers and backbone.first_token_pools(model)
+    cut = Cut(layers=frozen_layers, head_input=head_input, first_token=first_token)
+    reason = backbone.cache_support(model, cut)
+    return (None, reason) if reason else (cut, "")
+
+
+def keep_frozen_prefix_in_eval(model: nn.Module, plan: TransferPlan) -> list[str]:
+    """Pin the frozen prefix to inference mode whatever ``model.train()`` says: the frozen part is a fixed feature
+    extractor (no dropout, fixed BatchNorm statistics), so caching its outputs changes nothing. Returns the blocks."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    pinned = []
+    for name in plan.frozen_prefix():
+        module = block_module(base, name)
+        if module is None:  # a block that is a single parameter (a timm ViT's cls_token): no mode to pin
+            continue
+        for sub in module.modules():
+            sub.train = types.MethodType(_stay_in_eval, sub)
+        module.eval()
+        pinned.append(name)
+    return pinned
+
+
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
+# --- the key -------------------------------------------------------------------------------------------------------
+def cache_key(
+    model: nn.Module,
+    plan: TransferPlan,
+    cut: Cut,
+    inputs: ModelInputs,
+    *,
+    model_id: str,
+    revision: str | None,
+    preprocessing: Mapping[str, Any],
+    precision: str,
+    views: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Everything the cached features depend on, as plain JSON-able values."""
+    return {
+        "version": CACHE_VERSION,
+        "model": model_id,
+        "revision": revision,
+        "model_class": type(model).__name__,
+        "architecture": architecture_of(model.config),
+        "prefix_weights": prefix_digest(model, plan.frozen_prefix()),
+        "cut": asdict(cut),
+        "preprocessing": dict(preprocessing),
+        "train_fingerprint": inputs.train._fingerprint,
+        "validation_fingerprint": inputs.validation._fingerprint,
+        "precision": precision,
+        "dtype": "float32",
+        "views": views,
+        "augmentation_seed": seed if views > 1 else None,
+    }
+
+
+def key_digest(key: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_dir_name(family: str, cut: Cut, key: Mapping[str, Any]) -> str:
+    where = "head" if cut.head_input else f"layer{cut.layers}"
+    return f"{family}-{where}-{key_digest(key)[:20]}"
+
+
+def prefix_digest(model: nn.Module, blocks: Sequence[str]) -> str:
+    """BLAKE2b of the prefix's tensors (names, dtypes, shapes, bytes): a re-saved or re-initialised model misses."""
+    hasher = hashlib.blake2b(digest_size=16)
+    for block in blocks:
+        for name, tensor in block_tensors(model, block).items():
+            data = tensor.detach().cpu().contiguous()
+            hasher.update(f"{block}.{name}:{data.dtype}:{tuple(data.shape)}".encode())
+            hasher.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+    return hasher.hexdigest()
+
+
+def architecture_of(config: Any) -> dict[str, Any]:
+    """The model config without label names: what the architecture is, as plain JSON values."""
+    values = {k: v for k, v in config.to_diff_dict().items() if k not in _LABEL_KEYS}
+    values["attn_implementation"] = getattr(config, "_attn_implementation", None)
+    return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
+def preprocessing_of(processor: Any, modality: str, max_length: int) -> dict[str, Any]:
+    """The settings that turn raw examples into model inputs (beyond what the dataset fingerprints cover)."""
+    if modality == "image" and hasattr(processor, "to_dict"):
+        settings = processor.to_dict()
+    else:
+        settings = {
+            "class": type(processor).__name__,
+            "name_or_path": getattr(processor, "name_or_path", None),
+            "vocab_size": getattr(processor, "vocab_size", None),
+            "max_length": max_length,
+        }
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+# --- storage -------------------------------------------------------------------------------------------------------
+@dataclass
+class CacheStatus:
+    """What happened to the cache in this run (written to metrics.json under ``feature_cache``)."""
+
+    used: bool
+    reason: str = ""
+    cut: str | None = None
+    path: str | None = None
+    hit: bool | None = None
+    rebuilt_because: str | None = None
+    build_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    views: int = 1
+    rows: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_cache(path: Path) -> str | None:
+    """Why the cache at ``path`` cannot be used (None when every file matches its recorded size and digest)."""
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        return "no meta.json (incomplete build)"
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        return f"meta.json is not valid JSON ({error})"
+    if meta.get("version") != CACHE_VERSION:
+        return f"cache format {meta.get('version')} != {CACHE_VERSION}"
+    for name, expected in meta.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["size"]:
+            return f"{name} has {file.stat().st_size} bytes, expected {expected['size']}"
+        if file_digest(file) != expected["blake2b"]:
+            return f"{name} does not match its checksum (corrupted)"
+    return None
+
+
+def file_digest(path: Path, chunk: int = 1 << 23) -> str:
+    hasher = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def load_cached_split(path: Path, split: str) -> Dataset:
+    """A cached split as a memory-mapped dataset (numpy rows, batched into tensors by FeatureCollator)."""
+    return Dataset.from_file(str(path / f"{split}.arrow")).with_format("numpy")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((path / META_FILE).read_text(encoding="utf-8"))
+
+
+@dataclass
+class SplitSource:
+    """One split to encode: its preprocessed dataset, the collator that makes model inputs, and its views."""
+
+    dataset: Any
+    collator: Any
+    views: int = 1
+
+
+def build_cache(
+    model: nn.Module,
+    backbone: Backbone,
+    cut: Cut,
+    sources: Mapping[str, SplitSource],
+    path: Path,
+    key: Mapping[str, Any],
+    *,
+    device: torch.device,
+    batch_size: int,
+    autocast: Any = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Encode every split with the frozen prefix and write ``<split>.arrow`` + ``meta.json`` into ``path``
+    atomically. The random number streams are left untouched, so a cached run draws the same dropout masks as an
+    uncached one."""
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    meta: dict[str, Any] = {"version": CACHE_VERSION, "key": dict(key), "files": {}, "splits": {}}
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            for split, source in sources.items():
+                info = _write_split(
+                    model,
+                    backbone,
+                    cut,
+                    source,
+                    tmp / f"{split}.arrow",
+                    device,
+                    batch_size,
+                    autocast,
+                    num_workers,
+                )
+                meta["splits"][split] = info
+        for file in sorted(tmp.glob("*.arrow")):
+            meta["files"][file.name] = {"size": file.stat().st_size, "blake2b": file_digest(file)}
+        meta["build_seconds"] = round(time.perf_counter() - started, 3)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if path.exists():  # built meanwhile by another run with the same key, or a broken one we replace
+            shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.train(was_training)
+    return meta
+
+
+def _write_split(
+    model: nn.Module,
+    backbone: Backbone,
+    cut: Cut,
+    source: SplitSource,
+    file: Path,
+    device: torch.device,
+    batch_size: int,
+    autocast: Any,
+    num_workers: int,
+) -> dict[str, Any]:
+    loader = DataLoader(
+        source.dataset, batch_size=batch_size, shuffle=False, collate_fn=list, num_workers=num_workers
+    )
+    writer, rows, shape = None, 0, None
+    for examples in loader:
+        views, lengths, labels = [], None, None
+        for view in range(source.views):
+            if hasattr(source.collator, "set_epoch"):
+                source.collator.set_epoch(view)
+            batch = source.collator(examples)
+            labels = batch[LABELS]
+            if "attention_mask" in batch:
+                lengths = batch["attention_mask"].sum(dim=1)
+            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            with autocast() if autocast is not None else _no_context():
+                views.append(backbone.forward_prefix(model, batch, cut))
+        columns, sequences = _rows(views, source.views)
+        columns[LABELS] = labels.tolist()
+        if lengths is not None:
+            columns[LENGTH] = lengths.tolist()
+        if writer is None:
+            shape = _example_shape(columns[FEATURES][0], sequences)
+            writer = ArrowWriter(features=_schema(shape, sequences, lengths is not None), path=str(file))
+        writer.write_batch(columns)
+        rows += len(columns[LABELS])
+    if writer is None:
+        raise ModelError(f"cannot cache features of an empty split ({file.stem})")
+    writer.finalize()
+    writer.close()
+    return {"rows": rows, "shape": list(shape), "sequences": sequences, "views": source.views}
+
+
+def _rows(views: list[dict[str, torch.Tensor]], count: int) -> tuple[dict[str, list], bool]:
+    """Per-example float32 arrays; padded token sequences are cut back to their real tokens."""
+    first = views[0]
+    if "attention_mask" in first:
+        feats, mask = first[FEATURES].float().cpu(), first["attention_mask"].bool().cpu()
+        return {FEATURES: [feats[i][mask[i]].numpy() for i in range(feats.shape[0])]}, True
+    stacked = [v[FEATURES].float().cpu() for v in views]
+    tensor = torch.stack(stacked, dim=1) if count > 1 else stacked[0]
+    return {FEATURES: list(tensor.numpy())}, False
+
+
+def _example_shape(example: np.ndarray, sequences: bool) -> tuple[int | None, ...]:
+    return (None, example.shape[-1]) if sequences else tuple(example.shape)
+
+
+def _schema(shape: tuple[int | None, ...], sequences: bool, has_length: bool) -> Features:
+    if len(shape) == 1:
+        column: Any = List(Value("float32"), length=shape[0])
+    else:
+        arrays = {2: Array2D, 3: Array3D, 4: Array4D, 5: Array5D}
+        if len(shape) not in arrays:
+            raise ModelError(f"cannot cache features of shape {shape}: at most 5 dimensions per example")
+        column = arrays[len(shape)](shape=shape, dtype="float32")
+    schema = {FEATURES: column, LABELS: Value("int64")}
+    if has_length:
+        schema[LENGTH] = Value("int64")
+    return Features(schema)
+
+
+class _no_context:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# --- training on cached features -----------------------------------------------------------------------------------
+class FeatureCollator:
+    """Batches cached features: stacks fixed-shape features, pads token sequences (and rebuilds their attention
+    mask), and picks the augmented view of the current epoch."""
+
+    def __init__(self, views: int = 1, sequences: bool = False, pad_to_multiple_of: int | None = None):
+        self.views, self.sequences, self.pad_to_multiple_of = views, sequences, pad_to_multiple_of
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        labels = torch.as_tensor(np.array([int(e[LABELS]) for e in examples]), dtype=torch.long)
+        if self.sequences:
+            return {**self._pad([np.asarray(e[FEATURES]) for e in examples]), LABELS: labels}
+        features = torch.from_numpy(np.stack([np.asarray(e[FEATURES]) for e in examples]))
+        if self.views > 1:
+            features = features[:, self.epoch % self.views]
+        return {FEATURES: features, LABELS: labels}
+
+    def _pad(self, sequences: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        longest = max(s.shape[0] for s in sequences)
+        if self.pad_to_multiple_of:
+            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        features = torch.zeros(len(sequences), longest, sequences[0].shape[-1])
+        mask = torch.zeros(len(sequences), longest, dtype=torch.long)
+        for i, sequence in enumerate(sequences):
+            features[i, : sequence.shape[0]] = torch.from_numpy(sequence)
+            mask[i, : sequence.shape[0]] = 1
+        return {FEATURES: features, "attention_mask": mask}
+
+
+class CachedFeaturesModel(nn.Module):
+    """The part of ``model`` after the cut, trained on cached features.
+
+    It registers the real model's children under their own names, so parameter and buffer names (checkpoints,
+    resume, best-epoch restore) are those of the real model, and training it trains the real model in place. The
+    frozen prefix is pinned to eval mode and receives no gradients; its forward never runs here.
+    """
+
+    def __init__(self, model: nn.Module, backbone: Backbone, cut: Cut):
+        super().__init__()
+        if any(True for _ in model.named_parameters(recurse=False)):
+            raise ModelError(f"{type(model).__name__} has parameters outside its submodules; cannot cache")
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        self.__dict__["full_model"] = model  # not a submodule: its children are registered above
+        self.backbone, self.cut = backbone, cut
+        self.config = model.config
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **_: Any,
+    ) -> SequenceClassifierOutput:
+        model = self.full_model
+        inputs = {FEATURES: features, "attention_mask": attention_mask}
+        logits = self.backbone.forward_suffix(model, inputs, self.cut)
+        loss = model.loss_function(labels, logits, model.config) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+# --- the step run.py calls -----------------------------------------------------------------------------------------
+@dataclass
+class CachedTraining:
+    """What to hand to ``fit``: the model and inputs to train on, and what the cache did."""
+
+    model: nn.Module
+    inputs: ModelInputs
+    status: CacheStatus
+
+
+def default_cache_root() -> Path:
+    """``$HF_DATASETS_CACHE/hftl-features`` (by default ~/.cache/huggingface/datasets/hftl-features)."""
+    import datasets.config
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / "hftl-features"
+
+
+def cache_root(config: Any) -> Path:
+    """``--feature-cache-dir``, else the default folder: cached features and the advisor's probe features."""
+    return Path(config.feature_cache_dir) if config.feature_cache_dir else default_cache_root()
+
+
+def use_feature_cache(
+    model: nn.Module,
+    plan: TransferPlan,
+    backbone: Backbone,
+    inputs: ModelInputs,
+    processor: Any,
+    config: Any,
+    accelerator: Any,
+    modality: str,
+) -> CachedTraining:
+    """Decide whether to cache, build or reuse the cache, and return what ``fit`` should train."""
+    if not config.feature_cache:
+        return CachedTraining(model, inputs, CacheStatus(False, "turned off (--no-feature-cache)"))
+    cut, reason = find_cut(plan, backbone, model)
+    if cut is None:
+        return CachedTraining(model, inputs, CacheStatus(False, reason))
+    views = config.cache_views if modality == "image" and config.augment else 1
+    key = cache_key(
+        model,
+        plan,
+        cut,
+        inputs,
+        model_id=str(config.model),
+        revision=config.revision,
+        preprocessing=preprocessing_of(processor, modality, config.max_length),
+        precision=str(accelerator.mixed_precision),
+        views=views,
+        seed=config.seed,
+    )
+    path = cache_root(config) / cache_dir_name(backbone.family, cut, key)
+    status = CacheStatus(True, cut=cut.describe(backbone.layer_word), path=str(path), views=views)
+    model.to(accelerator.device)
+    with accelerator.local_main_process_first():
+        if accelerator.is_local_main_process:
+            _load_or_build(model, backbone, cut, inputs, path, key, views, status, config, accelerator)
+        elif verify_quick(path) is not None:
+            raise ModelError(f"feature cache {path} was not built by the local main process")
+    meta = read_meta(path)
+    status.rows = {split: meta["splits"][split]["rows"] for split in SPLITS}
+    status.bytes = sum(f["size"] for f in meta["files"].values())
+    sequences = meta["splits"]["train"]["sequences"]
+    pad = 8 if accelerator.device.type == "cuda" and sequences else None
+    cached = ModelInputs(
+        load_cached_split(path, "train"),
+        load_cached_split(path, "validation"),
+        FeatureCollator(views, sequences, pad),
+        FeatureCollator(1, sequences, pad),
+    )
+    return CachedTraining(CachedFeaturesModel(model, backbone, cut), cached, status)
+
+
+def verify_quick(path: Path) -> str | None:
+    """Presence and sizes only (other processes trust the local main process's full check)."""
+    if not (path / META_FILE).is_file():
+        return "missing"
+    meta = read_meta(path)
+    for name, expected in meta["files"].items():
+        if not (path / name).is_file() or (path / name).stat().st_size != expected["size"]:
+            return f"{name} differs"
+    return None
+
+
+def _load_or_build(
+    model: nn.Module,
+    backbone: Backbone,
+    cut: Cut,
+    inputs: ModelInputs,
+    path: Path,
+    key: Mapping[str, Any],
+    views: int,
+    status: CacheStatus,
+    config: Any,
+    accelerator: Any,
+) -> None:
+    if path.exists():
+        started = time.perf_counter()
+        problem = verify_cache(path)
+        status.verify_seconds = round(time.perf_counter() - started, 3)
+        if problem is None:
+            status.hit = True
+            accelerator.print(f"Feature cache: reusing {path} (verified in {status.verify_seconds:.1f}s)")
+            return
+        status.rebuilt_because = problem
+        accelerator.print(f"Feature cache: {path} is unusable ({problem}); rebuilding it")
+    status.hit = False
+    train_collator = inputs.train_collator if views > 1 else inputs.eval_collator
+    sources = {
+        "train": SplitSource(inputs.train, train_collator, views),
+        "validation": SplitSource(inputs.validation, inputs.eval_collator, 1),
+    }
+    started = time.perf_counter()
+    build_cache(
+        model,
+        backbone,
+        cut,
+        sources,
+        path,
+        key,
+        device=accelerator.device,
+        batch_size=config.eval_batch_size or 2 * config.batch_size,
+        autocast=accelerator.autocast,
+        num_workers=loader_workers(config),
+    )
+    status.build_seconds = round(time.perf_counter() - started, 3)
+    accelerator.print(f"Feature cache: built {path} in {status.build_seconds:.1f}s")
+
+
+def loader_workers(config: Any) -> int:
+    """DataLoader workers: the configured number, else none on CPU and up to 4 on a GPU machine."""
+    if config.num_workers is not None:
+        return config.num_workers
+    return min(4, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0
+
+
+def describe(status: CacheStatus, augment: bool, modality: str) -> Iterator[str]:
+    """Lines for the run log: what is cached, where, and what it means for augmentation."""
+    if not status.used:
+        yield f"Feature cache: not used ({status.reason})"
+        return
+    yield f"Feature cache: the rest of the network trains on stored {status.cut}"
+    if modality == "image" and augment:
+        if status.views > 1:
+            yield f"  {status.views} augmented views cached; epoch e trains on view e % {status.views}"
+        else:
+            yield (
+                "  train-time augmentation is not applied to cached features; --no-feature-cache keeps it, "
+                "--cache-views K caches K augmented views"
+            )

@@ -1,0 +1,1 @@
+"""The transfer plan: the four cases as rules, applying a plan to a model, conservative training."""

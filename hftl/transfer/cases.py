@@ -1,0 +1,193 @@
+"""The four transfer cases as a table of rules, and ``make_plan`` that turns a case (plus overrides) into a plan.
+
+| case            | default strategy | layers kept              | why                                                |
+| --------------- | ---------------- | ------------------------ | -------------------------------------------------- |
+| small_similar   | head             | all                      | features already fit; too little data to tune more |
+| small_different | head             | first N (--keep-layers)  | late features are source-specific; early are generic |
+| large_similar   | full             | all                      | enough data to adapt every weight from a good start |
+| large_different | full             | all (or --init scratch)  | enough data to move far from the source            |
+
+Strategies (``--strategy`` overrides the case's): ``head`` trains only the new head (and the neck when the network is
+cut); ``partial`` keeps every layer, freezes the stem and the first N layers and trains the rest; ``lora`` freezes the
+body and trains LoRA adapters plus neck and head; ``full`` trains everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from hftl.backbones import Backbone
+from hftl.backbones.base import block_module
+from hftl.config import RunConfig
+from hftl.errors import ConfigError
+from hftl.settings import AUTO_CASE
+from hftl.transfer.conservative import plan_blocks, plan_spec
+from hftl.transfer.plan import Action, Block, LoraSpec, TransferPlan
+
+
+@dataclass(frozen=True)
+class CaseRule:
+    strategy: str
+    truncate: bool
+    why: str
+
+
+CASE_RULES: dict[str, CaseRule] = {
+    "small_similar": CaseRule(
+        "head", False, "small, similar data: reuse the whole pretrained body as a fixed feature extractor"
+    ),
+    "small_different": CaseRule(
+        "head",
+        True,
+        "small, different data: keep only the generic early layers, frozen, and train a new head",
+    ),
+    "large_similar": CaseRule(
+        "full", False, "large, similar data: new head, fine-tune every layer from the pretrained weights"
+    ),
+    "large_different": CaseRule(
+        "full", False, "large, different data: new head, fine-tune everything (or train from scratch)"
+    ),
+}
+
+DEFAULT_LR = {"head": 1e-3, "lora": 5e-4, "partial": 1e-4, "full": 5e-5}
+SCRATCH_LR = 1e-3
+
+
+def default_lr(strategy: str, init: str) -> float:
+    """Learning rate used when --lr is not given: random weights need a larger step than pretrained ones."""
+    return SCRATCH_LR if init == "scratch" else DEFAULT_LR[strategy]
+
+
+def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> TransferPlan:
+    """Decide, block by block, what the run does to ``model`` (which may live on the meta device)."""
+    if config.case == AUTO_CASE:
+        raise ConfigError(
+            "--case auto is decided from the data: a run resolves it before planning (hftl.advisor.decision); "
+            "to see a plan, run `hftl advise` or pass one of " + ", ".join(CASE_RULES)
+        )
+    rule = CASE_RULES[config.case]
+    strategy = config.strategy or rule.strategy
+    backbone.check_strategy(strategy)
+    num_layers = backbone.num_layers(model.config)
+    depth = config.keep_layers if config.keep_layers is not None else backbone.default_keep_layers(num_layers)
+    if num_layers == 0:  # nothing between the stem and the head (word vectors): nothing to cut or keep
+        if config.keep_layers is not None:
+            raise ConfigError(
+                f"keep_layers does not apply: this {backbone.family} model has no {backbone.layer_word} stack"
+            )
+        depth = 0
+    elif not 1 <= depth <= num_layers:
+        raise ConfigError(
+            f"keep_layers={depth} is out of range: this {backbone.family} model has {num_layers} "
+            f"{backbone.layer_word}s, so use 1..{num_layers}"
+        )
+    truncate = rule.truncate and strategy != "partial" and num_layers > 0
+    keep = depth if truncate else num_layers
+
+    reasons = [rule.why]
+    if config.strategy and config.strategy != rule.strategy:
+        reasons.append(f"--strategy {config.strategy} overrides the case's {rule.strategy!r}")
+    if truncate:
+        origin = (
+            "--keep-layers"
+            if config.keep_layers is not None
+            else f"the {backbone.family} default (first half)"
+        )
+        reasons.append(f"keeps {keep} of {num_layers} {backbone.layer_word}s ({origin})")
+    if strategy == "partial" and num_layers:
+        reasons.append(
+            f"freezes the stem and the first {depth} of {num_layers} {backbone.layer_word}s, trains the rest"
+        )
+    if config.init == "scratch":
+        reasons.append("--init scratch: random weights of the same architecture (the no-transfer baseline)")
+        if strategy in ("head", "partial", "lora"):
+            reasons.append("frozen random weights are a baseline for comparison, not a transfer")
+    reasons += backbone.plan_reasons(config.case, strategy, config.init)
+
+    def layer_action(index: int) -> Action:
+        if index >= keep:
+            return "removed"
+        if strategy == "full":
+            return "trained"
+        if strategy == "lora":
+            return "lora"
+        if strategy == "partial":
+            return "frozen" if index < depth else "trained"
+        return "frozen"
+
+    stem_action: Action = "trained" if strategy == "full" else "frozen"
+    neck_action: Action = "frozen" if strategy == "head" and not truncate else "trained"
+    cut_neck = set(backbone.neck_removed_by_cut(model, keep)) if truncate else set()
+
+    blocks: list[Block] = []
+    blocks += [Block(name, "stem", stem_action, _params(model, name)) for name in backbone.stem(model)]
+    blocks += [
+        Block(name, "layer", layer_action(i), _params(model, name))
+        for i, name in enumerate(backbone.layers(model))
+    ]
+    blocks += [
+        Block(name, "neck", "removed" if name in cut_neck else neck_action, _params(model, name))
+        for name in backbone.neck(model)
+    ]
+    blocks += [Block(name, "head", "new", _params(model, name)) for name in backbone.head(model)]
+
+    lora = _lora_spec(config, model, backbone, blocks) if strategy == "lora" else None
+    lr = (
+        config.lr
+        if config.lr is not None
+        else backbone.default_lrs.get(strategy, default_lr(strategy, config.init))
+    )
+    conservative = plan_spec(config, strategy, config.init)
+    blocks, conservative_reasons = plan_blocks(blocks, conservative, lr, config.epochs)
+    reasons += conservative_reasons
+    return TransferPlan(
+        case=config.case,
+        strategy=strategy,
+        init=config.init,
+        family=backbone.family,
+        model=str(config.model),
+        layer_word=backbone.layer_word,
+        num_layers=num_layers,
+        keep_layers=keep,
+        lr=lr,
+        blocks=tuple(blocks),
+        lora=lora,
+        reasons=tuple(reasons),
+        conservative=conservative,
+    )
+
+
+def _lora_spec(config: RunConfig, model: nn.Module, backbone: Backbone, blocks: list[Block]) -> LoraSpec:
+    adapted = [b.name for b in blocks if b.action == "lora"]
+    if config.lora_target_modules:
+        wanted = set(config.lora_target_modules)
+        targets = [
+            name
+            for name, _ in model.named_modules()
+            if any(name.startswith(b + ".") for b in adapted) and name.rsplit(".", 1)[-1] in wanted
+        ]
+    else:
+        targets = backbone.lora_targets(model, adapted)
+    if not targets:
+        hint = f" named {config.lora_target_modules}" if config.lora_target_modules else ""
+        raise ConfigError(
+            f"LoRA found no modules{hint} to adapt in the kept {backbone.layer_word}s of this model"
+        )
+    return LoraSpec(
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=tuple(targets),
+        modules_to_save=tuple(b.name for b in blocks if b.action in ("trained", "new")),
+    )
+
+
+def _params(model: nn.Module, name: str) -> int:
+    module = block_module(model, name)  # None: a block that is a single parameter (a timm ViT's cls_token)
+    return (
+        sum(p.numel() for p in module.parameters())
+        if module is not None
+        else model.get_parameter(name).numel()
+    )
