@@ -25,7 +25,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hftl.recipes.demo import assets_cache  # noqa: E402
+from hftl.recipes.demo_data import assets_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

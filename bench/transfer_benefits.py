@@ -31,10 +31,11 @@ sys.path.insert(0, str(REPO))
 import hftl  # noqa: E402
 from bench.common import ASSETS as SHARED  # noqa: E402
 from bench.common import REGISTRY_ASSETS as CACHE  # noqa: E402
-from hftl.advisor.decision import advise, write_advice  # noqa: E402
+from hftl.advisor.advise import advise  # noqa: E402
+from hftl.advisor.decision import write_advice  # noqa: E402
 from hftl.config import resolve_config  # noqa: E402
 from hftl.recipes.compare import CompareSettings, compare  # noqa: E402
-from hftl.recipes.demo import find_fashion_mnist, read_idx  # noqa: E402
+from hftl.recipes.demo_data import find_fashion_mnist, read_idx  # noqa: E402
 
 FASHION = [
     "t-shirt",

@@ -53,7 +53,7 @@ _EXPORTS: dict[str, str] = {
     "register_source": "hftl.sources.registry",
     # the advisor
     "Advice": "hftl.advisor.decision",
-    "advise": "hftl.advisor.decision",
+    "advise": "hftl.advisor.advise",
     "h_score": "hftl.advisor.scores",
     "leep": "hftl.advisor.scores",
     "logme": "hftl.advisor.scores",

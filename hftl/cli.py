@@ -171,7 +171,8 @@ def _advise(argv: Sequence[str]) -> int:
     from hftl.settings import AUTO_CASE
 
     values = explicit_cli_values(argv, prog="hftl advise")  # --help ends here, before torch
-    from hftl.advisor.decision import advise, render_ranking, write_advice
+    from hftl.advisor.advise import advise
+    from hftl.advisor.decision import render_ranking, write_advice
     from hftl.recipes.run import quiet_library_logs
 
     quiet_library_logs()

@@ -196,7 +196,7 @@ def data_for(image_folder: Path, text_folder: Path) -> dict[str, tuple[str, Path
     return {"vit": ("image", image_folder), "resnet": ("image", image_folder), "bert": ("text", text_folder)}
 
 
-# --- word vectors (issue 3) ----------------------------------------------------------------------------------------
+# --- word vectors ---------------------------------------------------------------------------------------------------
 VECTORS_MISSING = ("acting", "plot")  # review words left out of the vectors: the OOV path is always exercised
 
 

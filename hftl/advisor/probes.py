@@ -104,7 +104,7 @@ def cached_depth_features(
     name everything the features depend on; an unreadable or corrupted file is rebuilt; ``root=None``: no cache."""
     if root is None:
         return depth_features(model, batches, **settings), False
-    from hftl.training.feature_cache import key_digest  # the feature cache's key hashing
+    from hftl.training.feature_store import key_digest  # the feature cache's key hashing
 
     path = Path(root) / f"probe-{key_digest({**key, **settings, 'device': None})[:24]}.npz"
     stored = _read(path)

@@ -59,9 +59,8 @@ def resolve(source: Any, processor: Any = None) -> Resolved:
     """Turn an hftl output folder/Hub id, a ``RunResult`` or a model object into model + processor + modality."""
     from hftl.outputs.download import resolve_folder
     from hftl.outputs.loading import load
-    from hftl.recipes.run import RunResult
 
-    if isinstance(source, RunResult):
+    if isinstance(getattr(source, "model", None), nn.Module) and hasattr(source, "output_dir"):  # a RunResult
         model, origin = source.model, str(source.output_dir)
     elif isinstance(source, nn.Module):
         model = source

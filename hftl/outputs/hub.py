@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from hftl.errors import ConfigError, HftlError, ModelError, unknown_choice
+from hftl.errors import HftlError, ModelError, unknown_choice
 from hftl.outputs.artifacts import (
     BASE_CONFIG_DIR,
     CONFIG_FILE,
@@ -33,6 +32,7 @@ from hftl.outputs.artifacts import (
 from hftl.outputs.card import CARD_FILE, build_card
 from hftl.outputs.download import describe, local_folder
 from hftl.outputs.files import check_no_link_leaves, write_text
+from hftl.settings import check_repo_id
 
 MODES = ("auto", "adapter", "merged", "full")
 Mode = Literal["auto", "adapter", "merged", "full"]
@@ -162,15 +162,6 @@ def publish_after_run(output_dir: Path, config: Any, accelerator: Any, metrics: 
 
 
 # --- steps -----------------------------------------------------------------------------------------------------
-def check_repo_id(repo_id: str) -> str:
-    """``owner/name`` or ``name``, as the Hub accepts it."""
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise ConfigError(f"invalid Hub repo id {repo_id!r}: {error}") from error
-    return repo_id
-
-
 def resolve_mode(folder: Path, mode: str) -> Literal["adapter", "merged", "full"]:
     """``auto`` -> ``adapter`` for LoRA runs, else ``full``; a mode that does not fit the folder is an error."""
     if mode not in MODES:

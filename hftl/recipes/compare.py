@@ -20,7 +20,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from hftl.advisor.decision import advise_splits, apply_decision, write_advice
+from hftl.advisor.advise import advise_splits, apply_decision
+from hftl.advisor.decision import write_advice
 from hftl.config import RunConfig
 from hftl.data.loading import splits_for
 from hftl.errors import ConfigError

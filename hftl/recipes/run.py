@@ -1,11 +1,10 @@
 """One transfer run, start to finish: config -> task -> data -> model -> plan -> apply -> loop -> artifacts.
 
-``run`` reads as a table of contents; each step lives in its own module.
+``run`` reads as a table of contents; each step is a function here that calls into its stage's package.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -18,25 +17,25 @@ from accelerate.utils import set_seed
 from datasets import Dataset, DatasetDict
 from torch import nn
 
-from hftl.advisor.decision import model_names, resolve_auto_case
-from hftl.backbones import backbone_for
+from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig, resolve_config
-from hftl.data.loading import splits_for
-from hftl.data.preprocess import prepare_inputs
+from hftl.data.loading import Splits, splits_for
+from hftl.data.preprocess import ModelInputs, prepare_inputs
 from hftl.outputs.artifacts import save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.hub import publish_after_run
+from hftl.outputs.run_metrics import run_metrics
 from hftl.settings import AUTO_CASE
 from hftl.sources.registry import build_model, check_source, load_processor
-from hftl.tasks import get_task
+from hftl.tasks import Task, get_task
 from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
+from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.training.feature_cache import describe as describe_cache
-from hftl.training.feature_cache import keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.training.guards import with_auto_batch_size
 from hftl.training.loop import FitResult, fit
 from hftl.training.metrics import load_metrics
 from hftl.training.throughput import format_summary
-from hftl.transfer.apply import apply_plan, count_parameters
+from hftl.transfer.apply import ParameterCount, apply_plan, count_parameters
 from hftl.transfer.cases import make_plan
 from hftl.transfer.plan import TransferPlan
 
@@ -85,13 +84,63 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     release_accelerator_state()  # a previous run in this process may have failed before releasing it
     accelerator = make_accelerator(config)
     task = get_task(config.task)
-    if config.case == AUTO_CASE:
-        model_names(config, single=True)  # one model to train; `hftl advise` ranks several
-    check_source(config.model)  # fail on a mistyped model path before any data is loaded
+    check_model_name(config, accelerator)
+    splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
+    if config.case == AUTO_CASE:  # the advisor picks the case (and the cut) from the data
+        from hftl.advisor.advise import resolve_auto_case
+
+        config = resolve_auto_case(config, task, splits, processor, accelerator)
+    model, backbone, plan, channels_last = build_network(config, task, splits, processor, accelerator)
+    params = count_parameters(model)
+    announce(config, plan, params, splits, inputs, accelerator)
+
+    cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
+    for line in describe_cache(cached.status, config.augment, task.modality):
+        accelerator.print(line)
+    result = train_network(cached, config, plan, load_metrics(task.metrics), accelerator)
+    # a cached run trained the real model's own modules in place: save the whole network
+    trained = model if cached.status.used else accelerator.unwrap_model(result.model)
+    accelerator.print(format_summary(result.throughput))
+
+    accelerator.wait_for_everyone()
+    metrics = run_metrics(
+        task_name=task.name,
+        config=config,
+        plan=plan,
+        result=result,
+        splits=splits,
+        inputs=inputs,
+        params=params,
+        num_processes=accelerator.num_processes,
+        device=str(accelerator.device),
+        feature_cache=cached.status.to_dict(),
+        speed=switches_used(model, config, channels_last, accelerator),
+    )
     output_dir = Path(config.output_dir)
+    if accelerator.is_main_process:
+        save_outputs(trained, processor, config, metrics, inputs, result, accelerator)
+    accelerator.wait_for_everyone()
+    publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
+    accelerator.end_training()
+    release_accelerator_state()
+    return RunResult(output_dir, metrics, plan, config, trained)
+
+
+def check_model_name(config: RunConfig, accelerator: Accelerator) -> None:
+    """Fail on a mistyped model path (or several models for ``--case auto``) before any data is loaded."""
+    if config.case == AUTO_CASE:
+        from hftl.advisor.advise import model_names
+
+        model_names(config, single=True)  # one model to train; `hftl advise` ranks several
+    check_source(config.model)
     if config.trust_remote_code:
         accelerator.print("WARNING: --trust-remote-code is ON: code from the model repository will run.")
 
+
+def prepare_data(
+    config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None, accelerator: Accelerator
+) -> tuple[Splits, Any, ModelInputs]:
+    """Splits, the processor (for word vectors: a vocabulary of the training split) and model-ready inputs."""
     with accelerator.main_process_first():
         splits = splits_for(config, task, dataset)
         processor = load_processor(task, config, splits)
@@ -105,10 +154,13 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
             max_bad_fraction=config.max_bad_fraction,
         )
+    return splits, processor, inputs
 
-    if config.case == AUTO_CASE:  # issue 7: the advisor picks the case (and the cut) from the data
-        config = resolve_auto_case(config, task, splits, processor, accelerator)
 
+def build_network(
+    config: RunConfig, task: Task, splits: Splits, processor: Any, accelerator: Accelerator
+) -> tuple[nn.Module, Backbone, TransferPlan, bool]:
+    """The model with its plan applied: kept, frozen, cut, adapted or re-initialised as the plan says."""
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
     model = build_model(task, config, splits.labels, processor)
     backbone = backbone_for(model.config)
@@ -117,9 +169,20 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
     channels_last = wants_channels_last(config, backbone, accelerator.device)
     apply_memory_format(model, channels_last)
-    params = count_parameters(model)
+    return model, backbone, plan, channels_last
+
+
+def announce(
+    config: RunConfig,
+    plan: TransferPlan,
+    params: ParameterCount,
+    splits: Splits,
+    inputs: ModelInputs,
+    accelerator: Accelerator,
+) -> None:
+    """The run documents itself before training: config and plan on disk, trackers started, the plan printed."""
     if accelerator.is_main_process:
-        write_run_files(output_dir, config, plan)
+        write_run_files(Path(config.output_dir), config, plan)
     if accelerator.log_with:
         scalars = {k: v for k, v in config.to_dict().items() if isinstance(v, int | float | str | bool)}
         accelerator.init_trackers("logs", config=scalars)
@@ -130,77 +193,47 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         f"{len(splits.labels)} labels from {splits.source}"
     )
 
-    metric_modules = load_metrics(task.metrics)
-    cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
-    for line in describe_cache(cached.status, config.augment, task.modality):
-        accelerator.print(line)
+
+def train_network(
+    cached: CachedTraining, config: RunConfig, plan: TransferPlan, metrics: list, accelerator: Accelerator
+) -> FitResult:
+    """The loop, with ``--auto-batch-size`` halving the batch (and doubling accumulation) on out-of-memory."""
     fit_model = maybe_compile(cached.model, config.compile)
 
     def train_with(batch_size: int, accumulation: int) -> FitResult:
         accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
         accelerator.gradient_accumulation_steps = accumulation
         settings = config.replace(batch_size=batch_size, gradient_accumulation_steps=accumulation)
-        return fit(fit_model, cached.inputs, settings, plan.lr, metric_modules, accelerator, plan=plan)
+        return fit(fit_model, cached.inputs, settings, plan.lr, metrics, accelerator, plan=plan)
 
     if config.auto_batch_size:
-        result = with_auto_batch_size(
+        return with_auto_batch_size(
             train_with, fit_model, config.batch_size, config.gradient_accumulation_steps, accelerator.print
         )
-    else:
-        result = train_with(config.batch_size, config.gradient_accumulation_steps)
-    # a cached run trained the real model's own modules in place: save the whole network
-    trained = model if cached.status.used else accelerator.unwrap_model(result.extra["model"])
-    accelerator.print(format_summary(result.extra["throughput"]))
+    return train_with(config.batch_size, config.gradient_accumulation_steps)
 
-    accelerator.wait_for_everyone()
-    metrics = {
-        "task": task.name,
-        "case": plan.case,
-        "strategy": plan.strategy,
-        "init": plan.init,
-        "model": config.model,
-        "best": result.best,
-        "final": result.history[-1],
-        "history": result.history,
-        "curve": result.extra.get("curve", result.history),  # every evaluation, incl. each --eval-steps
-        "labels": splits.labels,
-        "parameters": {
-            "trainable": params.trainable,
-            "total": params.total,
-            "percent": round(params.percent, 4),
-        },
-        "train_examples": len(inputs.train),
-        "validation_examples": len(inputs.validation),
-        "skipped_examples": {r.split: dataclasses.asdict(r) for r in inputs.skipped},
-        "train_seconds": round(result.train_seconds, 3),
-        "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
-        "global_step": result.global_step,
-        "nonfinite_steps_skipped": result.extra["nonfinite_skipped"],
-        "batch_size": result.extra["batch_size"],
-        "gradient_accumulation_steps": result.extra["gradient_accumulation_steps"],
-        "resumed_from": result.resumed_from,
-        "num_processes": accelerator.num_processes,
-        "device": str(accelerator.device),
-        "throughput": result.extra["throughput"],
-        "feature_cache": cached.status.to_dict(),
-        "speed": switches_used(model, config, channels_last, accelerator),
-    }
-    if accelerator.is_main_process:
-        save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
-        write_metrics(output_dir, metrics)
-        write_cards(output_dir, repo_id=config.push_to_hub)
-        for report in inputs.skipped:
-            if report.skipped:
-                accelerator.print(f"Unusable examples skipped: {report.summary()}")
-        accelerator.print(
-            f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
-            f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
-        )
-    accelerator.wait_for_everyone()
-    publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
-    accelerator.end_training()
-    release_accelerator_state()
-    return RunResult(output_dir, metrics, plan, config, trained)
+
+def save_outputs(
+    trained: nn.Module,
+    processor: Any,
+    config: RunConfig,
+    metrics: dict[str, Any],
+    inputs: ModelInputs,
+    result: FitResult,
+    accelerator: Accelerator,
+) -> None:
+    """Main process: the model (or adapter), processor, metrics.json and the model card."""
+    output_dir = Path(config.output_dir)
+    save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
+    write_metrics(output_dir, metrics)
+    write_cards(output_dir, repo_id=config.push_to_hub)
+    for report in inputs.skipped:
+        if report.skipped:
+            accelerator.print(f"Unusable examples skipped: {report.summary()}")
+    accelerator.print(
+        f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
+        f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
+    )
 
 
 def release_accelerator_state() -> None:

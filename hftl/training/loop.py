@@ -1,4 +1,5 @@
-"""The training loop, on Accelerate: one screen that reads top to bottom (like accelerate's nlp_example.py).
+"""The training loop, on Accelerate, in the shape of accelerate's ``nlp_example.py``: dataloaders, optimizer and
+schedule, resume, one epoch, evaluation, each a function of its own; ``fit`` reads as their table of contents.
 
 AdamW over the trainable parameters only, warmup + schedule, gradient accumulation, clipping, evaluation every
 epoch, a checkpoint at every epoch end (and every ``save_steps``), exact resume, and the best epoch's weights
@@ -10,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +50,49 @@ LOG_FILE = "metrics.jsonl"
 
 @dataclass
 class FitResult:
-    history: list[dict[str, Any]]
+    """What one call of ``fit`` did: the evaluations, the best one, counts and timings, and the trained model."""
+
+    history: list[dict[str, Any]]  # one record per epoch end
     best: dict[str, Any]
     global_step: int
     train_seconds: float
     train_samples: int
+    model: nn.Module  # as prepared by Accelerate (unwrap it to save)
+    curve: list[dict[str, Any]]  # every evaluation: epoch ends and each --eval-steps
+    throughput: dict[str, Any]
+    nonfinite_skipped: int
+    batch_size: int
+    gradient_accumulation_steps: int
     resumed_from: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    """Everything the epoch and evaluation steps share, in one visible place (no closures, no hidden state)."""
+
+    accelerator: Accelerator
+    config: RunConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_dl: DataLoader
+    eval_dl: DataLoader
+    metrics: list
+    progress: Progress
+    guard: NonFiniteGuard
+    tuning: ConservativeTraining | None
+    meter: ThroughputMeter
+    bar: Any
+    resumed_from: str | None
+    last_saved: str | None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    samples: int = 0
+    running_loss: float = 0.0
+    loss_count: int = 0
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.output_dir)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -76,14 +114,62 @@ def fit(
     plan: TransferPlan | None = None,
 ) -> FitResult:
     """Train ``model``; ``plan`` (when given) brings its per-block learning rates, penalties and unfreezing."""
-    output_dir = Path(config.output_dir)
+    train_dl, eval_dl = make_dataloaders(inputs, config)
+    optimizer = make_optimizer(model, plan, config, lr)
+    # counted before sharding: Accelerate steps a prepared scheduler once per process for every optimizer step
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch(len(train_dl), config))
+    model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
+        model, optimizer, train_dl, eval_dl, scheduler
+    )
+    tuning = ConservativeTraining.build(
+        accelerator.unwrap_model(model), plan
+    )  # before resume: w0 = pretrained
+    progress, resumed_from = resume(accelerator, model, optimizer, scheduler, config)
+    state = TrainState(
+        accelerator=accelerator,
+        config=config,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_dl=train_dl,
+        eval_dl=eval_dl,
+        metrics=metrics,
+        progress=progress,
+        guard=NonFiniteGuard(config.max_nonfinite_steps, skipped=progress.nonfinite_skipped),
+        tuning=tuning,
+        meter=ThroughputMeter(accelerator.device, accelerator.num_processes),
+        bar=tqdm(
+            total=steps_per_epoch(len(train_dl), config) * config.epochs,  # after sharding
+            initial=progress.global_step,
+            disable=not accelerator.is_local_main_process,
+            desc="training",
+            unit="step",
+        ),
+        resumed_from=resumed_from,
+        last_saved=resumed_from,
+    )
+    started = time.perf_counter()
+    first_epoch = progress.epoch
+    for epoch in range(first_epoch, config.epochs):
+        train_epoch(state, epoch, inputs, resuming=bool(resumed_from) and epoch == first_epoch)
+        end_epoch(state, epoch)
+    state.bar.close()
+    seconds = time.perf_counter() - started
+    if tuning is not None:
+        tuning.close()
+    return finish(state, seconds)
+
+
+# --- set-up -------------------------------------------------------------------------------------------------------
+def make_dataloaders(inputs: ModelInputs, config: RunConfig) -> tuple[DataLoader, DataLoader]:
+    """Train (shuffled, or length-grouped for text) and validation loaders; workers and pinned memory per device."""
     workers = (
         config.num_workers if config.num_workers is not None else (min(4, _cpus() // 2) if _cuda() else 0)
     )
     # text: batches of similar length (less padding); the order depends only on (seed, epoch)
     sampler = (
         length_grouped_sampler(inputs.train, config.batch_size, config.seed)
-        if getattr(config, "group_by_length", False)
+        if config.group_by_length
         else None
     )
     train_dl = DataLoader(
@@ -104,190 +190,202 @@ def fit(
         num_workers=workers,
         pin_memory=_cuda(),
     )
-    # counted before sharding: Accelerate steps a prepared scheduler once per process for every optimizer step
-    total_steps = math.ceil(len(train_dl) / config.gradient_accumulation_steps) * config.epochs
-    conservative = plan is not None and plan.conservative is not None
-    groups = (
-        plan_parameter_groups(model, plan, config.weight_decay)
-        if conservative
-        else parameter_groups(model, config.weight_decay)
-    )
-    optimizer = torch.optim.AdamW(groups, lr=lr, **fused_adamw(model))
-    scheduler = get_scheduler(
+    return train_dl, eval_dl
+
+
+def make_optimizer(
+    model: nn.Module, plan: TransferPlan | None, config: RunConfig, lr: float
+) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; a conservative plan brings per-block groups (lrs, decay)."""
+    if plan is not None and plan.conservative is not None:
+        groups = plan_parameter_groups(model, plan, config.weight_decay)
+    else:
+        groups = parameter_groups(model, config.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, **fused_adamw(model))
+
+
+def steps_per_epoch(batches: int, config: RunConfig) -> int:
+    return math.ceil(batches / config.gradient_accumulation_steps)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig, epoch_steps: int) -> Any:
+    total_steps = epoch_steps * config.epochs
+    return get_scheduler(
         config.scheduler,
         optimizer,
         num_warmup_steps=int(config.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-    model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
-        model, optimizer, train_dl, eval_dl, scheduler
-    )
-    tuning = ConservativeTraining.build(
-        accelerator.unwrap_model(model), plan
-    )  # before resume: w0 = pretrained
 
-    progress, resumed_from = Progress(), None
+
+def resume(
+    accelerator: Accelerator, model: nn.Module, optimizer: Any, scheduler: Any, config: RunConfig
+) -> tuple[Progress, str | None]:
+    """Clear half-written checkpoints, then load the one ``--resume`` names (or the newest, for ``auto``)."""
+    output_dir = Path(config.output_dir)
     if accelerator.is_main_process:
         for name in remove_partial(output_dir / "checkpoints"):
             accelerator.print(f"Removed a half-written checkpoint ({name}) left by an interrupted run")
     accelerator.wait_for_everyone()
-    if config.resume:
-        checkpoint = resolve_resume(config.resume, output_dir)
-        if checkpoint is not None:
-            progress = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
-            resumed_from = str(checkpoint)
-            accelerator.print(
-                f"Resumed from {checkpoint} (epoch {progress.epoch}, step {progress.global_step})"
+    if not config.resume:
+        return Progress(), None
+    checkpoint = resolve_resume(config.resume, output_dir)
+    if checkpoint is None:
+        accelerator.print(f"--resume auto: no complete checkpoint in {output_dir}, starting fresh")
+        return Progress(), None
+    progress = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
+    accelerator.print(f"Resumed from {checkpoint} (epoch {progress.epoch}, step {progress.global_step})")
+    return progress, str(checkpoint)
+
+
+# --- one epoch ----------------------------------------------------------------------------------------------------
+def train_mode(state: TrainState, epoch: int, epoch_start: bool = True) -> None:
+    """Back to training mode; gradual unfreezing lets the next block join at an epoch start."""
+    state.model.train()
+    if state.tuning is not None:
+        joined = state.tuning.start_epoch(epoch)
+        if joined and epoch_start:
+            log(state, {"step": state.progress.global_step, "epoch": epoch, "unfrozen": joined})
+
+
+def epoch_batches(state: TrainState, epoch: int, inputs: ModelInputs, resuming: bool) -> Any:
+    """The epoch's batches, skipping those a mid-epoch checkpoint already trained on."""
+    progress = state.progress
+    state.train_dl.set_epoch(epoch)
+    if hasattr(inputs.train_collator, "set_epoch"):
+        inputs.train_collator.set_epoch(epoch)
+    skip = progress.batches_done if epoch == progress.epoch else 0
+    batches: Any = state.accelerator.skip_first_batches(state.train_dl, skip) if skip else state.train_dl
+    if resuming:
+        # the DataLoader iterator draws a seed from the global RNG when it starts: start it, then restore
+        batches = iter(batches)
+        first = next(batches, None)
+        restore_rng(Path(state.resumed_from), state.accelerator.process_index)
+        batches = itertools.chain([first] if first is not None else [], batches)
+    progress.epoch, progress.batches_done = epoch, skip
+    return batches
+
+
+def train_epoch(state: TrainState, epoch: int, inputs: ModelInputs, resuming: bool = False) -> None:
+    """One pass over the training data: forward, backward, guarded step, logs, mid-epoch checkpoints and evals."""
+    train_mode(state, epoch)
+    for batch in state.meter.timed(epoch_batches(state, epoch, inputs, resuming)):
+        loss = train_step(state, batch)
+        state.progress.batches_done += 1
+        state.samples += batch["labels"].shape[0] * state.accelerator.num_processes
+        state.running_loss, state.loss_count = state.running_loss + loss.float().item(), state.loss_count + 1
+        state.meter.step_done(batch["labels"].shape[0])
+        if state.accelerator.sync_gradients:
+            after_optimizer_step(state, epoch)
+
+
+def train_step(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
+    """Forward and backward on one batch; on the accumulation boundary, clip and step unless non-finite."""
+    accelerator, tuning, progress = state.accelerator, state.tuning, state.progress
+    with accelerator.accumulate(state.model), state.meter.count_flops(enabled=not state.config.compile):
+        loss = state.model(**batch).loss
+        objective = (loss + tuning.penalty()) if tuning is not None else loss
+        accelerator.backward(objective)
+        if accelerator.sync_gradients:
+            if tuning is not None:
+                tuning.drop_frozen_gradients()
+            norm = accelerator.clip_grad_norm_(
+                state.model.parameters(), state.config.max_grad_norm or math.inf
             )
-        else:
-            accelerator.print(f"--resume auto: no complete checkpoint in {output_dir}, starting fresh")
+            finite = step_is_finite(objective, norm, accelerator)
+            if state.guard.allows(finite, progress.global_step + 1, state.last_saved):
+                state.optimizer.step()
+                state.scheduler.step()
+            else:
+                accelerator.print(f"step {progress.global_step + 1}: non-finite loss/gradients, skipped")
+        state.optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
 
-    guard = NonFiniteGuard(config.max_nonfinite_steps, skipped=progress.nonfinite_skipped)
-    last_saved = resumed_from
 
-    def checkpoint() -> None:
-        nonlocal last_saved
-        progress.nonfinite_skipped = guard.skipped
-        last_saved = str(
-            save_checkpoint(
-                accelerator, model, optimizer, scheduler, progress, output_dir, config.save_total_limit
-            )
-        )
-
-    local_steps = (
-        math.ceil(len(train_dl) / config.gradient_accumulation_steps) * config.epochs
-    )  # after sharding
-    bar = tqdm(
-        total=local_steps,
-        initial=progress.global_step,
-        disable=not accelerator.is_local_main_process,
-        desc="training",
-        unit="step",
-    )
-
-    def train_mode(epoch: int, epoch_start: bool = True) -> None:
-        model.train()
-        if tuning is not None:
-            joined = tuning.start_epoch(epoch)
-            if joined and epoch_start:
-                _log(
-                    accelerator,
-                    output_dir,
-                    {"step": progress.global_step, "epoch": epoch, "unfrozen": joined},
-                )
-
-    curve: list[dict[str, Any]] = []  # every evaluation (epoch ends and every eval_steps): the learning curve
-    started, samples, running_loss, loss_count = time.perf_counter(), 0, 0.0, 0
-    first_epoch = progress.epoch
-    meter = ThroughputMeter(accelerator.device, accelerator.num_processes)
-    for epoch in range(first_epoch, config.epochs):
-        train_mode(epoch)
-        train_dl.set_epoch(epoch)
-        _set_collator_epoch(inputs.train_collator, epoch)
-        skip = progress.batches_done if epoch == progress.epoch else 0
-        batches: Any = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
-        if resumed_from and epoch == first_epoch:
-            # the DataLoader iterator draws a seed from the global RNG when it starts: start it, then restore
-            batches = iter(batches)
-            first = next(batches, None)
-            restore_rng(Path(resumed_from), accelerator.process_index)
-            batches = itertools.chain([first] if first is not None else [], batches)
-        progress.epoch, progress.batches_done = epoch, skip
-        for batch in meter.timed(batches):
-            with (
-                accelerator.accumulate(model),
-                meter.count_flops(enabled=not getattr(config, "compile", False)),
-            ):
-                loss = model(**batch).loss
-                objective = (loss + tuning.penalty()) if tuning is not None else loss
-                accelerator.backward(objective)
-                if accelerator.sync_gradients:
-                    if tuning is not None:
-                        tuning.drop_frozen_gradients()
-                    norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
-                    if guard.allows(
-                        step_is_finite(objective, norm, accelerator), progress.global_step + 1, last_saved
-                    ):
-                        optimizer.step()
-                        scheduler.step()
-                    else:
-                        accelerator.print(
-                            f"step {progress.global_step + 1}: non-finite loss/gradients, skipped"
-                        )
-                optimizer.zero_grad(set_to_none=True)
-            progress.batches_done += 1
-            samples += batch["labels"].shape[0] * accelerator.num_processes
-            running_loss, loss_count = running_loss + loss.detach().float().item(), loss_count + 1
-            meter.step_done(batch["labels"].shape[0])
-            if not accelerator.sync_gradients:
-                continue
-            progress.global_step += 1
-            bar.update(1)
-            if progress.global_step % config.log_steps == 0:
-                record = {
-                    "step": progress.global_step,
-                    "epoch": epoch,
-                    "loss": running_loss / loss_count,
-                    "lr": scheduler.get_last_lr()[0],
-                }
-                _log(accelerator, output_dir, record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-                running_loss, loss_count = 0.0, 0
-            at_epoch_end = accelerator.gradient_state.end_of_dataloader  # the epoch-end checkpoint follows
-            if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
-                checkpoint()
-            if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
-                scores = evaluate(model, eval_dl, accelerator, metrics)
-                point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(train_dl)}
-                curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
-                _log(accelerator, output_dir, curve[-1])
-                train_mode(epoch, epoch_start=False)
-
-        scores = evaluate(model, eval_dl, accelerator, metrics)
+def after_optimizer_step(state: TrainState, epoch: int) -> None:
+    """Count the step; log the loss every ``log_steps``; checkpoint/evaluate every ``save_steps``/``eval_steps``."""
+    config, progress = state.config, state.progress
+    progress.global_step += 1
+    state.bar.update(1)
+    if progress.global_step % config.log_steps == 0:
         record = {
-            "epoch": epoch + 1,
             "step": progress.global_step,
-            **{f"eval_{k}": v for k, v in scores.items()},
+            "epoch": epoch,
+            "loss": state.running_loss / state.loss_count,
+            "lr": state.scheduler.get_last_lr()[0],
         }
-        progress.history.append(record)
-        curve.append(record)
-        _log(accelerator, output_dir, record)
-        accelerator.print(
-            f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
-        )
-        progress.epoch, progress.batches_done = epoch + 1, 0
-        value = scores.get(config.metric_for_best)
-        if value is not None and (progress.best_metric is None or value > progress.best_metric):
-            progress.best_metric, progress.best_epoch = value, epoch + 1
-            progress.best_checkpoint = checkpoint_name(progress)
-        checkpoint()
-    bar.close()
-    seconds = time.perf_counter() - started
-    if tuning is not None:
-        tuning.close()
+        log(state, record)
+        state.bar.set_postfix(loss=f"{record['loss']:.4f}")
+        state.running_loss, state.loss_count = 0.0, 0
+    at_epoch_end = state.accelerator.gradient_state.end_of_dataloader  # the epoch-end checkpoint follows
+    if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
+        checkpoint(state)
+    if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
+        scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
+        point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(state.train_dl)}
+        state.curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
+        log(state, state.curve[-1])
+        train_mode(state, epoch, epoch_start=False)
 
+
+def end_epoch(state: TrainState, epoch: int) -> None:
+    """Evaluate, record, keep track of the best epoch, checkpoint."""
+    config, progress = state.config, state.progress
+    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
+    record = {"epoch": epoch + 1, "step": progress.global_step, **{f"eval_{k}": v for k, v in scores.items()}}
+    progress.history.append(record)
+    state.curve.append(record)
+    log(state, record)
+    state.accelerator.print(
+        f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
+    )
+    progress.epoch, progress.batches_done = epoch + 1, 0
+    value = scores.get(config.metric_for_best)
+    if value is not None and (progress.best_metric is None or value > progress.best_metric):
+        progress.best_metric, progress.best_epoch = value, epoch + 1
+        progress.best_checkpoint = checkpoint_name(progress)
+    checkpoint(state)
+
+
+def checkpoint(state: TrainState) -> None:
+    state.progress.nonfinite_skipped = state.guard.skipped
+    saved = save_checkpoint(
+        state.accelerator,
+        state.model,
+        state.optimizer,
+        state.scheduler,
+        state.progress,
+        state.output_dir,
+        state.config.save_total_limit,
+    )
+    state.last_saved = str(saved)
+
+
+def finish(state: TrainState, seconds: float) -> FitResult:
+    """Restore the best epoch's weights and report."""
+    progress, accelerator = state.progress, state.accelerator
     if progress.best_checkpoint:
-        restore_trained_weights(accelerator.unwrap_model(model), output_dir, progress.best_checkpoint)
+        restore_trained_weights(
+            accelerator.unwrap_model(state.model), state.output_dir, progress.best_checkpoint
+        )
     best = next((h for h in progress.history if h["epoch"] == progress.best_epoch), progress.history[-1])
-    throughput = meter.summary(str(accelerator.mixed_precision))
     return FitResult(
-        progress.history,
-        best,
-        progress.global_step,
-        seconds,
-        samples,
-        resumed_from,
-        {
-            "model": model,
-            "curve": curve,
-            "throughput": throughput,
-            "nonfinite_skipped": guard.skipped,
-            "batch_size": config.batch_size,
-            "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        },
+        history=progress.history,
+        best=best,
+        global_step=progress.global_step,
+        train_seconds=seconds,
+        train_samples=state.samples,
+        model=state.model,
+        curve=state.curve,
+        throughput=state.meter.summary(str(accelerator.mixed_precision)),
+        nonfinite_skipped=state.guard.skipped,
+        batch_size=state.config.batch_size,
+        gradient_accumulation_steps=state.config.gradient_accumulation_steps,
+        resumed_from=state.resumed_from,
     )
 
 
+# --- evaluation and logs ------------------------------------------------------------------------------------------
 def evaluate(
     model: nn.Module, dataloader: DataLoader, accelerator: Accelerator, metrics: list
 ) -> dict[str, float]:
@@ -308,15 +406,12 @@ def evaluate(
     return scores
 
 
-def _set_collator_epoch(collator: Any, epoch: int) -> None:
-    if hasattr(collator, "set_epoch"):
-        collator.set_epoch(epoch)
-
-
-def _log(accelerator: Accelerator, output_dir: Path, record: dict[str, Any]) -> None:
+def log(state: TrainState, record: dict[str, Any]) -> None:
+    """One line of metrics.jsonl (main process) and the trackers (TensorBoard, ...)."""
+    accelerator = state.accelerator
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with open(output_dir / LOG_FILE, "a", encoding="utf-8") as handle:
+        state.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(state.output_dir / LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     if accelerator.trackers:
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
@@ -327,6 +422,4 @@ def _cuda() -> bool:
 
 
 def _cpus() -> int:
-    import os
-
     return os.cpu_count() or 1

@@ -26,7 +26,7 @@ class Block:
     kind: Kind
     action: Action
     params: int = 0
-    # conservative training (issue 7); the defaults mean "off", so plans saved before these fields still load
+    # conservative training; the defaults mean "off", so plans saved before these fields still load
     lr: float | None = None  # this block's peak learning rate when it differs by block (layer decay, head lr)
     unfreeze_epoch: int = 0  # gradual unfreezing: trained from this epoch on (0-based; 0 = from the start)
 
@@ -96,7 +96,7 @@ class TransferPlan:
     blocks: tuple[Block, ...]
     lora: LoraSpec | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
-    conservative: ConservativeSpec | None = None  # issue 7; None = plain fine-tuning
+    conservative: ConservativeSpec | None = None  # None = plain fine-tuning
 
     @property
     def truncated(self) -> bool:

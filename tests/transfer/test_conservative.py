@@ -264,7 +264,7 @@ def test_gradual_unfreezing_syncs_gradients_under_two_process_torchrun(resnet_di
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     torchrun = Path(sys.executable).parent / "torchrun"
     args = [str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), str(script)]
     done = subprocess.run(

@@ -24,8 +24,8 @@ from hftl.training.feature_cache import (
     FeatureCollator,
     find_cut,
     keep_frozen_prefix_in_eval,
-    verify_cache,
 )
+from hftl.training.feature_store import verify_cache
 from hftl.transfer.apply import apply_plan
 from hftl.transfer.cases import make_plan
 from tests.helpers import cached_and_uncached, keep_only_checkpoint, quick_train

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import hftl
-from hftl.advisor.decision import DatasetSize, DepthScore, Thresholds, advise, decide
+from hftl.advisor.advise import advise
+from hftl.advisor.decision import DatasetSize, DepthScore, Thresholds, decide
 from hftl.advisor.probes import depth_features, pool
 from hftl.cli import main
 from hftl.outputs.loading import load

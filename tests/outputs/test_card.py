@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard
 import hftl
 from hftl.outputs.card import EXAMPLE_TEXT, build_card
 from tests.helpers import quick_train
-from tests.test_hub import python_blocks, write_example_image
+from tests.outputs.test_hub import python_blocks, write_example_image
 
 PIXELS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 

@@ -12,7 +12,8 @@ import torch
 
 import hftl
 from hftl.cli import main as cli_main
-from hftl.recipes.demo import CASE_ORDER, ImageSet, find_fashion_mnist, make_shapes, read_idx, run_demo
+from hftl.recipes.demo import CASE_ORDER, run_demo
+from hftl.recipes.demo_data import ImageSet, find_fashion_mnist, make_shapes, read_idx
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,213 @@
+"""Running the advisor: probe the model's features on the target data, score them, decide, and apply the decision
+to a run (``--case auto``) or rank several models (``hftl advise --model a,b,c``). The rules are in
+``hftl.advisor.decision``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+
+from hftl.advisor.decision import (
+    DEFAULT_POOLING,
+    Advice,
+    Decision,
+    Thresholds,
+    decide,
+    measure_size,
+    score_depths,
+    write_advice,
+)
+from hftl.advisor.probes import cached_depth_features
+from hftl.advisor.scores import leep
+from hftl.backbones import backbone_for
+from hftl.config import RunConfig
+from hftl.data.loading import Splits, splits_for
+from hftl.data.preprocess import prepare_inputs
+from hftl.errors import ConfigError
+from hftl.settings import AUTO_CASE
+from hftl.sources.registry import check_source, load_processor
+from hftl.tasks import Task, get_task
+from hftl.training.feature_store import architecture_of, cache_root, prefix_digest, preprocessing_of
+
+
+def probe_batches(
+    config: RunConfig, task: Task, splits: Splits, processor: Any, sample: Dataset
+) -> DataLoader:
+    """Model-ready, un-augmented batches of ``sample`` (a subset of the training split)."""
+    probe_splits = dataclasses.replace(splits, train=sample, validation=sample.select(range(1)))
+    inputs = prepare_inputs(
+        probe_splits, task.modality, processor, max_length=config.max_length, augment=False, seed=config.seed
+    )
+    return DataLoader(
+        inputs.train,
+        batch_size=config.eval_batch_size or 2 * config.batch_size,
+        collate_fn=inputs.eval_collator,
+    )
+
+
+def advise_splits(
+    config: RunConfig,
+    task: Task,
+    splits: Splits,
+    processor: Any | None = None,
+    device: torch.device | str | None = None,
+    model_name: str | None = None,
+) -> Advice:
+    """Measure and decide for one model on already-loaded splits."""
+    model_name = model_name or str(config.model)
+    model_config = config.replace(model=model_name, case=AUTO_CASE)
+    processor = processor if processor is not None else load_processor(task, model_config, splits)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    size = measure_size(splits)
+    count = min(config.advise_max_samples, len(splits.train))
+    sample = splits.train.shuffle(seed=config.seed).select(range(count))
+    batches = probe_batches(config, task, splits, processor, sample)
+    pooling = DEFAULT_POOLING if config.advise_pooling == "auto" else config.advise_pooling
+
+    model_class = task.model_class()
+    source = check_source(model_name)
+    pretrained, info = model_class.from_pretrained(
+        source, revision=config.revision, trust_remote_code=config.trust_remote_code, output_loading_info=True
+    )
+    backbone = backbone_for(pretrained.config)
+    head = backbone.head(pretrained)
+    has_head = not any(
+        key == name or key.startswith(name + ".") for key in info["missing_keys"] for name in head
+    )
+    root = probe_cache_root(config)
+    key = probe_key(model_name, config, task, processor, sample)
+    features, reused = cached_depth_features(
+        pretrained,
+        batches,
+        {**key, "weights": prefix_digest(pretrained, [""])},
+        root,
+        pooling=pooling,
+        device=device,
+        probabilities=has_head,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        random_model = model_class.from_config(pretrained.config, trust_remote_code=config.trust_remote_code)
+    random_features, _ = cached_depth_features(
+        random_model,
+        batches,
+        {
+            **key,
+            "weights": f"random init, seed {config.seed}",
+            "architecture": architecture_of(pretrained.config),
+        },
+        root,
+        pooling=pooling,
+        device=device,
+    )
+    del pretrained, random_model
+
+    scores = score_depths(features, random_features)
+    decision = decide(size, scores, Thresholds.from_config(config), backbone.layer_word)
+    notes = []
+    if count < len(splits.train):
+        notes.append(f"scored a seeded sample of {count} of {len(splits.train)} training examples")
+    if reused:
+        notes.append(f"per-depth features reused from the feature cache in {root}")
+    dims = max(array.shape[1] for array in features.features.values())
+    if count <= dims:
+        notes.append(
+            f"only {count} examples for {dims}-dimensional features: a linear model fits any labels, so the "
+            "similarity scores are unreliable; the size rule still applies"
+        )
+    elif count < 2 * dims:
+        notes.append(
+            f"{count} examples for {dims}-dimensional features: LogME differences shrink when examples are few "
+            "relative to the feature size, so a small gain may understate the similarity"
+        )
+    return Advice(
+        model=model_name,
+        family=backbone.family,
+        layer_word=backbone.layer_word,
+        size=size,
+        samples=count,
+        scores=scores,
+        decision=decision,
+        thresholds=Thresholds.from_config(config),
+        leep=leep(features.source_probabilities, features.labels) if has_head else None,
+        pooling=features.pooling,
+        notes=notes,
+    )
+
+
+def probe_cache_root(config: RunConfig) -> Path | None:
+    """Where per-depth probe features are kept: the feature cache's folder (``--no-feature-cache``: nowhere)."""
+    return cache_root(config) if config.feature_cache else None
+
+
+def probe_key(
+    model_name: str, config: RunConfig, task: Task, processor: Any, sample: Dataset
+) -> dict[str, Any]:
+    """What the probe features depend on besides the weights and the pooling settings."""
+    return {
+        "kind": "advisor-probe",
+        "version": 1,
+        "model": model_name,
+        "revision": config.revision,
+        "preprocessing": preprocessing_of(processor, task.modality, config.max_length),
+        "examples": sample._fingerprint,
+    }
+
+
+def model_names(config: RunConfig, single: bool = False) -> list[str]:
+    """``--model a,b,c`` -> the candidate models; ``single``: exactly one is allowed (``--case auto``)."""
+    names = [name.strip() for name in str(config.model).split(",") if name.strip()]
+    if not names:
+        raise ConfigError("no --model given to advise on")
+    if single and len(names) > 1:
+        raise ConfigError(
+            "--case auto trains one model; rank several candidates with `hftl advise --model a,b,c`"
+        )
+    return names
+
+
+def advise(
+    config: RunConfig, dataset: Dataset | DatasetDict | None = None, device: torch.device | str | None = None
+) -> list[Advice]:
+    """Advise for every candidate model of ``config.model`` (comma-separated), best-ranked first."""
+    task = get_task(config.task)
+    splits = splits_for(config, task, dataset)
+    advices = [
+        advise_splits(config, task, splits, device=device, model_name=name) for name in model_names(config)
+    ]
+    return sorted(advices, key=lambda a: a.score, reverse=True)
+
+
+def apply_decision(config: RunConfig, decision: Decision) -> RunConfig:
+    """The run's config with the advised case (and cut, unless --keep-layers was given)."""
+    keep = config.keep_layers
+    if decision.case == "small_different" and keep is None:
+        keep = decision.keep_layers
+    return config.replace(case=decision.case, keep_layers=keep)
+
+
+def resolve_auto_case(
+    config: RunConfig, task: Task, splits: Splits, processor: Any, accelerator: Any
+) -> RunConfig:
+    """``--case auto`` inside a run: the main process advises (and writes its rationale to OUTPUT_DIR); every
+    process gets the same decision."""
+    model_names(config, single=True)
+    decision = [None]
+    if accelerator.is_main_process:
+        advice = advise_splits(config, task, splits, processor, accelerator.device)
+        write_advice(config.output_dir, [advice])
+        print(advice.render(), flush=True)
+        decision = [advice.decision]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        decision = broadcast_object_list(decision)
+    return apply_decision(config, decision[0])
+
+
+__all__ = ["advise", "advise_splits", "apply_decision", "model_names", "resolve_auto_case"]

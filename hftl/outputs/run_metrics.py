@@ -1,0 +1,63 @@
+"""metrics.json: everything a run measured, assembled in one place from the typed results of each stage."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hftl.config import RunConfig
+    from hftl.data.loading import Splits
+    from hftl.data.preprocess import ModelInputs
+    from hftl.training.loop import FitResult
+    from hftl.transfer.apply import ParameterCount
+    from hftl.transfer.plan import TransferPlan
+
+
+def run_metrics(
+    *,
+    task_name: str,
+    config: RunConfig,
+    plan: TransferPlan,
+    result: FitResult,
+    splits: Splits,
+    inputs: ModelInputs,
+    params: ParameterCount,
+    num_processes: int,
+    device: str,
+    feature_cache: dict[str, Any],
+    speed: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's record: what was trained (plan, sizes), how it scored (best, final, every evaluation), how fast."""
+    return {
+        "task": task_name,
+        "case": plan.case,
+        "strategy": plan.strategy,
+        "init": plan.init,
+        "model": config.model,
+        "best": result.best,
+        "final": result.history[-1],
+        "history": result.history,
+        "curve": result.curve,  # every evaluation, incl. each --eval-steps
+        "labels": splits.labels,
+        "parameters": {
+            "trainable": params.trainable,
+            "total": params.total,
+            "percent": round(params.percent, 4),
+        },
+        "train_examples": len(inputs.train),
+        "validation_examples": len(inputs.validation),
+        "skipped_examples": {r.split: dataclasses.asdict(r) for r in inputs.skipped},
+        "train_seconds": round(result.train_seconds, 3),
+        "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
+        "global_step": result.global_step,
+        "nonfinite_steps_skipped": result.nonfinite_skipped,
+        "batch_size": result.batch_size,
+        "gradient_accumulation_steps": result.gradient_accumulation_steps,
+        "resumed_from": result.resumed_from,
+        "num_processes": num_processes,
+        "device": device,
+        "throughput": result.throughput,
+        "feature_cache": feature_cache,
+        "speed": speed,
+    }

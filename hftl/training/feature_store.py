@@ -1,0 +1,302 @@
+"""The feature cache on disk: its key, its files, and checking them.
+
+A cache folder holds ``<split>.arrow`` files (memory-mapped Arrow) and ``meta.json`` (the key and each file's size
+and BLAKE2b digest). Builds go to a temporary folder renamed into place, so a crash leaves nothing half-written.
+How a run uses the cache is ``hftl.training.feature_cache``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Array2D, Array3D, Array4D, Array5D, Dataset, Features, List, Value
+from datasets.arrow_writer import ArrowWriter
+from torch import nn
+from torch.utils.data import DataLoader
+
+from hftl.backbones.base import Backbone, Cut, block_tensors
+from hftl.data.preprocess import LABELS, ModelInputs
+from hftl.errors import ModelError
+from hftl.transfer.plan import TransferPlan
+
+CACHE_VERSION = 1
+META_FILE = "meta.json"
+SPLITS = ("train", "validation")
+LENGTH = "length"
+FEATURES = "features"
+_LABEL_KEYS = {"id2label", "label2id", "num_labels", "problem_type", "_name_or_path", "transformers_version"}
+
+
+def default_cache_root() -> Path:
+    """``$HF_DATASETS_CACHE/hftl-features`` (by default ~/.cache/huggingface/datasets/hftl-features)."""
+    import datasets.config
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / "hftl-features"
+
+
+def cache_root(config: Any) -> Path:
+    """``--feature-cache-dir``, else the default folder: cached features and the advisor's probe features."""
+    return Path(config.feature_cache_dir) if config.feature_cache_dir else default_cache_root()
+
+
+# --- the key -------------------------------------------------------------------------------------------------------
+def cache_key(
+    model: nn.Module,
+    plan: TransferPlan,
+    cut: Cut,
+    inputs: ModelInputs,
+    *,
+    model_id: str,
+    revision: str | None,
+    preprocessing: Mapping[str, Any],
+    precision: str,
+    views: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Everything the cached features depend on, as plain JSON-able values."""
+    return {
+        "version": CACHE_VERSION,
+        "model": model_id,
+        "revision": revision,
+        "model_class": type(model).__name__,
+        "architecture": architecture_of(model.config),
+        "prefix_weights": prefix_digest(model, plan.frozen_prefix()),
+        "cut": asdict(cut),
+        "preprocessing": dict(preprocessing),
+        "train_fingerprint": inputs.train._fingerprint,
+        "validation_fingerprint": inputs.validation._fingerprint,
+        "precision": precision,
+        "dtype": "float32",
+        "views": views,
+        "augmentation_seed": seed if views > 1 else None,
+    }
+
+
+def key_digest(key: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_dir_name(family: str, cut: Cut, key: Mapping[str, Any]) -> str:
+    where = "head" if cut.head_input else f"layer{cut.layers}"
+    return f"{family}-{where}-{key_digest(key)[:20]}"
+
+
+def prefix_digest(model: nn.Module, blocks: Sequence[str]) -> str:
+    """BLAKE2b of the prefix's tensors (names, dtypes, shapes, bytes): a re-saved or re-initialised model misses."""
+    hasher = hashlib.blake2b(digest_size=16)
+    for block in blocks:
+        for name, tensor in block_tensors(model, block).items():
+            data = tensor.detach().cpu().contiguous()
+            hasher.update(f"{block}.{name}:{data.dtype}:{tuple(data.shape)}".encode())
+            hasher.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+    return hasher.hexdigest()
+
+
+def architecture_of(config: Any) -> dict[str, Any]:
+    """The model config without label names: what the architecture is, as plain JSON values."""
+    values = {k: v for k, v in config.to_diff_dict().items() if k not in _LABEL_KEYS}
+    values["attn_implementation"] = getattr(config, "_attn_implementation", None)
+    return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
+def preprocessing_of(processor: Any, modality: str, max_length: int) -> dict[str, Any]:
+    """The settings that turn raw examples into model inputs (beyond what the dataset fingerprints cover)."""
+    if modality == "image" and hasattr(processor, "to_dict"):
+        settings = processor.to_dict()
+    else:
+        settings = {
+            "class": type(processor).__name__,
+            "name_or_path": getattr(processor, "name_or_path", None),
+            "vocab_size": getattr(processor, "vocab_size", None),
+            "max_length": max_length,
+        }
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def verify_cache(path: Path) -> str | None:
+    """Why the cache at ``path`` cannot be used (None when every file matches its recorded size and digest)."""
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        return "no meta.json (incomplete build)"
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        return f"meta.json is not valid JSON ({error})"
+    if meta.get("version") != CACHE_VERSION:
+        return f"cache format {meta.get('version')} != {CACHE_VERSION}"
+    for name, expected in meta.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["size"]:
+            return f"{name} has {file.stat().st_size} bytes, expected {expected['size']}"
+        if file_digest(file) != expected["blake2b"]:
+            return f"{name} does not match its checksum (corrupted)"
+    return None
+
+
+def file_digest(path: Path, chunk: int = 1 << 23) -> str:
+    hasher = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def load_cached_split(path: Path, split: str) -> Dataset:
+    """A cached split as a memory-mapped dataset (numpy rows, batched into tensors by FeatureCollator)."""
+    return Dataset.from_file(str(path / f"{split}.arrow")).with_format("numpy")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((path / META_FILE).read_text(encoding="utf-8"))
+
+
+@dataclass
+class SplitSource:
+    """One split to encode: its preprocessed dataset, the collator that makes model inputs, and its views."""
+
+    dataset: Any
+    collator: Any
+    views: int = 1
+
+
+def build_cache(
+    model: nn.Module,
+    backbone: Backbone,
+    cut: Cut,
+    sources: Mapping[str, SplitSource],
+    path: Path,
+    key: Mapping[str, Any],
+    *,
+    device: torch.device,
+    batch_size: int,
+    autocast: Any = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Encode every split with the frozen prefix and write ``<split>.arrow`` + ``meta.json`` into ``path``
+    atomically. The random number streams are left untouched, so a cached run draws the same dropout masks as an
+    uncached one."""
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    meta: dict[str, Any] = {"version": CACHE_VERSION, "key": dict(key), "files": {}, "splits": {}}
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            for split, source in sources.items():
+                info = _write_split(
+                    model,
+                    backbone,
+                    cut,
+                    source,
+                    tmp / f"{split}.arrow",
+                    device,
+                    batch_size,
+                    autocast,
+                    num_workers,
+                )
+                meta["splits"][split] = info
+        for file in sorted(tmp.glob("*.arrow")):
+            meta["files"][file.name] = {"size": file.stat().st_size, "blake2b": file_digest(file)}
+        meta["build_seconds"] = round(time.perf_counter() - started, 3)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if path.exists():  # built meanwhile by another run with the same key, or a broken one we replace
+            shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.train(was_training)
+    return meta
+
+
+def _write_split(
+    model: nn.Module,
+    backbone: Backbone,
+    cut: Cut,
+    source: SplitSource,
+    file: Path,
+    device: torch.device,
+    batch_size: int,
+    autocast: Any,
+    num_workers: int,
+) -> dict[str, Any]:
+    loader = DataLoader(
+        source.dataset, batch_size=batch_size, shuffle=False, collate_fn=list, num_workers=num_workers
+    )
+    writer, rows, shape = None, 0, None
+    for examples in loader:
+        views, lengths, labels = [], None, None
+        for view in range(source.views):
+            if hasattr(source.collator, "set_epoch"):
+                source.collator.set_epoch(view)
+            batch = source.collator(examples)
+            labels = batch[LABELS]
+            if "attention_mask" in batch:
+                lengths = batch["attention_mask"].sum(dim=1)
+            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            with autocast() if autocast is not None else _no_context():
+                views.append(backbone.forward_prefix(model, batch, cut))
+        columns, sequences = _rows(views, source.views)
+        columns[LABELS] = labels.tolist()
+        if lengths is not None:
+            columns[LENGTH] = lengths.tolist()
+        if writer is None:
+            shape = _example_shape(columns[FEATURES][0], sequences)
+            writer = ArrowWriter(features=_schema(shape, sequences, lengths is not None), path=str(file))
+        writer.write_batch(columns)
+        rows += len(columns[LABELS])
+    if writer is None:
+        raise ModelError(f"cannot cache features of an empty split ({file.stem})")
+    writer.finalize()
+    writer.close()
+    return {"rows": rows, "shape": list(shape), "sequences": sequences, "views": source.views}
+
+
+def _rows(views: list[dict[str, torch.Tensor]], count: int) -> tuple[dict[str, list], bool]:
+    """Per-example float32 arrays; padded token sequences are cut back to their real tokens."""
+    first = views[0]
+    if "attention_mask" in first:
+        feats, mask = first[FEATURES].float().cpu(), first["attention_mask"].bool().cpu()
+        return {FEATURES: [feats[i][mask[i]].numpy() for i in range(feats.shape[0])]}, True
+    stacked = [v[FEATURES].float().cpu() for v in views]
+    tensor = torch.stack(stacked, dim=1) if count > 1 else stacked[0]
+    return {FEATURES: list(tensor.numpy())}, False
+
+
+def _example_shape(example: np.ndarray, sequences: bool) -> tuple[int | None, ...]:
+    return (None, example.shape[-1]) if sequences else tuple(example.shape)
+
+
+def _schema(shape: tuple[int | None, ...], sequences: bool, has_length: bool) -> Features:
+    if len(shape) == 1:
+        column: Any = List(Value("float32"), length=shape[0])
+    else:
+        arrays = {2: Array2D, 3: Array3D, 4: Array4D, 5: Array5D}
+        if len(shape) not in arrays:
+            raise ModelError(f"cannot cache features of shape {shape}: at most 5 dimensions per example")
+        column = arrays[len(shape)](shape=shape, dtype="float32")
+    schema = {FEATURES: column, LABELS: Value("int64")}
+    if has_length:
+        schema[LENGTH] = Value("int64")
+    return Features(schema)
+
+
+class _no_context:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
