@@ -22,13 +22,15 @@ if TYPE_CHECKING:
     from hftl.config import RunConfig
     from hftl.tasks import Task
 
-VALIDATION_NAMES = ("validation", "valid", "val", "dev", "eval", "test")
+VALIDATION_NAMES = ("validation", "valid", "val", "dev", "eval")
+TEST_NAMES = ("test",)
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
 class Splits:
-    """Train and validation data with labels encoded as ``ClassLabel`` in the column ``label_column``."""
+    """Train, validation and (when the data has a labelled one) test data, labels encoded as ``ClassLabel`` in the
+    column ``label_column``. Validation picks the best epoch; test is only ever scored, once, at the end."""
 
     train: Dataset
     validation: Dataset
@@ -36,6 +38,8 @@ class Splits:
     input_column: str
     label_column: str
     source: str
+    test: Dataset | None = None
+    validation_origin: str = "validation"  # the split's name, or how it was held out of train
 
 
 def load_raw(
@@ -146,16 +150,28 @@ def find_column(
     )
 
 
-def pick_splits(raw: DatasetDict, label_column_hint: Sequence[str]) -> tuple[Dataset, Dataset | None]:
-    """The train split, and a labelled validation split when the dataset has one."""
+def pick_splits(
+    raw: DatasetDict, label_column_hint: Sequence[str]
+) -> tuple[Dataset, tuple[str, Dataset] | None, Dataset | None]:
+    """The train split, a labelled validation split (with its name) and a labelled test split, when the dataset
+    has them. A ``test`` split is never taken as validation: the best epoch would be chosen on the data that reports
+    it."""
     if "train" not in raw:
         if len(raw) == 1:
-            return next(iter(raw.values())), None
+            return next(iter(raw.values())), None, None
         raise DataError(f"no 'train' split; the dataset has splits {list(raw)}")
-    for name in VALIDATION_NAMES:
-        if name in raw and _has_labels(raw[name], label_column_hint):
-            return raw["train"], raw[name]
-    return raw["train"], None
+    validation = next(
+        (
+            (name, raw[name])
+            for name in VALIDATION_NAMES
+            if name in raw and _has_labels(raw[name], label_column_hint)
+        ),
+        None,
+    )
+    test = next(
+        (raw[name] for name in TEST_NAMES if name in raw and _has_labels(raw[name], label_column_hint)), None
+    )
+    return raw["train"], validation, test
 
 
 def _has_labels(split: Dataset, label_columns: Sequence[str]) -> bool:
@@ -168,7 +184,8 @@ def _has_labels(split: Dataset, label_columns: Sequence[str]) -> bool:
 
 
 def encode_labels(train: Dataset, validation: Dataset, column: str) -> tuple[Dataset, Dataset, list[str]]:
-    """Give both splits the same ``ClassLabel`` numbering; names come from the dataset when it has them."""
+    """Give both splits the same ``ClassLabel`` numbering; names come from the dataset when it has them (train's:
+    ``as_class_label`` gives any further split the same numbering)."""
     feature = train.features[column]
     if isinstance(feature, ClassLabel):
         names = list(feature.names)
@@ -180,8 +197,8 @@ def encode_labels(train: Dataset, validation: Dataset, column: str) -> tuple[Dat
             raise DataError(f"train row {row}: empty label in column {column!r}")
         names = [str(v) for v in sorted(values, key=lambda v: (isinstance(v, str), v))]
     label_feature = ClassLabel(names=names)
-    train = _as_class_label(train, column, label_feature, "train")
-    validation = _as_class_label(validation, column, label_feature, "validation")
+    train = as_class_label(train, column, label_feature, "train")
+    validation = as_class_label(validation, column, label_feature, "validation")
     if len(names) < 2:
         raise DataError(
             f"the label column {column!r} has a single class ({names}); classification needs two or more"
@@ -189,7 +206,7 @@ def encode_labels(train: Dataset, validation: Dataset, column: str) -> tuple[Dat
     return train, validation, names
 
 
-def _as_class_label(split: Dataset, column: str, target: ClassLabel, split_name: str) -> Dataset:
+def as_class_label(split: Dataset, column: str, target: ClassLabel, split_name: str) -> Dataset:
     feature = split.features[column]
     if isinstance(feature, ClassLabel):
         if feature.names == target.names:
@@ -247,7 +264,8 @@ def load_splits(
     else:
         raw, name = load_raw(source, modality, dataset_config, encoding), source
     hints = [label_column] if label_column else list(label_columns)
-    train, validation = pick_splits(raw, hints)
+    train, named_validation, test = pick_splits(raw, hints)
+    validation = named_validation[1] if named_validation else None
     if len(train) == 0:
         raise DataError(f"{name}: the train split is empty")
     image_or_text = find_column(train, input_column, input_columns, f"{modality} input", "--input-column")
@@ -256,17 +274,25 @@ def load_splits(
         if not isinstance(train.features[label], ClassLabel):
             train, _, _ = encode_labels(train, train.select(range(1)), label)
         train, validation = holdout(train, label, validation_split, seed)
+        origin = f"held out from train ({validation_split:.0%}, stratified, seed {seed})"
     else:
+        origin = named_validation[0]
         find_column(validation, label, [label], "label", "--label-column")
         find_column(validation, image_or_text, [image_or_text], f"{modality} input", "--input-column")
     if len(validation) == 0:
         raise DataError(f"{name}: the validation split is empty")
     train, validation, labels = encode_labels(train, validation, label)
+    if test is not None:
+        find_column(test, image_or_text, [image_or_text], f"{modality} input", "--input-column")
+        find_column(test, label, [label], "label", "--label-column")
+        test = as_class_label(test, label, train.features[label], "test")
     if max_train_samples is not None and max_train_samples < len(train):
         train = train.shuffle(seed=seed).select(range(max_train_samples))
     if max_eval_samples is not None and max_eval_samples < len(validation):
         validation = validation.shuffle(seed=seed).select(range(max_eval_samples))
-    return Splits(train, validation, labels, image_or_text, label, name)
+    if test is not None and max_eval_samples is not None and max_eval_samples < len(test):
+        test = test.shuffle(seed=seed).select(range(max_eval_samples))
+    return Splits(train, validation, labels, image_or_text, label, name, test, origin)
 
 
 def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None = None) -> Splits:

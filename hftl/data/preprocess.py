@@ -37,6 +37,7 @@ class ModelInputs:
     train_collator: Any
     eval_collator: Any
     skipped: list[SkipReport] = field(default_factory=list)
+    test: Dataset | None = None  # scored once, at the end, by the saved network (never used to choose)
 
 
 def prepare_inputs(
@@ -52,29 +53,35 @@ def prepare_inputs(
 ) -> ModelInputs:
     """Preprocess both splits once for ``modality`` ('image' or 'text'), skipping and reporting unusable examples
     (see ``hftl.data.bad_inputs`` for the policy)."""
+    named = {"train": splits.train, "validation": splits.validation}
+    if splits.test is not None:
+        named["test"] = splits.test
     if modality == "image":
         stats = ImageStats.from_processor(processor)
-        train, train_report = screen(
-            _map_images(splits.train, splits, processor, stats), "train", max_bad_fraction
+        mapped = {
+            name: screen(_map_images(split, splits, processor, stats), name, max_bad_fraction)
+            for name, split in named.items()
+        }
+        ready = {name: split.with_format("torch") for name, (split, _) in mapped.items()}
+        train_collator = ImageCollator(stats, augment=augment, seed=seed)
+        eval_collator = ImageCollator(stats, augment=False, seed=seed)
+    else:
+        mapped = {
+            name: screen(_map_texts(split, splits, processor, max_length), name, max_bad_fraction)
+            for name, split in named.items()
+        }
+        ready = {name: split for name, (split, _) in mapped.items()}
+        train_collator = eval_collator = DataCollatorWithPadding(
+            processor, pad_to_multiple_of=pad_to_multiple_of
         )
-        validation, validation_report = screen(
-            _map_images(splits.validation, splits, processor, stats), "validation", max_bad_fraction
-        )
-        return ModelInputs(
-            train.with_format("torch"),
-            validation.with_format("torch"),
-            ImageCollator(stats, augment=augment, seed=seed),
-            ImageCollator(stats, augment=False, seed=seed),
-            [train_report, validation_report],
-        )
-    train, train_report = screen(
-        _map_texts(splits.train, splits, processor, max_length), "train", max_bad_fraction
+    return ModelInputs(
+        ready["train"],
+        ready["validation"],
+        train_collator,
+        eval_collator,
+        [report for _, report in mapped.values()],
+        ready.get("test"),
     )
-    validation, validation_report = screen(
-        _map_texts(splits.validation, splits, processor, max_length), "validation", max_bad_fraction
-    )
-    collator = DataCollatorWithPadding(processor, pad_to_multiple_of=pad_to_multiple_of)
-    return ModelInputs(train, validation, collator, collator, [train_report, validation_report])
 
 
 # --- images --------------------------------------------------------------------------------------------------------

@@ -111,6 +111,11 @@ def card_metadata(record: RunRecord, kind: CardKind, model_name: str) -> ModelCa
     if plan.strategy == "lora":
         tags.append("lora")
     metric_names = [name for name in task.metrics if f"eval_{name}" in record.metrics.get("best", {})]
+    # the Hub's results table: the test split's scores when the data had one, else the best validation epoch's
+    test = record.metrics.get("test") or {}
+    split, prefix, scores = (
+        ("test", "test_", test) if test else ("validation", "eval_", record.metrics["best"])
+    )
     eval_results = None
     if hub_dataset:
         eval_results = [
@@ -119,12 +124,13 @@ def card_metadata(record: RunRecord, kind: CardKind, model_name: str) -> ModelCa
                 dataset_type=hub_dataset,
                 dataset_name=hub_dataset,
                 dataset_config=settings.get("dataset_config"),
-                dataset_split="validation",
+                dataset_split=split,
                 metric_type=HUB_METRIC_IDS.get(name, name),
                 metric_name=name,
-                metric_value=record.metrics["best"][f"eval_{name}"],
+                metric_value=scores[f"{prefix}{name}"],
             )
             for name in metric_names
+            if f"{prefix}{name}" in scores
         ]
     return ModelCardData(
         base_model=base_model if is_hub_id(base_model) else None,
@@ -254,10 +260,22 @@ def _metrics_section(record: RunRecord) -> str:
         mark = " (best)" if entry.get("epoch") == best_epoch else ""
         values = " | ".join(f"{entry[name]:.4f}" if name in entry else "-" for name in names)
         rows.append(f"| {entry.get('epoch')}{mark} | {entry.get('step')} | {values} |")
-    return (
-        "## Validation metrics\n\nPer epoch; the weights published here are the best epoch's "
-        f"(by `{record.settings.get('metric_for_best')}`).\n\n" + "\n".join(rows)
+    evaluation = record.metrics.get("evaluation", {})
+    origin = f" ({evaluation['selection']})" if evaluation.get("selection") else ""
+    text = (
+        f"## Validation metrics\n\nPer epoch, on the validation split{origin}; the weights published here are "
+        f"the best epoch's (by `{record.settings.get('metric_for_best')}`).\n\n" + "\n".join(rows)
     )
+    test = record.metrics.get("test")
+    if test:
+        scores = ", ".join(
+            f"{k.removeprefix('test_')} {v:.4f}" for k, v in test.items() if k.startswith("test_")
+        )
+        text += (
+            f"\n\n## Test metrics\n\nThe test split ({test['examples']} examples), scored once with the published "
+            f"weights; it was never used to choose them: {scores}."
+        )
+    return text
 
 
 def _labels_section(record: RunRecord) -> str:

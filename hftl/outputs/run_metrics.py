@@ -22,13 +22,16 @@ def run_metrics(
     result: FitResult,
     splits: Splits,
     inputs: ModelInputs,
+    test: dict[str, float] | None,
     params: ParameterCount,
     num_processes: int,
     device: str,
     feature_cache: dict[str, Any],
     speed: dict[str, Any],
 ) -> dict[str, Any]:
-    """The run's record: what was trained (plan, sizes), how it scored (best, final, every evaluation), how fast."""
+    """The run's record: what was trained (plan, sizes), how it scored (best, final, every evaluation, test), how
+    fast. ``evaluation`` says which split each score comes from: validation chose the best epoch, test (when the
+    data has one) was scored once by the saved network and never used to choose."""
     return {
         "task": task_name,
         "case": plan.case,
@@ -39,6 +42,16 @@ def run_metrics(
         "final": result.history[-1],
         "history": result.history,
         "curve": result.curve,  # every evaluation, incl. each --eval-steps
+        "test": None
+        if test is None
+        else {**{f"test_{k}": v for k, v in test.items()}, "examples": len(inputs.test)},
+        "evaluation": {
+            "selection": f"validation: {splits.validation_origin}",
+            "best_and_history": "validation",
+            "test": "test split (scored once, after training)" if test is not None else "no test split",
+            "metric_for_best": config.metric_for_best,
+        },
+        "stopped_early_at": result.stopped_early_at,
         "labels": splits.labels,
         "parameters": {
             "trainable": params.trainable,

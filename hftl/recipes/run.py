@@ -21,6 +21,7 @@ from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig, resolve_config
 from hftl.data.loading import Splits, splits_for
 from hftl.data.preprocess import ModelInputs, prepare_inputs
+from hftl.errors import unknown_choice
 from hftl.outputs.artifacts import save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.hub import publish_after_run
@@ -29,6 +30,7 @@ from hftl.settings import AUTO_CASE
 from hftl.sources.registry import build_model, check_source, load_processor
 from hftl.tasks import Task, get_task
 from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
+from hftl.training.evaluation import evaluate_split
 from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.training.feature_cache import describe as describe_cache
 from hftl.training.guards import with_auto_batch_size
@@ -84,6 +86,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     release_accelerator_state()  # a previous run in this process may have failed before releasing it
     accelerator = make_accelerator(config)
     task = get_task(config.task)
+    check_metric_for_best(config, task)
     check_model_name(config, accelerator)
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
     if config.case == AUTO_CASE:  # the advisor picks the case (and the cut) from the data
@@ -97,10 +100,12 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
     for line in describe_cache(cached.status, config.augment, task.modality):
         accelerator.print(line)
-    result = train_network(cached, config, plan, load_metrics(task.metrics), accelerator)
+    metric_modules = load_metrics(task.metrics)
+    result = train_network(cached, config, plan, metric_modules, accelerator)
     # a cached run trained the real model's own modules in place: save the whole network
     trained = model if cached.status.used else accelerator.unwrap_model(result.model)
     accelerator.print(format_summary(result.throughput))
+    test = score_test(trained, inputs, config, accelerator, metric_modules)
 
     accelerator.wait_for_everyone()
     metrics = run_metrics(
@@ -110,6 +115,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         result=result,
         splits=splits,
         inputs=inputs,
+        test=test,
         params=params,
         num_processes=accelerator.num_processes,
         device=str(accelerator.device),
@@ -124,6 +130,24 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     accelerator.end_training()
     release_accelerator_state()
     return RunResult(output_dir, metrics, plan, config, trained)
+
+
+def check_metric_for_best(config: RunConfig, task: Task) -> None:
+    """``--metric-for-best`` names one of the task's metrics or the loss (a typo would silently keep epoch 1)."""
+    valid = [*task.metrics, "loss"]
+    if config.metric_for_best not in valid:
+        raise unknown_choice("metric_for_best", config.metric_for_best, valid)
+
+
+def score_test(
+    trained: nn.Module, inputs: ModelInputs, config: RunConfig, accelerator: Accelerator, metrics: list
+) -> dict[str, float] | None:
+    """The test split, when the data has one, scored once by the network that is saved (best epoch restored)."""
+    if inputs.test is None:
+        return None
+    scores = evaluate_split(trained, inputs.test, inputs.eval_collator, config, accelerator, metrics)
+    accelerator.print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    return scores
 
 
 def check_model_name(config: RunConfig, accelerator: Accelerator) -> None:

@@ -49,7 +49,11 @@ class RunSettings:
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (newest N)."})
     metric_for_best: str = field(
-        default="accuracy", metadata={"help": "Validation metric that picks the best epoch."}
+        default="accuracy",
+        metadata={
+            "help": "Validation metric that picks the best epoch: one of the task's metrics (higher is better) "
+            "or loss (lower is better)."
+        },
     )
     log_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
     eval_steps: int | None = field(

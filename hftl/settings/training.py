@@ -42,13 +42,20 @@ class OptimSettings:
         default=1, metadata={"help": "Batches accumulated per optimizer step."}
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this norm (0 disables)."})
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop when the --metric-for-best has not improved for N epochs (the best epoch's weights are "
+            "kept); default: train every epoch."
+        },
+    )
     seed: int = field(
         default=42, metadata={"help": "Seed for the new head, data order, splits and augmentation."}
     )
 
     def __post_init__(self) -> None:
         check_positive(self, "epochs", "batch_size", "gradient_accumulation_steps")
-        check_positive(self, "eval_batch_size", optional=True)
+        check_positive(self, "eval_batch_size", "early_stopping_patience", optional=True)
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, closed_high=False)

@@ -38,8 +38,8 @@ from hftl.training.checkpoints import (
     save_checkpoint,
 )
 from hftl.training.devices import fused_adamw
+from hftl.training.evaluation import evaluate, is_better, should_stop_early
 from hftl.training.guards import NonFiniteGuard, step_is_finite
-from hftl.training.metrics import compute_metrics
 from hftl.training.throughput import ThroughputMeter
 from hftl.transfer.conservative import ConservativeTraining
 from hftl.transfer.conservative import parameter_groups as plan_parameter_groups
@@ -64,6 +64,7 @@ class FitResult:
     batch_size: int
     gradient_accumulation_steps: int
     resumed_from: str | None = None
+    stopped_early_at: int | None = None  # the epoch after which --early-stopping-patience stopped the run
 
 
 @dataclass
@@ -86,6 +87,7 @@ class TrainState:
     resumed_from: str | None
     last_saved: str | None
     curve: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early_at: int | None = None
     samples: int = 0
     running_loss: float = 0.0
     loss_count: int = 0
@@ -153,6 +155,13 @@ def fit(
     for epoch in range(first_epoch, config.epochs):
         train_epoch(state, epoch, inputs, resuming=bool(resumed_from) and epoch == first_epoch)
         end_epoch(state, epoch)
+        if should_stop_early(state.progress, config.early_stopping_patience):
+            state.stopped_early_at = epoch + 1
+            accelerator.print(
+                f"Early stopping after epoch {epoch + 1}: {config.metric_for_best} has not improved for "
+                f"{config.early_stopping_patience} epoch(s) (best: epoch {progress.best_epoch})"
+            )
+            break
     state.bar.close()
     seconds = time.perf_counter() - started
     if tuning is not None:
@@ -341,7 +350,7 @@ def end_epoch(state: TrainState, epoch: int) -> None:
     )
     progress.epoch, progress.batches_done = epoch + 1, 0
     value = scores.get(config.metric_for_best)
-    if value is not None and (progress.best_metric is None or value > progress.best_metric):
+    if value is not None and is_better(value, progress.best_metric, config.metric_for_best):
         progress.best_metric, progress.best_epoch = value, epoch + 1
         progress.best_checkpoint = checkpoint_name(progress)
     checkpoint(state)
@@ -382,28 +391,11 @@ def finish(state: TrainState, seconds: float) -> FitResult:
         batch_size=state.config.batch_size,
         gradient_accumulation_steps=state.config.gradient_accumulation_steps,
         resumed_from=state.resumed_from,
+        stopped_early_at=state.stopped_early_at,
     )
 
 
 # --- evaluation and logs ------------------------------------------------------------------------------------------
-def evaluate(
-    model: nn.Module, dataloader: DataLoader, accelerator: Accelerator, metrics: list
-) -> dict[str, float]:
-    """Metrics over the whole validation set, gathered across processes (duplicates from padding dropped)."""
-    model.eval()
-    predictions, references, losses = [], [], []
-    for batch in dataloader:
-        with torch.no_grad():
-            outputs = model(**batch)
-        preds, refs, loss = accelerator.gather_for_metrics(
-            (outputs.logits.argmax(dim=-1), batch["labels"], outputs.loss.detach().reshape(1))
-        )
-        predictions.append(preds.cpu())
-        references.append(refs.cpu())
-        losses.append(loss.float().mean().cpu())
-    scores = compute_metrics(metrics, torch.cat(predictions).tolist(), torch.cat(references).tolist())
-    scores["loss"] = float(torch.stack(losses).mean())
-    return scores
 
 
 def log(state: TrainState, record: dict[str, Any]) -> None:
