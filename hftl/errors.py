@@ -26,7 +26,10 @@ def unknown_choice(kind: str, value: object, valid: Iterable[str], hint: str = "
     """Build the error for a value that is not one of ``valid``, with a did-you-mean suggestion."""
     valid = list(valid)
     message = f"unknown {kind} {value!r}; valid {kind}s: {', '.join(valid)}"
-    close = difflib.get_close_matches(str(value), valid, n=1) or [v for v in valid if v.startswith(str(value))][:1]
+    close = (
+        difflib.get_close_matches(str(value), valid, n=1)
+        or [v for v in valid if v.startswith(str(value))][:1]
+    )
     if close:
         message += f" (did you mean {close[0]!r}?)"
     if hint:
