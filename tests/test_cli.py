@@ -31,6 +31,8 @@ def train_flags(model: Path, dataset: Path, out: Path) -> list[str]:
         "image",
         "--case",
         "small_different",
+        "--strategy",
+        "head",  # the textbook plan: a head on the cut network (trained on cached features)
         "--model",
         str(model),
         "--dataset",

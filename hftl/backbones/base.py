@@ -57,8 +57,6 @@ class Backbone:
     # LoRA targets: module-name suffixes tried in order (the first group present wins), or a regex
     lora_suffixes: ClassVar[tuple[tuple[str, ...], ...]] = ()
     lora_pattern: ClassVar[str | None] = None
-    # learning rates by strategy where this family needs other defaults than cases.DEFAULT_LR
-    default_lrs: ClassVar[dict[str, float]] = {}
     # frozen-feature cache (hftl.training.feature_cache): task-model classes whose forward pieces below are exact
     cache_classes: ClassVar[tuple[str, ...]] = ()
     # convolutional families run faster in channels_last memory format on GPUs

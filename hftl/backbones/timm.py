@@ -36,7 +36,6 @@ class TimmBackbone(Backbone):
     model_types = ("timm_wrapper",)
     layer_word = "stage"
     # a new classifier on top of pretrained features; same defaults as the other image families
-    default_lrs: dict[str, float] = {}
 
     def _net(self, model: nn.Module) -> nn.Module:
         return model.get_submodule(PREFIX)

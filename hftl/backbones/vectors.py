@@ -23,7 +23,6 @@ class WordVectorsBackbone(Backbone):
     stem_names = ("embeddings",)
     head_names = ("word_vectors.encoder", "classifier")
     # the classifier on top of the vectors is always new: it needs a from-scratch learning rate in every strategy
-    default_lrs = {"head": 1e-3, "partial": 1e-3, "full": 1e-3}
 
     def num_layers(self, config: Any) -> int:
         return 0

@@ -54,8 +54,7 @@ class DemoSizes:
     large_epochs: int
     different_per_class: int | None = None  # large_different: None = all of the other dataset
     batch_size: int = 64
-    head_lr: float = 1e-2
-    full_lr: float = 2e-3
+    source_lr: float = 2e-3  # the source model's own training; transfers and baselines use hftl's defaults
     widths: tuple[int, ...] = (16, 32, 64, 128)
 
 

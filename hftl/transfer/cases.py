@@ -7,7 +7,10 @@
 | large_similar   | full             | all                      | enough data to adapt every weight from a good start |
 | large_different | full             | all (or --init scratch)  | enough data to move far from the source            |
 
-Strategies (``--strategy`` overrides the case's): ``head`` trains only the new head (and the neck when the network is
+These are the textbook rules and the printed plan's vocabulary. Where calibration measured otherwise for a family,
+the family's default follows the evidence and the plan's reasons say why (``hftl.transfer.defaults``: e.g. small
+CNNs use ``partial`` for small_similar and ``full`` for small_different). Strategies (``--strategy`` overrides the
+case's): ``head`` trains only the new head (and the neck when the network is
 cut); ``partial`` keeps every layer, freezes the stem and the first N layers and trains the rest; ``lora`` freezes the
 body and trains LoRA adapters plus neck and head; ``full`` trains everything.
 """
@@ -24,6 +27,7 @@ from hftl.config import RunConfig
 from hftl.errors import ConfigError
 from hftl.settings import AUTO_CASE
 from hftl.transfer.conservative import plan_blocks, plan_spec
+from hftl.transfer.defaults import case_choice, default_lr
 from hftl.transfer.plan import Action, Block, LoraSpec, TransferPlan
 
 
@@ -51,14 +55,6 @@ CASE_RULES: dict[str, CaseRule] = {
     ),
 }
 
-DEFAULT_LR = {"head": 1e-3, "lora": 5e-4, "partial": 1e-4, "full": 5e-5}
-SCRATCH_LR = 1e-3
-
-
-def default_lr(strategy: str, init: str) -> float:
-    """Learning rate used when --lr is not given: random weights need a larger step than pretrained ones."""
-    return SCRATCH_LR if init == "scratch" else DEFAULT_LR[strategy]
-
 
 def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> TransferPlan:
     """Decide, block by block, what the run does to ``model`` (which may live on the meta device)."""
@@ -68,7 +64,9 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
             "to see a plan, run `hftl advise` or pass one of " + ", ".join(CASE_RULES)
         )
     rule = CASE_RULES[config.case]
-    strategy = config.strategy or rule.strategy
+    measured = case_choice(backbone.family, config.case)  # where calibration contradicts the textbook
+    case_strategy = measured.strategy if measured else rule.strategy
+    strategy = config.strategy or case_strategy
     backbone.check_strategy(strategy)
     num_layers = backbone.num_layers(model.config)
     depth = config.keep_layers if config.keep_layers is not None else backbone.default_keep_layers(num_layers)
@@ -83,12 +81,19 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
             f"keep_layers={depth} is out of range: this {backbone.family} model has {num_layers} "
             f"{backbone.layer_word}s, so use 1..{num_layers}"
         )
-    truncate = rule.truncate and strategy != "partial" and num_layers > 0
+    # the textbook's cut applies to the textbook rule (or an explicit --strategy); a measured default keeps every layer
+    cut_rule = rule.truncate and (measured is None or config.strategy is not None)
+    truncate = cut_rule and strategy != "partial" and num_layers > 0
     keep = depth if truncate else num_layers
 
     reasons = [rule.why]
-    if config.strategy and config.strategy != rule.strategy:
-        reasons.append(f"--strategy {config.strategy} overrides the case's {rule.strategy!r}")
+    if measured:
+        reasons = [
+            f"textbook rule: {rule.why} ({rule.strategy!r}); the {backbone.family} default is "
+            f"{measured.strategy!r}, {measured.why}"
+        ]
+    if config.strategy and config.strategy != case_strategy:
+        reasons.append(f"--strategy {config.strategy} overrides the case's {case_strategy!r}")
     if truncate:
         origin = (
             "--keep-layers"
@@ -134,11 +139,7 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     blocks += [Block(name, "head", "new", _params(model, name)) for name in backbone.head(model)]
 
     lora = _lora_spec(config, model, backbone, blocks) if strategy == "lora" else None
-    lr = (
-        config.lr
-        if config.lr is not None
-        else backbone.default_lrs.get(strategy, default_lr(strategy, config.init))
-    )
+    lr = config.lr if config.lr is not None else default_lr(backbone.family, strategy, config.init)
     conservative = plan_spec(config, strategy, config.init)
     blocks, conservative_reasons = plan_blocks(blocks, conservative, lr, config.epochs)
     reasons += conservative_reasons

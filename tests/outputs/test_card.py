@@ -23,7 +23,13 @@ PIXELS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 def head_run(resnet_dir, image_folder, tmp_path_factory):
     """A frozen ResNet body with a new head (small_similar): a full model output."""
     return quick_train(
-        "image", "small_similar", resnet_dir, image_folder, tmp_path_factory.mktemp("head"), epochs=2
+        "image",
+        "small_similar",
+        resnet_dir,
+        image_folder,
+        tmp_path_factory.mktemp("head"),
+        strategy="head",
+        epochs=2,
     )
 
 

@@ -24,11 +24,12 @@ def quick_demo(tmp_path_factory):
 
 def test_demo_runs_the_four_cases_with_their_default_strategies(quick_demo):
     rows = {(row.case, row.strategy): row for row in quick_demo.rows}
+    # the calibrated defaults for a small ResNet, each beside the textbook's head-only plan
     assert list(rows) == [
-        ("small_similar", "head"),
         ("small_similar", "partial"),
+        ("small_similar", "head"),
+        ("small_different", "full"),
         ("small_different", "head (truncated)"),
-        ("small_different", "partial"),
         ("large_similar", "full"),
         ("large_different", "full"),
     ]
@@ -38,6 +39,8 @@ def test_demo_runs_the_four_cases_with_their_default_strategies(quick_demo):
         < head.trainable_percent
         < cut.trainable_percent
         < rows["small_similar", "partial"].trainable_percent
+        < rows["small_different", "full"].trainable_percent
+        == 100
     )
     assert (
         rows["large_similar", "full"].trainable_percent
@@ -55,17 +58,29 @@ def test_demo_runs_the_four_cases_with_their_default_strategies(quick_demo):
 
 
 def test_demo_transfers_the_source_model_it_developed(quick_demo):
-    """small_similar keeps the source body frozen: its weights are the source model's, byte for byte; the scratch
-    baseline of the same architecture starts elsewhere."""
+    """small_similar's default (partial, for a small ResNet) keeps the stem and the first half of the source body
+    frozen: those weights are the source model's, byte for byte; head-only keeps all of them; the scratch baseline of
+    the same architecture starts elsewhere."""
     out = quick_demo.output_dir
     source = hftl.load(out / "source").state_dict()
-    transfer = hftl.load(out / "small_similar" / "transfer").state_dict()  # the case's own strategy
+    partial = hftl.load(
+        out / "small_similar" / "transfer"
+    ).state_dict()  # the case's own (calibrated) strategy
+    head = hftl.load(out / "small_similar" / "head").state_dict()
     scratch = hftl.load(out / "small_similar" / "scratch").state_dict()
     body = [name for name in source if name.startswith("resnet.") and source[name].is_floating_point()]
-    assert body and all(torch.equal(transfer[name], source[name]) for name in body)
+    early = [
+        n
+        for n in body
+        if n.startswith(("resnet.embedder.", "resnet.encoder.stages.0.", "resnet.encoder.stages.1."))
+    ]
+    late = [n for n in body if n.startswith(("resnet.encoder.stages.2.", "resnet.encoder.stages.3."))]
+    assert early and all(torch.equal(partial[name], source[name]) for name in early)
+    assert late and not all(torch.equal(partial[name], source[name]) for name in late if "weight" in name)
+    assert all(torch.equal(head[name], source[name]) for name in body)
     assert not all(torch.equal(scratch[name], source[name]) for name in body)
-    assert hftl.load(out / "small_different" / "transfer").config.depths == [1, 1]  # cut after 2 of 4 stages
-    assert hftl.load(out / "small_different" / "partial").config.depths == [1, 1, 1, 1]
+    assert hftl.load(out / "small_different" / "head").config.depths == [1, 1]  # cut after 2 of 4 stages
+    assert hftl.load(out / "small_different" / "transfer").config.depths == [1, 1, 1, 1]
 
 
 def test_demo_writes_table_json_plot_and_logs(quick_demo):
@@ -78,7 +93,7 @@ def test_demo_writes_table_json_plot_and_logs(quick_demo):
     assert [row["case"] for row in saved["rows"]][::-1][:2] == ["large_different", "large_similar"]
     assert {row["case"] for row in saved["rows"]} == set(CASE_ORDER)
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Transfer plan" in (out / "logs" / "small_different-transfer.log").read_text(encoding="utf-8")
+    assert "Transfer plan" in (out / "logs" / "small_different-head.log").read_text(encoding="utf-8")
 
 
 def test_cli_demo_prints_the_table(tmp_path, capsys):

@@ -15,9 +15,10 @@ import hftl
 from hftl.outputs.loading import load
 from tests.helpers import base_name, quick_train, saved_state
 
+# the textbook plans, named explicitly (each family's own defaults are tested in tests/transfer/test_cases.py)
 SETTINGS = {
-    "small_similar": ("small_similar", None),
-    "small_different": ("small_different", None),
+    "small_similar": ("small_similar", "head"),
+    "small_different": ("small_different", "head"),
     "large_similar": ("large_similar", None),
     "lora": ("large_similar", "lora"),
     "partial": ("small_similar", "partial"),

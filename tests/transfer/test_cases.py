@@ -32,16 +32,16 @@ def actions(plan, kind):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_small_similar_freezes_the_whole_body(family, model_dirs):
-    plan, _, _ = plan_for(family, model_dirs, "small_similar")
+def test_small_similar_head_freezes_the_whole_body(family, model_dirs):
+    plan, _, _ = plan_for(family, model_dirs, "small_similar", strategy="head")
     assert plan.strategy == "head" and not plan.truncated
     assert set(actions(plan, "stem")) == {"frozen"} and set(actions(plan, "layer")) == {"frozen"}
     assert set(actions(plan, "neck")) <= {"frozen"} and set(actions(plan, "head")) == {"new"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_small_different_keeps_the_first_half_frozen_by_default(family, model_dirs):
-    plan, _, _ = plan_for(family, model_dirs, "small_different")
+def test_small_different_head_keeps_the_first_half_frozen_by_default(family, model_dirs):
+    plan, _, _ = plan_for(family, model_dirs, "small_different", strategy="head")
     assert plan.keep_layers == 2 and plan.num_layers == 4 and plan.truncated
     assert actions(plan, "layer") == ["frozen", "frozen", "removed", "removed"]
     assert set(actions(plan, "neck")) <= {"trained"}  # the neck now sits on a different layer: retrain it
@@ -49,7 +49,7 @@ def test_small_different_keeps_the_first_half_frozen_by_default(family, model_di
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_keep_layers_sets_the_cut(family, model_dirs):
-    plan, _, _ = plan_for(family, model_dirs, "small_different", keep_layers=3)
+    plan, _, _ = plan_for(family, model_dirs, "small_different", strategy="head", keep_layers=3)
     assert actions(plan, "layer") == ["frozen", "frozen", "frozen", "removed"]
     with pytest.raises(hftl.ConfigError, match=r"keep_layers=9 is out of range.*use 1..4"):
         plan_for(family, model_dirs, "small_different", keep_layers=9)
@@ -79,7 +79,7 @@ def test_partial_freezes_the_first_n_and_trains_the_rest(family, model_dirs):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_head_only_trains_exactly_the_head(family, model_dirs):
-    plan, model, backbone = plan_for(family, model_dirs, "small_similar")
+    plan, model, backbone = plan_for(family, model_dirs, "small_similar", strategy="head")
     model = apply_plan(plan, model, backbone)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     head = set(plan.names("new"))
@@ -90,7 +90,7 @@ def test_head_only_trains_exactly_the_head(family, model_dirs):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_truncation_cuts_the_model_and_its_config(family, model_dirs, tmp_path):
-    plan, model, backbone = plan_for(family, model_dirs, "small_different", keep_layers=1)
+    plan, model, backbone = plan_for(family, model_dirs, "small_different", strategy="head", keep_layers=1)
     model = apply_plan(plan, model, backbone)
     assert len(model.get_submodule(backbone.layers_path(model))) == 1
     assert backbone.num_layers(model.config) == 1
@@ -125,6 +125,28 @@ def test_plan_renders_and_round_trips(model_dirs, tmp_path):
     assert "keeps 1 of 4 layers (--keep-layers)" in text
     plan.save(tmp_path / "plan.json")
     assert hftl.TransferPlan.load(tmp_path / "plan.json") == plan
+
+
+@pytest.mark.parametrize("family", ["vit", "bert"])
+def test_the_textbook_rules_are_the_defaults_where_nothing_was_measured(family, model_dirs):
+    assert plan_for(family, model_dirs, "small_similar")[0].strategy == "head"
+    cut = plan_for(family, model_dirs, "small_different")[0]
+    assert cut.strategy == "head" and cut.truncated
+    assert plan_for(family, model_dirs, "large_similar")[0].lr == 5e-5  # the generic (BERT-style) table
+
+
+def test_resnet_defaults_follow_the_calibration_and_say_why(model_dirs):
+    similar, _, _ = plan_for("resnet", model_dirs, "small_similar")
+    assert similar.strategy == "partial" and not similar.truncated and similar.lr == 3e-3
+    assert actions(similar, "layer") == ["frozen", "frozen", "trained", "trained"]
+    assert "textbook rule" in similar.reasons[0] and "docs/calibration.md" in similar.reasons[0]
+    different, _, _ = plan_for("resnet", model_dirs, "small_different")
+    assert different.strategy == "full" and not different.truncated and different.lr == 3e-3
+    assert plan_for("resnet", model_dirs, "small_similar", strategy="head")[0].lr == 3e-2
+    assert plan_for("resnet", model_dirs, "large_different", init="scratch")[0].lr == 3e-3
+    assert plan_for("resnet", model_dirs, "small_similar", lr=1e-4)[0].lr == 1e-4  # --lr always wins
+    explicit, _, _ = plan_for("resnet", model_dirs, "small_different", strategy="head")
+    assert explicit.truncated and "textbook rule" in explicit.reasons[0]  # an explicit strategy gets the cut
 
 
 def test_scratch_init_is_noted_in_the_plan(model_dirs):

@@ -1,0 +1,88 @@
+"""Defaults measured, not guessed: each family's learning rates and, where the evidence contradicts the textbook,
+the strategy a case uses. Every number cites the calibration table it came from (docs/calibration.md, written by
+``bench/calibrate.py``: every plan x learning rate on several source -> target pairs, best validation accuracy).
+
+A family without a measured entry keeps the generic table, which was set for BERT-base fine-tuning (5e-5 full,
+1e-3 head): those are the numbers that lost to scratch by 11-64 points on small CNNs, so a new family is calibrated
+before it gets defaults of its own (docs/calibration.md says how).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+# generic: BERT-style fine-tuning (the transformers/PEFT examples' values); random weights need larger steps
+GENERIC_LRS: Mapping[str, float] = MappingProxyType(
+    {"head": 1e-3, "lora": 5e-4, "partial": 1e-4, "full": 5e-5}
+)
+GENERIC_SCRATCH_LR = 1e-3
+
+
+@dataclass(frozen=True)
+class CaseChoice:
+    """The strategy a case uses for a family (instead of the textbook's), and the measurement that says why."""
+
+    strategy: str
+    why: str
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    lrs: Mapping[str, float]  # strategy -> lr with pretrained weights
+    scratch_lr: float  # every strategy with random weights (the from-scratch baseline)
+    cases: Mapping[str, CaseChoice] = field(default_factory=dict)
+    source: str = ""  # the calibration table these numbers come from
+
+
+# docs/calibration.md, table "resnet": a small ResNet (4 stages) developed on Fashion-MNIST 0-4, transferred to
+# Fashion 5-9, scikit-learn digits and generated shapes at 20/class and 400-600/class (AdamW, 8-10 epochs, the lr
+# grid 1e-4..3e-2). Learning rates: the value within about a point of the best on the most targets.
+RESNET = FamilyDefaults(
+    lrs=MappingProxyType({"head": 3e-2, "lora": 1e-2, "partial": 3e-3, "full": 3e-3}),
+    scratch_lr=3e-3,
+    cases=MappingProxyType(
+        {
+            "small_similar": CaseChoice(
+                "partial",
+                "measured on small CNNs (docs/calibration.md, resnet): a frozen body with a new head lost to the "
+                "same network trained from scratch (Fashion 5-9, 20/class: head 85.2%, scratch 86.0%); freezing "
+                "the stem and the first half and fine-tuning the rest won (90.2%)",
+            ),
+            "small_different": CaseChoice(
+                "full",
+                "measured on small CNNs (docs/calibration.md, resnet): a head on the cut early layers lost by 16-25 "
+                "points (digits 75.8%, shapes 70.4% at 20/class) and frozen early layers by up to 10 (shapes 86.0%); "
+                "fine-tuning every layer from the pretrained weights matched scratch (digits 92.5%, shapes 95.4%)",
+            ),
+        }
+    ),
+    source="docs/calibration.md#resnet",
+)
+
+# the word-vector classifier: embeddings + pooling + MLP; its head is small and trains at the same rate as the
+# vectors (docs/word_vectors.md: GloVe on SST-2, 2k and 20k sentences)
+WORD_VECTORS = FamilyDefaults(
+    lrs=MappingProxyType({"head": 1e-3, "partial": 1e-3, "full": 1e-3}),
+    scratch_lr=1e-3,
+    source="docs/word_vectors.md",
+)
+
+BY_FAMILY: Mapping[str, FamilyDefaults] = MappingProxyType({"resnet": RESNET, "word-vectors": WORD_VECTORS})
+
+
+def default_lr(family: str, strategy: str, init: str) -> float:
+    """The learning rate a run uses when ``--lr`` is not given."""
+    measured = BY_FAMILY.get(family)
+    if init == "scratch":
+        return measured.scratch_lr if measured else GENERIC_SCRATCH_LR
+    if measured and strategy in measured.lrs:
+        return measured.lrs[strategy]
+    return GENERIC_LRS[strategy]
+
+
+def case_choice(family: str, case: str) -> CaseChoice | None:
+    """The measured strategy for ``case`` on ``family``, when it differs from the textbook rule."""
+    measured = BY_FAMILY.get(family)
+    return measured.cases.get(case) if measured else None
