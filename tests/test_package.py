@@ -189,3 +189,13 @@ def test_modules_stay_small_and_name_no_issue_numbers():
 )
 def test_every_subpackage_has_its_tests_folder(package):
     assert (REPO / "tests" / package).is_dir() or package in ("settings", "backbones")
+
+
+def test_register_auto_classes_makes_plain_transformers_know_hftl_models():
+    result = _probe(
+        "import json, hftl\n"
+        "hftl.register_auto_classes()\n"
+        "from transformers import AutoConfig\n"
+        "print(json.dumps({'type': type(AutoConfig.for_model('hftl-word-vectors')).__name__}))\n"
+    )
+    assert result["type"] == "WordVectorsConfig"

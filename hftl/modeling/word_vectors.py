@@ -202,7 +202,8 @@ def classification_loss(config: PreTrainedConfig, logits: torch.Tensor, labels: 
 
 def register_auto_classes() -> None:
     """Make ``AutoConfig``/``AutoModel``/``AutoModelForSequenceClassification`` (and so ``pipeline``) know the
-    model type. Runs when hftl is imported; calling it again is harmless."""
+    model type. Runs when this module is imported (by every hftl call that builds or loads such a model); a plain
+    ``pipeline(model=FOLDER)`` needs ``hftl.register_auto_classes()`` first. Calling it again is harmless."""
     AutoConfig.register(MODEL_TYPE, WordVectorsConfig, exist_ok=True)
     AutoModel.register(WordVectorsConfig, WordVectorsModel, exist_ok=True)
     AutoModelForSequenceClassification.register(
