@@ -28,7 +28,11 @@ class OptimSettings:
     )
     lr: float | None = field(
         default=None,
-        metadata={"help": "Peak learning rate; default per strategy (head 1e-3, lora 5e-4, else 5e-5)."},
+        metadata={
+            "help": "Peak learning rate; default: measured per family, strategy and init (hftl.transfer.defaults, "
+            "docs/calibration.md; e.g. ResNet full 3e-3, head 3e-2; uncalibrated families full 5e-5, head 1e-3, "
+            "scratch 1e-3), printed in the plan."
+        },
     )
     weight_decay: float = field(
         default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."}

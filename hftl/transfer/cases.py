@@ -64,7 +64,9 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
             "to see a plan, run `hftl advise` or pass one of " + ", ".join(CASE_RULES)
         )
     rule = CASE_RULES[config.case]
-    measured = case_choice(backbone.family, config.case)  # where calibration contradicts the textbook
+    measured = case_choice(
+        backbone.family, config.case, model.config
+    )  # where calibration contradicts the textbook
     case_strategy = measured.strategy if measured else rule.strategy
     strategy = config.strategy or case_strategy
     backbone.check_strategy(strategy)
@@ -139,7 +141,11 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     blocks += [Block(name, "head", "new", _params(model, name)) for name in backbone.head(model)]
 
     lora = _lora_spec(config, model, backbone, blocks) if strategy == "lora" else None
-    lr = config.lr if config.lr is not None else default_lr(backbone.family, strategy, config.init)
+    lr = (
+        config.lr
+        if config.lr is not None
+        else default_lr(backbone.family, strategy, config.init, model.config)
+    )
     conservative = plan_spec(config, strategy, config.init)
     blocks, conservative_reasons = plan_blocks(blocks, conservative, lr, config.epochs)
     reasons += conservative_reasons

@@ -46,11 +46,11 @@ def planned(model_dir, task, case, strategy=None, keep_layers=None):
     "family, case, strategy, expected",
     [
         ("vit", "small_similar", None, Cut(4, head_input=True)),
-        ("vit", "small_different", None, Cut(2, first_token=True)),
+        ("vit", "small_different", "head", Cut(2, first_token=True)),
         ("vit", "small_similar", "partial", Cut(2)),
         ("resnet", "small_different", "head", Cut(2, head_input=True)),  # no neck: pooled stage-2 features
         ("resnet", "small_similar", "partial", Cut(2)),
-        ("bert", "small_different", None, Cut(2, first_token=True)),
+        ("bert", "small_different", "head", Cut(2, first_token=True)),
         ("bert", "small_similar", "partial", Cut(2)),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
 
 import hftl
@@ -127,12 +128,30 @@ def test_plan_renders_and_round_trips(model_dirs, tmp_path):
     assert hftl.TransferPlan.load(tmp_path / "plan.json") == plan
 
 
-@pytest.mark.parametrize("family", ["vit", "bert"])
-def test_the_textbook_rules_are_the_defaults_where_nothing_was_measured(family, model_dirs):
-    assert plan_for(family, model_dirs, "small_similar")[0].strategy == "head"
-    cut = plan_for(family, model_dirs, "small_different")[0]
+def test_the_textbook_rules_are_the_defaults_where_nothing_was_measured(model_dirs):
+    assert plan_for("vit", model_dirs, "small_similar")[0].strategy == "head"
+    cut = plan_for("vit", model_dirs, "small_different")[0]
     assert cut.strategy == "head" and cut.truncated
-    assert plan_for(family, model_dirs, "large_similar")[0].lr == 5e-5  # the generic (BERT-style) table
+    assert plan_for("vit", model_dirs, "large_similar")[0].lr == 5e-5  # the generic (BERT-style) table
+
+
+def test_small_bert_defaults_follow_the_calibration_and_larger_berts_keep_the_generic_table():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def plan(hidden: int, case: str):
+        config = BertConfig(
+            hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+        )
+        with torch.device("meta"):
+            model = BertForSequenceClassification(config)
+        run = RunConfig(task="text", case=case, model="x")
+        return make_plan(run, model, backbone_for(model.config))
+
+    small = plan(384, "small_similar")  # MiniLM-L6's width: what was measured
+    assert small.strategy == "partial" and small.lr == 3e-4 and "MiniLM" in small.reasons[0]
+    assert plan(384, "small_different").strategy == "partial"
+    base = plan(768, "small_similar")  # BERT-base: not measured
+    assert base.strategy == "head" and base.lr == 1e-3 and plan(768, "large_similar").lr == 5e-5
 
 
 def test_resnet_defaults_follow_the_calibration_and_say_why(model_dirs):
