@@ -81,7 +81,9 @@ def add_settings(parser: argparse.ArgumentParser, section: type, title: str | No
         help_text = (field.metadata.get("help", "") + _default_text(field)).replace("%", "%%")
         names = flag_names(field.name)
         common: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS}
-        if kind is bool and not optional:
+        if "parse" in field.metadata:  # a value with its own syntax (``--lr 3e-4`` or ``--lr auto``)
+            group.add_argument(*names, type=_argparse_type(field.metadata["parse"]), help=help_text, **common)
+        elif kind is bool and not optional:
             group.add_argument(
                 *names, type=to_bool, nargs="?", const=True, metavar="true|false", help=help_text, **common
             )
@@ -98,6 +100,19 @@ def add_settings(parser: argparse.ArgumentParser, section: type, title: str | No
             group.add_argument(*names, type=item, nargs="+", help=help_text, **common)
         else:
             group.add_argument(*names, type=kind, help=help_text, **common)
+
+
+def _argparse_type(parse: Any) -> Any:
+    """A settings parser as an argparse ``type``: its error becomes argparse's one-line error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
 def parse_explicit(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> dict[str, Any]:

@@ -95,6 +95,10 @@ class RunConfig:
                 )
             if self.transfer.strategy == "lora":  # fail before the vectors and the data are loaded
                 raise ConfigError(VECTORS_LORA_MESSAGE)
+        if self.optim.lr == "auto" and (self.conservative.layer_decay or self.conservative.head_lr):
+            raise ConfigError(
+                "--lr auto picks one learning rate; with --layer-decay or --head-lr give --lr explicitly"
+            )
         if self.run.output_dir is None:
             self.run.output_dir = str(Path("runs") / f"{Path(self.run.task).stem}-{self.transfer.case}")
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from datasets import Dataset, DatasetDict
 from torch import nn
 
@@ -27,6 +28,7 @@ from hftl.outputs.card import write_cards
 from hftl.outputs.hub import publish_after_run
 from hftl.outputs.run_metrics import run_metrics
 from hftl.settings import AUTO_CASE
+from hftl.settings.choices import AUTO_LR
 from hftl.sources.registry import build_model, check_source, load_processor
 from hftl.tasks import Task, get_task
 from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
@@ -35,6 +37,7 @@ from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_ev
 from hftl.training.feature_cache import describe as describe_cache
 from hftl.training.guards import with_auto_batch_size
 from hftl.training.loop import FitResult, fit
+from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import load_metrics
 from hftl.training.throughput import format_summary
 from hftl.transfer.apply import ParameterCount, apply_plan, count_parameters
@@ -100,6 +103,9 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
     for line in describe_cache(cached.status, config.augment, task.modality):
         accelerator.print(line)
+    lr_search = None
+    if config.lr == AUTO_LR:
+        plan, lr_search = search_lr(cached, config, plan, accelerator)
     metric_modules = load_metrics(task.metrics)
     result = train_network(cached, config, plan, metric_modules, accelerator)
     # a cached run trained the real model's own modules in place: save the whole network
@@ -122,6 +128,8 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         feature_cache=cached.status.to_dict(),
         speed=switches_used(model, config, channels_last, accelerator),
     )
+    if lr_search is not None:
+        metrics["lr_search"] = lr_search.to_dict()
     output_dir = Path(config.output_dir)
     if accelerator.is_main_process:
         save_outputs(trained, processor, config, metrics, inputs, result, accelerator)
@@ -216,6 +224,23 @@ def announce(
         f"Data: {len(inputs.train)} train / {len(inputs.validation)} validation examples, "
         f"{len(splits.labels)} labels from {splits.source}"
     )
+
+
+def search_lr(
+    cached: CachedTraining, config: RunConfig, plan: TransferPlan, accelerator: Accelerator
+) -> tuple[TransferPlan, LrSearch]:
+    """``--lr auto``: the range test on what ``fit`` will train (cached features included); the main process's
+    suggestion is shared, so every process trains with the same rate; the plan on disk gets it."""
+    search = find_lr(cached.model, cached.inputs, config, plan, accelerator)
+    search.suggestion = broadcast_object_list([search.suggestion])[0]
+    accelerator.print(
+        f"--lr auto: the LR range test suggests {search.suggestion:.3g} ({search.steps} steps; the default was "
+        f"{plan.lr:g})"
+    )
+    plan = dataclasses.replace(plan, lr=search.suggestion)
+    if accelerator.is_main_process:
+        write_run_files(Path(config.output_dir), config, plan)
+    return plan, search
 
 
 def train_network(

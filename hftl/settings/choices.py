@@ -76,3 +76,19 @@ def check_repo_id(repo_id: str) -> str:
     except HFValidationError as error:
         raise ConfigError(f"invalid Hub repo id {repo_id!r}: {error}") from error
     return repo_id
+
+
+AUTO_LR = "auto"
+
+
+def learning_rate(value: str | float) -> float | str:
+    """``--lr``: a positive number, or ``auto`` (an LR range test picks it)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO_LR:
+        return AUTO_LR
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"lr must be a positive number or 'auto', got {value!r}") from error
+    if not number > 0:
+        raise ConfigError(f"lr must be > 0, got {value}")
+    return number

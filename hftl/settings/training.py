@@ -12,6 +12,7 @@ from hftl.settings.choices import (
     check_choice,
     check_positive,
     check_range,
+    learning_rate,
 )
 
 
@@ -26,12 +27,14 @@ class OptimSettings:
     eval_batch_size: int | None = field(
         default=None, metadata={"help": "Per-device eval batch size (default 2x)."}
     )
-    lr: float | None = field(
+    lr: float | str | None = field(
         default=None,
         metadata={
-            "help": "Peak learning rate; default: measured per family, strategy and init (hftl.transfer.defaults, "
-            "docs/calibration.md; e.g. ResNet full 3e-3, head 3e-2; uncalibrated families full 5e-5, head 1e-3, "
-            "scratch 1e-3), printed in the plan."
+            "help": "Peak learning rate, or 'auto': an LR range test on the run's own model and data picks it "
+            "(about 100 steps, undone before training). Default: measured per family, strategy and init "
+            "(hftl.transfer.defaults, docs/calibration.md; e.g. ResNet full 3e-3, head 3e-2; uncalibrated "
+            "families full 5e-5, head 1e-3, scratch 1e-3), printed in the plan.",
+            "parse": learning_rate,
         },
     )
     weight_decay: float = field(
@@ -60,8 +63,8 @@ class OptimSettings:
     def __post_init__(self) -> None:
         check_positive(self, "epochs", "batch_size", "gradient_accumulation_steps")
         check_positive(self, "eval_batch_size", "early_stopping_patience", optional=True)
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.lr is not None:
+            self.lr = learning_rate(self.lr)
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, closed_high=False)
 
 

@@ -26,6 +26,7 @@ from hftl.backbones.base import block_module
 from hftl.config import RunConfig
 from hftl.errors import ConfigError
 from hftl.settings import AUTO_CASE
+from hftl.settings.choices import AUTO_LR
 from hftl.transfer.conservative import plan_blocks, plan_spec
 from hftl.transfer.defaults import case_choice, default_lr
 from hftl.transfer.plan import Action, Block, LoraSpec, TransferPlan
@@ -141,11 +142,13 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     blocks += [Block(name, "head", "new", _params(model, name)) for name in backbone.head(model)]
 
     lora = _lora_spec(config, model, backbone, blocks) if strategy == "lora" else None
-    lr = (
-        config.lr
-        if config.lr is not None
-        else default_lr(backbone.family, strategy, config.init, model.config)
-    )
+    lr = default_lr(backbone.family, strategy, config.init, model.config)
+    if config.lr == AUTO_LR:
+        reasons.append(
+            f"--lr auto: an LR range test picks the learning rate before training (starting from {lr:g})"
+        )
+    elif config.lr is not None:
+        lr = config.lr
     conservative = plan_spec(config, strategy, config.init)
     blocks, conservative_reasons = plan_blocks(blocks, conservative, lr, config.epochs)
     reasons += conservative_reasons
