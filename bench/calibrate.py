@@ -1,0 +1,894 @@
+"""Learning-rate and plan calibration: many source -> target pairs x plans x learning rates x seeds.
+
+Measures, through the public API only (``hftl.train`` with an in-memory ``DatasetDict``), what each transfer plan
+reaches at each learning rate, so that the per-family defaults and the case rules can be set from data:
+
+- families: a small HF ResNet (``resnet``), MiniLM-L6 (``bert``), GloVe 6B 50-d (``vectors``);
+- plans: ``head`` (whole body frozen, new head), ``head_trunc`` (``small_different``: frozen first half, new head),
+  ``partial`` (freeze stem + first half, train the rest), ``lora``, ``full``, ``scratch`` (random weights, full);
+- one JSON line per run in ``--out`` (flushed after every run); a rerun skips the (pair, plan, lr, seed) rows that
+  are already there, so the script is resumable and can be grown (more seeds, more learning rates).
+
+Image source model: the demo's small ResNet trained from scratch with hftl on Fashion-MNIST classes 0-4 (cached in
+``--cache``; built on first use). Data: Fashion-MNIST (``~/.cache/hftl-assets/fashion-mnist``), scikit-learn digits,
+generated shapes (``hftl.recipes.demo_data``), SST-2 and the UCI sentences (``../shared/assets``), MiniLM-L6 from the registry
+assets. The data subset of a pair is fixed (data seed 0); ``--seeds`` varies the training seed (head init, order).
+
+    python bench/calibrate.py --pairs all --seeds 0 --lrs grid --out results.jsonl        # phase 1: the LR grid
+    python bench/calibrate.py --pairs all --seeds 1,2 --lrs best:2:1 --out results.jsonl  # phase 2: top LRs
+    python bench/calibrate.py --report --out results.jsonl                               # tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import functools
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# --- plans -----------------------------------------------------------------------------------------------------------
+# case + strategy + init as hftl.train takes them; keep_layers None = the family's default (first half)
+PLANS: dict[str, dict[str, Any]] = {
+    "head": {"case": "small_similar", "strategy": "head", "init": "pretrained"},
+    "head_trunc": {"case": "small_different", "strategy": "head", "init": "pretrained"},
+    "partial": {"case": "large_similar", "strategy": "partial", "init": "pretrained"},
+    "lora": {"case": "large_similar", "strategy": "lora", "init": "pretrained"},
+    "full": {"case": "large_similar", "strategy": "full", "init": "pretrained"},
+    "scratch": {"case": "large_different", "strategy": "full", "init": "scratch"},
+}
+# word vectors: no layer stack (head_trunc and partial are the same network as head) and no LoRA
+FAMILY_PLANS = {
+    "resnet": list(PLANS),
+    "bert": list(PLANS),
+    "vectors": ["head", "full", "scratch"],
+}
+
+# learning-rate grids per family x plan
+_CNN = [3e-4, 1e-3, 3e-3, 1e-2]
+GRIDS: dict[str, dict[str, list[float]]] = {
+    "resnet": {
+        "head": _CNN + [3e-2],
+        "head_trunc": _CNN + [3e-2],
+        "partial": _CNN,
+        "lora": _CNN,
+        "full": _CNN,
+        "scratch": _CNN,
+    },
+    "vectors": {"head": _CNN + [3e-2], "full": _CNN, "scratch": _CNN},
+    "bert": {
+        "head": [1e-3, 3e-3, 1e-2],
+        "head_trunc": [1e-3, 3e-3, 1e-2],
+        "partial": [2e-5, 5e-5, 1e-4, 3e-4],
+        "lora": [3e-4, 1e-3, 3e-3],
+        "full": [2e-5, 5e-5, 1e-4, 3e-4],
+        "scratch": [1e-4, 3e-4, 1e-3],
+    },
+}
+# hftl's defaults at the time of writing (hftl/cases.py DEFAULT_LR, SCRATCH_LR; word vectors' backbone default_lrs,
+# which also apply to --init scratch): each plan's grid also runs its default, so "accuracy at today's default" is
+# measured, not interpolated
+TODAY_DEFAULTS: dict[str, dict[str, float]] = {
+    "resnet": {
+        "head": 1e-3,
+        "head_trunc": 1e-3,
+        "partial": 1e-4,
+        "lora": 5e-4,
+        "full": 5e-5,
+        "scratch": 1e-3,
+    },
+    "bert": {"head": 1e-3, "head_trunc": 1e-3, "partial": 1e-4, "lora": 5e-4, "full": 5e-5, "scratch": 1e-3},
+    "vectors": {"head": 1e-3, "full": 1e-3, "scratch": 1e-3},
+}
+
+
+def grid(family: str, plan: str) -> list[float]:
+    return sorted(set(GRIDS[family][plan]) | {TODAY_DEFAULTS[family][plan]})
+
+
+# --- paths -----------------------------------------------------------------------------------------------------------
+def shared_assets() -> Path:
+    from bench.common import ASSETS
+
+    return ASSETS
+
+
+def glove_path() -> Path:
+    return shared_assets() / "glove" / "glove.6B.50d.top50k.txt"
+
+
+def minilm_path() -> Path:
+    from hftl.recipes.demo_data import assets_cache
+
+    return assets_cache() / "minilm-l6"
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+IMAGE_SIZE = 28
+
+
+@functools.cache
+def _fashion() -> dict:
+    from hftl.recipes.demo_data import find_fashion_mnist, load_fashion_mnist
+
+    folder = find_fashion_mnist()
+    if folder is None:
+        sys.exit("Fashion-MNIST not found (~/.cache/hftl-assets/fashion-mnist); run get-registry-assets.sh")
+    return load_fashion_mnist(folder)
+
+
+@functools.cache
+def _digits() -> dict:
+    from hftl.recipes.demo_data import load_digits_set, split_set
+
+    return split_set(load_digits_set(), 0.2, 0)  # ~1438 train (~144/class) / 359 validation
+
+
+@functools.cache
+def _shapes() -> dict:
+    from hftl.recipes.demo_data import make_shapes, split_set
+
+    return split_set(make_shapes(500, 0, IMAGE_SIZE), 0.2, 0)  # 400/class train, 100/class validation
+
+
+def _image_pair(split: dict, classes: list[int], per_class: int | None, val_per_class: int | None):
+    from hftl.recipes.demo_data import Target, to_dataset
+
+    train = split["train"].take(classes, per_class, 0)
+    validation = split["test"].take(classes, val_per_class, 1)
+    return to_dataset(Target("t", "t", train, validation))
+
+
+def _text_dataset(train: list[tuple[str, int]], validation: list[tuple[str, int]]):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+
+    def build(rows):
+        return Dataset.from_dict(
+            {"text": [t for t, _ in rows], "label": [y for _, y in rows]}, features=features
+        )
+
+    return DatasetDict({"train": build(train), "validation": build(validation)})
+
+
+def _per_class(rows: list[tuple[str, int]], n: int, seed: int = 0) -> tuple[list, list]:
+    """``n`` rows of each label (seeded), and the rest."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    picked, rest, count = [], [], defaultdict(int)
+    for i in order:
+        label = rows[i][1]
+        if count[label] < n:
+            picked.append(rows[i])
+            count[label] += 1
+        else:
+            rest.append(rows[i])
+    return picked, rest
+
+
+SST2_MIN_WORDS = 6  # as bench/minilm_sst2.py: SST-2's train.tsv is mostly phrase fragments
+
+
+def _sst2(per_class: int):
+    def read(name: str, min_words: int = 0) -> list[tuple[str, int]]:
+        with open(shared_assets() / "sst2" / name, encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        return [(t.strip(), int(y)) for t, y in rows if len(t.split()) >= min_words]
+
+    train, _ = _per_class(read("train.tsv", SST2_MIN_WORDS), per_class)
+    return _text_dataset(train, read("test.tsv"))  # the 872 labelled GLUE dev sentences
+
+
+UCI_FILES = {"yelp": "yelp_labelled.txt", "amazon": "amazon_cells_labelled.txt", "imdb": "imdb_labelled.txt"}
+UCI_VALIDATION_PER_CLASS = (
+    150  # 300 held out (the same for both sizes); the large size trains on the other 350/class
+)
+
+
+def _uci(domain: str, per_class: int | None):
+    rows = []
+    for line in (
+        (shared_assets() / "uci_sentences" / UCI_FILES[domain]).read_text(encoding="utf-8").splitlines()
+    ):
+        if line.strip():
+            text, label = line.rsplit("\t", 1)
+            rows.append((text.strip(), int(label)))
+    validation, rest = _per_class(rows, UCI_VALIDATION_PER_CLASS)
+    train = rest if per_class is None else _per_class(rest, per_class, seed=1)[0]
+    return _text_dataset(train, validation)
+
+
+# --- pairs -----------------------------------------------------------------------------------------------------------
+# family, source name, target name, size label, dataset builder, epochs, batch size
+def _pair(family, source, target, size, build, epochs, batch_size, **extra):
+    return {
+        "family": family,
+        "source": source,
+        "target": target,
+        "size": size,
+        "build": build,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        **extra,
+    }
+
+
+FASHION04 = "fashion0-4"
+PAIRS: dict[str, dict[str, Any]] = {
+    # image: the demo's small ResNet developed on Fashion-MNIST 0-4
+    "fashion59-20": _pair(
+        "resnet",
+        FASHION04,
+        "fashion5-9",
+        20,
+        lambda: _image_pair(_fashion(), [5, 6, 7, 8, 9], 20, 100),
+        30,
+        32,
+    ),
+    "fashion59-600": _pair(
+        "resnet",
+        FASHION04,
+        "fashion5-9",
+        600,
+        lambda: _image_pair(_fashion(), [5, 6, 7, 8, 9], 600, 100),
+        8,
+        64,
+    ),
+    "digits-20": _pair(
+        "resnet", FASHION04, "digits", 20, lambda: _image_pair(_digits(), list(range(10)), 20, None), 30, 32
+    ),
+    "digits-all": _pair(
+        "resnet",
+        FASHION04,
+        "digits",
+        "all",
+        lambda: _image_pair(_digits(), list(range(10)), None, None),
+        10,
+        64,
+    ),
+    "shapes-20": _pair(
+        "resnet", FASHION04, "shapes", 20, lambda: _image_pair(_shapes(), list(range(5)), 20, None), 30, 32
+    ),
+    "shapes-400": _pair(
+        "resnet", FASHION04, "shapes", 400, lambda: _image_pair(_shapes(), list(range(5)), 400, None), 10, 64
+    ),
+    # text: MiniLM-L6
+    # (one CPU thread: a MiniLM step costs ~25 ms per training sentence and ~8 ms per validation sentence, so the
+    # sizes and epochs keep a full fine-tuning run near 40-60 s; SST-2's 872 validation sentences dominate at 16/class)
+    "minilm-sst2-16": _pair("bert", "minilm-l6", "sst2", 16, lambda: _sst2(16), 5, 8),
+    "minilm-sst2-500": _pair("bert", "minilm-l6", "sst2", 500, lambda: _sst2(500), 2, 32),
+    "minilm-yelp-20": _pair("bert", "minilm-l6", "uci-yelp", 20, lambda: _uci("yelp", 20), 10, 8),
+    "minilm-yelp-350": _pair("bert", "minilm-l6", "uci-yelp", 350, lambda: _uci("yelp", None), 3, 32),
+    "minilm-amazon-20": _pair("bert", "minilm-l6", "uci-amazon", 20, lambda: _uci("amazon", 20), 10, 8),
+    "minilm-amazon-350": _pair("bert", "minilm-l6", "uci-amazon", 350, lambda: _uci("amazon", None), 3, 32),
+    # text: GloVe 6B 50-d
+    "glove-sst2-16": _pair("vectors", "glove-50d", "sst2", 16, lambda: _sst2(16), 30, 8),
+    "glove-sst2-1000": _pair("vectors", "glove-50d", "sst2", 1000, lambda: _sst2(1000), 10, 32),
+}
+PAIR_GROUPS = {
+    "all": list(PAIRS),
+    "image": [p for p in PAIRS if PAIRS[p]["family"] == "resnet"],
+    "bert": [p for p in PAIRS if PAIRS[p]["family"] == "bert"],
+    "vectors": [p for p in PAIRS if PAIRS[p]["family"] == "vectors"],
+}
+TEXT_MAX_LENGTH = 64
+
+
+@functools.cache
+def dataset_for(pair: str):
+    return PAIRS[pair]["build"]()
+
+
+# --- source models ---------------------------------------------------------------------------------------------------
+SOURCE_SETTINGS = {"per_class": 4000, "val_per_class": 200, "epochs": 6, "lr": 2e-3, "batch_size": 64}
+
+
+def fashion_source(cache: Path, work: Path) -> Path:
+    """The demo's small ResNet trained from scratch with hftl on Fashion-MNIST 0-4 (once; then read from cache)."""
+    import hftl
+    from hftl.recipes.demo_data import STANDARD, make_resnet_folder
+
+    folder = cache / "source-fashion0-4"
+    if (folder / "model.safetensors").is_file() and (folder / "source.json").is_file():
+        return folder
+    s = SOURCE_SETTINGS
+    init = make_resnet_folder(work / "source-init", STANDARD, 5)
+    data = _image_pair(_fashion(), [0, 1, 2, 3, 4], s["per_class"], s["val_per_class"])
+    started = time.perf_counter()
+    with _quiet(cache / "logs" / "source-fashion0-4.log"):
+        result = hftl.train(
+            task="image",
+            case="large_different",
+            model=str(init),
+            dataset=data,
+            output_dir=str(work / "source"),
+            epochs=s["epochs"],
+            lr=s["lr"],
+            batch_size=s["batch_size"],
+            seed=0,
+            report_to="none",
+            save_total_limit=1,
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(work / "source", folder, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    info = {
+        **s,
+        "accuracy": result.metrics["best"]["eval_accuracy"],
+        "history": [h["eval_accuracy"] for h in result.metrics["history"]],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (folder / "source.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(work / "source", ignore_errors=True)
+    shutil.rmtree(init, ignore_errors=True)
+    print(
+        f"source model: Fashion-MNIST 0-4 accuracy {info['accuracy']:.3f} ({info['seconds']} s) -> {folder}"
+    )
+    return folder
+
+
+def model_for(pair: str, cache: Path, work: Path) -> str:
+    family = PAIRS[pair]["family"]
+    if family == "resnet":
+        return str(fashion_source(cache, work))
+    if family == "bert":
+        return str(minilm_path())
+    return f"vectors:{glove_path()}"
+
+
+# --- running ---------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet(log: Path):
+    """hftl's printout and progress bars into ``log``; transformers' load reports silenced."""
+    from transformers.utils import logging as hf_logging
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with (
+            open(log, "w", encoding="utf-8") as handle,
+            contextlib.redirect_stdout(handle),
+            contextlib.redirect_stderr(handle),
+        ):
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def run_key(pair: str, plan: str, lr: float | str, seed: int) -> tuple:
+    return (pair, plan, lr if isinstance(lr, str) else f"{lr:.3g}", int(seed))
+
+
+def run_one(pair: str, plan: str, lr: float | str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    import hftl
+
+    spec = PAIRS[pair]
+    settings = dict(PLANS[plan])
+    data = dataset_for(pair)
+    model = model_for(pair, args.cache, args.work)
+    epochs = args.epochs or spec["epochs"]
+    name = f"{pair}-{plan}-{lr if isinstance(lr, str) else format(lr, '.0e')}-s{seed}"
+    output_dir = args.work / name
+    extra: dict[str, Any] = {}
+    if spec["family"] in ("bert", "vectors"):
+        extra["max_length"] = TEXT_MAX_LENGTH
+    row: dict[str, Any] = {
+        "pair": pair,
+        "family": spec["family"],
+        "source": spec["source"],
+        "target": spec["target"],
+        "size": spec["size"],
+        "plan": plan,
+        "strategy": settings["strategy"],
+        "case": settings["case"],
+        "init": settings["init"],
+        "keep_layers": None,
+        "lr": lr,
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": spec["batch_size"],
+        "is_today_default": not isinstance(lr, str)
+        and math.isclose(lr, TODAY_DEFAULTS[spec["family"]][plan], rel_tol=1e-6),
+    }
+    started = time.perf_counter()
+    log = args.cache / "logs" / f"{name}.log"
+    try:
+        with _quiet(log):
+            result = hftl.train(
+                task="image" if spec["family"] == "resnet" else "text",
+                model=model,
+                dataset=data,
+                output_dir=str(output_dir),
+                epochs=epochs,
+                lr=lr,
+                seed=seed,
+                batch_size=spec["batch_size"],
+                report_to="none",
+                save_total_limit=1,
+                log_steps=1000,
+                feature_cache_dir=str(args.cache / "features"),
+                **settings,
+                **extra,
+            )
+        metrics = result.metrics
+        history = metrics["history"]
+        row.update(
+            {
+                "keep_layers": result.plan.keep_layers,
+                "num_layers": result.plan.num_layers,
+                "best_accuracy": metrics["best"]["eval_accuracy"],
+                "best_epoch": metrics["best"]["epoch"],
+                "final_accuracy": metrics["final"]["eval_accuracy"],
+                "curve": [round(h["eval_accuracy"], 4) for h in history],
+                "train_examples": metrics["train_examples"],
+                "validation_examples": metrics["validation_examples"],
+                "trainable_params": metrics["parameters"]["trainable"],
+                "trainable_percent": metrics["parameters"]["percent"],
+                "feature_cache": bool(metrics.get("feature_cache", {}).get("used")),
+                "train_seconds": metrics["train_seconds"],
+                "suggested_lr": metrics.get("lr_search", {}).get("suggestion"),
+            }
+        )
+        log.unlink(missing_ok=True)
+    except Exception as error:  # noqa: BLE001 - recorded in the row; the log stays for a look
+        row["error"] = f"{type(error).__name__}: {error}"
+        row["traceback"] = traceback.format_exc()[-2000:]
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    row["wall_seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: the run is redone
+    return rows
+
+
+def lrs_for(pair: str, plan: str, spec: str, rows: list[dict[str, Any]]) -> list[float]:
+    """``grid`` (the family's grid plus today's default), ``best:K[:MARGIN]`` (the K best learning rates of the
+    seed-0 rows of this pair and plan, the 2nd.. only when within MARGIN points of the best), ``edge`` (one step
+    beyond the grid where the best seed-0 learning rate sits at its end), or a comma list of numbers."""
+    family = PAIRS[pair]["family"]
+    if spec == "grid":
+        return grid(family, plan)
+    if spec == "auto":
+        return ["auto"]  # hftl's --lr auto (an LR range test) instead of a fixed rate
+    done = {
+        r["lr"]: r["best_accuracy"]
+        for r in rows
+        if _ok(r) and r["pair"] == pair and r["plan"] == plan and r["seed"] == 0
+    }
+    if spec.startswith("best"):
+        parts = spec.split(":")
+        k = int(parts[1]) if len(parts) > 1 else 1
+        margin = float(parts[2]) / 100 if len(parts) > 2 else 1.0
+        ranked = sorted(done.items(), key=lambda kv: -kv[1])
+        return [lr for i, (lr, acc) in enumerate(ranked[:k]) if i == 0 or acc >= ranked[0][1] - margin]
+    if spec == "edge":
+        if not done:
+            return []
+        best = max(done, key=done.get)
+        tried = sorted(done)
+        if best == tried[-1]:
+            return [best * 3]
+        if best == tried[0]:
+            return [best / 3]
+        return []
+    return [float(x) for x in spec.split(",") if x]
+
+
+def _ok(row: dict[str, Any]) -> bool:
+    return "error" not in row and row.get("best_accuracy") is not None
+
+
+# --- report ----------------------------------------------------------------------------------------------------------
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    m = _mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _epochs_to_plateau(curve: list[float], margin: float) -> int:
+    """First epoch whose accuracy is within ``margin`` of the curve's best."""
+    top = max(curve)
+    return next(i + 1 for i, acc in enumerate(curve) if acc >= top - margin)
+
+
+def summarize(rows: list[dict[str, Any]], margin: float = 0.01) -> dict[str, Any]:
+    """Per (pair, plan): accuracy by learning rate (seed-0 and mean over seeds), the best learning rate, today's
+    default; per (family, plan): how each learning rate fares across pairs (seed 0: every grid point has it)."""
+    by = defaultdict(lambda: defaultdict(list))  # (pair, plan) -> lr -> rows
+    for r in rows:
+        if _ok(r) and not isinstance(r["lr"], str):  # --lr auto rows have their own table
+            by[(r["pair"], r["plan"])][r["lr"]].append(r)
+    cells: dict[tuple, dict[str, Any]] = {}
+    for (pair, plan), lrs in by.items():
+        family = PAIRS[pair]["family"] if pair in PAIRS else lrs[next(iter(lrs))][0]["family"]
+        seed0 = {lr: next((r["best_accuracy"] for r in rs if r["seed"] == 0), None) for lr, rs in lrs.items()}
+        seed0 = {lr: a for lr, a in seed0.items() if a is not None}
+        means = {lr: _mean([r["best_accuracy"] for r in rs]) for lr, rs in lrs.items()}
+        most = max(len(rs) for rs in lrs.values())
+        # the best learning rate: the best mean among the learning rates with the most seeds (phase 2's top LRs)
+        best_lr = max((lr for lr, rs in lrs.items() if len(rs) == most), key=lambda lr: means[lr])
+        accs = [r["best_accuracy"] for r in lrs[best_lr]]
+        default = TODAY_DEFAULTS.get(family, {}).get(plan)
+        default_rows = next((rs for lr, rs in lrs.items() if default and math.isclose(lr, default)), [])
+        best_rows = lrs[best_lr]
+        cells[(pair, plan)] = {
+            "family": family,
+            "seed0": seed0,
+            "means": means,
+            "best_lr": best_lr,
+            "best_mean": _mean(accs),
+            "best_sd": _sd(accs),
+            "n": len(accs),
+            "default_lr": default,
+            "default_acc": _mean([r["best_accuracy"] for r in default_rows]) if default_rows else None,
+            "best_epoch": _mean([r["best_epoch"] for r in best_rows]),
+            "plateau_epoch": _mean([_epochs_to_plateau(r["curve"], margin) for r in best_rows]),
+            "epochs": best_rows[0]["epochs"],
+            "wall": _mean([r["wall_seconds"] for r in best_rows]),
+            "seed0_best": max(seed0.values()) if seed0 else None,
+        }
+    return cells
+
+
+def candidate_defaults(cells: dict[tuple, dict[str, Any]], margin: float) -> list[dict[str, Any]]:
+    """Per family x plan and learning rate: on how many pairs its seed-0 accuracy is within ``margin`` of that
+    pair's best seed-0 accuracy, and the mean and worst loss (points) against that best."""
+    groups = defaultdict(list)
+    for (pair, plan), cell in cells.items():
+        if cell["seed0"]:
+            groups[(cell["family"], plan)].append((pair, cell))
+    out = []
+    for (family, plan), members in sorted(groups.items()):
+        lrs = sorted({lr for _, c in members for lr in c["seed0"]})
+        stats = []
+        for lr in lrs:
+            losses = [c["seed0_best"] - c["seed0"][lr] for _, c in members if lr in c["seed0"]]
+            if len(losses) < len(members):
+                continue  # not measured on every pair of the family: not comparable
+            near = sum(loss <= margin + 1e-9 for loss in losses)
+            stats.append({"lr": lr, "near": near, "mean_loss": _mean(losses), "max_loss": max(losses)})
+        if not stats:
+            continue
+        pick = max(stats, key=lambda s: (s["near"], -s["mean_loss"]))
+        default = TODAY_DEFAULTS.get(family, {}).get(plan)
+        today = next((s for s in stats if default and math.isclose(s["lr"], default)), None)
+        out.append(
+            {
+                "family": family,
+                "plan": plan,
+                "pairs": len(members),
+                "pick": pick,
+                "today": today,
+                "all": stats,
+            }
+        )
+    return out
+
+
+# which of the four cases each pair is: small = a few dozen examples per class; similar = the source's kind of
+# data (other Fashion-MNIST classes; English sentences for a sentence encoder or English word vectors)
+SIMILAR_TARGETS = {"fashion5-9", "sst2", "uci-yelp", "uci-amazon"}
+SMALL_MAX_PER_CLASS = 50
+
+
+def case_of(pair: str) -> str:
+    spec = PAIRS[pair]
+    size = "small" if isinstance(spec["size"], int) and spec["size"] <= SMALL_MAX_PER_CLASS else "large"
+    return f"{size}_{'similar' if spec['target'] in SIMILAR_TARGETS else 'different'}"
+
+
+class _Width:
+    """What hftl.transfer.defaults reads of a model config (MiniLM-L6 is 384 wide)."""
+
+    hidden_size = 384
+
+
+def default_rule(pair: str) -> tuple[str, float]:
+    """The plan (as named in PLANS) and learning rate hftl uses for this pair's case without --strategy/--lr."""
+    from hftl.transfer.cases import CASE_RULES
+    from hftl.transfer.defaults import case_choice, default_lr
+
+    family = {"resnet": "resnet", "bert": "bert", "vectors": "word-vectors"}[PAIRS[pair]["family"]]
+    case = case_of(pair)
+    choice = case_choice(family, case, _Width())
+    strategy = choice.strategy if choice else CASE_RULES[case].strategy
+    cut = case == "small_different" and strategy == "head" and family != "word-vectors"
+    return ("head_trunc" if cut else strategy), default_lr(family, strategy, "pretrained", _Width())
+
+
+def scratch_default(pair: str) -> float:
+    from hftl.transfer.defaults import default_lr
+
+    family = {"resnet": "resnet", "bert": "bert", "vectors": "word-vectors"}[PAIRS[pair]["family"]]
+    return default_lr(family, "full", "scratch", _Width())
+
+
+def _mean_at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) -> tuple[float | None, int]:
+    found = [
+        r["best_accuracy"]
+        for r in rows
+        if _ok(r)
+        and r["pair"] == pair
+        and r["plan"] == plan
+        and (r["lr"] == lr if isinstance(lr, str) or isinstance(r["lr"], str) else math.isclose(r["lr"], lr))
+    ]
+    return (_mean(found) if found else None, len(found))
+
+
+def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
+    """hftl's default rule (the case's plan at its default lr) against scratch at its default, per pair; and the
+    same plan with --lr auto where measured. The target: default >= scratch - 2 points everywhere."""
+    lines = [
+        "| pair | case | default plan | lr | accuracy (n) | scratch lr | scratch (n) | default - scratch | "
+        "best plan (accuracy) | --lr auto: accuracy (suggested lr) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    cells = summarize(rows)
+    for pair in PAIRS:
+        if not any(k[0] == pair for k in cells):
+            continue
+        plan, lr = default_rule(pair)
+        acc, n = _mean_at(rows, pair, plan, lr)
+        slr = scratch_default(pair)
+        sacc, sn = _mean_at(rows, pair, "scratch", slr)
+        best = max((p for (q, p) in cells if q == pair), key=lambda p: cells[(pair, p)]["best_mean"])
+        auto = [r for r in rows if _ok(r) and r["pair"] == pair and r["plan"] == plan and r["lr"] == "auto"]
+        auto_text = (
+            f"{_mean([r['best_accuracy'] for r in auto]):.3f} ({_mean([r['suggested_lr'] for r in auto]):.2g})"
+            if auto
+            else "-"
+        )
+        gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
+        lines.append(
+            f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | {acc:.3f} ({n}) | {slr:g} | "
+            f"{sacc:.3f} ({sn}) | {gap} | {best} ({cells[(pair, best)]['best_mean']:.3f}) | {auto_text} |"
+            if acc is not None and sacc is not None
+            else f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | not measured | {slr:g} | - | - | "
+            f"{best} ({cells[(pair, best)]['best_mean']:.3f}) | {auto_text} |"
+        )
+    return lines
+
+
+def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
+    cells = summarize(rows, margin)
+    errors = [r for r in rows if not _ok(r)]
+    lines = [
+        f"{sum(_ok(r) for r in rows)} runs ({len(errors)} errors) from {len({r['pair'] for r in rows})} pairs",
+        "",
+    ]
+    pairs = [p for p in PAIRS if any(k[0] == p for k in cells)] + sorted({k[0] for k in cells} - set(PAIRS))
+    for pair in pairs:
+        plans = [p for p in PLANS if (pair, p) in cells]
+        spec = PAIRS.get(pair, {})
+        any_cell = cells[(pair, plans[0])]
+        lines.append(
+            f"### {pair}: {spec.get('source')} -> {spec.get('target')}, {spec.get('size')}/class, "
+            f"{any_cell['epochs']} epochs"
+        )
+        lines.append(
+            "| plan | best LR | acc @best (mean +- sd, n) | today's LR | acc @today | loss | best ep | plateau ep | s/run |"
+        )
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        ranked = sorted(plans, key=lambda p: -cells[(pair, p)]["best_mean"])
+        for plan in plans:
+            c = cells[(pair, plan)]
+            today = f"{c['default_acc']:.3f}" if c["default_acc"] is not None else "-"
+            loss = f"{100 * (c['best_mean'] - c['default_acc']):.1f}" if c["default_acc"] is not None else "-"
+            mark = " **(win)**" if plan == ranked[0] else ""
+            lines.append(
+                f"| {plan}{mark} | {c['best_lr']:g} | {c['best_mean']:.3f} +- {c['best_sd']:.3f} ({c['n']}) "
+                f"| {c['default_lr']:g} | {today} | {loss} | {c['best_epoch']:.1f} | {c['plateau_epoch']:.1f} "
+                f"| {c['wall']:.0f} |"
+            )
+        scratch = cells.get((pair, "scratch"))
+        order = " > ".join(f"{p} {cells[(pair, p)]['best_mean']:.3f}" for p in ranked)
+        lines.append(f"ranking: {order}")
+        if scratch:
+            lines.append(f"scratch at its best LR {scratch['best_lr']:g}: {scratch['best_mean']:.3f}")
+        lines.append("")
+        lines.append(
+            "seed-0 accuracy by LR: "
+            + "; ".join(
+                f"{p}: " + " ".join(f"{lr:g}={a:.3f}" for lr, a in sorted(cells[(pair, p)]["seed0"].items()))
+                for p in plans
+            )
+        )
+        lines.append("")
+    lines.append(
+        f"### Candidate defaults (seed 0; 'near' = within {100 * margin:.1f} points of the pair's best LR)"
+    )
+    lines.append(
+        "| family | plan | pairs | candidate LR | near best | mean loss | worst loss | today's LR | near | mean loss | worst loss |"
+    )
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for c in candidate_defaults(cells, margin):
+        p, t = c["pick"], c["today"]
+        today = (
+            f"{t['lr']:g} | {t['near']}/{c['pairs']} | {100 * t['mean_loss']:.1f} | {100 * t['max_loss']:.1f}"
+            if t
+            else "- | - | - | -"
+        )
+        lines.append(
+            f"| {c['family']} | {c['plan']} | {c['pairs']} | {p['lr']:g} | {p['near']}/{c['pairs']} "
+            f"| {100 * p['mean_loss']:.1f} | {100 * p['max_loss']:.1f} | {today} |"
+        )
+    lines.append("")
+    lines.append("per LR (near / mean loss / worst loss, points):")
+    for c in candidate_defaults(cells, margin):
+        lines.append(
+            f"  {c['family']:8} {c['plan']:10} "
+            + "  ".join(
+                f"{s['lr']:g}: {s['near']}/{c['pairs']} {100 * s['mean_loss']:.1f}/{100 * s['max_loss']:.1f}"
+                for s in c["all"]
+            )
+        )
+    lines += ["", "### hftl's defaults against scratch at its default", ""] + defaults_table(rows)
+    if errors:
+        lines += ["", "errors:"] + sorted(
+            {f"  {r['pair']} {r['plan']} lr={r['lr']}: {r['error'][:300]}" for r in errors}
+        )
+    return "\n".join(lines)
+
+
+DOC_HEAD = """# Calibration: every plan against scratch, on many source -> target pairs
+
+Written by `python bench/calibrate.py --report --write docs/calibration.md` from `bench/results/calibration.jsonl`
+(one JSON line per run; rerun or grow it with `python bench/calibrate.py --pairs ... --lrs ... --seeds ...`).
+The defaults in `hftl/transfer/defaults.py` cite these tables; re-derive them for a new family by adding its pairs to
+`PAIRS`, running the grid (`--lrs grid --seeds 0`), then the best rates again (`--lrs best:2:1 --seeds 1,2`), and
+reading the candidate-defaults table: the rate within a point of the best on the most pairs, and the plan that wins
+per case. Each run: `hftl.train` with an in-memory dataset, AdamW, linear schedule with 10% warmup, the pair's epochs,
+best validation accuracy (validation sets of 300-872 examples: one point is 3-9 examples).
+
+"""
+
+
+def write_doc(path: Path, text: str) -> None:
+    path.write_text(DOC_HEAD + text + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--pairs",
+        default="all",
+        help=f"comma list of pairs or groups ({', '.join(PAIR_GROUPS)}): {', '.join(PAIRS)}",
+    )
+    parser.add_argument(
+        "--plans", default="all", help=f"comma list of {', '.join(PLANS)} (default all of the family's)"
+    )
+    parser.add_argument("--lrs", default="grid", help="grid | best:K[:MARGIN_POINTS] | edge | comma list")
+    parser.add_argument("--seeds", default="0", help="comma list of training seeds")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "calibration.jsonl")
+    parser.add_argument("--epochs", type=int, default=None, help="override the pair's epochs")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "hftl-calibrate",
+        help="source model, features, logs",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "hftl-calibrate-runs",
+        help="run folders (deleted)",
+    )
+    parser.add_argument("--budget-minutes", type=float, default=110.0, help="launch no new run after this")
+    parser.add_argument("--retry-errors", action="store_true", help="rerun rows recorded with an error")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dry-run", action="store_true", help="list the runs that would be launched")
+    parser.add_argument("--report", action="store_true", help="print the tables from --out and exit")
+    parser.add_argument(
+        "--write", type=Path, default=None, help="with --report: also write them into this Markdown file"
+    )
+    parser.add_argument(
+        "--margin", type=float, default=1.0, help="report: 'near the best' in accuracy points"
+    )
+    args = parser.parse_args(argv)
+
+    if args.report:
+        text = report(load_rows(args.out), args.margin / 100)
+        print(text)
+        if args.write:
+            write_doc(args.write, text)
+        return 0
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pairs: list[str] = []
+    for part in args.pairs.split(","):
+        pairs += PAIR_GROUPS.get(part, [part])
+    unknown = [p for p in pairs if p not in PAIRS]
+    if unknown:
+        parser.error(f"unknown pairs {unknown}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = load_rows(args.out)
+    done = {
+        run_key(r["pair"], r["plan"], r["lr"], r["seed"]) for r in rows if _ok(r) or not args.retry_errors
+    }
+    queue = []
+    for pair in pairs:
+        family = PAIRS[pair]["family"]
+        plans = (
+            FAMILY_PLANS[family]
+            if args.plans == "all"
+            else [p for p in args.plans.split(",") if p in FAMILY_PLANS[family]]
+        )
+        for seed in seeds:
+            for plan in plans:
+                for lr in lrs_for(pair, plan, args.lrs, rows):
+                    if run_key(pair, plan, lr, seed) not in done:
+                        queue.append((pair, plan, lr, seed))
+    print(f"{len(queue)} runs to launch ({len(rows)} rows already in {args.out})", flush=True)
+    if args.dry_run:
+        for item in queue:
+            print("  ", *item)
+        return 0
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for i, (pair, plan, lr, seed) in enumerate(queue, 1):
+        elapsed = (time.perf_counter() - started) / 60
+        if elapsed > args.budget_minutes:
+            print(
+                f"budget of {args.budget_minutes} min spent: {len(queue) - i + 1} runs not launched",
+                flush=True,
+            )
+            break
+        row = run_one(pair, plan, lr, seed, args)
+        with open(args.out, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        status = (
+            row.get("error")
+            or f"best {row['best_accuracy']:.3f} (epoch {row['best_epoch']}) final {row['final_accuracy']:.3f}"
+        )
+        print(
+            f"[{i}/{len(queue)} {elapsed:5.1f} min] {pair} {plan} lr={lr:g} seed={seed}: {status} {row['wall_seconds']:.1f}s",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
