@@ -85,9 +85,8 @@ GRIDS: dict[str, dict[str, list[float]]] = {
         "scratch": [1e-4, 3e-4, 1e-3],
     },
 }
-# hftl's defaults at the time of writing (hftl/cases.py DEFAULT_LR, SCRATCH_LR; word vectors' backbone default_lrs,
-# which also apply to --init scratch): each plan's grid also runs its default, so "accuracy at today's default" is
-# measured, not interpolated
+# hftl's defaults before calibration (the BERT-base table; word vectors 1e-3, also for --init scratch): each plan's
+# grid also runs them, so the accuracy at the pre-calibration default is measured, not interpolated
 TODAY_DEFAULTS: dict[str, dict[str, float]] = {
     "resnet": {
         "head": 1e-3,
@@ -705,7 +704,7 @@ def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
             f"{any_cell['epochs']} epochs"
         )
         lines.append(
-            "| plan | best LR | acc @best (mean +- sd, n) | today's LR | acc @today | loss | best ep | plateau ep | s/run |"
+            "| plan | best LR | acc @best (mean +- sd, n) | pre-calibration LR | acc @pre-calibration | loss (points) | best ep | plateau ep | s/run |"
         )
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         ranked = sorted(plans, key=lambda p: -cells[(pair, p)]["best_mean"])
@@ -737,7 +736,7 @@ def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
         f"### Candidate defaults (seed 0; 'near' = within {100 * margin:.1f} points of the pair's best LR)"
     )
     lines.append(
-        "| family | plan | pairs | candidate LR | near best | mean loss | worst loss | today's LR | near | mean loss | worst loss |"
+        "| family | plan | pairs | candidate LR | near best | mean loss | worst loss | pre-calibration LR | near | mean loss | worst loss |"
     )
     lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for c in candidate_defaults(cells, margin):
