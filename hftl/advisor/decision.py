@@ -41,13 +41,12 @@ from hftl.advisor.scores import h_score, logme
 from hftl.config import RunConfig
 from hftl.data.loading import Splits
 from hftl.errors import ConfigError
+from hftl.outputs.artifacts import ADVICE_JSON, ADVICE_MD
 
 # the transformers classification heads hftl trains (BERT, DistilBERT, ViT) read the first token, so the advisor
 # scores that token by default: features a frozen body would hand to the new head. (Mean pooling can score a
 # sentence-embedding model higher than its first token deserves: all-MiniLM-L6's [CLS] barely varies.)
 DEFAULT_POOLING = "cls"
-ADVICE_JSON = "advice.json"
-ADVICE_MD = "advice.md"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ PLAN_FILE = "transfer_plan.json"
 METRICS_FILE = "metrics.json"
 MERGED_DIR = "merged"
 BASE_CONFIG_DIR = "base_config"
+RUN_LOG = "metrics.jsonl"  # the loop's log: one JSON line per log step and evaluation
+CHECKPOINTS = "checkpoints"
+PUSH_LOG = "hub_push.json"
+ADVICE_JSON = "advice.json"  # the case advisor's report (hftl advise, --case auto)
+ADVICE_MD = "advice.md"
 
 
 def is_peft_model(model: nn.Module) -> bool:

@@ -27,6 +27,7 @@ from hftl.outputs.artifacts import (
     MERGED_DIR,
     METRICS_FILE,
     PLAN_FILE,
+    PUSH_LOG,
     write_metrics,
 )
 from hftl.outputs.card import CARD_FILE, build_card
@@ -37,7 +38,6 @@ from hftl.settings import check_repo_id
 MODES = ("auto", "adapter", "merged", "full")
 Mode = Literal["auto", "adapter", "merged", "full"]
 MODE_WORDS = {"adapter": "LoRA adapter", "merged": "merged model", "full": "model"}
-PUSH_LOG = "hub_push.json"
 MODEL_FILES = (
     "config.json",
     "generation_config.json",

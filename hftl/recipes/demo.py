@@ -122,7 +122,14 @@ def run_demo(
     if unknown:
         raise DataError(f"unknown demo case(s) {unknown}; choose from {', '.join(CASE_ORDER)}")
     prepared = demo_data(sizes, data, seed)
-    common = {"task": "image", "batch_size": sizes.batch_size, "seed": seed, "warmup_ratio": 0.0}
+    # the demo owns its output folder: a second demo replaces the first one's runs
+    common = {
+        "task": "image",
+        "batch_size": sizes.batch_size,
+        "seed": seed,
+        "warmup_ratio": 0.0,
+        "overwrite_output_dir": True,
+    }
     total = 1 + sum(1 + len(strategies_for(case)) for case in cases)
     bar = tqdm(total=total, desc="demo", unit="run", disable=not progress, file=sys.stderr)
 

@@ -26,6 +26,7 @@ from hftl.errors import unknown_choice
 from hftl.outputs.artifacts import save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.hub import publish_after_run
+from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
 from hftl.settings import AUTO_CASE
 from hftl.settings.choices import AUTO_LR
@@ -91,6 +92,34 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     task = get_task(config.task)
     check_metric_for_best(config, task)
     check_model_name(config, accelerator)
+    lock = claim_output_dir(config, accelerator)
+    try:
+        return run_claimed(config, task, dataset, accelerator)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | None:
+    """The main process locks OUTPUT_DIR for the run, refuses a folder holding another run (unless resuming or
+    told to overwrite it) and, with --overwrite-output-dir, clears what the previous run wrote."""
+    folder = Path(config.output_dir)
+    check_output_dir(folder, config.resume, config.overwrite_output_dir)  # every process: all stop together
+    lock = None
+    if accelerator.is_main_process:
+        lock = RunLock(folder).acquire()
+        if config.overwrite_output_dir and not config.resume:
+            removed = clear_previous_run(folder)
+            if removed:
+                accelerator.print(f"--overwrite-output-dir: removed the previous run's {', '.join(removed)}")
+    accelerator.wait_for_everyone()
+    return lock
+
+
+def run_claimed(
+    config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None, accelerator: Accelerator
+) -> RunResult:
+    """The run proper, in an output folder it holds."""
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
     if config.case == AUTO_CASE:  # the advisor picks the case (and the cut) from the data
         from hftl.advisor.advise import resolve_auto_case

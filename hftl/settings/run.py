@@ -44,6 +44,13 @@ class RunSettings:
         default=None,
         metadata={"help": "Resume from a checkpoint folder, or 'auto' for the newest in OUTPUT_DIR."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace a finished run in OUTPUT_DIR: its checkpoints, logs, model and run files are removed "
+            "first (other files are left alone). Without it, a folder that holds a run is refused."
+        },
+    )
     save_steps: int | None = field(
         default=None, metadata={"help": "Also checkpoint every N optimizer steps (always at each epoch end)."}
     )

@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hftl.errors import ConfigError
+from hftl.outputs.artifacts import CHECKPOINTS
 
-CHECKPOINTS = "checkpoints"
 PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
 MODEL_FILE = "trainable.safetensors"

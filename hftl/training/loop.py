@@ -27,6 +27,7 @@ from transformers import get_scheduler
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
 from hftl.data.sampling import length_grouped_sampler
+from hftl.outputs.artifacts import RUN_LOG
 from hftl.training.checkpoints import (
     Progress,
     checkpoint_name,
@@ -44,8 +45,6 @@ from hftl.training.throughput import ThroughputMeter
 from hftl.transfer.conservative import ConservativeTraining
 from hftl.transfer.conservative import parameter_groups as plan_parameter_groups
 from hftl.transfer.plan import TransferPlan
-
-LOG_FILE = "metrics.jsonl"
 
 
 @dataclass
@@ -403,7 +402,7 @@ def log(state: TrainState, record: dict[str, Any]) -> None:
     accelerator = state.accelerator
     if accelerator.is_main_process:
         state.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(state.output_dir / LOG_FILE, "a", encoding="utf-8") as handle:
+        with open(state.output_dir / RUN_LOG, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     if accelerator.trackers:
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])

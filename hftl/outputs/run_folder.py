@@ -1,0 +1,141 @@
+"""One run per output folder: a finished run is never silently retrained over, and two runs never share a folder.
+
+- A folder that already holds a run (its metrics, log or checkpoints) is refused unless ``--resume`` continues it or
+  ``--overwrite-output-dir`` replaces it. Replacing removes what hftl writes there (checkpoints, logs, the model or
+  adapter, run files) and nothing else: files hftl does not know are the user's.
+- A run holds an exclusive lock on ``OUTPUT_DIR/.hftl.lock`` (``fcntl.flock``) until it ends; a second run stops at
+  once, naming the holder. The operating system releases the lock when a run dies, so a crash leaves no stale lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import IO
+
+from hftl.errors import ConfigError
+from hftl.outputs.artifacts import (
+    ADVICE_JSON,
+    ADVICE_MD,
+    BASE_CONFIG_DIR,
+    CHECKPOINTS,
+    CONFIG_FILE,
+    MERGED_DIR,
+    METRICS_FILE,
+    PLAN_FILE,
+    PUSH_LOG,
+    RUN_LOG,
+)
+from hftl.outputs.card import CARD_FILE
+
+LOCK_FILE = ".hftl.lock"
+# what marks a folder as holding a run
+RUN_MARKERS = (METRICS_FILE, RUN_LOG, CHECKPOINTS)
+# what a run writes, and so what --overwrite-output-dir removes (weights and processor files by pattern)
+RUN_FILES = (
+    METRICS_FILE,
+    RUN_LOG,
+    CHECKPOINTS,
+    PUSH_LOG,
+    CONFIG_FILE,
+    PLAN_FILE,
+    CARD_FILE,
+    ADVICE_JSON,
+    ADVICE_MD,
+    MERGED_DIR,
+    BASE_CONFIG_DIR,
+    "logs",
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+)
+SHARDS = "model-*-of-*.safetensors"
+
+
+def previous_run(folder: Path) -> list[str]:
+    """What in ``folder`` shows a run already happened there (empty: nothing)."""
+    return [name for name in RUN_MARKERS if (folder / name).exists()]
+
+
+def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:
+    """Refuse a folder holding a run unless told to continue (--resume) or replace it (--overwrite-output-dir)."""
+    found = previous_run(folder)
+    if not found or resume or overwrite:
+        return
+    raise ConfigError(
+        f"{folder} already holds a run ({', '.join(found)}); hftl will not train over it. Continue it with "
+        "--resume auto, replace it with --overwrite-output-dir, or choose another --output-dir."
+    )
+
+
+def clear_previous_run(folder: Path) -> list[str]:
+    """Remove what a previous run wrote in ``folder`` (never other files); returns the names removed."""
+    removed = []
+    for path in [folder / name for name in RUN_FILES] + sorted(folder.glob(SHARDS)):
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            continue
+        removed.append(path.name)
+    return removed
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on ``OUTPUT_DIR/.hftl.lock``, held for the whole run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(
+                f"{self.path.parent} is in use by another hftl run ({holder}); wait for it to finish or choose "
+                "another --output-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        handle.write(json.dumps(holder))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            import fcntl
+
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None

@@ -1,0 +1,78 @@
+"""One run per output folder: a finished run is not trained over by accident, --overwrite-output-dir replaces
+only what hftl wrote, --resume continues, and two runs never share a folder at once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hftl.errors import ConfigError
+from hftl.outputs.run_folder import LOCK_FILE, RunLock, clear_previous_run, previous_run
+from tests.helpers import quick_train
+
+
+@pytest.fixture
+def finished(glove_model, text_folder, tmp_path):
+    out = tmp_path / "run"
+    quick_train("text", "small_similar", glove_model, text_folder, out, epochs=1)
+    (out / "notes.txt").write_text("the user's own file")
+    return out
+
+
+@pytest.fixture(scope="module")
+def glove_model(glove_file):
+    return f"vectors:{glove_file}"
+
+
+def test_a_new_run_in_a_finished_runs_folder_is_refused(finished, glove_model, text_folder):
+    before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    with pytest.raises(
+        ConfigError,
+        match=r"already holds a run \(metrics.json, metrics.jsonl, checkpoints\).*--resume auto.*--overwrite-output-dir",
+    ):
+        quick_train("text", "small_similar", glove_model, text_folder, finished, epochs=2, lr=0.5)
+    assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before
+
+
+def test_overwrite_replaces_only_what_hftl_wrote(finished, glove_model, text_folder):
+    result = quick_train(
+        "text", "small_similar", glove_model, text_folder, finished, epochs=2, overwrite_output_dir=True
+    )
+    log = [json.loads(line) for line in (finished / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "eval_accuracy" in r] == [1, 2]  # the new run's evaluations only
+    assert len(result.metrics["history"]) == 2
+    assert (finished / "notes.txt").read_text() == "the user's own file"
+    checkpoints = sorted(p.name for p in (finished / "checkpoints").iterdir())
+    assert checkpoints and all(name.startswith("checkpoint-") for name in checkpoints)
+
+
+def test_resume_may_continue_a_finished_run(finished, glove_model, text_folder):
+    result = quick_train("text", "small_similar", glove_model, text_folder, finished, epochs=2, resume="auto")
+    assert [h["epoch"] for h in result.metrics["history"]] == [1, 2] and result.metrics["resumed_from"]
+
+
+def test_a_second_run_in_a_folder_in_use_stops_at_once_naming_the_holder(glove_model, text_folder, tmp_path):
+    holder = RunLock(tmp_path / "busy").acquire()
+    try:
+        with pytest.raises(ConfigError, match=r"busy is in use by another hftl run \(\{\"pid\": \d+"):
+            quick_train("text", "small_similar", glove_model, text_folder, tmp_path / "busy", epochs=1)
+        assert previous_run(tmp_path / "busy") == []  # it stopped before writing anything
+    finally:
+        holder.release()
+    # released: the folder is free again (a crashed holder's lock is released by the operating system)
+    quick_train("text", "small_similar", glove_model, text_folder, tmp_path / "busy", epochs=1)
+    assert (tmp_path / "busy" / LOCK_FILE).exists() and (tmp_path / "busy" / "metrics.json").exists()
+
+
+def test_clearing_never_touches_unknown_files_or_follows_links(tmp_path):
+    folder = tmp_path / "run"
+    (folder / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (folder / "logs").symlink_to(outside)  # a link named like a run file: the link goes, not its target
+    (folder / "my_data.csv").write_text("a,b")
+    assert sorted(clear_previous_run(folder)) == ["checkpoints", "logs", "metrics.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["my_data.csv"] and (outside / "keep.txt").exists()
