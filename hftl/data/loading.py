@@ -7,6 +7,7 @@ which builder to use, which split is which, which columns hold inputs and labels
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,7 @@ def encode_labels(train: Dataset, validation: Dataset, column: str) -> tuple[Dat
             row = train[column].index(bad[0])
             raise DataError(f"train row {row}: empty label in column {column!r}")
         names = [str(v) for v in sorted(values, key=lambda v: (isinstance(v, str), v))]
+        check_label_spellings(names, train[column], column)
     label_feature = ClassLabel(names=names)
     train = as_class_label(train, column, label_feature, "train")
     validation = as_class_label(validation, column, label_feature, "validation")
@@ -203,7 +205,42 @@ def encode_labels(train: Dataset, validation: Dataset, column: str) -> tuple[Dat
         raise DataError(
             f"the label column {column!r} has a single class ({names}); classification needs two or more"
         )
+    counts = Counter(train[column])
+    unseen = [name for i, name in enumerate(names) if counts[i] == 0]
+    if unseen:
+        raise DataError(
+            f"class(es) {unseen} of column {column!r} have no training examples (they appear only in another "
+            "split, e.g. an image folder present only under validation/); add training examples or remove them"
+        )
     return train, validation, names
+
+
+def check_label_spellings(names: Sequence[str], values: Sequence[Any], column: str) -> None:
+    """Refuse labels that would silently split one class ('1' and '1.0') or mix numbers with words ('1' and
+    'positive'): each name becomes its own class, and the model learns the wrong task."""
+
+    def number(name: str) -> float | None:
+        try:
+            return float(name)
+        except ValueError:
+            return None
+
+    numeric = {name: number(name) for name in names}
+    by_value: dict[float, list[str]] = {}
+    for name, value in numeric.items():
+        if value is not None:
+            by_value.setdefault(value, []).append(name)
+    same = next((group for group in by_value.values() if len(group) > 1), None)
+    words = [name for name, value in numeric.items() if value is None]
+    if same is None and (not words or len(words) == len(names)):
+        return
+    clash = same if same is not None else [next(n for n in names if numeric[n] is not None), words[0]]
+    rows = [next(i for i, v in enumerate(values) if str(v) == name) for name in clash]
+    what = "spell the same number differently" if same is not None else "mix numbers and words"
+    raise DataError(
+        f"labels in column {column!r} {what}: {clash[0]!r} (train row {rows[0]}) and {clash[1]!r} (train row "
+        f"{rows[1]}) would become separate classes; write every label the same way"
+    )
 
 
 def as_class_label(split: Dataset, column: str, target: ClassLabel, split_name: str) -> Dataset:

@@ -101,3 +101,38 @@ def test_missing_dataset_path_is_a_clear_error(tmp_path):
 def test_offline_hub_dataset_says_how_to_pass_local_data():
     with pytest.raises(hftl.DataError, match=r"could not load dataset .* Offline, pass a local"):
         splits_of("nobody/no-such-dataset-hftl")
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (
+            ["1", "1.0", "0", "0"],
+            r"spell the same number differently: '1' \(train row 0\) and '1.0' \(train row 1\)",
+        ),
+        (["1", "positive", "0", "positive"], r"mix numbers and words: '0' \(train row 2\) and 'positive'"),
+    ],
+)
+def test_labels_that_would_split_or_mix_classes_are_refused(labels, message):
+    raw = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": list("abcd") * 3, "label": labels * 3}),
+            "validation": Dataset.from_dict({"text": ["e"], "label": ["0"]}),
+        }
+    )
+    with pytest.raises(hftl.DataError, match=message):
+        splits_of(raw)
+
+
+def test_a_class_with_no_training_examples_is_refused():
+    names = ClassLabel(names=["cat", "dog", "fox"])  # as an image folder with fox/ only under validation/
+    raw = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"] * 4, "label": [0, 1] * 4}).cast_column(
+                "label", names
+            ),
+            "validation": Dataset.from_dict({"text": ["c"], "label": [2]}).cast_column("label", names),
+        }
+    )
+    with pytest.raises(hftl.DataError, match=r"class\(es\) \['fox'\] .* have no training examples"):
+        splits_of(raw)
