@@ -568,6 +568,9 @@ def summarize(rows: list[dict[str, Any]], margin: float = 0.01) -> dict[str, Any
     return cells
 
 
+SAFE_LOSS = 0.02  # two accuracy points
+
+
 def candidate_defaults(cells: dict[tuple, dict[str, Any]], margin: float) -> list[dict[str, Any]]:
     """Per family x plan and learning rate: on how many pairs its seed-0 accuracy is within ``margin`` of that
     pair's best seed-0 accuracy, and the mean and worst loss (points) against that best."""
@@ -587,7 +590,10 @@ def candidate_defaults(cells: dict[tuple, dict[str, Any]], margin: float) -> lis
             stats.append({"lr": lr, "near": near, "mean_loss": _mean(losses), "max_loss": max(losses)})
         if not stats:
             continue
-        pick = max(stats, key=lambda s: (s["near"], -s["mean_loss"]))
+        # the default: the lowest rate within SAFE_LOSS of the best on every pair of the family (a too-high rate
+        # fails harder on weights it was not measured on than a slightly low one); else the smallest worst loss
+        safe = [s for s in stats if s["max_loss"] <= SAFE_LOSS + 1e-9]
+        pick = min(safe, key=lambda s: s["lr"]) if safe else min(stats, key=lambda s: s["max_loss"])
         default = TODAY_DEFAULTS.get(family, {}).get(plan)
         today = next((s for s in stats if default and math.isclose(s["lr"], default)), None)
         out.append(
@@ -733,7 +739,8 @@ def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
         )
         lines.append("")
     lines.append(
-        f"### Candidate defaults (seed 0; 'near' = within {100 * margin:.1f} points of the pair's best LR)"
+        f"### Candidate defaults (seed 0): the lowest LR within {100 * SAFE_LOSS:.0f} points of each pair's best on "
+        f"every pair, else the smallest worst loss ('near' = within {100 * margin:.1f} points)"
     )
     lines.append(
         "| family | plan | pairs | candidate LR | near best | mean loss | worst loss | pre-calibration LR | near | mean loss | worst loss |"
@@ -883,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
             or f"best {row['best_accuracy']:.3f} (epoch {row['best_epoch']}) final {row['final_accuracy']:.3f}"
         )
         print(
-            f"[{i}/{len(queue)} {elapsed:5.1f} min] {pair} {plan} lr={lr:g} seed={seed}: {status} {row['wall_seconds']:.1f}s",
+            f"[{i}/{len(queue)} {elapsed:5.1f} min] {pair} {plan} lr={lr} seed={seed}: {status} {row['wall_seconds']:.1f}s",
             flush=True,
         )
     return 0
