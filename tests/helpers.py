@@ -64,13 +64,16 @@ def keep_only_checkpoint(output_dir: Path, step: int) -> Path:
     return kept
 
 
-def assert_resume_matches(task: str, case: str, model: Any, dataset: Path, tmp_path: Path, **settings: Any):
-    """Train once straight through, and once stopped after the first mid-epoch checkpoint (later checkpoints
-    deleted, as if killed) then resumed with ``--resume auto``: weights and history must be identical."""
+def assert_resume_matches(
+    task: str, case: str, model: Any, dataset: Path, tmp_path: Path, at_step: int = 4, **settings: Any
+):
+    """Train once straight through, and once stopped after the checkpoint of optimizer step ``at_step`` (later
+    checkpoints deleted, as if killed) then resumed with ``--resume auto``: weights and history must be identical.
+    ``at_step`` 4 is mid-epoch; an epoch's last step is an epoch-end checkpoint."""
     settings = {"epochs": 3, "save_total_limit": 10, **settings}
     full = quick_train(task, case, model, dataset, tmp_path / "full", **settings)
     quick_train(task, case, model, dataset, tmp_path / "split", save_steps=4, **settings)
-    mid_epoch = keep_only_checkpoint(tmp_path / "split", 4)
+    mid_epoch = keep_only_checkpoint(tmp_path / "split", at_step)
     (tmp_path / "split" / "metrics.json").unlink()
     resumed = quick_train(
         task, case, model, dataset, tmp_path / "split", save_steps=4, resume="auto", **settings

@@ -265,11 +265,17 @@ def epoch_batches(state: TrainState, epoch: int, inputs: ModelInputs, resuming: 
     skip = progress.batches_done if epoch == progress.epoch else 0
     batches: Any = state.accelerator.skip_first_batches(state.train_dl, skip) if skip else state.train_dl
     if resuming:
-        # the DataLoader iterator draws a seed from the global RNG when it starts: start it, then restore
-        batches = iter(batches)
-        first = next(batches, None)
-        restore_rng(Path(state.resumed_from), state.accelerator.process_index)
-        batches = itertools.chain([first] if first is not None else [], batches)
+        # The DataLoader iterator draws a seed from the global RNG when it starts. A mid-epoch checkpoint saved
+        # the RNG after its epoch's iterator had started: start it, then restore. An epoch-end checkpoint saved it
+        # before the next epoch's iterator: restore first, so the new iterator draws what the unbroken run drew.
+        checkpoint = Path(state.resumed_from)
+        if skip == 0:
+            restore_rng(checkpoint, state.accelerator.process_index)
+        else:
+            batches = iter(batches)
+            first = next(batches, None)
+            restore_rng(checkpoint, state.accelerator.process_index)
+            batches = itertools.chain([first] if first is not None else [], batches)
     progress.epoch, progress.batches_done = epoch, skip
     return batches
 

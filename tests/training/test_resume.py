@@ -126,3 +126,15 @@ def test_resume_from_a_mid_epoch_checkpoint_matches_an_uninterrupted_run(
         assert_resume_matches(
             "text", "large_similar", f"vectors:{glove_file}", data_for["bert"][1], tmp_path, lr=0.01
         )
+
+
+@pytest.mark.parametrize("at_step", [4, 8], ids=["mid-epoch", "epoch-end"])
+def test_resume_with_dropout_is_exact_from_mid_epoch_and_epoch_end_checkpoints(
+    at_step, bert_dir, text_folder, tmp_path
+):
+    """BERT with dropout, full fine-tuning: 64 examples / batch 8 = 8 steps per epoch, so step 8 is the checkpoint
+    written at the end of the first epoch (the next epoch's DataLoader must draw its seed from the restored RNG)."""
+    resumed = assert_resume_matches(
+        "text", "large_similar", bert_dir, text_folder, tmp_path, at_step=at_step, strategy="full"
+    )
+    assert resumed.metrics["resumed_from"].endswith("e1b0" if at_step == 8 else "e0b4")
