@@ -40,6 +40,8 @@ class Progress:
     best_metric: float | None = None
     best_epoch: int | None = None
     best_checkpoint: str | None = None
+    # the newest checkpoint with finite weights whose last evaluation had a finite loss: the one to go back to
+    last_good_checkpoint: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     nonfinite_skipped: int = 0  # optimizer steps skipped for a NaN/inf loss or gradient
 
@@ -113,7 +115,7 @@ def save_checkpoint(
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        rotate(root, keep, protect=progress.best_checkpoint)
+        rotate(root, keep, protect={progress.best_checkpoint, progress.last_good_checkpoint})
     accelerator.wait_for_everyone()
     return final
 
@@ -128,11 +130,12 @@ def remove_partial(root: Path) -> list[str]:
     return [p.name for p in partial]
 
 
-def rotate(root: Path, keep: int, protect: str | None = None) -> None:
-    """Delete all but the newest ``keep`` complete checkpoints, never the protected (best) one."""
+def rotate(root: Path, keep: int, protect: set[str | None] | None = None) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints, never the protected ones (the best, the last
+    good)."""
     complete = list_checkpoints(root)
     for path in complete[: max(0, len(complete) - keep)]:
-        if path.name != protect:
+        if path.name not in (protect or set()):
             shutil.rmtree(path, ignore_errors=True)
 
 

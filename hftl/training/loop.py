@@ -30,6 +30,7 @@ from hftl.data.sampling import length_grouped_sampler
 from hftl.outputs.artifacts import RUN_LOG
 from hftl.training.checkpoints import (
     Progress,
+    checkpoint_dir,
     checkpoint_name,
     load_checkpoint,
     remove_partial,
@@ -84,7 +85,6 @@ class TrainState:
     meter: ThroughputMeter
     bar: Any
     resumed_from: str | None
-    last_saved: str | None
     curve: list[dict[str, Any]] = field(default_factory=list)
     stopped_early_at: int | None = None
     samples: int = 0
@@ -147,7 +147,6 @@ def fit(
             unit="step",
         ),
         resumed_from=resumed_from,
-        last_saved=resumed_from,
     )
     started = time.perf_counter()
     first_epoch = progress.epoch
@@ -307,7 +306,7 @@ def train_step(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
                 state.model.parameters(), state.config.max_grad_norm or math.inf
             )
             finite = step_is_finite(objective, norm, accelerator)
-            if state.guard.allows(finite, progress.global_step + 1, state.last_saved):
+            if state.guard.allows(finite, progress.global_step + 1, last_good(state)):
                 state.optimizer.step()
                 state.scheduler.step()
             else:
@@ -362,8 +361,12 @@ def end_epoch(state: TrainState, epoch: int) -> None:
 
 
 def checkpoint(state: TrainState) -> None:
+    """Save a checkpoint; it counts as good (kept out of rotation, named by the guard) only with finite weights and
+    a finite loss at the last evaluation."""
     state.progress.nonfinite_skipped = state.guard.skipped
-    saved = save_checkpoint(
+    if is_good(state):
+        state.progress.last_good_checkpoint = checkpoint_name(state.progress)
+    save_checkpoint(
         state.accelerator,
         state.model,
         state.optimizer,
@@ -372,7 +375,18 @@ def checkpoint(state: TrainState) -> None:
         state.output_dir,
         state.config.save_total_limit,
     )
-    state.last_saved = str(saved)
+
+
+def is_good(state: TrainState) -> bool:
+    evaluations = [record for record in state.curve if "eval_loss" in record]
+    if evaluations and not math.isfinite(evaluations[-1]["eval_loss"]):
+        return False
+    return all(bool(torch.isfinite(p).all()) for p in state.model.parameters() if p.requires_grad)
+
+
+def last_good(state: TrainState) -> str | None:
+    name = state.progress.last_good_checkpoint
+    return str(checkpoint_dir(state.output_dir) / name) if name else None
 
 
 def finish(state: TrainState, seconds: float) -> FitResult:

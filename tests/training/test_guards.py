@@ -70,6 +70,47 @@ def test_run_stops_after_k_nonfinite_steps_in_a_row_and_keeps_the_good_checkpoin
     assert progress["epoch"] == 1 and progress["global_step"] == 6
 
 
+def test_the_named_good_checkpoint_has_a_finite_eval_loss_and_survives_rotation(
+    monkeypatch, vit_dir, image_folder, tmp_path
+):
+    """Epoch 1 is clean; from epoch 2 the evaluation is NaN (weights gone bad while the training loss still looks
+    finite); from epoch 3 training is NaN too. The epoch-2 checkpoint is the newest, but not good."""
+
+    def factory():
+        seen = {"train": 0}
+
+        def hook(module, args, output):
+            if module.training:
+                seen["train"] += 1
+                if seen["train"] > 12:  # epoch 3 onwards (6 steps per epoch)
+                    output.loss = output.loss * float("nan")
+            elif seen["train"] > 6:  # evaluations after epoch 1
+                output.loss = output.loss * float("nan")
+                output.logits = output.logits * float("nan")
+            return output
+
+        return hook
+
+    inject(monkeypatch, factory)
+    with pytest.raises(TrainingDiverged, match=r"last good checkpoint is .*checkpoint-00000006-e1b0"):
+        quick_train(
+            "image",
+            "large_similar",
+            vit_dir,
+            image_folder,
+            tmp_path,
+            epochs=4,
+            max_nonfinite_steps=3,
+            save_total_limit=1,
+        )
+    names = sorted(c.name for c in (tmp_path / "checkpoints").iterdir())
+    assert "checkpoint-00000006-e1b0" in names and "checkpoint-00000012-e2b0" in names
+    progress = json.loads(
+        (tmp_path / "checkpoints" / "checkpoint-00000012-e2b0" / "progress.json").read_text()
+    )
+    assert progress["last_good_checkpoint"] == "checkpoint-00000006-e1b0"
+
+
 def test_simulated_out_of_memory_halves_batch_and_doubles_accumulation(
     monkeypatch, vit_dir, image_folder, tmp_path
 ):
