@@ -40,6 +40,7 @@ from hftl.training.guards import with_auto_batch_size
 from hftl.training.loop import FitResult, fit
 from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import load_metrics
+from hftl.training.resume import check_resume_target, run_fingerprint
 from hftl.training.throughput import format_summary
 from hftl.transfer.apply import ParameterCount, apply_plan, count_parameters
 from hftl.transfer.cases import make_plan
@@ -126,6 +127,8 @@ def run_claimed(
 
         config = resolve_auto_case(config, task, splits, processor, accelerator)
     model, backbone, plan, channels_last = build_network(config, task, splits, processor, accelerator)
+    fingerprint = run_fingerprint(config, plan, inputs)
+    check_resume_target(config, fingerprint)  # before the run files are written over
     params = count_parameters(model)
     announce(config, plan, params, splits, inputs, accelerator)
 
@@ -136,7 +139,7 @@ def run_claimed(
     if config.lr == AUTO_LR:
         plan, lr_search = search_lr(cached, config, plan, accelerator)
     metric_modules = load_metrics(task.metrics)
-    result = train_network(cached, config, plan, metric_modules, accelerator)
+    result = train_network(cached, config, plan, metric_modules, accelerator, fingerprint)
     # a cached run trained the real model's own modules in place: save the whole network
     trained = model if cached.status.used else accelerator.unwrap_model(result.model)
     accelerator.print(format_summary(result.throughput))
@@ -273,7 +276,12 @@ def search_lr(
 
 
 def train_network(
-    cached: CachedTraining, config: RunConfig, plan: TransferPlan, metrics: list, accelerator: Accelerator
+    cached: CachedTraining,
+    config: RunConfig,
+    plan: TransferPlan,
+    metrics: list,
+    accelerator: Accelerator,
+    fingerprint: dict[str, Any],
 ) -> FitResult:
     """The loop, with ``--auto-batch-size`` halving the batch (and doubling accumulation) on out-of-memory."""
     fit_model = maybe_compile(cached.model, config.compile)
@@ -282,7 +290,7 @@ def train_network(
         accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
         accelerator.gradient_accumulation_steps = accumulation
         settings = config.replace(batch_size=batch_size, gradient_accumulation_steps=accumulation)
-        return fit(fit_model, cached.inputs, settings, plan.lr, metrics, accelerator, plan=plan)
+        return fit(fit_model, cached.inputs, settings, plan.lr, metrics, accelerator, plan, fingerprint)
 
     if config.auto_batch_size:
         return with_auto_batch_size(

@@ -42,6 +42,8 @@ class Progress:
     best_checkpoint: str | None = None
     # the newest checkpoint with finite weights whose last evaluation had a finite loss: the one to go back to
     last_good_checkpoint: str | None = None
+    # what the run is: data, model, plan and optimisation settings (see ``run_fingerprint``); checked on resume
+    fingerprint: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     nonfinite_skipped: int = 0  # optimizer steps skipped for a NaN/inf loss or gradient
 
@@ -158,6 +160,25 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
     return path
 
 
+def read_progress(path: Path) -> Progress:
+    return Progress(**json.loads((path / "progress.json").read_text(encoding="utf-8")))
+
+
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse to resume a checkpoint made by another run (other data, model, plan or optimisation), naming what
+    differs. Settings outside the fingerprint (epochs, logging, checkpoint and evaluation frequency, workers,
+    trackers, early stopping) may change on resume."""
+    if not saved:
+        return  # a checkpoint from before fingerprints: nothing to compare
+    differ = [key for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+    if differ:
+        details = "; ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in differ[:6])
+        raise ConfigError(
+            f"--resume: {checkpoint} was made by a different run ({details}); resume with the same data, model, "
+            "plan and optimisation settings, or start a new run (--overwrite-output-dir or another --output-dir)"
+        )
+
+
 def load_checkpoint(
     accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, path: Path
 ) -> Progress:
@@ -167,7 +188,7 @@ def load_checkpoint(
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
     if accelerator.scaler is not None and (path / "scaler.pt").is_file():
         accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    return Progress(**json.loads((path / "progress.json").read_text(encoding="utf-8")))
+    return read_progress(path)
 
 
 def restore_rng(path: Path, process_index: int) -> None:

@@ -32,9 +32,6 @@ from hftl.training.checkpoints import (
     Progress,
     checkpoint_dir,
     checkpoint_name,
-    load_checkpoint,
-    remove_partial,
-    resolve_resume,
     restore_rng,
     restore_trained_weights,
     save_checkpoint,
@@ -42,6 +39,7 @@ from hftl.training.checkpoints import (
 from hftl.training.devices import fused_adamw
 from hftl.training.evaluation import evaluate, is_better, should_stop_early
 from hftl.training.guards import NonFiniteGuard, step_is_finite
+from hftl.training.resume import resume, run_fingerprint
 from hftl.training.throughput import ThroughputMeter
 from hftl.transfer.conservative import ConservativeTraining
 from hftl.transfer.conservative import parameter_groups as plan_parameter_groups
@@ -113,8 +111,10 @@ def fit(
     metrics: list,
     accelerator: Accelerator,
     plan: TransferPlan | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train ``model``; ``plan`` (when given) brings its per-block learning rates, penalties and unfreezing."""
+    """Train ``model``; ``plan`` (when given) brings its per-block learning rates, penalties and unfreezing;
+    ``fingerprint`` (default: from ``inputs``) is what a checkpoint must match to be resumed."""
     train_dl, eval_dl = make_dataloaders(inputs, config)
     optimizer = make_optimizer(model, plan, config, lr)
     # counted before sharding: Accelerate steps a prepared scheduler once per process for every optimizer step
@@ -125,7 +125,8 @@ def fit(
     tuning = ConservativeTraining.build(
         accelerator.unwrap_model(model), plan
     )  # before resume: w0 = pretrained
-    progress, resumed_from = resume(accelerator, model, optimizer, scheduler, config)
+    fingerprint = fingerprint if fingerprint is not None else run_fingerprint(config, plan, inputs)
+    progress, resumed_from = resume(accelerator, model, optimizer, scheduler, config, fingerprint)
     state = TrainState(
         accelerator=accelerator,
         config=config,
@@ -223,26 +224,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig, epoch_st
         num_warmup_steps=int(config.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-
-
-def resume(
-    accelerator: Accelerator, model: nn.Module, optimizer: Any, scheduler: Any, config: RunConfig
-) -> tuple[Progress, str | None]:
-    """Clear half-written checkpoints, then load the one ``--resume`` names (or the newest, for ``auto``)."""
-    output_dir = Path(config.output_dir)
-    if accelerator.is_main_process:
-        for name in remove_partial(output_dir / "checkpoints"):
-            accelerator.print(f"Removed a half-written checkpoint ({name}) left by an interrupted run")
-    accelerator.wait_for_everyone()
-    if not config.resume:
-        return Progress(), None
-    checkpoint = resolve_resume(config.resume, output_dir)
-    if checkpoint is None:
-        accelerator.print(f"--resume auto: no complete checkpoint in {output_dir}, starting fresh")
-        return Progress(), None
-    progress = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
-    accelerator.print(f"Resumed from {checkpoint} (epoch {progress.epoch}, step {progress.global_step})")
-    return progress, str(checkpoint)
 
 
 # --- one epoch ----------------------------------------------------------------------------------------------------

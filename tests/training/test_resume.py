@@ -138,3 +138,28 @@ def test_resume_with_dropout_is_exact_from_mid_epoch_and_epoch_end_checkpoints(
         "text", "large_similar", bert_dir, text_folder, tmp_path, at_step=at_step, strategy="full"
     )
     assert resumed.metrics["resumed_from"].endswith("e1b0" if at_step == 8 else "e0b4")
+
+
+def test_resume_refuses_a_checkpoint_of_another_run_before_writing_anything(
+    glove_file, text_folder, tmp_path
+):
+    from hftl.errors import ConfigError
+    from tests.conftest import write_text_csv
+    from tests.helpers import quick_train
+
+    model = f"vectors:{glove_file}"
+    out = tmp_path / "run"
+    quick_train("text", "large_similar", model, text_folder, out, epochs=2, lr=0.01, seed=1)
+    config_before = (out / "run_config.yaml").read_text()
+    other = write_text_csv(tmp_path / "other-data", seeds=(21, 22))
+    with pytest.raises(
+        ConfigError,
+        match=r"was made by a different run \(lr: 0.01 -> 0.05; seed: 1 -> 2; train_data: .*; validation_data",
+    ):
+        quick_train("text", "large_similar", model, other, out, epochs=3, lr=0.05, seed=2, resume="auto")
+    assert (out / "run_config.yaml").read_text() == config_before
+    # epochs may change on resume: the same run continues
+    resumed = quick_train(
+        "text", "large_similar", model, text_folder, out, epochs=3, lr=0.01, seed=1, resume="auto"
+    )
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2, 3] and resumed.metrics["resumed_from"]

@@ -1,0 +1,84 @@
+"""Resuming: only a checkpoint of this same run (same data, model, plan and optimisation: ``run_fingerprint``), after
+clearing what an interrupted checkpoint write left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from torch import nn
+
+from hftl.config import RunConfig
+from hftl.data.preprocess import ModelInputs
+from hftl.training.checkpoints import (
+    Progress,
+    check_same_run,
+    load_checkpoint,
+    read_progress,
+    remove_partial,
+    resolve_resume,
+)
+from hftl.transfer.plan import TransferPlan
+
+
+def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelInputs) -> dict[str, Any]:
+    """What makes a run this run: a checkpoint resumes only into the same data, model, plan and optimisation."""
+    return {
+        "model": config.model,
+        "revision": config.revision,
+        "train_data": inputs.train._fingerprint,
+        "validation_data": inputs.validation._fingerprint,
+        "plan": None
+        if plan is None
+        else [
+            plan.case,
+            plan.strategy,
+            plan.init,
+            plan.keep_layers,
+            [[b.name, b.action] for b in plan.blocks],
+        ],
+        "lr": config.lr if config.lr is not None else (plan.lr if plan is not None else None),
+        "seed": config.seed,
+        "effective_batch_size": config.batch_size * config.gradient_accumulation_steps,
+        "weight_decay": config.weight_decay,
+        "warmup_ratio": config.warmup_ratio,
+        "scheduler": config.scheduler,
+        "max_grad_norm": config.max_grad_norm,
+    }
+
+
+def resume(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    config: RunConfig,
+    fingerprint: dict[str, Any],
+) -> tuple[Progress, str | None]:
+    """Clear half-written checkpoints, then load the one ``--resume`` names (or the newest, for ``auto``), if it
+    was made by this same run (``run_fingerprint``)."""
+    output_dir = Path(config.output_dir)
+    if accelerator.is_main_process:
+        for name in remove_partial(output_dir / "checkpoints"):
+            accelerator.print(f"Removed a half-written checkpoint ({name}) left by an interrupted run")
+    accelerator.wait_for_everyone()
+    if not config.resume:
+        return Progress(fingerprint=fingerprint), None
+    checkpoint = resolve_resume(config.resume, output_dir)
+    if checkpoint is None:
+        accelerator.print(f"--resume auto: no complete checkpoint in {output_dir}, starting fresh")
+        return Progress(fingerprint=fingerprint), None
+    check_same_run(read_progress(checkpoint).fingerprint, fingerprint, checkpoint)
+    progress = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
+    accelerator.print(f"Resumed from {checkpoint} (epoch {progress.epoch}, step {progress.global_step})")
+    return progress, str(checkpoint)
+
+
+def check_resume_target(config: RunConfig, fingerprint: dict[str, Any]) -> None:
+    """Before anything is written: refuse ``--resume`` into a checkpoint of another run."""
+    if not config.resume:
+        return
+    checkpoint = resolve_resume(config.resume, config.output_dir)
+    if checkpoint is not None:
+        check_same_run(read_progress(checkpoint).fingerprint, fingerprint, checkpoint)
