@@ -199,3 +199,11 @@ def test_register_auto_classes_makes_plain_transformers_know_hftl_models():
         "print(json.dumps({'type': type(AutoConfig.for_model('hftl-word-vectors')).__name__}))\n"
     )
     assert result["type"] == "WordVectorsConfig"
+
+
+def test_every_subpackage_is_installed_by_a_plain_pip_install():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
