@@ -22,7 +22,7 @@ from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig, resolve_config
 from hftl.data.loading import Splits, splits_for
 from hftl.data.preprocess import ModelInputs, prepare_inputs
-from hftl.errors import unknown_choice
+from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.hub import publish_after_run
@@ -30,7 +30,7 @@ from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_ru
 from hftl.outputs.run_metrics import run_metrics
 from hftl.settings import AUTO_CASE
 from hftl.settings.choices import AUTO_LR
-from hftl.sources.registry import build_model, check_source, load_processor
+from hftl.sources.registry import build_model, check_source, load_processor, source_for
 from hftl.tasks import Task, get_task
 from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
 from hftl.training.evaluation import evaluate_split
@@ -61,7 +61,10 @@ class RunResult:
 def make_accelerator(config: RunConfig) -> Accelerator:
     # torchrun on a machine without GPUs: Accelerate only forms a gloo group when told it runs on the CPU
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    return Accelerator(
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        # Accelerate would train in fp32 while the run records fp16
+        raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; on this machine use bf16 or no")
+    accelerator = Accelerator(
         cpu=cpu_ddp,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -72,6 +75,7 @@ def make_accelerator(config: RunConfig) -> Accelerator:
             DistributedDataParallelKwargs(find_unused_parameters=config.ddp_find_unused_parameters)
         ],
     )
+    return accelerator
 
 
 def trackers(report_to: str) -> list[str] | None:
@@ -208,6 +212,7 @@ def prepare_data(
     with accelerator.main_process_first():
         splits = splits_for(config, task, dataset)
         processor = load_processor(task, config, splits)
+        fit_max_length(config, task, processor, accelerator)
         inputs = prepare_inputs(
             splits,
             task.modality,
@@ -219,6 +224,26 @@ def prepare_data(
             max_bad_fraction=config.max_bad_fraction,
         )
     return splits, processor, inputs
+
+
+def fit_max_length(config: RunConfig, task: Task, processor: Any, accelerator: Accelerator) -> None:
+    """Texts are cut to what the model can read: ``--max-length`` beyond its position embeddings (or the tokenizer's
+    own limit) would crash on the first long text, so it is lowered, with a note (as run_glue.py does)."""
+    if task.modality != "text":
+        return
+    limits = [getattr(processor, "model_max_length", None)]
+    if source_for(config.model).name == "hub":
+        from hftl.sources.hub import load_model_config
+
+        limits.append(getattr(load_model_config(config), "max_position_embeddings", None))
+    usable = min(
+        [limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000], default=None
+    )
+    if usable is not None and config.max_length > usable:
+        accelerator.print(
+            f"--max-length {config.max_length} is more than {config.model} reads: using {usable}"
+        )
+        config.max_length = usable
 
 
 def build_network(

@@ -203,3 +203,24 @@ def test_missing_model_path_is_a_clear_error(image_folder, tmp_path):
             dataset=str(image_folder),
             output_dir=str(tmp_path / "out"),
         )
+
+
+def test_settings_the_machine_or_model_cannot_honour_are_handled_before_training(
+    bert_dir, text_folder, tmp_path
+):
+    if not torch.cuda.is_available():  # Accelerate would train in fp32 and the run would record fp16
+        with pytest.raises(hftl.ConfigError, match="--mixed-precision fp16 needs a CUDA GPU"):
+            quick_train(
+                "text", "small_similar", bert_dir, text_folder, tmp_path / "fp16", mixed_precision="fp16"
+            )
+    # a --max-length beyond the model's 64 positions is lowered before tokenizing (a long text would crash)
+    long_texts = tmp_path / "long-texts"
+    long_texts.mkdir()
+    rows = (text_folder / "train.csv").read_text().splitlines()
+    rows[1] = " ".join(["great"] * 200) + ",positive"
+    (long_texts / "train.csv").write_text("\n".join(rows) + "\n")
+    (long_texts / "validation.csv").write_text((text_folder / "validation.csv").read_text())
+    result = quick_train(
+        "text", "small_similar", bert_dir, long_texts, tmp_path / "long", max_length=512, epochs=1
+    )
+    assert result.config.max_length == 64
