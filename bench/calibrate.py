@@ -22,7 +22,6 @@ assets. The data subset of a pair is fixed (data seed 0); ``--seeds`` varies the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import functools
 import json
@@ -46,6 +45,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from hftl.recipes.demo import quiet_output  # noqa: E402
 
 # --- plans -----------------------------------------------------------------------------------------------------------
 # case + strategy + init as hftl.train takes them; keep_layers None = the family's default (first half)
@@ -315,7 +316,7 @@ def fashion_source(cache: Path, work: Path) -> Path:
     init = make_resnet_folder(work / "source-init", STANDARD, 5)
     data = _image_pair(_fashion(), [0, 1, 2, 3, 4], s["per_class"], s["val_per_class"])
     started = time.perf_counter()
-    with _quiet(cache / "logs" / "source-fashion0-4.log"):
+    with quiet_output(cache / "logs" / "source-fashion0-4.log"):
         result = hftl.train(
             task="image",
             case="large_different",
@@ -358,25 +359,6 @@ def model_for(pair: str, cache: Path, work: Path) -> str:
 
 
 # --- running ---------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _quiet(log: Path):
-    """hftl's printout and progress bars into ``log``; transformers' load reports silenced."""
-    from transformers.utils import logging as hf_logging
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with (
-            open(log, "w", encoding="utf-8") as handle,
-            contextlib.redirect_stdout(handle),
-            contextlib.redirect_stderr(handle),
-        ):
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-
 def run_key(pair: str, plan: str, lr: float | str, seed: int) -> tuple:
     return (pair, plan, lr if isinstance(lr, str) else f"{lr:.3g}", int(seed))
 
@@ -415,7 +397,7 @@ def run_one(pair: str, plan: str, lr: float | str, seed: int, args: argparse.Nam
     started = time.perf_counter()
     log = args.cache / "logs" / f"{name}.log"
     try:
-        with _quiet(log):
+        with quiet_output(log):
             result = hftl.train(
                 task="image" if spec["family"] == "resnet" else "text",
                 model=model,

@@ -26,6 +26,29 @@ CHECKPOINTS = "checkpoints"
 PUSH_LOG = "hub_push.json"
 ADVICE_JSON = "advice.json"  # the case advisor's report (hftl advise, --case auto)
 ADVICE_MD = "advice.md"
+# the files of a saved model, adapter and processor (hub push sends them; --overwrite-output-dir removes them)
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", f"{BASE_CONFIG_DIR}/config.json")
+PROCESSOR_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 def is_peft_model(model: nn.Module) -> bool:

@@ -22,11 +22,13 @@ from huggingface_hub import HfApi, get_token
 
 from hftl.errors import HftlError, ModelError, unknown_choice
 from hftl.outputs.artifacts import (
-    BASE_CONFIG_DIR,
+    ADAPTER_FILES,
     CONFIG_FILE,
     MERGED_DIR,
     METRICS_FILE,
+    MODEL_FILES,
     PLAN_FILE,
+    PROCESSOR_FILES,
     PUSH_LOG,
     write_metrics,
 )
@@ -38,28 +40,6 @@ from hftl.settings import check_repo_id
 MODES = ("auto", "adapter", "merged", "full")
 Mode = Literal["auto", "adapter", "merged", "full"]
 MODE_WORDS = {"adapter": "LoRA adapter", "merged": "merged model", "full": "model"}
-MODEL_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "model-*-of-*.safetensors",
-    "model.safetensors.index.json",
-)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", f"{BASE_CONFIG_DIR}/config.json")
-PROCESSOR_FILES = (
-    "preprocessor_config.json",
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-)
 RUN_FILES = (CARD_FILE, CONFIG_FILE, PLAN_FILE, METRICS_FILE)
 # a second guard after the explicit file list: none of these is ever uploaded
 NEVER_SEND = (

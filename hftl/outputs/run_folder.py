@@ -19,6 +19,7 @@ from typing import IO
 
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import (
+    ADAPTER_FILES,
     ADVICE_JSON,
     ADVICE_MD,
     BASE_CONFIG_DIR,
@@ -26,7 +27,9 @@ from hftl.outputs.artifacts import (
     CONFIG_FILE,
     MERGED_DIR,
     METRICS_FILE,
+    MODEL_FILES,
     PLAN_FILE,
+    PROCESSOR_FILES,
     PUSH_LOG,
     RUN_LOG,
 )
@@ -35,7 +38,7 @@ from hftl.outputs.card import CARD_FILE
 LOCK_FILE = ".hftl.lock"
 # what marks a folder as holding a run
 RUN_MARKERS = (METRICS_FILE, RUN_LOG, CHECKPOINTS)
-# what a run writes, and so what --overwrite-output-dir removes (weights and processor files by pattern)
+# what a run writes, and so what --overwrite-output-dir removes (names or glob patterns)
 RUN_FILES = (
     METRICS_FILE,
     RUN_LOG,
@@ -49,23 +52,10 @@ RUN_FILES = (
     MERGED_DIR,
     BASE_CONFIG_DIR,
     "logs",
-    "config.json",
-    "generation_config.json",
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
+    *MODEL_FILES,
+    *ADAPTER_FILES,
+    *PROCESSOR_FILES,
 )
-SHARDS = "model-*-of-*.safetensors"
 
 
 def previous_run(folder: Path) -> list[str]:
@@ -87,7 +77,7 @@ def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:
 def clear_previous_run(folder: Path) -> list[str]:
     """Remove what a previous run wrote in ``folder`` (never other files); returns the names removed."""
     removed = []
-    for path in [folder / name for name in RUN_FILES] + sorted(folder.glob(SHARDS)):
+    for path in sorted({path for pattern in RUN_FILES for path in folder.glob(pattern)}):
         if path.is_symlink() or path.is_file():
             path.unlink()
         elif path.is_dir():

@@ -78,12 +78,11 @@ class DemoResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _train_quietly(log: Path, **settings: Any) -> Any:
-    """One ``hftl.train`` call with its printout and progress bars sent to ``log`` (the demo draws its own bar);
-    transformers' load reports (the new head's size mismatch, expected here) are silenced."""
+@contextlib.contextmanager
+def quiet_output(log: Path) -> Any:
+    """hftl's printout and progress bars sent to ``log`` (the demo draws its own bar); transformers' load reports
+    (the new head's size mismatch, expected here) are silenced."""
     from transformers.utils import logging as hf_logging
-
-    from hftl.recipes.run import train
 
     log.parent.mkdir(parents=True, exist_ok=True)
     verbosity = hf_logging.get_verbosity()
@@ -94,9 +93,17 @@ def _train_quietly(log: Path, **settings: Any) -> Any:
             contextlib.redirect_stdout(handle),
             contextlib.redirect_stderr(handle),
         ):
-            return train(report_to="none", save_total_limit=1, log_steps=1000, **settings)
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def _train_quietly(log: Path, **settings: Any) -> Any:
+    """One ``hftl.train`` call, its output in ``log``."""
+    from hftl.recipes.run import train
+
+    with quiet_output(log):
+        return train(report_to="none", save_total_limit=1, log_steps=1000, **settings)
 
 
 def run_demo(
