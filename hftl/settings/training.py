@@ -32,7 +32,7 @@ class OptimSettings:
         metadata={
             "help": "Peak learning rate, or 'auto': an LR range test on the run's own model and data picks it "
             "(about 100 steps, undone before training). Default: measured per family, strategy and init "
-            "(hftl.transfer.defaults, docs/calibration.md; e.g. ResNet full 3e-3, head 3e-2; uncalibrated "
+            "(hftl.transfer.defaults, docs/calibration.md; e.g. ResNet full 3e-3, head 9e-2; uncalibrated "
             "families full 5e-5, head 1e-3, scratch 1e-3), printed in the plan.",
             "parse": learning_rate,
         },

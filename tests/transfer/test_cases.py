@@ -161,7 +161,7 @@ def test_resnet_defaults_follow_the_calibration_and_say_why(model_dirs):
     assert "textbook rule" in similar.reasons[0] and "docs/calibration.md" in similar.reasons[0]
     different, _, _ = plan_for("resnet", model_dirs, "small_different")
     assert different.strategy == "full" and not different.truncated and different.lr == 3e-3
-    assert plan_for("resnet", model_dirs, "small_similar", strategy="head")[0].lr == 3e-2
+    assert plan_for("resnet", model_dirs, "small_similar", strategy="head")[0].lr == 9e-2
     assert plan_for("resnet", model_dirs, "large_different", init="scratch")[0].lr == 3e-3
     assert plan_for("resnet", model_dirs, "small_similar", lr=1e-4)[0].lr == 1e-4  # --lr always wins
     explicit, _, _ = plan_for("resnet", model_dirs, "small_different", strategy="head")
