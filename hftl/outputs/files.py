@@ -7,6 +7,7 @@ one. Reads check that every link stays inside; writes replace the name atomicall
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -58,3 +59,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def file_digest(path: Path, chunk: int = 1 << 23) -> str:
+    """BLAKE2b of a file's bytes: what the feature cache and checkpoints record to notice corruption."""
+    hasher = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            hasher.update(block)
+    return hasher.hexdigest()

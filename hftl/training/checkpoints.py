@@ -24,6 +24,7 @@ from torch import nn
 
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import CHECKPOINTS
+from hftl.outputs.files import file_digest
 
 PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
@@ -80,7 +81,7 @@ def checkpoint_name(progress: Progress) -> str:
 def restore_trained_weights(model: nn.Module, output_dir: str | Path, name: str) -> bool:
     """Load the trained tensors of checkpoint ``name`` (e.g. the best epoch's) into ``model``."""
     path = checkpoint_dir(output_dir) / name / MODEL_FILE
-    if not path.is_file():
+    if not path.is_file() or damage(path.parent) is not None:
         return False
     load_trainable_state(model, load_file(str(path)))
     return True
@@ -113,6 +114,7 @@ def save_checkpoint(
         (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2), encoding="utf-8")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_checksums(tmp)
         (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
@@ -120,6 +122,30 @@ def save_checkpoint(
         rotate(root, keep, protect={progress.best_checkpoint, progress.last_good_checkpoint})
     accelerator.wait_for_everyone()
     return final
+
+
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(folder: Path) -> None:
+    """Size and BLAKE2b of every file, so flipped bytes are noticed before they are resumed from."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in (CHECKSUMS, COMPLETE))
+    sums = {p.name: {"size": p.stat().st_size, "blake2b": file_digest(p)} for p in files}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n", encoding="utf-8")
+
+
+def damage(folder: Path) -> str | None:
+    """Why ``folder`` cannot be trusted (None: every file matches its checksum; older checkpoints have none)."""
+    listed = folder / CHECKSUMS
+    if not listed.is_file():
+        return None
+    for name, expected in json.loads(listed.read_text(encoding="utf-8")).items():
+        file = folder / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["size"] or file_digest(file) != expected["blake2b"]:
+            return f"{name} does not match its checksum"
+    return None
 
 
 def remove_partial(root: Path) -> list[str]:
@@ -152,11 +178,20 @@ def list_checkpoints(root: Path) -> list[Path]:
 def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
     """``auto`` -> the newest complete checkpoint under OUTPUT_DIR (None if there is none); else the given folder."""
     if resume == "auto":
-        found = list_checkpoints(checkpoint_dir(output_dir))
-        return found[-1] if found else None
+        for path in reversed(list_checkpoints(checkpoint_dir(output_dir))):
+            problem = damage(path)
+            if problem is None:
+                return path
+            print(
+                f"--resume auto: skipping damaged checkpoint {path.name} ({problem}); trying the one before"
+            )
+        return None
     path = Path(resume)
     if not (path / COMPLETE).is_file():
         raise ConfigError(f"--resume {resume}: not a complete hftl checkpoint folder (no {COMPLETE} marker)")
+    problem = damage(path)
+    if problem is not None:
+        raise ConfigError(f"--resume {resume}: the checkpoint is damaged ({problem}); resume another one")
     return path
 
 

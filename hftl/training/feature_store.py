@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from hftl.backbones.base import Backbone, Cut, block_tensors
 from hftl.data.preprocess import LABELS, ModelInputs
 from hftl.errors import ModelError
+from hftl.outputs.files import file_digest
 from hftl.transfer.plan import TransferPlan
 
 CACHE_VERSION = 1
@@ -143,14 +144,6 @@ def verify_cache(path: Path) -> str | None:
         if file_digest(file) != expected["blake2b"]:
             return f"{name} does not match its checksum (corrupted)"
     return None
-
-
-def file_digest(path: Path, chunk: int = 1 << 23) -> str:
-    hasher = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def load_cached_split(path: Path, split: str) -> Dataset:

@@ -373,11 +373,16 @@ def last_good(state: TrainState) -> str | None:
 def finish(state: TrainState, seconds: float) -> FitResult:
     """Restore the best epoch's weights and report."""
     progress, accelerator = state.progress, state.accelerator
-    if progress.best_checkpoint:
-        restore_trained_weights(
-            accelerator.unwrap_model(state.model), state.output_dir, progress.best_checkpoint
+    best_epoch = progress.best_epoch
+    if progress.best_checkpoint and not restore_trained_weights(
+        accelerator.unwrap_model(state.model), state.output_dir, progress.best_checkpoint
+    ):
+        # the best epoch's checkpoint is gone or damaged: the last epoch's weights stay, and the record says so
+        accelerator.print(
+            f"The best checkpoint {progress.best_checkpoint} is missing or damaged: keeping the last epoch's weights"
         )
-    best = next((h for h in progress.history if h["epoch"] == progress.best_epoch), progress.history[-1])
+        best_epoch = progress.history[-1]["epoch"]
+    best = next((h for h in progress.history if h["epoch"] == best_epoch), progress.history[-1])
     return FitResult(
         history=progress.history,
         best=best,

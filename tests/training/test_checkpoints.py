@@ -70,6 +70,11 @@ def test_a_checkpoint_pickle_that_would_run_code_is_refused(resnet_dir, image_fo
     checkpoint = list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
     with open(checkpoint / "optimizer.pt", "wb") as handle:
         pickle.dump({"state": _RunsCode()}, handle)
+    from hftl.training.checkpoints import write_checksums
+
+    write_checksums(
+        checkpoint
+    )  # an attacker who also rewrites the checksums: torch.load(weights_only) still refuses
     monkeypatch.chdir(tmp_path)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         quick_train(
@@ -116,3 +121,32 @@ def test_same_seed_same_data_gives_identical_loss_curve_and_weights(vit_dir, ima
     assert len(curves[0]) == 12 and curves[0] == curves[1]
     first, second = (r.model.state_dict() for r in runs)
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_checkpoints_are_noticed_and_auto_resume_falls_back(
+    glove_file, text_folder, tmp_path, capsys
+):
+    from hftl.errors import ConfigError
+    from hftl.training.checkpoints import damage, list_checkpoints, restore_trained_weights
+
+    model, out = f"vectors:{glove_file}", tmp_path / "run"
+    quick_train("text", "large_similar", model, text_folder, out, epochs=3, lr=0.01, save_total_limit=10)
+    found = list_checkpoints(out / "checkpoints")
+    newest, previous = found[-1], found[-2]
+    assert damage(newest) is None and (newest / "checksums.json").is_file()
+    _flip_a_byte(newest / "trainable.safetensors")
+    assert damage(newest) == "trainable.safetensors does not match its checksum"
+    with pytest.raises(ConfigError, match="the checkpoint is damaged"):
+        quick_train("text", "large_similar", model, text_folder, out, epochs=4, lr=0.01, resume=str(newest))
+    resumed = quick_train("text", "large_similar", model, text_folder, out, epochs=4, lr=0.01, resume="auto")
+    assert resumed.metrics["resumed_from"] == str(previous)
+    assert f"skipping damaged checkpoint {newest.name}" in capsys.readouterr().out
+    # a damaged best checkpoint is not restored into the final model
+    _flip_a_byte(previous / "optimizer.pt")
+    assert not restore_trained_weights(torch.nn.Linear(1, 1), out, previous.name)
