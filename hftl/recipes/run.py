@@ -112,7 +112,13 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
     check_output_dir(folder, config.resume, config.overwrite_output_dir)  # every process: all stop together
     lock = None
     if accelerator.is_main_process:
-        lock = RunLock(folder).acquire()
+        try:
+            lock = RunLock(folder).acquire()
+        except OSError as error:  # read-only, not a folder, no space: say so before any data is prepared
+            raise ConfigError(
+                f"cannot write to the output folder {folder} ({type(error).__name__}: {error.strerror or error}); "
+                "choose a writable --output-dir"
+            ) from error
         if config.overwrite_output_dir and not config.resume:
             removed = clear_previous_run(folder)
             if removed:

@@ -76,3 +76,12 @@ def test_clearing_never_touches_unknown_files_or_follows_links(tmp_path):
     (folder / "my_data.csv").write_text("a,b")
     assert sorted(clear_previous_run(folder)) == ["checkpoints", "logs", "metrics.json"]
     assert sorted(p.name for p in folder.iterdir()) == ["my_data.csv"] and (outside / "keep.txt").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_clear_error(glove_model, text_folder, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(
+        ConfigError, match=r"cannot write to the output folder .*a-file/run .*writable --output-dir"
+    ):
+        quick_train("text", "small_similar", glove_model, text_folder, blocker / "run", epochs=1)
