@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,9 @@ PROCESSOR_FILES = (
 
 
 def is_peft_model(model: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(model, PeftModel)
+    """A PEFT model, asked without importing PEFT: if nothing imported it, no model can be one."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def write_run_files(output_dir: Path, config: RunConfig, plan: TransferPlan) -> None:

@@ -22,7 +22,6 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
@@ -40,6 +39,7 @@ from hftl.training.devices import fused_adamw
 from hftl.training.evaluation import evaluate, is_better, should_stop_early
 from hftl.training.guards import NonFiniteGuard, step_is_finite
 from hftl.training.resume import resume, run_fingerprint
+from hftl.training.schedules import make_schedule
 from hftl.training.throughput import ThroughputMeter
 from hftl.transfer.conservative import ConservativeTraining
 from hftl.transfer.conservative import parameter_groups as plan_parameter_groups
@@ -218,12 +218,7 @@ def steps_per_epoch(batches: int, config: RunConfig) -> int:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig, epoch_steps: int) -> Any:
     total_steps = epoch_steps * config.epochs
-    return get_scheduler(
-        config.scheduler,
-        optimizer,
-        num_warmup_steps=int(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
+    return make_schedule(config.scheduler, optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
 
 # --- one epoch ----------------------------------------------------------------------------------------------------
