@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _shared_assets() -> Path:
-    """``../shared/assets`` beside the repository (or beside a worktree folder); $HFTL_SHARED_ASSETS wins."""
+    """``../shared/assets`` beside the repository (or beside a worktree folder); $HFTL_SHARED_ASSETS wins (a clone made
+    elsewhere points it at the shared folder; without it the asset tests skip with the reason)."""
     if "HFTL_SHARED_ASSETS" in os.environ:
         return Path(os.environ["HFTL_SHARED_ASSETS"])
     candidates = [REPO.parent / "shared" / "assets", REPO.parent.parent / "shared" / "assets"]
-    candidates.append(Path("/work/shared/assets"))  # this project's workspace, for clones made elsewhere (CI)
     return next((path for path in candidates if path.is_dir()), candidates[0])
 
 

@@ -1,5 +1,5 @@
-"""The Hugging Face Hub, both ways: ``push`` an output folder (LoRA adapter, merged or full model, with its card)
-and ``resolve_folder`` a Hub id to a local snapshot for ``hftl.load``.
+"""Publishing to the Hugging Face Hub: ``push`` an output folder (LoRA adapter, merged or full model, with its card).
+Getting a Hub repo back as a folder is ``hftl.outputs.download``.
 
 Only what belongs to the model is sent, named file by file: weights, config, processor or tokenizer, the card, the
 run config, plan and metrics. Never checkpoints (optimizer, scheduler and RNG state), the training log, or a token.
@@ -23,6 +23,7 @@ from huggingface_hub import HfApi, get_token
 from hftl.errors import HftlError, ModelError, unknown_choice
 from hftl.outputs.artifacts import (
     ADAPTER_FILES,
+    CHECKPOINTS,
     CONFIG_FILE,
     MERGED_DIR,
     METRICS_FILE,
@@ -30,6 +31,7 @@ from hftl.outputs.artifacts import (
     PLAN_FILE,
     PROCESSOR_FILES,
     PUSH_LOG,
+    RUN_LOG,
     write_metrics,
 )
 from hftl.outputs.card import CARD_FILE, build_card
@@ -43,7 +45,7 @@ MODE_WORDS = {"adapter": "LoRA adapter", "merged": "merged model", "full": "mode
 RUN_FILES = (CARD_FILE, CONFIG_FILE, PLAN_FILE, METRICS_FILE)
 # a second guard after the explicit file list: none of these is ever uploaded
 NEVER_SEND = (
-    "checkpoints/",
+    f"{CHECKPOINTS}/",
     "*optimizer*",
     "*scheduler*",
     "*scaler*",
@@ -52,7 +54,7 @@ NEVER_SEND = (
     "*.pth",
     "*.pkl",
     "*.ckpt",
-    "metrics.jsonl",
+    RUN_LOG,
     PUSH_LOG,
 )
 
