@@ -77,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     "WordVectorsConfig": "hftl.modeling.word_vectors",
     "WordVectorsForSequenceClassification": "hftl.modeling.word_vectors",
     "WordVectorsModel": "hftl.modeling.word_vectors",
-    "register_auto_classes": "hftl.modeling.word_vectors",
+    "register_auto_classes": "hftl.modeling.auto",
     "OOVReport": "hftl.sources.word_vectors",
     "build_word_tokenizer": "hftl.sources.word_vectors",
     "embedding_layer": "hftl.sources.word_vectors",

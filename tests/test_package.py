@@ -196,9 +196,10 @@ def test_register_auto_classes_makes_plain_transformers_know_hftl_models():
         "import json, hftl\n"
         "hftl.register_auto_classes()\n"
         "from transformers import AutoConfig\n"
-        "print(json.dumps({'type': type(AutoConfig.for_model('hftl-word-vectors')).__name__}))\n"
+        "print(json.dumps({'type': type(AutoConfig.for_model('hftl-word-vectors')).__name__,\n"
+        "                  'pooled': type(AutoConfig.for_model('hftl-pooled-bert')).__name__}))\n"
     )
-    assert result["type"] == "WordVectorsConfig"
+    assert result == {"type": "WordVectorsConfig", "pooled": "PooledBertConfig"}
 
 
 def test_every_subpackage_is_installed_by_a_plain_pip_install():

@@ -162,7 +162,10 @@ class Backbone:
     # --- frozen prefix / trained suffix (the feature cache) --------------------------------------------------
     def cache_support(self, model: nn.Module, cut: Cut) -> str | None:
         """Why features at ``cut`` cannot be cached for ``model`` (None when they can)."""
-        name = type(model).__name__
+        pooled = own_pooling(model) is not None
+        name = (
+            type(model).__mro__[2].__name__ if pooled else type(model).__name__
+        )  # a pooled one: its stock class
         if name not in self.cache_classes:
             supported = ", ".join(self.cache_classes) or "none"
             return f"{self.family} has no feature-cache forward pieces for {name} (supported: {supported})"
@@ -170,7 +173,21 @@ class Backbone:
 
     def first_token_pools(self, model: nn.Module) -> bool:
         """True when the neck and head read only the first token of the last layer's output ([CLS] pooling)."""
+        pooling = own_pooling(model)
+        if pooling is None or pooling == "pooler":
+            return self.stock_first_token_pools(model)
+        return pooling == "cls"
+
+    def stock_first_token_pools(self, model: nn.Module) -> bool:
+        """The same for the family's own head (hftl's pooled heads say it with their pooling)."""
         return False
+
+    def base_outputs(self, model: nn.Module, hidden: torch.Tensor) -> Any:
+        """The base model's outputs (``last_hidden_state``, ``pooler_output``) from its last layer's output: what
+        a pooled head reads. By default the layer output itself, with no pooler."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(last_hidden_state=hidden)
 
     def forward_prefix(self, model: nn.Module, batch: dict[str, Any], cut: Cut) -> dict[str, torch.Tensor]:
         """Run the frozen prefix on a model-input batch; returns ``features`` (and ``attention_mask`` when the
@@ -212,9 +229,16 @@ class Backbone:
     def forward_suffix(self, model: nn.Module, features: dict[str, torch.Tensor], cut: Cut) -> torch.Tensor:
         """Logits from cached features: the layers after the cut, the neck and the head, as the model runs them."""
         hidden = features["features"]
+        pooled = own_pooling(model) is not None
         if not cut.head_input:
-            hidden = self.run_layers(model, hidden, cut.layers, features.get("attention_mask"))
-            hidden = self.head_input(model, hidden)
+            mask = features.get("attention_mask")
+            hidden = self.run_layers(model, hidden, cut.layers, mask)
+            if pooled:
+                hidden = model.pool_outputs(self.base_outputs(model, hidden), mask)
+            else:
+                hidden = self.head_input(model, hidden)
+        if pooled:
+            return model.classifier(model.dropout(hidden))
         return self.forward_head(model, hidden)
 
     def run_layers(
@@ -242,6 +266,11 @@ class Backbone:
         for name in self.head(model):
             x = model.get_submodule(name)(x)
         return x
+
+
+def own_pooling(model: nn.Module) -> str | None:
+    """The pooling of an hftl pooled classifier (hftl.modeling.pooled); None for a family's stock head."""
+    return getattr(getattr(model, "config", None), "classifier_pooling", None)
 
 
 def block_module(model: nn.Module, name: str) -> nn.Module | None:
@@ -297,7 +326,8 @@ def available_backbones() -> dict[str, tuple[str, ...]]:
 
 def backbone_for(config: Any) -> Backbone:
     """The family adapter for a transformers config (by ``model_type``), or a clear error naming what works."""
-    model_type = getattr(config, "model_type", None)
+    # hftl's pooled classifiers (hftl.modeling.pooled) keep their family's modules under a model type of their own
+    model_type = getattr(config, "base_model_type", None) or getattr(config, "model_type", None)
     if model_type not in _FAMILIES:
         supported = "; ".join(
             f"{family}: {', '.join(types)}" for family, types in available_backbones().items()

@@ -34,12 +34,19 @@ class BertBackbone(Backbone):
     def set_num_layers(self, config: Any, keep: int) -> None:
         config.num_hidden_layers = keep
 
-    def first_token_pools(self, model: nn.Module) -> bool:
+    def stock_first_token_pools(self, model: nn.Module) -> bool:
         return True  # BERT's pooler and the RoBERTa/ELECTRA heads read the first token only
 
     def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         pooler = getattr(model.get_submodule(self.prefix(model)), "pooler", None)
         return pooler(hidden) if pooler is not None else hidden
+
+    def base_outputs(self, model: nn.Module, hidden: torch.Tensor) -> Any:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        pooler = getattr(model.get_submodule(self.prefix(model)), "pooler", None)
+        pooled = pooler(hidden) if pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
 
     def forward_head(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         from torch import nn
@@ -68,7 +75,7 @@ class DistilBertBackbone(Backbone):
     def set_num_layers(self, config: Any, keep: int) -> None:
         config.n_layers = keep
 
-    def first_token_pools(self, model: nn.Module) -> bool:
+    def stock_first_token_pools(self, model: nn.Module) -> bool:
         return True
 
     def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:

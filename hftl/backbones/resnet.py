@@ -38,6 +38,9 @@ class ResNetBackbone(Backbone):
 
         super().truncate(model, keep)
         # the pooled features now have the kept stage's width: resize the head's input to match
+        if hasattr(model, "rebuild_head"):  # hftl's pooled classifier (linear or MLP head)
+            model.rebuild_head()
+            return
         old = model.classifier[-1]
         model.classifier[-1] = nn.Linear(model.config.hidden_sizes[-1], old.out_features)
 
@@ -47,6 +50,12 @@ class ResNetBackbone(Backbone):
         for stage in list(model.get_submodule(self.layers_path(model)))[start:]:
             hidden = stage(hidden)
         return hidden
+
+    def base_outputs(self, model: nn.Module, hidden: torch.Tensor) -> Any:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        pooler = model.get_submodule(self._qualify(model, "pooler"))
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooler(hidden))
 
     def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         return model.get_submodule(self._qualify(model, "pooler"))(hidden)

@@ -32,9 +32,15 @@ class ViTBackbone(Backbone):
     def set_num_layers(self, config: Any, keep: int) -> None:
         config.num_hidden_layers = keep
 
-    def first_token_pools(self, model: nn.Module) -> bool:
+    def stock_first_token_pools(self, model: nn.Module) -> bool:
         # ViT and DeiT classify the [CLS] token; DINOv2 also averages the patch tokens
         return model.config.model_type != "dinov2"
+
+    def base_outputs(self, model: nn.Module, hidden: torch.Tensor) -> Any:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        layernorm = model.get_submodule(self._qualify(model, "layernorm"))
+        return BaseModelOutputWithPooling(last_hidden_state=layernorm(hidden))
 
     def head_input(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         import torch

@@ -27,9 +27,11 @@ from hftl.inference.predict import (
     resolve,
     unwrap_peft,
 )
+from hftl.modeling.pooled import pool, register_for_source
+from hftl.settings import POOLINGS as RUN_POOLINGS
 from hftl.settings import VECTORS_PREFIX
 
-POOLINGS = ("pooler", "cls", "mean", "max")
+POOLINGS = tuple(p for p in RUN_POOLINGS if p != "auto")
 
 
 # --- sources -------------------------------------------------------------------------------------------------------
@@ -86,6 +88,7 @@ def resolve_encoder(source: Any, processor: Any = None) -> Resolved:
         folder = Path(name).expanduser()
         is_adapter = (folder / "adapter_config.json").is_file()
         if not is_adapter:
+            register_for_source(name)
             try:
                 config = AutoConfig.from_pretrained(name)
             except (OSError, ValueError) as error:
@@ -182,24 +185,6 @@ def encode(resolved: Resolved, items: list[Any], max_length: int) -> dict[str, t
     )
     names = getattr(resolved.processor, "model_input_names", None) or list(encoded)
     return {key: value for key, value in encoded.items() if key in names}
-
-
-def pool(outputs: Any, mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    """One vector per example from a base model's outputs (token sequences or feature maps)."""
-    pooled = getattr(outputs, "pooler_output", None)
-    hidden = outputs.last_hidden_state
-    if pooling == "pooler" and pooled is not None:
-        return pooled.flatten(start_dim=1)
-    if hidden.dim() == 4:  # a convolutional feature map [batch, channels, height, width]
-        tokens = hidden.flatten(start_dim=2).transpose(1, 2)
-        return tokens.amax(dim=1) if pooling == "max" else tokens.mean(dim=1)
-    if pooling in ("pooler", "cls"):
-        return hidden[:, 0]
-    keep = (mask if mask is not None else torch.ones(hidden.shape[:2], device=hidden.device)).unsqueeze(-1)
-    keep = keep.to(hidden.dtype)
-    if pooling == "max":
-        return hidden.masked_fill(keep == 0, torch.finfo(hidden.dtype).min).amax(dim=1)
-    return (hidden * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
 
 
 # --- neighbours ----------------------------------------------------------------------------------------------------

@@ -200,10 +200,10 @@ def classification_loss(config: PreTrainedConfig, logits: torch.Tensor, labels: 
     return nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
 
 
-def register_auto_classes() -> None:
+def register_word_vectors() -> None:
     """Make ``AutoConfig``/``AutoModel``/``AutoModelForSequenceClassification`` (and so ``pipeline``) know the
     model type. Runs when this module is imported (by every hftl call that builds or loads such a model); a plain
-    ``pipeline(model=FOLDER)`` needs ``hftl.register_auto_classes()`` first. Calling it again is harmless."""
+    ``pipeline(model=FOLDER)`` needs ``hftl.register_auto_classes()`` first."""
     AutoConfig.register(MODEL_TYPE, WordVectorsConfig, exist_ok=True)
     AutoModel.register(WordVectorsConfig, WordVectorsModel, exist_ok=True)
     AutoModelForSequenceClassification.register(
@@ -211,4 +211,4 @@ def register_auto_classes() -> None:
     )
 
 
-register_auto_classes()
+register_word_vectors()

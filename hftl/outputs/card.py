@@ -39,6 +39,7 @@ class RunRecord:
     plan: TransferPlan
     metrics: dict[str, Any]
     max_positions: int | None = None
+    model_type: str | None = None
 
     @classmethod
     def read(cls, output_dir: Path) -> RunRecord:
@@ -54,7 +55,8 @@ class RunRecord:
             settings=yaml.safe_load((output_dir / CONFIG_FILE).read_text(encoding="utf-8")),
             plan=TransferPlan.load(output_dir / PLAN_FILE),
             metrics=json.loads((output_dir / METRICS_FILE).read_text(encoding="utf-8")),
-            max_positions=_max_positions(output_dir),
+            max_positions=_model_config(output_dir).get("max_position_embeddings"),
+            model_type=_model_config(output_dir).get("model_type"),
         )
 
     @property
@@ -287,10 +289,8 @@ def _usage_section(record: RunRecord, kind: CardKind, location: str, base: str) 
     task = record.task
     if kind != "adapter":
         snippet = _pipeline_snippet(task, location, record.max_length)
-        if record.plan.family == "word-vectors":  # hftl's own model type: importing hftl registers it
-            snippet = (
-                "import hftl  # registers the hftl-word-vectors model type with transformers\n" + snippet
-            )
+        if str(record.model_type).startswith("hftl-"):  # hftl's own model type: transformers must learn it
+            snippet = f"import hftl\n\nhftl.register_auto_classes()  # the {record.model_type} model type\n" + snippet
         return "## Usage\n\n```python\n" + snippet + "```"
     note = ""
     if not is_hub_id(base):
@@ -365,11 +365,12 @@ def _files_section(kind: CardKind) -> str:
     )
 
 
-def _max_positions(output_dir: Path) -> int | None:
+def _model_config(output_dir: Path) -> dict[str, Any]:
+    """The saved model's config.json (a LoRA run's base config), or {}."""
     for config in (output_dir / "config.json", output_dir / BASE_CONFIG_DIR / "config.json"):
         if config.is_file():
-            return json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
-    return None
+            return json.loads(config.read_text(encoding="utf-8"))
+    return {}
 
 
 def _py(value: str) -> str:

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import AutoConfig
 
 from hftl.errors import ModelError
+from hftl.modeling.pooled import register_for_source
 from hftl.modeling.timm_nets import prepare_config
 from hftl.outputs.artifacts import BASE_CONFIG_DIR, CONFIG_FILE
 from hftl.outputs.download import resolve_folder
@@ -44,6 +45,7 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
         return _load_adapter(
             source, json.loads(adapter_config.read_text(encoding="utf-8")), trust_remote_code
         )
+    register_for_source(source)  # an hftl pooled classifier: its family's pair, before AutoConfig reads it
     model_config = prepare_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
     task = task_of(source, model_config)
     return task.model_class().from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -54,9 +56,9 @@ def _load_adapter(source: str, adapter: dict[str, Any], trust_remote_code: bool)
 
     base_config_dir = Path(source) / BASE_CONFIG_DIR
     base_id = adapter["base_model_name_or_path"]
-    base_config = AutoConfig.from_pretrained(
-        base_config_dir if base_config_dir.is_dir() else base_id, trust_remote_code=trust_remote_code
-    )
+    config_source = str(base_config_dir) if base_config_dir.is_dir() else base_id
+    register_for_source(config_source)
+    base_config = AutoConfig.from_pretrained(config_source, trust_remote_code=trust_remote_code)
     prepare_config(base_config)  # a cut timm network: its architecture must be registered with timm
     task = task_of(source, base_config)
     base = task.model_class().from_pretrained(

@@ -17,6 +17,7 @@ from hftl.settings.choices import (
     INITS,
     MIXED_PRECISION,
     OOV_INITS,
+    POOLINGS,
     REGULARIZERS,
     STRATEGIES,
     VECTOR_ENCODERS,
@@ -28,6 +29,7 @@ from hftl.settings.choices import (
     Case,
     Strategy,
     check_repo_id,
+    head_width,
 )
 from hftl.settings.data import DataSettings, VectorsSettings
 from hftl.settings.run import HubSettings, RunSettings, TransferSettings
@@ -62,6 +64,8 @@ __all__ = [
     "VECTOR_ENCODERS",
     "VECTOR_FORMATS",
     "VECTOR_POOLINGS",
+    "POOLINGS",
+    "head_width",
     "WORD_SPLITS",
     "AdvisorSettings",
     "Case",

@@ -13,6 +13,8 @@ REGULARIZERS = ("l2sp", "bss")
 ADVISE_POOLINGS = ("auto", "cls", "mean")
 STRATEGIES = ("head", "partial", "lora", "full")
 INITS = ("pretrained", "scratch")
+# how a new head reads the encoder (hftl.modeling.pooled); auto = a sentence-transformers folder's own, else pooler
+POOLINGS = ("auto", "pooler", "cls", "mean", "max")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # word vectors (--model vectors:PATH_OR_NAME)
 VECTORS_PREFIX = "vectors:"
@@ -29,6 +31,23 @@ VECTORS_LORA_MESSAGE = (
 
 Case = Literal["small_similar", "small_different", "large_similar", "large_different", "auto"]
 Strategy = Literal["head", "partial", "lora", "full"]
+
+
+def head_width(head: str) -> int | None:
+    """The hidden width of an ``mlp:N`` head, None for ``linear`` and ``auto`` (the family's own: linear, or
+    --vectors-hidden-size for word vectors); a ConfigError for anything else."""
+    if head in ("linear", "auto"):
+        return None
+    kind, _, width = head.partition(":")
+    if kind != "mlp" or not width.isdigit() or int(width) < 1:
+        raise ConfigError(
+            f"--head {head!r}: use 'auto', 'linear' or 'mlp:N' with N a positive width, e.g. mlp:1024"
+        )
+    return int(width)
+
+
+def check_head(head: str) -> None:
+    head_width(head)
 
 
 def check_choice(name: str, value: Any, valid: Sequence[str], optional: bool = False) -> None:

@@ -10,10 +10,12 @@ from hftl.settings.choices import (
     AUTO_CASE,
     CASES,
     INITS,
+    POOLINGS,
     STRATEGIES,
     Case,
     Strategy,
     check_choice,
+    check_head,
     check_positive,
     check_repo_id,
 )
@@ -124,6 +126,21 @@ class TransferSettings:
             "help": "Start from the pretrained weights, or from random weights (the from-scratch baseline)."
         },
     )
+    pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "How the head reads the encoder: pooler (the family's own head: BERT's [CLS] pooler, ResNet's "
+            "average, ViT's [CLS]), cls, mean or max over tokens/positions. auto: what a sentence-transformers "
+            "folder declares (modules.json), else pooler. Saved in the model's config."
+        },
+    )
+    head: str = field(
+        default="auto",
+        metadata={
+            "help": "The new head: linear, mlp:N (pooled features -> Linear(N) -> ReLU -> Linear(labels)), or auto "
+            "(linear; word vectors: --vectors-hidden-size). Saved in the model's config."
+        },
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA path."})
@@ -141,6 +158,8 @@ class TransferSettings:
         check_choice("case", self.case, (*CASES, AUTO_CASE))
         check_choice("strategy", self.strategy, STRATEGIES, optional=True)
         check_choice("init", self.init, INITS)
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_head(self.head)
         check_positive(self, "lora_r")
         check_positive(self, "keep_layers", optional=True)
 

@@ -9,7 +9,9 @@ import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from hftl.errors import ModelError
-from hftl.modeling.timm_nets import prepare_config, standard_processor
+from hftl.modeling.pooled import register_for_source
+from hftl.modeling.timm_nets import TIMM_MODEL_TYPE, prepare_config, standard_processor
+from hftl.sources.pooling import hub_head
 from hftl.sources.registry import label_kwargs, local_or_hub, register_source
 
 if TYPE_CHECKING:
@@ -26,8 +28,10 @@ def _loading_error(name: str, error: Exception) -> ModelError:
 
 
 def load_model_config(config: RunConfig, labels: list[str] | None = None) -> PretrainedConfig:
-    """The architecture config, with the label names of the target dataset when given."""
+    """The architecture config, with the label names of the target dataset when given, and the run's pooling and
+    head (a pooled config when they are not the family's own)."""
     source = local_or_hub(config.model)
+    register_for_source(source, revision=config.revision)
     try:
         model_config = AutoConfig.from_pretrained(
             source, revision=config.revision, trust_remote_code=config.trust_remote_code
@@ -38,7 +42,7 @@ def load_model_config(config: RunConfig, labels: list[str] | None = None) -> Pre
     if labels is not None:
         for key, value in label_kwargs(labels).items():
             setattr(model_config, key, value)
-    return model_config
+    return model_config if model_config.model_type == TIMM_MODEL_TYPE else hub_head(config, model_config)
 
 
 class HubSource:

@@ -23,6 +23,7 @@ import torch
 from hftl.errors import ConfigError, ModelError
 from hftl.modeling.timm_nets import processor_from_data_config, require_timm
 from hftl.sources.hub import SOURCE as HUB_SOURCE
+from hftl.sources.pooling import refuse_custom_head
 from hftl.sources.registry import label_kwargs, register_source
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class TimmSource:
         from transformers import TimmWrapperForImageClassification
 
         check_image_task(task)
+        refuse_custom_head(config, "timm", "timm's global pool and classifier, set by the architecture")
         if config.init == "scratch":
             return TimmWrapperForImageClassification(timm_config(config.model, labels))
         hub_config = copy.copy(config)
@@ -104,6 +106,7 @@ class TimmSource:
         from transformers import TimmWrapperForImageClassification
 
         check_image_task(task)
+        refuse_custom_head(config, "timm", "timm's global pool and classifier, set by the architecture")
         model_config = timm_config(config.model, labels or ["0", "1"])
         with torch.device("meta"):
             return TimmWrapperForImageClassification(model_config)

@@ -19,7 +19,7 @@ from accelerate import PartialState
 from hftl.config import RunConfig
 from hftl.errors import ConfigError, ModelError
 from hftl.modeling.word_vectors import WordVectorsConfig, WordVectorsForSequenceClassification
-from hftl.settings import VECTORS_PREFIX
+from hftl.settings import VECTOR_POOLINGS, VECTORS_PREFIX, head_width
 from hftl.sources.registry import label_kwargs, register_source
 from hftl.sources.word_vectors import (
     build_word_tokenizer,
@@ -85,15 +85,33 @@ def build_tokenizer(task: Task, config: RunConfig, splits: Splits | None = None)
     )
 
 
+def vectors_pooling(config: RunConfig) -> str:
+    """``--pooling mean|max`` chooses the pooling of the word vectors too; auto keeps --vectors-pooling."""
+    if config.pooling in VECTOR_POOLINGS:
+        return config.pooling
+    if config.pooling != "auto":
+        raise ConfigError(
+            f"--pooling {config.pooling}: word vectors have no first token or pooler to read; use mean or max"
+        )
+    return config.vectors_pooling
+
+
+def vectors_hidden_size(config: RunConfig) -> int:
+    """``--head linear`` is a single layer, ``mlp:N`` one hidden layer of N; auto keeps --vectors-hidden-size."""
+    if config.head == "auto":
+        return config.vectors_hidden_size
+    return head_width(config.head) or 0
+
+
 def model_config(
     config: RunConfig, labels: list[str], vocab_size: int, kv: Any, **extra: Any
 ) -> WordVectorsConfig:
     return WordVectorsConfig(
         vocab_size=vocab_size,
         embedding_dim=kv.vector_size,
-        pooling=config.vectors_pooling,
+        pooling=vectors_pooling(config),
         encoder=config.vectors_encoder,
-        hidden_size=config.vectors_hidden_size,
+        hidden_size=vectors_hidden_size(config),
         vectors=vectors_source(config.model),
         lowercase=lowercase_for(config, kv),
         **label_kwargs(labels),

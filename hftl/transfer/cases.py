@@ -57,6 +57,16 @@ CASE_RULES: dict[str, CaseRule] = {
 }
 
 
+def head_reasons(config: RunConfig, model: nn.Module) -> list[str]:
+    """What the new head reads and is, when that is not the family's stock head."""
+    pooling = getattr(model.config, "classifier_pooling", None)
+    if pooling is None:
+        return []
+    origin = "--pooling" if config.pooling != "auto" else "auto: the pooling the model declares"
+    head = getattr(model.config, "classifier_head", "linear")
+    return [f"the head ({head}) reads {pooling}-pooled features ({origin})"]
+
+
 def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> TransferPlan:
     """Decide, block by block, what the run does to ``model`` (which may live on the meta device)."""
     if config.case == AUTO_CASE:
@@ -113,6 +123,7 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         if strategy in ("head", "partial", "lora"):
             reasons.append("frozen random weights are a baseline for comparison, not a transfer")
     reasons += backbone.plan_reasons(config.case, strategy, config.init)
+    reasons += head_reasons(config, model)
 
     def layer_action(index: int) -> Action:
         if index >= keep:

@@ -163,7 +163,7 @@ def test_cli_run_keeps_the_frozen_vectors_byte_identical(vectors_dir, glove_file
 
 def test_cli_run_writes_a_card_and_pushes_its_vocabulary(vectors_dir, capsys):
     card = (vectors_dir / "README.md").read_text()
-    assert "import hftl  # registers the hftl-word-vectors model type" in card
+    assert "hftl.register_auto_classes()  # the hftl-word-vectors model type" in card
     assert "| `word_vectors.embeddings` | stem | frozen |" in card and "base_model" not in card
     assert cli_main(["push", str(vectors_dir), "--repo-id", "me/reviews-glove", "--dry-run"]) == 0
     listed = capsys.readouterr().out
