@@ -290,7 +290,10 @@ def _usage_section(record: RunRecord, kind: CardKind, location: str, base: str) 
     if kind != "adapter":
         snippet = _pipeline_snippet(task, location, record.max_length)
         if str(record.model_type).startswith("hftl-"):  # hftl's own model type: transformers must learn it
-            snippet = f"import hftl\n\nhftl.register_auto_classes()  # the {record.model_type} model type\n" + snippet
+            snippet = (
+                f"import hftl\n\nhftl.register_auto_classes()  # the {record.model_type} model type\n"
+                + snippet
+            )
         return "## Usage\n\n```python\n" + snippet + "```"
     note = ""
     if not is_hub_id(base):
