@@ -185,7 +185,13 @@ def _advise(argv: Sequence[str]) -> int:
         print(advice.render())
     if len(advices) > 1:
         print(render_ranking(advices))
-    json_path, md_path = write_advice(config.output_dir, advices)
+    trials = None
+    if config.advise_budget > 0 and len(advices) == 1:  # the LogME prior above; short trials decide
+        from hftl.advisor.advise import choose_by_trials
+        from hftl.recipes.run import run
+
+        _, trials = choose_by_trials(config, None, run)
+    json_path, md_path = write_advice(config.output_dir, advices, trials)
     print(f"Wrote {json_path} and {md_path}")
     return 0
 

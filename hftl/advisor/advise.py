@@ -5,6 +5,7 @@ to a run (``--case auto``) or rank several models (``hftl advise --model a,b,c``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,13 @@ from hftl.advisor.decision import (
 )
 from hftl.advisor.probes import cached_depth_features
 from hftl.advisor.scores import leep
+from hftl.advisor.trials import TrialsReport, run_trials
 from hftl.backbones import backbone_for
 from hftl.config import RunConfig
 from hftl.data.loading import Splits, splits_for
 from hftl.data.preprocess import prepare_inputs
 from hftl.errors import ConfigError
-from hftl.settings import AUTO_CASE
+from hftl.settings import AUTO_CASE, VECTORS_PREFIX
 from hftl.sources.registry import check_source, load_processor
 from hftl.tasks import Task, get_task
 from hftl.training.feature_store import architecture_of, cache_root, prefix_digest, preprocessing_of
@@ -67,7 +69,7 @@ def advise_splits(
     count = min(config.advise_max_samples, len(splits.train))
     sample = splits.train.shuffle(seed=config.seed).select(range(count))
     batches = probe_batches(config, task, splits, processor, sample)
-    pooling = DEFAULT_POOLING if config.advise_pooling == "auto" else config.advise_pooling
+    pooling = probe_pooling(config, model_name)
 
     model_class = task.model_class()
     source = check_source(model_name)
@@ -140,6 +142,19 @@ def advise_splits(
     )
 
 
+def probe_pooling(config: RunConfig, model_name: str) -> str:
+    """``--advise-pooling auto`` scores what the run's head will read: mean-pooled tokens when the run pools by
+    mean or max (a sentence encoder's declared pooling), else the first token."""
+    if config.advise_pooling != "auto":
+        return config.advise_pooling
+    from hftl.sources.pooling import resolve_pooling
+
+    if model_name.startswith(VECTORS_PREFIX):
+        return DEFAULT_POOLING
+    run_pooling = resolve_pooling(config.pooling, model_name, config.revision)
+    return "mean" if run_pooling in ("mean", "max") else DEFAULT_POOLING
+
+
 def probe_cache_root(config: RunConfig) -> Path | None:
     """Where per-depth probe features are kept: the feature cache's folder (``--no-feature-cache``: nowhere)."""
     return cache_root(config) if config.feature_cache else None
@@ -191,6 +206,22 @@ def apply_decision(config: RunConfig, decision: Decision) -> RunConfig:
     return config.replace(case=decision.case, keep_layers=keep)
 
 
+def choose_by_trials(
+    config: RunConfig, dataset: Dataset | DatasetDict | None, run: Callable[[RunConfig, DatasetDict], Any]
+) -> tuple[RunConfig, TrialsReport]:
+    """``--case auto`` with a budget: short trials of every candidate plan on the data (``run`` trains one) pick
+    the case, strategy and init of the run."""
+    model_names(config, single=True)
+    task = get_task(config.task)
+    splits = splits_for(config, task, dataset)
+    report = run_trials(config, splits.train, splits.validation, splits.label_column, run)
+    pick = report.candidate()
+    if config.strategy is not None and config.strategy != pick.strategy:
+        print(f"--case auto: the trials' pick ({pick.name}) replaces --strategy {config.strategy}")
+    print(report.render(), flush=True)
+    return config.replace(case=pick.case, strategy=pick.strategy, init=pick.init, keep_layers=None), report
+
+
 def resolve_auto_case(
     config: RunConfig, task: Task, splits: Splits, processor: Any, accelerator: Any
 ) -> RunConfig:
@@ -210,4 +241,11 @@ def resolve_auto_case(
     return apply_decision(config, decision[0])
 
 
-__all__ = ["advise", "advise_splits", "apply_decision", "model_names", "resolve_auto_case"]
+__all__ = [
+    "advise",
+    "advise_splits",
+    "apply_decision",
+    "choose_by_trials",
+    "model_names",
+    "resolve_auto_case",
+]

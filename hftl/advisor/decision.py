@@ -38,6 +38,7 @@ import numpy as np
 
 from hftl.advisor.probes import DepthFeatures
 from hftl.advisor.scores import h_score, logme
+from hftl.advisor.trials import TrialsReport
 from hftl.config import RunConfig
 from hftl.data.loading import Splits
 from hftl.errors import ConfigError
@@ -282,21 +283,38 @@ def render_markdown(advices: list[Advice]) -> str:
     return "\n".join(lines)
 
 
-def write_advice(output_dir: str | Path, advices: list[Advice]) -> tuple[Path, Path]:
-    """``advice.json`` (every number) and ``advice.md`` (the readable rationale) in ``output_dir``."""
+def write_advice(
+    output_dir: str | Path, advices: list[Advice], trials: TrialsReport | None = None
+) -> tuple[Path, Path]:
+    """``advice.json`` (every number) and ``advice.md`` (the readable rationale) in ``output_dir``: the LogME
+    advice per model and, when they ran, the trials that decide."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "recommended": {
+    payload: dict[str, Any] = {"models": [advice.to_dict() for advice in advices]}
+    if trials is not None:
+        pick = trials.candidate()
+        payload["recommended"] = {
+            "model": advices[0].model if advices else None,
+            "case": pick.case,
+            "strategy": pick.strategy,
+            "init": pick.init,
+            "keep_layers": None,
+            "by": "trials",
+        }
+        payload["trials"] = trials.to_dict()
+    else:
+        payload["recommended"] = {
             "model": advices[0].model,
             "case": advices[0].decision.case,
             "keep_layers": advices[0].decision.keep_layers,
-        },
-        "models": [advice.to_dict() for advice in advices],
-    }
+            "by": "rules",
+        }
+    text = render_markdown(advices) if advices else "# Advice\n\n"
+    if trials is not None:
+        text += "\n## Trials (these decide)\n\n```\n" + trials.render() + "\n```\n"
     json_path, md_path = output_dir / ADVICE_JSON, output_dir / ADVICE_MD
     json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(render_markdown(advices), encoding="utf-8")
+    md_path.write_text(text, encoding="utf-8")
     return json_path, md_path
 
 

@@ -93,13 +93,20 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     """Train one transfer setup and write its outputs; ``dataset`` overrides ``config.dataset`` (Python API)."""
     quiet_library_logs()
     release_accelerator_state()  # a previous run in this process may have failed before releasing it
-    accelerator = make_accelerator(config)
     task = get_task(config.task)
     check_metric_for_best(config, task)
+    trials = None
+    if config.case == AUTO_CASE and config.advise_budget > 0:  # short trials of every plan pick the plan
+        from hftl.advisor.advise import choose_by_trials
+
+        check_output_dir(Path(config.output_dir), config.resume, config.overwrite_output_dir)  # before trials
+        config, trials = choose_by_trials(config, dataset, run)
+        release_accelerator_state()
+    accelerator = make_accelerator(config)
     check_model_name(config, accelerator)
     lock = claim_output_dir(config, accelerator)
     try:
-        return run_claimed(config, task, dataset, accelerator)
+        return run_claimed(config, task, dataset, accelerator, trials)
     finally:
         if lock is not None:
             lock.release()
@@ -128,11 +135,19 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
 
 
 def run_claimed(
-    config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None, accelerator: Accelerator
+    config: RunConfig,
+    task: Task,
+    dataset: Dataset | DatasetDict | None,
+    accelerator: Accelerator,
+    trials: Any = None,
 ) -> RunResult:
-    """The run proper, in an output folder it holds."""
+    """The run proper, in an output folder it holds (``trials``: the advisor's, when they chose the plan)."""
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
-    if config.case == AUTO_CASE:  # the advisor picks the case (and the cut) from the data
+    if trials is not None and accelerator.is_main_process:
+        from hftl.advisor.decision import write_advice
+
+        write_advice(config.output_dir, [], trials)
+    if config.case == AUTO_CASE:  # no trial budget: the LogME rules pick the case (and the cut)
         from hftl.advisor.advise import resolve_auto_case
 
         config = resolve_auto_case(config, task, splits, processor, accelerator)

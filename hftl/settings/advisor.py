@@ -19,6 +19,14 @@ class AdvisorSettings:
 
     section: ClassVar[str] = "advisor"
 
+    advise_budget: float = field(
+        default=1.5,
+        metadata={
+            "help": "Advisor: short trials of every candidate plan on your data (successive halving) may cost "
+            "this many full fine-tuning runs; the best on validation is the pick. 0: no trials, the size and "
+            "LogME rules below decide."
+        },
+    )
     advise_small_per_class: int = field(
         default=1000,
         metadata={
@@ -46,12 +54,15 @@ class AdvisorSettings:
         default="auto",
         metadata={
             "help": "Advisor: pool transformer hidden states by the first token (cls) or the mean over tokens; "
-            "auto = cls, what hftl's classification heads read. ResNet stages are always globally averaged."
+            "auto = what the run's head reads (mean for a mean-pooled sentence encoder, else cls). ResNet stages are "
+            "always globally averaged."
         },
     )
 
     def __post_init__(self) -> None:
         check_choice("advise_pooling", self.advise_pooling, ADVISE_POOLINGS)
         check_positive(self, "advise_small_per_class", "advise_max_samples")
+        if self.advise_budget < 0:
+            raise ConfigError(f"advise_budget must be >= 0 (0: no trials), got {self.advise_budget}")
         if self.advise_depth_margin < 0:
             raise ConfigError(f"advise_depth_margin must be >= 0, got {self.advise_depth_margin}")

@@ -167,6 +167,7 @@ def test_case_auto_run_cuts_where_the_advisor_says(model_dirs, image_folder, tmp
         batch_size=8,
         lr=0.05,
         advise_similar_logme=100.0,  # nothing is similar: the small dataset gets small_different
+        advise_budget=0,  # no trials: the size and LogME rules decide
     )
     advice = json.loads((tmp_path / "advice.json").read_text())["models"][0]
     assert advice["decision"]["case"] == "small_different" == result.plan.case == result.metrics["case"]
@@ -188,6 +189,7 @@ def test_case_auto_with_a_low_size_threshold_fine_tunes_everything(model_dirs, t
         advise_small_per_class=10,
         advise_similar_logme=-100.0,
         advise_depth_margin=100.0,
+        advise_budget=0,
     )
     assert result.plan.case == "large_similar" and result.plan.strategy == "full"
 

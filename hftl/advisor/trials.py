@@ -1,0 +1,290 @@
+"""The advisor's evidence: short trials of the candidate plans on the user's own data, by successive halving.
+
+LogME and friends rank features, not plans: on held-out pairs the fixed size line (1,000 per class) and the
+similarity verdict picked plans 7-17 points below the best (docs/calibration.md). So ``--case auto`` trains each
+candidate plan (head, partial, LoRA, full fine-tuning, scratch), every one with its calibrated default learning rate,
+and lets validation accuracy decide:
+
+- **rung 0**: every candidate, 1 epoch, on a stratified share of the training split sized so the rung costs a third of
+  the budget;
+- **rung 1**: the two best, on all the data, for as many epochs (up to the run's) as the rest allows.
+
+The budget (``--advise-budget``, default 1.5) is in units of one full fine-tuning run (epochs x examples);
+candidates are costed by what they train (a cached head-only epoch is a fraction of a full one). Trials are ranked
+by validation accuracy (the test split is never read); the pick is the best of the last rung; when the runner-up is within the noise of the validation estimate, it is reported as a tie
+and the earlier candidate in ``CANDIDATES`` (the more general plan) is chosen, so that reruns with other seeds
+agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset, DatasetDict
+
+from hftl.config import RunConfig
+from hftl.errors import HftlError
+from hftl.settings import VECTORS_PREFIX
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One plan the trials may pick: the case and strategy it runs as, and its cost per example-epoch relative to
+    full fine-tuning (what it trains and, for frozen prefixes, what the feature cache saves)."""
+
+    name: str
+    case: str
+    strategy: str
+    init: str = "pretrained"
+    cost: float = 1.0
+
+
+# the order is the tie-break: within noise, the earlier (more general) plan wins
+CANDIDATES = (
+    Candidate("full", "large_similar", "full", cost=1.0),
+    Candidate("partial", "small_similar", "partial", cost=0.6),
+    Candidate("lora", "large_similar", "lora", cost=0.8),
+    Candidate("head", "small_similar", "head", cost=0.35),
+    Candidate("scratch", "large_different", "full", init="scratch", cost=1.0),
+)
+REFERENCE = "full"  # one full run of this plan is the budget's unit
+TRIALS_DIR = ".hftl-trials"
+METRIC = "accuracy"
+FIRST_RUNG = 1 / 3  # of the budget: the survivors' longer trials on all the data get the rest
+
+
+@dataclass
+class Trial:
+    candidate: str
+    rung: int
+    epochs: int
+    examples: int
+    score: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class TrialsReport:
+    """The trials, the pick, its margin over the runner-up, and what the advising cost."""
+
+    metric: str
+    validation_examples: int
+    budget: float
+    trials: list[Trial] = field(default_factory=list)
+    pick: str = ""
+    runner_up: str | None = None
+    margin: float | None = None
+    noise: float | None = None
+    tie: bool = False
+    cost_ratio: float | None = None  # trial seconds / the seconds of one full run at the run's epochs
+    seconds: float = 0.0
+
+    def candidate(self) -> Candidate:
+        return next(c for c in CANDIDATES if c.name == self.pick)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def render(self) -> str:
+        lines = [
+            f"Trials (successive halving, budget {self.budget:g} full runs, validation {self.metric} on "
+            f"{self.validation_examples} examples):",
+            f"  {'rung':>4} {'plan':<8} {'epochs':>6} {'examples':>8} {self.metric:>10} {'seconds':>8}",
+        ]
+        for t in self.trials:
+            score = f"{t.score:.4f}" if t.score is not None else (t.error or "-")[:40]
+            lines.append(
+                f"  {t.rung:>4} {t.candidate:<8} {t.epochs:>6} {t.examples:>8} {score:>10} {t.seconds:>8.1f}"
+            )
+        if self.runner_up is not None and self.margin is not None:
+            verdict = (
+                f"tie within noise (+-{100 * (self.noise or 0):.1f} points): {self.pick} chosen as the more "
+                "general plan"
+                if self.tie
+                else f"{self.pick} beats {self.runner_up} by {100 * self.margin:.1f} points "
+                f"(noise +-{100 * (self.noise or 0):.1f})"
+            )
+        else:
+            verdict = f"{self.pick} is the only candidate that trained"
+        lines.append(f"  pick: {self.pick}; {verdict}")
+        if self.cost_ratio is not None:
+            lines.append(
+                f"  cost: {self.seconds:.0f} s of trials = {self.cost_ratio:.2f}x one full fine-tuning run"
+            )
+        return "\n".join(lines)
+
+
+def candidates_for(config: RunConfig) -> list[Candidate]:
+    """The plans that apply to the model: word vectors have no layer stack to freeze in part, nor LoRA targets."""
+    if str(config.model).startswith(VECTORS_PREFIX):
+        return [c for c in CANDIDATES if c.strategy not in ("partial", "lora")]
+    return list(CANDIDATES)
+
+
+def stratified_share(dataset: Dataset, label_column: str, share: float, seed: int) -> Dataset:
+    """``share`` of every class (at least one example each), in a seeded order."""
+    if share >= 1.0:
+        return dataset
+    labels = np.asarray(dataset[label_column])
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        rng.shuffle(rows)
+        keep += rows[: max(1, round(share * len(rows)))].tolist()
+    return dataset.select(sorted(keep))
+
+
+def noise_of(score: float, examples: int) -> float:
+    """One standard error of the difference of two accuracies measured on ``examples`` validation examples."""
+    p = min(max(score, 1.0 / max(examples, 1)), 1.0 - 1.0 / max(examples, 1))
+    return math.sqrt(2.0 * p * (1.0 - p) / max(examples, 1))
+
+
+def run_trials(
+    config: RunConfig,
+    train: Dataset,
+    validation: Dataset,
+    label_column: str,
+    run: Callable[[RunConfig, DatasetDict], Any],
+    log: Path | None = None,
+) -> TrialsReport:
+    """Successive halving over ``candidates_for(config)``; ``run`` trains one trial (``hftl.recipes.run.run``)."""
+    epochs, budget = config.epochs, config.advise_budget
+    candidates = candidates_for(config)
+    report = TrialsReport(metric=METRIC, validation_examples=len(validation), budget=budget)
+    started = time.perf_counter()
+    work = Path(config.output_dir) / TRIALS_DIR  # the same on every process of a distributed run
+    shutil.rmtree(work, ignore_errors=True)  # what a killed advisor left
+    try:
+        # rung 0: everyone, one epoch, on the share of the data that spends a third of the budget
+        total = sum(c.cost for c in candidates)
+        share = min(1.0, FIRST_RUNG * budget * epochs / total)
+        first_epochs = (
+            max(1, min(epochs, math.floor(FIRST_RUNG * budget * epochs / total))) if share >= 1.0 else 1
+        )
+        subset = stratified_share(train, label_column, share, config.seed)
+        scores = {}
+        for candidate in candidates:
+            trial = _trial(config, candidate, 0, first_epochs, subset, validation, run, work, log)
+            report.trials.append(trial)
+            if trial.score is not None:
+                scores[candidate.name] = trial.score
+        spent = share * first_epochs * total
+        ranked = sorted(scores, key=lambda name: -scores[name])
+        survivors = [c for c in candidates if c.name in ranked[:2]]
+        # rung 1: the two best on all the data, for as many epochs as the rest of the budget pays for
+        remaining = budget * epochs - spent
+        cost = sum(c.cost for c in survivors)
+        more_epochs = min(epochs, math.floor(remaining / cost)) if cost else 0
+        if len(survivors) > 1 and (more_epochs > first_epochs or (share < 1.0 and more_epochs >= 1)):
+            scores = {}
+            for candidate in survivors:
+                trial = _trial(config, candidate, 1, more_epochs, train, validation, run, work, log)
+                report.trials.append(trial)
+                if trial.score is not None:
+                    scores[candidate.name] = trial.score
+        if not scores:
+            raise HftlError(
+                "no candidate plan trained in the advisor's trials: "
+                + "; ".join(f"{t.candidate}: {t.error}" for t in report.trials if t.error)
+            )
+        decide(report, scores, candidates)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report.seconds = round(time.perf_counter() - started, 1)
+    report.cost_ratio = cost_ratio(report, len(train), epochs)
+    return report
+
+
+def decide(report: TrialsReport, scores: dict[str, float], candidates: list[Candidate]) -> None:
+    """The best score wins; a runner-up within noise is a tie, settled by the candidates' order."""
+    ranked = sorted(scores, key=lambda name: -scores[name])
+    best = ranked[0]
+    report.noise = noise_of(scores[best], report.validation_examples)
+    tied = [name for name in ranked if scores[best] - scores[name] <= report.noise]
+    order = [c.name for c in candidates]
+    report.pick = min(tied, key=order.index)
+    others = [name for name in ranked if name != report.pick]
+    if others:
+        report.runner_up = others[0]
+        report.margin = scores[report.pick] - scores[report.runner_up]
+        report.tie = len(tied) > 1
+
+
+def cost_ratio(report: TrialsReport, train_examples: int, epochs: int) -> float | None:
+    """Trial seconds over one full run's, estimated from the reference plan's trials (seconds per example-epoch)."""
+    reference = [
+        t for t in report.trials if t.candidate == REFERENCE and t.score is not None and t.seconds > 0
+    ]
+    if not reference:
+        return None
+    longest = max(
+        reference, key=lambda t: t.examples * t.epochs
+    )  # the least dominated by fixed start-up costs
+    return report.seconds / (longest.seconds / (longest.examples * longest.epochs) * train_examples * epochs)
+
+
+def _trial(
+    config: RunConfig,
+    candidate: Candidate,
+    rung: int,
+    epochs: int,
+    train: Dataset,
+    validation: Dataset,
+    run: Callable[[RunConfig, DatasetDict], Any],
+    work: Path,
+    log: Path | None,
+) -> Trial:
+    trial = Trial(candidate.name, rung, epochs, len(train))
+    folder = work / f"rung{rung}-{candidate.name}"
+    settings = config.replace(
+        case=candidate.case,
+        strategy=candidate.strategy,
+        init=candidate.init,
+        keep_layers=None,
+        epochs=epochs,
+        output_dir=str(folder),
+        resume=None,
+        overwrite_output_dir=True,
+        push_to_hub=None,
+        save_total_limit=1,
+        report_to="none",
+        early_stopping_patience=None,
+        max_train_samples=None,
+    )
+    started = time.perf_counter()
+    try:
+        with _quiet(log, f"{folder.name}"):
+            result = run(settings, DatasetDict(train=train, validation=validation))
+        trial.score = float(result.metrics["best"][f"eval_{METRIC}"])
+    except HftlError as error:  # a plan that does not apply to this model is skipped, and said so
+        trial.error = f"{type(error).__name__}: {error}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    trial.seconds = round(time.perf_counter() - started, 2)
+    return trial
+
+
+@contextlib.contextmanager
+def _quiet(log: Path | None, name: str):
+    """Trial runs print their plans and progress into ``log`` (or nowhere), not over the advisor's table."""
+    import io
+
+    target = open(log, "a", encoding="utf-8") if log is not None else io.StringIO()  # noqa: SIM115
+    try:
+        target.write(f"\n===== trial {name} =====\n")
+        with contextlib.redirect_stdout(target), contextlib.redirect_stderr(target):
+            yield
+    finally:
+        target.close()

@@ -1,0 +1,124 @@
+"""The advisor's trials: successive halving within the budget, losers cut after rung 0, ties reported and settled
+the same way every time, the test split never read, and --case auto trains the pick."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from datasets import ClassLabel, Dataset
+
+import hftl
+from hftl.advisor.trials import CANDIDATES, TrialsReport, decide, noise_of, run_trials, stratified_share
+
+
+def labelled(per_class: dict[int, int]) -> Dataset:
+    labels = [label for label, count in per_class.items() for _ in range(count)]
+    data = Dataset.from_dict({"text": [f"t{i}" for i in range(len(labels))], "label": labels})
+    return data.cast_column("label", ClassLabel(names=[str(k) for k in sorted(per_class)]))
+
+
+def config(tmp_path, **overrides):
+    settings = {
+        "task": "text",
+        "case": "auto",
+        "model": "m",
+        "epochs": 4,
+        "output_dir": str(tmp_path / "run"),
+    }
+    return hftl.RunConfig(**{**settings, **overrides})
+
+
+class FakeRuns:
+    """Stands in for hftl's run: each plan's accuracy grows with its epochs and data; records what it was given."""
+
+    def __init__(self, quality: dict[str, float], fail: tuple[str, ...] = ()):
+        self.quality, self.fail, self.calls = quality, fail, []
+
+    def __call__(self, settings, data):
+        name = "scratch" if settings.init == "scratch" else settings.strategy
+        self.calls.append((name, settings.epochs, len(data["train"]), sorted(data)))
+        if name in self.fail:
+            raise hftl.ConfigError(f"{name} does not apply")
+        score = self.quality[name] * (1 - 0.1 / settings.epochs) * (0.9 + 0.1 * len(data["train"]) / 400)
+        return SimpleNamespace(metrics={"best": {"eval_accuracy": score}})
+
+
+def test_stratified_share_keeps_every_class():
+    data = labelled({0: 100, 1: 100, 2: 1})
+    part = stratified_share(data, "label", 0.1, seed=0)
+    assert sorted(part["label"]).count(0) == 10 and part["label"].count(2) == 1
+    assert stratified_share(data, "label", 1.0, seed=0) is data
+
+
+def test_successive_halving_cuts_losers_and_stays_within_budget(tmp_path):
+    runs = FakeRuns({"full": 0.9, "partial": 0.85, "lora": 0.7, "head": 0.6, "scratch": 0.5})
+    train, validation = labelled({0: 200, 1: 200}), labelled({0: 100, 1: 100})
+    report = run_trials(config(tmp_path), train, validation, "label", runs)
+    rung0 = [t for t in report.trials if t.rung == 0]
+    rung1 = [t for t in report.trials if t.rung == 1]
+    assert [t.candidate for t in rung0] == [c.name for c in CANDIDATES]
+    assert {t.candidate for t in rung1} == {"full", "partial"}  # the losers were cut after rung 0
+    assert all(t.examples == 400 for t in rung1) and rung1[0].epochs > rung0[0].epochs
+    cost = {c.name: c.cost for c in CANDIDATES}
+    spent = sum(cost[t.candidate] * t.epochs * t.examples / 400 for t in report.trials)
+    assert spent <= report.budget * 4 + 1e-9  # the budget: 1.5 full runs of 4 epochs
+    assert report.pick == "full" and report.margin == pytest.approx(
+        report.trials[-2].score - report.trials[-1].score
+    )
+    assert all(
+        sorted_keys == ["train", "validation"] for *_, sorted_keys in runs.calls
+    )  # never the test split
+    text = report.render()
+    assert f"full beats partial by {100 * report.margin:.1f} points" in text
+
+
+def test_a_plan_that_does_not_apply_is_skipped_and_said(tmp_path):
+    runs = FakeRuns({"full": 0.9, "partial": 0.85, "lora": 0.7, "head": 0.6, "scratch": 0.5}, fail=("lora",))
+    report = run_trials(config(tmp_path), labelled({0: 40, 1: 40}), labelled({0: 20, 1: 20}), "label", runs)
+    lora = next(t for t in report.trials if t.candidate == "lora")
+    assert lora.score is None and "does not apply" in lora.error
+    assert "does not apply" in report.render()
+
+
+def test_a_tie_within_noise_is_reported_and_settled_by_the_candidate_order():
+    report = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5)
+    decide(report, {"head": 0.905, "full": 0.900, "scratch": 0.7}, list(CANDIDATES))
+    assert report.tie and report.pick == "full" and report.runner_up == "head"
+    assert report.noise == pytest.approx(noise_of(0.905, 300))
+    assert "tie within noise" in report.render()
+    clear = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5)
+    decide(clear, {"head": 0.95, "full": 0.80}, list(CANDIDATES))
+    assert not clear.tie and clear.pick == "head"
+
+
+def test_case_auto_trains_the_plan_the_trials_pick(model_dirs, text_folder, tmp_path):
+    result = hftl.train(
+        task="text",
+        case="auto",
+        model=str(model_dirs["bert"]),
+        dataset=str(text_folder),
+        output_dir=str(tmp_path),
+        epochs=2,
+        batch_size=8,
+    )
+    advice = json.loads((tmp_path / "advice.json").read_text())
+    pick = advice["recommended"]
+    assert advice["recommended"]["by"] == "trials" and advice["trials"]["pick"]
+    assert (result.plan.case, result.plan.strategy) == (pick["case"], pick["strategy"])
+    assert "## Trials (these decide)" in (tmp_path / "advice.md").read_text()
+    assert not (tmp_path / ".hftl-trials").exists()
+    assert {t["candidate"] for t in advice["trials"]["trials"]} == {c.name for c in CANDIDATES}
+
+
+def test_hftl_advise_prints_the_prior_and_the_trials_that_decide(model_dirs, text_folder, tmp_path, capsys):
+    from hftl.cli import main
+
+    out = tmp_path / "advice"
+    args = ["advise", "--task", "text", "--model", str(model_dirs["bert"]), "--dataset", str(text_folder)]
+    assert main([*args, "--output-dir", str(out), "--epochs", "1", "--batch-size", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "gain" in printed and "Trials (successive halving" in printed and "pick: " in printed
+    advice = json.loads((out / "advice.json").read_text())
+    assert advice["recommended"]["by"] == "trials" and advice["models"][0]["scores"]
