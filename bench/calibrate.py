@@ -57,12 +57,14 @@ PLANS: dict[str, dict[str, Any]] = {
     "lora": {"case": "large_similar", "strategy": "lora", "init": "pretrained"},
     "full": {"case": "large_similar", "strategy": "full", "init": "pretrained"},
     "scratch": {"case": "large_different", "strategy": "full", "init": "scratch"},
+    # --case auto: the advisor's trials pick the plan (each trial and the run at hftl's default LRs; --lrs default)
+    "auto": {"case": "auto"},
 }
 # word vectors: no layer stack (head_trunc and partial are the same network as head) and no LoRA
 FAMILY_PLANS = {
     "resnet": list(PLANS),
     "bert": list(PLANS),
-    "vectors": ["head", "full", "scratch"],
+    "vectors": ["head", "full", "scratch", "auto"],
 }
 
 # learning-rate grids per family x plan
@@ -359,11 +361,34 @@ def model_for(pair: str, cache: Path, work: Path) -> str:
 
 
 # --- running ---------------------------------------------------------------------------------------------------------
-def run_key(pair: str, plan: str, lr: float | str, seed: int) -> tuple:
-    return (pair, plan, lr if isinstance(lr, str) else f"{lr:.3g}", int(seed))
+def run_key(pair: str, plan: str, lr: float | str, seed: int, pooling: str = "pooler") -> tuple:
+    return (pair, plan, lr if isinstance(lr, str) else f"{lr:.3g}", int(seed), pooling)
 
 
-def run_one(pair: str, plan: str, lr: float | str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def pooling_of(row: dict[str, Any]) -> str:
+    """The pooling a row's head read (rows from before --pooling used the family's own head: pooler)."""
+    return row.get("pooling", "pooler")
+
+
+def pooling_for(pair: str, requested: str) -> str:
+    """What ``--pooling requested`` resolves to on this pair (auto: MiniLM declares mean; others their own)."""
+    if requested != "auto":
+        return requested
+    if PAIRS[pair]["family"] == "bert":
+        from hftl.sources.pooling import resolve_pooling
+
+        return resolve_pooling("auto", str(minilm_path()), None)
+    return "pooler"
+
+
+def default_pooling_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose pooling is what hftl's default (``--pooling auto``) gives on their pair."""
+    return [r for r in rows if r["pair"] not in PAIRS or pooling_of(r) == pooling_for(r["pair"], "auto")]
+
+
+def run_one(
+    pair: str, plan: str, lr: float | str, seed: int, args: argparse.Namespace, pooling: str = "pooler"
+) -> dict[str, Any]:
     import hftl
 
     spec = PAIRS[pair]
@@ -371,11 +396,13 @@ def run_one(pair: str, plan: str, lr: float | str, seed: int, args: argparse.Nam
     data = dataset_for(pair)
     model = model_for(pair, args.cache, args.work)
     epochs = args.epochs or spec["epochs"]
-    name = f"{pair}-{plan}-{lr if isinstance(lr, str) else format(lr, '.0e')}-s{seed}"
+    name = f"{pair}-{plan}-{lr if isinstance(lr, str) else format(lr, '.0e')}-s{seed}-{pooling}"
     output_dir = args.work / name
     extra: dict[str, Any] = {}
     if spec["family"] in ("bert", "vectors"):
         extra["max_length"] = TEXT_MAX_LENGTH
+    if pooling != "pooler":
+        extra["pooling"] = pooling
     row: dict[str, Any] = {
         "pair": pair,
         "family": spec["family"],
@@ -383,12 +410,13 @@ def run_one(pair: str, plan: str, lr: float | str, seed: int, args: argparse.Nam
         "target": spec["target"],
         "size": spec["size"],
         "plan": plan,
-        "strategy": settings["strategy"],
+        "strategy": settings.get("strategy"),
         "case": settings["case"],
-        "init": settings["init"],
+        "init": settings.get("init", "pretrained"),
         "keep_layers": None,
         "lr": lr,
         "seed": seed,
+        "pooling": pooling,
         "epochs": epochs,
         "batch_size": spec["batch_size"],
         "is_today_default": not isinstance(lr, str)
@@ -397,6 +425,7 @@ def run_one(pair: str, plan: str, lr: float | str, seed: int, args: argparse.Nam
     started = time.perf_counter()
     log = args.cache / "logs" / f"{name}.log"
     try:
+        lr_setting = {} if lr == "default" else {"lr": lr}
         with quiet_output(log):
             result = hftl.train(
                 task="image" if spec["family"] == "resnet" else "text",
@@ -404,8 +433,8 @@ def run_one(pair: str, plan: str, lr: float | str, seed: int, args: argparse.Nam
                 dataset=data,
                 output_dir=str(output_dir),
                 epochs=epochs,
-                lr=lr,
                 seed=seed,
+                **lr_setting,
                 batch_size=spec["batch_size"],
                 report_to="none",
                 save_total_limit=1,
@@ -433,6 +462,23 @@ def run_one(pair: str, plan: str, lr: float | str, seed: int, args: argparse.Nam
                 "suggested_lr": metrics.get("lr_search", {}).get("suggestion"),
             }
         )
+        advice = output_dir / "advice.json"
+        if plan == "auto" and advice.is_file():
+            trials = json.loads(advice.read_text(encoding="utf-8"))["trials"]
+            row.update(
+                {
+                    "auto_pick": trials["pick"],
+                    "auto_tie": trials["tie"],
+                    "advise_seconds": trials["seconds"],
+                    "advise_cost_ratio": trials["cost_ratio"],
+                    "trials": [
+                        [t["candidate"], t["rung"], t["epochs"], t["examples"], t["score"]]
+                        for t in trials["trials"]
+                    ],
+                    "strategy": result.plan.strategy,
+                    "init": metrics.get("init"),
+                }
+            )
         log.unlink(missing_ok=True)
     except Exception as error:  # noqa: BLE001 - recorded in the row; the log stays for a look
         row["error"] = f"{type(error).__name__}: {error}"
@@ -461,10 +507,14 @@ def lrs_for(pair: str, plan: str, spec: str, rows: list[dict[str, Any]]) -> list
     seed-0 rows of this pair and plan, the 2nd.. only when within MARGIN points of the best), ``edge`` (one step
     beyond the grid where the best seed-0 learning rate sits at its end), or a comma list of numbers."""
     family = PAIRS[pair]["family"]
+    if plan == "auto":
+        return ["default"]  # the advisor's trials choose; every plan at its default LR
     if spec == "grid":
         return grid(family, plan)
     if spec == "auto":
         return ["auto"]  # hftl's --lr auto (an LR range test) instead of a fixed rate
+    if spec == "default":
+        return ["default"]  # no --lr: hftl's calibrated default for whatever plan runs
     done = {
         r["lr"]: r["best_accuracy"]
         for r in rows
@@ -675,11 +725,107 @@ def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def auto_table(rows: list[dict[str, Any]]) -> list[str]:
+    """``--case auto`` per pair: the plan its trials picked, the accuracy of the run, and how far that is from the
+    best plan at hftl's default LRs and from the best plan at its best grid LR; what advising cost."""
+    autos = defaultdict(list)
+    for r in rows:
+        if _ok(r) and r["plan"] == "auto":
+            autos[r["pair"]].append(r)
+    if not autos:
+        return []
+    cells = summarize(rows)
+    lines = [
+        "### --case auto: the trials' pick against every plan",
+        "",
+        "| pair | picks (seeds) | accuracy (n) | best plan at default LR | gap | best plan at best LR | gap | "
+        "advising cost (x one full run) |",
+        "| --- | --- | ---: | --- | ---: | --- | ---: | ---: |",
+    ]
+    within = 0
+    for pair in PAIRS:
+        if pair not in autos:
+            continue
+        runs = autos[pair]
+        acc = _mean([r["best_accuracy"] for r in runs])
+        at_default = {}
+        for plan in FAMILY_PLANS[PAIRS[pair]["family"]]:
+            if plan in ("auto", "head_trunc"):
+                continue
+            lr = scratch_default(pair) if plan == "scratch" else plan_default(pair, plan)
+            value, _ = _mean_at(rows, pair, plan, lr)
+            if value is not None:
+                at_default[plan] = value
+        best_default = max(at_default, key=at_default.get) if at_default else None
+        graded = [p for (q, p) in cells if q == pair and p != "auto"]
+        best_any = max(graded, key=lambda p: cells[(pair, p)]["best_mean"]) if graded else None
+        gap_default = acc - at_default[best_default] if best_default else None
+        within += gap_default is not None and gap_default >= -0.01
+        costs = [r["advise_cost_ratio"] for r in runs if r.get("advise_cost_ratio") is not None]
+        picks = ", ".join(f"{r['auto_pick']}{' (tie)' if r.get('auto_tie') else ''}" for r in runs)
+        lines.append(
+            f"| {pair} | {picks} | {acc:.3f} ({len(runs)}) | "
+            + (
+                f"{best_default} {at_default[best_default]:.3f} | {100 * gap_default:+.1f} | "
+                if best_default
+                else "- | - | "
+            )
+            + (
+                f"{best_any} {cells[(pair, best_any)]['best_mean']:.3f} | "
+                f"{100 * (acc - cells[(pair, best_any)]['best_mean']):+.1f} | "
+                if best_any
+                else "- | - | "
+            )
+            + (f"{_mean(costs):.2f} |" if costs else "- |")
+        )
+    lines += [
+        "",
+        f"--case auto within 1 point of the best plan at default LRs on {within}/{len(autos)} pairs",
+        "",
+    ]
+    return lines
+
+
+def plan_default(pair: str, plan: str) -> float:
+    """hftl's default LR for ``plan`` on this pair's family (pretrained init)."""
+    from hftl.transfer.defaults import default_lr
+
+    family = {"resnet": "resnet", "bert": "bert", "vectors": "word-vectors"}[PAIRS[pair]["family"]]
+    return default_lr(family, PLANS[plan]["strategy"], "pretrained", _Width())
+
+
+def pooling_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Per pair and plan that ran with more than one pooling: the best seed-0 accuracy of each (the evidence for
+    ``--pooling auto``)."""
+    best: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        if _ok(r) and r["seed"] == 0 and not isinstance(r["lr"], str):
+            cell = best[(r["pair"], r["plan"])]
+            pooling = pooling_of(r)
+            cell[pooling] = max(cell.get(pooling, 0.0), r["best_accuracy"])
+    poolings = sorted({p for cell in best.values() for p in cell if len(cell) > 1})
+    compared = {key: cell for key, cell in best.items() if len(cell) > 1}
+    if not compared:
+        return []
+    lines = [
+        "### Pooling: best seed-0 accuracy over the LR grid, per pooling the head reads",
+        "",
+        "| pair | plan | " + " | ".join(poolings) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in poolings) + " |",
+    ]
+    for (pair, plan), cell in sorted(compared.items()):
+        values = " | ".join(f"{cell[p]:.3f}" if p in cell else "-" for p in poolings)
+        lines.append(f"| {pair} | {plan} | {values} |")
+    return lines + [""]
+
+
 def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
+    all_rows, rows = rows, default_pooling_rows(rows)  # the tables below: what hftl's default pooling gives
     cells = summarize(rows, margin)
     errors = [r for r in rows if not _ok(r)]
     lines = [
-        f"{sum(_ok(r) for r in rows)} runs ({len(errors)} errors) from {len({r['pair'] for r in rows})} pairs",
+        f"{sum(_ok(r) for r in rows)} runs ({len(errors)} errors) from {len({r['pair'] for r in rows})} pairs "
+        f"with hftl's default pooling (--pooling auto; {len(all_rows)} rows in all)",
         "",
     ]
     pairs = [p for p in PAIRS if any(k[0] == p for k in cells)] + sorted({k[0] for k in cells} - set(PAIRS))
@@ -750,6 +896,8 @@ def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
             )
         )
     lines += ["", "### hftl's defaults against scratch at its default", ""] + defaults_table(rows)
+    lines += [""] + auto_table(rows)
+    lines += [""] + pooling_table(all_rows)
     if errors:
         lines += ["", "errors:"] + sorted(
             {f"  {r['pair']} {r['plan']} lr={r['lr']}: {r['error'][:300]}" for r in errors}
@@ -786,6 +934,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lrs", default="grid", help="grid | best:K[:MARGIN_POINTS] | edge | comma list")
     parser.add_argument("--seeds", default="0", help="comma list of training seeds")
+    parser.add_argument(
+        "--pooling",
+        default="auto",
+        help="the runs' --pooling (auto: what hftl's default resolves to per pair)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "calibration.jsonl")
     parser.add_argument("--epochs", type=int, default=None, help="override the pair's epochs")
     parser.add_argument(
@@ -832,7 +985,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = load_rows(args.out)
     done = {
-        run_key(r["pair"], r["plan"], r["lr"], r["seed"]) for r in rows if _ok(r) or not args.retry_errors
+        run_key(r["pair"], r["plan"], r["lr"], r["seed"], pooling_of(r))
+        for r in rows
+        if _ok(r) or not args.retry_errors
     }
     queue = []
     for pair in pairs:
@@ -842,11 +997,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.plans == "all"
             else [p for p in args.plans.split(",") if p in FAMILY_PLANS[family]]
         )
+        pooling = pooling_for(pair, args.pooling)
+        same_pooling = [r for r in rows if pooling_of(r) == pooling]
         for seed in seeds:
             for plan in plans:
-                for lr in lrs_for(pair, plan, args.lrs, rows):
-                    if run_key(pair, plan, lr, seed) not in done:
-                        queue.append((pair, plan, lr, seed))
+                for lr in lrs_for(pair, plan, args.lrs, same_pooling):
+                    if run_key(pair, plan, lr, seed, pooling) not in done:
+                        queue.append((pair, plan, lr, seed, pooling))
     print(f"{len(queue)} runs to launch ({len(rows)} rows already in {args.out})", flush=True)
     if args.dry_run:
         for item in queue:
@@ -854,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    for i, (pair, plan, lr, seed) in enumerate(queue, 1):
+    for i, (pair, plan, lr, seed, pooling) in enumerate(queue, 1):
         elapsed = (time.perf_counter() - started) / 60
         if elapsed > args.budget_minutes:
             print(
@@ -862,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             break
-        row = run_one(pair, plan, lr, seed, args)
+        row = run_one(pair, plan, lr, seed, args, pooling)
         with open(args.out, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
@@ -872,7 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
             or f"best {row['best_accuracy']:.3f} (epoch {row['best_epoch']}) final {row['final_accuracy']:.3f}"
         )
         print(
-            f"[{i}/{len(queue)} {elapsed:5.1f} min] {pair} {plan} lr={lr} seed={seed}: {status} {row['wall_seconds']:.1f}s",
+            f"[{i}/{len(queue)} {elapsed:5.1f} min] {pair} {plan} lr={lr} seed={seed} {pooling}: {status} {row['wall_seconds']:.1f}s",
             flush=True,
         )
     return 0
