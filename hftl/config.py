@@ -54,7 +54,7 @@ FIELD_NAMES = (
     "feature_cache_dir", "cache_views", "group_by_length", "channels_last", "attn_implementation", "compile",
     "advise_small_per_class", "advise_similar_logme", "advise_depth_margin", "advise_max_samples",
     "advise_pooling", "regularizer", "l2sp_alpha", "l2sp_beta", "bss_eta", "bss_k", "layer_decay", "head_lr",
-    "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir",
+    "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "max_image_pixels",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 

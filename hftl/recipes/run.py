@@ -228,6 +228,7 @@ def prepare_data(
             seed=config.seed,
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
             max_bad_fraction=config.max_bad_fraction,
+            max_image_pixels=config.max_image_pixels,
         )
     return splits, processor, inputs
 
