@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from hftl.backbones.base import Backbone, Cut, block_tensors
 from hftl.data.preprocess import LABELS, ModelInputs
 from hftl.errors import ModelError
-from hftl.outputs.files import file_digest
+from hftl.outputs.files import file_digest, space_checked
 from hftl.transfer.plan import TransferPlan
 
 CACHE_VERSION = 1
@@ -35,6 +35,8 @@ META_FILE = "meta.json"
 SPLITS = ("train", "validation")
 LENGTH = "length"
 FEATURES = "features"
+BUILDING = ".tmp-"  # prefix of the folders builds write to
+NO_SPACE_REMEDY = "Free space there, point --feature-cache-dir at a disk with room, or train without it (--no-feature-cache)."
 _LABEL_KEYS = {"id2label", "label2id", "num_labels", "problem_type", "_name_or_path", "transformers_version"}
 
 
@@ -180,7 +182,7 @@ def build_cache(
     """Encode every split with the frozen prefix and write ``<split>.arrow`` + ``meta.json`` into ``path``
     atomically. The random number streams are left untouched, so a cached run draws the same dropout masks as an
     uncached one."""
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
+    tmp = path.parent / f"{BUILDING}{path.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     started = time.perf_counter()
@@ -188,24 +190,25 @@ def build_cache(
     model.eval()
     meta: dict[str, Any] = {"version": CACHE_VERSION, "key": dict(key), "files": {}, "splits": {}}
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-            for split, source in sources.items():
-                info = _write_split(
-                    model,
-                    backbone,
-                    cut,
-                    source,
-                    tmp / f"{split}.arrow",
-                    device,
-                    batch_size,
-                    autocast,
-                    num_workers,
-                )
-                meta["splits"][split] = info
-        for file in sorted(tmp.glob("*.arrow")):
-            meta["files"][file.name] = {"size": file.stat().st_size, "blake2b": file_digest(file)}
-        meta["build_seconds"] = round(time.perf_counter() - started, 3)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        with space_checked(path.parent, f"the feature cache {path.name}", NO_SPACE_REMEDY, partial=[tmp]):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+                for split, source in sources.items():
+                    info = _write_split(
+                        model,
+                        backbone,
+                        cut,
+                        source,
+                        tmp / f"{split}.arrow",
+                        device,
+                        batch_size,
+                        autocast,
+                        num_workers,
+                    )
+                    meta["splits"][split] = info
+            for file in sorted(tmp.glob("*.arrow")):
+                meta["files"][file.name] = {"size": file.stat().st_size, "blake2b": file_digest(file)}
+            meta["build_seconds"] = round(time.perf_counter() - started, 3)
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if path.exists():  # built meanwhile by another run with the same key, or a broken one we replace
             shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)

@@ -1,0 +1,114 @@
+"""A full disk while writing a checkpoint, the final model or the feature cache is one line naming the path and what
+to do, with nothing half-written left."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+import hftl
+import hftl.training.checkpoints
+import hftl.training.feature_store
+from tests.helpers import quick_train
+
+ENOSPC = OSError(errno.ENOSPC, "No space left on device")
+
+
+def half_written_then_full(path: str | Path) -> None:
+    """What a full disk does: part of the file is on disk, then the write fails."""
+    Path(path).write_bytes(b"\0" * 100)
+    raise ENOSPC
+
+
+def temp_entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".tmp-*")) if folder.exists() else []
+
+
+def test_no_space_is_recognised_wherever_the_library_puts_the_errno(tmp_path):
+    from safetensors import SafetensorError
+
+    from hftl.outputs.files import no_space_reason
+
+    try:
+        raise RuntimeError("file write failed") from ENOSPC  # torch.save through a Python file object
+    except RuntimeError as chained:
+        assert no_space_reason(chained) == "the disk is full"
+    rust = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert no_space_reason(rust) == "the disk is full"
+    assert no_space_reason(OSError(errno.EDQUOT, "Disk quota exceeded")) == "the disk quota is exceeded"
+    assert no_space_reason(OSError(errno.EACCES, "Permission denied")) is None
+    assert no_space_reason(RuntimeError("something else (os error 2)")) is None
+
+
+def test_disk_full_during_a_checkpoint_is_one_line_on_the_command_line(
+    monkeypatch, vit_dir, image_folder, tmp_path, capsys
+):
+    from hftl.cli import main
+
+    monkeypatch.setattr(
+        hftl.training.checkpoints, "save_file", lambda tensors, path, **_: half_written_then_full(path)
+    )
+    out = tmp_path / "out"
+    flags = [
+        "--task",
+        "image",
+        "--case",
+        "small_similar",
+        "--model",
+        str(vit_dir),
+        "--dataset",
+        str(image_folder),
+    ]
+    flags += ["--output-dir", str(out), "--epochs", "1", "--batch-size", "8", "--no-feature-cache"]
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("hftl: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert (
+        str(out / "checkpoints") in errors[0]
+        and "the disk is full" in errors[0]
+        and "--output-dir" in errors[0]
+    )
+    assert temp_entries(out) == []  # the half-written checkpoint is gone
+
+
+def test_disk_full_while_saving_the_model_leaves_no_half_written_model(
+    monkeypatch, vit_dir, image_folder, tmp_path
+):
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 100)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full_disk)
+    with pytest.raises(
+        hftl.OutputError, match=r"cannot write the trained model to .*out: the disk is full\. Free"
+    ):
+        quick_train(
+            "image", "small_similar", vit_dir, image_folder, tmp_path / "out", epochs=1, feature_cache=False
+        )
+    assert not (tmp_path / "out" / "model.safetensors").exists() and temp_entries(tmp_path / "out") == []
+    assert (tmp_path / "out" / "checkpoints").is_dir()  # what was saved before stays, for --resume auto
+
+
+def test_disk_full_while_building_the_feature_cache(monkeypatch, vit_dir, image_folder, tmp_path):
+    def full_disk(model, backbone, cut, source, file, *args):
+        half_written_then_full(file)
+
+    monkeypatch.setattr(hftl.training.feature_store, "_write_split", full_disk)
+    root = tmp_path / "features"
+    with pytest.raises(hftl.OutputError, match=r"feature cache .* the disk is full\. .*--feature-cache-dir"):
+        quick_train(
+            "image",
+            "small_similar",
+            vit_dir,
+            image_folder,
+            tmp_path / "out",
+            epochs=1,
+            feature_cache_dir=str(root),
+        )
+    assert temp_entries(root) == []
