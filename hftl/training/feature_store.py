@@ -1,7 +1,8 @@
 """The feature cache on disk: its key, its files, and checking them.
 
 A cache folder holds ``<split>.arrow`` files (memory-mapped Arrow) and ``meta.json`` (the key and each file's size
-and BLAKE2b digest). Builds go to a temporary folder renamed into place, so a crash leaves nothing half-written.
+and BLAKE2b digest). Builds go to a temporary folder named after its writer (pid and host) and renamed into place, so
+a crash leaves nothing half-written, and the folder a killed build leaves is removed by the next run on that host.
 How a run uses the cache is ``hftl.training.feature_cache``.
 """
 
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -182,7 +184,7 @@ def build_cache(
     """Encode every split with the frozen prefix and write ``<split>.arrow`` + ``meta.json`` into ``path``
     atomically. The random number streams are left untouched, so a cached run draws the same dropout masks as an
     uncached one."""
-    tmp = path.parent / f"{BUILDING}{path.name}-{os.getpid()}"
+    tmp = build_folder(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     started = time.perf_counter()
@@ -216,6 +218,45 @@ def build_cache(
         shutil.rmtree(tmp, ignore_errors=True)
         model.train(was_training)
     return meta
+
+
+def build_folder(path: Path) -> Path:
+    """Where a build of ``path`` is written before it is renamed into place, named after its writer
+    (``.tmp-NAME-PID@HOST``) so that a later run can tell a killed build's leftovers from a live build's."""
+    return path.parent / f"{BUILDING}{path.name}-{os.getpid()}@{socket.gethostname()}"
+
+
+def remove_stale_builds(root: Path) -> list[str]:
+    """Delete the build folders under ``root`` whose writer is dead (killed mid-build: SIGKILL, preemption, power
+    loss); returns their names. A folder whose writer runs, or ran on another host (whose processes cannot be
+    asked), is left alone: another run may be building it right now."""
+    if not root.is_dir():
+        return []
+    here, removed = socket.gethostname(), []
+    for folder in sorted(root.glob(f"{BUILDING}*")):
+        writer = writer_of(folder.name)
+        if writer is not None and writer[1] == here and not process_alive(writer[0]):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def writer_of(name: str) -> tuple[int, str] | None:
+    """(pid, host) from a build folder's name; None for a name that does not record both."""
+    rest, _, host = name.rpartition("@")
+    pid = rest.rpartition("-")[2]
+    return (int(pid), host) if rest and host and pid.isdigit() else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_split(

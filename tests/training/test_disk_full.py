@@ -1,9 +1,14 @@
 """A full disk while writing a checkpoint, the final model or the feature cache is one line naming the path and what
-to do, with nothing half-written left."""
+to do, with nothing half-written left; a feature-cache build killed mid-way leaves no temporary folder behind for
+long, while a build that is still running keeps its own."""
 
 from __future__ import annotations
 
 import errno
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +117,39 @@ def test_disk_full_while_building_the_feature_cache(monkeypatch, vit_dir, image_
             feature_cache_dir=str(root),
         )
     assert temp_entries(root) == []
+
+
+def killed_build(root: Path) -> Path:
+    """A build folder whose writer was killed with SIGKILL half-way (a real, dead process)."""
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from hftl.training.feature_store import build_folder\n"
+        "tmp = build_folder(Path(sys.argv[1]) / 'vit-head-0123456789abcdef0123')\n"
+        "tmp.mkdir(parents=True)\n"
+        "(tmp / 'train.arrow').write_bytes(b'0' * 1000)\n"
+        "print(tmp, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == -9, done.stderr
+    return Path(done.stdout.strip())
+
+
+def test_a_killed_cache_build_is_removed_by_the_next_run_but_live_builds_are_kept(
+    vit_dir, image_folder, tmp_path
+):
+    root = tmp_path / "features"
+    dead = killed_build(root)
+    live = hftl.training.feature_store.build_folder(root / "vit-head-live")  # this process: still running
+    elsewhere = root / f".tmp-vit-head-other-{os.getpid()}@not-{socket.gethostname()}"  # another host's build
+    for folder in (live, elsewhere):
+        folder.mkdir()
+    assert dead.is_dir()
+    result = quick_train("image", "small_similar", vit_dir, image_folder, tmp_path / "out", epochs=1,
+                         feature_cache_dir=str(root))  # fmt: skip
+    assert result.metrics["feature_cache"]["used"]
+    assert not dead.exists() and live.is_dir() and elsewhere.is_dir()
+    assert sorted(temp_entries(root)) == sorted([live.name, elsewhere.name])
