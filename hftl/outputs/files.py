@@ -94,6 +94,36 @@ def no_space_reason(error: BaseException | None) -> str | None:
     return None
 
 
+def failed_file(error: BaseException | None) -> str | None:
+    """The file named by an ``OSError`` in ``error``'s chain (None when none names one)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.filename:
+            return str(error.filename)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def any_write_space_checked(folder: Path) -> Iterator[None]:
+    """The last net for a run: a full disk anywhere (a log line, the datasets cache) is one ``OutputError`` naming
+    the file when the error does, else ``folder``; the writes that can leave something half-written
+    (checkpoints, the model, the feature cache) are checked where they happen."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as error:
+        reason = no_space_reason(error)
+        if reason is None:
+            raise
+        raise OutputError(
+            f"cannot write {failed_file(error) or folder}: {reason}. Free space on that disk, or choose another "
+            "--output-dir (or --feature-cache-dir, HF_DATASETS_CACHE for the caches)."
+        ) from error
+
+
 @contextmanager
 def space_checked(path: Path, what: str, remedy: str, partial: Sequence[Path] = ()) -> Iterator[None]:
     """Writes inside this block that fail for want of space remove ``partial`` (the half-written files or folders)

@@ -25,7 +25,7 @@ from hftl.data.preprocess import ModelInputs, prepare_inputs
 from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
-from hftl.outputs.files import space_checked
+from hftl.outputs.files import any_write_space_checked, space_checked
 from hftl.outputs.hub import publish_after_run
 from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
@@ -100,7 +100,8 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     check_model_name(config, accelerator)
     lock = claim_output_dir(config, accelerator)
     try:
-        return run_claimed(config, task, dataset, accelerator)
+        with any_write_space_checked(Path(config.output_dir)):
+            return run_claimed(config, task, dataset, accelerator)
     finally:
         if lock is not None:
             lock.release()

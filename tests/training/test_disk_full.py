@@ -119,6 +119,23 @@ def test_disk_full_while_building_the_feature_cache(monkeypatch, vit_dir, image_
     assert temp_entries(root) == []
 
 
+def test_disk_full_anywhere_else_in_a_run_is_one_line_naming_the_file(
+    monkeypatch, vit_dir, image_folder, tmp_path
+):
+    import hftl.training.loop
+
+    def full_log(state, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(state.output_dir / "metrics.jsonl"))
+
+    monkeypatch.setattr(hftl.training.loop, "log", full_log)
+    with pytest.raises(
+        hftl.OutputError, match=r"cannot write .*out/metrics\.jsonl: the disk is full\. Free space"
+    ):
+        quick_train(
+            "image", "small_similar", vit_dir, image_folder, tmp_path / "out", epochs=1, feature_cache=False
+        )
+
+
 def killed_build(root: Path) -> Path:
     """A build folder whose writer was killed with SIGKILL half-way (a real, dead process)."""
     code = (
