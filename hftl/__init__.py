@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "DataError": "hftl.errors",
     "HftlError": "hftl.errors",
     "ModelError": "hftl.errors",
+    "OutputError": "hftl.errors",
     # running and comparing
     "RunResult": "hftl.recipes.run",
     "train": "hftl.recipes.run",

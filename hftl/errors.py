@@ -22,6 +22,11 @@ class ModelError(HftlError, ValueError):
     """The model cannot be loaded or its architecture is not supported."""
 
 
+class OutputError(HftlError):
+    """A result cannot be written (the disk is full, the quota is exceeded): the message names the path and what
+    to do, and nothing half-written is left behind."""
+
+
 def unknown_choice(kind: str, value: object, valid: Iterable[str], hint: str = "") -> ConfigError:
     """Build the error for a value that is not one of ``valid``, with a did-you-mean suggestion."""
     valid = list(valid)

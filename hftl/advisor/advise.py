@@ -43,7 +43,13 @@ def probe_batches(
     """Model-ready, un-augmented batches of ``sample`` (a subset of the training split)."""
     probe_splits = dataclasses.replace(splits, train=sample, validation=sample.select(range(1)))
     inputs = prepare_inputs(
-        probe_splits, task.modality, processor, max_length=config.max_length, augment=False, seed=config.seed
+        probe_splits,
+        task.modality,
+        processor,
+        max_length=config.max_length,
+        augment=False,
+        seed=config.seed,
+        max_image_pixels=config.max_image_pixels,
     )
     return DataLoader(
         inputs.train,

@@ -1,8 +1,8 @@
 """Inputs scraped from the web: decode what can be decoded, convert what can be converted, skip and count the
 rest, and stop when too much of a split is bad.
 
-Policy: grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit images are converted to RGB; huge JPEGs
-are decoded at reduced size; 0-byte, truncated, unreadable files and images over PIL's decompression-bomb limit
+Policy: grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit images are converted to RGB; images over
+``--max-image-pixels`` are downscaled as they are read (JPEGs by the decoder itself); 0-byte, truncated, unreadable files and images over PIL's decompression-bomb limit
 are skipped; empty or whitespace-only texts are skipped. Every skip is reported with its row and file, and a split
 with more than ``--max-bad-fraction`` bad examples stops the run with the first few listed.
 """
@@ -10,6 +10,7 @@ with more than ``--max-bad-fraction`` bad examples stops the run with the first 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from datasets import Dataset
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from hftl.errors import DataError
+from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
 
 ERROR = "bad_input"  # column holding the reason an example is skipped ("" when it is fine)
 
@@ -49,9 +51,10 @@ class SkipReport:
         return f"{self.split}: skipped {self.skipped} of {self.examples} ({reasons}); first: {'; '.join(self.first)}"
 
 
-def decode_image(raw: Any, target_size: int = 512) -> Image.Image:
+def decode_image(raw: Any, target_size: int = 512, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """An RGB PIL image from what ``datasets.Image(decode=False)`` stores (``{"bytes", "path"}``), a PIL image or an
-    array; raises BadInput for what cannot be decoded."""
+    array, with at most ``max_pixels`` pixels when read from a file; raises BadInput for what cannot be decoded.
+    ``target_size`` is the side the model needs: JPEGs are decoded no larger than needed above it."""
     if raw is None:
         raise BadInput("missing image")
     if isinstance(raw, Image.Image):
@@ -62,32 +65,60 @@ def decode_image(raw: Any, target_size: int = 512) -> Image.Image:
             raise BadInput("empty file (0 bytes)")
         if not data and not path:
             raise BadInput("missing image")
-        source: Any = io.BytesIO(data) if data else path
         if data is not None and len(data) == 0:
             raise BadInput("empty file (0 bytes)")
-        try:
-            image = Image.open(source)
-            if image.format == "JPEG":
-                image.draft(
-                    "RGB", (target_size, target_size)
-                )  # decode huge JPEGs at a fraction of their size
-            image.load()
-        except Image.DecompressionBombError as error:
-            raise BadInput(
-                f"over PIL's decompression-bomb limit ({error}); raise PIL.Image.MAX_IMAGE_PIXELS "
-                "if the image is genuine"
-            ) from error
-        except UnidentifiedImageError as error:
-            raise BadInput("not an image file") from error
-        except (OSError, ValueError, SyntaxError) as error:
-            raise BadInput(f"unreadable or truncated ({error})") from error
-        return to_rgb(image)
+        return to_rgb(open_image(io.BytesIO(data) if data else path, max_pixels, target_size))
     array = np.asarray(raw)
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise BadInput(f"array of shape {array.shape} is not an image")
     return to_rgb(Image.fromarray(array.astype(np.uint8) if array.dtype != np.uint8 else array))
+
+
+def open_image(source: Any, max_pixels: int, target_size: int | None = None) -> Image.Image:
+    """Open and decode an image file (path or file object) with at most ``max_pixels`` pixels, so memory holds the
+    capped image and not the source; raises BadInput, with PIL's reason, for what cannot be decoded."""
+    try:
+        image = shrink_while_loading(Image.open(source), max_pixels, target_size)
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise BadInput(
+            f"over PIL's decompression-bomb limit ({error}); raise PIL.Image.MAX_IMAGE_PIXELS "
+            "if the image is genuine"
+        ) from error
+    except UnidentifiedImageError as error:
+        raise BadInput("not an image file") from error
+    except (OSError, ValueError, SyntaxError) as error:
+        raise BadInput(f"unreadable or truncated ({error})") from error
+    return image
+
+
+def shrink_while_loading(image: Image.Image, max_pixels: int, target_size: int | None = None) -> Image.Image:
+    """An opened, not yet decoded image, downscaled to at most ``max_pixels``.
+
+    A JPEG is asked for a reduced decode (``Image.draft``: DCT scaling by 1/2 to 1/8, so the full-size pixels never
+    exist) that keeps each side at least ``target_size`` or the capped size, whichever is smaller; what is still
+    over the cap (other formats, or beyond 1/8) is decoded once and reduced right away by ``Image.thumbnail``.
+    """
+    box = capped_size(image.size, max_pixels)
+    if image.format == "JPEG":
+        wanted = (min(box[0], target_size), min(box[1], target_size)) if target_size else box
+        image.draft("RGB", wanted)
+    if image.width * image.height > max_pixels:
+        if image.mode.startswith("I;16"):
+            image = image.convert("I")  # PIL resamples 32-bit integer pixels, not 16-bit ones
+        image.thumbnail(capped_size(image.size, max_pixels))
+    return image
+
+
+def capped_size(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """The largest size with the aspect ratio of ``size`` and at most ``max_pixels`` pixels (``size`` if it fits)."""
+    width, height = size
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -23,6 +23,7 @@ from transformers import DataCollatorWithPadding
 from hftl.data.bad_inputs import ERROR, BadInput, SkipReport, decode_image, problem, screen, text_problem
 from hftl.data.loading import Splits
 from hftl.errors import DataError
+from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
 
 LABELS = "labels"
 EXAMPLE_ID = "example_id"
@@ -50,16 +51,19 @@ def prepare_inputs(
     seed: int = 42,
     pad_to_multiple_of: int | None = None,
     max_bad_fraction: float = 0.05,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ModelInputs:
     """Preprocess both splits once for ``modality`` ('image' or 'text'), skipping and reporting unusable examples
-    (see ``hftl.data.bad_inputs`` for the policy)."""
+    (see ``hftl.data.bad_inputs`` for the policy); images are decoded with at most ``max_image_pixels`` pixels."""
     named = {"train": splits.train, "validation": splits.validation}
     if splits.test is not None:
         named["test"] = splits.test
     if modality == "image":
         stats = ImageStats.from_processor(processor)
         mapped = {
-            name: screen(_map_images(split, splits, processor, stats), name, max_bad_fraction)
+            name: screen(
+                _map_images(split, splits, processor, stats, max_image_pixels), name, max_bad_fraction
+            )
             for name, split in named.items()
         }
         ready = {name: split.with_format("torch") for name, (split, _) in mapped.items()}
@@ -118,7 +122,11 @@ def _per_channel(values: float | Sequence[float], channels: int) -> tuple[float,
     return tuple(float(v) for v in values)
 
 
-def _map_images(split: Dataset, splits: Splits, processor: Any, stats: ImageStats) -> Dataset:
+def _map_images(
+    split: Dataset, splits: Splits, processor: Any, stats: ImageStats, max_pixels: int
+) -> Dataset:
+    """Decode (capped at ``max_pixels``: datasets would decode every file at full size), resize and store as uint8,
+    marking the rows that cannot be decoded."""
     column, label = splits.input_column, splits.label_column
     if isinstance(split.features[column], datasets.Image):
         split = split.cast_column(column, datasets.Image(decode=False))  # decode here, one bad file at a time
@@ -136,7 +144,8 @@ def _map_images(split: Dataset, splits: Splits, processor: Any, stats: ImageStat
         images, problems = [], []
         for i, raw in enumerate(batch[column]):
             try:
-                images.append(decode_image(raw, target_size=2 * max(stats.height, stats.width)))
+                target = 2 * max(stats.height, stats.width)
+                images.append(decode_image(raw, target_size=target, max_pixels=max_pixels))
                 problems.append("")
             except BadInput as error:
                 where = raw.get("path") if isinstance(raw, dict) and raw.get("path") else f"row {indices[i]}"

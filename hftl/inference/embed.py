@@ -30,6 +30,7 @@ from hftl.inference.predict import (
 from hftl.modeling.pooled import pool, register_for_source
 from hftl.settings import POOLINGS as RUN_POOLINGS
 from hftl.settings import VECTORS_PREFIX
+from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
 
 POOLINGS = tuple(p for p in RUN_POOLINGS if p != "auto")
 
@@ -115,6 +116,7 @@ def embed(
     normalize: bool = False,
     return_tensors: str = "np",
     processor: Any = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> np.ndarray | torch.Tensor:
     """Feature vectors, one row per input: ``[len(inputs), dim]`` (a single input gives ``[dim]``).
 
@@ -122,7 +124,8 @@ def embed(
     configured mean/max; ViT without a pooler falls back to its [CLS] token), ``cls``, ``mean`` or ``max`` (over
     real tokens / patches). Default: ``pooler`` for images and word-vector models, ``mean`` for transformer text.
     For word vectors, each input's words are looked up (OOV words skipped) and pooled by ``mean`` or ``max``.
-    ``normalize`` L2-normalises the rows; ``return_tensors`` is ``np`` or ``pt`` (a CPU tensor).
+    ``normalize`` L2-normalises the rows; ``return_tensors`` is ``np`` or ``pt`` (a CPU tensor). Image files are
+    decoded with at most ``max_image_pixels`` pixels (as in training).
     """
     if pooling is not None and pooling not in POOLINGS:
         raise unknown_choice("pooling", pooling, POOLINGS)
@@ -133,7 +136,7 @@ def embed(
         features = embed_words(word_vectors_of(source), items, pooling or "mean")
     else:
         resolved = resolve_encoder(source, processor)
-        features = embed_inputs(resolved, items, pooling, batch_size, max_length)
+        features = embed_inputs(resolved, items, pooling, batch_size, max_length, max_image_pixels)
     if normalize:
         features = features / features.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     features = features[0] if single else features
@@ -157,7 +160,12 @@ def embed_words(kv: Any, texts: list[str], pooling: str) -> torch.Tensor:
 
 
 def embed_inputs(
-    resolved: Resolved, items: list[Any], pooling: str | None, batch_size: int, max_length: int
+    resolved: Resolved,
+    items: list[Any],
+    pooling: str | None,
+    batch_size: int,
+    max_length: int,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> torch.Tensor:
     encoder = encoder_of(resolved.model)
     device = PartialState().device
@@ -166,7 +174,7 @@ def embed_inputs(
     pooling = pooling or ("pooler" if resolved.modality == "image" or word_vectors else "mean")
     chunks = []
     for start in range(0, len(items), batch_size):
-        batch = encode(resolved, items[start : start + batch_size], max_length)
+        batch = encode(resolved, items[start : start + batch_size], max_length, max_image_pixels)
         batch = {key: value.to(device) for key, value in batch.items()}
         with torch.inference_mode():
             outputs = encoder(**batch)
@@ -174,9 +182,12 @@ def embed_inputs(
     return torch.cat(chunks)
 
 
-def encode(resolved: Resolved, items: list[Any], max_length: int) -> dict[str, torch.Tensor]:
+def encode(
+    resolved: Resolved, items: list[Any], max_length: int, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> dict[str, torch.Tensor]:
     if resolved.modality == "image":
-        return dict(resolved.processor([as_image(item) for item in items], return_tensors="pt"))
+        images = [as_image(item, max_image_pixels) for item in items]
+        return dict(resolved.processor(images, return_tensors="pt"))
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise DataError(f"input {i} is {type(item).__name__}; a text model embeds strings")

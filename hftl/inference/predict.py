@@ -7,6 +7,7 @@ Sources are resolved once here (``resolve``) and shared with ``hftl.inference.em
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 from accelerate import PartialState
 from torch import nn
 
-from hftl.errors import ModelError
+from hftl.errors import DataError, ModelError
+from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -95,16 +97,41 @@ def pipeline_tag(resolved: Resolved) -> str:
     return f"{resolved.modality}-classification"
 
 
-def as_image(item: Any) -> Any:
-    """An RGB PIL image from a PIL image, a path or URL, or an array (H x W [x C], uint8)."""
-    from PIL import Image
-    from transformers.image_utils import load_image
+def as_image(item: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Any:
+    """An RGB PIL image from a PIL image, a path or URL, or an array (H x W [x C], uint8). Files and URLs are
+    decoded with at most ``max_pixels`` pixels (a local JPEG by its decoder); one that cannot be read is a
+    ``DataError`` naming it."""
+    from PIL import Image, ImageOps
+
+    from hftl.data.bad_inputs import BadInput, open_image, shrink_while_loading
 
     if isinstance(item, np.ndarray):
         return Image.fromarray(item.astype(np.uint8)).convert("RGB")
-    if isinstance(item, str | Path):
-        return load_image(str(item)).convert("RGB")
-    return item.convert("RGB") if hasattr(item, "convert") else item
+    if not isinstance(item, str | Path):
+        return item.convert("RGB") if hasattr(item, "convert") else item
+    try:
+        if os.path.isfile(item):
+            image = open_image(item, max_pixels)
+        else:  # a URL or base64 text, fetched by transformers as pipelines do, then capped
+            image = shrink_while_loading(_load_remote(str(item)), max_pixels)
+        return ImageOps.exif_transpose(image).convert("RGB")
+    except BadInput as error:
+        raise DataError(f"image {item}: {error}") from error
+
+
+def _load_remote(source: str) -> Any:
+    """``transformers.image_utils.load_image`` for URLs and base64, its errors (and PIL's) as BadInput."""
+    from PIL import Image
+    from transformers.image_utils import load_image
+
+    from hftl.data.bad_inputs import BadInput
+
+    try:
+        return load_image(source)
+    except Image.DecompressionBombError as error:
+        raise BadInput(f"over PIL's decompression-bomb limit ({error})") from error
+    except (OSError, ValueError) as error:
+        raise BadInput(f"cannot be read ({type(error).__name__}: {error})") from error
 
 
 def predict(
@@ -114,8 +141,10 @@ def predict(
     top_k: int = 1,
     batch_size: int = 32,
     processor: Any = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[Any] | dict[str, Any]:
-    """Classify ``inputs`` (texts, or images as PIL/paths/arrays) with a trained model.
+    """Classify ``inputs`` (texts, or images as PIL/paths/arrays) with a trained model; image files are decoded with
+    at most ``max_image_pixels`` pixels (as in training).
 
     Returns pipeline-style ``{"label": name, "score": probability}`` dicts: one per input for ``top_k=1``, else a
     list of ``top_k`` per input; a single input (not in a list) gives a single result.
@@ -125,7 +154,7 @@ def predict(
     resolved = resolve(source, processor)
     items, single = as_batch(inputs)
     if resolved.modality == "image":
-        items = [as_image(item) for item in items]
+        items = [as_image(item, max_image_pixels) for item in items]
         processors = {"image_processor": resolved.processor}
     else:
         processors = {"tokenizer": resolved.processor}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from hftl.config import RunConfig
+from hftl.outputs.files import move_into, remove_path, space_checked, write_text
 from hftl.transfer.plan import TransferPlan
 
 CONFIG_FILE = "run_config.yaml"
@@ -25,6 +27,8 @@ BASE_CONFIG_DIR = "base_config"
 RUN_LOG = "metrics.jsonl"  # the loop's log: one JSON line per log step and evaluation
 CHECKPOINTS = "checkpoints"
 PUSH_LOG = "hub_push.json"
+STAGING_PREFIX = ".tmp-save-"  # the final model is written here, then renamed into OUTPUT_DIR
+NO_SPACE_REMEDY = "Free space on that disk (or lower --save-total-limit), or choose another --output-dir."
 ADVICE_JSON = "advice.json"  # the case advisor's report (hftl advise, --case auto)
 ADVICE_MD = "advice.md"
 # the files of a saved model, adapter and processor (hub push sends them; --overwrite-output-dir removes them)
@@ -67,24 +71,43 @@ def write_run_files(output_dir: Path, config: RunConfig, plan: TransferPlan) -> 
 
 def save_model(model: nn.Module, processor: Any, output_dir: Path, merge_lora: bool = False) -> list[Path]:
     """Save weights (safetensors) with the processor; LoRA models save the adapter (head included) and, if asked,
-    a merged full model in ``merged/``. Returns the folders that ``pipeline`` can load."""
+    a merged full model in ``merged/``. Returns the folders that ``pipeline`` can load.
+
+    Everything is written to a staging folder first and renamed into place, so a save that fails (a full disk)
+    leaves no half-written model beside the run's other files, and says so in one line."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in output_dir.glob(f"{STAGING_PREFIX}*"):  # a save killed before: this run holds the folder
+        remove_path(leftover)
+    staging = output_dir / f"{STAGING_PREFIX}{os.getpid()}"
+    staging.mkdir()
+    try:
+        with space_checked(output_dir, "the trained model", NO_SPACE_REMEDY, partial=[staging]):
+            loadable = _write_model(model, processor, staging, merge_lora)
+        move_into(staging, output_dir)
+    finally:
+        remove_path(staging)
+    return [output_dir / path.relative_to(staging) for path in loadable]
+
+
+def _write_model(model: nn.Module, processor: Any, folder: Path, merge_lora: bool) -> list[Path]:
     loadable = []
     if is_peft_model(model):
-        model.save_pretrained(output_dir)
+        model.save_pretrained(folder)
         # the architecture the adapter expects (labels, truncation), so the base can be rebuilt before loading it
-        model.get_base_model().config.save_pretrained(output_dir / BASE_CONFIG_DIR)
+        model.get_base_model().config.save_pretrained(folder / BASE_CONFIG_DIR)
         if merge_lora:
             merged = copy.deepcopy(model).merge_and_unload()
-            merged.save_pretrained(output_dir / MERGED_DIR)
-            processor.save_pretrained(output_dir / MERGED_DIR)
-            loadable.append(output_dir / MERGED_DIR)
+            merged.save_pretrained(folder / MERGED_DIR)
+            processor.save_pretrained(folder / MERGED_DIR)
+            loadable.append(folder / MERGED_DIR)
     else:
-        model.save_pretrained(output_dir)
-        loadable.append(output_dir)
-    processor.save_pretrained(output_dir)
+        model.save_pretrained(folder)
+        loadable.append(folder)
+    processor.save_pretrained(folder)
     return loadable
 
 
 def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
-    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    """metrics.json, replaced atomically: a failed write (a full disk) leaves the previous file or none."""
+    with space_checked(output_dir, METRICS_FILE, NO_SPACE_REMEDY):
+        write_text(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Files in a run folder are untrusted input: never read or write through a link that leaves the folder.
+"""Files in a run folder are untrusted input: never read or write through a link that leaves the folder; and a
+write that fails for want of space leaves nothing half-written and says so in one line.
 
 A run folder can be shared, copied from elsewhere or prepared by someone else. A symlink inside it
 (``vocab.txt -> ~/.ssh/id_rsa``, ``README.md -> /etc/motd``) must not make hftl upload an outside file or overwrite
@@ -7,12 +8,19 @@ one. Reads check that every link stays inside; writes replace the name atomicall
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
+import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from hftl.errors import ModelError
+from hftl.errors import ModelError, OutputError
+
+NO_SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}
 
 
 def links_leaving(folder: Path) -> list[tuple[Path, Path]]:
@@ -68,3 +76,83 @@ def file_digest(path: Path, chunk: int = 1 << 23) -> str:
         while block := handle.read(chunk):
             hasher.update(block)
     return hasher.hexdigest()
+
+
+def no_space_reason(error: BaseException | None) -> str | None:
+    """Why ``error`` happened when it is a full disk or an exceeded quota (None otherwise), wherever the errno is:
+    on an ``OSError`` (Python, pyarrow), on one it was raised from (``torch.save`` to a file object), or only in the
+    text (safetensors: "... (os error 28)")."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return NO_SPACE[error.errno]
+        match = re.search(r"\(os error (\d+)\)", str(error))
+        if match and int(match.group(1)) in NO_SPACE:
+            return NO_SPACE[int(match.group(1))]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def failed_file(error: BaseException | None) -> str | None:
+    """The file named by an ``OSError`` in ``error``'s chain (None when none names one)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.filename:
+            return str(error.filename)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def any_write_space_checked(folder: Path) -> Iterator[None]:
+    """The last net for a run: a full disk anywhere (a log line, the datasets cache) is one ``OutputError`` naming
+    the file when the error does, else ``folder``; the writes that can leave something half-written
+    (checkpoints, the model, the feature cache) are checked where they happen."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as error:
+        reason = no_space_reason(error)
+        if reason is None:
+            raise
+        raise OutputError(
+            f"cannot write {failed_file(error) or folder}: {reason}. Free space on that disk, or choose another "
+            "--output-dir (or --feature-cache-dir, HF_DATASETS_CACHE for the caches)."
+        ) from error
+
+
+@contextmanager
+def space_checked(path: Path, what: str, remedy: str, partial: Sequence[Path] = ()) -> Iterator[None]:
+    """Writes inside this block that fail for want of space remove ``partial`` (the half-written files or folders)
+    and become one ``OutputError`` naming ``what``, ``path``, the reason and ``remedy``; other errors pass as they
+    are."""
+    try:
+        yield
+    except Exception as error:
+        reason = no_space_reason(error)
+        if reason is None:
+            raise
+        for leftover in partial:
+            remove_path(leftover)
+        raise OutputError(f"cannot write {what} to {path}: {reason}. {remedy}") from error
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder if it exists (a link itself, never what it points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def move_into(staging: Path, folder: Path) -> None:
+    """Move everything in ``staging`` into ``folder`` by renaming (no space needed), replacing what has the same
+    name there: a link is replaced, never followed."""
+    for entry in staging.iterdir():
+        target = folder / entry.name
+        if target.is_symlink() or (target.exists() and (entry.is_dir() or target.is_dir())):
+            remove_path(target)
+        os.replace(entry, target)

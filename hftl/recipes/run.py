@@ -23,8 +23,9 @@ from hftl.config import RunConfig, resolve_config
 from hftl.data.loading import Splits, splits_for
 from hftl.data.preprocess import ModelInputs, prepare_inputs
 from hftl.errors import ConfigError, unknown_choice
-from hftl.outputs.artifacts import save_model, write_metrics, write_run_files
+from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
+from hftl.outputs.files import any_write_space_checked, space_checked
 from hftl.outputs.hub import publish_after_run
 from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
@@ -106,7 +107,8 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     check_model_name(config, accelerator)
     lock = claim_output_dir(config, accelerator)
     try:
-        return run_claimed(config, task, dataset, accelerator, trials)
+        with any_write_space_checked(Path(config.output_dir)):
+            return run_claimed(config, task, dataset, accelerator, trials)
     finally:
         if lock is not None:
             lock.release()
@@ -243,6 +245,7 @@ def prepare_data(
             seed=config.seed,
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
             max_bad_fraction=config.max_bad_fraction,
+            max_image_pixels=config.max_image_pixels,
         )
     return splits, processor, inputs
 
@@ -354,11 +357,12 @@ def save_outputs(
     result: FitResult,
     accelerator: Accelerator,
 ) -> None:
-    """Main process: the model (or adapter), processor, metrics.json and the model card."""
+    """Main process: the model (or adapter), processor, metrics.json and the model card (a full disk: one line)."""
     output_dir = Path(config.output_dir)
     save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
     write_metrics(output_dir, metrics)
-    write_cards(output_dir, repo_id=config.push_to_hub)
+    with space_checked(output_dir, "the model card", NO_SPACE_REMEDY):
+        write_cards(output_dir, repo_id=config.push_to_hub)
     for report in inputs.skipped:
         if report.skipped:
             accelerator.print(f"Unusable examples skipped: {report.summary()}")

@@ -17,6 +17,10 @@ from hftl.settings.choices import (
     check_range,
 )
 
+# 2048 x 2048 pixels: over 25 times the largest classification input (384 x 384), so the processor's own resize
+# sees the same picture, while a folder of 10000 x 10000 scans no longer needs gigabytes to decode
+DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
+
 
 @dataclass
 class DataSettings:
@@ -67,9 +71,18 @@ class DataSettings:
     data_encoding: str = field(
         default="utf-8", metadata={"help": "Text encoding of CSV/TSV/JSON files (e.g. latin-1)."}
     )
+    max_image_pixels: int = field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metadata={
+            "help": "Images: decode at most this many pixels per image; larger ones are downscaled as they are "
+            "read (JPEGs by the decoder itself), so huge scans cannot exhaust memory. The default, 2048x2048 "
+            "(4.2 MP), is over 25 times the largest classification input (384x384): what the model sees is "
+            "unchanged."
+        },
+    )
 
     def __post_init__(self) -> None:
-        check_positive(self, "max_length")
+        check_positive(self, "max_length", "max_image_pixels")
         check_positive(self, "max_train_samples", "max_eval_samples", optional=True)
         check_range("max_bad_fraction", self.max_bad_fraction, 0.0, 1.0)
         check_range("validation_split", self.validation_split, 0.0, 1.0, closed_low=False, closed_high=False)

@@ -3,7 +3,8 @@
 A checkpoint holds only what training changed (trainable parameters and buffers, as safetensors), the optimizer
 and scheduler states, every process's RNG states and the loop's progress. Frozen weights are not copied: they are
 rebuilt identically from the base model and the seed. Each checkpoint is written to a temporary folder, marked
-complete, then renamed, so a crash mid-write leaves the previous checkpoint as the newest complete one.
+complete, then renamed, so a crash mid-write leaves the previous checkpoint as the newest complete one; a full disk
+removes the temporary folder and stops the run with one line saying so.
 Everything is read back with ``weights_only=True`` or from JSON/safetensors: nothing executes code on load.
 """
 
@@ -23,8 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hftl.errors import ConfigError
-from hftl.outputs.artifacts import CHECKPOINTS
-from hftl.outputs.files import file_digest
+from hftl.outputs.artifacts import CHECKPOINTS, NO_SPACE_REMEDY
+from hftl.outputs.files import file_digest, space_checked
 
 PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
@@ -104,24 +105,33 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    with space_checked(root, f"checkpoint {name}", NO_SPACE_REMEDY, partial=[tmp]):
+        _save_torch(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+        if accelerator.is_main_process:
+            save_file(trainable_state(accelerator.unwrap_model(model)), str(tmp / MODEL_FILE))
+            _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+            _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
+            if accelerator.scaler is not None:
+                _save_torch(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+            (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2), encoding="utf-8")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_checksums(tmp)
+            (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
     if accelerator.is_main_process:
-        save_file(trainable_state(accelerator.unwrap_model(model)), str(tmp / MODEL_FILE))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        if accelerator.scaler is not None:
-            torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
-        (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2), encoding="utf-8")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_checksums(tmp)
-        (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         rotate(root, keep, protect={progress.best_checkpoint, progress.last_good_checkpoint})
     accelerator.wait_for_everyone()
     return final
+
+
+def _save_torch(state: Any, path: Path) -> None:
+    """``torch.save`` through a Python file object: a full disk then surfaces as the ``OSError`` it is (with a
+    path, torch reports only "file write failed")."""
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
 
 
 CHECKSUMS = "checksums.json"

@@ -53,6 +53,7 @@ from hftl.training.feature_store import (
     load_cached_split,
     preprocessing_of,
     read_meta,
+    remove_stale_builds,
     verify_cache,
 )
 from hftl.transfer.plan import TransferPlan
@@ -266,6 +267,8 @@ def _load_or_build(
     config: Any,
     accelerator: Any,
 ) -> None:
+    for name in remove_stale_builds(path.parent):
+        accelerator.print(f"Feature cache: removed {name}, left by a build that was killed")
     if path.exists():
         started = time.perf_counter()
         problem = verify_cache(path)

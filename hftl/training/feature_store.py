@@ -1,7 +1,8 @@
 """The feature cache on disk: its key, its files, and checking them.
 
 A cache folder holds ``<split>.arrow`` files (memory-mapped Arrow) and ``meta.json`` (the key and each file's size
-and BLAKE2b digest). Builds go to a temporary folder renamed into place, so a crash leaves nothing half-written.
+and BLAKE2b digest). Builds go to a temporary folder named after its writer (pid and host) and renamed into place, so
+a crash leaves nothing half-written, and the folder a killed build leaves is removed by the next run on that host.
 How a run uses the cache is ``hftl.training.feature_cache``.
 """
 
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader
 from hftl.backbones.base import Backbone, Cut, block_tensors
 from hftl.data.preprocess import LABELS, ModelInputs
 from hftl.errors import ModelError
-from hftl.outputs.files import file_digest
+from hftl.outputs.files import file_digest, space_checked
 from hftl.transfer.plan import TransferPlan
 
 CACHE_VERSION = 1
@@ -35,6 +37,8 @@ META_FILE = "meta.json"
 SPLITS = ("train", "validation")
 LENGTH = "length"
 FEATURES = "features"
+BUILDING = ".tmp-"  # prefix of the folders builds write to
+NO_SPACE_REMEDY = "Free space there, point --feature-cache-dir at a disk with room, or train without it (--no-feature-cache)."
 _LABEL_KEYS = {"id2label", "label2id", "num_labels", "problem_type", "_name_or_path", "transformers_version"}
 
 
@@ -180,7 +184,7 @@ def build_cache(
     """Encode every split with the frozen prefix and write ``<split>.arrow`` + ``meta.json`` into ``path``
     atomically. The random number streams are left untouched, so a cached run draws the same dropout masks as an
     uncached one."""
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
+    tmp = build_folder(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     started = time.perf_counter()
@@ -188,24 +192,25 @@ def build_cache(
     model.eval()
     meta: dict[str, Any] = {"version": CACHE_VERSION, "key": dict(key), "files": {}, "splits": {}}
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-            for split, source in sources.items():
-                info = _write_split(
-                    model,
-                    backbone,
-                    cut,
-                    source,
-                    tmp / f"{split}.arrow",
-                    device,
-                    batch_size,
-                    autocast,
-                    num_workers,
-                )
-                meta["splits"][split] = info
-        for file in sorted(tmp.glob("*.arrow")):
-            meta["files"][file.name] = {"size": file.stat().st_size, "blake2b": file_digest(file)}
-        meta["build_seconds"] = round(time.perf_counter() - started, 3)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        with space_checked(path.parent, f"the feature cache {path.name}", NO_SPACE_REMEDY, partial=[tmp]):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+                for split, source in sources.items():
+                    info = _write_split(
+                        model,
+                        backbone,
+                        cut,
+                        source,
+                        tmp / f"{split}.arrow",
+                        device,
+                        batch_size,
+                        autocast,
+                        num_workers,
+                    )
+                    meta["splits"][split] = info
+            for file in sorted(tmp.glob("*.arrow")):
+                meta["files"][file.name] = {"size": file.stat().st_size, "blake2b": file_digest(file)}
+            meta["build_seconds"] = round(time.perf_counter() - started, 3)
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if path.exists():  # built meanwhile by another run with the same key, or a broken one we replace
             shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
@@ -213,6 +218,45 @@ def build_cache(
         shutil.rmtree(tmp, ignore_errors=True)
         model.train(was_training)
     return meta
+
+
+def build_folder(path: Path) -> Path:
+    """Where a build of ``path`` is written before it is renamed into place, named after its writer
+    (``.tmp-NAME-PID@HOST``) so that a later run can tell a killed build's leftovers from a live build's."""
+    return path.parent / f"{BUILDING}{path.name}-{os.getpid()}@{socket.gethostname()}"
+
+
+def remove_stale_builds(root: Path) -> list[str]:
+    """Delete the build folders under ``root`` whose writer is dead (killed mid-build: SIGKILL, preemption, power
+    loss); returns their names. A folder whose writer runs, or ran on another host (whose processes cannot be
+    asked), is left alone: another run may be building it right now."""
+    if not root.is_dir():
+        return []
+    here, removed = socket.gethostname(), []
+    for folder in sorted(root.glob(f"{BUILDING}*")):
+        writer = writer_of(folder.name)
+        if writer is not None and writer[1] == here and not process_alive(writer[0]):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def writer_of(name: str) -> tuple[int, str] | None:
+    """(pid, host) from a build folder's name; None for a name that does not record both."""
+    rest, _, host = name.rpartition("@")
+    pid = rest.rpartition("-")[2]
+    return (int(pid), host) if rest and host and pid.isdigit() else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_split(

@@ -151,17 +151,19 @@ def fit(
     )
     started = time.perf_counter()
     first_epoch = progress.epoch
-    for epoch in range(first_epoch, config.epochs):
-        train_epoch(state, epoch, inputs, resuming=bool(resumed_from) and epoch == first_epoch)
-        end_epoch(state, epoch)
-        if should_stop_early(state.progress, config.early_stopping_patience):
-            state.stopped_early_at = epoch + 1
-            accelerator.print(
-                f"Early stopping after epoch {epoch + 1}: {config.metric_for_best} has not improved for "
-                f"{config.early_stopping_patience} epoch(s) (best: epoch {progress.best_epoch})"
-            )
-            break
-    state.bar.close()
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            train_epoch(state, epoch, inputs, resuming=bool(resumed_from) and epoch == first_epoch)
+            end_epoch(state, epoch)
+            if should_stop_early(state.progress, config.early_stopping_patience):
+                state.stopped_early_at = epoch + 1
+                accelerator.print(
+                    f"Early stopping after epoch {epoch + 1}: {config.metric_for_best} has not improved for "
+                    f"{config.early_stopping_patience} epoch(s) (best: epoch {progress.best_epoch})"
+                )
+                break
+    finally:
+        state.bar.close()  # on an error too, so its one-line message starts a line of its own
     seconds = time.perf_counter() - started
     if tuning is not None:
         tuning.close()
