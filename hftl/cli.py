@@ -205,7 +205,7 @@ def _compare(argv: Sequence[str]) -> int:
 
     own = SettingsParser(
         prog="hftl compare",
-        description="Transfer vs from-scratch learning curves. Also takes every flag of `python -m hftl.train`.",
+        description="Every transfer plan vs from-scratch learning curves. Also takes every flag of `python -m hftl.train`.",
         add_help=False,
     )
     add_settings(own, CompareSettings, title="compare")
@@ -226,12 +226,10 @@ def _compare(argv: Sequence[str]) -> int:
     values.setdefault("case", AUTO_CASE)  # "the chosen transfer setup": the advisor's, unless --case is given
     config = resolve_config(values)
     report = compare(config, settings)
+    from hftl.recipes.report import verdict
+
     for size in report["sizes"]:
-        gain = size["benefit"]
-        print(
-            f"{size['train_examples']} examples: start {gain['start']:+.4f}, area under curve {gain['auc']:+.4f}, "
-            f"best {gain['asymptote']:+.4f} (transfer minus scratch, {report['metric']})"
-        )
+        print(verdict(size))
     print(
         f"Wrote {Path(resolve_config(values).output_dir) / 'report.md'} (and report.json, report.html, plots)"
     )

@@ -1,8 +1,9 @@
-"""``hftl compare``: does transfer pay off here? The chosen transfer setup against a from-scratch baseline.
+"""``hftl compare``: does transfer pay off here, and which plan? Every plan against a from-scratch baseline.
 
-For each training-set size (``--train-sizes 100,1000,all``) and seed (``--seeds 1,2,3``) it trains two runs with
-``hftl.recipes.run.run`` (the one training loop): the transfer setup as configured (``--case auto`` is resolved once per
-size by the advisor) and the baseline: the same architecture (the same cut for ``small_different``) from random
+For each training-set size (``--train-sizes 100,1000,all``) and seed (``--seeds 1,2,3``) it trains, with
+``hftl.recipes.run.run`` (the one training loop), every plan of ``--plans`` (default all: head-only, a cut + head,
+partial, LoRA, full fine-tuning, each at its default learning rate; ``--plans case``: only the setup ``--case`` names,
+``--case auto`` resolved once per size by the advisor's rules) and the baseline: the same architecture from random
 weights (``--init scratch``), every weight trained, with the same epochs, batch size and training examples. The
 baseline uses the from-scratch default learning rate unless ``--scratch-lr`` is given, and no conservative
 regularizers (there is no pretrained solution to stay near). Both evaluate every ``--eval-steps`` (default: about
@@ -27,7 +28,7 @@ from hftl.data.loading import splits_for
 from hftl.errors import ConfigError
 from hftl.recipes.report import benefits, plot_curves, plot_sizes, render_html, render_markdown
 from hftl.settings import AUTO_CASE
-from hftl.settings.compare import CompareSettings, parse_seeds, parse_sizes
+from hftl.settings.compare import COMPARE_PLANS, CompareSettings, parse_seeds, parse_sizes
 from hftl.tasks import get_task
 
 REPORT_JSON = "report.json"
@@ -49,6 +50,17 @@ def scratch_config(config: RunConfig, lr: float | None, output_dir: Path) -> Run
         merge_lora=False,
         output_dir=str(output_dir),
     )
+
+
+def plan_configs(base: RunConfig, plans: list[str] | None) -> dict[str, RunConfig]:
+    """The transfer arms: each named plan as its case and strategy (default cut, default LR unless --lr), or, for
+    ``--plans case``, the configured setup alone."""
+    if plans is None:
+        return {"transfer": base}
+    return {
+        name: base.replace(case=COMPARE_PLANS[name][0], strategy=COMPARE_PLANS[name][1], init="pretrained")
+        for name in plans
+    }
 
 
 def describe_setup(config: RunConfig) -> str:
@@ -85,7 +97,7 @@ def compare(
 
     settings = settings or CompareSettings()
     processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if processes > 1 and config.case == AUTO_CASE:
+    if processes > 1 and config.case == AUTO_CASE and settings.plan_list is None:
         raise ConfigError(
             "hftl compare --case auto runs in one process; resolve the case with `hftl advise` first"
         )
@@ -104,21 +116,36 @@ def compare(
             eval_steps=config.eval_steps or eval_every(examples, config, settings.evals_per_epoch),
         )
         note = None
-        if base.case == AUTO_CASE:
+        if base.case == AUTO_CASE and settings.plan_list is None:
             advice = advise_splits(base, task, splits_for(base, task, dataset))
             write_advice(output_dir / "runs" / f"size-{label}", [advice])
             base = apply_decision(base, advice.decision)
             note = f"--case auto chose {advice.decision.case}: " + " ".join(advice.decision.rationale)
-        curves: dict[str, list] = {"transfer": [], "scratch": []}
-        folders: dict[str, list[str]] = {"transfer": [], "scratch": []}
+        plans = plan_configs(base, settings.plan_list)
+        curves: dict[str, list] = {arm: [] for arm in [*plans, "scratch"]}
+        folders: dict[str, list[str]] = {arm: [] for arm in curves}
+        skipped: dict[str, str] = {}
         for seed in seeds:
             folder = output_dir / "runs" / f"size-{label}" / f"seed-{seed}"
-            transfer = base.replace(seed=seed, output_dir=str(folder / "transfer"))
-            scratch = scratch_config(transfer, settings.scratch_lr, folder / "scratch")
-            for arm, arm_config in (("transfer", transfer), ("scratch", scratch)):
-                result = run(arm_config, dataset=dataset)
+            arms = {arm: plan.replace(seed=seed, output_dir=str(folder / arm)) for arm, plan in plans.items()}
+            arms["scratch"] = scratch_config(base.replace(seed=seed), settings.scratch_lr, folder / "scratch")
+            for arm, arm_config in arms.items():
+                if arm in skipped:
+                    continue
+                try:
+                    result = run(arm_config, dataset=dataset)
+                except ConfigError as error:  # a plan this model has no use for (LoRA on word vectors, ...)
+                    if arm == "scratch" or len(plans) == 1:
+                        raise
+                    skipped[arm] = str(error)
+                    continue
                 curves[arm].append(result.metrics["curve"])
                 folders[arm].append(str(result.output_dir))
+        curves = {arm: runs for arm, runs in curves.items() if arm not in skipped}
+        if skipped:
+            note = ((note + " ") if note else "") + " ".join(
+                f"{arm} skipped: {why}" for arm, why in skipped.items()
+            )
         size_report = {
             "train_size": label,
             "train_examples": examples,
@@ -128,7 +155,9 @@ def compare(
             "plot": f"curves-{label}.png",
             "curves": curves,
             "output_dirs": folders,
-            "transfer_setup": describe_setup(base),
+            "transfer_setup": "; ".join(
+                f"{arm}: {describe_setup(plan)}" for arm, plan in plans.items() if arm not in skipped
+            ),
             "scratch_setup": describe_setup(scratch_config(base, settings.scratch_lr, output_dir)),
         }
         sizes_out.append(summarise_size(size_report, metric, settings.target, output_dir))

@@ -1,7 +1,7 @@
 """Transfer benefits from learning curves, and the plots and summaries a person reads.
 
 Three benefits of transfer (Torrey & Shavlik's "higher start, higher slope, higher asymptote"), measured on the
-validation curves of a transfer run and a from-scratch run with the same budget:
+validation curves of each transfer plan's runs and the from-scratch runs with the same budget:
 
 - **start**: the metric at the first evaluation (after the first ``eval_steps`` steps, or the first epoch);
 - **slope**: the area under the learning curve, normalised to the mean metric over the run (trapezoids over the
@@ -9,9 +9,9 @@ validation curves of a transfer run and a from-scratch run with the same budget:
   an arm that never gets there is reported as such);
 - **asymptote**: the best metric.
 
-With several seeds each number is a mean (with its standard deviation) over seeds; benefits are transfer minus
-scratch, except steps to target, reported for both (fewer is better). Plots use matplotlib (``pip install
-hftl[report]``) on the Agg backend.
+With several seeds each number is a mean (with its standard deviation) over seeds; benefits are each plan minus
+scratch, except steps to target, reported for every arm (fewer is better); one sentence per training-set size says
+which plan wins and by how much. Plots use matplotlib (``pip install hftl[report]``) on the Agg backend.
 """
 
 from __future__ import annotations
@@ -26,8 +26,21 @@ import numpy as np
 
 from hftl.errors import ConfigError
 
-ARMS = ("transfer", "scratch")
-COLOURS = {"transfer": "#1f77b4", "scratch": "#d62728"}
+BASELINE = "scratch"
+COLOURS = {"scratch": "#d62728"}
+PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+KEYS = ("start", "auc", "asymptote")
+
+
+def arms_of(runs: dict[str, Any]) -> list[str]:
+    """The arms in report order: the plans as given, the baseline last."""
+    return [arm for arm in runs if arm != BASELINE] + [BASELINE]
+
+
+def colour(arm: str, arms: list[str]) -> str:
+    return COLOURS.get(arm) or PALETTE[arms.index(arm) % len(PALETTE)]
+
+
 TARGET_FRACTION = 0.9
 
 
@@ -78,26 +91,57 @@ def _summary(values: Sequence[float | None]) -> dict[str, float | None]:
 def benefits(
     runs: dict[str, list[Sequence[dict[str, Any]]]], metric: str, target: float | None = None
 ) -> dict:
-    """Figures per arm (mean/std over seeds) and the transfer-minus-scratch benefits, from each arm's curves."""
-    for arm in ARMS:
+    """Figures per arm (mean/std over seeds) and each plan's benefits over scratch, from every arm's curves;
+    ``benefit`` and ``best_plan`` are the plan with the best asymptote."""
+    order = arms_of(runs)
+    for arm in order:
         if not runs.get(arm):
             raise ConfigError(f"no {arm} runs to compare")
+    if len(order) < 2:
+        raise ConfigError("no transfer runs to compare with scratch")
     if target is None:
-        best = {arm: np.mean([curve_points(c, metric)[1].max() for c in runs[arm]]) for arm in ARMS}
+        best = {arm: np.mean([curve_points(c, metric)[1].max() for c in runs[arm]]) for arm in order}
         target = TARGET_FRACTION * float(max(best.values()))
-    per_run = {arm: [run_figures(c, metric, target) for c in runs[arm]] for arm in ARMS}
+    per_run = {arm: [run_figures(c, metric, target) for c in runs[arm]] for arm in order}
     arms = {
-        arm: {
-            key: _summary([f[key] for f in figures])
-            for key in ("start", "auc", "steps_to_target", "asymptote")
-        }
-        for arm, figures in per_run.items()
+        arm: {key: _summary([f[key] for f in per_run[arm]]) for key in (*KEYS, "steps_to_target")}
+        for arm in order
     }
-    gain = {
-        key: arms["transfer"][key]["mean"] - arms["scratch"][key]["mean"]
-        for key in ("start", "auc", "asymptote")
+    gains = {
+        arm: {key: arms[arm][key]["mean"] - arms[BASELINE][key]["mean"] for key in KEYS}
+        for arm in order
+        if arm != BASELINE
     }
-    return {"metric": metric, "target": target, "arms": arms, "benefit": gain, "runs": per_run}
+    best_plan = max(gains, key=lambda arm: arms[arm]["asymptote"]["mean"])
+    return {
+        "metric": metric,
+        "target": target,
+        "arms": arms,
+        "benefits": gains,
+        "best_plan": best_plan,
+        "benefit": gains[best_plan],
+        "runs": per_run,
+    }
+
+
+def verdict(size: dict[str, Any]) -> str:
+    """One sentence: which arm is best at this size and by how much against scratch (points of the metric)."""
+    arms, metric, examples = size["arms"], size["metric"], size["train_examples"]
+    best = max(arms, key=lambda arm: arms[arm]["asymptote"]["mean"])
+    scratch = arms[BASELINE]["asymptote"]["mean"]
+    if best == BASELINE:
+        plan = size["best_plan"]
+        value = arms[plan]["asymptote"]["mean"]
+        return (
+            f"With {examples:,} training examples no plan beats scratch: scratch reaches {metric} {scratch:.4f}, "
+            f"the best plan ({plan}) {value:.4f} ({100 * (value - scratch):+.1f} points)."
+        )
+    value, gain = arms[best]["asymptote"]["mean"], size["benefits"][best]
+    return (
+        f"With {examples:,} training examples {best} is best: {metric} {value:.4f}, "
+        f"{100 * (value - scratch):+.1f} points over scratch ({scratch:.4f}), starting "
+        f"{100 * gain['start']:+.1f} points higher."
+    )
 
 
 # --- plots --------------------------------------------------------------------------------------------------------
@@ -128,26 +172,29 @@ def _save(plt: Any, figure: Any, axis: Any, xlabel: str, metric: str, title: str
 def plot_curves(
     runs: dict[str, list[Sequence[dict[str, Any]]]], metric: str, target: float, title: str, path: Path
 ) -> Path:
-    """Learning curves of both arms: the mean over seeds, with the seeds' range shaded."""
+    """Learning curves of every arm: the mean over seeds, with the seeds' range shaded."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for arm in ARMS:
+    order = arms_of(runs)
+    for arm in order:
         curves = [curve_points(c, metric) for c in runs[arm]]
         steps = curves[0][0]
         values = np.stack([np.interp(steps, s, v) for s, v in curves])
-        axis.plot(steps, values.mean(axis=0), marker="o", markersize=3, color=COLOURS[arm], label=arm)
+        tint = colour(arm, order)
+        axis.plot(steps, values.mean(axis=0), marker="o", markersize=3, color=tint, label=arm)
         if len(curves) > 1:
-            axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=COLOURS[arm], alpha=0.2)
+            axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=tint, alpha=0.2)
     axis.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:.3f}")
     return _save(plt, figure, axis, "optimizer steps", metric, title, path)
 
 
 def plot_sizes(sizes: list[dict[str, Any]], metric: str, path: Path) -> Path:
-    """Start and best metric of both arms against the training-set size."""
+    """Start and best metric of every arm against the training-set size."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     xs = [s["train_examples"] for s in sizes]
-    for arm in ARMS:
+    order = arms_of(sizes[0]["arms"])
+    for arm in order:
         for key, style in (("asymptote", "-"), ("start", "--")):
             ys = [s["arms"][arm][key]["mean"] for s in sizes]
             axis.plot(
@@ -155,7 +202,7 @@ def plot_sizes(sizes: list[dict[str, Any]], metric: str, path: Path) -> Path:
                 ys,
                 style,
                 marker="o",
-                color=COLOURS[arm],
+                color=colour(arm, order),
                 label=f"{arm}: {'best' if key == 'asymptote' else 'start'}",
             )
     axis.set_xscale("log")
@@ -181,53 +228,44 @@ def _steps(summary: dict[str, float | None], seeds: int) -> str:
     return text + (f" ({summary['reached']}/{seeds} seeds)" if summary["reached"] < seeds else "")
 
 
-def size_rows(size: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(what, transfer, scratch, benefit) rows of one training-set size."""
-    arms, gain, seeds = size["arms"], size["benefit"], len(size["runs"]["transfer"])
-    start_step = size["runs"]["transfer"][0]["start_step"]
-    return [
-        (
-            f"start ({size['metric']} at step {start_step})",
-            _num(arms["transfer"]["start"]),
-            _num(arms["scratch"]["start"]),
-            f"{gain['start']:+.4f}",
-        ),
-        (
-            "slope: area under the curve (mean metric)",
-            _num(arms["transfer"]["auc"]),
-            _num(arms["scratch"]["auc"]),
-            f"{gain['auc']:+.4f}",
-        ),
-        (
-            f"slope: steps to reach {size['target']:.4f}",
-            _steps(arms["transfer"]["steps_to_target"], seeds),
-            _steps(arms["scratch"]["steps_to_target"], seeds),
-            _speedup(arms),
-        ),
-        (
-            "asymptote: best",
-            _num(arms["transfer"]["asymptote"]),
-            _num(arms["scratch"]["asymptote"]),
-            f"{gain['asymptote']:+.4f}",
-        ),
+def size_rows(size: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The header (one column per arm) and the rows (start, slope, steps to target, asymptote) of one size, then
+    one row per plan's benefits over scratch."""
+    order = arms_of(size["arms"])
+    arms, seeds = size["arms"], len(size["runs"][order[0]])
+    start_step = size["runs"][order[0]][0]["start_step"]
+    rows = [
+        [f"start ({size['metric']} at step {start_step})"] + [_num(arms[a]["start"]) for a in order],
+        ["slope: area under the curve (mean metric)"] + [_num(arms[a]["auc"]) for a in order],
+        [f"slope: steps to reach {size['target']:.4f}"]
+        + [_steps(arms[a]["steps_to_target"], seeds) for a in order],
+        ["asymptote: best"] + [_num(arms[a]["asymptote"]) for a in order],
     ]
+    for plan, gain in size["benefits"].items():
+        rows.append(
+            [f"{plan} - scratch: start / area / best"]
+            + [
+                f"{gain['start']:+.4f} / {gain['auc']:+.4f} / {gain['asymptote']:+.4f} ({_speedup(arms, plan)})"
+                if arm == plan
+                else ""
+                for arm in order
+            ]
+        )
+    return ["", *order], rows
 
 
-def _speedup(arms: dict[str, Any]) -> str:
-    transfer, scratch = (
-        arms["transfer"]["steps_to_target"]["mean"],
-        arms["scratch"]["steps_to_target"]["mean"],
-    )
-    if transfer is None:
-        return "transfer never reached it"
+def _speedup(arms: dict[str, Any], plan: str) -> str:
+    mine, scratch = arms[plan]["steps_to_target"]["mean"], arms[BASELINE]["steps_to_target"]["mean"]
+    if mine is None:
+        return "never reached the target"
     if scratch is None:
-        return "scratch never reached it"
-    if transfer == scratch:
-        return "same"
+        return "scratch never reached the target"
+    if mine == scratch:
+        return "same steps to target"
     return (
-        f"{scratch / max(transfer, 1e-9):.1f}x fewer steps"
-        if transfer < scratch
-        else f"{transfer / scratch:.1f}x more steps"
+        f"{scratch / max(mine, 1e-9):.1f}x fewer steps"
+        if mine < scratch
+        else f"{mine / scratch:.1f}x more steps"
     )
 
 
@@ -237,18 +275,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Task `{report['task']}`, model `{report['model']}`: **{report['transfer_setup']}** against a "
         f"from-scratch baseline ({report['scratch_setup']}) with the same budget ({report['epochs']} epochs, "
-        f"batch size {report['batch_size']}), seeds {', '.join(map(str, report['seeds']))}.",
+        f"batch size {report['batch_size']}), seeds {', '.join(map(str, report['seeds']))}. Numbers are "
+        f"validation {report['metric']}.",
         "",
     ]
     if report.get("sizes_plot"):
         lines += [f"![start and best by training-set size]({report['sizes_plot']})", ""]
     for size in report["sizes"]:
         lines += [f"## {size['train_examples']:,} training examples", ""]
-        lines += [f"Transfer: {size['transfer_setup']}; baseline: {size['scratch_setup']}.", ""]
+        lines += [f"**{verdict(size)}**", ""]
+        lines += [f"Plans: {size['transfer_setup']}; baseline: {size['scratch_setup']}.", ""]
         if size.get("case_note"):
             lines += [size["case_note"], ""]
-        lines += ["| | transfer | scratch | benefit |", "| --- | --- | --- | --- |"]
-        lines += [f"| {' | '.join(row)} |" for row in size_rows(size)]
+        header, rows = size_rows(size)
+        lines += [f"| {' | '.join(header)} |", "| " + " | ".join("---" for _ in header) + " |"]
+        lines += [f"| {' | '.join(row)} |" for row in rows]
         lines += ["", f"![learning curves, {size['train_examples']} examples]({size['plot']})", ""]
     return "\n".join(lines)
 
@@ -274,13 +315,15 @@ def render_html(report: dict[str, Any], folder: Path) -> str:
         parts.append(image(report["sizes_plot"], "start and best by training-set size"))
     for size in report["sizes"]:
         parts.append(f"<h2>{size['train_examples']:,} training examples</h2>")
+        parts.append(f"<p><b>{html.escape(verdict(size))}</b></p>")
         parts.append(
-            f"<p>Transfer: {html.escape(size['transfer_setup'])}; baseline: {html.escape(size['scratch_setup'])}.</p>"
+            f"<p>Plans: {html.escape(size['transfer_setup'])}; baseline: {html.escape(size['scratch_setup'])}.</p>"
         )
         if size.get("case_note"):
             parts.append(f"<p>{html.escape(size['case_note'])}</p>")
-        parts.append("<table><tr><th></th><th>transfer</th><th>scratch</th><th>benefit</th></tr>")
-        for row in size_rows(size):
+        header, rows = size_rows(size)
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        for row in rows:
             parts.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>")
         parts.append("</table>")
         parts.append(image(size["plot"], f"learning curves, {size['train_examples']} examples"))
@@ -301,4 +344,5 @@ __all__ = [
     "render_html",
     "render_markdown",
     "steps_to",
+    "verdict",
 ]

@@ -6,11 +6,28 @@ from dataclasses import dataclass, field
 
 from hftl.errors import ConfigError
 
+# the plans `hftl compare` trains against scratch: the four cases' textbook rules (head-only, a cut + head, full
+# fine-tuning; large_different's scratch is the baseline itself), partial freezing and LoRA -> (case, strategy)
+COMPARE_PLANS = {
+    "head": ("small_similar", "head"),
+    "head_cut": ("small_different", "head"),
+    "partial": ("small_similar", "partial"),
+    "lora": ("large_similar", "lora"),
+    "full": ("large_similar", "full"),
+}
+
 
 @dataclass
 class CompareSettings:
     """What ``hftl compare`` adds to the run settings (flags of `hftl compare`)."""
 
+    plans: str = field(
+        default="all",
+        metadata={
+            "help": "What is compared with scratch: all (" + ", ".join(COMPARE_PLANS) + "), a comma list of "
+            "them, or case (only the setup --case/--strategy name; --case auto: the advisor's)."
+        },
+    )
     train_sizes: str = field(
         default="all",
         metadata={"help": "Comma-separated training-set sizes to compare at, 'all' for the whole split."},
@@ -36,11 +53,27 @@ class CompareSettings:
 
     def __post_init__(self) -> None:
         self.sizes = parse_sizes(self.train_sizes)
+        self.plan_list = parse_plans(self.plans)
         self.seed_list = parse_seeds(self.seeds) if self.seeds else None
         if self.evals_per_epoch < 1:
             raise ConfigError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
         if self.scratch_lr is not None and self.scratch_lr <= 0:
             raise ConfigError(f"scratch_lr must be > 0, got {self.scratch_lr}")
+
+
+def parse_plans(text: str) -> list[str] | None:
+    """'all' -> every plan, 'case' -> None (the configured setup only), else the named plans."""
+    if text == "all":
+        return list(COMPARE_PLANS)
+    if text == "case":
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in COMPARE_PLANS]
+    if unknown or not names:
+        raise ConfigError(
+            f"--plans: {', '.join(unknown) or repr(text)} unknown; use all, case or some of {', '.join(COMPARE_PLANS)}"
+        )
+    return names
 
 
 def parse_sizes(text: str) -> list[int | None]:

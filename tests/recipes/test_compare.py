@@ -10,7 +10,8 @@ import hftl
 from hftl.cli import main
 from hftl.config import RunConfig
 from hftl.recipes.compare import CompareSettings, parse_sizes, rebuild_report, scratch_config
-from hftl.recipes.report import area_under_curve, benefits, curve_points, steps_to
+from hftl.recipes.report import area_under_curve, benefits, curve_points, steps_to, verdict
+from hftl.settings.compare import COMPARE_PLANS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +85,7 @@ def test_hftl_compare_writes_report_plots_and_summaries(model_dirs, image_folder
     args = ["compare", "--task", "image", "--model", str(model_dirs["vit"]), "--dataset", str(image_folder)]
     args += ["--output-dir", str(out), "--train-sizes", "12,all", "--epochs", "1", "--batch-size", "8"]
     args += ["--lr", "0.05", "--evals-per-epoch", "3", "--case", "auto", "--advise-similar-logme", "-100"]
-    args += ["--advise-depth-margin", "100"]
+    args += ["--advise-depth-margin", "100", "--plans", "case"]
     assert main(args) == 0
     assert "start" in capsys.readouterr().out
     for name in ("report.json", "report.md", "report.html", "curves-12.png", "curves-all.png", "sizes.png"):
@@ -116,3 +117,47 @@ def test_hftl_compare_help_lists_its_own_and_the_run_flags(capsys):
     assert main(["compare", "--help"]) == 0
     printed = capsys.readouterr().out
     assert "--train-sizes" in printed and "--scratch-lr" in printed and "--regularizer" in printed
+
+
+def test_the_verdict_names_the_best_plan_and_its_margin_over_scratch():
+    runs = {
+        "head": [curve([0.6, 0.7])],
+        "full": [curve([0.5, 0.9])],
+        "scratch": [curve([0.3, 0.8])],
+    }
+    figures = benefits(runs, "accuracy")
+    assert figures["best_plan"] == "full" and figures["benefits"]["head"]["start"] == pytest.approx(0.3)
+    size = {**figures, "train_examples": 1200}
+    assert verdict(size) == (
+        "With 1,200 training examples full is best: accuracy 0.9000, +10.0 points over scratch (0.8000), "
+        "starting +20.0 points higher."
+    )
+    losing = benefits({"head": [curve([0.5, 0.6])], "scratch": [curve([0.4, 0.7])]}, "accuracy")
+    assert verdict({**losing, "train_examples": 50}) == (
+        "With 50 training examples no plan beats scratch: scratch reaches accuracy 0.7000, the best plan (head) "
+        "0.6000 (-10.0 points)."
+    )
+
+
+def test_hftl_compare_trains_every_plan_against_scratch(model_dirs, text_folder, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--task", "text", "--model", str(model_dirs["bert"]), "--dataset", str(text_folder)]
+    assert (
+        main([*args, "--output-dir", str(out), "--epochs", "1", "--batch-size", "8", "--keep-layers", "1"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    (size,) = report["sizes"]
+    assert set(size["curves"]) == {"head", "head_cut", "partial", "lora", "full", "scratch"}
+    assert set(size["benefits"]) == {"head", "head_cut", "partial", "lora", "full"}
+    for plan, (case, strategy) in COMPARE_PLANS.items():
+        metrics = json.loads((out / size["output_dirs"][plan][0] / "metrics.json").read_text())
+        assert (metrics["case"], metrics["strategy"], metrics["init"]) == (case, strategy, "pretrained")
+    assert verdict(size) in printed and verdict(size) in (out / "report.md").read_text()
+    best = max(size["arms"], key=lambda arm: size["arms"][arm]["asymptote"]["mean"])
+    assert f" {best} is best" in verdict(size) or "no plan beats scratch" in verdict(size)
+    header = next(
+        line for line in (out / "report.md").read_text().splitlines() if line.startswith("|  | head")
+    )
+    assert header == "|  | head | head_cut | partial | lora | full | scratch |"
