@@ -53,6 +53,15 @@ from hftl.recipes.demo import quiet_output  # noqa: E402
 PLANS: dict[str, dict[str, Any]] = {
     "head": {"case": "small_similar", "strategy": "head", "init": "pretrained"},
     "head_trunc": {"case": "small_different", "strategy": "head", "init": "pretrained"},
+    # the same two with the seeds' MLP head (Keras ResNet50/CIFAR-10): is a linear head on the cut's few pooled
+    # channels what caps the textbook small_different?
+    "head_mlp": {"case": "small_similar", "strategy": "head", "init": "pretrained", "head": "mlp:512"},
+    "head_trunc_mlp": {
+        "case": "small_different",
+        "strategy": "head",
+        "init": "pretrained",
+        "head": "mlp:512",
+    },
     "partial": {"case": "large_similar", "strategy": "partial", "init": "pretrained"},
     "lora": {"case": "large_similar", "strategy": "lora", "init": "pretrained"},
     "full": {"case": "large_similar", "strategy": "full", "init": "pretrained"},
@@ -73,6 +82,8 @@ GRIDS: dict[str, dict[str, list[float]]] = {
     "resnet": {
         "head": _CNN + [3e-2],
         "head_trunc": _CNN + [3e-2],
+        "head_mlp": _CNN + [3e-2],
+        "head_trunc_mlp": _CNN + [3e-2],
         "partial": _CNN,
         "lora": _CNN,
         "full": _CNN,
@@ -82,6 +93,8 @@ GRIDS: dict[str, dict[str, list[float]]] = {
     "bert": {
         "head": [1e-3, 3e-3, 1e-2],
         "head_trunc": [1e-3, 3e-3, 1e-2],
+        "head_mlp": [1e-3, 3e-3, 1e-2],
+        "head_trunc_mlp": [1e-3, 3e-3, 1e-2],
         "partial": [2e-5, 5e-5, 1e-4, 3e-4],
         "lora": [3e-4, 1e-3, 3e-3],
         "full": [2e-5, 5e-5, 1e-4, 3e-4],
@@ -94,12 +107,23 @@ TODAY_DEFAULTS: dict[str, dict[str, float]] = {
     "resnet": {
         "head": 1e-3,
         "head_trunc": 1e-3,
+        "head_mlp": 1e-3,
+        "head_trunc_mlp": 1e-3,
         "partial": 1e-4,
         "lora": 5e-4,
         "full": 5e-5,
         "scratch": 1e-3,
     },
-    "bert": {"head": 1e-3, "head_trunc": 1e-3, "partial": 1e-4, "lora": 5e-4, "full": 5e-5, "scratch": 1e-3},
+    "bert": {
+        "head": 1e-3,
+        "head_trunc": 1e-3,
+        "head_mlp": 1e-3,
+        "head_trunc_mlp": 1e-3,
+        "partial": 1e-4,
+        "lora": 5e-4,
+        "full": 5e-5,
+        "scratch": 1e-3,
+    },
     "vectors": {"head": 1e-3, "full": 1e-3, "scratch": 1e-3},
 }
 
@@ -439,6 +463,7 @@ def run_one(
                 report_to="none",
                 save_total_limit=1,
                 log_steps=1000,
+                overwrite_output_dir=True,  # the suite owns its work folders (a killed run leaves one)
                 feature_cache_dir=str(args.cache / "features"),
                 **settings,
                 **extra,

@@ -33,6 +33,9 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output-dir", default="runs/bench-minilm-sst2")
+    parser.add_argument(
+        "--parts", default="compare,head,lora", help="what to run: compare (full vs scratch), head, lora"
+    )
     args = parser.parse_args()
 
     import hftl
@@ -60,10 +63,17 @@ def main() -> None:
             "output_dir": str(out / "compare"),
         }
     )
-    report = compare(
-        config, CompareSettings(train_sizes=args.sizes, scratch_lr=5e-4, evals_per_epoch=1), data
-    )
+    parts = set(args.parts.split(","))
     rows = []
+    report = (
+        compare(
+            config,
+            CompareSettings(plans="case", train_sizes=args.sizes, scratch_lr=5e-4, evals_per_epoch=1),
+            data,
+        )
+        if "compare" in parts
+        else {"sizes": []}
+    )
     for size in report["sizes"]:
         transfer, scratch = size["arms"]["transfer"], size["arms"]["scratch"]
         rows.append({"train": size["train_examples"], "setup": "full (large_similar)", **_arm(transfer)})
@@ -73,9 +83,11 @@ def main() -> None:
         rows[-2]["benefit"] = size["benefit"]
     for size in sizes:
         for setup, settings in {
-            "head (small_similar)": {"case": "small_similar", "epochs": args.head_epochs},
+            "head (small_similar)": {"case": "small_similar", "strategy": "head", "epochs": args.head_epochs},
             "LoRA r=8": {"case": "large_similar", "strategy": "lora", "epochs": args.epochs, "lr": 5e-4},
         }.items():
+            if setup.split()[0].lower() not in parts:
+                continue
             result = hftl.train(
                 dataset=data,
                 max_train_samples=size,

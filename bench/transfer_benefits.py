@@ -147,7 +147,8 @@ def run_compare(
     out: Path, dataset: DatasetDict, settings: dict, sizes: str, seeds: str, scratch_lr: float
 ) -> dict:
     config = resolve_config({**settings, "output_dir": str(out)})
-    report = compare(config, CompareSettings(train_sizes=sizes, seeds=seeds, scratch_lr=scratch_lr), dataset)
+    arms = CompareSettings(plans="case", train_sizes=sizes, seeds=seeds, scratch_lr=scratch_lr)
+    report = compare(config, arms, dataset)
     return {
         "setup": report["transfer_setup"],
         "baseline": report["scratch_setup"],
