@@ -93,6 +93,26 @@ def _data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
     return splits
 
 
+def _check_has_rows(path: Path, split: str, builder: str, encoding: str) -> None:
+    """An empty or header-only text file is one clear error naming it, not a builder's 'corresponds to no data'."""
+    if builder not in ("csv", "json"):
+        return
+    try:
+        with open(path, encoding=encoding, errors="replace") as handle:
+            lines = [line for line, _ in zip(handle, range(3), strict=False) if line.strip()]
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror or error}") from error
+    header_rows = 1 if builder == "csv" else 0
+    if len(lines) <= header_rows:
+        what = "is empty" if not lines else "has a header and no rows"
+        columns = (
+            "a header (e.g. text,label) and one row per example"
+            if builder == "csv"
+            else "one JSON object per line"
+        )
+        raise DataError(f"{path} ({split} split) {what}; it needs {columns}")
+
+
 def _load_files(files: dict[str, list[Path]], encoding: str = "utf-8") -> DatasetDict:
     suffixes = {p.suffix.lower() for paths in files.values() for p in paths}
     builders = {FILE_BUILDERS[s] for s in suffixes}
@@ -105,6 +125,9 @@ def _load_files(files: dict[str, list[Path]], encoding: str = "utf-8") -> Datase
     if builder in ("csv", "json"):
         kwargs["encoding"] = encoding
     data_files = {split: [str(p) for p in paths] for split, paths in files.items()}
+    for split, paths in files.items():
+        for path in paths:
+            _check_has_rows(path, split, builder, encoding)
     try:
         return datasets.load_dataset(builder, data_files=data_files, **kwargs)
     except Exception as error:

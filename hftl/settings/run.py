@@ -126,7 +126,7 @@ class TransferSettings:
             "help": "Start from the pretrained weights, or from random weights (the from-scratch baseline)."
         },
     )
-    pooling: str = field(
+    pooling: Literal["auto", "pooler", "cls", "mean", "max"] = field(
         default="auto",
         metadata={
             "help": "How the head reads the encoder: pooler (the family's own head: BERT's [CLS] pooler, ResNet's "

@@ -136,3 +136,14 @@ def test_a_class_with_no_training_examples_is_refused():
     )
     with pytest.raises(hftl.DataError, match=r"class\(es\) \['fox'\] .* have no training examples"):
         splits_of(raw)
+
+
+@pytest.mark.parametrize("content,what", [("", "is empty"), ("text,label\n", "has a header and no rows")])
+def test_an_empty_or_header_only_csv_is_one_error_naming_the_file(tmp_path, content, what):
+    from hftl.data.loading import splits_for
+    from hftl.errors import DataError
+
+    (tmp_path / "train.csv").write_text(content)
+    config = hftl.RunConfig(task="text", case="small_similar", dataset=str(tmp_path))
+    with pytest.raises(DataError, match=f"train.csv \\(train split\\) {what}; it needs a header"):
+        splits_for(config, hftl.get_task("text"))
