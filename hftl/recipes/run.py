@@ -43,8 +43,8 @@ from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import load_metrics
 from hftl.training.resume import check_resume_target, run_fingerprint
 from hftl.training.throughput import format_summary
-from hftl.transfer.apply import ParameterCount, apply_plan, count_parameters
-from hftl.transfer.cases import make_plan
+from hftl.transfer.apply import ParameterCount, adapt_to_plan, count_parameters, shape_to_plan
+from hftl.transfer.cases import make_plan, measure_blocks
 from hftl.transfer.plan import TransferPlan
 
 
@@ -278,7 +278,9 @@ def build_network(
     model = build_model(task, config, splits.labels, processor)
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
-    model = apply_plan(plan, model, backbone)
+    shape_to_plan(plan, model, backbone)  # cut, new head
+    plan = measure_blocks(plan, model)  # what is printed and saved: the blocks as they train, after the cut
+    model = adapt_to_plan(plan, model)
     keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
     channels_last = wants_channels_last(config, backbone, accelerator.device)
     apply_memory_format(model, channels_last)
