@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from huggingface_hub import HfApi, get_token
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub.utils import filter_repo_objects
 
 from hftl.errors import HftlError, ModelError, unknown_choice
 from hftl.outputs.artifacts import (
@@ -222,19 +223,23 @@ def select_files(folder: Path, kind: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _upload(folder: Path, repo_id: str, files: tuple[str, ...], private: bool, message: str) -> str:
+def _upload(
+    folder: Path,
+    repo_id: str,
+    files: tuple[str, ...],
+    private: bool,
+    message: str,
+    replaced: dict[str, bytes] | None = None,
+) -> str:
+    """One commit of ``files`` from ``folder`` (``replaced``: names sent with these bytes instead)."""
     api = HfApi()  # huggingface_hub resolves the token itself (login file or HF_TOKEN); hftl never holds it
+    replaced = replaced or {}
+    sent = filter_repo_objects(files, ignore_patterns=list(NEVER_SEND))
+    operations = [CommitOperationAdd(name, replaced.get(name) or str(folder / name)) for name in sent]
     try:
         # private=None keeps the namespace's default visibility (and never changes an existing repo)
         api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            repo_type="model",
-            allow_patterns=list(files),
-            ignore_patterns=list(NEVER_SEND),
-            commit_message=message,
-        )
+        commit = api.create_commit(repo_id, operations, commit_message=message, repo_type="model")
     except Exception as error:  # network, HTTP (401/403/404/5xx), timeout, offline mode
         raise PushError(f"upload to {repo_id} failed: {describe(error)}") from error
     return commit.commit_url
