@@ -39,7 +39,8 @@ MODEL_FILES = (
     "model-*-of-*.safetensors",
     "model.safetensors.index.json",
 )
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", f"{BASE_CONFIG_DIR}/config.json")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_FILES = (ADAPTER_CONFIG, "adapter_model.safetensors", f"{BASE_CONFIG_DIR}/config.json")
 PROCESSOR_FILES = (
     "preprocessor_config.json",
     "processor_config.json",
@@ -105,6 +106,11 @@ def _write_model(model: nn.Module, processor: Any, folder: Path, merge_lora: boo
         loadable.append(folder)
     processor.save_pretrained(folder)
     return loadable
+
+
+def holds_base(folder: Path) -> bool:
+    """A LoRA folder that carries its frozen base (config.json beside the adapter), as hftl saves them now."""
+    return (folder / ADAPTER_CONFIG).is_file() and (folder / "config.json").is_file()
 
 
 def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
