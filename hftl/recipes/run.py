@@ -361,7 +361,8 @@ def save_outputs(
 ) -> None:
     """Main process: the model (or adapter), processor, metrics.json and the model card (a full disk: one line)."""
     output_dir = Path(config.output_dir)
-    save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
+    auto_model = get_task(config.task).auto_model
+    save_model(trained, processor, output_dir, merge_lora=config.merge_lora, auto_model=auto_model)
     write_metrics(output_dir, metrics)
     with space_checked(output_dir, "the model card", NO_SPACE_REMEDY):
         write_cards(output_dir, repo_id=config.push_to_hub)
