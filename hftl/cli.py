@@ -26,12 +26,15 @@ def _plan(argv: Sequence[str]) -> int:
     from hftl.recipes.run import quiet_library_logs
     from hftl.sources.registry import build_meta_model
     from hftl.tasks import get_task
-    from hftl.transfer.cases import make_plan
+    from hftl.transfer.apply import shape_to_plan
+    from hftl.transfer.cases import make_plan, measure_blocks
 
     quiet_library_logs()
     model = build_meta_model(get_task(config.task), config)
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
+    shape_to_plan(plan, model, backbone)  # the cut, as a run makes it: the head's size after it
+    plan = measure_blocks(plan, model)
     print(plan.render())
     print(_cache_line(config, plan, backbone, model))
     return 0

@@ -1,5 +1,6 @@
-"""What a run leaves in OUTPUT_DIR: a model ``transformers.pipeline`` loads (or a PEFT adapter, plus an optional
-merged model), its processor or tokenizer, the resolved config, the transfer plan and the metrics.
+"""What a run leaves in OUTPUT_DIR: a model ``transformers.pipeline`` loads (for LoRA, the PEFT adapter beside the
+frozen base it adapts, plus an optional merged model), its processor or tokenizer, the resolved config, the transfer
+plan and the metrics.
 
 Only the main process writes. Nothing here touches the network: pushing is a separate, last step.
 """
@@ -39,7 +40,9 @@ MODEL_FILES = (
     "model-*-of-*.safetensors",
     "model.safetensors.index.json",
 )
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", f"{BASE_CONFIG_DIR}/config.json")
+ADAPTER_CONFIG = "adapter_config.json"
+# a LoRA folder: the adapter and the frozen base it adapts (base_config/: how runs saved before the base was kept)
+ADAPTER_FILES = (ADAPTER_CONFIG, "adapter_model.safetensors", *MODEL_FILES, f"{BASE_CONFIG_DIR}/config.json")
 PROCESSOR_FILES = (
     "preprocessor_config.json",
     "processor_config.json",
@@ -69,9 +72,17 @@ def write_run_files(output_dir: Path, config: RunConfig, plan: TransferPlan) -> 
     plan.save(output_dir / PLAN_FILE)
 
 
-def save_model(model: nn.Module, processor: Any, output_dir: Path, merge_lora: bool = False) -> list[Path]:
-    """Save weights (safetensors) with the processor; LoRA models save the adapter (head included) and, if asked,
-    a merged full model in ``merged/``. Returns the folders that ``pipeline`` can load.
+def save_model(
+    model: nn.Module,
+    processor: Any,
+    output_dir: Path,
+    merge_lora: bool = False,
+    auto_model: str | None = None,
+) -> list[Path]:
+    """Save weights (safetensors) with the processor; LoRA models save the adapter (head included) beside the
+    frozen base it adapts (``write_adapter``) and, if asked, a merged full model in ``merged/``. ``auto_model``:
+    the task's Auto class, which PEFT's ``AutoPeftModel`` builds the base with. Returns the folders that
+    ``pipeline`` can load.
 
     Everything is written to a staging folder first and renamed into place, so a save that fails (a full disk)
     leaves no half-written model beside the run's other files, and says so in one line."""
@@ -82,19 +93,21 @@ def save_model(model: nn.Module, processor: Any, output_dir: Path, merge_lora: b
     staging.mkdir()
     try:
         with space_checked(output_dir, "the trained model", NO_SPACE_REMEDY, partial=[staging]):
-            loadable = _write_model(model, processor, staging, merge_lora)
+            loadable = _write_model(model, processor, staging, merge_lora, output_dir, auto_model)
         move_into(staging, output_dir)
     finally:
         remove_path(staging)
     return [output_dir / path.relative_to(staging) for path in loadable]
 
 
-def _write_model(model: nn.Module, processor: Any, folder: Path, merge_lora: bool) -> list[Path]:
+def _write_model(
+    model: nn.Module, processor: Any, folder: Path, merge_lora: bool, home: Path, auto_model: str | None
+) -> list[Path]:
+    """Into ``folder`` (staging); ``home`` is where the files will live, which the adapter names as its base."""
     loadable = []
     if is_peft_model(model):
-        model.save_pretrained(folder)
-        # the architecture the adapter expects (labels, truncation), so the base can be rebuilt before loading it
-        model.get_base_model().config.save_pretrained(folder / BASE_CONFIG_DIR)
+        write_adapter(model, folder, home, auto_model)
+        loadable.append(folder)
         if merge_lora:
             merged = copy.deepcopy(model).merge_and_unload()
             merged.save_pretrained(folder / MERGED_DIR)
@@ -105,6 +118,44 @@ def _write_model(model: nn.Module, processor: Any, folder: Path, merge_lora: boo
         loadable.append(folder)
     processor.save_pretrained(folder)
     return loadable
+
+
+def write_adapter(model: nn.Module, folder: Path, home: Path, auto_model: str | None = None) -> None:
+    """The LoRA adapter (with its new head) beside the frozen base it was trained on: ``config.json`` (this run's
+    labels, truncation and head fields) and ``model.safetensors`` next to ``adapter_config.json`` and
+    ``adapter_model.safetensors``, the layout transformers calls a local model with an embedded adapter.
+
+    Why the base's weights and not only its config: ``pipeline`` and ``from_pretrained`` read an adapter folder's
+    config.json only together with its weights (without them they build the base named by
+    ``base_model_name_or_path``, with that model's head size and labels, and stop on the head's size mismatch), a
+    pushed repo's config.json is never read, and PEFT's ``AutoPeftModel`` builds whatever
+    ``base_model_name_or_path`` names. So the adapter names this folder (``hftl push`` names the repo in the
+    copy it sends), and every stock loader finds the base with this run's head shape and labels."""
+    model.save_pretrained(folder)
+    frozen_base(model).save_pretrained(folder)
+    write_text(folder / ADAPTER_CONFIG, adapter_config_text(folder, str(home.resolve()), auto_model))
+
+
+def frozen_base(model: nn.Module) -> nn.Module:
+    """The base network a LoRA model adapts (cut, with a head of the run's shape), its adapters taken out of a copy:
+    the trained model stays as it is."""
+    return copy.deepcopy(model).unload()
+
+
+def adapter_config_text(folder: Path, base: str, auto_model: str | None = None) -> str:
+    """``folder``'s adapter_config.json pointed at ``base`` (a folder or Hub id holding the frozen base). Without a
+    PEFT task type (image models), ``AutoPeftModel`` builds the base with the class in ``auto_mapping``: the
+    task's Auto class there builds any model type transformers knows (hftl's own once registered)."""
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base
+    if auto_model and config.get("task_type") is None:
+        config["auto_mapping"] = {"base_model_class": auto_model, "parent_library": "transformers"}
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def holds_base(folder: Path) -> bool:
+    """A LoRA folder that carries its frozen base (config.json beside the adapter), as hftl saves them now."""
+    return (folder / ADAPTER_CONFIG).is_file() and (folder / "config.json").is_file()
 
 
 def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:

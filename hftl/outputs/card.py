@@ -76,8 +76,7 @@ def build_card(output_dir: str | Path, kind: CardKind, repo_id: str | None = Non
     record = RunRecord.read(output_dir)
     location = repo_id or str((output_dir / MERGED_DIR if kind == "merged" else output_dir).resolve())
     data = card_metadata(record, kind, repo_id or output_dir.resolve().name)
-    adapter = _adapter_config(output_dir) if kind == "adapter" else {}
-    base = adapter.get("base_model_name_or_path") or record.settings.get("model") or ""
+    base = record.settings.get("model") or ""
     sections = [
         f"# {repo_id or output_dir.resolve().name}",
         _summary(record, kind, base),
@@ -85,7 +84,7 @@ def build_card(output_dir: str | Path, kind: CardKind, repo_id: str | None = Non
         _training_section(record),
         _metrics_section(record),
         _labels_section(record),
-        _usage_section(record, kind, location, base),
+        _usage_section(record, kind, location),
         _files_section(kind),
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
@@ -285,28 +284,24 @@ def _labels_section(record: RunRecord) -> str:
     return "## Labels\n\n" + "\n".join(f"- {i}: `{label}`" for i, label in enumerate(labels))
 
 
-def _usage_section(record: RunRecord, kind: CardKind, location: str, base: str) -> str:
+def _usage_section(record: RunRecord, kind: CardKind, location: str) -> str:
     task = record.task
+    register = ""
+    if str(record.model_type).startswith("hftl-"):  # hftl's own model type: transformers must learn it
+        register = f"import hftl\n\nhftl.register_auto_classes()  # the {record.model_type} model type\n"
+    pipeline_code = register + _pipeline_snippet(task, location, record.max_length)
     if kind != "adapter":
-        snippet = _pipeline_snippet(task, location, record.max_length)
-        if str(record.model_type).startswith("hftl-"):  # hftl's own model type: transformers must learn it
-            snippet = (
-                f"import hftl\n\nhftl.register_auto_classes()  # the {record.model_type} model type\n"
-                + snippet
-            )
-        return "## Usage\n\n```python\n" + snippet + "```"
-    note = ""
-    if not is_hub_id(base):
-        note = (
-            f"\n\nThe base model was loaded from the local folder `{base}`: the adapter needs that model "
-            "(edit the path or use its Hub id)."
-        )
+        return "## Usage\n\n```python\n" + pipeline_code + "```"
     return (
-        "## Usage\n\nWith hftl (rebuilds the base model with this run's labels and truncation, then loads the "
-        "adapter):\n\n```python\nimport hftl\n\n"
-        f"model = hftl.load({_py(location)}).eval()\n```\n\n"
-        "With transformers and PEFT only (`base_config/` holds the architecture the adapter expects):\n\n"
-        "```python\n" + _peft_snippet(task, location, base, record.max_length) + "```" + note
+        "## Usage\n\nThe frozen base (this run's labels, truncation and head shape) is stored beside the LoRA "
+        "adapter, so transformers (with PEFT installed) loads both:\n\n```python\n"
+        + pipeline_code
+        + "```\n\n"
+        "With PEFT, as a `PeftModel` (PEFT warns that it found an adapter already: transformers attached this "
+        "one while loading the base, and PEFT loads it again in its place):\n\n"
+        "```python\n" + register + _peft_snippet(task, location, record.max_length) + "```\n\n"
+        "With hftl (a `PeftModel` too):\n\n```python\nimport hftl\n\n"
+        f"model = hftl.load({_py(location)}).eval()\n```"
     )
 
 
@@ -324,29 +319,22 @@ def _pipeline_snippet(task: Task, location: str, max_length: int) -> str:
     )
 
 
-def _peft_snippet(task: Task, location: str, base: str, max_length: int) -> str:
+def _peft_snippet(task: Task, location: str, max_length: int) -> str:
+    """PEFT's Auto class for the adapter: text adapters carry PEFT's SEQ_CLS task type, image adapters none (the
+    generic ``AutoPeftModel`` builds their base with the class their adapter_config names)."""
     truncate = f"truncation=True, max_length={max_length}"
     if task.modality == "text":
-        processor_class, prepare = (
-            "AutoTokenizer",
-            f'inputs = processor({_py(EXAMPLE_TEXT)}, {truncate}, return_tensors="pt")\n',
-        )
-        imports = ""
+        auto_peft, processor_class, imports = "AutoPeftModelForSequenceClassification", "AutoTokenizer", ""
+        prepare = f'inputs = processor({_py(EXAMPLE_TEXT)}, {truncate}, return_tensors="pt")\n'
     else:
-        processor_class, prepare = (
-            "AutoImageProcessor",
-            f'inputs = processor(images=Image.open({_py(EXAMPLE_IMAGE)}).convert("RGB"), return_tensors="pt")\n',
-        )
-        imports = "from PIL import Image\n"
+        auto_peft, processor_class, imports = "AutoPeftModel", "AutoImageProcessor", "from PIL import Image\n"
+        prepare = f'inputs = processor(images=Image.open({_py(EXAMPLE_IMAGE)}).convert("RGB"), return_tensors="pt")\n'
     return (
         "import torch\n"
-        "from peft import PeftModel\n"
+        f"from peft import {auto_peft}\n"
         f"{imports}"
-        f"from transformers import AutoConfig, {processor_class}, {task.auto_model}\n\n"
-        f"config = AutoConfig.from_pretrained({_py(location)}, subfolder={_py(BASE_CONFIG_DIR)})\n"
-        "# the base's old head is replaced: the new head comes with the adapter\n"
-        f"base = {task.auto_model}.from_pretrained({_py(base)}, config=config, ignore_mismatched_sizes=True)\n"
-        f"model = PeftModel.from_pretrained(base, {_py(location)}).eval()\n"
+        f"from transformers import {processor_class}\n\n"
+        f"model = {auto_peft}.from_pretrained({_py(location)}).eval()\n"
         f"processor = {processor_class}.from_pretrained({_py(location)})\n\n"
         + prepare
         + "with torch.no_grad():\n"
@@ -358,7 +346,8 @@ def _peft_snippet(task: Task, location: str, base: str, max_length: int) -> str:
 def _files_section(kind: CardKind) -> str:
     weights = {
         "adapter": "`adapter_model.safetensors` + `adapter_config.json` (LoRA weights and the new head), "
-        "`base_config/` (the base architecture with this run's labels)",
+        "`model.safetensors` + `config.json` (the frozen base the adapter was trained on, with this run's "
+        "labels and truncation)",
         "merged": "`model.safetensors` + `config.json` (LoRA merged into the base weights)",
         "full": "`model.safetensors` + `config.json`",
     }[kind]
@@ -369,7 +358,7 @@ def _files_section(kind: CardKind) -> str:
 
 
 def _model_config(output_dir: Path) -> dict[str, Any]:
-    """The saved model's config.json (a LoRA run's base config), or {}."""
+    """The saved model's config.json (a LoRA run's frozen base; ``base_config/`` in older runs), or {}."""
     for config in (output_dir / "config.json", output_dir / BASE_CONFIG_DIR / "config.json"):
         if config.is_file():
             return json.loads(config.read_text(encoding="utf-8"))
@@ -379,7 +368,3 @@ def _model_config(output_dir: Path) -> dict[str, Any]:
 def _py(value: str) -> str:
     """A Python string literal with double quotes, as the snippets are written."""
     return json.dumps(value)
-
-
-def _adapter_config(output_dir: Path) -> dict[str, Any]:
-    return json.loads((output_dir / "adapter_config.json").read_text(encoding="utf-8"))

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from huggingface_hub import HfApi, get_token
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub.utils import filter_repo_objects
 
 from hftl.errors import HftlError, ModelError, unknown_choice
 from hftl.outputs.artifacts import (
+    ADAPTER_CONFIG,
     ADAPTER_FILES,
     CHECKPOINTS,
     CONFIG_FILE,
@@ -32,6 +34,8 @@ from hftl.outputs.artifacts import (
     PROCESSOR_FILES,
     PUSH_LOG,
     RUN_LOG,
+    adapter_config_text,
+    holds_base,
     write_metrics,
 )
 from hftl.outputs.card import CARD_FILE, build_card
@@ -85,8 +89,9 @@ def push(
     dry_run: bool = False,
 ) -> PushResult:
     """Publish a run folder (or a Hub repo made by hftl) to ``repo_id``. ``mode``: ``adapter`` (LoRA runs'
-    default: the PEFT adapter with its new head), ``merged`` (LoRA merged into the base; ``merged/`` is created
-    if missing), ``full`` (full and head-only runs); ``auto`` picks adapter or full. Writes the model card first."""
+    default: the PEFT adapter with its new head, beside the frozen base it adapts), ``merged`` (LoRA merged into
+    the base; ``merged/`` is created if missing), ``full`` (full and head-only runs); ``auto`` picks adapter or
+    full. Writes the model card first."""
     check_repo_id(repo_id)
     if not dry_run:
         require_token()  # before any work (a merge can take minutes)
@@ -99,7 +104,10 @@ def push(
             return PushResult(repo_id, kind, url, planned_files(folder, kind), notes=notes)
         upload_dir = prepare_upload(folder, kind, repo_id)
         files = select_files(upload_dir, kind)
-        commit_url = _upload(upload_dir, repo_id, files, private, commit_message or f"hftl: upload {kind}")
+        message = commit_message or f"hftl: upload {kind}"
+        commit_url = _upload(
+            upload_dir, repo_id, files, private, message, pointed_at(upload_dir, kind, repo_id)
+        )
         return PushResult(repo_id, kind, url, files, commit_url, notes)
 
 
@@ -222,19 +230,32 @@ def select_files(folder: Path, kind: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _upload(folder: Path, repo_id: str, files: tuple[str, ...], private: bool, message: str) -> str:
+def pointed_at(folder: Path, kind: str, repo_id: str) -> dict[str, bytes]:
+    """Files sent with other contents than on disk: an adapter that holds its frozen base names the repo as its
+    base in the pushed adapter_config.json (the local one names the local folder), so ``pipeline`` and
+    ``AutoPeftModel`` build the base from the same repo."""
+    if kind != "adapter" or not holds_base(folder):
+        return {}
+    return {ADAPTER_CONFIG: adapter_config_text(folder, repo_id).encode()}
+
+
+def _upload(
+    folder: Path,
+    repo_id: str,
+    files: tuple[str, ...],
+    private: bool,
+    message: str,
+    replaced: dict[str, bytes] | None = None,
+) -> str:
+    """One commit of ``files`` from ``folder`` (``replaced``: names sent with these bytes instead)."""
     api = HfApi()  # huggingface_hub resolves the token itself (login file or HF_TOKEN); hftl never holds it
+    replaced = replaced or {}
+    sent = filter_repo_objects(files, ignore_patterns=list(NEVER_SEND))
+    operations = [CommitOperationAdd(name, replaced.get(name) or str(folder / name)) for name in sent]
     try:
         # private=None keeps the namespace's default visibility (and never changes an existing repo)
         api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            repo_type="model",
-            allow_patterns=list(files),
-            ignore_patterns=list(NEVER_SEND),
-            commit_message=message,
-        )
+        commit = api.create_commit(repo_id, operations, commit_message=message, repo_type="model")
     except Exception as error:  # network, HTTP (401/403/404/5xx), timeout, offline mode
         raise PushError(f"upload to {repo_id} failed: {describe(error)}") from error
     return commit.commit_url
@@ -280,7 +301,7 @@ def success_message(result: PushResult) -> str:
 
 
 def _notes(folder: Path, kind: str) -> tuple[str, ...]:
-    if kind != "adapter":
+    if kind != "adapter" or holds_base(folder):  # an adapter with its base needs no other model
         return ()
     base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
     from hftl.outputs.card import is_hub_id

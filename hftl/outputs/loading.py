@@ -13,10 +13,12 @@ from transformers import AutoConfig
 from hftl.errors import ModelError
 from hftl.modeling.pooled import register_for_source
 from hftl.modeling.timm_nets import prepare_config
-from hftl.outputs.artifacts import BASE_CONFIG_DIR, CONFIG_FILE
+from hftl.outputs.artifacts import ADAPTER_CONFIG, BASE_CONFIG_DIR, CONFIG_FILE, holds_base
 from hftl.outputs.download import resolve_folder
 from hftl.sources.registry import check_source
 from hftl.tasks import Task, available_tasks, get_task
+
+NO_ADAPTER_HERE = "hftl-no-adapter-here"  # a subfolder no folder has: transformers finds no adapter to load
 
 
 def task_of(source: str, model_config: Any | None = None) -> Task:
@@ -37,14 +39,13 @@ def task_of(source: str, model_config: Any | None = None) -> Task:
 
 
 def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
-    """Load a trained model for inference or further transfer. LoRA folders are resolved to base + adapter
-    (the base rebuilt with the saved labels and truncation) and returned as a ``PeftModel``."""
+    """Load a trained model for inference or further transfer. LoRA folders are the frozen base they hold (with
+    the run's labels and truncation) plus the adapter, returned as a ``PeftModel``."""
     source = resolve_folder(source)  # a Hub id becomes its downloaded snapshot
-    adapter_config = Path(source) / "adapter_config.json"
+    adapter_config = Path(source) / ADAPTER_CONFIG
     if adapter_config.is_file():
-        return _load_adapter(
-            source, json.loads(adapter_config.read_text(encoding="utf-8")), trust_remote_code
-        )
+        adapter = json.loads(adapter_config.read_text(encoding="utf-8"))
+        return _load_adapter(source, adapter, trust_remote_code)
     register_for_source(source)  # an hftl pooled classifier: its family's pair, before AutoConfig reads it
     model_config = prepare_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
     task = task_of(source, model_config)
@@ -54,6 +55,30 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
 def _load_adapter(source: str, adapter: dict[str, Any], trust_remote_code: bool) -> nn.Module:
     from peft import PeftModel
 
+    if holds_base(Path(source)):
+        base = _held_base(source, trust_remote_code)
+    else:
+        base = _rebuilt_base(source, adapter, trust_remote_code)
+    return PeftModel.from_pretrained(base, source)
+
+
+def _held_base(source: str, trust_remote_code: bool) -> nn.Module:
+    """The frozen base a LoRA folder holds, read from the folder itself (so the folder may move), without the
+    adapter: transformers would load the adapter found beside the weights itself, and PEFT then a second time.
+    An adapter subfolder that does not exist tells transformers there is none."""
+    register_for_source(source)
+    config = prepare_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
+    model_class = task_of(source, config).model_class()
+    return model_class.from_pretrained(
+        source,
+        config=config,
+        trust_remote_code=trust_remote_code,
+        adapter_kwargs={"subfolder": NO_ADAPTER_HERE},
+    )
+
+
+def _rebuilt_base(source: str, adapter: dict[str, Any], trust_remote_code: bool) -> nn.Module:
+    """Runs saved before the base was kept: the base named by the adapter, rebuilt with ``base_config/``."""
     base_config_dir = Path(source) / BASE_CONFIG_DIR
     base_id = adapter["base_model_name_or_path"]
     config_source = str(base_config_dir) if base_config_dir.is_dir() else base_id
@@ -61,10 +86,9 @@ def _load_adapter(source: str, adapter: dict[str, Any], trust_remote_code: bool)
     base_config = AutoConfig.from_pretrained(config_source, trust_remote_code=trust_remote_code)
     prepare_config(base_config)  # a cut timm network: its architecture must be registered with timm
     task = task_of(source, base_config)
-    base = task.model_class().from_pretrained(
+    return task.model_class().from_pretrained(
         check_source(base_id),
         config=base_config,
         ignore_mismatched_sizes=True,
         trust_remote_code=trust_remote_code,
     )
-    return PeftModel.from_pretrained(base, source)

@@ -43,8 +43,8 @@ from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import load_metrics
 from hftl.training.resume import check_resume_target, run_fingerprint
 from hftl.training.throughput import format_summary
-from hftl.transfer.apply import ParameterCount, apply_plan, count_parameters
-from hftl.transfer.cases import make_plan
+from hftl.transfer.apply import ParameterCount, adapt_to_plan, count_parameters, shape_to_plan
+from hftl.transfer.cases import make_plan, measure_blocks
 from hftl.transfer.plan import TransferPlan
 
 
@@ -278,7 +278,9 @@ def build_network(
     model = build_model(task, config, splits.labels, processor)
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
-    model = apply_plan(plan, model, backbone)
+    shape_to_plan(plan, model, backbone)  # cut, new head
+    plan = measure_blocks(plan, model)  # what is printed and saved: the blocks as they train, after the cut
+    model = adapt_to_plan(plan, model)
     keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
     channels_last = wants_channels_last(config, backbone, accelerator.device)
     apply_memory_format(model, channels_last)
@@ -359,7 +361,8 @@ def save_outputs(
 ) -> None:
     """Main process: the model (or adapter), processor, metrics.json and the model card (a full disk: one line)."""
     output_dir = Path(config.output_dir)
-    save_model(trained, processor, output_dir, merge_lora=config.merge_lora)
+    auto_model = get_task(config.task).auto_model
+    save_model(trained, processor, output_dir, merge_lora=config.merge_lora, auto_model=auto_model)
     write_metrics(output_dir, metrics)
     with space_checked(output_dir, "the model card", NO_SPACE_REMEDY):
         write_cards(output_dir, repo_id=config.push_to_hub)

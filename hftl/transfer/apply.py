@@ -29,9 +29,22 @@ class ParameterCount:
 
 def apply_plan(plan: TransferPlan, model: nn.Module, backbone: Backbone) -> nn.Module:
     """Apply ``plan`` in place and return the model to train (a ``PeftModel`` for LoRA plans)."""
+    shape_to_plan(plan, model, backbone)
+    return adapt_to_plan(plan, model)
+
+
+def shape_to_plan(plan: TransferPlan, model: nn.Module, backbone: Backbone) -> None:
+    """Cut the model to the plan's depth and re-initialise its head, in place: the network as it will train,
+    before any freezing or LoRA. A run measures its plan on this network (``cases.measure_blocks``), since a cut
+    can resize the head (a cut ResNet's head reads the kept stage's narrower features)."""
     if plan.truncated:
         backbone.truncate(model, plan.keep_layers)
     backbone.reset_head(model)
+
+
+def adapt_to_plan(plan: TransferPlan, model: nn.Module) -> nn.Module:
+    """Freeze, wrap in LoRA and pin frozen BatchNorm, on a model ``shape_to_plan`` has cut; returns the model to
+    train (a ``PeftModel`` for LoRA plans)."""
     set_trainable(model, plan)
     if plan.lora is not None:
         model = add_lora(model, plan)

@@ -17,7 +17,7 @@ body and trains LoRA adapters plus neck and head; ``full`` trains everything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -178,6 +178,18 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         reasons=tuple(reasons),
         conservative=conservative,
     )
+
+
+def measure_blocks(plan: TransferPlan, model: nn.Module) -> TransferPlan:
+    """The plan with every kept block's parameter count read from ``model`` as it will train. A plan is made on
+    the uncut network (the meta model for ``hftl plan``), where a cut ResNet's head still reads the last stage's
+    wider features; measured after ``apply.shape_to_plan``, the printed plan, transfer_plan.json and the model
+    card report the blocks that are trained. Removed blocks keep their size in the uncut network."""
+    blocks = tuple(
+        block if block.action == "removed" else replace(block, params=_params(model, block.name))
+        for block in plan.blocks
+    )
+    return replace(plan, blocks=blocks)
 
 
 def _lora_spec(config: RunConfig, model: nn.Module, backbone: Backbone, blocks: list[Block]) -> LoraSpec:

@@ -117,8 +117,12 @@ def test_lora_run_cards_adapter_and_merged_model(merged_lora_run, tmp_path, monk
     )
     assert adapter_card.data.library_name == "peft" and "lora" in adapter_card.data.tags
     assert merged_card.data.library_name == "transformers"
-    assert "PeftModel.from_pretrained" in adapter_card.text and 'subfolder="base_config"' in adapter_card.text
-    assert "the adapter needs that model" in adapter_card.text  # the base was a local folder
+    for snippet in ('pipeline("image-classification"', "AutoPeftModel.from_pretrained(", "hftl.load("):
+        assert snippet in adapter_card.text
+    assert (
+        "base_config" not in adapter_card.text
+        and "model.safetensors` + `config.json` (the frozen base" in (adapter_card.text)
+    )
     monkeypatch.chdir(tmp_path)
     write_example_image(tmp_path / "example.jpg")
     (code,) = python_blocks(merged_card.content)

@@ -34,7 +34,8 @@ ADAPTER_SET = {
     "README.md",
     "adapter_config.json",
     "adapter_model.safetensors",
-    "base_config/config.json",
+    "config.json",
+    "model.safetensors",
     "metrics.json",
     "preprocessor_config.json",
     "run_config.yaml",
@@ -112,10 +113,20 @@ def test_lora_run_pushes_exactly_the_adapter_files(lora_run, hub):
     assert result.metrics["hub"]["ok"] is True and set(result.metrics["hub"]["files"]) == ADAPTER_SET
     assert json.loads((result.output_dir / "metrics.json").read_text())["hub"]["ok"] is True
     assert json.loads((result.output_dir / "hub_push.json").read_text())["repo_id"] == LORA_REPO
-    # what was sent is what is on disk, byte for byte; metrics.json gained the push outcome after sending
+    # what was sent is what is on disk, byte for byte; metrics.json gained the push outcome after sending, and the
+    # sent adapter names the repo as its base (the local one names the local folder: both hold the frozen base)
     for name, data in hub.files(LORA_REPO).items():
-        if name != "metrics.json":
+        if name not in ("metrics.json", "adapter_config.json"):
             assert data == (result.output_dir / name).read_bytes(), name
+    sent, local = (
+        json.loads(hub.files(LORA_REPO)["adapter_config.json"]),
+        json.loads((result.output_dir / "adapter_config.json").read_text()),
+    )
+    assert sent["base_model_name_or_path"] == LORA_REPO
+    assert local["base_model_name_or_path"] == str(result.output_dir.resolve())
+    assert {k: v for k, v in sent.items() if k != "base_model_name_or_path"} == {
+        k: v for k, v in local.items() if k != "base_model_name_or_path"
+    }
     local_metrics = json.loads((result.output_dir / "metrics.json").read_text())
     assert json.loads(hub.files(LORA_REPO)["metrics.json"]) == {
         k: v for k, v in local_metrics.items() if k != "hub"
@@ -141,7 +152,7 @@ def test_push_sends_no_checkpoint_state_and_the_token_only_as_a_header(lora_run,
     for path in result.output_dir.rglob("*"):
         if path.is_file():
             assert secret not in path.read_bytes(), path
-    assert FAKE_TOKEN not in console and "Pushed the LoRA adapter (8 files)" in console
+    assert FAKE_TOKEN not in console and "Pushed the LoRA adapter (9 files)" in console
     # the token was used: every request to the stand-in carried it as a bearer token, and only there
     api_calls = [r for r in hub.requests if r["path"].startswith("/api/") and LORA_REPO in r["path"]]
     assert api_calls and all(r["headers"].get("authorization") == f"Bearer {FAKE_TOKEN}" for r in api_calls)
@@ -170,15 +181,21 @@ def test_hub_id_load_reproduces_the_trained_logits(lora_run, hub, monkeypatch, t
         )
 
 
-def test_pushed_card_snippets_run_against_the_pushed_files(lora_run, hub, tmp_path, monkeypatch):
-    """The README's PEFT snippet, executed with the repo id pointing at the uploaded files, gives the trained
-    model; so does the hftl one."""
+def test_pushed_adapter_loads_by_repo_id_with_the_cards_snippets(lora_run, hub, tmp_path, monkeypatch):
+    """The card's snippets, run as written: ``pipeline``, PEFT's ``AutoPeftModel`` and ``hftl.load`` of the repo
+    id (served from a Hugging Face cache holding what was pushed) give the trained model and its labels, though
+    the base had 7 labels and the repo's adapter carries a head for 3."""
     result, _ = lora_run
-    served = write_repo(hub, LORA_REPO, tmp_path)
-    card = (served / "README.md").read_text()
-    assert f'hftl.load("{LORA_REPO}")' in card
-    blocks = [block.replace(f'"{LORA_REPO}"', json.dumps(str(served))) for block in python_blocks(card)]
-    assert len(blocks) == 2
+    cache_repo(hub, LORA_REPO, tmp_path / "hub-cache")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    card = hub.files(LORA_REPO)["README.md"].decode()
+    assert (
+        f'hftl.load("{LORA_REPO}")' in card
+        and f'pipeline("image-classification", model="{LORA_REPO}")' in card
+    )
+    blocks = python_blocks(card)
+    assert len(blocks) == 3
     monkeypatch.chdir(tmp_path)
     write_example_image(tmp_path / "example.jpg")
     with torch.no_grad():
@@ -186,8 +203,11 @@ def test_pushed_card_snippets_run_against_the_pushed_files(lora_run, hub, tmp_pa
     for code in blocks:
         namespace: dict = {}
         exec(compile(code, "README.md", "exec"), namespace)
+        model = namespace["classify"].model if "classify" in namespace else namespace["model"]
+        assert set(model.config.id2label.values()) == {"blue", "green", "red"}
         with torch.no_grad():
-            assert torch.allclose(namespace["model"](pixel_values=PIXELS).logits, expected, atol=1e-6)
+            assert torch.allclose(model.eval()(pixel_values=PIXELS).logits, expected, atol=1e-5)
+    assert namespace["model"].__class__.__name__ == "PeftModel"
 
 
 def test_merged_push_creates_merged_model_and_sends_no_adapter(lora_run, hub, tmp_path, monkeypatch):
@@ -363,6 +383,18 @@ def test_load_of_an_unreachable_hub_id_is_a_clear_error():
 
 
 # --- helpers shared with test_card.py ------------------------------------------------------------------------
+def cache_repo(hub: HubStandIn, repo_id: str, cache: Path) -> Path:
+    """What the stand-in received for ``repo_id``, laid out as a Hugging Face cache snapshot: with
+    ``HF_HUB_OFFLINE`` the stock loaders resolve the repo id to it, as they would after downloading it."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    write_repo(hub, repo_id, repo / "snapshots")
+    (repo / "snapshots" / repo_id.replace("/", "--")).rename(repo / "snapshots" / commit)
+    return repo / "snapshots" / commit
+
+
 def python_blocks(card: str) -> list[str]:
     blocks, inside, current = [], False, []
     for line in card.splitlines():

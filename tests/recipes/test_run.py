@@ -144,12 +144,35 @@ def test_metrics_file_has_history_best_and_parameter_counts(runs):
     assert plan == result.plan and plan.keep_layers == 2
 
 
+@pytest.mark.parametrize("family", ["vit", "resnet"])
+def test_a_cut_plan_reports_the_blocks_as_trained(family, runs):
+    """Printed plan, transfer_plan.json and the card's table give each kept block's size in the cut network; a
+    cut ResNet's head reads the kept stage's narrower features, so it is smaller than the uncut one."""
+    result = runs(family, "small_different")
+    model, plan = result.model, result.plan
+    assert plan.truncated
+    kept = [block for block in plan.blocks if block.action != "removed"]
+    for block in kept:
+        assert block.params == sum(p.numel() for p in model.get_submodule(block.name).parameters()), block
+    assert hftl.TransferPlan.load(result.output_dir / "transfer_plan.json") == plan
+    card = (result.output_dir / "README.md").read_text()
+    for block in kept:
+        assert f"| `{block.name}` | {block.kind} | {block.action} | {block.params:,} |" in card
+    head = next(block for block in plan.blocks if block.kind == "head")
+    width = model.config.hidden_sizes[-1] if family == "resnet" else model.config.hidden_size
+    assert head.params == (width + 1) * 3
+    if family == "resnet":
+        assert width == 16  # the second stage's width, not the uncut network's 32
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_adapter_reloads_with_equal_logits(family, runs, data_for):
     result = runs(family, "lora")
     out = result.output_dir
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
-    assert not (out / "model.safetensors").exists()
+    assert (out / "config.json").is_file() and (
+        out / "model.safetensors"
+    ).is_file()  # the frozen base it adapts
     reloaded = load(out).eval()
     trained = result.model.eval()
     if family == "bert":

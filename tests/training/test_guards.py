@@ -16,14 +16,14 @@ from tests.helpers import quick_train
 
 def inject(monkeypatch, hook_factory):
     """Wrap the model hftl builds with a forward hook made by ``hook_factory()`` (training calls only)."""
-    original = hftl.recipes.run.apply_plan
+    original = hftl.recipes.run.adapt_to_plan
 
-    def apply_and_hook(plan, model, backbone):
-        model = original(plan, model, backbone)
+    def adapt_and_hook(plan, model):
+        model = original(plan, model)
         model.register_forward_hook(hook_factory())
         return model
 
-    monkeypatch.setattr(hftl.recipes.run, "apply_plan", apply_and_hook)
+    monkeypatch.setattr(hftl.recipes.run, "adapt_to_plan", adapt_and_hook)
 
 
 def nan_loss_on(calls: set[int] | None = None, start: int | None = None):

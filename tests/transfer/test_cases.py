@@ -8,9 +8,10 @@ from transformers import AutoModelForImageClassification, AutoModelForSequenceCl
 
 import hftl
 from hftl.backbones import backbone_for
+from hftl.cli import main as cli_main
 from hftl.config import RunConfig
-from hftl.transfer.apply import apply_plan, count_parameters
-from hftl.transfer.cases import make_plan
+from hftl.transfer.apply import apply_plan, count_parameters, shape_to_plan
+from hftl.transfer.cases import make_plan, measure_blocks
 
 FAMILIES = {"vit": ("image", 4), "resnet": ("image", 4), "bert": ("text", 4)}
 
@@ -112,6 +113,39 @@ def test_lora_adapts_only_kept_layers_and_saves_neck_and_head(family, model_dirs
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any("lora_A" in n for n in trainable) and any("modules_to_save" in n for n in trainable)
     assert all("lora_" in n or "modules_to_save" in n for n in trainable)
+
+
+@pytest.mark.parametrize("family", ["vit", "resnet"])
+def test_a_plan_measured_after_the_cut_counts_the_head_it_trains(family, model_dirs, capsys):
+    plan, model, backbone = plan_for(family, model_dirs, "small_different", strategy="head")
+    shape_to_plan(plan, model, backbone)
+    measured = measure_blocks(plan, model)
+    for block in measured.blocks:
+        if block.action != "removed":
+            assert block.params == sum(p.numel() for p in model.get_submodule(block.name).parameters())
+    head = next(b.params for b in measured.blocks if b.kind == "head")
+    uncut = next(b.params for b in plan.blocks if b.kind == "head")
+    assert (head < uncut) if family == "resnet" else (head == uncut)  # ViT's head reads the same width
+    # `hftl plan` prints the same sizes from the meta model (the base's 7 labels: no data is read)
+    assert (
+        cli_main(
+            [
+                "plan",
+                "--task",
+                "image",
+                "--case",
+                "small_different",
+                "--strategy",
+                "head",
+                "--model",
+                str(model_dirs[family]),
+            ]
+        )
+        == 0
+    )
+    head_line = next(line for line in capsys.readouterr().out.splitlines() if "new head" in line)
+    width = 16 if family == "resnet" else 32
+    assert head_line.split()[-1] == str((width + 1) * 7)
 
 
 def test_resnet_lora_targets_convolutions(model_dirs):
