@@ -681,9 +681,17 @@ def case_of(pair: str) -> str:
 
 
 class _Width:
-    """What hftl.transfer.defaults reads of a model config (MiniLM-L6 is 384 wide)."""
+    """What hftl.transfer.defaults reads of a model config (MiniLM-L6 is 384 wide; its head pooling)."""
 
     hidden_size = 384
+    classifier_pooling: str | None = None
+
+
+def _config_of(pair: str) -> _Width:
+    config = _Width()
+    pooling = pooling_for(pair, "auto")
+    config.classifier_pooling = None if pooling == "pooler" else pooling
+    return config
 
 
 def default_rule(pair: str) -> tuple[str, float]:
@@ -693,10 +701,11 @@ def default_rule(pair: str) -> tuple[str, float]:
 
     family = {"resnet": "resnet", "bert": "bert", "vectors": "word-vectors"}[PAIRS[pair]["family"]]
     case = case_of(pair)
-    choice = case_choice(family, case, _Width())
+    choice = case_choice(family, case, _config_of(pair))
     strategy = choice.strategy if choice else CASE_RULES[case].strategy
     cut = case == "small_different" and strategy == "head" and family != "word-vectors"
-    return ("head_trunc" if cut else strategy), default_lr(family, strategy, "pretrained", _Width())
+    plan = ("head_trunc_mlp" if family == "resnet" else "head_trunc") if cut else strategy
+    return plan, default_lr(family, strategy, "pretrained", _config_of(pair))
 
 
 def scratch_default(pair: str) -> float:

@@ -92,6 +92,19 @@ def refuse_custom_head(config: Any, family: str, how: str) -> None:
         )
 
 
+def auto_head(config: Any, model_config: Any, current: Any, backbone: Any) -> str:
+    """``--head auto``: a saved hftl model's own; an MLP for a cut CNN, whose head reads an early stage's few
+    channels (``CUT_CNN_HEAD``, measured); else linear."""
+    from hftl.transfer.cases import will_cut
+    from hftl.transfer.defaults import CUT_CNN_HEAD
+
+    if current is not None:
+        return current.classifier_head
+    if backbone.convolutional and will_cut(config, backbone.family, model_config):
+        return CUT_CNN_HEAD
+    return "linear"
+
+
 def hub_head(config: Any, model_config: Any) -> Any:
     """``model_config`` as hftl's pooled classifier when ``--pooling``/``--head`` ask for anything but the family's
     own head; unchanged otherwise, so default runs save stock transformers models."""
@@ -102,10 +115,11 @@ def hub_head(config: Any, model_config: Any) -> Any:
     pooling = resolve_pooling(
         config.pooling, config.model, config.revision, getattr(current, "classifier_pooling", None)
     )
-    head = getattr(current, "classifier_head", "linear") if config.head == "auto" else config.head
+    backbone = backbone_for(model_config)
+    head = config.head if config.head != "auto" else auto_head(config, model_config, current, backbone)
     if current is None and pooling == "pooler" and head == "linear":
         return model_config
-    if pooling == "cls" and backbone_for(model_config).convolutional:
+    if pooling == "cls" and backbone.convolutional:
         raise ConfigError(
             "--pooling cls: a convolutional network has no first token; use pooler, mean or max"
         )

@@ -18,6 +18,7 @@ body and trains LoRA adapters plus neck and head; ``full`` trains everything.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from torch import nn
 
@@ -28,7 +29,7 @@ from hftl.errors import ConfigError
 from hftl.settings import AUTO_CASE
 from hftl.settings.choices import AUTO_LR
 from hftl.transfer.conservative import plan_blocks, plan_spec
-from hftl.transfer.defaults import case_choice, default_lr
+from hftl.transfer.defaults import CaseChoice, case_choice, default_lr
 from hftl.transfer.plan import Action, Block, LoraSpec, TransferPlan
 
 
@@ -57,6 +58,21 @@ CASE_RULES: dict[str, CaseRule] = {
 }
 
 
+def cuts(config: RunConfig, measured: CaseChoice | None) -> bool:
+    """Whether the plan truncates the network: the textbook's cut applies to the textbook rule (or an explicit
+    --strategy); a measured default keeps every layer; partial freezing never cuts."""
+    rule = CASE_RULES[config.case]
+    strategy = config.strategy or (measured.strategy if measured else rule.strategy)
+    return rule.truncate and (measured is None or config.strategy is not None) and strategy != "partial"
+
+
+def will_cut(config: RunConfig, family: str, model_config: Any) -> bool:
+    """``cuts`` before the model exists (the head is sized when the model is built)."""
+    if config.case not in CASE_RULES:
+        return False
+    return cuts(config, case_choice(family, config.case, model_config))
+
+
 def head_reasons(config: RunConfig, model: nn.Module) -> list[str]:
     """What the new head reads and is, when that is not the family's stock head."""
     pooling = getattr(model.config, "classifier_pooling", None)
@@ -64,7 +80,14 @@ def head_reasons(config: RunConfig, model: nn.Module) -> list[str]:
         return []
     origin = "--pooling" if config.pooling != "auto" else "auto: the pooling the model declares"
     head = getattr(model.config, "classifier_head", "linear")
-    return [f"the head ({head}) reads {pooling}-pooled features ({origin})"]
+    head_origin = (
+        f"--head {config.head}"
+        if config.head != "auto"
+        else (
+            "auto: a cut CNN's few channels get an MLP, docs/calibration.md" if head != "linear" else "auto"
+        )
+    )
+    return [f"the head ({head}, {head_origin}) reads {pooling}-pooled features ({origin})"]
 
 
 def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> TransferPlan:
@@ -94,9 +117,7 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
             f"keep_layers={depth} is out of range: this {backbone.family} model has {num_layers} "
             f"{backbone.layer_word}s, so use 1..{num_layers}"
         )
-    # the textbook's cut applies to the textbook rule (or an explicit --strategy); a measured default keeps every layer
-    cut_rule = rule.truncate and (measured is None or config.strategy is not None)
-    truncate = cut_rule and strategy != "partial" and num_layers > 0
+    truncate = cuts(config, measured) and num_layers > 0
     keep = depth if truncate else num_layers
 
     reasons = [rule.why]

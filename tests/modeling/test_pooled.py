@@ -182,6 +182,18 @@ def test_word_vectors_take_pooling_and_head_from_the_same_flags():
 
 def test_the_plan_and_the_card_say_how_the_head_reads(pooled_text_run):
     plan = json.loads((pooled_text_run.output_dir / "transfer_plan.json").read_text())
-    assert "the head (mlp:16) reads mean-pooled features (--pooling)" in plan["reasons"]
+    assert "the head (mlp:16, --head mlp:16) reads mean-pooled features (--pooling)" in plan["reasons"]
     card = (pooled_text_run.output_dir / "README.md").read_text()
     assert "hftl.register_auto_classes()  # the hftl-pooled-bert model type" in card
+
+
+def test_a_cut_cnn_gets_the_measured_mlp_head_and_the_plan_says_why(resnet_dir, image_folder, tmp_path):
+    from hftl.transfer.defaults import CUT_CNN_HEAD
+
+    result = quick_train(
+        "image", "small_different", resnet_dir, image_folder, tmp_path / "run", strategy="head", epochs=1
+    )
+    assert result.model.config.classifier_head == CUT_CNN_HEAD == "mlp:512"
+    assert any("auto: a cut CNN's few channels get an MLP" in reason for reason in result.plan.reasons)
+    whole = quick_train("image", "small_similar", resnet_dir, image_folder, tmp_path / "whole", epochs=1)
+    assert whole.model.config.model_type == "resnet"  # the whole body keeps the stock linear head
