@@ -109,23 +109,38 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(
     same_outcome(reference, interrupted, saved_state)
 
 
-@pytest.mark.parametrize(
-    "setting",
-    ["full-resnet-augmented", "head-vit", "word-vectors"],
-)
-def test_resume_from_a_mid_epoch_checkpoint_matches_an_uninterrupted_run(
-    setting, model_dirs, data_for, glove_file, tmp_path
+# 48 images / batch 8 = 6 steps per epoch, 64 texts = 8: step 4 is mid-epoch, the epoch's last step its end
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch-end"])
+@pytest.mark.parametrize("setting", ["full-resnet-augmented", "head-vit", "word-vectors"])
+def test_resume_from_mid_epoch_and_epoch_end_checkpoints_matches_an_uninterrupted_run(
+    setting, where, model_dirs, data_for, glove_file, tmp_path
 ):
+    image_step = 4 if where == "mid-epoch" else 6
     if setting == "full-resnet-augmented":
-        assert_resume_matches(
-            "image", "large_similar", model_dirs["resnet"], data_for["resnet"][1], tmp_path, augment=True
+        resumed = assert_resume_matches(
+            "image",
+            "large_similar",
+            model_dirs["resnet"],
+            data_for["resnet"][1],
+            tmp_path,
+            at_step=image_step,
+            augment=True,
         )
     elif setting == "head-vit":
-        assert_resume_matches("image", "small_similar", model_dirs["vit"], data_for["vit"][1], tmp_path)
-    else:
-        assert_resume_matches(
-            "text", "large_similar", f"vectors:{glove_file}", data_for["bert"][1], tmp_path, lr=0.01
+        resumed = assert_resume_matches(
+            "image", "small_similar", model_dirs["vit"], data_for["vit"][1], tmp_path, at_step=image_step
         )
+    else:
+        resumed = assert_resume_matches(
+            "text",
+            "large_similar",
+            f"vectors:{glove_file}",
+            data_for["bert"][1],
+            tmp_path,
+            lr=0.01,
+            at_step=4 if where == "mid-epoch" else 8,
+        )
+    assert resumed.metrics["resumed_from"].endswith("e1b0" if where == "epoch-end" else "e0b4")
 
 
 @pytest.mark.parametrize("at_step", [4, 8], ids=["mid-epoch", "epoch-end"])
