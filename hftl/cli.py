@@ -239,6 +239,25 @@ def _compare(argv: Sequence[str]) -> int:
     return 0
 
 
+def _report(argv: Sequence[str]) -> int:
+    """Redraw a finished run's report (per-class scores, confusion matrix, learning curve) and its card."""
+    parser = argparse.ArgumentParser(
+        prog="hftl report",
+        description="Redraw a run's report from its saved validation predictions and logs: "
+        "classification_report.json, confusion_matrix.png, learning_curve.png, and the model card that links them.",
+    )
+    parser.add_argument("output_dir", help="a finished run's --output-dir")
+    args = parser.parse_args(list(argv))
+    from hftl.outputs.card import write_cards
+    from hftl.outputs.run_report import redraw
+
+    for note in redraw(args.output_dir):
+        print(note)
+    write_cards(Path(args.output_dir))
+    print(f"Redrew the report in {args.output_dir}")
+    return 0
+
+
 def _demo(argv: Sequence[str]) -> int:
     from hftl.recipes.demo import main as demo_main
 
@@ -252,9 +271,10 @@ COMMANDS = {
     "push": (_push, "publish an output folder (adapter, merged or full model + card) to the Hub"),
     "predict": (_predict, "label names and scores for texts or images from a trained model"),
     "embed": (_embed, "features of texts, images or words from a model or word vectors, to .npy"),
+    "report": (_report, "redraw a run's report: per-class scores, confusion matrix, learning curve"),
     "demo": (_demo, "offline demo: the four cases vs from-scratch baselines on Fashion-MNIST (minutes, CPU)"),
     "advise": (_advise, "pick the case (and cut) from the data; rank candidate models (--model a,b,c)"),
-    "compare": (_compare, "transfer vs from-scratch learning curves: start, slope and asymptote benefits"),
+    "compare": (_compare, "every plan vs from-scratch learning curves: start, slope, asymptote, a verdict"),
 }
 
 

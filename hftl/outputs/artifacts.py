@@ -32,6 +32,12 @@ STAGING_PREFIX = ".tmp-save-"  # the final model is written here, then renamed i
 NO_SPACE_REMEDY = "Free space on that disk (or lower --save-total-limit), or choose another --output-dir."
 ADVICE_JSON = "advice.json"  # the case advisor's report (hftl advise, --case auto)
 ADVICE_MD = "advice.md"
+# the run report (hftl.outputs.run_report): validation predictions, per-class scores, plots
+PREDICTIONS_FILE = "eval_predictions.json"
+CLASS_REPORT_FILE = "classification_report.json"
+CONFUSION_PNG = "confusion_matrix.png"
+CURVE_PNG = "learning_curve.png"
+REPORT_FILES = (PREDICTIONS_FILE, CLASS_REPORT_FILE, CONFUSION_PNG, CURVE_PNG)
 # the files of a saved model, adapter and processor (hub push sends them; --overwrite-output-dir removes them)
 MODEL_FILES = (
     "config.json",

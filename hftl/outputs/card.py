@@ -17,7 +17,16 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hftl.errors import ModelError
-from hftl.outputs.artifacts import BASE_CONFIG_DIR, CONFIG_FILE, MERGED_DIR, METRICS_FILE, PLAN_FILE
+from hftl.outputs.artifacts import (
+    BASE_CONFIG_DIR,
+    CLASS_REPORT_FILE,
+    CONFIG_FILE,
+    CONFUSION_PNG,
+    CURVE_PNG,
+    MERGED_DIR,
+    METRICS_FILE,
+    PLAN_FILE,
+)
 from hftl.outputs.files import write_text
 from hftl.sources.registry import looks_like_path
 from hftl.tasks import Task, get_task
@@ -84,6 +93,7 @@ def build_card(output_dir: str | Path, kind: CardKind, repo_id: str | None = Non
         _training_section(record),
         _metrics_section(record),
         _labels_section(record),
+        *(report_section(output_dir) if kind != "merged" else []),  # merged pushes send no report files
         _usage_section(record, kind, location),
         _files_section(kind),
     ]
@@ -277,6 +287,30 @@ def _metrics_section(record: RunRecord) -> str:
             f"weights; it was never used to choose them: {scores}."
         )
     return text
+
+
+def report_section(output_dir: Path) -> list[str]:
+    """Per-class scores on the validation split and the run report's plots, when the run wrote them."""
+    path = output_dir / CLASS_REPORT_FILE
+    if not path.is_file():
+        return []
+    report = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        f"| `{name}` | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1-score']:.4f} | {int(v['support'])} |"
+        for name, v in report.items()
+        if isinstance(v, dict) and name not in ("macro avg", "weighted avg", "micro avg")
+    ]
+    text = (
+        f"## Per-class scores ({report.get('split', 'validation')} split, the published weights)\n\n"
+        "| class | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |\n"
+        + "\n".join(rows)
+    )
+    plots = [name for name in (CONFUSION_PNG, CURVE_PNG) if (output_dir / name).is_file()]
+    if plots:
+        text += "\n\n" + " ".join(
+            f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in plots
+        )
+    return [text]
 
 
 def _labels_section(record: RunRecord) -> str:

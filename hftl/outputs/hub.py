@@ -26,7 +26,10 @@ from hftl.outputs.artifacts import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
     CHECKPOINTS,
+    CLASS_REPORT_FILE,
     CONFIG_FILE,
+    CONFUSION_PNG,
+    CURVE_PNG,
     MERGED_DIR,
     METRICS_FILE,
     MODEL_FILES,
@@ -47,6 +50,7 @@ MODES = ("auto", "adapter", "merged", "full")
 Mode = Literal["auto", "adapter", "merged", "full"]
 MODE_WORDS = {"adapter": "LoRA adapter", "merged": "merged model", "full": "model"}
 RUN_FILES = (CARD_FILE, CONFIG_FILE, PLAN_FILE, METRICS_FILE)
+REPORT_PUSHED = (CLASS_REPORT_FILE, CONFUSION_PNG, CURVE_PNG)  # the card links them, when the run drew them
 # a second guard after the explicit file list: none of these is ever uploaded
 NEVER_SEND = (
     f"{CHECKPOINTS}/",
@@ -223,7 +227,7 @@ def _matching(folder: Path, patterns: tuple[str, ...]) -> set[str]:
 def select_files(folder: Path, kind: str) -> tuple[str, ...]:
     """The exact files to send (paths relative to ``folder``): weights for ``kind``, processor, card, run files."""
     weights = ADAPTER_FILES if kind == "adapter" else MODEL_FILES
-    found = _matching(folder, (*weights, *PROCESSOR_FILES, *RUN_FILES))
+    found = _matching(folder, (*weights, *PROCESSOR_FILES, *RUN_FILES, *REPORT_PUSHED))
     needed = "adapter_model.safetensors" if kind == "adapter" else "model.safetensors"
     if not any(name.startswith(needed.split(".")[0]) and name.endswith(".safetensors") for name in found):
         raise ModelError(f"no {needed} in {folder}: nothing to push as {kind}")

@@ -31,6 +31,7 @@ from hftl.outputs.artifacts import (
     PLAN_FILE,
     PROCESSOR_FILES,
     PUSH_LOG,
+    REPORT_FILES,
     RUN_LOG,
 )
 from hftl.outputs.card import CARD_FILE
@@ -51,6 +52,7 @@ RUN_FILES = (
     ADVICE_MD,
     MERGED_DIR,
     BASE_CONFIG_DIR,
+    *REPORT_FILES,
     "logs",
     *MODEL_FILES,
     *ADAPTER_FILES,

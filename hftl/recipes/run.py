@@ -29,12 +29,13 @@ from hftl.outputs.files import any_write_space_checked, space_checked
 from hftl.outputs.hub import publish_after_run
 from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
+from hftl.outputs.run_report import write_run_report
 from hftl.settings import AUTO_CASE
 from hftl.settings.choices import AUTO_LR
 from hftl.sources.registry import build_model, check_source, load_processor, source_for
 from hftl.tasks import Task, get_task
 from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
-from hftl.training.evaluation import evaluate_split
+from hftl.training.evaluation import evaluate_split, predict_split
 from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.training.feature_cache import describe as describe_cache
 from hftl.training.guards import with_auto_batch_size
@@ -171,6 +172,7 @@ def run_claimed(
     trained = model if cached.status.used else accelerator.unwrap_model(result.model)
     accelerator.print(format_summary(result.throughput))
     test = score_test(trained, inputs, config, accelerator, metric_modules)
+    predictions = predict_split(trained, inputs.validation, inputs.eval_collator, config, accelerator)
 
     accelerator.wait_for_everyone()
     metrics = run_metrics(
@@ -191,7 +193,7 @@ def run_claimed(
         metrics["lr_search"] = lr_search.to_dict()
     output_dir = Path(config.output_dir)
     if accelerator.is_main_process:
-        save_outputs(trained, processor, config, metrics, inputs, result, accelerator)
+        save_outputs(trained, processor, config, metrics, inputs, result, accelerator, predictions)
     accelerator.wait_for_everyone()
     publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
     accelerator.end_training()
@@ -358,12 +360,17 @@ def save_outputs(
     inputs: ModelInputs,
     result: FitResult,
     accelerator: Accelerator,
+    predictions: tuple[list[int], list[int]],
 ) -> None:
-    """Main process: the model (or adapter), processor, metrics.json and the model card (a full disk: one line)."""
+    """Main process: the model (or adapter), processor, metrics.json, the run report (per-class scores and plots on
+    the validation split) and the model card (a full disk: one line)."""
     output_dir = Path(config.output_dir)
     auto_model = get_task(config.task).auto_model
     save_model(trained, processor, output_dir, merge_lora=config.merge_lora, auto_model=auto_model)
     write_metrics(output_dir, metrics)
+    with space_checked(output_dir, "the run report", NO_SPACE_REMEDY):
+        for note in write_run_report(output_dir, metrics["labels"], *predictions, split="validation"):
+            accelerator.print(note)
     with space_checked(output_dir, "the model card", NO_SPACE_REMEDY):
         write_cards(output_dir, repo_id=config.push_to_hub)
     for report in inputs.skipped:

@@ -29,13 +29,17 @@ def should_stop_early(progress: Progress, patience: int | None) -> bool:
     return progress.epoch - progress.best_epoch >= patience
 
 
-def evaluate(
-    model: nn.Module, dataloader: DataLoader, accelerator: Accelerator, metrics: list
-) -> dict[str, float]:
-    """Metrics over the whole validation set, gathered across processes (duplicates from padding dropped)."""
+def collect(
+    model: nn.Module, dataloader: DataLoader, accelerator: Accelerator
+) -> tuple[list[int], list[int], float]:
+    """Predicted and true class ids over the whole loader, gathered across processes (duplicates from padding
+    dropped), and the mean loss; a progress bar on the main process (a large split takes minutes)."""
+    from tqdm.auto import tqdm
+
     model.eval()
     predictions, references, losses = [], [], []
-    for batch in dataloader:
+    batches = tqdm(dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process)
+    for batch in batches:
         with torch.no_grad():
             outputs = model(**batch)
         preds, refs, loss = accelerator.gather_for_metrics(
@@ -44,8 +48,16 @@ def evaluate(
         predictions.append(preds.cpu())
         references.append(refs.cpu())
         losses.append(loss.float().mean().cpu())
-    scores = compute_metrics(metrics, torch.cat(predictions).tolist(), torch.cat(references).tolist())
-    scores["loss"] = float(torch.stack(losses).mean())
+    return torch.cat(predictions).tolist(), torch.cat(references).tolist(), float(torch.stack(losses).mean())
+
+
+def evaluate(
+    model: nn.Module, dataloader: DataLoader, accelerator: Accelerator, metrics: list
+) -> dict[str, float]:
+    """Metrics over the whole validation set, gathered across processes."""
+    predictions, references, loss = collect(model, dataloader, accelerator)
+    scores = compute_metrics(metrics, predictions, references)
+    scores["loss"] = loss
     return scores
 
 
@@ -54,9 +66,28 @@ def evaluate_split(
 ) -> dict[str, float]:
     """Score a split that took no part in training or selection (the test split) with the whole network, the one
     that is saved; each process scores its shard, the results are gathered."""
+    with accelerator.autocast():
+        return evaluate(
+            model, split_loader(model, dataset, collator, config, accelerator), accelerator, metrics
+        )
+
+
+def predict_split(
+    model: nn.Module, dataset: Any, collator: Any, config: RunConfig, accelerator: Accelerator
+) -> tuple[list[int], list[int]]:
+    """Predicted and true class ids of the whole network on a split (the run report's confusion matrix)."""
+    with accelerator.autocast():
+        predictions, references, _ = collect(
+            model, split_loader(model, dataset, collator, config, accelerator), accelerator
+        )
+    return predictions, references
+
+
+def split_loader(
+    model: nn.Module, dataset: Any, collator: Any, config: RunConfig, accelerator: Accelerator
+) -> Any:
     loader = accelerator.prepare_data_loader(
         DataLoader(dataset, batch_size=config.eval_batch_size or 2 * config.batch_size, collate_fn=collator)
     )
     model.to(accelerator.device)
-    with accelerator.autocast():
-        return evaluate(model, loader, accelerator, metrics)
+    return loader

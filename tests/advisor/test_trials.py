@@ -60,7 +60,9 @@ def test_successive_halving_cuts_losers_and_stays_within_budget(tmp_path):
     rung1 = [t for t in report.trials if t.rung == 1]
     assert [t.candidate for t in rung0] == [c.name for c in CANDIDATES]
     assert {t.candidate for t in rung1} == {"full", "partial"}  # the losers were cut after rung 0
-    assert all(t.examples == 400 for t in rung1)  # the survivors get more: all the data, at least as many epochs
+    assert all(
+        t.examples == 400 for t in rung1
+    )  # the survivors get more: all the data, at least as many epochs
     assert rung1[0].examples * rung1[0].epochs > rung0[0].examples * rung0[0].epochs
     cost = {c.name: c.cost for c in CANDIDATES}
     spent = sum(cost[t.candidate] * t.epochs * t.examples / 400 for t in report.trials)

@@ -30,6 +30,11 @@ from tests.hub_standin import HubStandIn
 
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdefXYZ"
 LORA_REPO = "tester/tiny-vit-lora"
+REPORT_SET = {
+    "classification_report.json",
+    "confusion_matrix.png",
+    "learning_curve.png",
+}  # linked by the card
 ADAPTER_SET = {
     "README.md",
     "adapter_config.json",
@@ -40,7 +45,7 @@ ADAPTER_SET = {
     "preprocessor_config.json",
     "run_config.yaml",
     "transfer_plan.json",
-}
+} | REPORT_SET
 MODEL_SET = {
     "README.md",
     "config.json",
@@ -49,7 +54,7 @@ MODEL_SET = {
     "preprocessor_config.json",
     "run_config.yaml",
     "transfer_plan.json",
-}
+} | REPORT_SET
 PIXELS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
 
@@ -152,7 +157,7 @@ def test_push_sends_no_checkpoint_state_and_the_token_only_as_a_header(lora_run,
     for path in result.output_dir.rglob("*"):
         if path.is_file():
             assert secret not in path.read_bytes(), path
-    assert FAKE_TOKEN not in console and "Pushed the LoRA adapter (9 files)" in console
+    assert FAKE_TOKEN not in console and f"Pushed the LoRA adapter ({len(ADAPTER_SET)} files)" in console
     # the token was used: every request to the stand-in carried it as a bearer token, and only there
     api_calls = [r for r in hub.requests if r["path"].startswith("/api/") and LORA_REPO in r["path"]]
     assert api_calls and all(r["headers"].get("authorization") == f"Bearer {FAKE_TOKEN}" for r in api_calls)
@@ -219,8 +224,8 @@ def test_merged_push_creates_merged_model_and_sends_no_adapter(lora_run, hub, tm
     shutil.copytree(result.output_dir, folder, ignore=shutil.ignore_patterns("checkpoints"))
     assert not (folder / "merged").exists()
     pushed = push(folder, "tester/tiny-vit-merged", mode="merged")
-    assert pushed.mode == "merged" and set(pushed.files) == MODEL_SET
-    assert set(hub.files("tester/tiny-vit-merged")) == MODEL_SET
+    assert pushed.mode == "merged" and set(pushed.files) == MODEL_SET - REPORT_SET
+    assert set(hub.files("tester/tiny-vit-merged")) == MODEL_SET - REPORT_SET
     puts = [r for r in hub.requests if r["method"] == "PUT"]
     assert len(puts) == 1 and "authorization" not in puts[0]["headers"]  # the storage URL gets no token
     served = write_repo(hub, "tester/tiny-vit-merged", tmp_path / "served")
@@ -328,7 +333,7 @@ def test_torchrun_two_processes_push_once(hub, resnet_dir, image_folder, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert [c["repo_id"] for c in hub.created].count("tester/resnet-ddp") == 1
     assert [c["repo_id"] for c in hub.commits].count("tester/resnet-ddp") == 1
-    assert done.stdout.count("Pushed the model (7 files)") == 1
+    assert done.stdout.count(f"Pushed the model ({len(MODEL_SET)} files)") == 1
     assert "model.safetensors" in hub.files("tester/resnet-ddp")
     assert FAKE_TOKEN not in done.stdout + done.stderr
 
@@ -343,7 +348,7 @@ def test_push_republishes_a_hub_repo_as_a_merged_model(lora_run, hub, monkeypatc
     monkeypatch.setattr(hftl.outputs.download, "snapshot_download", snapshot_download)
     monkeypatch.chdir(tmp_path)  # LORA_REPO is no local path here
     assert cli_main(["push", LORA_REPO, "--repo-id", "tester/from-hub-merged", "--merged"]) == 0
-    assert set(hub.files("tester/from-hub-merged")) == MODEL_SET
+    assert set(hub.files("tester/from-hub-merged")) == MODEL_SET - REPORT_SET
     served = write_repo(hub, "tester/from-hub-merged", tmp_path / "served")
     model = AutoModelForImageClassification.from_pretrained(served).eval()
     with torch.no_grad():
@@ -463,4 +468,4 @@ def test_dry_run_writes_nothing(mode, lora_run, hub, tmp_path):
     before = _tree(folder)
     pushed = push(folder, "tester/dry", mode=mode, dry_run=True)
     assert _tree(folder) == before and not (folder / "merged").exists()
-    assert set(pushed.files) == (ADAPTER_SET if mode == "auto" else MODEL_SET)
+    assert set(pushed.files) == (ADAPTER_SET if mode == "auto" else MODEL_SET - REPORT_SET)

@@ -1,0 +1,145 @@
+"""The report of every run, beside metrics.json: per-class precision/recall/F1 and the confusion matrix of the saved
+model on the validation split, and the learning curve (training loss, validation metric).
+
+The predictions are kept (``eval_predictions.json``) so ``hftl report RUN_DIR`` redraws everything without the
+model. scikit-learn computes the per-class table; the PNGs need matplotlib (``pip install "hftl[report]"``) and
+are skipped, with a note, without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hftl.errors import ConfigError
+from hftl.outputs.artifacts import CLASS_REPORT_FILE, CONFUSION_PNG, CURVE_PNG, PREDICTIONS_FILE
+from hftl.outputs.artifacts import RUN_LOG as LOG_FILE
+from hftl.outputs.files import write_text
+
+
+def per_class(labels: list[str], predictions: list[int], references: list[int]) -> dict[str, Any]:
+    """Precision, recall, F1 and support per class, plus the averages (scikit-learn's classification_report)."""
+    from sklearn.metrics import classification_report
+
+    return classification_report(
+        references,
+        predictions,
+        labels=list(range(len(labels))),
+        target_names=labels,
+        output_dict=True,
+        zero_division=0,
+    )
+
+
+def write_run_report(
+    output_dir: Path, labels: list[str], predictions: list[int], references: list[int], split: str
+) -> list[str]:
+    """Save the predictions and draw the report; returns notes (e.g. plots skipped without matplotlib)."""
+    record = {"split": split, "labels": labels, "predictions": predictions, "references": references}
+    write_text(output_dir / PREDICTIONS_FILE, json.dumps(record) + "\n")
+    return redraw(output_dir)
+
+
+def redraw(output_dir: str | Path) -> list[str]:
+    """The per-class table and both plots from a run folder's saved predictions and logs."""
+    output_dir = Path(output_dir)
+    source = output_dir / PREDICTIONS_FILE
+    if not source.is_file():
+        raise ConfigError(
+            f"{output_dir} has no {PREDICTIONS_FILE}: runs write it at their end (a run from an older hftl or one "
+            "that did not finish has none)"
+        )
+    record = json.loads(source.read_text(encoding="utf-8"))
+    table = per_class(record["labels"], record["predictions"], record["references"])
+    write_text(
+        output_dir / CLASS_REPORT_FILE, json.dumps({"split": record["split"], **table}, indent=2) + "\n"
+    )
+    try:
+        plot_confusion(record, output_dir / CONFUSION_PNG)
+        plot_learning_curve(output_dir, output_dir / CURVE_PNG)
+    except ImportError:
+        return ["plots skipped: matplotlib is not installed (pip install 'hftl[report]')"]
+    return []
+
+
+def plot_confusion(record: dict[str, Any], path: Path) -> None:
+    """Counts of (true class, predicted class) on the split, labelled with the class names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    labels = record["labels"]
+    matrix = confusion_matrix(record["references"], record["predictions"], labels=list(range(len(labels))))
+    size = min(3 + 0.5 * len(labels), 14)
+    figure, axis = plt.subplots(figsize=(size, size), dpi=110)
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"confusion matrix ({record['split']}, {len(record['references'])} examples)")
+    if len(labels) <= 30:
+        for (row, column), count in _cells(matrix):
+            colour = "white" if count > matrix.max() / 2 else "black"
+            axis.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _cells(matrix: Any) -> list[tuple[tuple[int, int], int]]:
+    return [((r, c), int(matrix[r, c])) for r in range(matrix.shape[0]) for c in range(matrix.shape[1])]
+
+
+def plot_learning_curve(output_dir: Path, path: Path) -> None:
+    """Training loss (each logged step) and the validation metrics (each evaluation) against optimizer steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses, evaluations = read_log(output_dir / LOG_FILE)
+    figure, loss_axis = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    if losses:
+        loss_axis.plot(*zip(*losses, strict=True), color="#7f7f7f", label="training loss")
+    loss_axis.set_xlabel("optimizer steps")
+    loss_axis.set_ylabel("training loss")
+    metric_axis = loss_axis.twinx()
+    for name in sorted({k for _, values in evaluations for k in values if k != "eval_loss"}):
+        points = [(step, values[name]) for step, values in evaluations if name in values]
+        metric_axis.plot(
+            *zip(*points, strict=True), marker="o", label=f"validation {name.removeprefix('eval_')}"
+        )
+    metric_axis.set_ylabel("validation metric")
+    handles = loss_axis.get_legend_handles_labels()[0] + metric_axis.get_legend_handles_labels()[0]
+    if handles:
+        loss_axis.legend(handles=handles, loc="center right")
+    loss_axis.set_title("learning curve")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def read_log(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, dict[str, float]]]]:
+    """(step, training loss) and (step, evaluation metrics) from metrics.jsonl; damaged lines are skipped."""
+    losses, evaluations = [], []
+    if not path.is_file():
+        return losses, evaluations
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or "step" not in entry:
+            continue
+        if "loss" in entry:
+            losses.append((int(entry["step"]), float(entry["loss"])))
+        metrics = {
+            k: float(v) for k, v in entry.items() if k.startswith("eval_") and isinstance(v, int | float)
+        }
+        if metrics:
+            evaluations.append((int(entry["step"]), metrics))
+    return losses, evaluations
