@@ -685,6 +685,7 @@ class _Width:
 
     hidden_size = 384
     classifier_pooling: str | None = None
+    classifier_head = "linear"
 
 
 def _config_of(pair: str) -> _Width:
@@ -705,7 +706,9 @@ def default_rule(pair: str) -> tuple[str, float]:
     strategy = choice.strategy if choice else CASE_RULES[case].strategy
     cut = case == "small_different" and strategy == "head" and family != "word-vectors"
     plan = ("head_trunc_mlp" if family == "resnet" else "head_trunc") if cut else strategy
-    return plan, default_lr(family, strategy, "pretrained", _config_of(pair))
+    config = _config_of(pair)
+    config.classifier_head = PLANS[plan].get("head", "linear")
+    return plan, default_lr(family, strategy, "pretrained", config)
 
 
 def scratch_default(pair: str) -> float:
@@ -831,7 +834,9 @@ def plan_default(pair: str, plan: str) -> float:
     from hftl.transfer.defaults import default_lr
 
     family = {"resnet": "resnet", "bert": "bert", "vectors": "word-vectors"}[PAIRS[pair]["family"]]
-    return default_lr(family, PLANS[plan]["strategy"], "pretrained", _Width())
+    config = _config_of(pair)
+    config.classifier_head = PLANS[plan].get("head", "linear")
+    return default_lr(family, PLANS[plan]["strategy"], "pretrained", config)
 
 
 def pooling_table(rows: list[dict[str, Any]]) -> list[str]:
