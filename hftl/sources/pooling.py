@@ -92,17 +92,10 @@ def refuse_custom_head(config: Any, family: str, how: str) -> None:
         )
 
 
-def auto_head(config: Any, model_config: Any, current: Any, backbone: Any) -> str:
-    """``--head auto``: a saved hftl model's own; an MLP for a cut CNN, whose head reads an early stage's few
-    channels (``CUT_CNN_HEAD``, measured); else linear."""
-    from hftl.transfer.cases import will_cut
-    from hftl.transfer.defaults import CUT_CNN_HEAD
-
-    if current is not None:
-        return current.classifier_head
-    if backbone.convolutional and will_cut(config, backbone.family, model_config):
-        return CUT_CNN_HEAD
-    return "linear"
+def auto_head(current: Any) -> str:
+    """``--head auto``: a saved hftl model's own, else linear (an MLP on a cut CNN was measured and is not the
+    default: hftl.transfer.defaults says why)."""
+    return current.classifier_head if current is not None else "linear"
 
 
 def hub_head(config: Any, model_config: Any) -> Any:
@@ -116,7 +109,7 @@ def hub_head(config: Any, model_config: Any) -> Any:
         config.pooling, config.model, config.revision, getattr(current, "classifier_pooling", None)
     )
     backbone = backbone_for(model_config)
-    head = config.head if config.head != "auto" else auto_head(config, model_config, current, backbone)
+    head = config.head if config.head != "auto" else auto_head(current)
     if current is None and pooling == "pooler" and head == "linear":
         return model_config
     if pooling == "cls" and backbone.convolutional:

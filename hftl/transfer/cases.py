@@ -18,7 +18,6 @@ body and trains LoRA adapters plus neck and head; ``full`` trains everything.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 from torch import nn
 
@@ -64,13 +63,6 @@ def cuts(config: RunConfig, measured: CaseChoice | None) -> bool:
     rule = CASE_RULES[config.case]
     strategy = config.strategy or (measured.strategy if measured else rule.strategy)
     return rule.truncate and (measured is None or config.strategy is not None) and strategy != "partial"
-
-
-def will_cut(config: RunConfig, family: str, model_config: Any) -> bool:
-    """``cuts`` before the model exists (the head is sized when the model is built)."""
-    if config.case not in CASE_RULES:
-        return False
-    return cuts(config, case_choice(family, config.case, model_config))
 
 
 def head_reasons(config: RunConfig, model: nn.Module) -> list[str]:

@@ -187,13 +187,32 @@ def test_the_plan_and_the_card_say_how_the_head_reads(pooled_text_run):
     assert "hftl.register_auto_classes()  # the hftl-pooled-bert model type" in card
 
 
-def test_a_cut_cnn_gets_the_measured_mlp_head_and_the_plan_says_why(resnet_dir, image_folder, tmp_path):
-    from hftl.transfer.defaults import CUT_CNN_HEAD
+def test_an_mlp_head_on_a_cut_resnet_trains_at_its_measured_rate(resnet_dir, image_folder, tmp_path):
+    from hftl.transfer.defaults import default_lr
 
-    result = quick_train(
-        "image", "small_different", resnet_dir, image_folder, tmp_path / "run", strategy="head", epochs=1
+    result = hftl.train(
+        task="image",
+        case="small_different",
+        strategy="head",
+        head="mlp:64",
+        model=str(resnet_dir),
+        dataset=str(image_folder),
+        output_dir=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=8,
     )
-    assert result.model.config.classifier_head == CUT_CNN_HEAD == "mlp:512"
-    assert any("auto: a cut CNN's few channels get an MLP" in reason for reason in result.plan.reasons)
-    whole = quick_train("image", "small_similar", resnet_dir, image_folder, tmp_path / "whole", epochs=1)
-    assert whole.model.config.model_type == "resnet"  # the whole body keeps the stock linear head
+    assert result.model.config.classifier_head == "mlp:64"
+    assert result.plan.lr == default_lr("resnet", "head", "pretrained", result.model.config) == 3e-2
+    linear = hftl.train(
+        task="image",
+        case="small_different",
+        strategy="head",
+        model=str(resnet_dir),
+        dataset=str(image_folder),
+        output_dir=str(tmp_path / "linear"),
+        epochs=1,
+        batch_size=8,
+    )
+    assert (
+        linear.model.config.model_type == "resnet" and linear.plan.lr == 9e-2
+    )  # --head auto: the stock head

@@ -144,9 +144,8 @@ def test_a_plan_measured_after_the_cut_counts_the_head_it_trains(family, model_d
         == 0
     )
     head_line = next(line for line in capsys.readouterr().out.splitlines() if "new head" in line)
-    # ResNet's cut head is the measured MLP (16 -> 512 -> 7, CUT_CNN_HEAD); ViT's stays linear (32 -> 7)
-    expected = "12.3k" if family == "resnet" else str((32 + 1) * 7)
-    assert head_line.split()[-1] == expected
+    width = 16 if family == "resnet" else 32
+    assert head_line.split()[-1] == str((width + 1) * 7)
 
 
 def test_resnet_lora_targets_convolutions(model_dirs):
