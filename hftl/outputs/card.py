@@ -234,6 +234,13 @@ def _training_section(record: RunRecord) -> str:
         ),
         ("weight decay", settings.get("weight_decay")),
         ("gradient clipping", settings.get("max_grad_norm")),
+        (
+            "class weights",
+            ", ".join(f"`{k}` {v:g}" for k, v in metrics["class_weights"].items())
+            + f" (--class-weights {settings.get('class_weights')})"
+            if metrics.get("class_weights")
+            else "none",
+        ),
         ("mixed precision", settings.get("mixed_precision") or "no"),
         ("seed", settings.get("seed")),
     ]

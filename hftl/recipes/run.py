@@ -34,6 +34,7 @@ from hftl.settings import AUTO_CASE
 from hftl.settings.choices import AUTO_LR
 from hftl.sources.registry import build_model, check_source, load_processor, source_for
 from hftl.tasks import Task, get_task
+from hftl.training.class_weights import class_weights, describe_weights
 from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
 from hftl.training.evaluation import evaluate_split, predict_split
 from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
@@ -167,7 +168,10 @@ def run_claimed(
     if config.lr == AUTO_LR:
         plan, lr_search = search_lr(cached, config, plan, accelerator)
     metric_modules = load_metrics(task.metrics)
-    result = train_network(cached, config, plan, metric_modules, accelerator, fingerprint)
+    weights = class_weights(config.class_weights, splits.labels, splits.train[splits.label_column])
+    if weights is not None:
+        accelerator.print(describe_weights(splits.labels, weights))
+    result = train_network(cached, config, plan, metric_modules, accelerator, fingerprint, weights)
     # a cached run trained the real model's own modules in place: save the whole network
     trained = model if cached.status.used else accelerator.unwrap_model(result.model)
     accelerator.print(format_summary(result.throughput))
@@ -191,6 +195,8 @@ def run_claimed(
     )
     if lr_search is not None:
         metrics["lr_search"] = lr_search.to_dict()
+    if weights is not None:
+        metrics["class_weights"] = dict(zip(splits.labels, weights, strict=True))
     output_dir = Path(config.output_dir)
     if accelerator.is_main_process:
         save_outputs(trained, processor, config, metrics, inputs, result, accelerator, predictions)
@@ -335,6 +341,7 @@ def train_network(
     metrics: list,
     accelerator: Accelerator,
     fingerprint: dict[str, Any],
+    weights: list[float] | None = None,
 ) -> FitResult:
     """The loop, with ``--auto-batch-size`` halving the batch (and doubling accumulation) on out-of-memory."""
     fit_model = maybe_compile(cached.model, config.compile)
@@ -343,7 +350,9 @@ def train_network(
         accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
         accelerator.gradient_accumulation_steps = accumulation
         settings = config.replace(batch_size=batch_size, gradient_accumulation_steps=accumulation)
-        return fit(fit_model, cached.inputs, settings, plan.lr, metrics, accelerator, plan, fingerprint)
+        return fit(
+            fit_model, cached.inputs, settings, plan.lr, metrics, accelerator, plan, fingerprint, weights
+        )
 
     if config.auto_batch_size:
         return with_auto_batch_size(

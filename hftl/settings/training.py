@@ -49,6 +49,13 @@ class OptimSettings:
         default=1, metadata={"help": "Batches accumulated per optimizer step."}
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this norm (0 disables)."})
+    class_weights: str = field(
+        default="none",
+        metadata={
+            "help": "Weigh the training loss per class: none; auto (inverse class frequency in the training split, "
+            "capped at 10x the lightest class); or a JSON file {label: weight} naming every class."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={

@@ -35,6 +35,7 @@ from hftl.training.checkpoints import (
     restore_trained_weights,
     save_checkpoint,
 )
+from hftl.training.class_weights import weighted_loss
 from hftl.training.devices import fused_adamw
 from hftl.training.evaluation import evaluate, is_better, should_stop_early
 from hftl.training.guards import NonFiniteGuard, step_is_finite
@@ -88,6 +89,7 @@ class TrainState:
     samples: int = 0
     running_loss: float = 0.0
     loss_count: int = 0
+    class_weights: torch.Tensor | None = None  # --class-weights: the training loss weighs each class
 
     @property
     def output_dir(self) -> Path:
@@ -112,6 +114,7 @@ def fit(
     accelerator: Accelerator,
     plan: TransferPlan | None = None,
     fingerprint: dict[str, Any] | None = None,
+    class_weights: list[float] | None = None,
 ) -> FitResult:
     """Train ``model``; ``plan`` (when given) brings its per-block learning rates, penalties and unfreezing;
     ``fingerprint`` (default: from ``inputs``) is what a checkpoint must match to be resumed."""
@@ -148,6 +151,7 @@ def fit(
             unit="step",
         ),
         resumed_from=resumed_from,
+        class_weights=None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32),
     )
     started = time.perf_counter()
     first_epoch = progress.epoch
@@ -274,7 +278,12 @@ def train_step(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
     """Forward and backward on one batch; on the accumulation boundary, clip and step unless non-finite."""
     accelerator, tuning, progress = state.accelerator, state.tuning, state.progress
     with accelerator.accumulate(state.model), state.meter.count_flops(enabled=not state.config.compile):
-        loss = state.model(**batch).loss
+        outputs = state.model(**batch)
+        loss = (
+            outputs.loss
+            if state.class_weights is None
+            else weighted_loss(outputs.logits, batch["labels"], state.class_weights)
+        )
         objective = (loss + tuning.penalty()) if tuning is not None else loss
         accelerator.backward(objective)
         if accelerator.sync_gradients:

@@ -45,6 +45,7 @@ def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelI
         "warmup_ratio": config.warmup_ratio,
         "scheduler": config.scheduler,
         "max_grad_norm": config.max_grad_norm,
+        "class_weights": config.class_weights,
     }
 
 
