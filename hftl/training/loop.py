@@ -87,7 +87,7 @@ class TrainState:
     curve: list[dict[str, Any]] = field(default_factory=list)
     stopped_early_at: int | None = None
     samples: int = 0
-    running_loss: float = 0.0
+    running_loss: torch.Tensor | None = None  # summed on the device: read (one sync) every --log-steps
     loss_count: int = 0
     class_weights: torch.Tensor | None = None  # --class-weights: the training loss weighs each class
 
@@ -268,7 +268,8 @@ def train_epoch(state: TrainState, epoch: int, inputs: ModelInputs, resuming: bo
         loss = train_step(state, batch)
         state.progress.batches_done += 1
         state.samples += batch["labels"].shape[0] * state.accelerator.num_processes
-        state.running_loss, state.loss_count = state.running_loss + loss.float().item(), state.loss_count + 1
+        summed = loss.float() if state.running_loss is None else state.running_loss + loss.float()
+        state.running_loss, state.loss_count = summed, state.loss_count + 1
         state.meter.step_done(batch["labels"].shape[0])
         if state.accelerator.sync_gradients:
             after_optimizer_step(state, epoch)
@@ -311,12 +312,13 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
         record = {
             "step": progress.global_step,
             "epoch": epoch,
-            "loss": state.running_loss / state.loss_count,
+            "loss": float(state.running_loss) / state.loss_count if state.running_loss is not None else None,
             "lr": state.scheduler.get_last_lr()[0],
         }
         log(state, record)
-        state.bar.set_postfix(loss=f"{record['loss']:.4f}")
-        state.running_loss, state.loss_count = 0.0, 0
+        if record["loss"] is not None:
+            state.bar.set_postfix(loss=f"{record['loss']:.4f}")
+        state.running_loss, state.loss_count = None, 0
     at_epoch_end = state.accelerator.gradient_state.end_of_dataloader  # the epoch-end checkpoint follows
     if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
         checkpoint(state)

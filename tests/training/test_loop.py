@@ -42,3 +42,29 @@ def test_tensorboard_tracker_logs_when_installed(vit_dir, image_folder, tmp_path
     quick_train("image", "small_similar", vit_dir, image_folder, tmp_path, epochs=1, report_to="auto")
     events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
     assert events and max(e.stat().st_size for e in events) > 0
+
+
+def test_the_loop_reads_the_loss_from_the_device_only_when_it_logs(
+    bert_dir, text_folder, tmp_path, monkeypatch
+):
+    """No host-device sync per step for the loss: `.item()` is not called once per step (it was: 8 steps, 12 calls)."""
+    calls = {"n": 0}
+    item = torch.Tensor.item
+
+    def counting(self):
+        calls["n"] += 1
+        return item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counting)
+    result = quick_train(
+        "text",
+        "large_similar",
+        bert_dir,
+        text_folder,
+        tmp_path,
+        epochs=2,
+        log_steps=1000,
+        feature_cache=False,
+    )
+    steps = result.metrics["global_step"]
+    assert steps == 16 and calls["n"] < steps / 2, calls
