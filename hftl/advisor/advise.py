@@ -5,6 +5,7 @@ to a run (``--case auto``) or rank several models (``hftl advise --model a,b,c``
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ from hftl.advisor.decision import (
 )
 from hftl.advisor.probes import cached_depth_features
 from hftl.advisor.scores import leep
-from hftl.advisor.trials import TrialsReport, run_trials
+from hftl.advisor.trials import Trial, TrialsReport, run_trials
 from hftl.backbones import backbone_for
 from hftl.config import RunConfig
 from hftl.data.loading import Splits, splits_for
 from hftl.data.preprocess import prepare_inputs
 from hftl.errors import ConfigError
+from hftl.outputs.artifacts import ADVICE_JSON
 from hftl.settings import AUTO_CASE, VECTORS_PREFIX
 from hftl.sources.registry import check_source, load_processor
 from hftl.tasks import Task, get_task
@@ -218,14 +220,30 @@ def choose_by_trials(
     """``--case auto`` with a budget: short trials of every candidate plan on the data (``run`` trains one) pick
     the case, strategy and init of the run."""
     model_names(config, single=True)
-    task = get_task(config.task)
-    splits = splits_for(config, task, dataset)
-    report = run_trials(config, splits.train, splits.validation, splits.label_column, run)
+    report = earlier_trials(config) if config.resume else None
+    if report is None:
+        task = get_task(config.task)
+        splits = splits_for(config, task, dataset)
+        report = run_trials(config, splits.train, splits.validation, splits.label_column, run)
+    else:
+        print(f"--case auto --resume: the trials in {config.output_dir}/{ADVICE_JSON} chose; not run again")
     pick = report.candidate()
     if config.strategy is not None and config.strategy != pick.strategy:
         print(f"--case auto: the trials' pick ({pick.name}) replaces --strategy {config.strategy}")
     print(report.render(), flush=True)
     return config.replace(case=pick.case, strategy=pick.strategy, init=pick.init, keep_layers=None), report
+
+
+def earlier_trials(config: RunConfig) -> TrialsReport | None:
+    """The trials an interrupted ``--case auto`` run saved: resuming it keeps their pick (rerunning them would cost
+    the budget again, and a pick that changed would make its checkpoints another run's)."""
+    path = Path(config.output_dir) / ADVICE_JSON
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["trials"]
+        trials = [Trial(**trial) for trial in saved.pop("trials")]
+        return TrialsReport(**saved, trials=trials)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def resolve_auto_case(

@@ -130,3 +130,27 @@ def test_hftl_advise_prints_the_prior_and_the_trials_that_decide(model_dirs, tex
     assert "gain" in printed and "Trials (successive halving" in printed and "pick: " in printed
     advice = json.loads((out / "advice.json").read_text())
     assert advice["recommended"]["by"] == "trials" and advice["models"][0]["scores"]
+
+
+def test_resuming_a_case_auto_run_keeps_its_trials_pick(model_dirs, text_folder, tmp_path, monkeypatch):
+    """An interrupted --case auto run resumes with the plan its trials chose, without running them again."""
+    import hftl.advisor.advise as advise_module
+
+    settings = dict(
+        task="text",
+        case="auto",
+        model=str(model_dirs["bert"]),
+        dataset=str(text_folder),
+        output_dir=str(tmp_path),
+        epochs=1,
+        batch_size=8,
+        advise_budget=0.5,
+    )
+    first = hftl.train(**settings)
+
+    def no_trials(*args, **kwargs):
+        raise AssertionError("the trials ran again")
+
+    monkeypatch.setattr(advise_module, "run_trials", no_trials)
+    resumed = hftl.train(**settings, resume="auto")
+    assert (resumed.plan.case, resumed.plan.strategy) == (first.plan.case, first.plan.strategy)
