@@ -41,6 +41,9 @@ class Splits:
     source: str
     test: Dataset | None = None
     validation_origin: str = "validation"  # the split's name, or how it was held out of train
+    pair_column: str | None = (
+        None  # text: the second sentence of a pair (--text-columns), encoded with the first
+    )
 
 
 def load_raw(
@@ -309,6 +312,7 @@ def load_splits(
     label_columns: Sequence[str],
     input_column: str | None = None,
     label_column: str | None = None,
+    text_columns: Sequence[str] | None = None,
     dataset_config: str | None = None,
     validation_split: float = 0.1,
     max_train_samples: int | None = None,
@@ -328,7 +332,15 @@ def load_splits(
     validation = named_validation[1] if named_validation else None
     if len(train) == 0:
         raise DataError(f"{name}: the train split is empty")
-    image_or_text = find_column(train, input_column, input_columns, f"{modality} input", "--input-column")
+    pair = None
+    if text_columns:
+        if modality != "text":
+            raise DataError("--text-columns reads a sentence pair: it is for text tasks")
+        first, second = text_columns
+        image_or_text = find_column(train, first, [first], "first text of the pair", "--text-columns")
+        pair = find_column(train, second, [second], "second text of the pair", "--text-columns")
+    else:
+        image_or_text = find_column(train, input_column, input_columns, f"{modality} input", "--input-column")
     label = find_column(train, label_column, label_columns, "label", "--label-column")
     if validation is None:
         if not isinstance(train.features[label], ClassLabel):
@@ -338,12 +350,14 @@ def load_splits(
     else:
         origin = named_validation[0]
         find_column(validation, label, [label], "label", "--label-column")
-        find_column(validation, image_or_text, [image_or_text], f"{modality} input", "--input-column")
+        for column in (image_or_text, pair) if pair else (image_or_text,):
+            find_column(validation, column, [column], f"{modality} input", "--input-column/--text-columns")
     if len(validation) == 0:
         raise DataError(f"{name}: the validation split is empty")
     train, validation, labels = encode_labels(train, validation, label)
     if test is not None:
-        find_column(test, image_or_text, [image_or_text], f"{modality} input", "--input-column")
+        for column in (image_or_text, pair) if pair else (image_or_text,):
+            find_column(test, column, [column], f"{modality} input", "--input-column/--text-columns")
         find_column(test, label, [label], "label", "--label-column")
         test = as_class_label(test, label, train.features[label], "test")
     if max_train_samples is not None and max_train_samples < len(train):
@@ -352,7 +366,7 @@ def load_splits(
         validation = validation.shuffle(seed=seed).select(range(max_eval_samples))
     if test is not None and max_eval_samples is not None and max_eval_samples < len(test):
         test = test.shuffle(seed=seed).select(range(max_eval_samples))
-    return Splits(train, validation, labels, image_or_text, label, name, test, origin)
+    return Splits(train, validation, labels, image_or_text, label, name, test, origin, pair)
 
 
 def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None = None) -> Splits:
@@ -364,6 +378,7 @@ def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | N
         label_columns=task.label_columns,
         input_column=config.input_column,
         label_column=config.label_column,
+        text_columns=config.text_columns,
         dataset_config=config.dataset_config,
         validation_split=config.validation_split,
         max_train_samples=config.max_train_samples,

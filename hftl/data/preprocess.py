@@ -228,18 +228,23 @@ def random_resized_crop_flip(
 
 # --- texts ---------------------------------------------------------------------------------------------------------
 def _map_texts(split: Dataset, splits: Splits, tokenizer: Any, max_length: int) -> Dataset:
-    column, label = splits.input_column, splits.label_column
+    column, label, pair = splits.input_column, splits.label_column, splits.pair_column
+    columns = (column, pair) if pair else (column,)
 
     def tokenize(batch: Mapping[str, list], indices: list[int]) -> dict[str, Any]:
-        problems = [text_problem(text) for text in batch[column]]
-        for i, text in enumerate(batch[column]):
-            if not problems[i] and not isinstance(text, str):
-                raise DataError(
-                    f"row {indices[i]}: text in column {column!r} is {type(text).__name__}, not a string; "
-                    "is --input-column the right column?"
-                )
-        texts = [text if not problems[i] else "" for i, text in enumerate(batch[column])]
-        encoded = dict(tokenizer(texts, truncation=True, max_length=max_length))
+        problems = [
+            next((text_problem(batch[c][i]) for c in columns if text_problem(batch[c][i])), "")
+            for i in range(len(batch[column]))
+        ]
+        for c in columns:
+            for i, text in enumerate(batch[c]):
+                if not problems[i] and not isinstance(text, str):
+                    raise DataError(
+                        f"row {indices[i]}: text in column {c!r} is {type(text).__name__}, not a string; "
+                        "is --input-column (or --text-columns) the right column?"
+                    )
+        texts = [[text if not problems[i] else "" for i, text in enumerate(batch[c])] for c in columns]
+        encoded = dict(tokenizer(*texts, truncation=True, max_length=max_length))
         encoded[LABELS] = batch[label]
         encoded[ERROR] = [
             problem(f"row {indices[i]}", text) if text else "" for i, text in enumerate(problems)

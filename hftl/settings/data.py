@@ -44,6 +44,13 @@ class DataSettings:
     label_column: str | None = field(
         default=None, metadata={"help": "Column with the labels; default: found from the task card."}
     )
+    text_columns: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Text: two columns read as a sentence pair (e.g. premise hypothesis, or premise,hypothesis), "
+            "encoded together as transformers' run_glue.py does; replaces --input-column."
+        },
+    )
     validation_split: float = field(
         default=0.1,
         metadata={
@@ -82,6 +89,15 @@ class DataSettings:
     )
 
     def __post_init__(self) -> None:
+        if self.text_columns is not None:
+            names = [
+                part.strip() for item in self.text_columns for part in str(item).split(",") if part.strip()
+            ]
+            if len(names) != 2:
+                raise ConfigError(
+                    f"--text-columns takes two columns (a sentence pair), got {self.text_columns}"
+                )
+            self.text_columns = names
         check_positive(self, "max_length", "max_image_pixels")
         check_positive(self, "max_train_samples", "max_eval_samples", optional=True)
         check_range("max_bad_fraction", self.max_bad_fraction, 0.0, 1.0)

@@ -72,12 +72,14 @@ def lowercase_for(config: RunConfig, kv: Any) -> bool:
 
 
 def build_tokenizer(task: Task, config: RunConfig, splits: Splits | None = None) -> Any:
-    """The word vocabulary of the training split as a fast tokenizer (saved with the model as tokenizer.json)."""
+    """The word vocabulary of the training split (both sentences of a pair) as a fast tokenizer (saved with the
+    model as tokenizer.json); a pair is encoded as the words of both, which the bag of vectors pools together."""
     check_text_task(task)
     if splits is None:
         raise ConfigError("a word-vector tokenizer is built from the training split: pass the splits")
+    columns = [splits.input_column] + ([splits.pair_column] if splits.pair_column else [])
     return build_word_tokenizer(
-        splits.train[splits.input_column],
+        [text for column in columns for text in splits.train[column]],
         lowercase=lowercase_for(config, vectors_for(config)),
         split=config.vectors_split,
         min_freq=config.vectors_min_freq,
