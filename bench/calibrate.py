@@ -688,8 +688,10 @@ class _Width:
     classifier_head = "linear"
 
 
-def _config_of(pair: str) -> _Width:
+def _config_of(pair: str, plan: str = "full") -> _Width:
+    """What hftl.transfer.defaults reads of this pair's model running ``plan``: its pooling and head."""
     config = _Width()
+    config.classifier_head = PLANS.get(plan, {}).get("head", "linear")
     pooling = pooling_for(pair, "auto")
     config.classifier_pooling = None if pooling == "pooler" else pooling
     return config
@@ -706,9 +708,7 @@ def default_rule(pair: str) -> tuple[str, float]:
     strategy = choice.strategy if choice else CASE_RULES[case].strategy
     cut = case == "small_different" and strategy == "head" and family != "word-vectors"
     plan = ("head_trunc_mlp" if family == "resnet" else "head_trunc") if cut else strategy
-    config = _config_of(pair)
-    config.classifier_head = PLANS[plan].get("head", "linear")
-    return plan, default_lr(family, strategy, "pretrained", config)
+    return plan, default_lr(family, strategy, "pretrained", _config_of(pair, plan))
 
 
 def scratch_default(pair: str) -> float:
@@ -834,9 +834,7 @@ def plan_default(pair: str, plan: str) -> float:
     from hftl.transfer.defaults import default_lr
 
     family = {"resnet": "resnet", "bert": "bert", "vectors": "word-vectors"}[PAIRS[pair]["family"]]
-    config = _config_of(pair)
-    config.classifier_head = PLANS[plan].get("head", "linear")
-    return default_lr(family, PLANS[plan]["strategy"], "pretrained", config)
+    return default_lr(family, PLANS[plan]["strategy"], "pretrained", _config_of(pair, plan))
 
 
 def pooling_table(rows: list[dict[str, Any]]) -> list[str]:

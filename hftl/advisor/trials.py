@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import shutil
 import time
@@ -164,7 +165,6 @@ def run_trials(
     validation: Dataset,
     label_column: str,
     run: Callable[[RunConfig, DatasetDict], Any],
-    log: Path | None = None,
 ) -> TrialsReport:
     """Successive halving over ``candidates_for(config)``; ``run`` trains one trial (``hftl.recipes.run.run``)."""
     epochs, budget = config.epochs, config.advise_budget * PLANNED_SHARE
@@ -181,12 +181,7 @@ def run_trials(
             max(1, min(epochs, math.floor(FIRST_RUNG * budget * epochs / total))) if share >= 1.0 else 1
         )
         subset = stratified_share(train, label_column, share, config.seed)
-        scores = {}
-        for candidate in candidates:
-            trial = _trial(config, candidate, 0, first_epochs, subset, validation, run, work, log)
-            report.trials.append(trial)
-            if trial.score is not None:
-                scores[candidate.name] = trial.score
+        scores = _rung(report, config, candidates, 0, first_epochs, subset, validation, run, work)
         spent = share * first_epochs * total
         survivors = promoted(scores, candidates, len(validation))
         # rung 1: the two best on all the data, for as many epochs as the rest of the budget pays for
@@ -194,12 +189,7 @@ def run_trials(
         cost = sum(c.cost for c in survivors)
         more_epochs = min(epochs, math.floor(remaining / cost)) if cost else 0
         if len(survivors) > 1 and (more_epochs > first_epochs or (share < 1.0 and more_epochs >= 1)):
-            scores = {}
-            for candidate in survivors:
-                trial = _trial(config, candidate, 1, more_epochs, train, validation, run, work, log)
-                report.trials.append(trial)
-                if trial.score is not None:
-                    scores[candidate.name] = trial.score
+            scores = _rung(report, config, survivors, 1, more_epochs, train, validation, run, work)
         if not scores:
             raise HftlError(
                 "no candidate plan trained in the advisor's trials: "
@@ -251,6 +241,27 @@ def cost_ratio(report: TrialsReport, train_examples: int, epochs: int) -> float 
     return report.seconds / (longest.seconds / (longest.examples * longest.epochs) * train_examples * epochs)
 
 
+def _rung(
+    report: TrialsReport,
+    config: RunConfig,
+    candidates: list[Candidate],
+    rung: int,
+    epochs: int,
+    train: Dataset,
+    validation: Dataset,
+    run: Callable[[RunConfig, DatasetDict], Any],
+    work: Path,
+) -> dict[str, float]:
+    """Train each candidate of a rung (recorded in ``report``); the scores of those that trained."""
+    scores = {}
+    for candidate in candidates:
+        trial = _trial(config, candidate, rung, epochs, train, validation, run, work)
+        report.trials.append(trial)
+        if trial.score is not None:
+            scores[candidate.name] = trial.score
+    return scores
+
+
 def _trial(
     config: RunConfig,
     candidate: Candidate,
@@ -260,7 +271,6 @@ def _trial(
     validation: Dataset,
     run: Callable[[RunConfig, DatasetDict], Any],
     work: Path,
-    log: Path | None,
 ) -> Trial:
     trial = Trial(candidate.name, rung, epochs, len(train))
     folder = work / f"rung{rung}-{candidate.name}"
@@ -281,7 +291,7 @@ def _trial(
     )
     started = time.perf_counter()
     try:
-        with _quiet(log, f"{folder.name}"):
+        with _quiet():
             result = run(settings, DatasetDict(train=train, validation=validation))
         trial.score = float(result.metrics["best"][f"eval_{METRIC}"])
     except HftlError as error:  # a plan that does not apply to this model is skipped, and said so
@@ -293,14 +303,9 @@ def _trial(
 
 
 @contextlib.contextmanager
-def _quiet(log: Path | None, name: str):
-    """Trial runs print their plans and progress into ``log`` (or nowhere), not over the advisor's table."""
-    import io
-
-    target = open(log, "a", encoding="utf-8") if log is not None else io.StringIO()  # noqa: SIM115
-    try:
-        target.write(f"\n===== trial {name} =====\n")
-        with contextlib.redirect_stdout(target), contextlib.redirect_stderr(target):
-            yield
-    finally:
-        target.close()
+def _quiet():
+    """Trial runs' plans and progress bars would bury the advisor's table: they go nowhere (the trials' scores and
+    errors are what the report keeps)."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield

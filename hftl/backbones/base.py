@@ -162,10 +162,9 @@ class Backbone:
     # --- frozen prefix / trained suffix (the feature cache) --------------------------------------------------
     def cache_support(self, model: nn.Module, cut: Cut) -> str | None:
         """Why features at ``cut`` cannot be cached for ``model`` (None when they can)."""
-        pooled = own_pooling(model) is not None
-        name = (
-            type(model).__mro__[2].__name__ if pooled else type(model).__name__
-        )  # a pooled one: its stock class
+        name = getattr(
+            type(model), "stock_class", type(model)
+        ).__name__  # a pooled classifier: its stock class
         if name not in self.cache_classes:
             supported = ", ".join(self.cache_classes) or "none"
             return f"{self.family} has no feature-cache forward pieces for {name} (supported: {supported})"

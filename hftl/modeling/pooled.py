@@ -196,6 +196,7 @@ def pooled_classes(model_type: str) -> tuple[type, type]:
             "__module__": __name__,
             "config_class": config_class,
             "base_model_type": model_type,
+            "stock_class": base_model,  # what the family's forward pieces (the feature cache) were written for
             "output_class": SequenceClassifierOutput if kind == "text" else ImageClassifierOutput,
         },
     )

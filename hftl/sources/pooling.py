@@ -51,23 +51,24 @@ def _hub_file(repo: str, filename: str, revision: str | None) -> Path | None:
         return None
 
 
-def declared_pooling(model: str, revision: str | None = None) -> str | None:
-    """The pooling a sentence-transformers model declares, or None for any other model."""
+def _model_json(model: str, relative: str, revision: str | None) -> Any | None:
+    """A small JSON file of a model: inside its local folder, or from the Hub (cache first)."""
     folder = Path(model).expanduser()
     if folder.is_dir():
-        modules = _read_json(folder, "modules.json")
-        read = lambda relative: _read_json(folder, relative)  # noqa: E731
-    else:
-        found = _hub_file(model, "modules.json", revision)
-        modules = _read_json(found.parent, found.name) if found else None
-        read = lambda relative: (  # noqa: E731
-            _read_json(hub.parent, hub.name) if (hub := _hub_file(model, relative, revision)) else None
-        )
+        return _read_json(folder, relative)
+    found = _hub_file(model, relative, revision)
+    return _read_json(found.parent, found.name) if found else None
+
+
+def declared_pooling(model: str, revision: str | None = None) -> str | None:
+    """The pooling a sentence-transformers model declares, or None for any other model."""
+    modules = _model_json(model, "modules.json", revision)
     if not isinstance(modules, list):
         return None
     for module in modules:
         if isinstance(module, dict) and module.get("type") == _POOLING_MODULE:
-            settings = read(f"{str(module.get('path', '')).strip('/')}/config.json".lstrip("/"))
+            path = f"{str(module.get('path', '')).strip('/')}/config.json".lstrip("/")
+            settings = _model_json(model, path, revision)
             if isinstance(settings, dict):
                 for key, pooling in _MODES:
                     if settings.get(key):

@@ -312,12 +312,11 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
         record = {
             "step": progress.global_step,
             "epoch": epoch,
-            "loss": float(state.running_loss) / state.loss_count if state.running_loss is not None else None,
+            "loss": float(state.running_loss) / state.loss_count,
             "lr": state.scheduler.get_last_lr()[0],
         }
         log(state, record)
-        if record["loss"] is not None:
-            state.bar.set_postfix(loss=f"{record['loss']:.4f}")
+        state.bar.set_postfix(loss=f"{record['loss']:.4f}")
         state.running_loss, state.loss_count = None, 0
     at_epoch_end = state.accelerator.gradient_state.end_of_dataloader  # the epoch-end checkpoint follows
     if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
