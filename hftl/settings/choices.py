@@ -15,6 +15,7 @@ STRATEGIES = ("head", "partial", "lora", "full")
 INITS = ("pretrained", "scratch")
 # how a new head reads the encoder (hftl.modeling.pooled); auto = a sentence-transformers folder's own, else pooler
 POOLINGS = ("auto", "pooler", "cls", "mean", "max")
+EVAL_STRATEGIES = ("epoch", "end")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # word vectors (--model vectors:PATH_OR_NAME)
 VECTORS_PREFIX = "vectors:"

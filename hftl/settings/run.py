@@ -9,6 +9,7 @@ from hftl.errors import ConfigError
 from hftl.settings.choices import (
     AUTO_CASE,
     CASES,
+    EVAL_STRATEGIES,
     INITS,
     POOLINGS,
     STRATEGIES,
@@ -69,6 +70,13 @@ class RunSettings:
         default=None,
         metadata={"help": "Also evaluate every N optimizer steps (a finer learning curve; `hftl compare`)."},
     )
+    eval_strategy: Literal["epoch", "end"] = field(
+        default="epoch",
+        metadata={
+            "help": "Evaluate at every epoch end (the best epoch's weights are kept) or once, at the end (the last "
+            "epoch's are kept: cheaper when the validation split outweighs the training split)."
+        },
+    )
     report_to: str = field(
         default="auto",
         metadata={
@@ -91,6 +99,7 @@ class RunSettings:
     def __post_init__(self) -> None:
         check_positive(self, "log_steps", "save_total_limit", "max_nonfinite_steps")
         check_positive(self, "save_steps", "eval_steps", optional=True)
+        check_choice("eval_strategy", self.eval_strategy, EVAL_STRATEGIES)
 
 
 @dataclass

@@ -330,8 +330,13 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
 
 
 def end_epoch(state: TrainState, epoch: int) -> None:
-    """Evaluate, record, keep track of the best epoch, checkpoint."""
+    """Evaluate, record, keep track of the best epoch, checkpoint (``--eval-strategy end``: evaluate only after the
+    last epoch, which is then the one kept)."""
     config, progress = state.config, state.progress
+    if config.eval_strategy == "end" and epoch + 1 < config.epochs:
+        progress.epoch, progress.batches_done = epoch + 1, 0
+        checkpoint(state)
+        return
     scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
     record = {"epoch": epoch + 1, "step": progress.global_step, **{f"eval_{k}": v for k, v in scores.items()}}
     progress.history.append(record)
