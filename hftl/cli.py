@@ -191,9 +191,9 @@ def _advise(argv: Sequence[str]) -> int:
     trials = None
     if config.advise_budget > 0 and len(advices) == 1:  # the LogME prior above; short trials decide
         from hftl.advisor.advise import choose_by_trials
-        from hftl.recipes.run import run
+        from hftl.recipes.run import trial_run
 
-        _, trials = choose_by_trials(config, None, run)
+        _, trials = choose_by_trials(config, None, trial_run)
     json_path, md_path = write_advice(config.output_dir, advices, trials)
     print(f"Wrote {json_path} and {md_path}")
     return 0

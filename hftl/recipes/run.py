@@ -92,8 +92,9 @@ def trackers(report_to: str) -> list[str] | None:
     return report_to.split(",")
 
 
-def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunResult:
-    """Train one transfer setup and write its outputs; ``dataset`` overrides ``config.dataset`` (Python API)."""
+def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None, *, trial: bool = False) -> RunResult:
+    """Train one transfer setup and write its outputs; ``dataset`` overrides ``config.dataset`` (Python API).
+    ``trial``: one of the advisor's trials, whose score is all that is kept (no model, report or card written)."""
     quiet_library_logs()
     release_accelerator_state()  # a previous run in this process may have failed before releasing it
     task = get_task(config.task)
@@ -103,17 +104,22 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
         from hftl.advisor.advise import choose_by_trials
 
         check_output_dir(Path(config.output_dir), config.resume, config.overwrite_output_dir)  # before trials
-        config, trials = choose_by_trials(config, dataset, run)
+        config, trials = choose_by_trials(config, dataset, trial_run)
         release_accelerator_state()
     accelerator = make_accelerator(config)
     check_model_name(config, accelerator)
     lock = claim_output_dir(config, accelerator)
     try:
         with any_write_space_checked(Path(config.output_dir)):
-            return run_claimed(config, task, dataset, accelerator, trials)
+            return run_claimed(config, task, dataset, accelerator, trials, trial)
     finally:
         if lock is not None:
             lock.release()
+
+
+def trial_run(config: RunConfig, dataset: DatasetDict) -> RunResult:
+    """One of the advisor's trials: a run whose score is all that is kept."""
+    return run(config, dataset, trial=True)
 
 
 def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | None:
@@ -144,8 +150,10 @@ def run_claimed(
     dataset: Dataset | DatasetDict | None,
     accelerator: Accelerator,
     trials: Any = None,
+    trial: bool = False,
 ) -> RunResult:
-    """The run proper, in an output folder it holds (``trials``: the advisor's, when they chose the plan)."""
+    """The run proper, in an output folder it holds (``trials``: the advisor's, when they chose the plan;
+    ``trial``: this run is one of them)."""
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
     if trials is not None and accelerator.is_main_process:
         from hftl.advisor.decision import write_advice
@@ -176,7 +184,9 @@ def run_claimed(
     trained = model if cached.status.used else accelerator.unwrap_model(result.model)
     accelerator.print(format_summary(result.throughput))
     test = score_test(trained, inputs, config, accelerator, metric_modules)
-    predictions = predict_split(trained, inputs.validation, inputs.eval_collator, config, accelerator)
+    predictions = (
+        None if trial else predict_split(trained, inputs.validation, inputs.eval_collator, config, accelerator)
+    )
 
     accelerator.wait_for_everyone()
     metrics = run_metrics(
@@ -198,7 +208,7 @@ def run_claimed(
     if weights is not None:
         metrics["class_weights"] = dict(zip(splits.labels, weights, strict=True))
     output_dir = Path(config.output_dir)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and predictions is not None:
         save_outputs(trained, processor, config, metrics, inputs, result, accelerator, predictions)
     accelerator.wait_for_everyone()
     publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
