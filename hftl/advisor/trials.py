@@ -202,7 +202,9 @@ def run_trials(
         if len(survivors) > 1 and second.example_epochs > first.example_epochs:
             subset = stratified_share(train, label_column, second.share, config.seed)
             scores = _rung(report, config, survivors, 1, second.epochs, subset, validation, run, work)
-        elif len(first_validation) < len(validation):  # rung 0 is all there is: score its pick on all the data
+        elif len(first_validation) < len(
+            validation
+        ):  # rung 0 is all there is: score its pick on all the data
             scores = _rung(report, config, survivors, 1, first.epochs, subset, validation, run, work)
         if not scores:
             raise HftlError(
@@ -286,20 +288,39 @@ class Budget:
         training = max(0.0, units - len(candidates) * EVAL_WEIGHT * validation)
         example_epochs = training / max(sum(c.cost for c in candidates), 1e-9)
         if example_epochs >= self.train_examples:
-            return Schedule(min(self.epochs, math.floor(example_epochs / self.train_examples)), 1.0, self.train_examples)
+            return Schedule(
+                min(self.epochs, math.floor(example_epochs / self.train_examples)), 1.0, self.train_examples
+            )
         return Schedule(1, max(example_epochs / max(self.train_examples, 1), MIN_SHARE), self.train_examples)
 
     def cost(self, candidates: list[Candidate], schedule: Schedule, validation: int) -> float:
-        return sum(c.cost for c in candidates) * schedule.example_epochs + len(candidates) * EVAL_WEIGHT * validation
+        return (
+            sum(c.cost for c in candidates) * schedule.example_epochs
+            + len(candidates) * EVAL_WEIGHT * validation
+        )
 
 
 def promoted(scores: dict[str, float], candidates: list[Candidate], examples: int) -> list[Candidate]:
-    """The two best of a rung, and the next ones while they are within noise of the second (at most three)."""
+    """The best of a rung and those within noise of it, earliest in ``candidates`` first (short trials favour fast
+    starters, so a tie is no reason to cut a plan that does better trained longer: on fashion59-20, five plans were
+    within 1.4 points after 9 of 30 epochs); with none within noise, the two best and a third within noise of the
+    second. At most three."""
     ranked = sorted(scores, key=lambda name: -scores[name])
-    keep = ranked[:2]
-    for name in ranked[2:MAX_SURVIVORS]:
-        if scores[keep[-1]] - scores[name] <= noise_of(scores[keep[-1]], examples):
-            keep.append(name)
+    best = ranked[0]
+    tied = [
+        c.name
+        for c in candidates
+        if c.name in scores
+        and c.name != best
+        and scores[best] - scores[c.name] <= noise_of(scores[best], examples)
+    ]
+    keep = [best, *tied]
+    if not tied:
+        keep = ranked[:2]
+        keep += [
+            n for n in ranked[2:3] if scores[keep[-1]] - scores[n] <= noise_of(scores[keep[-1]], examples)
+        ]
+    keep = keep[:MAX_SURVIVORS]
     return [c for c in candidates if c.name in keep]
 
 
