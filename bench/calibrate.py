@@ -497,7 +497,16 @@ def run_one(
                     "advise_seconds": trials["seconds"],
                     "advise_cost_ratio": trials["cost_ratio"],
                     "trials": [
-                        [t["candidate"], t["rung"], t["epochs"], t["examples"], t["score"], t.get("scored"), t["seconds"]]
+                        [
+                            t["candidate"],
+                            t["rung"],
+                            t["epochs"],
+                            t["examples"],
+                            t["score"],
+                            t.get("scored"),
+                            t["seconds"],
+                            t.get("train_seconds"),
+                        ]
                         for t in trials["trials"]
                     ],
                     "strategy": result.plan.strategy,

@@ -87,6 +87,7 @@ class Trial:
     scored: int = 0  # validation examples
     score: float | None = None
     seconds: float = 0.0
+    train_seconds: float = 0.0  # of ``seconds``, in the training loop (the rest: loading, preparing, caching)
     error: str | None = None
 
 
@@ -222,22 +223,24 @@ def run_trials(
 @dataclass(frozen=True)
 class Clock:
     """Seconds of a trial = ``start`` (loading the model and data, building the feature cache) + ``per_unit`` x its
-    cost units; fitted to the trials that ran. One full run is one start plus its units."""
+    cost units, from the trials that ran (the median start: a busy machine makes single timings noisy). One full
+    run is one start plus its units."""
 
     start: float
     per_unit: float
 
     @classmethod
     def fit(cls, trials: list[Trial]) -> Clock:
-        done = [(_units(t), t.seconds) for t in trials if t.score is not None and t.seconds > 0]
-        if not done:
+        """Each trial measured both: its training loop's seconds (per unit) and the rest (its start)."""
+        done = [t for t in trials if t.score is not None and t.seconds > 0]
+        units = sum(_units(t) for t in done)
+        if not done or units <= 0:
             return cls(0.0, 1e-3)
-        units, seconds = np.array(done).T
-        if np.ptp(units) > 0:
-            per_unit, start = np.polyfit(units, seconds, 1)
-            if per_unit > 0 and start >= 0:
-                return cls(float(start), float(per_unit))
-        return cls(0.0, float(seconds.sum() / units.sum()))  # no spread to separate the start from the rest
+        training = sum(min(t.train_seconds, t.seconds) for t in done)
+        if training <= 0:  # nothing to tell the start from the training: all of it per unit
+            return cls(0.0, sum(t.seconds for t in done) / units)
+        start = float(np.median([t.seconds - min(t.train_seconds, t.seconds) for t in done]))
+        return cls(start, training / units)
 
     def seconds(self, units: float) -> float:
         return self.start + self.per_unit * units
@@ -399,6 +402,7 @@ def _trial(
         with _quiet():
             result = run(settings, DatasetDict(train=train, validation=validation))
         trial.score = float(result.metrics["best"][f"eval_{METRIC}"])
+        trial.train_seconds = round(float(result.metrics.get("train_seconds", 0.0)), 2)
     except HftlError as error:  # a plan that does not apply to this model is skipped, and said so
         trial.error = f"{type(error).__name__}: {error}"
     finally:

@@ -185,7 +185,9 @@ def run_claimed(
     accelerator.print(format_summary(result.throughput))
     test = score_test(trained, inputs, config, accelerator, metric_modules)
     predictions = (
-        None if trial else predict_split(trained, inputs.validation, inputs.eval_collator, config, accelerator)
+        None
+        if trial
+        else predict_split(trained, inputs.validation, inputs.eval_collator, config, accelerator)
     )
 
     accelerator.wait_for_everyone()

@@ -54,11 +54,14 @@ class FakeRuns:
         name = "scratch" if settings.init == "scratch" else settings.strategy
         self.calls.append((name, settings.epochs, len(data["train"]), sorted(data)))
         cost = next(c.cost for c in CANDIDATES if c.name == name)
-        self.now += 0.1 + 1e-3 * (cost * settings.epochs * len(data["train"]) + EVAL_WEIGHT * len(data["validation"]))
+        training = 1e-3 * (
+            cost * settings.epochs * len(data["train"]) + EVAL_WEIGHT * len(data["validation"])
+        )
+        self.now += 0.1 + training
         if name in self.fail:
             raise hftl.ConfigError(f"{name} does not apply")
         score = self.quality[name] * (1 - 0.1 / settings.epochs) * (0.9 + 0.1 * len(data["train"]) / 400)
-        return SimpleNamespace(metrics={"best": {"eval_accuracy": score}})
+        return SimpleNamespace(metrics={"best": {"eval_accuracy": score}, "train_seconds": training})
 
 
 @pytest.fixture
@@ -94,7 +97,9 @@ def test_successive_halving_cuts_losers_and_stays_within_budget(tmp_path, fake_r
     assert rung1[0].examples * rung1[0].epochs > rung0[0].examples * rung0[0].epochs
     full_run = 0.1 + 1e-3 * 4 * (400 + EVAL_WEIGHT * 200)  # a start, 4 epochs of training, scored after each
     assert runs.now <= report.budget * full_run + 1e-9  # the budget: 1.5 full runs, in seconds
-    assert report.cost_ratio == pytest.approx(runs.now / full_run, rel=0.05)  # the fitted clock (seconds rounded)
+    assert report.cost_ratio == pytest.approx(
+        runs.now / full_run, rel=0.05
+    )  # the fitted clock (seconds rounded)
     full, partial = (next(t for t in rung1 if t.candidate == name) for name in ("full", "partial"))
     assert report.pick == "full" and report.margin == pytest.approx(full.score - partial.score)
     assert all(
