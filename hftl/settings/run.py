@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from hftl.errors import ConfigError
 from hftl.settings.choices import (
     AUTO_CASE,
+    AUTO_METRIC,
     CASES,
     EVAL_STRATEGIES,
     INITS,
@@ -18,6 +19,7 @@ from hftl.settings.choices import (
     check_choice,
     check_head,
     check_positive,
+    check_range,
     check_repo_id,
 )
 
@@ -59,10 +61,18 @@ class RunSettings:
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (newest N)."})
     metric_for_best: str = field(
-        default="accuracy",
+        default=AUTO_METRIC,
         metadata={
             "help": "Validation metric that picks the best epoch: one of the task's metrics (higher is better) "
-            "or loss (lower is better)."
+            "or loss (lower is better); auto: accuracy, or f1_micro for multi-label data (whose metrics are "
+            "f1_micro, f1_macro and subset_accuracy)."
+        },
+    )
+    threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "Multi-label: a label is predicted when its sigmoid score is above this; the validation and "
+            "test metrics and the run report use it."
         },
     )
     log_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
@@ -100,6 +110,7 @@ class RunSettings:
         check_positive(self, "log_steps", "save_total_limit", "max_nonfinite_steps")
         check_positive(self, "save_steps", "eval_steps", optional=True)
         check_choice("eval_strategy", self.eval_strategy, EVAL_STRATEGIES)
+        check_range("threshold", self.threshold, 0.0, 1.0, closed_low=False, closed_high=False)
 
 
 @dataclass
