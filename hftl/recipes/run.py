@@ -30,19 +30,19 @@ from hftl.outputs.hub import publish_after_run
 from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
 from hftl.outputs.run_report import write_run_report
-from hftl.settings import AUTO_CASE
+from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.choices import AUTO_LR
 from hftl.sources.registry import build_model, check_source, load_processor, source_for
 from hftl.tasks import Task, get_task
 from hftl.training.class_weights import class_weights, describe_weights
 from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
-from hftl.training.evaluation import evaluate_split, predict_split
+from hftl.training.evaluation import evaluate_split, predict_split, settle_problem
 from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.training.feature_cache import describe as describe_cache
 from hftl.training.guards import with_auto_batch_size
 from hftl.training.loop import FitResult, fit
 from hftl.training.lr_finder import LrSearch, find_lr
-from hftl.training.metrics import load_metrics
+from hftl.training.metrics import MULTI_LABEL_METRICS, load_metrics
 from hftl.training.resume import check_resume_target, run_fingerprint
 from hftl.training.throughput import format_summary
 from hftl.transfer.apply import ParameterCount, adapt_to_plan, count_parameters, shape_to_plan
@@ -155,6 +155,7 @@ def run_claimed(
     """The run proper, in an output folder it holds (``trials``: the advisor's, when they chose the plan;
     ``trial``: this run is one of them)."""
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
+    metric_names = settle_problem(config, task.metrics, splits.multi_label)  # auto -> what the data holds
     if trials is not None and accelerator.is_main_process:
         from hftl.advisor.decision import write_advice
 
@@ -175,10 +176,11 @@ def run_claimed(
     lr_search = None
     if config.lr == AUTO_LR:
         plan, lr_search = search_lr(cached, config, plan, accelerator)
-    metric_modules = load_metrics(task.metrics)
-    weights = class_weights(config.class_weights, splits.labels, splits.train[splits.label_column])
+    metric_modules = load_metrics(metric_names, splits.multi_label)
+    train_labels = splits.train[splits.label_column]
+    weights = class_weights(config.class_weights, splits.labels, train_labels, splits.multi_label)
     if weights is not None:
-        accelerator.print(describe_weights(splits.labels, weights))
+        accelerator.print(describe_weights(splits.labels, weights, splits.multi_label))
     result = train_network(cached, config, plan, metric_modules, accelerator, fingerprint, weights)
     # a cached run trained the real model's own modules in place: save the whole network
     trained = model if cached.status.used else accelerator.unwrap_model(result.model)
@@ -220,8 +222,9 @@ def run_claimed(
 
 
 def check_metric_for_best(config: RunConfig, task: Task) -> None:
-    """``--metric-for-best`` names one of the task's metrics or the loss (a typo would silently keep epoch 1)."""
-    valid = [*task.metrics, "loss"]
+    """``--metric-for-best`` names one of the task's metrics, a multi-label metric or the loss (a typo would silently
+    keep epoch 1); whether the data has the metric is checked once it is loaded (``settle_problem``)."""
+    valid = list(dict.fromkeys([AUTO_METRIC, *task.metrics, *MULTI_LABEL_METRICS, "loss"]))
     if config.metric_for_best not in valid:
         raise unknown_choice("metric_for_best", config.metric_for_best, valid)
 
@@ -381,7 +384,7 @@ def save_outputs(
     inputs: ModelInputs,
     result: FitResult,
     accelerator: Accelerator,
-    predictions: tuple[list[int], list[int]],
+    predictions: tuple[list[Any], list[Any]],
 ) -> None:
     """Main process: the model (or adapter), processor, metrics.json, the run report (per-class scores and plots on
     the validation split) and the model card (a full disk: one line)."""
@@ -390,7 +393,8 @@ def save_outputs(
     save_model(trained, processor, output_dir, merge_lora=config.merge_lora, auto_model=auto_model)
     write_metrics(output_dir, metrics)
     with space_checked(output_dir, "the run report", NO_SPACE_REMEDY):
-        for note in write_run_report(output_dir, metrics["labels"], *predictions, split="validation"):
+        threshold = metrics.get("threshold")  # multi-label: the predictions are 0/1 rows
+        for note in write_run_report(output_dir, metrics["labels"], *predictions, "validation", threshold):
             accelerator.print(note)
     with space_checked(output_dir, "the model card", NO_SPACE_REMEDY):
         write_cards(output_dir, repo_id=config.push_to_hub)

@@ -37,7 +37,7 @@ from hftl.training.checkpoints import (
 )
 from hftl.training.class_weights import weighted_loss
 from hftl.training.devices import fused_adamw
-from hftl.training.evaluation import evaluate, is_better, should_stop_early
+from hftl.training.evaluation import decision_threshold, evaluate, is_better, should_stop_early
 from hftl.training.guards import NonFiniteGuard, step_is_finite
 from hftl.training.resume import resume, run_fingerprint
 from hftl.training.schedules import make_schedule
@@ -90,6 +90,7 @@ class TrainState:
     running_loss: torch.Tensor | None = None  # summed on the device: read (one sync) every --log-steps
     loss_count: int = 0
     class_weights: torch.Tensor | None = None  # --class-weights: the training loss weighs each class
+    threshold: float | None = None  # multi-label: a label is predicted above this sigmoid score
 
     @property
     def output_dir(self) -> Path:
@@ -152,6 +153,7 @@ def fit(
         ),
         resumed_from=resumed_from,
         class_weights=None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32),
+        threshold=decision_threshold(config),
     )
     started = time.perf_counter()
     first_epoch = progress.epoch
@@ -322,7 +324,7 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
     if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
         checkpoint(state)
     if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
-        scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
+        scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
         point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(state.train_dl)}
         state.curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
         log(state, state.curve[-1])
@@ -337,7 +339,7 @@ def end_epoch(state: TrainState, epoch: int) -> None:
         progress.epoch, progress.batches_done = epoch + 1, 0
         checkpoint(state)
         return
-    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
+    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
     record = {"epoch": epoch + 1, "step": progress.global_step, **{f"eval_{k}": v for k, v in scores.items()}}
     progress.history.append(record)
     state.curve.append(record)
