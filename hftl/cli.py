@@ -128,12 +128,18 @@ def _predict(argv: Sequence[str]) -> int:
     )
     parser.add_argument("model", help="hftl output folder (any family, LoRA included) or Hub id")
     parser.add_argument("inputs", nargs="+", help="texts, or image files/URLs for an image model")
-    parser.add_argument("--top-k", type=int, default=1, help="labels per input (default 1)")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="labels per input (default 1; a multi-label model: every label, each with its sigmoid score)",
+    )
     args = parser.parse_args(argv)
     from hftl.inference.predict import predict
 
-    for item, result in zip(args.inputs, predict(args.model, args.inputs, top_k=args.top_k), strict=True):
-        print(json.dumps({"input": item, "predictions": result if args.top_k > 1 else [result]}))
+    results = predict(args.model, args.inputs, top_k="auto" if args.top_k is None else args.top_k)
+    for item, result in zip(args.inputs, results, strict=True):
+        print(json.dumps({"input": item, "predictions": result if isinstance(result, list) else [result]}))
     return 0
 
 
