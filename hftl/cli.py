@@ -195,7 +195,9 @@ def _advise(argv: Sequence[str]) -> int:
     if len(advices) > 1:
         print(render_ranking(advices))
     trials = None
-    if config.advise_budget > 0 and len(advices) == 1:  # the LogME prior above; short trials decide
+    if (
+        config.advise_budget > 0 and len(advices) <= 1
+    ):  # the LogME prior above (none: multi-label); trials decide
         from hftl.advisor.advise import choose_by_trials
         from hftl.recipes.run import trial_run
 

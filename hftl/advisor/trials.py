@@ -3,10 +3,10 @@
 LogME and friends rank features, not plans: on held-out pairs the fixed size line (1,000 per class) and the
 similarity verdict picked plans 7-17 points below the best (docs/calibration.md). So ``--case auto`` trains each
 candidate plan (head, partial, LoRA, full fine-tuning, scratch), every one with its calibrated default learning rate,
-and lets validation accuracy decide:
+and lets the run's validation metric decide (accuracy by default; micro-F1 for multi-label data):
 
 - **rung 0**: every candidate on a stratified share of the training split (all of it when the budget allows, for as
-  many epochs as half the budget pays for);
+  many epochs as half the budget pays for; multi-label rows are stratified by their rarest label);
 - **rung 1**: the two best (and a third within the noise of the second), on all the data, for as many epochs (up to
   the run's) as the rest allows.
 
@@ -16,7 +16,7 @@ candidates are costed by what they train (a cached head-only epoch is a fraction
 after its last epoch, so on small data (where scoring every epoch would cost more than training) trials run longer;
 rung 0 scores on a stratified part of a validation split too large to score five times. Rung 1 is sized in seconds,
 from the start-up and per-unit times rung 0 measured on this machine. Trials are ranked
-by validation accuracy (the test split is never read); the pick is the best of the last rung; when the runner-up is within the noise of the validation estimate, it is reported as a tie
+by the validation metric (the test split is never read); the pick is the best of the last rung; when the runner-up is within the noise of the validation estimate, it is reported as a tie
 and the earlier candidate in ``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials),
 so that reruns with other seeds agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
 """
@@ -29,15 +29,16 @@ import io
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, LargeList, List
 
 from hftl.config import RunConfig
+from hftl.data.labels import rarest_label
 from hftl.errors import HftlError
 from hftl.settings import VECTORS_PREFIX
 
@@ -66,7 +67,7 @@ CANDIDATES = (
     Candidate("scratch", "large_different", "full", init="scratch", cost=1.0),
 )
 TRIALS_DIR = ".hftl-trials"
-METRIC = "accuracy"
+METRIC = "accuracy"  # what trials rank on unless the run names its own (--metric-for-best)
 FIRST_RUNG = 1 / 2  # of the budget: the survivors' longer trials on all the data get the rest
 MAX_SURVIVORS = 3
 # rung 0 is planned in cost units before anything is timed: it spends this share of its half of the budget on
@@ -149,11 +150,33 @@ def candidates_for(config: RunConfig) -> list[Candidate]:
     return list(CANDIDATES)
 
 
+def trial_metric(config: RunConfig, task_metrics: Sequence[str], multi_label: bool) -> str:
+    """What trials rank on: the run's ``--metric-for-best``, or (for auto and loss) accuracy, micro-F1 for
+    multi-label data; a metric the data has not is refused before any trial trains."""
+    from hftl.errors import unknown_choice
+    from hftl.settings import AUTO_METRIC
+    from hftl.training.metrics import default_metric_for_best, metric_names
+
+    chosen = config.metric_for_best
+    if chosen in (AUTO_METRIC, "loss"):
+        return default_metric_for_best(multi_label)
+    names = metric_names(task_metrics, multi_label)
+    if chosen not in names:
+        raise unknown_choice("metric_for_best", chosen, [*names, "loss"])
+    return chosen
+
+
 def stratified_share(dataset: Dataset, label_column: str, share: float, seed: int) -> Dataset:
-    """``share`` of every class (at least one example each), in a seeded order."""
+    """``share`` of every class (at least one example each), in a seeded order; multi-label rows (lists of
+    label ids) are grouped by their rarest label, so every label keeps examples."""
     if share >= 1.0:
         return dataset
-    labels = np.asarray(dataset[label_column])
+    feature = dataset.features[label_column]
+    if isinstance(feature, List | LargeList):
+        count = feature.feature.num_classes
+        labels = np.asarray(rarest_label(dataset[label_column], count))
+    else:
+        labels = np.asarray(dataset[label_column])
     rng = np.random.default_rng(seed)
     keep: list[int] = []
     for label in np.unique(labels):
@@ -164,7 +187,8 @@ def stratified_share(dataset: Dataset, label_column: str, share: float, seed: in
 
 
 def noise_of(score: float, examples: int) -> float:
-    """One standard error of the difference of two accuracies measured on ``examples`` validation examples."""
+    """One standard error of the difference of two accuracies measured on ``examples`` validation examples (for
+    F1 scores, the same binomial estimate: a rough guide, not a bound)."""
     p = min(max(score, 1.0 / max(examples, 1)), 1.0 - 1.0 / max(examples, 1))
     return math.sqrt(2.0 * p * (1.0 - p) / max(examples, 1))
 
@@ -175,10 +199,14 @@ def run_trials(
     validation: Dataset,
     label_column: str,
     run: Callable[[RunConfig, DatasetDict], Any],
+    metric: str = METRIC,
 ) -> TrialsReport:
-    """Successive halving over ``candidates_for(config)``; ``run`` trains one trial (``hftl.recipes.run.run``)."""
+    """Successive halving over ``candidates_for(config)``; ``run`` trains one trial (``hftl.recipes.run.run``);
+    trials are ranked by their validation ``metric``."""
+    # the trials read the loaded splits, whose labels are one column already (0/1 columns joined)
+    config = config.replace(label_columns=None, label_column=label_column)
     candidates = candidates_for(config)
-    report = TrialsReport(metric=METRIC, validation_examples=len(validation), budget=config.advise_budget)
+    report = TrialsReport(metric=metric, validation_examples=len(validation), budget=config.advise_budget)
     budget = Budget(config.advise_budget * PLANNED_SHARE, config.epochs, len(train), len(validation))
     started = time.perf_counter()
     work = Path(config.output_dir) / TRIALS_DIR  # the same on every process of a distributed run
@@ -362,7 +390,7 @@ def _rung(
     """Train each candidate of a rung (recorded in ``report``); the scores of those that trained."""
     scores = {}
     for candidate in candidates:
-        trial = _trial(config, candidate, rung, epochs, train, validation, run, work)
+        trial = _trial(config, candidate, rung, epochs, train, validation, run, work, report.metric)
         report.trials.append(trial)
         if trial.score is not None:
             scores[candidate.name] = trial.score
@@ -378,6 +406,7 @@ def _trial(
     validation: Dataset,
     run: Callable[[RunConfig, DatasetDict], Any],
     work: Path,
+    metric: str = METRIC,
 ) -> Trial:
     trial = Trial(candidate.name, rung, epochs, len(train), len(validation))
     folder = work / f"rung{rung}-{candidate.name}"
@@ -401,7 +430,7 @@ def _trial(
     try:
         with _quiet():
             result = run(settings, DatasetDict(train=train, validation=validation))
-        trial.score = float(result.metrics["best"][f"eval_{METRIC}"])
+        trial.score = float(result.metrics["best"][f"eval_{metric}"])
         trial.train_seconds = round(float(result.metrics.get("train_seconds", 0.0)), 2)
     except HftlError as error:  # a plan that does not apply to this model is skipped, and said so
         trial.error = f"{type(error).__name__}: {error}"
