@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from datasets import ClassLabel, Dataset, List
 from transformers import AutoImageProcessor, pipeline
 
 import hftl
-from hftl.advisor.trials import stratified_share, trial_metric
+from hftl.advisor.trials import run_trials, stratified_share, trial_metric
 from hftl.config import RunConfig
 from hftl.training.class_weights import AUTO_CAP, class_weights
 from hftl.training.metrics import compute_metrics, load_metrics
@@ -135,6 +136,19 @@ def test_label_sets_are_learnt_well_above_the_all_or_nothing_baselines(name, req
     assert set(best) >= {"eval_f1_micro", "eval_f1_macro", "eval_subset_accuracy", "eval_loss"}
 
 
+def pooled_bert() -> torch.nn.Module:
+    from transformers import BertConfig
+
+    from hftl.modeling.pooled import pooled_classes, pooled_config
+
+    torch.manual_seed(0)
+    stock = BertConfig(
+        vocab_size=12, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+        num_labels=3, problem_type="multi_label_classification",
+    )  # fmt: skip
+    return pooled_classes("bert")[1](pooled_config(stock, "mean", "linear"))
+
+
 def test_the_loss_is_bce_with_logits_on_multi_hot_targets(keywords_run, squares_run, squares):
     from PIL import Image
 
@@ -145,11 +159,13 @@ def test_the_loss_is_bce_with_logits_on_multi_hot_targets(keywords_run, squares_
     images = [Image.open(squares / "validation" / f"{i}.png") for i in range(2)]
     processor = AutoImageProcessor.from_pretrained(squares_run.output_dir)
     ids = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
-    for run, inputs in (
-        (squares_run, processor(images, return_tensors="pt")),  # transformers' own ResNet head
-        (keywords_run, {"input_ids": ids, "attention_mask": (ids != 0).long()}),  # hftl's word-vector model
+    text = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    for model, inputs in (
+        (load(squares_run.output_dir), processor(images, return_tensors="pt")),  # transformers' ResNet head
+        (load(keywords_run.output_dir), text),  # hftl's word-vector model
+        (pooled_bert(), text),  # hftl's pooled head on BERT (--pooling mean)
     ):
-        model = load(run.output_dir).eval()
+        model.eval()
         assert model.config.problem_type == "multi_label_classification"
         with torch.no_grad():
             out = model(**inputs, labels=targets)
@@ -260,18 +276,39 @@ def test_the_feature_score_advisor_refuses_multi_label_data(resnet_dir, squares,
         quick_train("image", "auto", resnet_dir, squares, tmp_path / "run", strategy="full", advise_budget=0)
 
 
-def test_trials_sample_label_lists_and_rank_on_micro_f1():
+def test_trials_sample_label_lists_and_rank_on_micro_f1(tmp_path):
     names = ClassLabel(names=["a", "b", "c"])
     data = Dataset.from_dict({"labels": [[0], [0, 1], [1], [], [2], [0]] * 4}).cast_column(
         "labels", List(names)
     )
     share = stratified_share(data, "labels", 0.5, seed=0)
     assert len(share) == 12 and {i for ids in share["labels"] for i in ids} == {0, 1, 2}
-    config = RunConfig(task="text", case="auto", model="m")
+    config = RunConfig(task="text", case="auto", model="m", output_dir=str(tmp_path), label_columns=["a,b,c"])
     assert trial_metric(config, ("accuracy", "f1_macro"), multi_label=True) == "f1_micro"
     assert trial_metric(config, ("accuracy", "f1_macro"), multi_label=False) == "accuracy"
     with pytest.raises(hftl.ConfigError, match="unknown metric_for_best 'accuracy'"):
         trial_metric(config.replace(metric_for_best="accuracy"), ("accuracy",), multi_label=True)
+    f1 = {
+        "full": 0.6,
+        "partial": 0.8,
+        "lora": 0.5,
+        "head": 0.7,
+        "scratch": 0.3,
+    }  # subset accuracy ranks the other way
+    seen = []
+
+    def fake_run(settings, splits):
+        seen.append((settings.label_column, settings.label_columns))
+        name = "scratch" if settings.init == "scratch" else settings.strategy
+        return SimpleNamespace(
+            metrics={"best": {"eval_f1_micro": f1[name], "eval_subset_accuracy": 1 - f1[name]}}
+        )
+
+    report = run_trials(config, data, data, "labels", fake_run, "f1_micro")
+    assert report.pick == "partial" and report.metric == "f1_micro"
+    assert set(seen) == {
+        ("labels", None)
+    }  # the trials read the loaded label lists, not the 0/1 columns again
 
 
 def test_auto_pos_weights_are_negatives_over_positives_within_the_cap():
