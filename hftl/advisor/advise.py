@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,18 @@ from hftl.advisor.decision import (
 )
 from hftl.advisor.probes import cached_depth_features
 from hftl.advisor.scores import leep
-from hftl.advisor.trials import Trial, TrialsReport, run_trials, trial_metric
+from hftl.advisor.trials import Trial, TrialsReport, run_trials
 from hftl.backbones import backbone_for
 from hftl.config import RunConfig
 from hftl.data.loading import Splits, splits_for
 from hftl.data.preprocess import prepare_inputs
-from hftl.errors import ConfigError
+from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import ADVICE_JSON
-from hftl.settings import AUTO_CASE, VECTORS_PREFIX
+from hftl.settings import AUTO_CASE, AUTO_METRIC, VECTORS_PREFIX
 from hftl.sources.registry import check_source, load_processor
 from hftl.tasks import Task, get_task
 from hftl.training.feature_store import architecture_of, cache_root, prefix_digest, preprocessing_of
+from hftl.training.metrics import default_metric_for_best, metric_names
 
 
 def probe_batches(
@@ -254,6 +255,18 @@ def choose_by_trials(
     return config.replace(case=pick.case, strategy=pick.strategy, init=pick.init, keep_layers=None), report
 
 
+def trial_metric(config: RunConfig, task_metrics: Sequence[str], multi_label: bool) -> str:
+    """What trials rank on: the run's ``--metric-for-best``, or (for auto and loss) accuracy, micro-F1 for
+    multi-label data; a metric the data has not is refused before any trial trains."""
+    chosen = config.metric_for_best
+    if chosen in (AUTO_METRIC, "loss"):
+        return default_metric_for_best(multi_label)
+    names = metric_names(task_metrics, multi_label)
+    if chosen not in names:
+        raise unknown_choice("metric_for_best", chosen, [*names, "loss"])
+    return chosen
+
+
 def earlier_trials(config: RunConfig) -> TrialsReport | None:
     """The trials an interrupted ``--case auto`` run saved: resuming it keeps their pick (rerunning them would cost
     the budget again, and a pick that changed would make its checkpoints another run's)."""
@@ -292,4 +305,5 @@ __all__ = [
     "choose_by_trials",
     "model_names",
     "resolve_auto_case",
+    "trial_metric",
 ]

@@ -29,7 +29,7 @@ import io
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,22 +148,6 @@ def candidates_for(config: RunConfig) -> list[Candidate]:
     if str(config.model).startswith(VECTORS_PREFIX):
         return [c for c in CANDIDATES if c.strategy not in ("partial", "lora")]
     return list(CANDIDATES)
-
-
-def trial_metric(config: RunConfig, task_metrics: Sequence[str], multi_label: bool) -> str:
-    """What trials rank on: the run's ``--metric-for-best``, or (for auto and loss) accuracy, micro-F1 for
-    multi-label data; a metric the data has not is refused before any trial trains."""
-    from hftl.errors import unknown_choice
-    from hftl.settings import AUTO_METRIC
-    from hftl.training.metrics import default_metric_for_best, metric_names
-
-    chosen = config.metric_for_best
-    if chosen in (AUTO_METRIC, "loss"):
-        return default_metric_for_best(multi_label)
-    names = metric_names(task_metrics, multi_label)
-    if chosen not in names:
-        raise unknown_choice("metric_for_best", chosen, [*names, "loss"])
-    return chosen
 
 
 def stratified_share(dataset: Dataset, label_column: str, share: float, seed: int) -> Dataset:

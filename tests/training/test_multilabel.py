@@ -16,7 +16,8 @@ from datasets import ClassLabel, Dataset, List
 from transformers import AutoImageProcessor, pipeline
 
 import hftl
-from hftl.advisor.trials import run_trials, stratified_share, trial_metric
+from hftl.advisor.advise import trial_metric
+from hftl.advisor.trials import run_trials, stratified_share
 from hftl.config import RunConfig
 from hftl.training.class_weights import AUTO_CAP, class_weights
 from hftl.training.metrics import compute_metrics, load_metrics
