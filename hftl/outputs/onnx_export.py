@@ -8,8 +8,8 @@ model, so it covers the merge too.
 
 Why ``torch.onnx.export(dynamo=True)`` (torch.export), the exporter torch 2.13 uses by default, and not the
 TorchScript tracer: the tracer is deprecated (it warns on every call) and silently records whatever Python branch
-the example took, while torch.export fails on a data-dependent branch; transformers 5 dropped its TorchScript
-support and writes its attention-mask code for torch.export instead. Both exporters give the same logits on every
+the example took, while torch.export fails on a data-dependent branch; transformers 5 dropped the ``torchscript``
+option of version 4, and its attention-mask code checks for torch.export. Both exporters give the same logits on every
 family hftl trains (BERT family, ViT, ResNet, word vectors, pooled heads, cut models, merged LoRA); torch.export
 costs a few seconds more per model and the onnxscript package (the ``export`` extra). The batch and sequence axes
 are declared as named dimensions, checked to be dynamic in the written graph, and the check runs a batch of

@@ -99,6 +99,10 @@ def onnx_run(model_file: Path, batch: dict[str, torch.Tensor]) -> np.ndarray:
 def test_every_family_exports_and_onnx_runtime_matches_pytorch(name, runs):
     run = runs(name)
     modality = RUNS[name][1]
+    if name == "resnet-cut":  # what each run stands for
+        assert hftl.TransferPlan.load(run / "transfer_plan.json").truncated
+    if name == "vit-pooled":
+        assert json.loads((run / "config.json").read_text())["model_type"] == "hftl-pooled-vit"
     result = hftl.export(run)
     assert result.folder == run / "onnx" and result.model_file.is_file()
     assert result.max_abs_diff <= 1e-4 and result.checked_on.endswith("validation examples")
