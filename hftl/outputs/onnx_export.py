@@ -240,7 +240,7 @@ def to_onnx(model: nn.Module, example: dict[str, Any], path: Path, opset: int | 
 
     names = tuple(example)
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    # the positions a text model has bound the sequence axis; declared, it is traced once instead of twice
+    # a text model's positions bound its sequence axis: declared here, not found by torch.export and retried
     batch, sequence = Dim("batch"), Dim("sequence", max=positions) if positions else Dim("sequence")
     axes = tuple({0: batch, 1: sequence} if example[n].dim() == 2 else {0: batch} for n in names)
     size = sum(p.numel() * p.element_size() for p in model.parameters())
