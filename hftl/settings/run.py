@@ -52,8 +52,8 @@ class RunSettings:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Replace a finished run in OUTPUT_DIR: its checkpoints, logs, model and run files are removed "
-            "first (other files are left alone). Without it, a folder that holds a run is refused."
+            "help": "Replace a finished run in OUTPUT_DIR: its checkpoints, logs, model, ONNX export (onnx/) and run "
+            "files are removed first (other files are left alone). Without it, a folder that holds a run is refused."
         },
     )
     save_steps: int | None = field(
