@@ -979,8 +979,12 @@ best validation accuracy (validation sets of 300-872 examples: one point is 3-9 
 The per-pair tables use hftl's default pooling (`--pooling auto`: mean for MiniLM-L6, a sentence-transformers model;
 the family's own head elsewhere); rows measured with other poolings (`--pooling pooler` on MiniLM before `--pooling`
 existed) are compared in the pooling table. `--plans auto --lrs default` measures `--case auto`: the advisor's trials
-pick a plan, which then trains at its default LR; the auto table compares that with every plan and gives the trials'
-measured cost.
+pick a plan, which then trains at its default LR; the auto table compares that with every plan and gives what
+advising cost: the trials' own estimate (their seconds over one full run, from the start-up and per-unit times they
+measured) and, where the pick was full fine-tuning, their seconds over the full run that followed in the same process.
+The pairs with 16 examples per class are at chance for every plan; glove-sst2-16 has 10 seeds so that noise does not
+pass for a difference. Timings were taken on 2 shared vCPUs under heavy load (a load average of 7-12): ratios, not
+seconds, are what to read.
 
 """
 
