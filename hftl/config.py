@@ -37,6 +37,7 @@ from hftl.settings import (
     TransferSettings,
     VectorsSettings,
 )
+from hftl.settings.choices import contrastive_refusal
 
 __all__ = ["AUTO_CASE", "CASES", "FIELD_NAMES", "STRATEGIES", "VECTORS_PREFIX", "RunConfig", "resolve_config"]
 
@@ -55,7 +56,8 @@ FIELD_NAMES = (
     "advise_small_per_class", "advise_similar_logme", "advise_depth_margin", "advise_max_samples",
     "advise_pooling", "regularizer", "l2sp_alpha", "l2sp_beta", "bss_eta", "bss_k", "layer_decay", "head_lr",
     "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "pooling", "head",
-    "advise_budget", "max_image_pixels", "class_weights", "text_columns",
+    "advise_budget", "max_image_pixels", "class_weights", "text_columns", "contrastive_iterations",
+    "contrastive_epochs", "contrastive_lr", "contrastive_batch_size",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 
@@ -96,6 +98,8 @@ class RunConfig:
                 )
             if self.transfer.strategy == "lora":  # fail before the vectors and the data are loaded
                 raise ConfigError(VECTORS_LORA_MESSAGE)
+            if self.transfer.strategy == "contrastive":
+                raise ConfigError(contrastive_refusal("word-vectors"))
         if self.optim.lr == "auto" and (self.conservative.layer_decay or self.conservative.head_lr):
             raise ConfigError(
                 "--lr auto picks one learning rate; with --layer-decay or --head-lr give --lr explicitly"

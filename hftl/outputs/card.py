@@ -121,6 +121,8 @@ def card_metadata(record: RunRecord, kind: CardKind, model_name: str) -> ModelCa
     tags = ["hftl", "transfer-learning", plan.case.replace("_", "-"), plan.family, task.pipeline_tag]
     if plan.strategy == "lora":
         tags.append("lora")
+    if plan.contrastive is not None:
+        tags += ["few-shot", "contrastive"]
     metric_names = [name for name in task.metrics if f"eval_{name}" in record.metrics.get("best", {})]
     # the Hub's results table: the test split's scores when the data had one, else the best validation epoch's
     test = record.metrics.get("test") or {}
@@ -206,9 +208,15 @@ def _plan_section(record: RunRecord) -> str:
         else f"no {plan.layer_word} stack (nothing to cut)"
     )
     why = "".join(f"\n- {reason}" for reason in plan.reasons)
+    frozen = (
+        "Frozen blocks were first tuned on sentence pairs of the training examples (stage 1, below), then "
+        "frozen while the head trained"
+        if plan.contrastive is not None
+        else "Frozen blocks keep their pretrained weights"
+    )
     return (
-        f"## Transfer plan\n\nFrom `{plan.model}` ({plan.family}): {kept}. Frozen blocks keep their pretrained "
-        f"weights; `lora` blocks are frozen with trained low-rank adapters; `new` is the re-initialised head."
+        f"## Transfer plan\n\nFrom `{plan.model}` ({plan.family}): {kept}. {frozen}; `lora` blocks are frozen "
+        f"with trained low-rank adapters; `new` is the re-initialised head."
         f"\n\n" + "\n".join(rows) + share + (f"\n\nWhy:{why}" if why else "")
     )
 
@@ -256,6 +264,10 @@ def _training_section(record: RunRecord) -> str:
                 f"{len(plan.lora.target_modules)} target modules",
             )
         )
+    if plan.contrastive is not None:
+        rows.append(
+            ("contrastive stage (before the head)", contrastive_text(plan, metrics.get("contrastive", {})))
+        )
     rows.append(
         (
             "steps / training time",
@@ -264,6 +276,23 @@ def _training_section(record: RunRecord) -> str:
     )
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return f"## Training\n\n| setting | value |\n| --- | --- |\n{table}"
+
+
+def contrastive_text(plan: TransferPlan, done: dict[str, Any]) -> str:
+    """What stage 1 of ``--strategy contrastive`` did: the pairs, the loss, the settings."""
+    spec = plan.contrastive
+    assert spec is not None
+    ran = (
+        f"{done['pairs']} sentence pairs ({done['positive_pairs']} same-label), {done['steps']} steps in "
+        f"{done['seconds']} s, "
+        if done
+        else ""
+    )
+    return (
+        f"{ran}{spec.iterations} rounds of one same-label and one different-label partner per example, "
+        f"{spec.loss} on {spec.pooling}-pooled embeddings, {spec.epochs} epoch(s), lr {spec.lr:g}, "
+        f"batch {spec.batch_size}"
+    )
 
 
 def _metrics_section(record: RunRecord) -> str:
