@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
     parser.add_argument(
-        "--iterations", type=int, default=20, help="contrastive pair-generation rounds (SetFit's R)"
+        "--iterations",
+        default=DEFAULT_ITERATIONS,
+        help="contrastive pair-generation rounds (SetFit's R): one number, or per size as 20,64:5",
     )
     parser.add_argument("--head-epochs", type=int, default=50, help="head training on cached features: cheap")
     parser.add_argument("--full-epochs", type=int, default=20)
