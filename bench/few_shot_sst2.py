@@ -207,12 +207,16 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def cell(values: list[float]) -> str:
+def cell(values: list[float], signed: bool = False) -> str:
     if not values:
         return "-"
     mean = 100 * statistics.mean(values)
     spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {spread:.1f} (n={len(values)})"
+    return (
+        f"{mean:+.1f} ± {spread:.1f} (n={len(values)})"
+        if signed
+        else f"{mean:.1f} ± {spread:.1f} (n={len(values)})"
+    )
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -235,6 +239,12 @@ def table(rows: list[dict[str, Any]]) -> str:
             for _, arm, key in columns
         ]
         lines.append(f"| {k} | " + " | ".join(values) + " |")
+    lines += [
+        "",
+        "Paired by seed (the same training sentences), in points: mean ± sample std (n = seeds).",
+        "",
+    ]
+    lines += gains_table(rows, sizes)
     timing = []
     for k in sizes:
         parts = []
@@ -254,6 +264,47 @@ def table(rows: list[dict[str, Any]]) -> str:
         + "\n\nMean wall time per run (training, evaluation and saving):\n"
         + "\n".join(timing)
     )
+
+
+GAINS = (
+    (
+        "contrastive minus head-only (linear heads)",
+        ("contrastive", "test_accuracy"),
+        ("head", "test_accuracy"),
+    ),
+    ("contrastive minus full fine-tuning", ("contrastive", "test_accuracy"), ("full", "test_accuracy")),
+    (
+        "linear head minus LogisticRegression, contrastive body",
+        ("contrastive", "test_accuracy"),
+        ("contrastive", "logreg_test_accuracy"),
+    ),
+    (
+        "linear head minus LogisticRegression, frozen body",
+        ("head", "test_accuracy"),
+        ("head", "logreg_test_accuracy"),
+    ),
+)
+
+
+def gains_table(rows: list[dict[str, Any]], sizes: list[int]) -> list[str]:
+    """Per-seed differences between two cells of the same size (only seeds that have both)."""
+    lines = [
+        "| per class | " + " | ".join(name for name, _, _ in GAINS) + " |",
+        "| ---: |" + " ---: |" * len(GAINS),
+    ]
+    for k in sizes:
+        cells = []
+        for _, (arm_a, key_a), (arm_b, key_b) in GAINS:
+            a = {
+                r["seed"]: r[key_a] for r in rows if r["per_class"] == k and r["arm"] == arm_a and key_a in r
+            }
+            b = {
+                r["seed"]: r[key_b] for r in rows if r["per_class"] == k and r["arm"] == arm_b and key_b in r
+            }
+            diffs = [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())]
+            cells.append(cell(diffs, signed=True))
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_doc(path: Path, text: str) -> None:
