@@ -10,7 +10,8 @@ Why not the ``setfit`` package: setfit 1.2.0 installs and imports beside transfo
 sentence-transformers 6), but it trains a ``SentenceTransformer`` and a scikit-learn head with its own trainer and
 saves its own format, which ``transformers.pipeline`` cannot load; hftl's checkpoints, resume, LoRA, card and Hub
 push would all need a second path. The recipe is small (pair sampling and one loss), so it runs here, on
-Accelerate, and setfit served as the reference for the defaults.
+Accelerate, and setfit served as the reference for the defaults (on the same samples the two agree within a point:
+docs/results.md, section 6).
 
 Resume: the stage writes no checkpoint. It is deterministic under ``--seed`` (pairs from numpy's generator, batch
 order from Accelerate's seedable sampler, dropout from the seeded torch generator), so a resumed run repeats it and
