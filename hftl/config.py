@@ -37,6 +37,7 @@ from hftl.settings import (
     TransferSettings,
     VectorsSettings,
 )
+from hftl.settings.choices import contrastive_refusal
 
 __all__ = ["AUTO_CASE", "CASES", "FIELD_NAMES", "STRATEGIES", "VECTORS_PREFIX", "RunConfig", "resolve_config"]
 
@@ -56,7 +57,8 @@ FIELD_NAMES = (
     "advise_pooling", "regularizer", "l2sp_alpha", "l2sp_beta", "bss_eta", "bss_k", "layer_decay", "head_lr",
     "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "pooling", "head",
     "advise_budget", "max_image_pixels", "class_weights", "text_columns", "eval_strategy", "label_columns",
-    "problem_type", "threshold",
+    "problem_type", "threshold", "contrastive_iterations", "contrastive_epochs", "contrastive_lr",
+    "contrastive_batch_size",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 
@@ -97,6 +99,8 @@ class RunConfig:
                 )
             if self.transfer.strategy == "lora":  # fail before the vectors and the data are loaded
                 raise ConfigError(VECTORS_LORA_MESSAGE)
+            if self.transfer.strategy == "contrastive":
+                raise ConfigError(contrastive_refusal("word-vectors"))
         if self.run.eval_strategy == "end" and self.optim.early_stopping_patience:
             raise ConfigError(
                 "--early-stopping-patience needs an evaluation per epoch: drop it or use --eval-strategy epoch"

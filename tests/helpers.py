@@ -10,7 +10,7 @@ import torch
 
 QUICK = {"epochs": 3, "batch_size": 8, "log_steps": 2}
 # learning rates that let tiny random-feature models learn in a few steps
-LR = {"head": 5e-2, "partial": 1e-2, "lora": 1e-2, "full": 3e-3}
+LR = {"head": 5e-2, "partial": 1e-2, "lora": 1e-2, "full": 3e-3, "contrastive": 5e-2}
 
 
 def quick_train(

@@ -27,6 +27,7 @@ from hftl.outputs.artifacts import (
     METRICS_FILE,
     PLAN_FILE,
 )
+from hftl.outputs.card_usage import peft_snippet, pipeline_snippet, py_literal
 from hftl.outputs.files import write_text
 from hftl.sources.registry import looks_like_path
 from hftl.tasks import Task, get_task
@@ -36,8 +37,6 @@ CARD_FILE = "README.md"
 CardKind = Literal["adapter", "merged", "full"]
 # hftl's metric names -> the Hub's metric ids (metadata `metrics:` and model-index `type`)
 HUB_METRIC_IDS = {"accuracy": "accuracy", "f1_macro": "f1", "f1_micro": "f1", "subset_accuracy": "accuracy"}
-EXAMPLE_TEXT = "This is an example sentence."
-EXAMPLE_IMAGE = "example.jpg"
 
 
 @dataclass(frozen=True)
@@ -125,6 +124,8 @@ def card_metadata(record: RunRecord, kind: CardKind, model_name: str) -> ModelCa
     tags = ["hftl", "transfer-learning", plan.case.replace("_", "-"), plan.family, task.pipeline_tag]
     if plan.strategy == "lora":
         tags.append("lora")
+    if plan.contrastive is not None:
+        tags += ["few-shot", "contrastive"]
     metric_names = [
         key.removeprefix("eval_")
         for key in record.metrics.get("best", {})
@@ -221,9 +222,15 @@ def _plan_section(record: RunRecord) -> str:
         else f"no {plan.layer_word} stack (nothing to cut)"
     )
     why = "".join(f"\n- {reason}" for reason in plan.reasons)
+    frozen = (
+        "Frozen blocks were first tuned on sentence pairs of the training examples (stage 1, below), then "
+        "frozen while the head trained"
+        if plan.contrastive is not None
+        else "Frozen blocks keep their pretrained weights"
+    )
     return (
-        f"## Transfer plan\n\nFrom `{plan.model}` ({plan.family}): {kept}. Frozen blocks keep their pretrained "
-        f"weights; `lora` blocks are frozen with trained low-rank adapters; `new` is the re-initialised head."
+        f"## Transfer plan\n\nFrom `{plan.model}` ({plan.family}): {kept}. {frozen}; `lora` blocks are frozen "
+        f"with trained low-rank adapters; `new` is the re-initialised head."
         f"\n\n" + "\n".join(rows) + share + (f"\n\nWhy:{why}" if why else "")
     )
 
@@ -271,6 +278,10 @@ def _training_section(record: RunRecord) -> str:
                 f"{len(plan.lora.target_modules)} target modules",
             )
         )
+    if plan.contrastive is not None:
+        rows.append(
+            ("contrastive stage (before the head)", contrastive_text(plan, metrics.get("contrastive", {})))
+        )
     rows.append(
         (
             "steps / training time",
@@ -279,6 +290,23 @@ def _training_section(record: RunRecord) -> str:
     )
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return f"## Training\n\n| setting | value |\n| --- | --- |\n{table}"
+
+
+def contrastive_text(plan: TransferPlan, done: dict[str, Any]) -> str:
+    """What stage 1 of ``--strategy contrastive`` did: the pairs, the loss, the settings."""
+    spec = plan.contrastive
+    assert spec is not None
+    ran = (
+        f"{done['pairs']} sentence pairs ({done['positive_pairs']} same-label), {done['steps']} steps in "
+        f"{done['seconds']} s, "
+        if done
+        else ""
+    )
+    return (
+        f"{ran}{spec.iterations} rounds of one same-label and one different-label partner per example, "
+        f"{spec.loss} on {spec.pooling}-pooled embeddings, {spec.epochs} epoch(s), lr {spec.lr:g}, "
+        f"batch {spec.batch_size}"
+    )
 
 
 def _metrics_section(record: RunRecord) -> str:
@@ -348,7 +376,7 @@ def _usage_section(record: RunRecord, kind: CardKind, location: str) -> str:
     if str(record.model_type).startswith("hftl-"):  # hftl's own model type: transformers must learn it
         register = f"import hftl\n\nhftl.register_auto_classes()  # the {record.model_type} model type\n"
     every = f"top_k={len(record.metrics.get('labels', []))}" if record.multi_label else ""
-    pipeline_code = register + _pipeline_snippet(task, location, record.max_length, every)
+    pipeline_code = register + pipeline_snippet(task, location, record.max_length, every)
     if kind != "adapter":
         return "## Usage\n\n```python\n" + pipeline_code + "```"
     return (
@@ -358,59 +386,17 @@ def _usage_section(record: RunRecord, kind: CardKind, location: str) -> str:
         + "```\n\n"
         "With PEFT, as a `PeftModel` (PEFT warns that it found an adapter already: transformers attached this "
         "one while loading the base, and PEFT loads it again in its place):\n\n"
-        "```python\n" + register + _peft_snippet(task, location, record.max_length, record) + "```\n\n"
+        "```python\n"
+        + register
+        + peft_snippet(
+            task,
+            location,
+            record.max_length,
+            record.metrics.get("threshold", 0.5) if record.multi_label else None,
+        )
+        + "```\n\n"
         "With hftl (a `PeftModel` too):\n\n```python\nimport hftl\n\n"
-        f"model = hftl.load({_py(location)}).eval()\n```"
-    )
-
-
-def _pipeline_snippet(task: Task, location: str, max_length: int, every: str = "") -> str:
-    """``every`` (multi-label): the ``top_k`` that lists every label with its sigmoid score."""
-    note = "  # every label, with its sigmoid score\n" if every else "\n"
-    if task.modality == "text":
-        return (
-            "from transformers import pipeline\n\n"
-            f"classify = pipeline({_py(task.pipeline_tag)}, model={_py(location)})\n"
-            f"print(classify({_py(EXAMPLE_TEXT)}, truncation=True, max_length={max_length}"
-            + (f", {every}" if every else "")
-            + "))"
-            + note
-        )
-    return (
-        "from transformers import pipeline\n\n"
-        f"classify = pipeline({_py(task.pipeline_tag)}, model={_py(location)})\n"
-        f"print(classify({_py(EXAMPLE_IMAGE)}{', ' + every if every else ''}))  # a path, URL or PIL image"
-        + ("; every label, with its sigmoid score\n" if every else "\n")
-    )
-
-
-def _peft_snippet(task: Task, location: str, max_length: int, record: RunRecord) -> str:
-    """PEFT's Auto class for the adapter: text adapters carry PEFT's SEQ_CLS task type, image adapters none (the
-    generic ``AutoPeftModel`` builds their base with the class their adapter_config names)."""
-    truncate = f"truncation=True, max_length={max_length}"
-    if task.modality == "text":
-        auto_peft, processor_class, imports = "AutoPeftModelForSequenceClassification", "AutoTokenizer", ""
-        prepare = f'inputs = processor({_py(EXAMPLE_TEXT)}, {truncate}, return_tensors="pt")\n'
-    else:
-        auto_peft, processor_class, imports = "AutoPeftModel", "AutoImageProcessor", "from PIL import Image\n"
-        prepare = f'inputs = processor(images=Image.open({_py(EXAMPLE_IMAGE)}).convert("RGB"), return_tensors="pt")\n'
-    return (
-        "import torch\n"
-        f"from peft import {auto_peft}\n"
-        f"{imports}"
-        f"from transformers import {processor_class}\n\n"
-        f"model = {auto_peft}.from_pretrained({_py(location)}).eval()\n"
-        f"processor = {processor_class}.from_pretrained({_py(location)})\n\n"
-        + prepare
-        + "with torch.no_grad():\n"
-        "    logits = model(**inputs).logits\n"
-        + (
-            "scores = torch.sigmoid(logits)[0]  # multi-label: every label's own score\n"
-            "print([model.config.id2label[i] for i, p in enumerate(scores) "
-            f"if p > {record.metrics.get('threshold')}])\n"
-            if record.multi_label
-            else "print(model.config.id2label[int(logits.argmax(-1))])\n"
-        )
+        f"model = hftl.load({py_literal(location)}).eval()\n```"
     )
 
 
@@ -434,8 +420,3 @@ def _model_config(output_dir: Path) -> dict[str, Any]:
         if config.is_file():
             return json.loads(config.read_text(encoding="utf-8"))
     return {}
-
-
-def _py(value: str) -> str:
-    """A Python string literal with double quotes, as the snippets are written."""
-    return json.dumps(value)

@@ -35,6 +35,7 @@ from hftl.settings.choices import AUTO_LR
 from hftl.sources.registry import build_model, check_source, load_processor, source_for
 from hftl.tasks import Task, get_task
 from hftl.training.class_weights import class_weights, describe_weights
+from hftl.training.contrastive import tune_body_first
 from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
 from hftl.training.evaluation import evaluate_split, predict_split, settle_problem
 from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
@@ -152,8 +153,7 @@ def run_claimed(
     trials: Any = None,
     trial: bool = False,
 ) -> RunResult:
-    """The run proper, in an output folder it holds (``trials``: the advisor's, when they chose the plan;
-    ``trial``: this run is one of them)."""
+    """The run proper, in an output folder it holds (``trials``: those that chose its plan; ``trial``: it is one)."""
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
     metric_names = settle_problem(config, task.metrics, splits.multi_label)  # auto -> what the data holds
     if trials is not None and accelerator.is_main_process:
@@ -169,6 +169,10 @@ def run_claimed(
     check_resume_target(config, fingerprint)  # before the run files are written over
     params = count_parameters(model)
     announce(config, plan, params, splits, inputs, accelerator)
+    contrastive = tune_body_first(model, plan, inputs, config, accelerator)
+    keep_frozen_prefix_in_eval(
+        model, plan
+    )  # from here the frozen part is a fixed feature extractor, cached or not
 
     cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
     for line in describe_cache(cached.status, config.augment, task.modality):
@@ -209,6 +213,8 @@ def run_claimed(
     )
     if lr_search is not None:
         metrics["lr_search"] = lr_search.to_dict()
+    if contrastive is not None:
+        metrics["contrastive"] = contrastive.to_dict()
     if weights is not None:
         metrics["class_weights"] = dict(zip(splits.labels, weights, strict=True))
     output_dir = Path(config.output_dir)
@@ -304,7 +310,6 @@ def build_network(
     shape_to_plan(plan, model, backbone)  # cut, new head
     plan = measure_blocks(plan, model)  # what is printed and saved: the blocks as they train, after the cut
     model = adapt_to_plan(plan, model)
-    keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
     channels_last = wants_channels_last(config, backbone, accelerator.device)
     apply_memory_format(model, channels_last)
     return model, backbone, plan, channels_last

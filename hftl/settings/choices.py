@@ -11,7 +11,7 @@ CASES = ("small_similar", "small_different", "large_similar", "large_different")
 AUTO_CASE = "auto"  # the advisor picks one of CASES from the data (hftl.advisor)
 REGULARIZERS = ("l2sp", "bss")
 ADVISE_POOLINGS = ("auto", "cls", "mean")
-STRATEGIES = ("head", "partial", "lora", "full")
+STRATEGIES = ("head", "partial", "lora", "full", "contrastive")
 INITS = ("pretrained", "scratch")
 # how a new head reads the encoder (hftl.modeling.pooled); auto = a sentence-transformers folder's own, else pooler
 POOLINGS = ("auto", "pooler", "cls", "mean", "max")
@@ -32,6 +32,28 @@ WORD_SPLITS = ("words", "whitespace")
 OOV_INITS = ("random", "zeros", "mean")
 VECTOR_POOLINGS = ("mean", "max")
 VECTOR_ENCODERS = ("bag", "cnn")
+# families whose body is a sentence encoder a contrastive stage can tune (hftl.training.contrastive)
+CONTRASTIVE_FAMILIES = ("bert", "distilbert")
+
+
+def contrastive_refusal(family: str) -> str:
+    """Why ``--strategy contrastive`` does not apply to a family, and what to use instead."""
+    if family == "word-vectors":
+        why = (
+            "word vectors are a lookup table averaged into a sentence, not a sentence encoder trained for "
+            "similarity; use --strategy head or full"
+        )
+    else:
+        why = (
+            f"it tunes a text encoder on sentence pairs, and a {family} model reads images; use --strategy head, "
+            "partial, lora or full"
+        )
+    return (
+        "--strategy contrastive (SetFit-style few-shot) needs a transformer text encoder (BERT family, "
+        f"DistilBERT): {why}"
+    )
+
+
 VECTORS_LORA_MESSAGE = (
     "LoRA is not meaningful for word vectors: the only pretrained block is the embedding matrix (a lookup table, "
     "no weight matrices to adapt). Use --strategy head (frozen vectors, trained classifier) or --strategy full "
@@ -39,7 +61,7 @@ VECTORS_LORA_MESSAGE = (
 )
 
 Case = Literal["small_similar", "small_different", "large_similar", "large_different", "auto"]
-Strategy = Literal["head", "partial", "lora", "full"]
+Strategy = Literal["head", "partial", "lora", "full", "contrastive"]
 
 
 def head_width(head: str) -> int | None:

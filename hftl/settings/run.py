@@ -130,7 +130,9 @@ class TransferSettings:
         default=None,
         metadata={
             "help": "Override the case's strategy: head (train a new head only), partial (freeze the first "
-            "--keep-layers layers, train the rest), lora (PEFT adapters + head), full (fine-tune everything)."
+            "--keep-layers layers, train the rest), lora (PEFT adapters + head), full (fine-tune everything), "
+            "contrastive (few-shot text, as SetFit: tune the encoder on same/different-label sentence pairs, then "
+            "train a head on its frozen embeddings)."
         },
     )
     keep_layers: int | None = field(
@@ -171,6 +173,22 @@ class TransferSettings:
     merge_lora: bool = field(
         default=False, metadata={"help": "Also write the merged model to OUTPUT_DIR/merged."}
     )
+    contrastive_iterations: int = field(
+        default=20,
+        metadata={
+            "help": "--strategy contrastive: pair-generation rounds; each gives every training example one "
+            "same-label and one different-label partner (2 x N pairs per round; SetFit's num_iterations)."
+        },
+    )
+    contrastive_epochs: int = field(
+        default=1, metadata={"help": "--strategy contrastive: epochs over the sentence pairs."}
+    )
+    contrastive_lr: float = field(
+        default=2e-5, metadata={"help": "--strategy contrastive: learning rate of the encoder on the pairs."}
+    )
+    contrastive_batch_size: int = field(
+        default=16, metadata={"help": "--strategy contrastive: sentence pairs per batch."}
+    )
 
     def __post_init__(self) -> None:
         if self.case is None:
@@ -180,7 +198,11 @@ class TransferSettings:
         check_choice("init", self.init, INITS)
         check_choice("pooling", self.pooling, POOLINGS)
         check_head(self.head)
-        check_positive(self, "lora_r")
+        check_positive(
+            self, "lora_r", "contrastive_iterations", "contrastive_epochs", "contrastive_batch_size"
+        )
+        if not (isinstance(self.contrastive_lr, int | float) and self.contrastive_lr > 0):
+            raise ConfigError(f"contrastive_lr must be a positive number, got {self.contrastive_lr!r}")
         check_positive(self, "keep_layers", optional=True)
 
 

@@ -76,12 +76,15 @@ def declared_pooling(model: str, revision: str | None = None) -> str | None:
     return None
 
 
-def resolve_pooling(setting: str, model: str, revision: str | None, current: str | None = None) -> str:
+def resolve_pooling(
+    setting: str, model: str, revision: str | None, current: str | None = None, fallback: str = "pooler"
+) -> str:
     """The pooling a run uses: an explicit ``setting``; for ``auto``, a saved hftl model's own (``current``), a
-    sentence-transformers model's declared one, else the family's ``pooler``."""
+    sentence-transformers model's declared one, else ``fallback`` (the family's ``pooler``; ``mean`` for
+    ``--strategy contrastive``, as sentence-transformers pools a plain model)."""
     if setting != "auto":
         return setting
-    return current or declared_pooling(model, revision) or "pooler"
+    return current or declared_pooling(model, revision) or fallback
 
 
 def refuse_custom_head(config: Any, family: str, how: str) -> None:
@@ -107,7 +110,11 @@ def hub_head(config: Any, model_config: Any) -> Any:
 
     current = model_config if is_pooled(model_config) else None
     pooling = resolve_pooling(
-        config.pooling, config.model, config.revision, getattr(current, "classifier_pooling", None)
+        config.pooling,
+        config.model,
+        config.revision,
+        getattr(current, "classifier_pooling", None),
+        fallback="mean" if config.strategy == "contrastive" else "pooler",
     )
     backbone = backbone_for(model_config)
     head = config.head if config.head != "auto" else auto_head(current)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hftl.config import RunConfig
-from hftl.errors import unknown_choice
+from hftl.errors import ConfigError, unknown_choice
 from hftl.settings.choices import AUTO_METRIC
 from hftl.training.checkpoints import Progress
 from hftl.training.metrics import compute_metrics, default_metric_for_best, metric_names
@@ -22,6 +22,11 @@ def settle_problem(config: RunConfig, task_metrics: Sequence[str], multi_label: 
     """Once the data has said what its labels are, ``--problem-type auto`` and ``--metric-for-best auto`` become
     what they mean (and are recorded so); returns the metrics the run scores. A metric the problem does not have
     (accuracy for multi-label data) is refused, naming those it has."""
+    if multi_label and config.strategy == "contrastive":
+        raise ConfigError(
+            "--strategy contrastive pairs examples by their one label, and this data is multi-label (label lists); "
+            "use --strategy head (or partial, lora, full)"
+        )
     config.problem_type = "multi_label" if multi_label else "single_label"
     names = metric_names(task_metrics, multi_label)
     if config.metric_for_best == AUTO_METRIC:

@@ -3,6 +3,7 @@ clearing what an interrupted checkpoint write left behind."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from hftl.transfer.plan import TransferPlan
 
 def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelInputs) -> dict[str, Any]:
     """What makes a run this run: a checkpoint resumes only into the same data, model, plan and optimisation."""
-    return {
+    fingerprint = {
         "model": config.model,
         "revision": config.revision,
         "train_data": inputs.train._fingerprint,
@@ -54,6 +55,11 @@ def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelI
             else {}
         ),
     }
+    if (
+        plan is not None and plan.contrastive is not None
+    ):  # the stage that made the frozen body (absent before it)
+        fingerprint["contrastive"] = asdict(plan.contrastive)
+    return fingerprint
 
 
 def resume(

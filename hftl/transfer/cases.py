@@ -12,7 +12,9 @@ the family's default follows the evidence and the plan's reasons say why (``hftl
 CNNs use ``partial`` for small_similar and ``full`` for small_different). Strategies (``--strategy`` overrides the
 case's): ``head`` trains only the new head (and the neck when the network is
 cut); ``partial`` keeps every layer, freezes the stem and the first N layers and trains the rest; ``lora`` freezes the
-body and trains LoRA adapters plus neck and head; ``full`` trains everything.
+body and trains LoRA adapters plus neck and head; ``full`` trains everything; ``contrastive`` (text encoders only,
+few-shot) first tunes the body on sentence pairs (``hftl.training.contrastive``), then freezes it and trains the head
+as ``head`` does, so its blocks read as a head-only plan with a ``ContrastiveSpec``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from hftl.backbones.base import block_module
 from hftl.config import RunConfig
 from hftl.errors import ConfigError
 from hftl.settings import AUTO_CASE
-from hftl.settings.choices import AUTO_LR
+from hftl.settings.choices import AUTO_LR, CONTRASTIVE_FAMILIES, contrastive_refusal
 from hftl.transfer.conservative import plan_blocks, plan_spec
 from hftl.transfer.defaults import CaseChoice, case_choice, default_lr
-from hftl.transfer.plan import Action, Block, LoraSpec, TransferPlan
+from hftl.transfer.plan import Action, Block, ContrastiveSpec, LoraSpec, TransferPlan
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,11 @@ def cuts(config: RunConfig, measured: CaseChoice | None) -> bool:
     --strategy); a measured default keeps every layer; partial freezing never cuts."""
     rule = CASE_RULES[config.case]
     strategy = config.strategy or (measured.strategy if measured else rule.strategy)
-    return rule.truncate and (measured is None or config.strategy is not None) and strategy != "partial"
+    return (
+        rule.truncate
+        and (measured is None or config.strategy is not None)
+        and strategy not in ("partial", "contrastive")
+    )
 
 
 def head_reasons(config: RunConfig, model: nn.Module) -> list[str]:
@@ -96,6 +102,8 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     case_strategy = measured.strategy if measured else rule.strategy
     strategy = config.strategy or case_strategy
     backbone.check_strategy(strategy)
+    if strategy == "contrastive":
+        check_contrastive(config, backbone)
     num_layers = backbone.num_layers(model.config)
     depth = config.keep_layers if config.keep_layers is not None else backbone.default_keep_layers(num_layers)
     if num_layers == 0:  # nothing between the stem and the head (word vectors): nothing to cut or keep
@@ -137,6 +145,12 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
             reasons.append("frozen random weights are a baseline for comparison, not a transfer")
     reasons += backbone.plan_reasons(config.case, strategy, config.init)
     reasons += head_reasons(config, model)
+    contrastive = contrastive_spec(config, model) if strategy == "contrastive" else None
+    if contrastive is not None:
+        reasons.append(
+            "--strategy contrastive: few labelled sentences make many same/different pairs, enough to move the "
+            "encoder's embeddings apart by label before a head is fitted (SetFit, Tunstall et al., 2022)"
+        )
 
     def layer_action(index: int) -> Action:
         if index >= keep:
@@ -150,7 +164,7 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         return "frozen"
 
     stem_action: Action = "trained" if strategy == "full" else "frozen"
-    neck_action: Action = "frozen" if strategy == "head" and not truncate else "trained"
+    neck_action: Action = "frozen" if strategy in ("head", "contrastive") and not truncate else "trained"
     cut_neck = set(backbone.neck_removed_by_cut(model, keep)) if truncate else set()
 
     blocks: list[Block] = []
@@ -166,7 +180,8 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     blocks += [Block(name, "head", "new", _params(model, name)) for name in backbone.head(model)]
 
     lora = _lora_spec(config, model, backbone, blocks) if strategy == "lora" else None
-    lr = default_lr(backbone.family, strategy, config.init, model.config)
+    # the loop trains a contrastive plan's head on frozen features: the head's learning rate
+    lr = default_lr(backbone.family, head_stage(strategy), config.init, model.config)
     if config.lr == AUTO_LR:
         reasons.append(
             f"--lr auto: an LR range test picks the learning rate before training (starting from {lr:g})"
@@ -190,6 +205,32 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         lora=lora,
         reasons=tuple(reasons),
         conservative=conservative,
+        contrastive=contrastive,
+    )
+
+
+def head_stage(strategy: str) -> str:
+    """The strategy whose defaults the loop's training follows (a contrastive plan's loop trains the head only)."""
+    return "head" if strategy == "contrastive" else strategy
+
+
+def check_contrastive(config: RunConfig, backbone: Backbone) -> None:
+    """``--strategy contrastive`` tunes a whole text encoder on pairs: no other family, no cut."""
+    if backbone.family not in CONTRASTIVE_FAMILIES:
+        raise ConfigError(contrastive_refusal(backbone.family))
+    if config.keep_layers is not None:
+        raise ConfigError(
+            "--keep-layers does not apply to --strategy contrastive: it tunes and keeps every layer; drop the flag"
+        )
+
+
+def contrastive_spec(config: RunConfig, model: nn.Module) -> ContrastiveSpec:
+    return ContrastiveSpec(
+        iterations=config.contrastive_iterations,
+        epochs=config.contrastive_epochs,
+        lr=config.contrastive_lr,
+        batch_size=config.contrastive_batch_size,
+        pooling=getattr(model.config, "classifier_pooling", None) or "pooler",
     )
 
 

@@ -81,6 +81,26 @@ class ConservativeSpec:
 
 
 @dataclass(frozen=True)
+class ContrastiveSpec:
+    """The contrastive stage of ``--strategy contrastive`` (SetFit's recipe): before the head is trained, the
+    encoder is tuned on sentence pairs of the training examples (same label: target cosine 1, different: 0)."""
+
+    iterations: int  # pair-generation rounds: each gives every example one positive and one negative partner
+    epochs: int
+    lr: float
+    batch_size: int
+    pooling: str  # how a sentence becomes one vector (the classifier's own pooling)
+    loss: str = "cosine similarity (MSE to 1 for same label, 0 for different)"
+
+    def describe(self) -> str:
+        return (
+            f"stage 1, contrastive: the encoder is tuned on {self.iterations} x 2 x N sentence pairs of the "
+            f"training examples ({self.loss}, {self.pooling}-pooled), {self.epochs} epoch(s), lr {self.lr:g}, "
+            f"batch {self.batch_size}; stage 2: it is frozen and the new head trained on its embeddings"
+        )
+
+
+@dataclass(frozen=True)
 class TransferPlan:
     """The decisions of one run: case, strategy, init, and an action per block."""
 
@@ -97,6 +117,7 @@ class TransferPlan:
     lora: LoraSpec | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
     conservative: ConservativeSpec | None = None  # None = plain fine-tuning
+    contrastive: ContrastiveSpec | None = None  # --strategy contrastive: the stage before the head is trained
 
     @property
     def truncated(self) -> bool:
@@ -133,6 +154,8 @@ class TransferPlan:
             spec = dict(data["conservative"])
             spec["regularizers"] = tuple(spec.get("regularizers", ()))
             data["conservative"] = ConservativeSpec(**spec)
+        if data.get("contrastive"):
+            data["contrastive"] = ContrastiveSpec(**data["contrastive"])
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -152,9 +175,10 @@ class TransferPlan:
         ]
         rows = _grouped_rows(self.blocks)
         width = max(len(row[0]) for row in rows) + 2
+        texts = {**_ACTION_TEXT, **(_CONTRASTIVE_TEXT if self.contrastive is not None else {})}
         for name, action, params, block in rows:
             shown = "-" if action == "removed" else _human(params)
-            lines.append(f"  {name:<{width}}{_ACTION_TEXT[action]:<36}{shown:>9}{_schedule_text(block)}")
+            lines.append(f"  {name:<{width}}{texts[action]:<36}{shown:>9}{_schedule_text(block)}")
         if self.lora is not None:
             lines.append(
                 f"  LoRA r={self.lora.r} alpha={self.lora.alpha} dropout={self.lora.dropout} on "
@@ -167,6 +191,8 @@ class TransferPlan:
             )
         if self.conservative is not None:
             lines.extend(f"  conservative: {line}" for line in self.conservative.describe())
+        if self.contrastive is not None:
+            lines.append(f"  {self.contrastive.describe()}")
         lines.extend(f"  why: {reason}" for reason in self.reasons)
         return "\n".join(lines)
 
@@ -178,6 +204,9 @@ _ACTION_TEXT = {
     "new": "new head, trained",
     "removed": "removed (truncated)",
 }
+
+# a contrastive plan's frozen blocks were tuned on sentence pairs first (stage 1), then frozen for the head
+_CONTRASTIVE_TEXT = {"frozen": "tuned on pairs, then frozen"}
 
 
 def _schedule_text(block: Block) -> str:

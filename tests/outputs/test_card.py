@@ -12,7 +12,8 @@ import yaml
 from huggingface_hub import ModelCard
 
 import hftl
-from hftl.outputs.card import EXAMPLE_TEXT, build_card
+from hftl.outputs.card import build_card
+from hftl.outputs.card_usage import EXAMPLE_TEXT
 from tests.helpers import quick_train
 from tests.outputs.test_hub import python_blocks, write_example_image
 

@@ -277,6 +277,11 @@ def test_the_feature_score_advisor_refuses_multi_label_data(resnet_dir, squares,
         quick_train("image", "auto", resnet_dir, squares, tmp_path / "run", strategy="full", advise_budget=0)
 
 
+def test_the_contrastive_strategy_refuses_multi_label_data(bert_dir, keywords, tmp_path):
+    with pytest.raises(hftl.ConfigError, match="--strategy contrastive pairs examples by their one label"):
+        quick_train("text", "small_similar", bert_dir, keywords, tmp_path / "run", strategy="contrastive")
+
+
 def test_trials_sample_label_lists_and_rank_on_micro_f1(tmp_path):
     names = ClassLabel(names=["a", "b", "c"])
     data = Dataset.from_dict({"labels": [[0], [0, 1], [1], [], [2], [0]] * 4}).cast_column(
