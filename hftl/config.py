@@ -55,7 +55,7 @@ FIELD_NAMES = (
     "advise_small_per_class", "advise_similar_logme", "advise_depth_margin", "advise_max_samples",
     "advise_pooling", "regularizer", "l2sp_alpha", "l2sp_beta", "bss_eta", "bss_k", "layer_decay", "head_lr",
     "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "pooling", "head",
-    "advise_budget", "max_image_pixels", "class_weights", "text_columns",
+    "advise_budget", "max_image_pixels", "class_weights", "text_columns", "max_shard_size",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 

@@ -18,6 +18,7 @@ from hftl.settings.choices import (
     check_head,
     check_positive,
     check_repo_id,
+    shard_size,
 )
 
 
@@ -57,6 +58,13 @@ class RunSettings:
         default=None, metadata={"help": "Also checkpoint every N optimizer steps (always at each epoch end)."}
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (newest N)."})
+    max_shard_size: str = field(
+        default="5GB",
+        metadata={
+            "help": "Largest file of the saved model: bigger models are split into model-0000N-of-0000M "
+            "safetensors files with an index (save_pretrained's max_shard_size; the Hub's per-file advice)."
+        },
+    )
     metric_for_best: str = field(
         default="accuracy",
         metadata={
@@ -90,6 +98,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         check_positive(self, "log_steps", "save_total_limit", "max_nonfinite_steps")
+        self.max_shard_size = shard_size(self.max_shard_size)
         check_positive(self, "save_steps", "eval_steps", optional=True)
 
 
