@@ -40,7 +40,7 @@ from hftl.training.class_weights import weighted_loss
 from hftl.training.dataloaders import make_dataloaders
 from hftl.training.devices import fused_adamw
 from hftl.training.evaluation import evaluate, is_better, should_stop_early
-from hftl.training.guards import NonFiniteGuard, step_is_finite
+from hftl.training.guards import NonFiniteGuard, finite_flag, skip_unless_finite, skips_on_device
 from hftl.training.resume import resume, run_fingerprint
 from hftl.training.schedules import make_schedule
 from hftl.training.sharded_state import all_finite, restore_sharded_weights
@@ -248,7 +248,7 @@ def train_epoch(state: TrainState, epoch: int, inputs: ModelInputs, resuming: bo
 
 def train_step(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
     """Forward and backward on one batch; on the accumulation boundary, clip and step unless non-finite."""
-    accelerator, tuning, progress = state.accelerator, state.tuning, state.progress
+    accelerator, tuning = state.accelerator, state.tuning
     with accelerator.accumulate(state.model), state.meter.count_flops(enabled=not state.config.compile):
         outputs = state.model(**batch)
         loss = (
@@ -264,14 +264,34 @@ def train_step(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
             norm = accelerator.clip_grad_norm_(
                 state.model.parameters(), state.config.max_grad_norm or math.inf
             )
-            finite = step_is_finite(objective, norm, accelerator)
-            if state.guard.allows(finite, progress.global_step + 1, last_good(state)):
-                state.optimizer.step()
-                state.scheduler.step()
-            else:
-                accelerator.print(f"step {progress.global_step + 1}: non-finite loss/gradients, skipped")
+            guarded_step(state, finite_flag(objective, norm, accelerator))
         state.optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+def guarded_step(state: TrainState, finite: torch.Tensor) -> None:
+    """The optimizer and schedule step, skipped for a non-finite loss or gradient. With a fused AdamW the device
+    skips it (no sync; the schedule still advances, as Trainer's does over fp16 overflow steps); otherwise the
+    host reads ``finite`` first and neither steps."""
+    step = state.progress.global_step + 1
+    state.guard.watch(finite, step)
+    if skips_on_device(state.optimizer, state.accelerator):
+        skip_unless_finite(state.optimizer, finite)
+    elif state.guard.read(last_good(state)):
+        state.accelerator.print(f"step {step}: non-finite loss/gradients, skipped")
+        return
+    state.optimizer.step()
+    state.scheduler.step()
+
+
+def read_guard(state: TrainState) -> None:
+    """The guard's device counters, read where the host syncs anyway (log steps, checkpoints, the end)."""
+    skipped = state.guard.read(last_good(state))
+    if skipped:
+        step = state.progress.global_step
+        state.accelerator.print(
+            f"up to step {step}: {skipped} step(s) with a non-finite loss/gradients skipped"
+        )
 
 
 def after_optimizer_step(state: TrainState, epoch: int) -> None:
@@ -280,6 +300,7 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
     progress.global_step += 1
     state.bar.update(1)
     if progress.global_step % config.log_steps == 0:
+        read_guard(state)
         record = {
             "step": progress.global_step,
             "epoch": epoch,
@@ -322,6 +343,7 @@ def end_epoch(state: TrainState, epoch: int) -> None:
 def checkpoint(state: TrainState) -> None:
     """Save a checkpoint; it counts as good (kept out of rotation, named by the guard) only with finite weights and
     a finite loss at the last evaluation."""
+    read_guard(state)
     state.progress.nonfinite_skipped = state.guard.skipped
     if is_good(state):
         state.progress.last_good_checkpoint = checkpoint_name(state.progress)
@@ -353,6 +375,7 @@ def last_good(state: TrainState) -> str | None:
 def finish(state: TrainState, seconds: float) -> FitResult:
     """Restore the best epoch's weights and report."""
     progress, accelerator = state.progress, state.accelerator
+    read_guard(state)
     best_epoch = progress.best_epoch
     if progress.best_checkpoint and not restore_best(state, progress.best_checkpoint):
         # the best epoch's checkpoint is gone or damaged: the last epoch's weights stay, and the record says so

@@ -156,3 +156,42 @@ def test_without_auto_batch_size_out_of_memory_propagates(monkeypatch, vit_dir, 
 def test_max_nonfinite_steps_must_be_positive():
     with pytest.raises(hftl.ConfigError, match="max_nonfinite_steps must be a positive integer"):
         hftl.RunConfig(task="image", case="small_similar", max_nonfinite_steps=0)
+
+
+HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__")
+
+
+def test_a_training_step_never_waits_for_the_device_even_when_a_step_is_skipped(
+    monkeypatch, vit_dir, image_folder, tmp_path
+):
+    """No host read (``.item()``, ``.cpu()``, ``bool(tensor)``...) inside a training step: the guard counts non-finite
+    steps on the device and the fused AdamW skips them there. It was one ``bool()`` per optimizer step."""
+    import hftl.training.loop as loop
+
+    inject(monkeypatch, nan_loss_on(calls={3}))
+    reads, inside = {"n": 0, "where": set()}, {"step": False}
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            if inside["step"]:
+                reads["n"] += 1
+                reads["where"].add(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    train_step = loop.train_step
+
+    def watched_step(state, batch):
+        inside["step"] = True
+        try:
+            return train_step(state, batch)
+        finally:
+            inside["step"] = False
+
+    monkeypatch.setattr(loop, "train_step", watched_step)
+    result = quick_train("image", "large_similar", vit_dir, image_folder, tmp_path, epochs=2, log_steps=1000)
+    assert result.metrics["global_step"] == 12
+    assert result.metrics["nonfinite_steps_skipped"] == 1  # read at the checkpoints, outside the steps
+    assert reads["n"] == 0, reads
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
