@@ -55,7 +55,8 @@ FIELD_NAMES = (
     "advise_small_per_class", "advise_similar_logme", "advise_depth_margin", "advise_max_samples",
     "advise_pooling", "regularizer", "l2sp_alpha", "l2sp_beta", "bss_eta", "bss_k", "layer_decay", "head_lr",
     "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "pooling", "head",
-    "advise_budget", "max_image_pixels", "class_weights", "text_columns", "max_shard_size",
+    "advise_budget", "max_image_pixels", "class_weights", "text_columns", "gradient_checkpointing",
+    "max_shard_size",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 
@@ -96,6 +97,11 @@ class RunConfig:
                 )
             if self.transfer.strategy == "lora":  # fail before the vectors and the data are loaded
                 raise ConfigError(VECTORS_LORA_MESSAGE)
+            if self.speed.gradient_checkpointing:
+                raise ConfigError(
+                    "--gradient-checkpointing does not apply to word vectors: the classifier is an embedding lookup "
+                    "and a small head, with no layer stack to recompute; leave the flag out"
+                )
         if self.optim.lr == "auto" and (self.conservative.layer_decay or self.conservative.head_lr):
             raise ConfigError(
                 "--lr auto picks one learning rate; with --layer-decay or --head-lr give --lr explicitly"

@@ -35,7 +35,13 @@ from hftl.sources.registry import build_model, check_source, load_processor, sou
 from hftl.tasks import Task, get_task
 from hftl.training import engines
 from hftl.training.class_weights import class_weights, describe_weights
-from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
+from hftl.training.devices import (
+    apply_memory_format,
+    enable_gradient_checkpointing,
+    maybe_compile,
+    switches_used,
+    wants_channels_last,
+)
 from hftl.training.engines import check_sharded_settings, configure_engine, make_accelerator
 from hftl.training.evaluation import evaluate_split, predict_split
 from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
@@ -265,6 +271,8 @@ def build_network(
     plan = measure_blocks(plan, model)  # what is printed and saved: the blocks as they train, after the cut
     model = adapt_to_plan(plan, model)
     keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     channels_last = wants_channels_last(config, backbone, accelerator.device)
     apply_memory_format(model, channels_last)
     return model, backbone, plan, channels_last
