@@ -56,7 +56,7 @@ FIELD_NAMES = (
     "advise_pooling", "regularizer", "l2sp_alpha", "l2sp_beta", "bss_eta", "bss_k", "layer_decay", "head_lr",
     "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "pooling", "head",
     "advise_budget", "max_image_pixels", "class_weights", "text_columns", "gradient_checkpointing",
-    "max_shard_size",
+    "max_shard_size", "quantize",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 

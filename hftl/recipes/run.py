@@ -31,6 +31,7 @@ from hftl.outputs.run_metrics import run_metrics
 from hftl.outputs.run_report import write_run_report
 from hftl.settings import AUTO_CASE
 from hftl.settings.choices import AUTO_LR
+from hftl.sources.quantization import check_quantization, prepare_quantized
 from hftl.sources.registry import build_model, check_source, load_processor, source_for
 from hftl.tasks import Task, get_task
 from hftl.training import engines
@@ -85,6 +86,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None) -> RunR
     accelerator = make_accelerator(config)
     check_model_name(config, accelerator)
     check_sharded_settings(config, accelerator)
+    check_quantization(config)
     lock = claim_output_dir(config, accelerator)
     try:
         with any_write_space_checked(Path(config.output_dir)):
@@ -268,6 +270,7 @@ def build_network(
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
     shape_to_plan(plan, model, backbone)  # cut, new head
+    model = prepare_quantized(model, config)  # --quantize: the 4-bit base frozen, norms and head in fp32
     plan = measure_blocks(plan, model)  # what is printed and saved: the blocks as they train, after the cut
     model = adapt_to_plan(plan, model)
     keep_frozen_prefix_in_eval(model, plan)  # the frozen part is a fixed feature extractor, cached or not

@@ -16,6 +16,7 @@ INITS = ("pretrained", "scratch")
 # how a new head reads the encoder (hftl.modeling.pooled); auto = a sentence-transformers folder's own, else pooler
 POOLINGS = ("auto", "pooler", "cls", "mean", "max")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+QUANTIZE = ("4bit",)  # QLoRA: a 4-bit NF4 base under LoRA adapters (bitsandbytes, CUDA)
 # word vectors (--model vectors:PATH_OR_NAME)
 VECTORS_PREFIX = "vectors:"
 VECTOR_FORMATS = ("auto", "word2vec-bin", "word2vec-txt", "glove", "kv")

@@ -11,6 +11,7 @@ from hftl.settings.choices import (
     CASES,
     INITS,
     POOLINGS,
+    QUANTIZE,
     STRATEGIES,
     Case,
     Strategy,
@@ -160,6 +161,13 @@ class TransferSettings:
     merge_lora: bool = field(
         default=False, metadata={"help": "Also write the merged model to OUTPUT_DIR/merged."}
     )
+    quantize: Literal["4bit"] | None = field(
+        default=None,
+        metadata={
+            "help": "QLoRA: load the base model in 4-bit NF4 (bf16 compute) and train LoRA adapters on it; needs "
+            "--strategy lora, a CUDA GPU and bitsandbytes (pip install 'hftl[qlora]')."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.case is None:
@@ -171,6 +179,17 @@ class TransferSettings:
         check_head(self.head)
         check_positive(self, "lora_r")
         check_positive(self, "keep_layers", optional=True)
+        check_choice("quantize", self.quantize, QUANTIZE, optional=True)
+        if self.quantize and self.strategy != "lora":
+            raise ConfigError(
+                f"--quantize {self.quantize} trains LoRA adapters on a quantized base, which stays frozen: add "
+                f"--strategy lora (got {self.strategy or 'the case default'})"
+            )
+        if self.quantize and self.merge_lora:
+            raise ConfigError(
+                "--merge-lora with --quantize would merge the adapters into 4-bit weights (lossy); leave --merge-lora "
+                "out and merge later into a full-precision copy of the base"
+            )
 
 
 @dataclass

@@ -135,6 +135,8 @@ def check_sharded_settings(config: RunConfig, accelerator: Any) -> None:
             f"--lr auto is not supported with {engine}: the range test runs the unsharded model on each process; "
             "give --lr (run --lr auto once with DDP or on a smaller model to pick it)"
         )
+    if config.quantize:
+        raise ConfigError(f"--quantize is not supported with {engine}; QLoRA runs on one GPU or with DDP")
 
 
 def layer_classes(model: nn.Module, backbone: Backbone) -> list[str]:
