@@ -74,6 +74,8 @@ def finite_flag(loss: torch.Tensor, grad_norm: torch.Tensor | None, accelerator:
     is all-reduced (the same everywhere); with fp16 the grad scaler owns overflowing gradients, so only the loss
     counts, gathered from every process. No host sync."""
     if grad_norm is not None and accelerator.mixed_precision != "fp16":
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor; full_tensor reduces it on the device
+            grad_norm = grad_norm.full_tensor()
         return torch.isfinite(torch.as_tensor(grad_norm)).all()
     return torch.isfinite(accelerator.gather(loss.detach().float().reshape(1))).all()
 
