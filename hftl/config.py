@@ -55,8 +55,8 @@ FIELD_NAMES = (
     "advise_small_per_class", "advise_similar_logme", "advise_depth_margin", "advise_max_samples",
     "advise_pooling", "regularizer", "l2sp_alpha", "l2sp_beta", "bss_eta", "bss_k", "layer_decay", "head_lr",
     "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "pooling", "head",
-    "advise_budget", "max_image_pixels", "class_weights", "text_columns", "gradient_checkpointing",
-    "max_shard_size", "quantize",
+    "advise_budget", "max_image_pixels", "class_weights", "text_columns", "eval_strategy", "label_columns",
+    "problem_type", "threshold", "gradient_checkpointing", "max_shard_size", "quantize",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 
@@ -102,6 +102,10 @@ class RunConfig:
                     "--gradient-checkpointing does not apply to word vectors: the classifier is an embedding lookup "
                     "and a small head, with no layer stack to recompute; leave the flag out"
                 )
+        if self.run.eval_strategy == "end" and self.optim.early_stopping_patience:
+            raise ConfigError(
+                "--early-stopping-patience needs an evaluation per epoch: drop it or use --eval-strategy epoch"
+            )
         if self.optim.lr == "auto" and (self.conservative.layer_decay or self.conservative.head_lr):
             raise ConfigError(
                 "--lr auto picks one learning rate; with --layer-decay or --head-lr give --lr explicitly"

@@ -17,10 +17,11 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Array3D, ClassLabel, Dataset, Features, Value
+from datasets import Array3D, ClassLabel, Dataset, Features, List, Value
 from transformers import DataCollatorWithPadding
 
 from hftl.data.bad_inputs import ERROR, BadInput, SkipReport, decode_image, problem, screen, text_problem
+from hftl.data.labels import multi_hot
 from hftl.data.loading import Splits
 from hftl.errors import DataError
 from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
@@ -88,6 +89,19 @@ def prepare_inputs(
     )
 
 
+def label_tensor(values: Sequence[Any]) -> torch.Tensor:
+    """A batch's targets: class ids (long) for single-label data, multi-hot rows (float32, what BCE-with-logits
+    reads) for multi-label data."""
+    if isinstance(values[0], int | np.integer) or np.ndim(values[0]) == 0:
+        return torch.as_tensor(np.array([int(v) for v in values]), dtype=torch.long)
+    return torch.as_tensor(np.stack([np.asarray(v, dtype=np.float32) for v in values]))
+
+
+def model_labels(splits: Splits, values: list) -> list:
+    """What the preprocessed split stores as ``labels``: class ids, or multi-hot rows for multi-label data."""
+    return multi_hot(values, len(splits.labels)).tolist() if splits.multi_label else values
+
+
 # --- images --------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageStats:
@@ -134,7 +148,9 @@ def _map_images(
     features = Features(
         {
             "pixel_values": Array3D(shape=(3, stats.height, stats.width), dtype="uint8"),
-            LABELS: ClassLabel(names=splits.labels),
+            LABELS: List(Value("float32"), length=len(splits.labels))
+            if splits.multi_label
+            else ClassLabel(names=splits.labels),
             EXAMPLE_ID: Value("int64"),
             ERROR: Value("string"),
         }
@@ -158,7 +174,8 @@ def _map_images(
         pixels = [
             blank if text else np.clip(np.rint(next(good)), 0, 255).astype(np.uint8) for text in problems
         ]
-        return {"pixel_values": pixels, LABELS: batch[label], EXAMPLE_ID: indices, ERROR: problems}
+        labels = model_labels(splits, batch[label])
+        return {"pixel_values": pixels, LABELS: labels, EXAMPLE_ID: indices, ERROR: problems}
 
     return split.map(
         resize,
@@ -198,8 +215,7 @@ class ImageCollator:
                 )
                 pixels[i] = random_resized_crop_flip(pixels[i], generator, self.scale)
         pixels = (pixels * self.stats.rescale_factor - self._mean) / self._std
-        labels = torch.as_tensor([int(e[LABELS]) for e in examples], dtype=torch.long)
-        return {"pixel_values": pixels, LABELS: labels}
+        return {"pixel_values": pixels, LABELS: label_tensor([e[LABELS] for e in examples])}
 
 
 def _seed_for(*parts: int) -> int:
@@ -245,12 +261,15 @@ def _map_texts(split: Dataset, splits: Splits, tokenizer: Any, max_length: int) 
                     )
         texts = [[text if not problems[i] else "" for i, text in enumerate(batch[c])] for c in columns]
         encoded = dict(tokenizer(*texts, truncation=True, max_length=max_length))
-        encoded[LABELS] = batch[label]
+        encoded[LABELS] = model_labels(splits, batch[label])
         encoded[ERROR] = [
             problem(f"row {indices[i]}", text) if text else "" for i, text in enumerate(problems)
         ]
         return encoded
 
-    return split.map(
+    mapped = split.map(
         tokenize, batched=True, with_indices=True, remove_columns=split.column_names, desc="Tokenizing (once)"
     )
+    if splits.multi_label:  # the output column keeps the input's int type (same name): targets are floats
+        mapped = mapped.cast_column(LABELS, List(Value("float32"), length=len(splits.labels)))
+    return mapped

@@ -39,7 +39,7 @@ from hftl.training.checkpoints import (
 from hftl.training.class_weights import weighted_loss
 from hftl.training.dataloaders import make_dataloaders
 from hftl.training.devices import fused_adamw
-from hftl.training.evaluation import evaluate, is_better, should_stop_early
+from hftl.training.evaluation import decision_threshold, evaluate, is_better, should_stop_early
 from hftl.training.guards import NonFiniteGuard, finite_flag, skip_unless_finite, skips_on_device
 from hftl.training.resume import resume, run_fingerprint
 from hftl.training.schedules import make_schedule
@@ -93,6 +93,7 @@ class TrainState:
     running_loss: torch.Tensor | None = None  # summed on the device: read (one sync) every --log-steps
     loss_count: int = 0
     class_weights: torch.Tensor | None = None  # --class-weights: the training loss weighs each class
+    threshold: float | None = None  # multi-label: a label is predicted above this sigmoid score
 
     @property
     def output_dir(self) -> Path:
@@ -155,6 +156,7 @@ def fit(
         ),
         resumed_from=resumed_from,
         class_weights=None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32),
+        threshold=decision_threshold(config),
     )
     started = time.perf_counter()
     first_epoch = progress.epoch
@@ -314,7 +316,7 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
     if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
         checkpoint(state)
     if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
-        scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
+        scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
         point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(state.train_dl)}
         state.curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
         log(state, state.curve[-1])
@@ -322,9 +324,14 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
 
 
 def end_epoch(state: TrainState, epoch: int) -> None:
-    """Evaluate, record, keep track of the best epoch, checkpoint."""
+    """Evaluate, record, keep track of the best epoch, checkpoint (``--eval-strategy end``: evaluate only after the
+    last epoch, which is then the one kept)."""
     config, progress = state.config, state.progress
-    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
+    if config.eval_strategy == "end" and epoch + 1 < config.epochs:
+        progress.epoch, progress.batches_done = epoch + 1, 0
+        checkpoint(state)
+        return
+    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
     record = {"epoch": epoch + 1, "step": progress.global_step, **{f"eval_{k}": v for k, v in scores.items()}}
     progress.history.append(record)
     state.curve.append(record)
@@ -406,6 +413,10 @@ def restore_best(state: TrainState, name: str) -> bool:
     accelerator = state.accelerator
     if not engines.is_sharded(accelerator):
         return restore_trained_weights(accelerator.unwrap_model(state.model), state.output_dir, name)
+    if name == checkpoint_name(state.progress):
+        # the weights in memory are that checkpoint's: the last epoch was the best (always, with --eval-strategy
+        # end); reading every shard back on every process would change nothing
+        return True
     folder = checkpoint_dir(state.output_dir) / name
     if not (folder / COMPLETE).is_file() or damage(folder) is not None:
         return False

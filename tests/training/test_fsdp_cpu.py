@@ -9,6 +9,7 @@ Slow (about 90 s on two cores: one torchrun of six short runs), so off by defaul
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import hftl
 from tests.helpers import base_name, free_port, saved_state
+from tests.training.test_multilabel import write_squares
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).with_name("fsdp_on_cpu.py")
@@ -73,10 +76,20 @@ def test_fsdp_checkpoints_resume_exactly_and_every_plan_trains_sharded(vit_dir, 
         "partial": {**common, "case": "large_similar", "strategy": "partial", "keep_layers": 2, "lr": 1e-2},
         "lora": {**common, "case": "large_similar", "strategy": "lora", "lr": 1e-2},
     }
+    # multi-label (BCE-with-logits with pos_weight on multi-hot float targets) under the device-side guard, scored
+    # only at the end while every epoch still writes its shards
+    multi_label = {
+        **full,
+        "dataset": str(write_squares(tmp_path / "squares")),
+        "class_weights": "auto",
+        "eval_strategy": "end",
+        "output_dir": str(tmp_path / "multi-label"),
+    }
     first = [
         {**full, "output_dir": str(tmp_path / "straight")},
         {**full, "output_dir": str(tmp_path / "stopped"), "save_steps": 2},
         *({**settings, "output_dir": str(tmp_path / name)} for name, settings in plans.items()),
+        multi_label,
     ]
     torchrun(first, tmp_path)
     # 48 images / (2 processes x 8) = 3 steps per epoch: step 2 is mid-epoch (2 batches done)
@@ -112,5 +125,12 @@ def test_fsdp_checkpoints_resume_exactly_and_every_plan_trains_sharded(vit_dir, 
         after = {base_name(k): v for k, v in saved_state(out).items()}
         frozen = [k for k in before if k.startswith("vit.embeddings") and k in after]
         assert frozen and all(torch.equal(before[k], after[k]) for k in frozen), name
+    tagged = json.loads((tmp_path / "multi-label" / "metrics.json").read_text())
+    assert tagged["problem_type"] == "multi_label_classification" and tagged["nonfinite_steps_skipped"] == 0
+    assert [h["epoch"] for h in tagged["history"]] == [2] and math.isfinite(tagged["best"]["eval_loss"])
+    epochs = sorted((tmp_path / "multi-label" / "checkpoints").iterdir())
+    assert [c.name.split("-e")[1] for c in epochs] == ["1b0", "2b0"]
+    assert all((c / "pytorch_model_fsdp_0" / "__1_0.distcp").is_file() for c in epochs)
+    assert hftl.load(tmp_path / "multi-label").config.problem_type == "multi_label_classification"
     lora = saved_state(tmp_path / "lora")
     assert any("lora_A" in k for k in lora), "the LoRA run saved an adapter that loads back"

@@ -52,6 +52,35 @@ def test_nonfinite_steps_are_skipped_and_counted(monkeypatch, vit_dir, image_fol
     assert result.metrics["best"]["eval_accuracy"] > 0.5
 
 
+def test_a_nonfinite_multi_label_bce_step_is_skipped_on_the_device(monkeypatch, vit_dir, tmp_path):
+    """Multi-label with --class-weights auto: the loss is hftl's BCE-with-logits (pos_weight) on the logits, not
+    the model's; NaN logits make it NaN, and the device-side guard (fused AdamW skips) leaves the weights finite."""
+    from tests.training.test_multilabel import write_squares
+
+    def factory():
+        seen = {"n": 0}
+
+        def hook(module, args, output):
+            if module.training:
+                seen["n"] += 1
+                if seen["n"] in (3, 4):
+                    output.logits = output.logits * float("nan")
+            return output
+
+        return hook
+
+    inject(monkeypatch, factory)
+    squares = write_squares(tmp_path / "squares")
+    result = quick_train(
+        "image", "large_similar", vit_dir, squares, tmp_path / "run", epochs=2, class_weights="auto"
+    )
+    assert (
+        result.metrics["problem_type"] == "multi_label_classification" and "class_weights" in result.metrics
+    )
+    assert result.metrics["nonfinite_steps_skipped"] == 2 and result.metrics["global_step"] == 12
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
 def test_run_stops_after_k_nonfinite_steps_in_a_row_and_keeps_the_good_checkpoint(
     monkeypatch, vit_dir, image_folder, tmp_path
 ):

@@ -16,10 +16,10 @@ from accelerate.utils import DistributedType
 
 from hftl.errors import ConfigError, OutputError
 from hftl.sources.safety import UnsafePickle
-from hftl.training import engines
+from hftl.training import engines, loop
 from hftl.training.checkpoints import damage, list_checkpoints, write_checksums
 from hftl.training.sharded_state import check_every_rank_wrote, check_same_engine, screen_metadata
-from tests.helpers import assert_resume_matches, saved_state
+from tests.helpers import assert_resume_matches, quick_train, saved_state
 
 
 def test_the_sharded_path_resumes_exactly_and_saves_the_gathered_model_in_shards(
@@ -51,6 +51,42 @@ def test_the_sharded_path_resumes_exactly_and_saves_the_gathered_model_in_shards
     on_disk, in_memory = saved_state(out), resumed.model.state_dict()
     assert on_disk.keys() == in_memory.keys()
     assert all(torch.equal(on_disk[name], in_memory[name]) for name in on_disk)
+
+
+def test_sharded_checkpoints_under_eval_strategy_end_and_the_best_epoch_read_back_only_when_earlier(
+    monkeypatch, bert_dir, text_folder, tmp_path
+):
+    """--eval-strategy end: every epoch still writes its sharded checkpoint (resume), none is scored before the
+    last, and the last one, the best, is not read back from its shards (the model holds it). An earlier best
+    epoch (--eval-strategy epoch, a learning rate too small to change any score) is read back."""
+    monkeypatch.setattr(engines, "is_sharded", lambda accelerator: True)
+    reads = []
+    real = loop.restore_sharded_weights
+    monkeypatch.setattr(
+        loop,
+        "restore_sharded_weights",
+        lambda acc, model, folder: (reads.append(folder.name), real(acc, model, folder)),
+    )
+    end = quick_train(
+        "text", "small_similar", bert_dir, text_folder, tmp_path / "end", epochs=2, eval_strategy="end"
+    )
+    assert [h["epoch"] for h in end.metrics["history"]] == [2] and end.metrics["best"]["epoch"] == 2
+    checkpoints = list_checkpoints(tmp_path / "end" / "checkpoints")
+    assert [c.name.split("-e")[1] for c in checkpoints] == ["1b0", "2b0"]
+    assert all((c / "model.safetensors").is_file() and (c / "engine.json").is_file() for c in checkpoints)
+    assert reads == []
+    earlier = quick_train(
+        "text",
+        "small_similar",
+        bert_dir,
+        text_folder,
+        tmp_path / "epoch",
+        epochs=2,
+        lr=1e-12,
+        save_total_limit=5,
+    )
+    assert earlier.metrics["best"]["epoch"] == 1
+    assert len(reads) == 1 and reads[0].endswith("-e1b0")
 
 
 def fake(engine: DistributedType, processes: int) -> SimpleNamespace:
