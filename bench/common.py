@@ -298,6 +298,7 @@ def trainer_run(
     *,
     log_steps: int = 5,
     bf16: bool = False,
+    num_workers: int | None = None,
 ) -> TrainerRun:
     """Fine-tune with transformers.Trainer on ``encoded['train']``, evaluating on ``encoded['validation']`` every
     epoch as hftl does; no checkpoints. ``args`` carries epochs, batch_size, lr, seed and device."""
@@ -321,7 +322,7 @@ def trainer_run(
         report_to=[],
         use_cpu=args.device == "cpu",
         bf16=bf16,
-        dataloader_num_workers=0 if args.device == "cpu" else 4,
+        dataloader_num_workers=num_workers if num_workers is not None else (0 if args.device == "cpu" else 4),
         remove_unused_columns=False,
         disable_tqdm=True,
     )

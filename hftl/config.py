@@ -58,7 +58,7 @@ FIELD_NAMES = (
     "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "pooling", "head",
     "advise_budget", "max_image_pixels", "class_weights", "text_columns", "eval_strategy", "label_columns",
     "problem_type", "threshold", "contrastive_iterations", "contrastive_epochs", "contrastive_lr",
-    "contrastive_batch_size",
+    "contrastive_batch_size", "gradient_checkpointing", "max_shard_size", "quantize",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 
@@ -101,6 +101,11 @@ class RunConfig:
                 raise ConfigError(VECTORS_LORA_MESSAGE)
             if self.transfer.strategy == "contrastive":
                 raise ConfigError(contrastive_refusal("word-vectors"))
+            if self.speed.gradient_checkpointing:
+                raise ConfigError(
+                    "--gradient-checkpointing does not apply to word vectors: the classifier is an embedding lookup "
+                    "and a small head, with no layer stack to recompute; leave the flag out"
+                )
         if self.run.eval_strategy == "end" and self.optim.early_stopping_patience:
             raise ConfigError(
                 "--early-stopping-patience needs an evaluation per epoch: drop it or use --eval-strategy epoch"

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,14 @@ def save_model(
     output_dir: Path,
     merge_lora: bool = False,
     auto_model: str | None = None,
+    state_dict: dict[str, Any] | None = None,
+    max_shard_size: str = "5GB",
 ) -> list[Path]:
-    """Save weights (safetensors) with the processor; LoRA models save the adapter (head included) beside the
-    frozen base it adapts (``write_adapter``) and, if asked, a merged full model in ``merged/``. ``auto_model``:
-    the task's Auto class, which PEFT's ``AutoPeftModel`` builds the base with. Returns the folders that
-    ``pipeline`` can load.
+    """Save weights (safetensors, split into files of at most ``max_shard_size``) with the processor; LoRA models
+    save the adapter (head included) beside the frozen base it adapts (``write_adapter``) and, if asked, a merged
+    full model in ``merged/``. ``auto_model``: the task's Auto class, which PEFT's ``AutoPeftModel`` builds the
+    base with. ``state_dict``: the whole model's weights gathered from a sharded run (FSDP, ZeRO), whose
+    ``model`` holds only this process's shards. Returns the folders that ``pipeline`` can load.
 
     Everything is written to a staging folder first and renamed into place, so a save that fails (a full disk)
     leaves no half-written model beside the run's other files, and says so in one line."""
@@ -100,34 +104,46 @@ def save_model(
     staging.mkdir()
     try:
         with space_checked(output_dir, "the trained model", NO_SPACE_REMEDY, partial=[staging]):
-            loadable = _write_model(model, processor, staging, merge_lora, output_dir, auto_model)
+            written = Written(staging, output_dir, auto_model, state_dict, max_shard_size)
+            loadable = _write_model(model, processor, written, merge_lora)
         move_into(staging, output_dir)
     finally:
         remove_path(staging)
     return [output_dir / path.relative_to(staging) for path in loadable]
 
 
-def _write_model(
-    model: nn.Module, processor: Any, folder: Path, merge_lora: bool, home: Path, auto_model: str | None
-) -> list[Path]:
-    """Into ``folder`` (staging); ``home`` is where the files will live, which the adapter names as its base."""
-    loadable = []
+@dataclass
+class Written:
+    """Where and how a model is written: ``folder`` (staging) and ``home`` (where the files will live, which the
+    adapter names as its base), the task's Auto class, gathered weights of a sharded run, the largest file."""
+
+    folder: Path
+    home: Path
+    auto_model: str | None = None
+    state_dict: dict[str, Any] | None = None
+    max_shard_size: str = "5GB"
+
+
+def _write_model(model: nn.Module, processor: Any, written: Written, merge_lora: bool) -> list[Path]:
+    folder, loadable = written.folder, []
     if is_peft_model(model):
-        write_adapter(model, folder, home, auto_model)
+        write_adapter(model, folder, written.home, written.auto_model, written)
         loadable.append(folder)
         if merge_lora:
             merged = copy.deepcopy(model).merge_and_unload()
-            merged.save_pretrained(folder / MERGED_DIR)
+            merged.save_pretrained(folder / MERGED_DIR, max_shard_size=written.max_shard_size)
             processor.save_pretrained(folder / MERGED_DIR)
             loadable.append(folder / MERGED_DIR)
     else:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, state_dict=written.state_dict, max_shard_size=written.max_shard_size)
         loadable.append(folder)
     processor.save_pretrained(folder)
     return loadable
 
 
-def write_adapter(model: nn.Module, folder: Path, home: Path, auto_model: str | None = None) -> None:
+def write_adapter(
+    model: nn.Module, folder: Path, home: Path, auto_model: str | None = None, written: Written | None = None
+) -> None:
     """The LoRA adapter (with its new head) beside the frozen base it was trained on: ``config.json`` (this run's
     labels, truncation and head fields) and ``model.safetensors`` next to ``adapter_config.json`` and
     ``adapter_model.safetensors``, the layout transformers calls a local model with an embedded adapter.
@@ -138,8 +154,13 @@ def write_adapter(model: nn.Module, folder: Path, home: Path, auto_model: str | 
     pushed repo's config.json is never read, and PEFT's ``AutoPeftModel`` builds whatever
     ``base_model_name_or_path`` names. So the adapter names this folder (``hftl push`` names the repo in the
     copy it sends), and every stock loader finds the base with this run's head shape and labels."""
-    model.save_pretrained(folder)
-    frozen_base(model).save_pretrained(folder)
+    written = written or Written(folder, home, auto_model)
+    model.save_pretrained(folder, state_dict=written.state_dict)
+    if written.state_dict is None:
+        frozen_base(model).save_pretrained(folder, max_shard_size=written.max_shard_size)
+    else:  # a sharded run: the base's weights come from the gathered state, not from the (sharded) modules
+        base = base_state(written.state_dict)
+        model.get_base_model().save_pretrained(folder, state_dict=base, max_shard_size=written.max_shard_size)
     write_text(folder / ADAPTER_CONFIG, adapter_config_text(folder, str(home.resolve()), auto_model))
 
 
@@ -147,6 +168,18 @@ def frozen_base(model: nn.Module) -> nn.Module:
     """The base network a LoRA model adapts (cut, with a head of the run's shape), its adapters taken out of a copy:
     the trained model stays as it is."""
     return copy.deepcopy(model).unload()
+
+
+def base_state(peft_state: dict[str, Any]) -> dict[str, Any]:
+    """What ``frozen_base`` would hold, from a PEFT model's full state dict: LoRA tensors dropped, the trained copy
+    of a ``modules_to_save`` module (the head) in place of the original, PEFT's prefixes taken off."""
+    base = {}
+    for name, tensor in peft_state.items():
+        if ".lora_" in name or ".original_module." in name:
+            continue
+        name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        base[name.replace(".modules_to_save.default.", ".")] = tensor
+    return base
 
 
 def adapter_config_text(folder: Path, base: str, auto_model: str | None = None) -> str:

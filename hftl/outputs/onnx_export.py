@@ -144,6 +144,11 @@ def check_run_folder(run_dir: Path) -> Path:
             f"{run_dir} holds no safetensors weights ({', '.join(WEIGHT_FILES)}); hftl never loads pickled "
             "weights (.bin, .pt). Pass the --output-dir of a finished hftl run."
         )
+    if "quantization_config" in model_config(run_dir):  # QLoRA (--quantize 4bit): the base is kept in 4 bits
+        raise ConfigError(
+            f"{run_dir} holds a base quantized by bitsandbytes (a --quantize 4bit run), whose 4-bit weights and "
+            "kernels ONNX cannot express; export a LoRA run trained on the full-precision base (no --quantize)"
+        )
     return run_dir.resolve()
 
 
@@ -206,13 +211,21 @@ def load_for_export(run: Path) -> tuple[nn.Module, Any, str]:
 def model_type(run: Path) -> str | None:
     """The ``model_type`` in the run's config.json (None without one: a LoRA folder from before the base was
     kept)."""
+    return model_config(run).get("model_type")
+
+
+def model_config(run: Path) -> dict[str, Any]:
+    """The run's config.json (empty without one)."""
     config = run / "config.json"
     if not config.is_file():
-        return None
+        return {}
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (ValueError, AttributeError) as error:
+        values = json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as error:
         raise ModelError(f"{config} is not a JSON object ({error}); is {run} an hftl run folder?") from error
+    if not isinstance(values, dict):
+        raise ModelError(f"{config} is not a JSON object; is {run} an hftl run folder?")
+    return values
 
 
 def merged(model: nn.Module) -> nn.Module:

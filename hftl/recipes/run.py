@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from datasets import Dataset, DatasetDict
 from torch import nn
@@ -32,11 +31,20 @@ from hftl.outputs.run_metrics import run_metrics
 from hftl.outputs.run_report import write_run_report
 from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.choices import AUTO_LR
+from hftl.sources.quantization import check_quantization, prepare_quantized
 from hftl.sources.registry import build_model, check_source, load_processor, source_for
 from hftl.tasks import Task, get_task
+from hftl.training import engines
 from hftl.training.class_weights import class_weights, describe_weights
 from hftl.training.contrastive import tune_body_first
-from hftl.training.devices import apply_memory_format, maybe_compile, switches_used, wants_channels_last
+from hftl.training.devices import (
+    apply_memory_format,
+    enable_gradient_checkpointing,
+    maybe_compile,
+    switches_used,
+    wants_channels_last,
+)
+from hftl.training.engines import check_sharded_settings, configure_engine, make_accelerator
 from hftl.training.evaluation import evaluate_split, predict_split, settle_problem
 from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.training.feature_cache import describe as describe_cache
@@ -45,6 +53,7 @@ from hftl.training.loop import FitResult, fit
 from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import MULTI_LABEL_METRICS, load_metrics
 from hftl.training.resume import check_resume_target, run_fingerprint
+from hftl.training.sharded_state import gather_full_state
 from hftl.training.throughput import format_summary
 from hftl.transfer.apply import ParameterCount, adapt_to_plan, count_parameters, shape_to_plan
 from hftl.transfer.cases import make_plan, measure_blocks
@@ -60,37 +69,6 @@ class RunResult:
     plan: TransferPlan
     config: RunConfig
     model: nn.Module
-
-
-def make_accelerator(config: RunConfig) -> Accelerator:
-    # torchrun on a machine without GPUs: Accelerate only forms a gloo group when told it runs on the CPU
-    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
-        # Accelerate would train in fp32 while the run records fp16
-        raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; on this machine use bf16 or no")
-    accelerator = Accelerator(
-        cpu=cpu_ddp,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
-        log_with=trackers(config.report_to),
-        project_dir=config.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
-        kwargs_handlers=[
-            DistributedDataParallelKwargs(find_unused_parameters=config.ddp_find_unused_parameters)
-        ],
-    )
-    return accelerator
-
-
-def trackers(report_to: str) -> list[str] | None:
-    """Accelerate trackers for ``--report-to``; ``auto`` picks only the ones that need no account (TensorBoard)."""
-    if report_to == "none":
-        return None
-    if report_to == "auto":
-        from accelerate.utils import is_tensorboard_available
-
-        return ["tensorboard"] if is_tensorboard_available() else None
-    return report_to.split(",")
 
 
 def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None, *, trial: bool = False) -> RunResult:
@@ -109,6 +87,8 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None, *, tria
         release_accelerator_state()
     accelerator = make_accelerator(config)
     check_model_name(config, accelerator)
+    check_sharded_settings(config, accelerator)
+    check_quantization(config)
     lock = claim_output_dir(config, accelerator)
     try:
         with any_write_space_checked(Path(config.output_dir)):
@@ -165,6 +145,7 @@ def run_claimed(
 
         config = resolve_auto_case(config, task, splits, processor, accelerator)
     model, backbone, plan, channels_last = build_network(config, task, splits, processor, accelerator)
+    configure_engine(accelerator, model, backbone, config)
     fingerprint = run_fingerprint(config, plan, inputs)
     check_resume_target(config, fingerprint)  # before the run files are written over
     params = count_parameters(model)
@@ -197,6 +178,10 @@ def run_claimed(
     )
 
     accelerator.wait_for_everyone()
+    # FSDP/ZeRO: every process holds a shard; the whole model is assembled (on the main process) to be saved
+    # (a trial saves nothing: no gather)
+    sharded = engines.is_sharded(accelerator) and not trial
+    gathered = gather_full_state(accelerator, result.model) if sharded else None
     metrics = run_metrics(
         task_name=task.name,
         config=config,
@@ -219,7 +204,7 @@ def run_claimed(
         metrics["class_weights"] = dict(zip(splits.labels, weights, strict=True))
     output_dir = Path(config.output_dir)
     if accelerator.is_main_process and predictions is not None:
-        save_outputs(trained, processor, config, metrics, inputs, result, accelerator, predictions)
+        save_outputs(trained, processor, config, metrics, inputs, result, accelerator, predictions, gathered)
     accelerator.wait_for_everyone()
     publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
     accelerator.end_training()
@@ -308,8 +293,11 @@ def build_network(
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
     shape_to_plan(plan, model, backbone)  # cut, new head
+    model = prepare_quantized(model, config)  # --quantize: the 4-bit base frozen, norms and head in fp32
     plan = measure_blocks(plan, model)  # what is printed and saved: the blocks as they train, after the cut
     model = adapt_to_plan(plan, model)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     channels_last = wants_channels_last(config, backbone, accelerator.device)
     apply_memory_format(model, channels_last)
     return model, backbone, plan, channels_last
@@ -390,12 +378,22 @@ def save_outputs(
     result: FitResult,
     accelerator: Accelerator,
     predictions: tuple[list[Any], list[Any]],
+    state_dict: dict[str, Any] | None = None,
 ) -> None:
-    """Main process: the model (or adapter), processor, metrics.json, the run report (per-class scores and plots on
-    the validation split) and the model card (a full disk: one line)."""
+    """Main process: the model (or adapter; ``state_dict``: its weights gathered from a sharded run), processor,
+    metrics.json, the run report (per-class scores and plots on the validation split) and the model card (a full
+    disk: one line)."""
     output_dir = Path(config.output_dir)
     auto_model = get_task(config.task).auto_model
-    save_model(trained, processor, output_dir, merge_lora=config.merge_lora, auto_model=auto_model)
+    save_model(
+        trained,
+        processor,
+        output_dir,
+        merge_lora=config.merge_lora,
+        auto_model=auto_model,
+        state_dict=state_dict,
+        max_shard_size=config.max_shard_size,
+    )
     write_metrics(output_dir, metrics)
     with space_checked(output_dir, "the run report", NO_SPACE_REMEDY):
         threshold = metrics.get("threshold")  # multi-label: the predictions are 0/1 rows

@@ -17,6 +17,7 @@ INITS = ("pretrained", "scratch")
 POOLINGS = ("auto", "pooler", "cls", "mean", "max")
 EVAL_STRATEGIES = ("epoch", "end")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+QUANTIZE = ("4bit",)  # QLoRA: a 4-bit NF4 base under LoRA adapters (bitsandbytes, CUDA)
 # what the labels are: auto reads it from the data (a column of lists, or --label-columns, is multi-label)
 PROBLEM_TYPES = ("auto", "single_label", "multi_label")
 # the names transformers' config.problem_type uses (its heads pick CrossEntropy or BCEWithLogits loss by them)
@@ -142,3 +143,21 @@ def learning_rate(value: str | float) -> float | str:
     if not number > 0:
         raise ConfigError(f"lr must be > 0, got {value}")
     return number
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def shard_size(value: str | int) -> str:
+    """``--max-shard-size``: a byte count or a size with a unit (500MB, 5GB, 2GiB), as ``save_pretrained`` reads
+    it; returned as given, checked here without importing transformers."""
+    text = str(value).strip().upper().replace(" ", "")
+    number = text.rstrip("KMGIB")
+    unit = text[len(number) :]
+    try:
+        size = float(number) * _SIZE_UNITS[unit]
+    except (KeyError, ValueError):
+        size = 0
+    if not size >= 1:
+        raise ConfigError(f"--max-shard-size {value!r}: give a size such as 500MB, 5GB or 2GiB (or bytes)")
+    return str(value).strip()

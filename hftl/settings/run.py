@@ -13,6 +13,7 @@ from hftl.settings.choices import (
     EVAL_STRATEGIES,
     INITS,
     POOLINGS,
+    QUANTIZE,
     STRATEGIES,
     Case,
     Strategy,
@@ -21,6 +22,7 @@ from hftl.settings.choices import (
     check_positive,
     check_range,
     check_repo_id,
+    shard_size,
 )
 
 
@@ -60,6 +62,13 @@ class RunSettings:
         default=None, metadata={"help": "Also checkpoint every N optimizer steps (always at each epoch end)."}
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (newest N)."})
+    max_shard_size: str = field(
+        default="5GB",
+        metadata={
+            "help": "Largest file of the saved model: bigger models are split into model-0000N-of-0000M "
+            "safetensors files with an index (save_pretrained's max_shard_size; the Hub's per-file advice)."
+        },
+    )
     metric_for_best: str = field(
         default=AUTO_METRIC,
         metadata={
@@ -108,6 +117,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         check_positive(self, "log_steps", "save_total_limit", "max_nonfinite_steps")
+        self.max_shard_size = shard_size(self.max_shard_size)
         check_positive(self, "save_steps", "eval_steps", optional=True)
         check_choice("eval_strategy", self.eval_strategy, EVAL_STRATEGIES)
         check_range("threshold", self.threshold, 0.0, 1.0, closed_low=False, closed_high=False)
@@ -189,6 +199,13 @@ class TransferSettings:
     contrastive_batch_size: int = field(
         default=16, metadata={"help": "--strategy contrastive: sentence pairs per batch."}
     )
+    quantize: Literal["4bit"] | None = field(
+        default=None,
+        metadata={
+            "help": "QLoRA: load the base model in 4-bit NF4 (bf16 compute) and train LoRA adapters on it; needs "
+            "--strategy lora, a CUDA GPU and bitsandbytes (pip install 'hftl[qlora]')."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.case is None:
@@ -204,6 +221,17 @@ class TransferSettings:
         if not (isinstance(self.contrastive_lr, int | float) and self.contrastive_lr > 0):
             raise ConfigError(f"contrastive_lr must be a positive number, got {self.contrastive_lr!r}")
         check_positive(self, "keep_layers", optional=True)
+        check_choice("quantize", self.quantize, QUANTIZE, optional=True)
+        if self.quantize and self.strategy != "lora":
+            raise ConfigError(
+                f"--quantize {self.quantize} trains LoRA adapters on a quantized base, which stays frozen: add "
+                f"--strategy lora (got {self.strategy or 'the case default'})"
+            )
+        if self.quantize and self.merge_lora:
+            raise ConfigError(
+                "--merge-lora with --quantize would merge the adapters into 4-bit weights (lossy); leave --merge-lora "
+                "out and merge later into a full-precision copy of the base"
+            )
 
 
 @dataclass

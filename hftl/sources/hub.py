@@ -12,6 +12,7 @@ from hftl.errors import ModelError
 from hftl.modeling.pooled import register_for_source
 from hftl.modeling.timm_nets import TIMM_MODEL_TYPE, prepare_config, standard_processor
 from hftl.sources.pooling import hub_head
+from hftl.sources.quantization import quantized_loading
 from hftl.sources.registry import label_kwargs, local_or_hub, register_source
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class HubSource:
                 trust_remote_code=config.trust_remote_code,
                 ignore_mismatched_sizes=True,
                 **kernel,
+                **quantized_loading(config),  # --quantize 4bit: the NF4 base of QLoRA
             )
         except (OSError, ValueError) as error:
             raise _loading_error(config.model, error) from error

@@ -55,8 +55,10 @@ class UnsafePickle(ModelError):
 
 
 class _AllowListUnpickler(pickle.Unpickler):
+    allowed: dict[str, set[str]] = ALLOWED
+
     def find_class(self, module: str, name: str) -> Any:
-        if name in ALLOWED.get(module, ()):
+        if name in self.allowed.get(module, ()):
             return super().find_class(module, name)
         raise UnsafePickle(f"refusing to load: the pickle asks for {module}.{name}, which could run code")
 
@@ -79,9 +81,18 @@ def safe_unpickle(path: str | Path) -> Any:
         raise UnsafePickle(f"{path}: {error}. Only gensim/numpy objects are accepted in .kv files.") from None
 
 
-def check_pickle(path: str | Path) -> None:
-    """Raise ``UnsafePickle`` unless ``path`` unpickles with only allow-listed classes and functions."""
-    safe_unpickle(path)
+def check_pickle(path: str | Path, allowed: dict[str, set[str]] | None = None) -> None:
+    """Raise ``UnsafePickle`` unless ``path`` unpickles with only allow-listed classes and functions (default:
+    the gensim list; torch's distributed-checkpoint metadata brings its own, ``hftl.training.sharded_state``)."""
+    if allowed is None:
+        safe_unpickle(path)
+        return
+    unpickler = type("_Screen", (_AllowListUnpickler,), {"allowed": allowed})
+    with open(path, "rb") as handle:
+        try:
+            unpickler(handle).load()
+        except UnsafePickle as error:
+            raise UnsafePickle(f"{path}: {error}") from None
 
 
 def _check_sidecars(obj: Any, path: Path, seen: set[int] | None = None) -> None:

@@ -6,6 +6,7 @@ rebuilt identically from the base model and the seed. Each checkpoint is written
 complete, then renamed, so a crash mid-write leaves the previous checkpoint as the newest complete one; a full disk
 removes the temporary folder and stops the run with one line saying so.
 Everything is read back with ``weights_only=True`` or from JSON/safetensors: nothing executes code on load.
+A sharded run (FSDP, ZeRO) writes its shards through Accelerate beside the same files: ``sharded_state``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ from torch import nn
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import CHECKPOINTS, NO_SPACE_REMEDY
 from hftl.outputs.files import file_digest, space_checked
+from hftl.training import engines
+from hftl.training.sharded_state import (
+    check_every_rank_wrote,
+    check_same_engine,
+    load_sharded,
+    read_engine,
+    save_sharded,
+    write_engine,
+)
 
 PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
@@ -105,17 +115,21 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
+    sharded = engines.is_sharded(accelerator)
     with space_checked(root, f"checkpoint {name}", NO_SPACE_REMEDY, partial=[tmp]):
         _save_torch(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+        if sharded:  # every process writes its shard of the model and optimizer
+            save_sharded(accelerator, tmp)
         if accelerator.is_main_process:
-            save_file(trainable_state(accelerator.unwrap_model(model)), str(tmp / MODEL_FILE))
-            _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
-            _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
-            if accelerator.scaler is not None:
-                _save_torch(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+            if sharded:
+                write_engine(tmp, accelerator)
+            else:
+                _save_unsharded(accelerator, model, optimizer, scheduler, tmp)
             (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2), encoding="utf-8")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            if sharded:
+                check_every_rank_wrote(tmp, accelerator.num_processes)
             write_checksums(tmp)
             (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
     if accelerator.is_main_process:
@@ -125,6 +139,15 @@ def save_checkpoint(
         rotate(root, keep, protect={progress.best_checkpoint, progress.last_good_checkpoint})
     accelerator.wait_for_everyone()
     return final
+
+
+def _save_unsharded(accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, folder: Path) -> None:
+    """The main process holds the whole state: trainable tensors, optimizer, scheduler (and the fp16 scaler)."""
+    save_file(trainable_state(accelerator.unwrap_model(model)), str(folder / MODEL_FILE))
+    _save_torch(optimizer.state_dict(), folder / "optimizer.pt")
+    _save_torch(scheduler.state_dict(), folder / "scheduler.pt")
+    if accelerator.scaler is not None:
+        _save_torch(accelerator.scaler.state_dict(), folder / "scaler.pt")
 
 
 def _save_torch(state: Any, path: Path) -> None:
@@ -138,9 +161,12 @@ CHECKSUMS = "checksums.json"
 
 
 def write_checksums(folder: Path) -> None:
-    """Size and BLAKE2b of every file, so flipped bytes are noticed before they are resumed from."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in (CHECKSUMS, COMPLETE))
-    sums = {p.name: {"size": p.stat().st_size, "blake2b": file_digest(p)} for p in files}
+    """Size and BLAKE2b of every file (in subfolders too: a sharded checkpoint's shards), so flipped bytes are
+    noticed before they are resumed from."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (CHECKSUMS, COMPLETE))
+    sums = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "blake2b": file_digest(p)} for p in files
+    }
     (folder / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n", encoding="utf-8")
 
 
@@ -151,6 +177,8 @@ def damage(folder: Path) -> str | None:
         return None
     for name, expected in json.loads(listed.read_text(encoding="utf-8")).items():
         file = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or file.is_symlink():
+            return f"{CHECKSUMS} names {name!r}, which is not a file inside the checkpoint"
         if not file.is_file():
             return f"{name} is missing"
         if file.stat().st_size != expected["size"] or file_digest(file) != expected["blake2b"]:
@@ -228,6 +256,10 @@ def load_checkpoint(
     accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, path: Path
 ) -> Progress:
     """Restore weights, optimizer, scheduler and scaler; returns the saved progress (RNG: ``restore_rng``)."""
+    check_same_engine(path, accelerator)
+    if read_engine(path) is not None:
+        load_sharded(accelerator, path)
+        return read_progress(path)
     load_trainable_state(accelerator.unwrap_model(model), load_file(str(path / MODEL_FILE)))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))

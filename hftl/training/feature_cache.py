@@ -16,7 +16,9 @@ trains the rest of the network on them with the same loop (``hftl.training.loop.
 - **Augmentation vs cache**: the cache wins by default (features of un-augmented images). ``--no-feature-cache``
   keeps per-epoch augmentation (and the full forward cost); ``--cache-views K`` caches K augmented views per
   training image and epoch ``e`` trains on view ``e % K`` (with K >= epochs this equals the uncached augmented run).
-- **Distributed**: the local main process builds or verifies, the others wait and then read the same files.
+- **Distributed**: the main process builds or verifies first; then the local main process of every other node
+  verifies it (a filesystem the nodes share: built once) or builds its own (node-local disks); the other processes
+  wait and read the same files. Under FSDP/DeepSpeed the cache is off: it would run the prefix unsharded.
 
 The model that ``fit`` trains is a :class:`CachedFeaturesModel`: the real model's submodules under their own names
 (so checkpoints, resume and the best-epoch restore see the same tensor names) with a forward that runs only the
@@ -25,7 +27,6 @@ part after the cut. The real model is what gets saved: the whole network, usable
 
 from __future__ import annotations
 
-import os
 import time
 import types
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +42,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from hftl.backbones.base import Backbone, Cut, block_module
 from hftl.data.preprocess import LABELS, ModelInputs, label_tensor
 from hftl.errors import ModelError
+from hftl.training import engines
+from hftl.training.dataloaders import loader_workers
 from hftl.training.feature_store import (
     FEATURES,
     META_FILE,
@@ -206,6 +209,9 @@ def use_feature_cache(
     """Decide whether to cache, build or reuse the cache, and return what ``fit`` should train."""
     if not config.feature_cache:
         return CachedTraining(model, inputs, CacheStatus(False, "turned off (--no-feature-cache)"))
+    if engines.is_sharded(accelerator):
+        reason = "FSDP/DeepSpeed shard the whole model; building the cache would run its prefix unsharded"
+        return CachedTraining(model, inputs, CacheStatus(False, reason))
     cut, reason = find_cut(plan, backbone, model)
     if cut is None:
         return CachedTraining(model, inputs, CacheStatus(False, reason))
@@ -225,10 +231,15 @@ def use_feature_cache(
     path = cache_root(config) / cache_dir_name(backbone.family, cut, key)
     status = CacheStatus(True, cut=cut.describe(backbone.layer_word), path=str(path), views=views)
     model.to(accelerator.device)
-    with accelerator.local_main_process_first():
-        if accelerator.is_local_main_process:
-            _load_or_build(model, backbone, cut, inputs, path, key, views, status, config, accelerator)
-        elif verify_quick(path) is not None:
+    build = (model, backbone, cut, inputs, path, key, views, status, config, accelerator)
+    # the main process first: on a filesystem the nodes share, the other nodes then find its cache
+    with accelerator.main_process_first():
+        if accelerator.is_main_process:
+            _load_or_build(*build)
+    with accelerator.local_main_process_first():  # then each other node's local main process (its own disk)
+        if accelerator.is_local_main_process and not accelerator.is_main_process:
+            _load_or_build(*build)
+        elif not accelerator.is_local_main_process and verify_quick(path) is not None:
             raise ModelError(f"feature cache {path} was not built by the local main process")
     meta = read_meta(path)
     status.rows = {split: meta["splits"][split]["rows"] for split in SPLITS}
@@ -300,13 +311,6 @@ def _load_or_build(
     )
     status.build_seconds = round(time.perf_counter() - started, 3)
     accelerator.print(f"Feature cache: built {path} in {status.build_seconds:.1f}s")
-
-
-def loader_workers(config: Any) -> int:
-    """DataLoader workers: the configured number, else none on CPU and up to 4 on a GPU machine."""
-    if config.num_workers is not None:
-        return config.num_workers
-    return min(4, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0
 
 
 def describe(status: CacheStatus, augment: bool, modality: str) -> Iterator[str]:

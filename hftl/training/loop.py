@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,22 +24,26 @@ from tqdm.auto import tqdm
 
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
-from hftl.data.sampling import length_grouped_sampler
 from hftl.outputs.artifacts import RUN_LOG
+from hftl.training import engines
 from hftl.training.checkpoints import (
+    COMPLETE,
     Progress,
     checkpoint_dir,
     checkpoint_name,
+    damage,
     restore_rng,
     restore_trained_weights,
     save_checkpoint,
 )
 from hftl.training.class_weights import weighted_loss
+from hftl.training.dataloaders import make_dataloaders
 from hftl.training.devices import fused_adamw
 from hftl.training.evaluation import decision_threshold, evaluate, is_better, should_stop_early
-from hftl.training.guards import NonFiniteGuard, step_is_finite
+from hftl.training.guards import NonFiniteGuard, finite_flag, skip_unless_finite, skips_on_device
 from hftl.training.resume import resume, run_fingerprint
 from hftl.training.schedules import make_schedule
+from hftl.training.sharded_state import all_finite, restore_sharded_weights
 from hftl.training.throughput import ThroughputMeter
 from hftl.transfer.conservative import ConservativeTraining
 from hftl.transfer.conservative import parameter_groups as plan_parameter_groups
@@ -177,38 +180,6 @@ def fit(
 
 
 # --- set-up -------------------------------------------------------------------------------------------------------
-def make_dataloaders(inputs: ModelInputs, config: RunConfig) -> tuple[DataLoader, DataLoader]:
-    """Train (shuffled, or length-grouped for text) and validation loaders; workers and pinned memory per device."""
-    workers = (
-        config.num_workers if config.num_workers is not None else (min(4, _cpus() // 2) if _cuda() else 0)
-    )
-    # text: batches of similar length (less padding); the order depends only on (seed, epoch)
-    sampler = (
-        length_grouped_sampler(inputs.train, config.batch_size, config.seed)
-        if config.group_by_length
-        else None
-    )
-    train_dl = DataLoader(
-        inputs.train,
-        batch_size=config.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        collate_fn=inputs.train_collator,
-        num_workers=workers,
-        pin_memory=_cuda(),
-        # persistent workers keep their copy of the collator: per-epoch augmentation needs fresh ones
-        persistent_workers=workers > 0 and not hasattr(inputs.train_collator, "set_epoch"),
-    )
-    eval_dl = DataLoader(
-        inputs.validation,
-        batch_size=config.eval_batch_size or 2 * config.batch_size,
-        collate_fn=inputs.eval_collator,
-        num_workers=workers,
-        pin_memory=_cuda(),
-    )
-    return train_dl, eval_dl
-
-
 def make_optimizer(
     model: nn.Module, plan: TransferPlan | None, config: RunConfig, lr: float
 ) -> torch.optim.Optimizer:
@@ -279,7 +250,7 @@ def train_epoch(state: TrainState, epoch: int, inputs: ModelInputs, resuming: bo
 
 def train_step(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
     """Forward and backward on one batch; on the accumulation boundary, clip and step unless non-finite."""
-    accelerator, tuning, progress = state.accelerator, state.tuning, state.progress
+    accelerator, tuning = state.accelerator, state.tuning
     with accelerator.accumulate(state.model), state.meter.count_flops(enabled=not state.config.compile):
         outputs = state.model(**batch)
         loss = (
@@ -295,14 +266,34 @@ def train_step(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
             norm = accelerator.clip_grad_norm_(
                 state.model.parameters(), state.config.max_grad_norm or math.inf
             )
-            finite = step_is_finite(objective, norm, accelerator)
-            if state.guard.allows(finite, progress.global_step + 1, last_good(state)):
-                state.optimizer.step()
-                state.scheduler.step()
-            else:
-                accelerator.print(f"step {progress.global_step + 1}: non-finite loss/gradients, skipped")
+            guarded_step(state, finite_flag(objective, norm, accelerator))
         state.optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+def guarded_step(state: TrainState, finite: torch.Tensor) -> None:
+    """The optimizer and schedule step, skipped for a non-finite loss or gradient. With a fused AdamW the device
+    skips it (no sync; the schedule still advances, as Trainer's does over fp16 overflow steps); otherwise the
+    host reads ``finite`` first and neither steps."""
+    step = state.progress.global_step + 1
+    state.guard.watch(finite, step)
+    if skips_on_device(state.optimizer, state.accelerator):
+        skip_unless_finite(state.optimizer, finite)
+    elif state.guard.read(last_good(state)):
+        state.accelerator.print(f"step {step}: non-finite loss/gradients, skipped")
+        return
+    state.optimizer.step()
+    state.scheduler.step()
+
+
+def read_guard(state: TrainState) -> None:
+    """The guard's device counters, read where the host syncs anyway (log steps, checkpoints, the end)."""
+    skipped = state.guard.read(last_good(state))
+    if skipped:
+        step = state.progress.global_step
+        state.accelerator.print(
+            f"up to step {step}: {skipped} step(s) with a non-finite loss/gradients skipped"
+        )
 
 
 def after_optimizer_step(state: TrainState, epoch: int) -> None:
@@ -311,6 +302,7 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
     progress.global_step += 1
     state.bar.update(1)
     if progress.global_step % config.log_steps == 0:
+        read_guard(state)
         record = {
             "step": progress.global_step,
             "epoch": epoch,
@@ -358,6 +350,7 @@ def end_epoch(state: TrainState, epoch: int) -> None:
 def checkpoint(state: TrainState) -> None:
     """Save a checkpoint; it counts as good (kept out of rotation, named by the guard) only with finite weights and
     a finite loss at the last evaluation."""
+    read_guard(state)
     state.progress.nonfinite_skipped = state.guard.skipped
     if is_good(state):
         state.progress.last_good_checkpoint = checkpoint_name(state.progress)
@@ -376,6 +369,8 @@ def is_good(state: TrainState) -> bool:
     evaluations = [record for record in state.curve if "eval_loss" in record]
     if evaluations and not math.isfinite(evaluations[-1]["eval_loss"]):
         return False
+    if engines.is_sharded(state.accelerator):  # each process holds its shards: check them, then agree
+        return all_finite(state.model, state.accelerator)
     return all(bool(torch.isfinite(p).all()) for p in state.model.parameters() if p.requires_grad)
 
 
@@ -387,10 +382,9 @@ def last_good(state: TrainState) -> str | None:
 def finish(state: TrainState, seconds: float) -> FitResult:
     """Restore the best epoch's weights and report."""
     progress, accelerator = state.progress, state.accelerator
+    read_guard(state)
     best_epoch = progress.best_epoch
-    if progress.best_checkpoint and not restore_trained_weights(
-        accelerator.unwrap_model(state.model), state.output_dir, progress.best_checkpoint
-    ):
+    if progress.best_checkpoint and not restore_best(state, progress.best_checkpoint):
         # the best epoch's checkpoint is gone or damaged: the last epoch's weights stay, and the record says so
         accelerator.print(
             f"The best checkpoint {progress.best_checkpoint} is missing or damaged: keeping the last epoch's weights"
@@ -414,6 +408,22 @@ def finish(state: TrainState, seconds: float) -> FitResult:
     )
 
 
+def restore_best(state: TrainState, name: str) -> bool:
+    """The best epoch's trained weights back into the model (on every process when they are sharded)."""
+    accelerator = state.accelerator
+    if not engines.is_sharded(accelerator):
+        return restore_trained_weights(accelerator.unwrap_model(state.model), state.output_dir, name)
+    if name == checkpoint_name(state.progress):
+        # the weights in memory are that checkpoint's: the last epoch was the best (always, with --eval-strategy
+        # end); reading every shard back on every process would change nothing
+        return True
+    folder = checkpoint_dir(state.output_dir) / name
+    if not (folder / COMPLETE).is_file() or damage(folder) is not None:
+        return False
+    restore_sharded_weights(accelerator, state.model, folder)
+    return True
+
+
 # --- evaluation and logs ------------------------------------------------------------------------------------------
 
 
@@ -426,11 +436,3 @@ def log(state: TrainState, record: dict[str, Any]) -> None:
             handle.write(json.dumps(record) + "\n")
     if accelerator.trackers:
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-
-
-def _cuda() -> bool:
-    return torch.cuda.is_available()
-
-
-def _cpus() -> int:
-    return os.cpu_count() or 1

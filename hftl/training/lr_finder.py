@@ -60,7 +60,8 @@ def find_lr(
     steps: int = STEPS,
 ) -> LrSearch:
     """Run the range test on ``model`` (the network ``fit`` will train) and put everything back afterwards."""
-    from hftl.training.loop import make_dataloaders, make_optimizer
+    from hftl.training.dataloaders import make_dataloaders
+    from hftl.training.loop import make_optimizer
 
     # copies: on the CPU trainable_state's tensors are the live parameters themselves
     saved_state = {name: tensor.clone() for name, tensor in trainable_state(model).items()}

@@ -41,6 +41,10 @@ RUNS = {
     "resnet-cut": ("resnet", "image", "small_different", {}),
     "word-vectors": ("vectors", "text", "small_similar", {}),
     "bert-lora": ("bert", "text", "large_similar", {"strategy": "lora"}),
+    # --max-shard-size below the model's size: model-0000N-of-0000M.safetensors and an index (the full model; the
+    # frozen base beside a LoRA adapter), as a large or FSDP/ZeRO run saves them
+    "bert-sharded": ("bert", "text", "large_similar", {"max_shard_size": "20KB"}),
+    "bert-lora-sharded": ("bert", "text", "large_similar", {"strategy": "lora", "max_shard_size": "20KB"}),
 }
 TEXTS = ["the film was great", "awful", "a dull boring plot and the acting was really quite poor", "lovely"]
 
@@ -103,6 +107,9 @@ def test_every_family_exports_and_onnx_runtime_matches_pytorch(name, runs):
         assert hftl.TransferPlan.load(run / "transfer_plan.json").truncated
     if name == "vit-pooled":
         assert json.loads((run / "config.json").read_text())["model_type"] == "hftl-pooled-vit"
+    if name.endswith("-sharded"):
+        assert (run / "model.safetensors.index.json").is_file() and not (run / "model.safetensors").exists()
+        assert len(list(run.glob("model-*-of-*.safetensors"))) > 1
     result = hftl.export(run)
     assert result.folder == run / "onnx" and result.model_file.is_file()
     assert result.max_abs_diff <= 1e-4 and result.checked_on.endswith("validation examples")
@@ -126,7 +133,7 @@ def test_every_family_exports_and_onnx_runtime_matches_pytorch(name, runs):
     run_labels = json.loads((run / "config.json").read_text())["id2label"]
     assert json.loads((result.folder / "config.json").read_text())["id2label"] == run_labels
     assert not any(p.name.startswith(".") for p in run.iterdir() if "onnx" in p.name)  # no staging left
-    if name == "bert-lora":  # merged: plain weights, no LoRA layers in the graph
+    if "lora" in name:  # merged: plain weights, no LoRA layers in the graph
         assert not any("lora" in init.name for init in graph.initializer)
 
 
@@ -218,8 +225,9 @@ def test_a_graph_with_a_fixed_axis_or_another_opset_is_refused(tmp_path):
         (lambda p: write_text_csv(p / "data", sizes=(2, 2)), "holds no trained model"),
         (lambda p: _pickled_run(p / "pickled"), "never loads pickled weights"),
         (lambda p: _leaky_run(p / "leaky"), "links that lead out of it"),
+        (lambda p: _quantized_run(p / "qlora"), "quantized by bitsandbytes (a --quantize 4bit run)"),
     ],
-    ids=["missing", "not-a-run", "pickled", "link-out"],
+    ids=["missing", "not-a-run", "pickled", "link-out", "qlora"],
 )
 def test_a_folder_that_is_no_run_is_one_clear_error(make, message, tmp_path, capsys):
     folder = make(tmp_path)
@@ -233,6 +241,21 @@ def _pickled_run(folder: Path) -> Path:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
     (folder / "pytorch_model.bin").write_bytes(b"a pickle")
+    return folder
+
+
+def _quantized_run(folder: Path) -> Path:
+    """What a --quantize 4bit run saves: the adapter beside a base whose config says bitsandbytes stored it."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    quantization = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "bert", "quantization_config": quantization})
+    )
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    save_file({"weight": torch.zeros(1)}, str(folder / "adapter_model.safetensors"))
+    save_file({"weight": torch.zeros(1)}, str(folder / "model.safetensors"))
     return folder
 
 

@@ -52,6 +52,35 @@ def test_nonfinite_steps_are_skipped_and_counted(monkeypatch, vit_dir, image_fol
     assert result.metrics["best"]["eval_accuracy"] > 0.5
 
 
+def test_a_nonfinite_multi_label_bce_step_is_skipped_on_the_device(monkeypatch, vit_dir, tmp_path):
+    """Multi-label with --class-weights auto: the loss is hftl's BCE-with-logits (pos_weight) on the logits, not
+    the model's; NaN logits make it NaN, and the device-side guard (fused AdamW skips) leaves the weights finite."""
+    from tests.training.test_multilabel import write_squares
+
+    def factory():
+        seen = {"n": 0}
+
+        def hook(module, args, output):
+            if module.training:
+                seen["n"] += 1
+                if seen["n"] in (3, 4):
+                    output.logits = output.logits * float("nan")
+            return output
+
+        return hook
+
+    inject(monkeypatch, factory)
+    squares = write_squares(tmp_path / "squares")
+    result = quick_train(
+        "image", "large_similar", vit_dir, squares, tmp_path / "run", epochs=2, class_weights="auto"
+    )
+    assert (
+        result.metrics["problem_type"] == "multi_label_classification" and "class_weights" in result.metrics
+    )
+    assert result.metrics["nonfinite_steps_skipped"] == 2 and result.metrics["global_step"] == 12
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
 def test_run_stops_after_k_nonfinite_steps_in_a_row_and_keeps_the_good_checkpoint(
     monkeypatch, vit_dir, image_folder, tmp_path
 ):
@@ -156,3 +185,42 @@ def test_without_auto_batch_size_out_of_memory_propagates(monkeypatch, vit_dir, 
 def test_max_nonfinite_steps_must_be_positive():
     with pytest.raises(hftl.ConfigError, match="max_nonfinite_steps must be a positive integer"):
         hftl.RunConfig(task="image", case="small_similar", max_nonfinite_steps=0)
+
+
+HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__")
+
+
+def test_a_training_step_never_waits_for_the_device_even_when_a_step_is_skipped(
+    monkeypatch, vit_dir, image_folder, tmp_path
+):
+    """No host read (``.item()``, ``.cpu()``, ``bool(tensor)``...) inside a training step: the guard counts non-finite
+    steps on the device and the fused AdamW skips them there. It was one ``bool()`` per optimizer step."""
+    import hftl.training.loop as loop
+
+    inject(monkeypatch, nan_loss_on(calls={3}))
+    reads, inside = {"n": 0, "where": set()}, {"step": False}
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            if inside["step"]:
+                reads["n"] += 1
+                reads["where"].add(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    train_step = loop.train_step
+
+    def watched_step(state, batch):
+        inside["step"] = True
+        try:
+            return train_step(state, batch)
+        finally:
+            inside["step"] = False
+
+    monkeypatch.setattr(loop, "train_step", watched_step)
+    result = quick_train("image", "large_similar", vit_dir, image_folder, tmp_path, epochs=2, log_steps=1000)
+    assert result.metrics["global_step"] == 12
+    assert result.metrics["nonfinite_steps_skipped"] == 1  # read at the checkpoints, outside the steps
+    assert reads["n"] == 0, reads
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
