@@ -143,8 +143,9 @@ def predict(
     processor: Any = None,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[Any] | dict[str, Any]:
-    """Classify ``inputs`` (texts, or images as PIL/paths/arrays) with a trained model; image files are decoded with
-    at most ``max_image_pixels`` pixels (as in training).
+    """Classify ``inputs`` (texts, sentence pairs as ``{"text": a, "text_pair": b}`` for a ``--text-columns a b``
+    model, or images as PIL/paths/arrays) with a trained model; image files are decoded with at most
+    ``max_image_pixels`` pixels (as in training).
 
     Returns pipeline-style ``{"label": name, "score": probability}`` dicts, best first: one per input for
     ``top_k=1``, else a list of ``top_k`` per input (``None``: every label); a single input (not in a list) gives a

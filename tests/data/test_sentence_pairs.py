@@ -49,6 +49,14 @@ def test_a_pair_model_reads_the_second_sentence_and_pipeline_takes_pairs(bert_di
     good = classify({"text": "the movie was long", "text_pair": "it was great"})
     bad = classify({"text": "the movie was long", "text_pair": "it was awful"})
     assert (good["label"], bad["label"]) == ("positive", "negative")
+    pair = {"text": "the movie was long", "text_pair": "it was great"}
+    assert hftl.predict(result.output_dir, pair)["label"] == "positive"  # one pair, and a list of pairs
+    assert [
+        p["label"] for p in hftl.predict(result.output_dir, [pair, {**pair, "text_pair": "it was awful"}])
+    ] == [
+        "positive",
+        "negative",
+    ]
 
 
 def test_word_vectors_read_both_sentences(glove_file, tmp_path):
