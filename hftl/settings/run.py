@@ -67,7 +67,11 @@ class RunSettings:
     log_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
     eval_steps: int | None = field(
         default=None,
-        metadata={"help": "Also evaluate every N optimizer steps (a finer learning curve; `hftl compare`)."},
+        metadata={
+            "help": "Also evaluate every N optimizer steps (a finer learning curve; `hftl compare`). With "
+            "--streaming, the evaluations (each a checkpoint and a candidate for the best) come every N steps; "
+            "default: 5 over the run."
+        },
     )
     report_to: str = field(
         default="auto",
