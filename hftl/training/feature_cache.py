@@ -206,6 +206,9 @@ def use_feature_cache(
     """Decide whether to cache, build or reuse the cache, and return what ``fit`` should train."""
     if not config.feature_cache:
         return CachedTraining(model, inputs, CacheStatus(False, "turned off (--no-feature-cache)"))
+    if inputs.stream is not None:
+        reason = "--streaming: the cache stores every training example's features, which needs a finite split"
+        return CachedTraining(model, inputs, CacheStatus(False, reason))
     cut, reason = find_cut(plan, backbone, model)
     if cut is None:
         return CachedTraining(model, inputs, CacheStatus(False, reason))
