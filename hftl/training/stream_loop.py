@@ -89,6 +89,9 @@ def fit_stream(
     fingerprint = fingerprint if fingerprint is not None else run_fingerprint(config, plan, inputs)
     progress, resumed_from = resume(accelerator, model, optimizer, scheduler, config, fingerprint)
     inputs.stream.position = stream_position(resumed_from, accelerator.process_index)
+    inputs.stream.batch_size = (
+        config.batch_size
+    )  # --auto-batch-size may have halved it since the stream was made
     state = TrainState(
         accelerator=accelerator,
         config=config,

@@ -115,3 +115,64 @@ def test_resume_refuses_a_checkpoint_of_another_stream_order(runs, stream_setup,
     interrupted_at(runs["split"], 6, tmp_path / "run")
     with pytest.raises(hftl.ConfigError, match=r"made by a different run \(.*train_data"):
         train(model, data, tmp_path / "run", save_steps=2, shuffle_buffer=32, resume="auto")
+
+
+TWO_PROCESSES = """
+import json, sys
+from pathlib import Path
+import hftl
+from hftl.config import resolve_config
+from hftl.recipes.prepare import prepare_data
+from hftl.recipes.run import make_accelerator, release_accelerator_state
+from hftl.tasks import get_task
+
+settings, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+config = resolve_config({**settings, "output_dir": str(out / "probe")})
+accelerator = make_accelerator(config)
+_, _, inputs = prepare_data(config, get_task("text"), None, accelerator)
+seen = [ids for batch in inputs.stream.loader() for ids in batch["input_ids"].tolist()]
+rank = accelerator.process_index
+(out / f"seen-{rank}.json").write_text(json.dumps([accelerator.num_processes, seen]))
+release_accelerator_state()
+hftl.train(**{**settings, "output_dir": str(out / "run")})
+"""
+
+
+@pytest.mark.slow  # two processes start torch and transformers: about 20 s of both cores
+def test_two_processes_each_train_on_their_own_disjoint_share(stream_setup, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port
+
+    model, data = stream_setup
+    settings = {**STREAM, "model": str(model), "dataset": str(data), "max_steps": 6, "batch_size": 5}
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESSES)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    args = [str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), str(script)]
+    repo = str(Path(__file__).resolve().parents[2])  # this checkout's hftl, whatever is installed
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": repo,
+    }
+    done = subprocess.run(
+        [*args, json.dumps(settings), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    shares = [json.loads((tmp_path / f"seen-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [share[0] for share in shares] == [2, 2]
+    first, second = ({tuple(ids) for ids in share[1]} for share in shares)
+    assert len(shares[0][1]) == len(shares[1][1]) == 30  # 60 examples, one in two each
+    assert first.isdisjoint(second)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["global_step"] == 6
+    # 6 steps x batch 5 = each process's whole share, read once: nobody read (or was sent) the other's
+    last = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
+    for rank in (0, 1):
+        position = json.loads((last / f"stream-{rank}.json").read_text())
+        assert (position["passes"], position["consumed"], position["read"]) == (0, 30, 30)
