@@ -90,14 +90,18 @@ def train_label_ids(config: RunConfig, splits: Splits) -> Sequence[int]:
     return scanned
 
 
-def not_for_streams(config: RunConfig) -> list[str]:
+def not_for_streams(config: RunConfig, modality: str) -> list[str]:
     """Notes on the settings a stream leaves aside (on by default, so not refused)."""
-    if not config.streaming:
-        return []
-    notes = []
-    if config.group_by_length:
-        notes.append("--group-by-length: not applied to a stream (batches come in stream order)")
-    return notes
+    if config.streaming and config.group_by_length and modality == "text":
+        return ["--group-by-length: not applied to a stream (batches come in stream order)"]
+    return []
+
+
+def counted_from(splits: Splits) -> str:
+    """Where ``--class-weights auto`` took its counts, when not from the whole train split."""
+    if splits.stream is None or splits.stream.scanned_labels is None:
+        return ""
+    return f" (counted on the first {len(splits.stream.scanned_labels)} train examples of the stream)"
 
 
 def fit_max_length(config: RunConfig, task: Task, processor: Any, accelerator: Accelerator) -> None:

@@ -30,7 +30,7 @@ from hftl.outputs.hub import publish_after_run
 from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
 from hftl.outputs.run_report import write_run_report
-from hftl.recipes.prepare import not_for_streams, prepare_data, train_label_ids
+from hftl.recipes.prepare import counted_from, not_for_streams, prepare_data, train_label_ids
 from hftl.settings import AUTO_CASE
 from hftl.settings.choices import AUTO_LR
 from hftl.sources.registry import build_model, check_source
@@ -164,7 +164,10 @@ def run_claimed(
     announce(config, plan, params, splits, inputs, accelerator)
 
     cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
-    for line in [*describe_cache(cached.status, config.augment, task.modality), *not_for_streams(config)]:
+    for line in [
+        *describe_cache(cached.status, config.augment, task.modality),
+        *not_for_streams(config, task.modality),
+    ]:
         accelerator.print(line)
     lr_search = None
     if config.lr == AUTO_LR:
@@ -172,7 +175,7 @@ def run_claimed(
     metric_modules = load_metrics(task.metrics)
     weights = class_weights(config.class_weights, splits.labels, train_label_ids(config, splits))
     if weights is not None:
-        accelerator.print(describe_weights(splits.labels, weights))
+        accelerator.print(describe_weights(splits.labels, weights) + counted_from(splits))
     result = train_network(cached, config, plan, metric_modules, accelerator, fingerprint, weights)
     # a cached run trained the real model's own modules in place: save the whole network
     trained = model if cached.status.used else accelerator.unwrap_model(result.model)
