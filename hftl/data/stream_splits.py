@@ -42,9 +42,8 @@ if TYPE_CHECKING:
     from hftl.config import RunConfig
     from hftl.tasks import Task
 
-STREAM_EVAL_DEFAULT = (
-    10_000  # validation (and test) examples kept from a stream when --max-eval-samples is not set
-)
+# validation (and test) examples kept from a stream when --max-eval-samples is not set
+STREAM_EVAL_DEFAULT = 10_000
 
 
 def stream_splits(config: RunConfig, task: Task) -> Splits:
