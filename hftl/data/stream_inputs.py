@@ -45,8 +45,8 @@ from hftl.data.preprocess import (
     prepare_split,
     text_batches,
 )
-from hftl.data.stream_splits import column_names, label_encoder
-from hftl.errors import ConfigError, DataError
+from hftl.data.stream_splits import column_names, label_encoder, needs_max_steps
+from hftl.errors import DataError
 
 MIN_READ_FOR_BAD_FRACTION = 200  # a stream's bad fraction is judged once this many examples have been read
 
@@ -261,10 +261,7 @@ def steps_to_train(config: Any, known_length: int | None, world_size: int) -> tu
     if config.max_steps is not None:
         return config.max_steps, f"--max-steps {config.max_steps}"
     if known_length is None:
-        raise ConfigError(
-            f"--streaming needs --max-steps N (optimizer steps): the train stream of {config.dataset} states no "
-            "length, and counting it would read it through; or give a split whose length is known"
-        )
+        raise needs_max_steps(str(config.dataset))
     batches = math.ceil(math.ceil(known_length / world_size) / config.batch_size)
     steps = config.epochs * math.ceil(batches / config.gradient_accumulation_steps)
     return (

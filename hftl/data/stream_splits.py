@@ -36,7 +36,7 @@ from hftl.data.loading import (
     find_column,
     load_raw,
 )
-from hftl.errors import DataError
+from hftl.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from hftl.config import RunConfig
@@ -71,10 +71,13 @@ def stream_splits(config: RunConfig, task: Task) -> Splits:
     else:
         origin = validation.split or "validation"
         length = stated_length(train)
+    if config.max_steps is None and length is None:  # before anything is read
+        raise needs_max_steps(source)
     feature = (train.features or {}).get(label)
     names, label_origin, scanned = stream_labels(train, label, feature, config)
     target = ClassLabel(names=names)
-    kept = {"validation": materialize(validation, cap, fingerprint, "validation", (*inputs, label))}
+    held = origin.startswith("held out")
+    kept = {"validation": materialize(validation, cap, fingerprint, "validation", (*inputs, label), held)}
     if test is not None:
         kept["test"] = materialize(test, cap, fingerprint, "test", (*inputs, label))
     kept = {name: as_class_label(split, label, target, name) for name, split in kept.items()}
@@ -229,6 +232,14 @@ def label_encoder(feature: Any, names: list[str], origin: str) -> Callable[[Any,
     return encode
 
 
+def needs_max_steps(source: str) -> ConfigError:
+    """The refusal of a stream whose length is unknown and no --max-steps."""
+    return ConfigError(
+        f"--streaming needs --max-steps N (optimizer steps): the train stream of {source} states no length, and "
+        "counting it would read it through"
+    )
+
+
 def stated_length(train: IterableDataset) -> int | None:
     """The number of train examples the dataset's metadata states (Hub datasets), else None: counting would be a
     full pass."""
@@ -259,11 +270,25 @@ def source_fingerprint(source: str, config: RunConfig) -> str:
 
 
 def materialize(
-    stream: IterableDataset, cap: int, fingerprint: str, split: str, columns: Sequence[str]
+    stream: IterableDataset,
+    cap: int,
+    fingerprint: str,
+    split: str,
+    columns: Sequence[str],
+    held: bool = False,
 ) -> Dataset:
     """The first ``cap`` examples of ``stream`` as an Arrow file in the datasets cache (memory-mapped, not in RAM),
     written once per source fingerprint: every evaluation, and every process, reads the same examples."""
     kept = stream.select_columns(list(dict.fromkeys(columns)))
+    if next(iter(kept.take(1)), None) is None:
+        raise DataError(
+            f"the {split} split of the stream is empty"
+            + (
+                " (no train example's input hash fell in --validation-split): give a validation file"
+                if held
+                else ""
+            )
+        )
     dataset = Dataset.from_generator(
         _first_examples,
         gen_kwargs={"stream": kept, "cap": cap},
@@ -271,8 +296,6 @@ def materialize(
         fingerprint=f"hftl-stream-{split}-{cap}-{fingerprint}",
         split=datasets.NamedSplit(split),
     )
-    if len(dataset) == 0:
-        raise DataError(f"the {split} split of the stream is empty")
     return dataset
 
 

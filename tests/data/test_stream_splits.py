@@ -104,3 +104,15 @@ def test_steps_come_from_max_steps_or_a_stated_length_else_a_refusal_naming_the_
     # 100 examples over 2 processes: 50 each, 7 batches of 8, 4 optimizer steps per epoch
     assert steps_to_train(settings, 100, 2)[0] == 8
     assert steps_to_train(config(tmp_path, max_steps=30), 100, 2) == (30, "--max-steps 30")
+
+
+def test_local_files_without_max_steps_or_a_held_out_validation_are_one_clear_error(tmp_path):
+    data = write_jsonl(
+        tmp_path / "data" / "train.jsonl", [{"text": "a b", "label": "x"}, {"text": "c", "label": "y"}]
+    )
+    with pytest.raises(hftl.ConfigError, match=r"--streaming needs --max-steps N .* states no length"):
+        splits_of(data, max_steps=None)
+    with pytest.raises(
+        hftl.DataError, match=r"validation split of the stream is empty .* give a validation file"
+    ):
+        splits_of(data, validation_split=0.01)
