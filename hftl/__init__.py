@@ -70,6 +70,8 @@ _EXPORTS: dict[str, str] = {
     "PushResult": "hftl.outputs.hub",
     "push": "hftl.outputs.hub",
     "load": "hftl.outputs.loading",
+    "export": "hftl.outputs.onnx_export",
+    "ExportResult": "hftl.outputs.onnx_export",
     # inference
     "predict": "hftl.inference.predict",
     "embed": "hftl.inference.embed",

@@ -128,12 +128,18 @@ def _predict(argv: Sequence[str]) -> int:
     )
     parser.add_argument("model", help="hftl output folder (any family, LoRA included) or Hub id")
     parser.add_argument("inputs", nargs="+", help="texts, or image files/URLs for an image model")
-    parser.add_argument("--top-k", type=int, default=1, help="labels per input (default 1)")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="labels per input (default 1; a multi-label model: every label, each with its sigmoid score)",
+    )
     args = parser.parse_args(argv)
     from hftl.inference.predict import predict
 
-    for item, result in zip(args.inputs, predict(args.model, args.inputs, top_k=args.top_k), strict=True):
-        print(json.dumps({"input": item, "predictions": result if args.top_k > 1 else [result]}))
+    results = predict(args.model, args.inputs, top_k="auto" if args.top_k is None else args.top_k)
+    for item, result in zip(args.inputs, results, strict=True):
+        print(json.dumps({"input": item, "predictions": result if isinstance(result, list) else [result]}))
     return 0
 
 
@@ -189,11 +195,13 @@ def _advise(argv: Sequence[str]) -> int:
     if len(advices) > 1:
         print(render_ranking(advices))
     trials = None
-    if config.advise_budget > 0 and len(advices) == 1:  # the LogME prior above; short trials decide
+    if (
+        config.advise_budget > 0 and len(advices) <= 1
+    ):  # the LogME prior above (none: multi-label); trials decide
         from hftl.advisor.advise import choose_by_trials
-        from hftl.recipes.run import run
+        from hftl.recipes.run import trial_run
 
-        _, trials = choose_by_trials(config, None, run)
+        _, trials = choose_by_trials(config, None, trial_run)
     json_path, md_path = write_advice(config.output_dir, advices, trials)
     print(f"Wrote {json_path} and {md_path}")
     return 0
@@ -258,6 +266,40 @@ def _report(argv: Sequence[str]) -> int:
     return 0
 
 
+def _export(argv: Sequence[str]) -> int:
+    """Export a run to ONNX beside its labels and processor; exit 2 when ONNX Runtime and PyTorch disagree."""
+    parser = argparse.ArgumentParser(
+        prog="hftl export",
+        description="Export a finished run (any family, LoRA merged) to a folder ONNX Runtime serves: model.onnx "
+        "with dynamic batch (and sequence) axes, config.json with the labels, and the tokenizer or image "
+        "processor. ONNX Runtime's logits are then compared with PyTorch's on the run's validation examples; "
+        "nothing is written when they differ by more than --atol. Needs pip install 'hftl[export]'.",
+    )
+    parser.add_argument("run_dir", help="the run's --output-dir")
+    parser.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
+    parser.add_argument("--output", default=None, help="the export folder (default RUN_DIR/onnx)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 or later (default: torch's)")
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=1e-4,
+        help="largest max-abs logit difference ONNX Runtime vs PyTorch that passes the check (default 1e-4)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export at --output")
+    args = parser.parse_args(list(argv))
+    from hftl.outputs.onnx_export import export
+
+    export(
+        args.run_dir,
+        format=args.format,
+        output=args.output,
+        opset=args.opset,
+        atol=args.atol,
+        overwrite=args.overwrite,
+    )
+    return 0
+
+
 def _demo(argv: Sequence[str]) -> int:
     from hftl.recipes.demo import main as demo_main
 
@@ -271,6 +313,7 @@ COMMANDS = {
     "push": (_push, "publish an output folder (adapter, merged or full model + card) to the Hub"),
     "predict": (_predict, "label names and scores for texts or images from a trained model"),
     "embed": (_embed, "features of texts, images or words from a model or word vectors, to .npy"),
+    "export": (_export, "export a run to ONNX (model.onnx + labels + processor), checked against PyTorch"),
     "report": (_report, "redraw a run's report: per-class scores, confusion matrix, learning curve"),
     "demo": (_demo, "offline demo: the four cases vs from-scratch baselines on Fashion-MNIST (minutes, CPU)"),
     "advise": (_advise, "pick the case (and cut) from the data; rank candidate models (--model a,b,c)"),

@@ -120,6 +120,15 @@ def test_every_shipped_run_config_is_valid():
             r"--max-steps counts the optimizer steps of a --streaming run",
         ),
         ({"labels": ["only"]}, r"--labels takes two or more different label names"),
+        (
+            {"label_columns": "action,comedy"},
+            r"^--streaming reads single-label data only: multi-label data \(--label-columns, --problem-type "
+            r"multi_label, or a label column of lists\) trains without --streaming$",
+        ),
+        (
+            {"problem_type": "multi_label"},
+            r"^--streaming reads single-label data only: .* without --streaming$",
+        ),
     ],
 )
 def test_streaming_refuses_what_needs_the_whole_dataset_naming_the_flag(values, message):
@@ -134,3 +143,8 @@ def test_labels_take_words_or_commas():
         "pos",
         "neutral",
     ]
+
+
+def test_labels_and_label_columns_are_one_or_the_other():
+    with pytest.raises(hftl.ConfigError, match=r"--label-columns names the labels .*; drop --labels"):
+        RunConfig(task="text", case="small_similar", label_columns="a,b", labels="a,b")

@@ -135,7 +135,7 @@ def test_import_hftl_loads_nothing_heavy():
 def test_help_and_tasks_never_import_torch_or_transformers():
     commands = [["--help"], ["tasks"]] + [
         [name, "--help"]
-        for name in ("train", "plan", "push", "predict", "embed", "demo", "advise", "compare")
+        for name in ("train", "plan", "push", "predict", "embed", "demo", "advise", "compare", "export")
     ]
     code = (
         "import contextlib, io, json, sys\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,13 @@ from hftl.backbones import backbone_for
 from hftl.config import RunConfig
 from hftl.data.loading import Splits, splits_for
 from hftl.data.preprocess import prepare_inputs
-from hftl.errors import ConfigError
+from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import ADVICE_JSON
-from hftl.settings import AUTO_CASE, VECTORS_PREFIX
+from hftl.settings import AUTO_CASE, AUTO_METRIC, VECTORS_PREFIX
 from hftl.sources.registry import check_source, load_processor
 from hftl.tasks import Task, get_task
 from hftl.training.feature_store import architecture_of, cache_root, prefix_digest, preprocessing_of
+from hftl.training.metrics import default_metric_for_best, metric_names
 
 
 def probe_batches(
@@ -69,6 +70,7 @@ def advise_splits(
     model_name: str | None = None,
 ) -> Advice:
     """Measure and decide for one model on already-loaded splits."""
+    refuse_multi_label(splits)
     model_name = model_name or str(config.model)
     model_config = config.replace(model=model_name, case=AUTO_CASE)
     processor = processor if processor is not None else load_processor(task, model_config, splits)
@@ -150,6 +152,17 @@ def advise_splits(
     )
 
 
+def refuse_multi_label(splits: Splits) -> None:
+    """LogME, H-score and LEEP score features against one class per example, and the size rule counts examples
+    per class: none of it has a calibrated meaning for label sets, so the rules are not applied to them."""
+    if splits.multi_label:
+        raise ConfigError(
+            "the advisor's feature scores (LogME, H-score, LEEP) and its size rule assume one label per example; "
+            "for multi-label data use --case auto with --advise-budget > 0 (short trials of every plan on your "
+            "data decide, ranked by micro-F1) or choose --case yourself"
+        )
+
+
 def probe_pooling(config: RunConfig, model_name: str) -> str:
     """``--advise-pooling auto`` scores what the run's head will read: mean-pooled tokens when the run pools by
     mean or max (a sentence encoder's declared pooling), else the first token."""
@@ -197,9 +210,16 @@ def model_names(config: RunConfig, single: bool = False) -> list[str]:
 def advise(
     config: RunConfig, dataset: Dataset | DatasetDict | None = None, device: torch.device | str | None = None
 ) -> list[Advice]:
-    """Advise for every candidate model of ``config.model`` (comma-separated), best-ranked first."""
+    """Advise for every candidate model of ``config.model`` (comma-separated), best-ranked first. Multi-label data
+    has no feature-score advice: with one model and a trial budget the list is empty (the trials decide), else
+    the advisor refuses it, saying what to do."""
     task = get_task(config.task)
     splits = splits_for(config, task, dataset)
+    if splits.multi_label and config.advise_budget > 0 and len(model_names(config)) == 1:
+        print(
+            "Multi-label data: no feature-score prior (LogME assumes one label per example); the trials decide"
+        )
+        return []
     advices = [
         advise_splits(config, task, splits, device=device, model_name=name) for name in model_names(config)
     ]
@@ -224,7 +244,8 @@ def choose_by_trials(
     if report is None:
         task = get_task(config.task)
         splits = splits_for(config, task, dataset)
-        report = run_trials(config, splits.train, splits.validation, splits.label_column, run)
+        metric = trial_metric(config, task.metrics, splits.multi_label)
+        report = run_trials(config, splits.train, splits.validation, splits.label_column, run, metric)
     else:
         print(f"--case auto --resume: the trials in {config.output_dir}/{ADVICE_JSON} chose; not run again")
     pick = report.candidate()
@@ -232,6 +253,18 @@ def choose_by_trials(
         print(f"--case auto: the trials' pick ({pick.name}) replaces --strategy {config.strategy}")
     print(report.render(), flush=True)
     return config.replace(case=pick.case, strategy=pick.strategy, init=pick.init, keep_layers=None), report
+
+
+def trial_metric(config: RunConfig, task_metrics: Sequence[str], multi_label: bool) -> str:
+    """What trials rank on: the run's ``--metric-for-best``, or (for auto and loss) accuracy, micro-F1 for
+    multi-label data; a metric the data has not is refused before any trial trains."""
+    chosen = config.metric_for_best
+    if chosen in (AUTO_METRIC, "loss"):
+        return default_metric_for_best(multi_label)
+    names = metric_names(task_metrics, multi_label)
+    if chosen not in names:
+        raise unknown_choice("metric_for_best", chosen, [*names, "loss"])
+    return chosen
 
 
 def earlier_trials(config: RunConfig) -> TrialsReport | None:
@@ -272,4 +305,5 @@ __all__ = [
     "choose_by_trials",
     "model_names",
     "resolve_auto_case",
+    "trial_metric",
 ]

@@ -3,18 +3,22 @@
 LogME and friends rank features, not plans: on held-out pairs the fixed size line (1,000 per class) and the
 similarity verdict picked plans 7-17 points below the best (docs/calibration.md). So ``--case auto`` trains each
 candidate plan (head, partial, LoRA, full fine-tuning, scratch), every one with its calibrated default learning rate,
-and lets validation accuracy decide:
+and lets the run's validation metric decide (accuracy by default; micro-F1 for multi-label data):
 
 - **rung 0**: every candidate on a stratified share of the training split (all of it when the budget allows, for as
-  many epochs as half the budget pays for);
+  many epochs as half the budget pays for; multi-label rows are stratified by their rarest label);
 - **rung 1**: the two best (and a third within the noise of the second), on all the data, for as many epochs (up to
   the run's) as the rest allows.
 
-The budget (``--advise-budget``, default 1.5) is in units of one full fine-tuning run (epochs x examples);
-candidates are costed by what they train (a cached head-only epoch is a fraction of a full one). Trials are ranked
-by validation accuracy (the test split is never read); the pick is the best of the last rung; when the runner-up is within the noise of the validation estimate, it is reported as a tie
-and the earlier candidate in ``CANDIDATES`` (the more general plan) is chosen, so that reruns with other seeds
-agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
+The budget (``--advise-budget``, default 1.5) is in units of one full fine-tuning run, scoring included (epochs x
+(train examples + a third of the validation examples: a forward pass against a forward and backward one));
+candidates are costed by what they train (a cached head-only epoch is a fraction of a full one). A trial scores once,
+after its last epoch, so on small data (where scoring every epoch would cost more than training) trials run longer;
+rung 0 scores on a stratified part of a validation split too large to score five times. Rung 1 is sized in seconds,
+from the start-up and per-unit times rung 0 measured on this machine. Trials are ranked
+by the validation metric (the test split is never read); the pick is the best of the last rung; when the runner-up is within the noise of the validation estimate, it is reported as a tie
+and the earlier candidate in ``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials),
+so that reruns with other seeds agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, LargeList, List
 
 from hftl.config import RunConfig
+from hftl.data.labels import rarest_label
 from hftl.errors import HftlError
 from hftl.settings import VECTORS_PREFIX
 
@@ -50,24 +55,28 @@ class Candidate:
     cost: float = 1.0
 
 
-# the order is the tie-break: within noise, the earlier (more general) plan wins. On the recorded calibration trials
-# (docs/calibration.md, auto rows) this gave equal or higher accuracy than taking the best tied score in 22 of 23
-# image/GloVe runs (the exception: -0.2 points); on MiniLM SST-2 at 16/class it chose LoRA over head-only (-6.5)
+# the order is the tie-break: within noise, the earlier plan wins. Partial first: within a point of full fine-tuning
+# on 10 of the 12 pairs where both were measured, at 0.6 of its cost; head-only before LoRA and scratch last. Replayed
+# on the recorded calibration trials (docs/calibration.md, the auto table), this order put --case auto within a point
+# of the best plan on more pairs than full-first or cheapest-first (11 vs 10 and 9 of 14)
 CANDIDATES = (
-    Candidate("full", "large_similar", "full", cost=1.0),
     Candidate("partial", "small_similar", "partial", cost=0.6),
-    Candidate("lora", "large_similar", "lora", cost=0.8),
+    Candidate("full", "large_similar", "full", cost=1.0),
     Candidate("head", "small_similar", "head", cost=0.35),
+    Candidate("lora", "large_similar", "lora", cost=0.8),
     Candidate("scratch", "large_different", "full", init="scratch", cost=1.0),
 )
-REFERENCE = "full"  # one full run of this plan is the budget's unit
 TRIALS_DIR = ".hftl-trials"
-METRIC = "accuracy"
+METRIC = "accuracy"  # what trials rank on unless the run names its own (--metric-for-best)
 FIRST_RUNG = 1 / 2  # of the budget: the survivors' longer trials on all the data get the rest
 MAX_SURVIVORS = 3
-# the schedule spends this share of the budget on training; each trial's start-up (loading the model, preparing the
-# data, building the feature cache) takes the rest: measured 1.4-1.8x with the whole budget planned (docs/calibration.md)
+# rung 0 is planned in cost units before anything is timed: it spends this share of its half of the budget on
+# training, leaving the rest for the trials' start-up (loading, preparing the data, the feature cache); rung 1 is
+# planned in seconds, from what rung 0's trials took
 PLANNED_SHARE = 0.75
+EVAL_WEIGHT = 1 / 3  # scoring an example (forward) against training on it (forward and backward)
+MIN_VALIDATION = 200  # rung 0 scores on at least this many validation examples (about +-5 points of noise)
+MIN_SHARE = 0.05  # of the training split, the least a rung trains on
 
 
 @dataclass
@@ -76,8 +85,10 @@ class Trial:
     rung: int
     epochs: int
     examples: int
+    scored: int = 0  # validation examples
     score: float | None = None
     seconds: float = 0.0
+    train_seconds: float = 0.0  # of ``seconds``, in the training loop (the rest: loading, preparing, caching)
     error: str | None = None
 
 
@@ -94,7 +105,7 @@ class TrialsReport:
     margin: float | None = None
     noise: float | None = None
     tie: bool = False
-    cost_ratio: float | None = None  # trial seconds / the seconds of one full run at the run's epochs
+    cost_ratio: float | None = None  # trial seconds / the seconds of one full run (estimated from the trials)
     seconds: float = 0.0
 
     def candidate(self) -> Candidate:
@@ -116,8 +127,8 @@ class TrialsReport:
             )
         if self.runner_up is not None and self.margin is not None:
             verdict = (
-                f"tie within noise (+-{100 * (self.noise or 0):.1f} points): {self.pick} chosen as the more "
-                "general plan"
+                f"tie within noise (+-{100 * (self.noise or 0):.1f} points): {self.pick} chosen (ties go to "
+                "the earlier of " + ", ".join(c.name for c in CANDIDATES) + ")"
                 if self.tie
                 else f"{self.pick} beats {self.runner_up} by {100 * self.margin:.1f} points "
                 f"(noise +-{100 * (self.noise or 0):.1f})"
@@ -140,10 +151,16 @@ def candidates_for(config: RunConfig) -> list[Candidate]:
 
 
 def stratified_share(dataset: Dataset, label_column: str, share: float, seed: int) -> Dataset:
-    """``share`` of every class (at least one example each), in a seeded order."""
+    """``share`` of every class (at least one example each), in a seeded order; multi-label rows (lists of
+    label ids) are grouped by their rarest label, so every label keeps examples."""
     if share >= 1.0:
         return dataset
-    labels = np.asarray(dataset[label_column])
+    feature = dataset.features[label_column]
+    if isinstance(feature, List | LargeList):
+        count = feature.feature.num_classes
+        labels = np.asarray(rarest_label(dataset[label_column], count))
+    else:
+        labels = np.asarray(dataset[label_column])
     rng = np.random.default_rng(seed)
     keep: list[int] = []
     for label in np.unique(labels):
@@ -154,7 +171,8 @@ def stratified_share(dataset: Dataset, label_column: str, share: float, seed: in
 
 
 def noise_of(score: float, examples: int) -> float:
-    """One standard error of the difference of two accuracies measured on ``examples`` validation examples."""
+    """One standard error of the difference of two accuracies measured on ``examples`` validation examples (for
+    F1 scores, the same binomial estimate: a rough guide, not a bound)."""
     p = min(max(score, 1.0 / max(examples, 1)), 1.0 - 1.0 / max(examples, 1))
     return math.sqrt(2.0 * p * (1.0 - p) / max(examples, 1))
 
@@ -165,31 +183,42 @@ def run_trials(
     validation: Dataset,
     label_column: str,
     run: Callable[[RunConfig, DatasetDict], Any],
+    metric: str = METRIC,
 ) -> TrialsReport:
-    """Successive halving over ``candidates_for(config)``; ``run`` trains one trial (``hftl.recipes.run.run``)."""
-    epochs, budget = config.epochs, config.advise_budget * PLANNED_SHARE
+    """Successive halving over ``candidates_for(config)``; ``run`` trains one trial (``hftl.recipes.run.run``);
+    trials are ranked by their validation ``metric``."""
+    # the trials read the loaded splits, whose labels are one column already (0/1 columns joined)
+    config = config.replace(label_columns=None, label_column=label_column)
     candidates = candidates_for(config)
-    report = TrialsReport(metric=METRIC, validation_examples=len(validation), budget=config.advise_budget)
+    report = TrialsReport(metric=metric, validation_examples=len(validation), budget=config.advise_budget)
+    budget = Budget(config.advise_budget * PLANNED_SHARE, config.epochs, len(train), len(validation))
     started = time.perf_counter()
     work = Path(config.output_dir) / TRIALS_DIR  # the same on every process of a distributed run
     shutil.rmtree(work, ignore_errors=True)  # what a killed advisor left
     try:
-        # rung 0: everyone, on the share of the data (or the epochs) that spends half the budget
-        total = sum(c.cost for c in candidates)
-        share = min(1.0, FIRST_RUNG * budget * epochs / total)
-        first_epochs = (
-            max(1, min(epochs, math.floor(FIRST_RUNG * budget * epochs / total))) if share >= 1.0 else 1
+        # rung 0: everyone, on the share of the data (or the epochs) that spends half the budget; when scoring
+        # everyone on all the validation data would cost more than half of that, on a stratified part of it
+        first_units = FIRST_RUNG * budget.units
+        scored = min(1.0, (first_units / 2) / (len(candidates) * budget.eval_units(1.0)))
+        first_validation = stratified_share(
+            validation, label_column, max(scored, MIN_VALIDATION / max(len(validation), 1)), config.seed
         )
-        subset = stratified_share(train, label_column, share, config.seed)
-        scores = _rung(report, config, candidates, 0, first_epochs, subset, validation, run, work)
-        spent = share * first_epochs * total
-        survivors = promoted(scores, candidates, len(validation))
-        # rung 1: the two best on all the data, for as many epochs as the rest of the budget pays for
-        remaining = budget * epochs - spent
-        cost = sum(c.cost for c in survivors)
-        more_epochs = min(epochs, math.floor(remaining / cost)) if cost else 0
-        if len(survivors) > 1 and (more_epochs > first_epochs or (share < 1.0 and more_epochs >= 1)):
-            scores = _rung(report, config, survivors, 1, more_epochs, train, validation, run, work)
+        first = budget.schedule(candidates, first_units, len(first_validation))
+        subset = stratified_share(train, label_column, first.share, config.seed)
+        scores = _rung(report, config, candidates, 0, first.epochs, subset, first_validation, run, work)
+        survivors = promoted(scores, candidates, len(first_validation))
+        # rung 1: the two best on all the validation data, trained as long as the rest of the budget pays for, in
+        # seconds: rung 0's trials measured what a trial's start-up and a unit of training cost on this machine
+        clock = Clock.fit(report.trials)
+        left = config.advise_budget * clock.seconds(budget.full_run) - (time.perf_counter() - started)
+        second = budget.schedule(survivors, clock.units(left, len(survivors)), len(validation))
+        if len(survivors) > 1 and second.example_epochs > first.example_epochs:
+            subset = stratified_share(train, label_column, second.share, config.seed)
+            scores = _rung(report, config, survivors, 1, second.epochs, subset, validation, run, work)
+        elif len(first_validation) < len(
+            validation
+        ):  # rung 0 is all there is: score its pick on all the data
+            scores = _rung(report, config, survivors, 1, first.epochs, subset, validation, run, work)
         if not scores:
             raise HftlError(
                 "no candidate plan trained in the advisor's trials: "
@@ -199,17 +228,114 @@ def run_trials(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.seconds = round(time.perf_counter() - started, 1)
-    report.cost_ratio = cost_ratio(report, len(train), epochs)
+    report.cost_ratio = report.seconds / Clock.fit(report.trials).seconds(budget.full_run)
     return report
 
 
+@dataclass(frozen=True)
+class Clock:
+    """Seconds of a trial = ``start`` (loading the model and data, building the feature cache) + ``per_unit`` x its
+    cost units, from the trials that ran (the median start: a busy machine makes single timings noisy). One full
+    run is one start plus its units."""
+
+    start: float
+    per_unit: float
+
+    @classmethod
+    def fit(cls, trials: list[Trial]) -> Clock:
+        """Each trial measured both: its training loop's seconds (per unit) and the rest (its start)."""
+        done = [t for t in trials if t.score is not None and t.seconds > 0]
+        units = sum(_units(t) for t in done)
+        if not done or units <= 0:
+            return cls(0.0, 1e-3)
+        training = sum(min(t.train_seconds, t.seconds) for t in done)
+        if training <= 0:  # nothing to tell the start from the training: all of it per unit
+            return cls(0.0, sum(t.seconds for t in done) / units)
+        start = float(np.median([t.seconds - min(t.train_seconds, t.seconds) for t in done]))
+        return cls(start, training / units)
+
+    def seconds(self, units: float) -> float:
+        return self.start + self.per_unit * units
+
+    def units(self, seconds: float, trials: int) -> float:
+        """The cost units ``trials`` trials can train in ``seconds``, their starts paid first."""
+        return max(0.0, (seconds - trials * self.start) / self.per_unit)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a rung's trials train: ``epochs`` over a ``share`` of the training split."""
+
+    epochs: int
+    share: float
+    train_examples: int
+
+    @property
+    def example_epochs(self) -> float:
+        return self.epochs * self.share * self.train_examples
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The trials' budget in cost units: one training example-epoch of full fine-tuning is 1, scoring one
+    validation example ``EVAL_WEIGHT`` (a forward pass, no backward). One full run costs ``epochs`` x (train +
+    ``EVAL_WEIGHT`` x validation): the trials score once, at their end (``--eval-strategy end``)."""
+
+    runs: float
+    epochs: int
+    train_examples: int
+    validation_examples: int
+
+    @property
+    def full_run(self) -> float:
+        return self.epochs * (self.train_examples + EVAL_WEIGHT * self.validation_examples)
+
+    @property
+    def units(self) -> float:
+        return self.runs * self.full_run
+
+    def eval_units(self, share: float) -> float:
+        return EVAL_WEIGHT * share * self.validation_examples
+
+    def schedule(self, candidates: list[Candidate], units: float, validation: int) -> Schedule:
+        """The longest training ``units`` pays for, for every candidate alike: whole epochs over all the data (up to
+        the run's), else one epoch over a share of it."""
+        training = max(0.0, units - len(candidates) * EVAL_WEIGHT * validation)
+        example_epochs = training / max(sum(c.cost for c in candidates), 1e-9)
+        if example_epochs >= self.train_examples:
+            return Schedule(
+                min(self.epochs, math.floor(example_epochs / self.train_examples)), 1.0, self.train_examples
+            )
+        return Schedule(1, max(example_epochs / max(self.train_examples, 1), MIN_SHARE), self.train_examples)
+
+    def cost(self, candidates: list[Candidate], schedule: Schedule, validation: int) -> float:
+        return (
+            sum(c.cost for c in candidates) * schedule.example_epochs
+            + len(candidates) * EVAL_WEIGHT * validation
+        )
+
+
 def promoted(scores: dict[str, float], candidates: list[Candidate], examples: int) -> list[Candidate]:
-    """The two best of a rung, and the next ones while they are within noise of the second (at most three)."""
+    """The best of a rung and those within noise of it, earliest in ``candidates`` first (short trials favour fast
+    starters, so a tie is no reason to cut a plan that does better trained longer: on fashion59-20, five plans were
+    within 1.4 points after 9 of 30 epochs); with none within noise, the two best and a third within noise of the
+    second. At most three."""
     ranked = sorted(scores, key=lambda name: -scores[name])
-    keep = ranked[:2]
-    for name in ranked[2:MAX_SURVIVORS]:
-        if scores[keep[-1]] - scores[name] <= noise_of(scores[keep[-1]], examples):
-            keep.append(name)
+    best = ranked[0]
+    tied = [
+        c.name
+        for c in candidates
+        if c.name in scores
+        and c.name != best
+        and scores[best] - scores[c.name] <= noise_of(scores[best], examples)
+    ]
+    keep = [best, *tied]
+    if not tied:
+        keep = ranked[:2]
+        keep += [
+            n for n in ranked[2:3] if scores[keep[-1]] - scores[n] <= noise_of(scores[keep[-1]], examples)
+        ]
+    keep = keep[:MAX_SURVIVORS]
     return [c for c in candidates if c.name in keep]
 
 
@@ -228,17 +354,10 @@ def decide(report: TrialsReport, scores: dict[str, float], candidates: list[Cand
         report.tie = len(tied) > 1
 
 
-def cost_ratio(report: TrialsReport, train_examples: int, epochs: int) -> float | None:
-    """Trial seconds over one full run's, estimated from the reference plan's trials (seconds per example-epoch)."""
-    reference = [
-        t for t in report.trials if t.candidate == REFERENCE and t.score is not None and t.seconds > 0
-    ]
-    if not reference:
-        return None
-    longest = max(
-        reference, key=lambda t: t.examples * t.epochs
-    )  # the least dominated by fixed start-up costs
-    return report.seconds / (longest.seconds / (longest.examples * longest.epochs) * train_examples * epochs)
+def _units(trial: Trial) -> float:
+    """What a trial cost in the budget's units: its training, weighed by what its plan trains, and its scoring."""
+    cost = next((c.cost for c in CANDIDATES if c.name == trial.candidate), 1.0)
+    return cost * trial.epochs * trial.examples + EVAL_WEIGHT * trial.scored
 
 
 def _rung(
@@ -255,7 +374,7 @@ def _rung(
     """Train each candidate of a rung (recorded in ``report``); the scores of those that trained."""
     scores = {}
     for candidate in candidates:
-        trial = _trial(config, candidate, rung, epochs, train, validation, run, work)
+        trial = _trial(config, candidate, rung, epochs, train, validation, run, work, report.metric)
         report.trials.append(trial)
         if trial.score is not None:
             scores[candidate.name] = trial.score
@@ -271,8 +390,9 @@ def _trial(
     validation: Dataset,
     run: Callable[[RunConfig, DatasetDict], Any],
     work: Path,
+    metric: str = METRIC,
 ) -> Trial:
-    trial = Trial(candidate.name, rung, epochs, len(train))
+    trial = Trial(candidate.name, rung, epochs, len(train), len(validation))
     folder = work / f"rung{rung}-{candidate.name}"
     settings = config.replace(
         case=candidate.case,
@@ -287,13 +407,15 @@ def _trial(
         save_total_limit=1,
         report_to="none",
         early_stopping_patience=None,
+        eval_strategy="end",  # one score per trial, of its last epoch: half or less of the cost on small data
         max_train_samples=None,
     )
     started = time.perf_counter()
     try:
         with _quiet():
             result = run(settings, DatasetDict(train=train, validation=validation))
-        trial.score = float(result.metrics["best"][f"eval_{METRIC}"])
+        trial.score = float(result.metrics["best"][f"eval_{metric}"])
+        trial.train_seconds = round(float(result.metrics.get("train_seconds", 0.0)), 2)
     except HftlError as error:  # a plan that does not apply to this model is skipped, and said so
         trial.error = f"{type(error).__name__}: {error}"
     finally:

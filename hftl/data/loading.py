@@ -16,6 +16,17 @@ from typing import TYPE_CHECKING, Any
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict
 
+from hftl.data.labels import (
+    as_class_label,
+    as_label_lists,
+    check_label_spellings,
+    encode_multi_labels,
+    is_multi_label,
+    join_label_columns,
+    joined_column,
+    multi_label_names,
+    stratified_holdout,
+)
 from hftl.errors import DataError
 from hftl.sources.registry import looks_like_path
 
@@ -25,6 +36,7 @@ if TYPE_CHECKING:
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev", "eval")
 TEST_NAMES = ("test",)
+IMAGEFOLDER_METADATA = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -58,6 +70,7 @@ class Splits:
     pair_column: str | None = (
         None  # text: the second sentence of a pair (--text-columns), encoded with the first
     )
+    multi_label: bool = False  # labels are lists of class ids (List(ClassLabel)): any number per example
     stream: StreamInfo | None = None  # --streaming: ``train`` is an IterableDataset with raw labels
 
 
@@ -80,9 +93,12 @@ def load_raw(
                     {name: split.to_iterable_dataset() for name, split in loaded.items()}
                 )
             return loaded
-        files = _data_files(sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS))
-        if files:
-            return _load_files(files, encoding, streaming)
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS)
+        if modality == "image" and any(p.name in IMAGEFOLDER_METADATA for p in found):
+            # datasets' ImageFolder layout with a metadata file per split: its columns (label lists too) are read
+            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
+        if found:
+            return _load_files(_data_files(found), encoding, streaming)
         if modality == "image":
             return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
         raise DataError(f"{path}: no CSV/TSV/JSON/Parquet files in this folder")
@@ -272,60 +288,6 @@ def encode_labels(
     return train, validation, names
 
 
-def check_label_spellings(names: Sequence[str], values: Sequence[Any], column: str) -> None:
-    """Refuse labels that would silently split one class ('1' and '1.0') or mix numbers with words ('1' and
-    'positive'): each name becomes its own class, and the model learns the wrong task."""
-
-    def number(name: str) -> float | None:
-        try:
-            return float(name)
-        except ValueError:
-            return None
-
-    numeric = {name: number(name) for name in names}
-    by_value: dict[float, list[str]] = {}
-    for name, value in numeric.items():
-        if value is not None:
-            by_value.setdefault(value, []).append(name)
-    same = next((group for group in by_value.values() if len(group) > 1), None)
-    words = [name for name, value in numeric.items() if value is None]
-    if same is None and (not words or len(words) == len(names)):
-        return
-    clash = same if same is not None else [next(n for n in names if numeric[n] is not None), words[0]]
-    rows = [next(i for i, v in enumerate(values) if str(v) == name) for name in clash]
-    what = "spell the same number differently" if same is not None else "mix numbers and words"
-    raise DataError(
-        f"labels in column {column!r} {what}: {clash[0]!r} (train row {rows[0]}) and {clash[1]!r} (train row "
-        f"{rows[1]}) would become separate classes; write every label the same way"
-    )
-
-
-def as_class_label(split: Dataset, column: str, target: ClassLabel, split_name: str) -> Dataset:
-    feature = split.features[column]
-    if isinstance(feature, ClassLabel):
-        if feature.names == target.names:
-            values = split[column]
-            for row, value in enumerate(values):
-                if not 0 <= value < target.num_classes:
-                    raise DataError(
-                        f"{split_name} row {row}: label {value} is outside the label set {target.names}"
-                    )
-            return split
-        remap = {i: name for i, name in enumerate(feature.names)}
-        values = [remap.get(v) for v in split[column]]
-    else:
-        values = [None if v is None else str(v) for v in split[column]]
-    index = {name: i for i, name in enumerate(target.names)}
-    for row, value in enumerate(values):
-        if value not in index:
-            raise DataError(
-                f"{split_name} row {row}: label {value!r} is not in the label set {target.names} "
-                "(labels are taken from the train split, or --labels)"
-            )
-    encoded = split.remove_columns(column).add_column(column, [index[v] for v in values])
-    return encoded.cast_column(column, target)
-
-
 def holdout(train: Dataset, column: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split a validation set off train, stratified by label when every class has enough examples."""
     try:
@@ -344,6 +306,8 @@ def load_splits(
     input_column: str | None = None,
     label_column: str | None = None,
     text_columns: Sequence[str] | None = None,
+    flag_columns: Sequence[str] | None = None,
+    problem_type: str = "auto",
     dataset_config: str | None = None,
     validation_split: float = 0.1,
     max_train_samples: int | None = None,
@@ -352,14 +316,15 @@ def load_splits(
     encoding: str = "utf-8",
     labels: Sequence[str] | None = None,
 ) -> Splits:
-    """Everything between ``--dataset`` and model-ready splits, except preprocessing."""
+    """Everything between ``--dataset`` and model-ready splits, except preprocessing. ``flag_columns``
+    (``--label-columns``): one 0/1 column per label, joined into one column of label lists (multi-label)."""
     if isinstance(source, Dataset):
         raw, name = DatasetDict({"train": source}), "<in-memory Dataset>"
     elif isinstance(source, DatasetDict):
         raw, name = source, "<in-memory DatasetDict>"
     else:
         raw, name = load_raw(source, modality, dataset_config, encoding), source
-    hints = [label_column] if label_column else list(label_columns)
+    hints = [label_column] if label_column else list(flag_columns or label_columns)
     train, named_validation, test = pick_splits(raw, hints)
     validation = named_validation[1] if named_validation else None
     if len(train) == 0:
@@ -373,12 +338,30 @@ def load_splits(
         pair = find_column(train, second, [second], "second text of the pair", "--text-columns")
     else:
         image_or_text = find_column(train, input_column, input_columns, f"{modality} input", "--input-column")
-    label = find_column(train, label_column, label_columns, "label", "--label-column")
+    if flag_columns:
+        label = joined_column(train, flag_columns)
+        train = join_label_columns(train, flag_columns, label, RowPlace(name, "train"))
+        if validation is not None:
+            validation = join_label_columns(
+                validation, flag_columns, label, RowPlace(name, named_validation[0])
+            )
+        if test is not None:
+            test = join_label_columns(test, flag_columns, label, RowPlace(name, "test"))
+    else:
+        label = find_column(train, label_column, label_columns, "label", "--label-column")
+    multi = is_multi_label(train, label, problem_type, bool(flag_columns), RowPlace(name, "train"))
     if validation is None:
-        if not isinstance(train.features[label], ClassLabel):
-            train, _, _ = encode_labels(train, train.select(range(1)), label, labels)
-        train, validation = holdout(train, label, validation_split, seed)
-        origin = f"held out from train ({validation_split:.0%}, stratified, seed {seed})"
+        if multi:
+            target = ClassLabel(names=multi_label_names(train, label, RowPlace(name, "train"), labels))
+            train = as_label_lists(train, label, target, RowPlace(name, "train"))
+            train, validation = stratified_holdout(train, label, validation_split, seed)
+            how = "stratified by each example's rarest label"
+        else:
+            if not isinstance(train.features[label], ClassLabel):
+                train, _, _ = encode_labels(train, train.select(range(1)), label, labels)
+            train, validation = holdout(train, label, validation_split, seed)
+            how = "stratified"
+        origin = f"held out from train ({validation_split:.0%}, {how}, seed {seed})"
     else:
         origin = named_validation[0]
         find_column(validation, label, [label], "label", "--label-column")
@@ -386,19 +369,49 @@ def load_splits(
             find_column(validation, column, [column], f"{modality} input", "--input-column/--text-columns")
     if len(validation) == 0:
         raise DataError(f"{name}: the validation split is empty")
-    train, validation, names = encode_labels(train, validation, label, labels)
+    if multi:
+        places = (
+            RowPlace(name, "train"),
+            RowPlace(name, named_validation[0] if named_validation else "train"),
+        )
+        train, validation, names = encode_multi_labels(train, validation, label, *places, given=labels)
+    else:
+        train, validation, names = encode_labels(train, validation, label, labels)
     if test is not None:
         for column in (image_or_text, pair) if pair else (image_or_text,):
             find_column(test, column, [column], f"{modality} input", "--input-column/--text-columns")
         find_column(test, label, [label], "label", "--label-column")
-        test = as_class_label(test, label, train.features[label], "test")
+        test = (
+            as_label_lists(test, label, train.features[label].feature, RowPlace(name, "test"))
+            if multi
+            else as_class_label(test, label, train.features[label], "test")
+        )
     if max_train_samples is not None and max_train_samples < len(train):
         train = train.shuffle(seed=seed).select(range(max_train_samples))
     if max_eval_samples is not None and max_eval_samples < len(validation):
         validation = validation.shuffle(seed=seed).select(range(max_eval_samples))
     if test is not None and max_eval_samples is not None and max_eval_samples < len(test):
         test = test.shuffle(seed=seed).select(range(max_eval_samples))
-    return Splits(train, validation, names, image_or_text, label, name, test, origin, pair)
+    return Splits(train, validation, names, image_or_text, label, name, test, origin, pair, multi)
+
+
+@dataclass(frozen=True)
+class RowPlace:
+    """Where a split's rows come from, for errors that name a row: its file when the split is one file. Worked out
+    only when an error is written (``str``): a large image folder is not listed otherwise."""
+
+    source: str
+    split: str
+
+    def __str__(self) -> str:
+        path = Path(self.source).expanduser()
+        if path.is_file():
+            return str(path)
+        if path.is_dir() and not (path / "dataset_dict.json").exists() and not (path / "state.json").exists():
+            files = _data_files(sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS))
+            if len(files.get(self.split, [])) == 1:
+                return str(files[self.split][0])
+        return f"the {self.split} split of {self.source}"
 
 
 def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None = None) -> Splits:
@@ -411,6 +424,8 @@ def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | N
         input_column=config.input_column,
         label_column=config.label_column,
         text_columns=config.text_columns,
+        flag_columns=config.label_columns,
+        problem_type=config.problem_type,
         dataset_config=config.dataset_config,
         validation_split=config.validation_split,
         max_train_samples=config.max_train_samples,

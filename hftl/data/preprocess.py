@@ -17,10 +17,11 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Array3D, ClassLabel, Dataset, Features, Value
+from datasets import Array3D, ClassLabel, Dataset, Features, List, Value
 from transformers import DataCollatorWithPadding
 
 from hftl.data.bad_inputs import ERROR, BadInput, SkipReport, decode_image, problem, screen, text_problem
+from hftl.data.labels import multi_hot
 from hftl.data.loading import Splits
 from hftl.errors import DataError
 from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
@@ -111,6 +112,19 @@ def collators(
     return padding, padding
 
 
+def label_tensor(values: Sequence[Any]) -> torch.Tensor:
+    """A batch's targets: class ids (long) for single-label data, multi-hot rows (float32, what BCE-with-logits
+    reads) for multi-label data."""
+    if isinstance(values[0], int | np.integer) or np.ndim(values[0]) == 0:
+        return torch.as_tensor(np.array([int(v) for v in values]), dtype=torch.long)
+    return torch.as_tensor(np.stack([np.asarray(v, dtype=np.float32) for v in values]))
+
+
+def model_labels(splits: Splits, values: list) -> list:
+    """What the preprocessed split stores as ``labels``: class ids, or multi-hot rows for multi-label data."""
+    return multi_hot(values, len(splits.labels)).tolist() if splits.multi_label else values
+
+
 # --- images --------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageStats:
@@ -158,17 +172,18 @@ def _map_images(
         batch_size=64,
         with_indices=True,
         remove_columns=split.column_names,
-        features=image_features(stats, splits.labels),
+        features=image_features(stats, splits.labels, splits.multi_label),
         desc="Decoding and resizing images (once)",
     )
 
 
-def image_features(stats: ImageStats, labels: list[str]) -> Features:
-    """What an image split holds after preprocessing: uint8 pixels, the label, the example id, why it is bad."""
+def image_features(stats: ImageStats, labels: list[str], multi_label: bool = False) -> Features:
+    """What an image split holds after preprocessing: uint8 pixels, the label (multi-label: the multi-hot row), the
+    example id, why it is bad."""
     return Features(
         {
             "pixel_values": Array3D(shape=(3, stats.height, stats.width), dtype="uint8"),
-            LABELS: ClassLabel(names=labels),
+            LABELS: List(Value("float32"), length=len(labels)) if multi_label else ClassLabel(names=labels),
             EXAMPLE_ID: Value("int64"),
             ERROR: Value("string"),
         }
@@ -211,6 +226,7 @@ def image_batches(
         labels = batch[label]
         if encode_label is not None:
             labels = [encode_label(value, f"{row} {indices[i]}") for i, value in enumerate(labels)]
+        labels = model_labels(splits, labels)
         return {"pixel_values": pixels, LABELS: labels, EXAMPLE_ID: indices, ERROR: problems}
 
     return resize
@@ -243,8 +259,7 @@ class ImageCollator:
                 )
                 pixels[i] = random_resized_crop_flip(pixels[i], generator, self.scale)
         pixels = (pixels * self.stats.rescale_factor - self._mean) / self._std
-        labels = torch.as_tensor([int(e[LABELS]) for e in examples], dtype=torch.long)
-        return {"pixel_values": pixels, LABELS: labels}
+        return {"pixel_values": pixels, LABELS: label_tensor([e[LABELS] for e in examples])}
 
 
 def _seed_for(*parts: int) -> int:
@@ -273,13 +288,16 @@ def random_resized_crop_flip(
 
 # --- texts ---------------------------------------------------------------------------------------------------------
 def _map_texts(split: Dataset, splits: Splits, tokenizer: Any, max_length: int) -> Dataset:
-    return split.map(
+    mapped = split.map(
         text_batches(splits, tokenizer, max_length),
         batched=True,
         with_indices=True,
         remove_columns=split.column_names,
         desc="Tokenizing (once)",
     )
+    if splits.multi_label:  # the output column keeps the input's int type (same name): targets are floats
+        mapped = mapped.cast_column(LABELS, List(Value("float32"), length=len(splits.labels)))
+    return mapped
 
 
 def text_batches(
@@ -307,11 +325,10 @@ def text_batches(
                     )
         texts = [[text if not problems[i] else "" for i, text in enumerate(batch[c])] for c in columns]
         encoded = dict(tokenizer(*texts, truncation=True, max_length=max_length))
-        encoded[LABELS] = batch[label]
+        labels = batch[label]
         if encode_label is not None:
-            encoded[LABELS] = [
-                encode_label(value, f"{row} {indices[i]}") for i, value in enumerate(batch[label])
-            ]
+            labels = [encode_label(value, f"{row} {indices[i]}") for i, value in enumerate(labels)]
+        encoded[LABELS] = model_labels(splits, labels)
         encoded[ERROR] = [
             problem(f"{row} {indices[i]}", text) if text else "" for i, text in enumerate(problems)
         ]

@@ -24,18 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
-from datasets import ClassLabel, Dataset, IterableDataset, IterableDatasetDict
+from datasets import ClassLabel, Dataset, IterableDataset, IterableDatasetDict, LargeList, List
 
-from hftl.data.loading import (
-    TEST_NAMES,
-    VALIDATION_NAMES,
-    Splits,
-    StreamInfo,
-    as_class_label,
-    check_label_spellings,
-    find_column,
-    load_raw,
-)
+from hftl.data.labels import as_class_label, check_label_spellings, check_not_list_text
+from hftl.data.loading import TEST_NAMES, VALIDATION_NAMES, Splits, StreamInfo, find_column, load_raw
 from hftl.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -74,19 +66,31 @@ def stream_splits(config: RunConfig, task: Task) -> Splits:
     if config.max_steps is None and length is None:  # before anything is read
         raise needs_max_steps(source)
     feature = (train.features or {}).get(label)
+    refuse_label_lists(feature, f"the label column {label!r}")
     names, label_origin, scanned = stream_labels(train, label, feature, config)
     target = ClassLabel(names=names)
     held = origin.startswith("held out")
     kept = {"validation": materialize(validation, cap, fingerprint, "validation", (*inputs, label), held)}
     if test is not None:
         kept["test"] = materialize(test, cap, fingerprint, "test", (*inputs, label))
+    for split in kept.values():
+        refuse_label_lists(split.features[label], f"the label column {label!r}")
     kept = {name: as_class_label(split, label, target, name) for name, split in kept.items()}
     if config.max_train_samples is not None:
         train = train.take(config.max_train_samples)
         length = None if length is None else min(length, config.max_train_samples)
     info = StreamInfo(fingerprint, label_origin, length, scanned)
     return Splits(
-        train, kept["validation"], names, inputs[0], label, source, kept.get("test"), origin, pair, info
+        train,
+        kept["validation"],
+        names,
+        inputs[0],
+        label,
+        source,
+        kept.get("test"),
+        origin,
+        pair,
+        stream=info,
     )
 
 
@@ -170,6 +174,15 @@ def _content(value: Any) -> bytes:
     return repr(value).encode("utf-8")
 
 
+def refuse_label_lists(feature_or_value: Any, where: str) -> None:
+    """Multi-label data (a label column of lists) is refused with --streaming, as ``config.check_streaming`` refuses
+    --label-columns and --problem-type multi_label: one line, naming the flags."""
+    from hftl.config import MULTI_LABEL_STREAM_MESSAGE
+
+    if isinstance(feature_or_value, List | LargeList | list | tuple):
+        raise ConfigError(f"{where} holds lists of labels; {MULTI_LABEL_STREAM_MESSAGE}")
+
+
 def stream_labels(
     train: IterableDataset, column: str, feature: Any, config: RunConfig
 ) -> tuple[list[str], str, list[int] | None]:
@@ -209,6 +222,9 @@ def scan_labels(train: IterableDataset, column: str, limit: int) -> list[Any]:
     for row, value in enumerate(values):
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"train stream example {row}: empty label in column {column!r}")
+        refuse_label_lists(value, f"train stream example {row}: the label column {column!r}")
+    if all(isinstance(value, str) for value in values):  # '["a", "b"]' in a CSV cell: named as in memory
+        check_not_list_text(Dataset.from_dict({column: values}), column, "the train stream")
     return values
 
 
@@ -218,6 +234,7 @@ def label_encoder(feature: Any, names: list[str], origin: str) -> Callable[[Any,
     source_names = list(feature.names) if isinstance(feature, ClassLabel) else None
 
     def encode(value: Any, where: str) -> int:
+        refuse_label_lists(value, f"{where}: the label column")
         name = value
         if source_names is not None and isinstance(value, int):
             name = source_names[value] if 0 <= value < len(source_names) else None

@@ -138,7 +138,7 @@ def predict(
     source: Any,
     inputs: Any,
     *,
-    top_k: int = 1,
+    top_k: int | str | None = "auto",
     batch_size: int = 32,
     processor: Any = None,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
@@ -146,8 +146,11 @@ def predict(
     """Classify ``inputs`` (texts, or images as PIL/paths/arrays) with a trained model; image files are decoded with
     at most ``max_image_pixels`` pixels (as in training).
 
-    Returns pipeline-style ``{"label": name, "score": probability}`` dicts: one per input for ``top_k=1``, else a
-    list of ``top_k`` per input; a single input (not in a list) gives a single result.
+    Returns pipeline-style ``{"label": name, "score": probability}`` dicts, best first: one per input for
+    ``top_k=1``, else a list of ``top_k`` per input (``None``: every label); a single input (not in a list) gives a
+    single result. ``top_k="auto"`` is 1 for a single-label model (softmax scores) and every label for a multi-label
+    one, whose scores are each label's own sigmoid probability (they do not sum to 1; the run's threshold, 0.5 by
+    default, is in its metrics.json).
     """
     from transformers import pipeline
 
@@ -161,7 +164,11 @@ def predict(
     classify = pipeline(
         pipeline_tag(resolved), model=resolved.model, device=PartialState().device, **processors
     )
-    outputs = classify(items, top_k=top_k, batch_size=batch_size)
+    config = resolved.model.config
+    if top_k == "auto":
+        top_k = None if config.problem_type == "multi_label_classification" else 1
+    # the image pipeline reads top_k=None as its default of 5: every label is asked for by number
+    outputs = classify(items, top_k=config.num_labels if top_k is None else top_k, batch_size=batch_size)
     ranked = [[output] if isinstance(output, dict) else list(output) for output in outputs]
     results = [r[0] for r in ranked] if top_k == 1 else ranked
     return results[0] if single else results

@@ -94,9 +94,9 @@ class PooledClassifier:
             if hasattr(self, unused):
                 delattr(self, unused)
         encoder = self.encoder_module()
-        if config.classifier_pooling != "pooler" and any(
-            True for _ in getattr(encoder, "pooler", nn.Identity()).parameters()
-        ):
+        pooler = getattr(encoder, "pooler", None)  # ViT's task model builds its encoder with pooler=None
+        pooler_weights = pooler is not None and any(True for _ in pooler.parameters())
+        if config.classifier_pooling != "pooler" and pooler_weights:
             encoder.pooler = (
                 None  # a trained pooler the chosen pooling never reads: no dead parameters in DDP
             )

@@ -28,6 +28,7 @@ BASE_CONFIG_DIR = "base_config"
 RUN_LOG = "metrics.jsonl"  # the loop's log: one JSON line per log step and evaluation
 CHECKPOINTS = "checkpoints"
 PUSH_LOG = "hub_push.json"
+ONNX_DIR = "onnx"  # where `hftl export` puts model.onnx, config.json and the processor, unless told otherwise
 STAGING_PREFIX = ".tmp-save-"  # the final model is written here, then renamed into OUTPUT_DIR
 NO_SPACE_REMEDY = "Free space on that disk (or lower --save-total-limit), or choose another --output-dir."
 ADVICE_JSON = "advice.json"  # the case advisor's report (hftl advise, --case auto)

@@ -35,7 +35,7 @@ from hftl.transfer.plan import TransferPlan
 CARD_FILE = "README.md"
 CardKind = Literal["adapter", "merged", "full"]
 # hftl's metric names -> the Hub's metric ids (metadata `metrics:` and model-index `type`)
-HUB_METRIC_IDS = {"accuracy": "accuracy", "f1_macro": "f1"}
+HUB_METRIC_IDS = {"accuracy": "accuracy", "f1_macro": "f1", "f1_micro": "f1", "subset_accuracy": "accuracy"}
 EXAMPLE_TEXT = "This is an example sentence."
 EXAMPLE_IMAGE = "example.jpg"
 
@@ -71,6 +71,10 @@ class RunRecord:
     @property
     def task(self) -> Task:
         return get_task(self.settings["task"])
+
+    @property
+    def multi_label(self) -> bool:
+        return self.metrics.get("problem_type") == "multi_label_classification"
 
     @property
     def max_length(self) -> int:
@@ -121,7 +125,11 @@ def card_metadata(record: RunRecord, kind: CardKind, model_name: str) -> ModelCa
     tags = ["hftl", "transfer-learning", plan.case.replace("_", "-"), plan.family, task.pipeline_tag]
     if plan.strategy == "lora":
         tags.append("lora")
-    metric_names = [name for name in task.metrics if f"eval_{name}" in record.metrics.get("best", {})]
+    metric_names = [
+        key.removeprefix("eval_")
+        for key in record.metrics.get("best", {})
+        if key.startswith("eval_") and key != "eval_loss"
+    ]
     # the Hub's results table: the test split's scores when the data had one, else the best validation epoch's
     test = record.metrics.get("test") or {}
     split, prefix, scores = (
@@ -149,7 +157,7 @@ def card_metadata(record: RunRecord, kind: CardKind, model_name: str) -> ModelCa
         pipeline_tag=task.pipeline_tag,
         tags=tags,
         datasets=[hub_dataset] if hub_dataset else None,
-        metrics=[HUB_METRIC_IDS.get(name, name) for name in metric_names] or None,
+        metrics=list(dict.fromkeys(HUB_METRIC_IDS.get(name, name) for name in metric_names)) or None,
         model_name=model_name if eval_results else None,
         eval_results=eval_results or None,
     )
@@ -177,10 +185,17 @@ def _summary(record: RunRecord, kind: CardKind, base: str) -> str:
         if key.startswith("eval_") and key != "eval_loss"
     )
     dataset = record.settings.get("dataset")
+    multi = (
+        f"- **multi-label**: any number of labels per input, each with its own sigmoid score; a label is "
+        f"predicted above {metrics.get('threshold')}\n"
+        if record.multi_label
+        else ""
+    )
     return (
         f"This is {what} for {task.pipeline_tag} (hftl task `{task.name}`), "
         f"transferred from `{base}` with hftl on `{dataset}`.\n\n"
         f"- transfer case: **{plan.case}**, strategy **{plan.strategy}**, init **{plan.init}**\n"
+        f"{multi}"
         f"- best validation epoch {best.get('epoch')}: {scores or 'no metrics'}\n"
         f"- labels: {', '.join(metrics.get('labels', []))}"
     )
@@ -240,7 +255,7 @@ def _training_section(record: RunRecord) -> str:
         ("weight decay", settings.get("weight_decay")),
         ("gradient clipping", settings.get("max_grad_norm")),
         (
-            "class weights",
+            "label weights (BCE pos_weight)" if record.multi_label else "class weights",
             ", ".join(f"`{k}` {v:g}" for k, v in metrics["class_weights"].items())
             + f" (--class-weights {settings.get('class_weights')})"
             if metrics.get("class_weights")
@@ -310,11 +325,13 @@ def report_section(output_dir: Path) -> list[str]:
     rows = [
         f"| `{name}` | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1-score']:.4f} | {int(v['support'])} |"
         for name, v in report.items()
-        if isinstance(v, dict) and name not in ("macro avg", "weighted avg", "micro avg")
+        if isinstance(v, dict) and "precision" in v and not name.endswith(" avg")
     ]
+    kind = "label" if report.get("multi_label") else "class"
+    threshold = f", labels predicted above {report['threshold']}" if report.get("multi_label") else ""
     text = (
-        f"## Per-class scores ({report.get('split', 'validation')} split, the published weights)\n\n"
-        "| class | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |\n"
+        f"## Per-{kind} scores ({report.get('split', 'validation')} split, the published weights{threshold})\n\n"
+        f"| {kind} | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |\n"
         + "\n".join(rows)
     )
     plots = [name for name in (CONFUSION_PNG, CURVE_PNG) if (output_dir / name).is_file()]
@@ -335,7 +352,8 @@ def _usage_section(record: RunRecord, kind: CardKind, location: str) -> str:
     register = ""
     if str(record.model_type).startswith("hftl-"):  # hftl's own model type: transformers must learn it
         register = f"import hftl\n\nhftl.register_auto_classes()  # the {record.model_type} model type\n"
-    pipeline_code = register + _pipeline_snippet(task, location, record.max_length)
+    every = f"top_k={len(record.metrics.get('labels', []))}" if record.multi_label else ""
+    pipeline_code = register + _pipeline_snippet(task, location, record.max_length, every)
     if kind != "adapter":
         return "## Usage\n\n```python\n" + pipeline_code + "```"
     return (
@@ -345,27 +363,33 @@ def _usage_section(record: RunRecord, kind: CardKind, location: str) -> str:
         + "```\n\n"
         "With PEFT, as a `PeftModel` (PEFT warns that it found an adapter already: transformers attached this "
         "one while loading the base, and PEFT loads it again in its place):\n\n"
-        "```python\n" + register + _peft_snippet(task, location, record.max_length) + "```\n\n"
+        "```python\n" + register + _peft_snippet(task, location, record.max_length, record) + "```\n\n"
         "With hftl (a `PeftModel` too):\n\n```python\nimport hftl\n\n"
         f"model = hftl.load({_py(location)}).eval()\n```"
     )
 
 
-def _pipeline_snippet(task: Task, location: str, max_length: int) -> str:
+def _pipeline_snippet(task: Task, location: str, max_length: int, every: str = "") -> str:
+    """``every`` (multi-label): the ``top_k`` that lists every label with its sigmoid score."""
+    note = "  # every label, with its sigmoid score\n" if every else "\n"
     if task.modality == "text":
         return (
             "from transformers import pipeline\n\n"
             f"classify = pipeline({_py(task.pipeline_tag)}, model={_py(location)})\n"
-            f"print(classify({_py(EXAMPLE_TEXT)}, truncation=True, max_length={max_length}))\n"
+            f"print(classify({_py(EXAMPLE_TEXT)}, truncation=True, max_length={max_length}"
+            + (f", {every}" if every else "")
+            + "))"
+            + note
         )
     return (
         "from transformers import pipeline\n\n"
         f"classify = pipeline({_py(task.pipeline_tag)}, model={_py(location)})\n"
-        f"print(classify({_py(EXAMPLE_IMAGE)}))  # a path, URL or PIL image\n"
+        f"print(classify({_py(EXAMPLE_IMAGE)}{', ' + every if every else ''}))  # a path, URL or PIL image"
+        + ("; every label, with its sigmoid score\n" if every else "\n")
     )
 
 
-def _peft_snippet(task: Task, location: str, max_length: int) -> str:
+def _peft_snippet(task: Task, location: str, max_length: int, record: RunRecord) -> str:
     """PEFT's Auto class for the adapter: text adapters carry PEFT's SEQ_CLS task type, image adapters none (the
     generic ``AutoPeftModel`` builds their base with the class their adapter_config names)."""
     truncate = f"truncation=True, max_length={max_length}"
@@ -385,7 +409,13 @@ def _peft_snippet(task: Task, location: str, max_length: int) -> str:
         + prepare
         + "with torch.no_grad():\n"
         "    logits = model(**inputs).logits\n"
-        "print(model.config.id2label[int(logits.argmax(-1))])\n"
+        + (
+            "scores = torch.sigmoid(logits)[0]  # multi-label: every label's own score\n"
+            "print([model.config.id2label[i] for i, p in enumerate(scores) "
+            f"if p > {record.metrics.get('threshold')}])\n"
+            if record.multi_label
+            else "print(model.config.id2label[int(logits.argmax(-1))])\n"
+        )
     )
 
 

@@ -2,7 +2,8 @@
 
 - A folder that already holds a run (its metrics, log or checkpoints) is refused unless ``--resume`` continues it or
   ``--overwrite-output-dir`` replaces it. Replacing removes what hftl writes there (checkpoints, logs, the model or
-  adapter, run files) and nothing else: files hftl does not know are the user's.
+  adapter, run files, and the ONNX export in ``onnx/``, which would no longer match the weights) and nothing
+  else: files hftl does not know are the user's.
 - A run holds an exclusive lock on ``OUTPUT_DIR/.hftl.lock`` (``fcntl.flock``) until it ends; a second run stops at
   once, naming the holder. The operating system releases the lock when a run dies, so a crash leaves no stale lock.
 """
@@ -28,6 +29,7 @@ from hftl.outputs.artifacts import (
     MERGED_DIR,
     METRICS_FILE,
     MODEL_FILES,
+    ONNX_DIR,
     PLAN_FILE,
     PROCESSOR_FILES,
     PUSH_LOG,
@@ -52,6 +54,7 @@ RUN_FILES = (
     ADVICE_MD,
     MERGED_DIR,
     BASE_CONFIG_DIR,
+    ONNX_DIR,
     *REPORT_FILES,
     "logs",
     *MODEL_FILES,

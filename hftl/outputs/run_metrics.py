@@ -52,6 +52,8 @@ def run_metrics(
             "metric_for_best": config.metric_for_best,
         },
         "stopped_early_at": result.stopped_early_at,
+        "problem_type": "multi_label_classification" if splits.multi_label else "single_label_classification",
+        **({"threshold": config.threshold} if splits.multi_label else {}),
         "labels": splits.labels,
         "parameters": {
             "trainable": params.trainable,

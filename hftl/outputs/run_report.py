@@ -2,7 +2,9 @@
 model on the validation split, and the learning curve (training loss, validation metric).
 
 The predictions are kept (``eval_predictions.json``) so ``hftl report RUN_DIR`` redraws everything without the
-model. scikit-learn computes the per-class table; the PNGs need matplotlib (``pip install "hftl[report]"``) and
+model. Multi-label runs keep 0/1 rows (each label predicted above the run's threshold): the table is per label (with
+micro, macro and per-example averages) and the matrix is one 2x2 matrix per label (scikit-learn's
+``multilabel_confusion_matrix``), since one example may be right about one label and wrong about another. scikit-learn computes the per-class table; the PNGs need matplotlib (``pip install "hftl[report]"``) and
 are skipped, with a note, without it.
 """
 
@@ -18,8 +20,9 @@ from hftl.outputs.artifacts import RUN_LOG as LOG_FILE
 from hftl.outputs.files import write_text
 
 
-def per_class(labels: list[str], predictions: list[int], references: list[int]) -> dict[str, Any]:
-    """Precision, recall, F1 and support per class, plus the averages (scikit-learn's classification_report)."""
+def per_class(labels: list[str], predictions: list[Any], references: list[Any]) -> dict[str, Any]:
+    """Precision, recall, F1 and support per class (per label for 0/1 rows), plus the averages (scikit-learn's
+    classification_report)."""
     from sklearn.metrics import classification_report
 
     return classification_report(
@@ -32,11 +35,30 @@ def per_class(labels: list[str], predictions: list[int], references: list[int]) 
     )
 
 
+def per_label_counts(labels: list[str], predictions: list[Any], references: list[Any]) -> dict[str, Any]:
+    """Multi-label: true/false positives and negatives of each label."""
+    from sklearn.metrics import multilabel_confusion_matrix
+
+    matrices = multilabel_confusion_matrix(references, predictions, labels=list(range(len(labels))))
+    return {
+        label: {"tn": int(m[0, 0]), "fp": int(m[0, 1]), "fn": int(m[1, 0]), "tp": int(m[1, 1])}
+        for label, m in zip(labels, matrices, strict=True)
+    }
+
+
 def write_run_report(
-    output_dir: Path, labels: list[str], predictions: list[int], references: list[int], split: str
+    output_dir: Path,
+    labels: list[str],
+    predictions: list[Any],
+    references: list[Any],
+    split: str,
+    threshold: float | None = None,
 ) -> list[str]:
-    """Save the predictions and draw the report; returns notes (e.g. plots skipped without matplotlib)."""
+    """Save the predictions and draw the report; returns notes (e.g. plots skipped without matplotlib).
+    ``threshold``: multi-label predictions (0/1 rows, each label predicted above it)."""
     record = {"split": split, "labels": labels, "predictions": predictions, "references": references}
+    if threshold is not None:
+        record.update(multi_label=True, threshold=threshold)
     write_text(output_dir / PREDICTIONS_FILE, json.dumps(record) + "\n")
     return redraw(output_dir)
 
@@ -51,12 +73,19 @@ def redraw(output_dir: str | Path) -> list[str]:
             "that did not finish has none)"
         )
     record = json.loads(source.read_text(encoding="utf-8"))
-    table = per_class(record["labels"], record["predictions"], record["references"])
-    write_text(
-        output_dir / CLASS_REPORT_FILE, json.dumps({"split": record["split"], **table}, indent=2) + "\n"
-    )
+    table = {
+        "split": record["split"],
+        **per_class(record["labels"], record["predictions"], record["references"]),
+    }
+    if record.get("multi_label"):
+        table.update(multi_label=True, threshold=record["threshold"])
+        table["confusion"] = per_label_counts(record["labels"], record["predictions"], record["references"])
+    write_text(output_dir / CLASS_REPORT_FILE, json.dumps(table, indent=2) + "\n")
     try:
-        plot_confusion(record, output_dir / CONFUSION_PNG)
+        if record.get("multi_label"):
+            plot_label_confusion(record, table["confusion"], output_dir / CONFUSION_PNG)
+        else:
+            plot_confusion(record, output_dir / CONFUSION_PNG)
         plot_learning_curve(output_dir, output_dir / CURVE_PNG)
     except ImportError:
         return ["plots skipped: matplotlib is not installed (pip install 'hftl[report]')"]
@@ -85,6 +114,42 @@ def plot_confusion(record: dict[str, Any], path: Path) -> None:
         for (row, column), count in _cells(matrix):
             colour = "white" if count > matrix.max() / 2 else "black"
             axis.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_label_confusion(record: dict[str, Any], counts: dict[str, dict[str, int]], path: Path) -> None:
+    """Multi-label: one 2x2 matrix per label (true no/yes x predicted no/yes), in a grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = record["labels"]
+    columns = min(len(labels), 5)
+    rows = -(-len(labels) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.4 * columns, 2.4 * rows + 0.6), dpi=110, squeeze=False
+    )
+    for axis in axes.flat[len(labels) :]:
+        axis.axis("off")
+    for axis, label in zip(axes.flat, labels, strict=False):
+        c = counts[label]
+        matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
+        axis.imshow(matrix, cmap="Blues")
+        axis.set_title(label, fontsize=9)
+        axis.set_xticks([0, 1], ["no", "yes"])
+        axis.set_yticks([0, 1], ["no", "yes"])
+        for (row, column), count in _cells(matrix):
+            colour = "white" if count > matrix.max() / 2 else "black"
+            axis.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=8)
+    figure.suptitle(
+        f"per-label confusion ({record['split']}, {len(record['references'])} examples; rows true, columns "
+        f"predicted above {record['threshold']})",
+        fontsize=9,
+    )
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

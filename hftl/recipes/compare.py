@@ -27,9 +27,10 @@ from hftl.config import RunConfig
 from hftl.data.loading import splits_for
 from hftl.errors import ConfigError
 from hftl.recipes.report import benefits, plot_curves, plot_sizes, render_html, render_markdown
-from hftl.settings import AUTO_CASE
+from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.compare import COMPARE_PLANS, CompareSettings, parse_seeds, parse_sizes
 from hftl.tasks import get_task
+from hftl.training.metrics import default_metric_for_best
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -104,8 +105,11 @@ def compare(
     task = get_task(config.task)
     output_dir = Path(config.output_dir)
     seeds = settings.seed_list or [config.seed]
+    splits = splits_for(config, task, dataset)
     metric = config.metric_for_best
-    available = len(splits_for(config, task, dataset).train)
+    if metric == AUTO_METRIC:  # what each run will choose on: accuracy, or micro-F1 for multi-label data
+        metric = default_metric_for_best(splits.multi_label)
+    available = len(splits.train)
     sizes_out: list[dict[str, Any]] = []
     for size in settings.sizes:
         examples = available if size is None or size >= available else size

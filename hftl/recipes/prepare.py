@@ -75,9 +75,9 @@ def prepare_stream(
     return splits, processor, inputs
 
 
-def train_label_ids(config: RunConfig, splits: Splits) -> Sequence[int]:
-    """The labels ``--class-weights auto`` counts: the whole train split, or the examples a stream's label scan
-    read (``--label-scan-examples``), every class among them."""
+def train_label_ids(config: RunConfig, splits: Splits) -> Sequence[Any]:
+    """The labels ``--class-weights auto`` counts: the whole train split (multi-label: its lists of label ids), or
+    the examples a stream's label scan read (``--label-scan-examples``), every class among them."""
     if splits.stream is None:
         return splits.train[splits.label_column]
     scanned = splits.stream.scanned_labels or []

@@ -15,7 +15,16 @@ STRATEGIES = ("head", "partial", "lora", "full")
 INITS = ("pretrained", "scratch")
 # how a new head reads the encoder (hftl.modeling.pooled); auto = a sentence-transformers folder's own, else pooler
 POOLINGS = ("auto", "pooler", "cls", "mean", "max")
+EVAL_STRATEGIES = ("epoch", "end")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+# what the labels are: auto reads it from the data (a column of lists, or --label-columns, is multi-label)
+PROBLEM_TYPES = ("auto", "single_label", "multi_label")
+# the names transformers' config.problem_type uses (its heads pick CrossEntropy or BCEWithLogits loss by them)
+TRANSFORMERS_PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+}
+AUTO_METRIC = "auto"  # --metric-for-best: accuracy, or f1_micro for multi-label data
 # word vectors (--model vectors:PATH_OR_NAME)
 VECTORS_PREFIX = "vectors:"
 VECTOR_FORMATS = ("auto", "word2vec-bin", "word2vec-txt", "glove", "kv")

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from hftl.errors import ConfigError
 from hftl.settings.choices import (
     OOV_INITS,
+    PROBLEM_TYPES,
     VECTOR_ENCODERS,
     VECTOR_FORMATS,
     VECTOR_POOLINGS,
@@ -49,6 +50,21 @@ class DataSettings:
     )
     label_column: str | None = field(
         default=None, metadata={"help": "Column with the labels; default: found from the task card."}
+    )
+    label_columns: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Multi-label: one 0/1 column per label (e.g. action comedy drama, or action,comedy,drama); the "
+            "column names are the label names. Replaces --label-column."
+        },
+    )
+    problem_type: Literal["auto", "single_label", "multi_label"] = field(
+        default="auto",
+        metadata={
+            "help": "single_label: one class per example (softmax); multi_label: any number of labels per example "
+            "(a sigmoid per label, BCE loss; a row may have none); auto: multi-label when the label column holds "
+            "lists or --label-columns is given."
+        },
     )
     text_columns: list[str] | None = field(
         default=None,
@@ -107,9 +123,9 @@ class DataSettings:
     labels: list[str] | None = field(
         default=None,
         metadata={
-            "help": "The label names, in order (e.g. --labels negative positive, or a,b,c). Default: from the "
-            "data (a ClassLabel feature, else the train split's values; --streaming reads at most "
-            "--label-scan-examples of the stream for them)."
+            "help": "The label names, in order (e.g. --labels negative positive, or a,b,c; multi-label: the names "
+            "the label lists use, not with --label-columns). Default: from the data (a ClassLabel feature, else "
+            "the train split's values; --streaming reads at most --label-scan-examples of the stream for them)."
         },
     )
     label_scan_examples: int = field(
@@ -141,10 +157,38 @@ class DataSettings:
             self.labels = split_names(self.labels)
             if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
                 raise ConfigError(f"--labels takes two or more different label names, got {self.labels}")
+        self.label_columns = self._label_columns()
+        check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         check_positive(self, "max_length", "max_image_pixels", "shuffle_buffer", "label_scan_examples")
         check_positive(self, "max_train_samples", "max_eval_samples", optional=True)
         check_range("max_bad_fraction", self.max_bad_fraction, 0.0, 1.0)
         check_range("validation_split", self.validation_split, 0.0, 1.0, closed_low=False, closed_high=False)
+
+    def _label_columns(self) -> list[str] | None:
+        """``a,b c`` -> ['a', 'b', 'c']; several 0/1 columns are a multi-label task, and only that."""
+        if self.label_columns is None:
+            return None
+        names = split_names(self.label_columns)
+        if not names:
+            raise ConfigError("--label-columns needs at least one column name (one 0/1 column per label)")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"--label-columns names {repeated} more than once")
+        if self.label_column is not None:
+            raise ConfigError(
+                "give either --label-column (one column of labels) or --label-columns (one 0/1 column per "
+                "label), not both"
+            )
+        if self.problem_type == "single_label":
+            raise ConfigError(
+                "--label-columns makes a multi-label task (one 0/1 column per label); it cannot be "
+                "--problem-type single_label"
+            )
+        if self.labels is not None:
+            raise ConfigError(
+                "--label-columns names the labels (the column names, in their order); drop --labels"
+            )
+        return names
 
 
 @dataclass

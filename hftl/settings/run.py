@@ -8,7 +8,9 @@ from typing import ClassVar, Literal
 from hftl.errors import ConfigError
 from hftl.settings.choices import (
     AUTO_CASE,
+    AUTO_METRIC,
     CASES,
+    EVAL_STRATEGIES,
     INITS,
     POOLINGS,
     STRATEGIES,
@@ -17,6 +19,7 @@ from hftl.settings.choices import (
     check_choice,
     check_head,
     check_positive,
+    check_range,
     check_repo_id,
 )
 
@@ -49,8 +52,8 @@ class RunSettings:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Replace a finished run in OUTPUT_DIR: its checkpoints, logs, model and run files are removed "
-            "first (other files are left alone). Without it, a folder that holds a run is refused."
+            "help": "Replace a finished run in OUTPUT_DIR: its checkpoints, logs, model, ONNX export (onnx/) and run "
+            "files are removed first (other files are left alone). Without it, a folder that holds a run is refused."
         },
     )
     save_steps: int | None = field(
@@ -58,10 +61,18 @@ class RunSettings:
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (newest N)."})
     metric_for_best: str = field(
-        default="accuracy",
+        default=AUTO_METRIC,
         metadata={
             "help": "Validation metric that picks the best epoch: one of the task's metrics (higher is better) "
-            "or loss (lower is better)."
+            "or loss (lower is better); auto: accuracy, or f1_micro for multi-label data (whose metrics are "
+            "f1_micro, f1_macro and subset_accuracy)."
+        },
+    )
+    threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "Multi-label: a label is predicted when its sigmoid score is above this; the validation and "
+            "test metrics and the run report use it."
         },
     )
     log_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
@@ -71,6 +82,14 @@ class RunSettings:
             "help": "Also evaluate every N optimizer steps (a finer learning curve; `hftl compare`). With "
             "--streaming, the evaluations (each a checkpoint and a candidate for the best) come every N steps; "
             "default: 5 over the run."
+        },
+    )
+    eval_strategy: Literal["epoch", "end"] = field(
+        default="epoch",
+        metadata={
+            "help": "Evaluate at every epoch end (the best epoch's weights are kept) or once, at the end (the last "
+            "epoch's are kept: cheaper when the validation split outweighs the training split). --streaming: "
+            "end evaluates after the last step only; each --eval-steps period still ends with a checkpoint."
         },
     )
     report_to: str = field(
@@ -95,6 +114,8 @@ class RunSettings:
     def __post_init__(self) -> None:
         check_positive(self, "log_steps", "save_total_limit", "max_nonfinite_steps")
         check_positive(self, "save_steps", "eval_steps", optional=True)
+        check_choice("eval_strategy", self.eval_strategy, EVAL_STRATEGIES)
+        check_range("threshold", self.threshold, 0.0, 1.0, closed_low=False, closed_high=False)
 
 
 @dataclass

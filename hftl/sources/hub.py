@@ -40,7 +40,7 @@ def load_model_config(config: RunConfig, labels: list[str] | None = None) -> Pre
         raise _loading_error(config.model, error) from error
     prepare_config(model_config)
     if labels is not None:
-        for key, value in label_kwargs(labels).items():
+        for key, value in label_kwargs(labels, config.problem_type).items():
             setattr(model_config, key, value)
     return model_config if model_config.model_type == TIMM_MODEL_TYPE else hub_head(config, model_config)
 

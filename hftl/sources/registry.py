@@ -99,10 +99,17 @@ def local_or_hub(name: str, what: str = "model") -> str:
     return name
 
 
-def label_kwargs(labels: list[str]) -> dict[str, Any]:
-    """The config fields that name a classifier's labels."""
-    return {
+def label_kwargs(labels: list[str], problem_type: str | None = None) -> dict[str, Any]:
+    """The config fields that name a classifier's labels and, once the data has said (``single_label`` or
+    ``multi_label``), its ``problem_type``: transformers' heads, hftl's own and ``pipeline`` read it to choose
+    cross-entropy/softmax or BCE-with-logits/sigmoid (a pretrained multi-label config must not keep its own)."""
+    from hftl.settings.choices import TRANSFORMERS_PROBLEM_TYPES
+
+    fields: dict[str, Any] = {
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
         "label2id": {label: i for i, label in enumerate(labels)},
     }
+    if problem_type in TRANSFORMERS_PROBLEM_TYPES:
+        fields["problem_type"] = TRANSFORMERS_PROBLEM_TYPES[problem_type]
+    return fields

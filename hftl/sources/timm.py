@@ -71,12 +71,13 @@ def hub_id_of(name: str) -> str:
     return hub_id
 
 
-def timm_config(name: str, labels: Sequence[str] | None = None) -> Any:
+def timm_config(name: str, labels: Sequence[str] | None = None, problem_type: str | None = None) -> Any:
     """A ``TimmWrapperConfig`` for a timm architecture name (random weights), sized for ``labels``."""
     from transformers import TimmWrapperConfig
 
     arch = timm_name(name).split(".", 1)[0]
-    return TimmWrapperConfig(architecture=arch, **(label_kwargs(list(labels)) if labels else {}))
+    fields = label_kwargs(list(labels), problem_type) if labels else {}
+    return TimmWrapperConfig(architecture=arch, **fields)
 
 
 class TimmSource:
@@ -97,7 +98,7 @@ class TimmSource:
         check_image_task(task)
         refuse_custom_head(config, "timm", "timm's global pool and classifier, set by the architecture")
         if config.init == "scratch":
-            return TimmWrapperForImageClassification(timm_config(config.model, labels))
+            return TimmWrapperForImageClassification(timm_config(config.model, labels, config.problem_type))
         hub_config = copy.copy(config)
         hub_config.model = hub_id_of(config.model)
         return HUB_SOURCE.build_model(task, hub_config, labels)

@@ -116,7 +116,7 @@ def model_config(
         hidden_size=vectors_hidden_size(config),
         vectors=vectors_source(config.model),
         lowercase=lowercase_for(config, kv),
-        **label_kwargs(labels),
+        **label_kwargs(labels, config.problem_type),
         **extra,
     )
 

@@ -5,6 +5,11 @@ as if the classes were equal), capped so that no class weighs more than ``AUTO_C
 with a handful of examples would otherwise dominate every batch it appears in. ``FILE`` is a JSON object
 ``{"label": weight, ...}`` naming every class. Evaluation and the saved model are unchanged; the per-class recall in
 ``classification_report.json`` shows the effect.
+
+Multi-label data has no classes competing in one softmax: each label is its own yes/no decision, so the weights are
+BCE-with-logits' ``pos_weight``, one per label. ``auto`` is negatives/positives in the training split (a label on
+10% of the examples weighs its positives 9x: the positives then count as much as the negatives), kept within
+``1/AUTO_CAP``..``AUTO_CAP`` for the same reason as the single-label cap; ``FILE`` gives each label's pos_weight.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,13 +28,28 @@ from hftl.errors import ConfigError
 AUTO_CAP = 10.0
 
 
-def class_weights(setting: str, labels: list[str], train_labels: Sequence[int]) -> list[float] | None:
-    """The weight of each class (in label order), or None for ``none``."""
+def class_weights(
+    setting: str, labels: list[str], train_labels: Sequence[Any], multi_label: bool = False
+) -> list[float] | None:
+    """The weight of each class (in label order), or None for ``none``; ``multi_label``: each label's
+    ``pos_weight`` (``train_labels`` are then lists of label ids)."""
     if setting == "none":
         return None
     if setting == "auto":
-        return balanced(labels, train_labels)
+        return positive_weights(labels, train_labels) if multi_label else balanced(labels, train_labels)
     return from_file(Path(setting).expanduser(), labels)
+
+
+def positive_weights(labels: list[str], train_labels: Sequence[Sequence[int]]) -> list[float]:
+    """Each label's negatives/positives in the training split, within [1/AUTO_CAP, AUTO_CAP]."""
+    import numpy as np
+
+    positives = np.zeros(len(labels))
+    for ids in train_labels:
+        positives[list(ids)] += 1
+    negatives = len(train_labels) - positives
+    ratio = negatives / np.maximum(positives, 1)
+    return [round(float(w), 6) for w in np.clip(ratio, 1 / AUTO_CAP, AUTO_CAP)]
 
 
 def balanced(labels: list[str], train_labels: Sequence[int]) -> list[float]:
@@ -82,12 +103,18 @@ def from_file(path: Path, labels: list[str]) -> list[float]:
     return weights
 
 
-def describe_weights(labels: list[str], weights: list[float]) -> str:
-    return "class weights: " + ", ".join(
+def describe_weights(labels: list[str], weights: list[float], multi_label: bool = False) -> str:
+    what = "positive-example weights per label (BCE pos_weight)" if multi_label else "class weights"
+    return f"{what}: " + ", ".join(
         f"{label} {weight:g}" for label, weight in zip(labels, weights, strict=True)
     )
 
 
 def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with the class weights (PyTorch normalises by the summed weights of the batch)."""
+    """Cross-entropy with the class weights (PyTorch normalises by the summed weights of the batch); for
+    multi-hot targets, BCE-with-logits with the weights as each label's ``pos_weight``."""
+    if labels.is_floating_point():
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), labels.float(), pos_weight=weights.to(logits.device)
+        )
     return nn.functional.cross_entropy(logits.float(), labels, weight=weights.to(logits.device))

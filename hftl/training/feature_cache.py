@@ -39,7 +39,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hftl.backbones.base import Backbone, Cut, block_module
-from hftl.data.preprocess import LABELS, ModelInputs
+from hftl.data.preprocess import LABELS, ModelInputs, label_tensor
 from hftl.errors import ModelError
 from hftl.training.feature_store import (
     FEATURES,
@@ -131,7 +131,7 @@ class FeatureCollator:
         self.epoch = epoch
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        labels = torch.as_tensor(np.array([int(e[LABELS]) for e in examples]), dtype=torch.long)
+        labels = label_tensor([e[LABELS] for e in examples])
         if self.sequences:
             return {**self._pad([np.asarray(e[FEATURES]) for e in examples]), LABELS: labels}
         features = torch.from_numpy(np.stack([np.asarray(e[FEATURES]) for e in examples]))

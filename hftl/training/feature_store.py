@@ -292,7 +292,10 @@ def _write_split(
             columns[LENGTH] = lengths.tolist()
         if writer is None:
             shape = _example_shape(columns[FEATURES][0], sequences)
-            writer = ArrowWriter(features=_schema(shape, sequences, lengths is not None), path=str(file))
+            targets = len(columns[LABELS][0]) if labels.dim() == 2 else None
+            writer = ArrowWriter(
+                features=_schema(shape, sequences, lengths is not None, targets), path=str(file)
+            )
         writer.write_batch(columns)
         rows += len(columns[LABELS])
     if writer is None:
@@ -317,7 +320,10 @@ def _example_shape(example: np.ndarray, sequences: bool) -> tuple[int | None, ..
     return (None, example.shape[-1]) if sequences else tuple(example.shape)
 
 
-def _schema(shape: tuple[int | None, ...], sequences: bool, has_length: bool) -> Features:
+def _schema(
+    shape: tuple[int | None, ...], sequences: bool, has_length: bool, targets: int | None = None
+) -> Features:
+    """The cached split's columns; ``targets``: multi-label rows are stored as multi-hot float32 vectors."""
     if len(shape) == 1:
         column: Any = List(Value("float32"), length=shape[0])
     else:
@@ -325,7 +331,8 @@ def _schema(shape: tuple[int | None, ...], sequences: bool, has_length: bool) ->
         if len(shape) not in arrays:
             raise ModelError(f"cannot cache features of shape {shape}: at most 5 dimensions per example")
         column = arrays[len(shape)](shape=shape, dtype="float32")
-    schema = {FEATURES: column, LABELS: Value("int64")}
+    label = Value("int64") if targets is None else List(Value("float32"), length=targets)
+    schema = {FEATURES: column, LABELS: label}
     if has_length:
         schema[LENGTH] = Value("int64")
     return Features(schema)

@@ -37,7 +37,7 @@ from hftl.training.checkpoints import (
 )
 from hftl.training.class_weights import weighted_loss
 from hftl.training.devices import fused_adamw
-from hftl.training.evaluation import evaluate, is_better, should_stop_early
+from hftl.training.evaluation import decision_threshold, evaluate, is_better, should_stop_early
 from hftl.training.guards import NonFiniteGuard, step_is_finite
 from hftl.training.resume import resume, run_fingerprint
 from hftl.training.schedules import make_schedule
@@ -90,6 +90,7 @@ class TrainState:
     running_loss: torch.Tensor | None = None  # summed on the device: read (one sync) every --log-steps
     loss_count: int = 0
     class_weights: torch.Tensor | None = None  # --class-weights: the training loss weighs each class
+    threshold: float | None = None  # multi-label: a label is predicted above this sigmoid score
     stream: Any = None  # --streaming: the TrainStream, whose position every checkpoint saves
 
     @property
@@ -153,6 +154,7 @@ def fit(
         ),
         resumed_from=resumed_from,
         class_weights=None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32),
+        threshold=decision_threshold(config),
     )
     started = time.perf_counter()
     first_epoch = progress.epoch
@@ -314,7 +316,7 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
     if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
         checkpoint(state)
     if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
-        scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
+        scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
         point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(state.train_dl)}
         state.curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
         log(state, state.curve[-1])
@@ -336,10 +338,17 @@ def log_loss(state: TrainState, epoch: int) -> None:
     state.running_loss, state.loss_count = None, 0
 
 
-def end_epoch(state: TrainState, epoch: int, name: str | None = None) -> None:
-    """Evaluate, record, keep track of the best epoch, checkpoint (``name``: how the log calls the epoch)."""
+def end_epoch(state: TrainState, epoch: int, name: str | None = None, last: bool | None = None) -> None:
+    """Evaluate, record, keep track of the best epoch, checkpoint (``name``: how the log calls the epoch;
+    ``--eval-strategy end``: evaluate only after the last epoch, which is then the one kept; ``last``: whether this
+    is the run's last, default the last of --epochs, a stream's loop says)."""
     config, progress = state.config, state.progress
-    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics)
+    last = epoch + 1 >= config.epochs if last is None else last
+    if config.eval_strategy == "end" and not last:
+        progress.epoch, progress.batches_done = epoch + 1, 0
+        checkpoint(state)
+        return
+    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
     record = {"epoch": epoch + 1, "step": progress.global_step, **{f"eval_{k}": v for k, v in scores.items()}}
     progress.history.append(record)
     state.curve.append(record)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import datasets
 import evaluate
@@ -16,41 +17,96 @@ from sklearn.metrics import accuracy_score, f1_score
 from hftl.errors import ConfigError
 
 _FEATURES = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
+# multi-label: one 0/1 row per example (thresholded sigmoid scores and the true label set), as evaluate's own
+# "multilabel" configurations of accuracy and f1 take them
+_MULTILABEL_FEATURES = datasets.Features(
+    {
+        "predictions": datasets.Sequence(datasets.Value("int64")),
+        "references": datasets.Sequence(datasets.Value("int64")),
+    }
+)
+MULTILABEL = "multilabel"
+MULTI_LABEL_METRICS = ("f1_micro", "f1_macro", "subset_accuracy")
 
 
-class Accuracy(evaluate.Metric):
-    """Share of predictions equal to the reference label."""
+class _SklearnMetric(evaluate.Metric):
+    """An offline metric over class ids, or over 0/1 rows with ``config_name="multilabel"``."""
+
+    description = ""
 
     def _info(self) -> evaluate.MetricInfo:
+        features = _MULTILABEL_FEATURES if self.config_name == MULTILABEL else _FEATURES
         return evaluate.MetricInfo(
-            description="Accuracy (offline, scikit-learn).", citation="", features=_FEATURES
+            description=f"{self.description} (offline, scikit-learn).", citation="", features=features
         )
+
+
+class Accuracy(_SklearnMetric):
+    """Share of predictions equal to the reference label."""
+
+    description = "Accuracy"
 
     def _compute(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
         return {"accuracy": float(accuracy_score(references, predictions))}
 
 
-class MacroF1(evaluate.Metric):
-    """F1 averaged over classes with equal weight: honest on imbalanced label sets."""
+class SubsetAccuracy(_SklearnMetric):
+    """Multi-label: share of examples whose whole predicted label set is right (scikit-learn's accuracy on 0/1
+    rows). Strict: one wrong label of ten makes the example wrong."""
 
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Macro-averaged F1 (offline, scikit-learn).", citation="", features=_FEATURES
-        )
+    description = "Subset accuracy"
 
-    def _compute(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
+    def _compute(self, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, float]:
+        return {"subset_accuracy": float(accuracy_score(references, predictions))}
+
+
+class MacroF1(_SklearnMetric):
+    """F1 averaged over classes (or labels) with equal weight: honest on imbalanced label sets."""
+
+    description = "Macro-averaged F1"
+
+    def _compute(self, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, float]:
         return {"f1_macro": float(f1_score(references, predictions, average="macro", zero_division=0))}
 
 
-BUILTIN_METRICS: dict[str, type[evaluate.Metric]] = {"accuracy": Accuracy, "f1_macro": MacroF1}
+class MicroF1(_SklearnMetric):
+    """F1 over every (example, label) decision pooled: the usual headline of multi-label tasks, where rare
+    labels count by their share."""
+
+    description = "Micro-averaged F1"
+
+    def _compute(self, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, float]:
+        return {"f1_micro": float(f1_score(references, predictions, average="micro", zero_division=0))}
 
 
-def load_metrics(names: Iterable[str]) -> list[evaluate.EvaluationModule]:
-    """Instantiate metrics by name, in memory (no cache files shared between processes)."""
+BUILTIN_METRICS: dict[str, type[evaluate.Metric]] = {
+    "accuracy": Accuracy,
+    "f1_macro": MacroF1,
+    "f1_micro": MicroF1,
+    "subset_accuracy": SubsetAccuracy,
+}
+
+
+def metric_names(task_metrics: Sequence[str], multi_label: bool) -> tuple[str, ...]:
+    """What a run scores: the task card's metrics, or for multi-label data micro-F1, macro-F1 and subset
+    accuracy (the card's single-label metrics have no multi-label meaning)."""
+    return MULTI_LABEL_METRICS if multi_label else tuple(task_metrics)
+
+
+def default_metric_for_best(multi_label: bool) -> str:
+    """``--metric-for-best auto``: accuracy, or micro-F1 for multi-label data (subset accuracy is too strict to
+    tell epochs apart when labels are many)."""
+    return "f1_micro" if multi_label else "accuracy"
+
+
+def load_metrics(names: Iterable[str], multi_label: bool = False) -> list[evaluate.EvaluationModule]:
+    """Instantiate metrics by name, in memory (no cache files shared between processes); ``multi_label``: the
+    built-ins read 0/1 rows."""
     modules = []
     for name in names:
         if name in BUILTIN_METRICS:
-            modules.append(BUILTIN_METRICS[name](keep_in_memory=True))
+            config = MULTILABEL if multi_label else None
+            modules.append(BUILTIN_METRICS[name](config_name=config, keep_in_memory=True))
             continue
         try:
             modules.append(evaluate.load(name, keep_in_memory=True))

@@ -46,6 +46,13 @@ def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelI
         "scheduler": config.scheduler,
         "max_grad_norm": config.max_grad_norm,
         "class_weights": config.class_weights,
+        # multi-label: the threshold scores every epoch (and so picks the best); single-label runs keep the
+        # fingerprint they always had, so their older checkpoints still resume
+        **(
+            {"problem_type": config.problem_type, "threshold": config.threshold}
+            if config.problem_type == "multi_label"
+            else {}
+        ),
     }
 
 

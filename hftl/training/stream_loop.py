@@ -5,6 +5,7 @@ batches coming from its own share of the stream (``hftl.data.stream_inputs``), s
 whatever their shares' lengths. Every ``--eval-steps`` steps (default: ``EVALUATIONS`` over the run) ends a period,
 which plays the part of an epoch (as Keras' ``steps_per_epoch`` does): evaluate, record it in the history as an
 "epoch", keep the best, checkpoint with each process's stream position. ``--save-steps`` adds checkpoints between.
+With ``--eval-strategy end`` a period ends with the checkpoint alone, and only the last step is evaluated (and kept).
 
 Gradient accumulation syncs every ``gradient_accumulation_steps`` batches and never at a pass's end (no prepared
 train loader tells Accelerate that one ended): with processes whose shares end at different batches, a sync at the
@@ -31,7 +32,7 @@ from hftl.data.preprocess import ModelInputs
 from hftl.data.stream_inputs import StreamPosition
 from hftl.errors import ConfigError
 from hftl.training.checkpoints import read_process_state, restore_rng
-from hftl.training.evaluation import should_stop_early
+from hftl.training.evaluation import decision_threshold, should_stop_early
 from hftl.training.guards import NonFiniteGuard
 from hftl.training.loop import (
     FitResult,
@@ -114,6 +115,7 @@ def fit_stream(
         ),
         resumed_from=resumed_from,
         class_weights=None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32),
+        threshold=decision_threshold(config),
         stream=inputs.stream,
     )
     started = time.perf_counter()
@@ -169,7 +171,8 @@ def after_stream_step(state: TrainState, max_steps: int, every: int) -> bool:
     log_loss(state, progress.epoch)
     step = progress.global_step
     if step % every == 0 or step == max_steps:
-        end_epoch(state, progress.epoch, name=f"step {step}/{max_steps}")
+        # --eval-strategy end: the periods before the last end with a checkpoint only
+        end_epoch(state, progress.epoch, name=f"step {step}/{max_steps}", last=step >= max_steps)
         if should_stop_early(progress, config.early_stopping_patience):
             state.stopped_early_at = progress.epoch
             state.accelerator.print(

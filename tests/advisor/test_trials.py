@@ -10,7 +10,17 @@ import pytest
 from datasets import ClassLabel, Dataset
 
 import hftl
-from hftl.advisor.trials import CANDIDATES, TrialsReport, decide, noise_of, run_trials, stratified_share
+import hftl.advisor.trials as trials_module
+from hftl.advisor.trials import (
+    CANDIDATES,
+    EVAL_WEIGHT,
+    Budget,
+    TrialsReport,
+    decide,
+    noise_of,
+    run_trials,
+    stratified_share,
+)
 
 
 def labelled(per_class: dict[int, int]) -> Dataset:
@@ -31,18 +41,39 @@ def config(tmp_path, **overrides):
 
 
 class FakeRuns:
-    """Stands in for hftl's run: each plan's accuracy grows with its epochs and data; records what it was given."""
+    """Stands in for hftl's run: each plan's accuracy grows with its epochs and data; records what it was given; each
+    trial takes a tenth of a second to start plus a millisecond per cost unit on the advisor's (patched) clock."""
 
     def __init__(self, quality: dict[str, float], fail: tuple[str, ...] = ()):
-        self.quality, self.fail, self.calls = quality, fail, []
+        self.quality, self.fail, self.calls, self.now = quality, fail, [], 0.0
+
+    def clock(self) -> float:
+        return self.now
 
     def __call__(self, settings, data):
         name = "scratch" if settings.init == "scratch" else settings.strategy
         self.calls.append((name, settings.epochs, len(data["train"]), sorted(data)))
+        cost = next(c.cost for c in CANDIDATES if c.name == name)
+        training = 1e-3 * (
+            cost * settings.epochs * len(data["train"]) + EVAL_WEIGHT * len(data["validation"])
+        )
+        self.now += 0.1 + training
         if name in self.fail:
             raise hftl.ConfigError(f"{name} does not apply")
         score = self.quality[name] * (1 - 0.1 / settings.epochs) * (0.9 + 0.1 * len(data["train"]) / 400)
-        return SimpleNamespace(metrics={"best": {"eval_accuracy": score}})
+        return SimpleNamespace(metrics={"best": {"eval_accuracy": score}, "train_seconds": training})
+
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    """FakeRuns on the advisor's clock."""
+
+    def make(*args, **kwargs) -> FakeRuns:
+        runs = FakeRuns(*args, **kwargs)
+        monkeypatch.setattr(trials_module, "time", SimpleNamespace(perf_counter=runs.clock))
+        return runs
+
+    return make
 
 
 def test_stratified_share_keeps_every_class():
@@ -52,8 +83,8 @@ def test_stratified_share_keeps_every_class():
     assert stratified_share(data, "label", 1.0, seed=0) is data
 
 
-def test_successive_halving_cuts_losers_and_stays_within_budget(tmp_path):
-    runs = FakeRuns({"full": 0.9, "partial": 0.85, "lora": 0.7, "head": 0.6, "scratch": 0.5})
+def test_successive_halving_cuts_losers_and_stays_within_budget(tmp_path, fake_runs):
+    runs = fake_runs({"full": 0.9, "partial": 0.85, "lora": 0.7, "head": 0.6, "scratch": 0.5})
     train, validation = labelled({0: 200, 1: 200}), labelled({0: 100, 1: 100})
     report = run_trials(config(tmp_path), train, validation, "label", runs)
     rung0 = [t for t in report.trials if t.rung == 0]
@@ -64,12 +95,13 @@ def test_successive_halving_cuts_losers_and_stays_within_budget(tmp_path):
         t.examples == 400 for t in rung1
     )  # the survivors get more: all the data, at least as many epochs
     assert rung1[0].examples * rung1[0].epochs > rung0[0].examples * rung0[0].epochs
-    cost = {c.name: c.cost for c in CANDIDATES}
-    spent = sum(cost[t.candidate] * t.epochs * t.examples / 400 for t in report.trials)
-    assert spent <= report.budget * 4 + 1e-9  # the budget: 1.5 full runs of 4 epochs
-    assert report.pick == "full" and report.margin == pytest.approx(
-        report.trials[-2].score - report.trials[-1].score
-    )
+    full_run = 0.1 + 1e-3 * 4 * (400 + EVAL_WEIGHT * 200)  # a start, 4 epochs of training, scored after each
+    assert runs.now <= report.budget * full_run + 1e-9  # the budget: 1.5 full runs, in seconds
+    assert report.cost_ratio == pytest.approx(
+        runs.now / full_run, rel=0.05
+    )  # the fitted clock (seconds rounded)
+    full, partial = (next(t for t in rung1 if t.candidate == name) for name in ("full", "partial"))
+    assert report.pick == "full" and report.margin == pytest.approx(full.score - partial.score)
     assert all(
         sorted_keys == ["train", "validation"] for *_, sorted_keys in runs.calls
     )  # never the test split
@@ -77,8 +109,31 @@ def test_successive_halving_cuts_losers_and_stays_within_budget(tmp_path):
     assert f"full beats partial by {100 * report.margin:.1f} points" in text
 
 
-def test_a_plan_that_does_not_apply_is_skipped_and_said(tmp_path):
-    runs = FakeRuns({"full": 0.9, "partial": 0.85, "lora": 0.7, "head": 0.6, "scratch": 0.5}, fail=("lora",))
+def test_trials_score_once_and_rung_0_scores_on_part_of_a_large_validation_split(tmp_path, fake_runs):
+    """Little training data, much validation data: scoring would eat the budget, so rung 0 scores on a stratified
+    part (at least 200 examples) and the survivors are scored on all of it; every trial evaluates only at its end."""
+    runs = fake_runs({"full": 0.9, "partial": 0.85, "lora": 0.7, "head": 0.6, "scratch": 0.5})
+    settings = []
+    runs_with_settings = lambda s, d: settings.append(s) or runs(s, d)  # noqa: E731
+    train, validation = labelled({0: 20, 1: 20}), labelled({0: 500, 1: 500})
+    report = run_trials(config(tmp_path, epochs=2), train, validation, "label", runs_with_settings)
+    rung0 = [t for t in report.trials if t.rung == 0]
+    rung1 = [t for t in report.trials if t.rung == 1]
+    assert all(200 <= t.scored < 1000 for t in rung0) and rung1 and all(t.scored == 1000 for t in rung1)
+    assert {s.eval_strategy for s in settings} == {"end"}
+
+
+def test_a_rung_that_cannot_pay_for_an_epoch_trains_one_on_a_share():
+    budget = Budget(runs=1.0, epochs=2, train_examples=1000, validation_examples=300)
+    two = [c for c in CANDIDATES if c.name in ("full", "partial")]
+    schedule = budget.schedule(two, budget.units / 2, 300)
+    assert schedule.epochs == 1 and 0 < schedule.share < 1
+    assert budget.cost(two, schedule, 300) == pytest.approx(budget.units / 2)
+    assert budget.schedule(two, 100 * budget.units, 300).epochs == 2  # never beyond the run's epochs
+
+
+def test_a_plan_that_does_not_apply_is_skipped_and_said(tmp_path, fake_runs):
+    runs = fake_runs({"full": 0.9, "partial": 0.85, "lora": 0.7, "head": 0.6, "scratch": 0.5}, fail=("lora",))
     report = run_trials(config(tmp_path), labelled({0: 40, 1: 40}), labelled({0: 20, 1: 20}), "label", runs)
     lora = next(t for t in report.trials if t.candidate == "lora")
     assert lora.score is None and "does not apply" in lora.error

@@ -116,3 +116,25 @@ def test_local_files_without_max_steps_or_a_held_out_validation_are_one_clear_er
         hftl.DataError, match=r"validation split of the stream is empty .* give a validation file"
     ):
         splits_of(data, validation_split=0.01)
+
+
+def test_multi_label_data_in_a_stream_is_one_line_naming_the_flags(tmp_path):
+    lists = [{"text": f"text {i}", "label": [["a"], ["a", "b"], []][i % 3]} for i in range(30)]
+    message = (
+        r"holds lists of labels; --streaming reads single-label data only: .* trains without --streaming$"
+    )
+    with pytest.raises(hftl.ConfigError, match=message):  # the label names read from the stream
+        splits_of(write_jsonl(tmp_path / "scan" / "train.jsonl", lists))
+    folder = tmp_path / "named"  # the names given: the kept validation split is where the lists show
+    write_jsonl(folder / "train.jsonl", lists)
+    write_jsonl(folder / "validation.jsonl", lists[:6])
+    with pytest.raises(hftl.ConfigError, match=message):
+        splits_of(folder, labels=["a", "b"])
+    texts = tmp_path / "train.csv"  # a CSV cell cannot hold a list: named as in memory
+    texts.write_text(
+        "text,label\n" + "".join(f't {i},"[""a"", ""b""]"\n' for i in range(5)), encoding="utf-8"
+    )
+    with pytest.raises(
+        hftl.DataError, match=r"the train stream, row 0: .* looks like a list written as text"
+    ):
+        splits_of(texts)

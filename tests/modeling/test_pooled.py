@@ -45,6 +45,29 @@ def test_a_pooled_bert_predicts_the_same_with_and_without_padding(bert_dir):
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
 
 
+def test_a_pooled_vit_builds_and_pools_its_patch_tokens():
+    """ViT's task model builds its encoder without a pooler (``pooler=None``): nothing to drop."""
+    from transformers import ViTConfig
+
+    config = pooled_config(
+        ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=8,
+            image_size=16,
+            patch_size=8,
+            num_labels=3,
+        ),
+        "mean",
+        "linear",
+    )
+    _, model_class = pooled_classes("vit")
+    model = model_class(config).eval()
+    assert model.vit.pooler is None and model.classifier.in_features == 16
+    assert model(pixel_values=torch.randn(2, 3, 16, 16)).logits.shape == (2, 3)
+
+
 def test_sentence_transformers_folders_declare_their_pooling(tmp_path):
     folder = tmp_path / "encoder"
     (folder / "1_Pooling").mkdir(parents=True)

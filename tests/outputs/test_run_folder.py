@@ -74,7 +74,9 @@ def test_clearing_never_touches_unknown_files_or_follows_links(tmp_path):
     (outside / "keep.txt").write_text("keep")
     (folder / "logs").symlink_to(outside)  # a link named like a run file: the link goes, not its target
     (folder / "my_data.csv").write_text("a,b")
-    assert sorted(clear_previous_run(folder)) == ["checkpoints", "logs", "metrics.json"]
+    (folder / "onnx").mkdir()  # an export of the old weights (hftl export) would not match the new ones
+    (folder / "onnx" / "model.onnx").write_bytes(b"graph")
+    assert sorted(clear_previous_run(folder)) == ["checkpoints", "logs", "metrics.json", "onnx"]
     assert sorted(p.name for p in folder.iterdir()) == ["my_data.csv"] and (outside / "keep.txt").exists()
 
 

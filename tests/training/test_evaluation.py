@@ -83,6 +83,17 @@ def test_early_stopping_stops_when_the_metric_stops_improving(bert_dir, text_fol
     assert result.metrics["stopped_early_at"] == 2 and result.metrics["best"]["epoch"] == 1
 
 
+def test_eval_strategy_end_scores_once_and_keeps_the_last_epoch(bert_dir, text_folder, tmp_path):
+    result = quick_train(
+        "text", "small_similar", bert_dir, text_folder, tmp_path / "run", epochs=3, eval_strategy="end"
+    )
+    assert [h["epoch"] for h in result.metrics["history"]] == [3] and result.metrics["best"]["epoch"] == 3
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints  # every epoch still checkpoints, so the run resumes
+    with pytest.raises(ConfigError, match="--early-stopping-patience needs an evaluation per epoch"):
+        hftl.RunConfig(task="text", case="small_similar", eval_strategy="end", early_stopping_patience=2)
+
+
 def test_loss_as_the_metric_for_best_keeps_the_lowest_loss(bert_dir, text_folder, tmp_path):
     metrics = quick_train(
         "text", "small_similar", bert_dir, text_folder, tmp_path / "run", epochs=3, metric_for_best="loss"

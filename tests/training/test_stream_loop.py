@@ -86,6 +86,20 @@ def test_a_stream_trains_for_max_steps_and_evaluates_every_eval_steps(runs):
     assert len(checkpoints) == 6 and all((c / "stream-0.json").is_file() for c in checkpoints)
 
 
+def test_eval_strategy_end_evaluates_the_last_step_only_and_still_checkpoints_every_period(
+    stream_setup, tmp_path
+):
+    model, data = stream_setup
+    result = train(model, data, tmp_path / "end", eval_strategy="end")
+    metrics = result.metrics
+    assert metrics["global_step"] == 12
+    assert [(h["epoch"], h["step"]) for h in metrics["history"]] == [(3, 12)]  # periods 1 and 2: not scored
+    assert metrics["best"]["epoch"] == 3 and "eval_accuracy" in metrics["best"]
+    checkpoints = sorted((tmp_path / "end" / "checkpoints").iterdir())
+    assert [int(c.name.split("-")[1]) for c in checkpoints] == [4, 8, 12]
+    assert all((c / "stream-0.json").is_file() for c in checkpoints)
+
+
 @pytest.mark.parametrize("at_step", [6, 8], ids=["mid-pass", "pass-end-and-evaluation"])
 def test_resume_from_step_k_ends_with_the_weights_of_an_uninterrupted_run(
     at_step, runs, stream_setup, tmp_path
