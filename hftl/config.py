@@ -58,7 +58,8 @@ FIELD_NAMES = (
     "unfreeze_schedule", "eval_steps", "early_stopping_patience", "overwrite_output_dir", "pooling", "head",
     "advise_budget", "max_image_pixels", "class_weights", "text_columns", "eval_strategy", "label_columns",
     "problem_type", "threshold", "contrastive_iterations", "contrastive_epochs", "contrastive_lr",
-    "contrastive_batch_size", "gradient_checkpointing", "max_shard_size", "quantize",
+    "contrastive_batch_size", "gradient_checkpointing", "max_shard_size", "quantize", "streaming", "max_steps",
+    "shuffle_buffer", "labels", "label_scan_examples",
 )  # fmt: skip
 assert sorted(FIELD_NAMES) == sorted(FIELD_SECTION), "every setting belongs to exactly one section"
 
@@ -114,6 +115,7 @@ class RunConfig:
             raise ConfigError(
                 "--lr auto picks one learning rate; with --layer-decay or --head-lr give --lr explicitly"
             )
+        check_streaming(self)
         if self.run.output_dir is None:
             self.run.output_dir = str(Path("runs") / f"{Path(self.run.task).stem}-{self.transfer.case}")
 
@@ -153,6 +155,62 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# multi-label data as a stream (--label-columns, --problem-type multi_label, or a label column of lists found when
+# the stream is opened): its label lists would need their own scan, encoding and class counts; not supported yet
+MULTI_LABEL_STREAM_MESSAGE = (
+    "--streaming reads single-label data only: multi-label data (--label-columns, --problem-type multi_label, or a "
+    "label column of lists) trains without --streaming"
+)
+
+
+def check_streaming(config: RunConfig) -> None:
+    """What needs the whole dataset in memory is refused with --streaming (and --max-steps without it), naming the
+    flag and what to do instead, before any data is read."""
+    if not config.data.streaming:
+        if config.optim.max_steps is not None:
+            raise ConfigError(
+                "--max-steps counts the optimizer steps of a --streaming run; without --streaming, set --epochs"
+            )
+        return
+    refusals = [
+        (
+            config.transfer.case == AUTO_CASE,
+            "--case auto runs trials over the data in memory; with --streaming name the case (--case "
+            "small_similar, ...), or let `hftl advise` pick it on a sample (--max-train-samples)",
+        ),
+        (
+            config.optim.lr == "auto",
+            "--lr auto runs its range test over the train split in memory; with --streaming give --lr",
+        ),
+        (
+            config.transfer.strategy == "contrastive",
+            "--strategy contrastive pairs every training example with others in memory; few-shot data needs no "
+            "--streaming: drop it",
+        ),
+        (
+            bool(config.data.label_columns) or config.data.problem_type == "multi_label",
+            MULTI_LABEL_STREAM_MESSAGE,
+        ),
+        (
+            config.conservative.unfreeze_schedule is not None,
+            "--unfreeze-schedule counts epochs, which a stream does not have; drop it with --streaming",
+        ),
+        (
+            bool(config.speed.num_workers),
+            "--num-workers: a stream is read in the training process, so that its position can be saved and "
+            "resumed exactly; drop --num-workers (or set it to 0) with --streaming",
+        ),
+        (
+            str(config.run.model or "").startswith(VECTORS_PREFIX),
+            "--model vectors: builds its vocabulary from the whole train split; with --streaming use a "
+            "transformers model, or drop --streaming",
+        ),
+    ]
+    for refused, message in refusals:
+        if refused:
+            raise ConfigError(message)
 
 
 def check_keys(values: Mapping[str, Any], source: str) -> None:

@@ -99,3 +99,53 @@ def test_every_shipped_run_config_is_valid():
     for path in files:
         config = resolve_config({"config": str(path)})
         assert config.case in hftl.CASES
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"case": "auto"},
+            r"--case auto runs trials over the data in memory; with --streaming name the case",
+        ),
+        ({"lr": "auto"}, r"--lr auto .* with --streaming give --lr"),
+        ({"strategy": "contrastive"}, r"--strategy contrastive pairs every training example"),
+        ({"unfreeze_schedule": 2}, r"--unfreeze-schedule counts epochs"),
+        ({"num_workers": 2}, r"--num-workers: a stream is read in the training process"),
+        (
+            {"model": "vectors:glove.txt"},
+            r"--model vectors: builds its vocabulary from the whole train split",
+        ),
+        (
+            {"streaming": False, "max_steps": 10},
+            r"--max-steps counts the optimizer steps of a --streaming run",
+        ),
+        ({"labels": ["only"]}, r"--labels takes two or more different label names"),
+        (
+            {"label_columns": "action,comedy"},
+            r"^--streaming reads single-label data only: multi-label data \(--label-columns, --problem-type "
+            r"multi_label, or a label column of lists\) trains without --streaming$",
+        ),
+        (
+            {"problem_type": "multi_label"},
+            r"^--streaming reads single-label data only: .* without --streaming$",
+        ),
+    ],
+)
+def test_streaming_refuses_what_needs_the_whole_dataset_naming_the_flag(values, message):
+    settings = {"task": "text", "case": "large_similar", "streaming": True, "max_steps": 10, **values}
+    with pytest.raises(hftl.ConfigError, match=message):
+        RunConfig(**settings)
+
+
+def test_labels_take_words_or_commas():
+    assert RunConfig(task="text", case="small_similar", labels=["neg,pos", "neutral"]).labels == [
+        "neg",
+        "pos",
+        "neutral",
+    ]
+
+
+def test_labels_and_label_columns_are_one_or_the_other():
+    with pytest.raises(hftl.ConfigError, match=r"--label-columns names the labels .*; drop --labels"):
+        RunConfig(task="text", case="small_similar", label_columns="a,b", labels="a,b")

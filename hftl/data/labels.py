@@ -1,5 +1,5 @@
-"""Label sets: the spelling check every label column gets, and multi-label data (a column of lists, or one 0/1 column
-per label) encoded as lists of class ids.
+"""Label sets: the spelling check every label column gets, a split's single labels in a given numbering, and
+multi-label data (a column of lists, or one 0/1 column per label) encoded as lists of class ids.
 
 A multi-label split keeps its labels as ``List(ClassLabel(names))`` (ids, readable, what ``datasets`` itself uses
 for such data, e.g. ``Sequence(ClassLabel)`` features on the Hub); preprocessing turns them into float multi-hot
@@ -55,6 +55,35 @@ def check_label_spellings(
         f"labels in column {column!r} {what}: {clash[0]!r} (train row {rows[0]}) and {clash[1]!r} (train row "
         f"{rows[1]}) would become separate classes; write every label the same way"
     )
+
+
+# --- one label per example ---------------------------------------------------------------------------------------
+def as_class_label(split: Dataset, column: str, target: ClassLabel, split_name: str) -> Dataset:
+    """``split`` with ``column`` as ``target`` (single-label): a ``ClassLabel`` of other names is renumbered by name,
+    raw values by their text; a label outside ``target`` is named with its row."""
+    feature = split.features[column]
+    if isinstance(feature, ClassLabel):
+        if feature.names == target.names:
+            values = split[column]
+            for row, value in enumerate(values):
+                if not 0 <= value < target.num_classes:
+                    raise DataError(
+                        f"{split_name} row {row}: label {value} is outside the label set {target.names}"
+                    )
+            return split
+        remap = {i: name for i, name in enumerate(feature.names)}
+        values = [remap.get(v) for v in split[column]]
+    else:
+        values = [None if v is None else str(v) for v in split[column]]
+    index = {name: i for i, name in enumerate(target.names)}
+    for row, value in enumerate(values):
+        if value not in index:
+            raise DataError(
+                f"{split_name} row {row}: label {value!r} is not in the label set {target.names} "
+                "(labels are taken from the train split, or --labels)"
+            )
+    encoded = split.remove_columns(column).add_column(column, [index[v] for v in values])
+    return encoded.cast_column(column, target)
 
 
 # --- is it multi-label? ------------------------------------------------------------------------------------------
@@ -159,10 +188,15 @@ def label_lists(split: Dataset, column: str, place: object) -> tuple[list[list[A
     return rows, inner if isinstance(inner, ClassLabel) else None
 
 
-def multi_label_names(train: Dataset, column: str, place: object) -> list[str]:
-    """The label names: the dataset's own (``Sequence(ClassLabel)``), else the sorted union of train's labels."""
+def multi_label_names(
+    train: Dataset, column: str, place: object, given: Sequence[str] | None = None
+) -> list[str]:
+    """The label names: ``given`` (``--labels``), else the dataset's own (``Sequence(ClassLabel)``), else the sorted
+    union of train's labels."""
     rows, named = label_lists(train, column, place)
-    if named is not None:
+    if given:
+        names = list(given)
+    elif named is not None:
         names = list(named.names)
     else:
         values = {item for items in rows for item in items}
@@ -192,18 +226,23 @@ def as_label_lists(split: Dataset, column: str, target: ClassLabel, place: objec
         if unknown:
             raise DataError(
                 f"{place}, row {row}: label {unknown[0]!r} is not in the label set {target.names} (labels are "
-                "taken from the train split)"
+                "taken from the train split, or --labels)"
             )
         encoded.append(sorted({index[name] for name in names}))
     return split.remove_columns(column).add_column(column, encoded, feature=List(target))
 
 
 def encode_multi_labels(
-    train: Dataset, validation: Dataset, column: str, train_place: object, validation_place: object
+    train: Dataset,
+    validation: Dataset,
+    column: str,
+    train_place: object,
+    validation_place: object,
+    given: Sequence[str] | None = None,
 ) -> tuple[Dataset, Dataset, list[str]]:
-    """Both splits' label lists as ``List(ClassLabel)`` in train's label set (the dataset's own names, else the
-    sorted union of train's labels); every label needs a training example."""
-    names = multi_label_names(train, column, train_place)
+    """Both splits' label lists as ``List(ClassLabel)`` in train's label set (``given``, else the dataset's own
+    names, else the sorted union of train's labels); every label needs a training example."""
+    names = multi_label_names(train, column, train_place, given)
     target = ClassLabel(names=names)
     train = as_label_lists(train, column, target, train_place)
     validation = as_label_lists(validation, column, target, validation_place)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict
 
 from hftl.data.labels import (
+    as_class_label,
     as_label_lists,
     check_label_spellings,
     encode_multi_labels,
@@ -40,6 +41,20 @@ FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"
 
 
 @dataclass
+class StreamInfo:
+    """What a --streaming run knows of its train stream without reading it through (``hftl.data.stream_splits``)."""
+
+    fingerprint: (
+        str  # the source files (names, sizes, times) or Hub id, and how the stream is cut: for resume
+    )
+    label_origin: str  # where the label names came from, for the log
+    known_length: int | None = None  # train examples, when the dataset's metadata states it
+    scanned_labels: list[int] | None = (
+        None  # label ids of the examples read for label names (--class-weights auto)
+    )
+
+
+@dataclass
 class Splits:
     """Train, validation and (when the data has a labelled one) test data, labels encoded as ``ClassLabel`` in the
     column ``label_column``. Validation picks the best epoch; test is only ever scored, once, at the end."""
@@ -56,36 +71,47 @@ class Splits:
         None  # text: the second sentence of a pair (--text-columns), encoded with the first
     )
     multi_label: bool = False  # labels are lists of class ids (List(ClassLabel)): any number per example
+    stream: StreamInfo | None = None  # --streaming: ``train`` is an IterableDataset with raw labels
 
 
 def load_raw(
-    source: str, modality: str, dataset_config: str | None = None, encoding: str = "utf-8"
-) -> DatasetDict:
-    """Load ``source`` as a DatasetDict, choosing the builder from what is on disk, else the Hub."""
+    source: str,
+    modality: str,
+    dataset_config: str | None = None,
+    encoding: str = "utf-8",
+    streaming: bool = False,
+) -> DatasetDict | IterableDatasetDict:
+    """Load ``source`` as a DatasetDict, choosing the builder from what is on disk, else the Hub; ``streaming``
+    gives an IterableDatasetDict read as it is iterated (``load_dataset(..., streaming=True)``)."""
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
-            return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+            loaded = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+            if streaming:  # memory-mapped already: read it in order, one shard per Arrow file
+                return IterableDatasetDict(
+                    {name: split.to_iterable_dataset() for name, split in loaded.items()}
+                )
+            return loaded
         found = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS)
         if modality == "image" and any(p.name in IMAGEFOLDER_METADATA for p in found):
             # datasets' ImageFolder layout with a metadata file per split: its columns (label lists too) are read
-            return datasets.load_dataset("imagefolder", data_dir=str(path))
+            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
         if found:
-            return _load_files(_data_files(found), encoding)
+            return _load_files(_data_files(found), encoding, streaming)
         if modality == "image":
-            return datasets.load_dataset("imagefolder", data_dir=str(path))
+            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
         raise DataError(f"{path}: no CSV/TSV/JSON/Parquet files in this folder")
     if path.is_file():
         if path.suffix.lower() not in FILE_BUILDERS:
             raise DataError(
                 f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(FILE_BUILDERS)}"
             )
-        return _load_files({"train": [path]}, encoding)
+        return _load_files({"train": [path]}, encoding, streaming)
     if looks_like_path(source) or Path(source).suffix.lower() in FILE_BUILDERS:
         raise DataError(f"dataset path does not exist: {source}")
     try:
-        return datasets.load_dataset(source, dataset_config)
+        return datasets.load_dataset(source, dataset_config, streaming=streaming)
     except Exception as error:  # the Hub client raises many types when offline or the id is wrong
         raise DataError(
             f"could not load dataset {source!r} from the Hugging Face Hub ({type(error).__name__}: "
@@ -131,7 +157,9 @@ def _check_has_rows(path: Path, split: str, builder: str, encoding: str) -> None
         raise DataError(f"{path} ({split} split) {what}; it needs {columns}")
 
 
-def _load_files(files: dict[str, list[Path]], encoding: str = "utf-8") -> DatasetDict:
+def _load_files(
+    files: dict[str, list[Path]], encoding: str = "utf-8", streaming: bool = False
+) -> DatasetDict | IterableDatasetDict:
     suffixes = {p.suffix.lower() for paths in files.values() for p in paths}
     builders = {FILE_BUILDERS[s] for s in suffixes}
     if len(builders) > 1:
@@ -147,7 +175,7 @@ def _load_files(files: dict[str, list[Path]], encoding: str = "utf-8") -> Datase
         for path in paths:
             _check_has_rows(path, split, builder, encoding)
     try:
-        return datasets.load_dataset(builder, data_files=data_files, **kwargs)
+        return datasets.load_dataset(builder, data_files=data_files, streaming=streaming, **kwargs)
     except Exception as error:
         undecodable = _first_undecodable([p for paths in files.values() for p in paths], encoding)
         if undecodable:
@@ -225,11 +253,15 @@ def _has_labels(split: Dataset, label_columns: Sequence[str]) -> bool:
     return not all(v is None or (isinstance(v, int) and v < 0) for v in values)
 
 
-def encode_labels(train: Dataset, validation: Dataset, column: str) -> tuple[Dataset, Dataset, list[str]]:
-    """Give both splits the same ``ClassLabel`` numbering; names come from the dataset when it has them (train's:
-    ``as_class_label`` gives any further split the same numbering)."""
+def encode_labels(
+    train: Dataset, validation: Dataset, column: str, given: Sequence[str] | None = None
+) -> tuple[Dataset, Dataset, list[str]]:
+    """Give both splits the same ``ClassLabel`` numbering; names are ``given`` (``--labels``), else come from the
+    dataset when it has them (train's: ``as_class_label`` gives any further split the same numbering)."""
     feature = train.features[column]
-    if isinstance(feature, ClassLabel):
+    if given:
+        names = list(given)
+    elif isinstance(feature, ClassLabel):
         names = list(feature.names)
     else:
         values = train.unique(column)
@@ -254,32 +286,6 @@ def encode_labels(train: Dataset, validation: Dataset, column: str) -> tuple[Dat
             "split, e.g. an image folder present only under validation/); add training examples or remove them"
         )
     return train, validation, names
-
-
-def as_class_label(split: Dataset, column: str, target: ClassLabel, split_name: str) -> Dataset:
-    feature = split.features[column]
-    if isinstance(feature, ClassLabel):
-        if feature.names == target.names:
-            values = split[column]
-            for row, value in enumerate(values):
-                if not 0 <= value < target.num_classes:
-                    raise DataError(
-                        f"{split_name} row {row}: label {value} is outside the label set {target.names}"
-                    )
-            return split
-        remap = {i: name for i, name in enumerate(feature.names)}
-        values = [remap.get(v) for v in split[column]]
-    else:
-        values = [None if v is None else str(v) for v in split[column]]
-    index = {name: i for i, name in enumerate(target.names)}
-    for row, value in enumerate(values):
-        if value not in index:
-            raise DataError(
-                f"{split_name} row {row}: label {value!r} is not in the label set {target.names} "
-                "(labels are taken from the train split)"
-            )
-    encoded = split.remove_columns(column).add_column(column, [index[v] for v in values])
-    return encoded.cast_column(column, target)
 
 
 def holdout(train: Dataset, column: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -308,6 +314,7 @@ def load_splits(
     max_eval_samples: int | None = None,
     seed: int = 42,
     encoding: str = "utf-8",
+    labels: Sequence[str] | None = None,
 ) -> Splits:
     """Everything between ``--dataset`` and model-ready splits, except preprocessing. ``flag_columns``
     (``--label-columns``): one 0/1 column per label, joined into one column of label lists (multi-label)."""
@@ -345,13 +352,13 @@ def load_splits(
     multi = is_multi_label(train, label, problem_type, bool(flag_columns), RowPlace(name, "train"))
     if validation is None:
         if multi:
-            target = ClassLabel(names=multi_label_names(train, label, RowPlace(name, "train")))
+            target = ClassLabel(names=multi_label_names(train, label, RowPlace(name, "train"), labels))
             train = as_label_lists(train, label, target, RowPlace(name, "train"))
             train, validation = stratified_holdout(train, label, validation_split, seed)
             how = "stratified by each example's rarest label"
         else:
             if not isinstance(train.features[label], ClassLabel):
-                train, _, _ = encode_labels(train, train.select(range(1)), label)
+                train, _, _ = encode_labels(train, train.select(range(1)), label, labels)
             train, validation = holdout(train, label, validation_split, seed)
             how = "stratified"
         origin = f"held out from train ({validation_split:.0%}, {how}, seed {seed})"
@@ -367,9 +374,9 @@ def load_splits(
             RowPlace(name, "train"),
             RowPlace(name, named_validation[0] if named_validation else "train"),
         )
-        train, validation, labels = encode_multi_labels(train, validation, label, *places)
+        train, validation, names = encode_multi_labels(train, validation, label, *places, given=labels)
     else:
-        train, validation, labels = encode_labels(train, validation, label)
+        train, validation, names = encode_labels(train, validation, label, labels)
     if test is not None:
         for column in (image_or_text, pair) if pair else (image_or_text,):
             find_column(test, column, [column], f"{modality} input", "--input-column/--text-columns")
@@ -385,7 +392,7 @@ def load_splits(
         validation = validation.shuffle(seed=seed).select(range(max_eval_samples))
     if test is not None and max_eval_samples is not None and max_eval_samples < len(test):
         test = test.shuffle(seed=seed).select(range(max_eval_samples))
-    return Splits(train, validation, labels, image_or_text, label, name, test, origin, pair, multi)
+    return Splits(train, validation, names, image_or_text, label, name, test, origin, pair, multi)
 
 
 @dataclass(frozen=True)
@@ -425,4 +432,5 @@ def splits_for(config: RunConfig, task: Task, dataset: Dataset | DatasetDict | N
         max_eval_samples=config.max_eval_samples,
         encoding=config.data_encoding,
         seed=config.seed,
+        labels=config.labels,
     )

@@ -9,7 +9,7 @@ follow the model's own image processor, so ``transformers.pipeline`` sees the sa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,9 @@ class ModelInputs:
     eval_collator: Any
     skipped: list[SkipReport] = field(default_factory=list)
     test: Dataset | None = None  # scored once, at the end, by the saved network (never used to choose)
+    stream: Any = (
+        None  # --streaming: the train split as a ``TrainStream`` (``train`` is then its IterableDataset)
+    )
 
 
 def prepare_inputs(
@@ -59,34 +62,54 @@ def prepare_inputs(
     named = {"train": splits.train, "validation": splits.validation}
     if splits.test is not None:
         named["test"] = splits.test
-    if modality == "image":
-        stats = ImageStats.from_processor(processor)
-        mapped = {
-            name: screen(
-                _map_images(split, splits, processor, stats, max_image_pixels), name, max_bad_fraction
-            )
-            for name, split in named.items()
-        }
-        ready = {name: split.with_format("torch") for name, (split, _) in mapped.items()}
-        train_collator = ImageCollator(stats, augment=augment, seed=seed)
-        eval_collator = ImageCollator(stats, augment=False, seed=seed)
-    else:
-        mapped = {
-            name: screen(_map_texts(split, splits, processor, max_length), name, max_bad_fraction)
-            for name, split in named.items()
-        }
-        ready = {name: split for name, (split, _) in mapped.items()}
-        train_collator = eval_collator = DataCollatorWithPadding(
-            processor, pad_to_multiple_of=pad_to_multiple_of
+    mapped = {
+        name: prepare_split(
+            split, name, splits, modality, processor, max_length, max_bad_fraction, max_image_pixels
         )
+        for name, split in named.items()
+    }
+    train_collator, eval_collator = collators(modality, processor, augment, seed, pad_to_multiple_of)
     return ModelInputs(
-        ready["train"],
-        ready["validation"],
+        mapped["train"][0],
+        mapped["validation"][0],
         train_collator,
         eval_collator,
         [report for _, report in mapped.values()],
-        ready.get("test"),
+        mapped["test"][0] if "test" in mapped else None,
     )
+
+
+def prepare_split(
+    split: Dataset,
+    name: str,
+    splits: Splits,
+    modality: str,
+    processor: Any,
+    max_length: int,
+    max_bad_fraction: float,
+    max_image_pixels: int,
+) -> tuple[Dataset, SkipReport]:
+    """One split preprocessed once (``datasets.map``, cached by fingerprint), its unusable examples dropped."""
+    if modality == "image":
+        stats = ImageStats.from_processor(processor)
+        ready, report = screen(
+            _map_images(split, splits, processor, stats, max_image_pixels), name, max_bad_fraction
+        )
+        return ready.with_format("torch"), report
+    return screen(_map_texts(split, splits, processor, max_length), name, max_bad_fraction)
+
+
+def collators(
+    modality: str, processor: Any, augment: bool, seed: int, pad_to_multiple_of: int | None
+) -> tuple[Any, Any]:
+    """The train and evaluation collators: seeded augmentation and normalisation (images), dynamic padding (text)."""
+    if modality == "image":
+        stats = ImageStats.from_processor(processor)
+        return ImageCollator(stats, augment=augment, seed=seed), ImageCollator(
+            stats, augment=False, seed=seed
+        )
+    padding = DataCollatorWithPadding(processor, pad_to_multiple_of=pad_to_multiple_of)
+    return padding, padding
 
 
 def label_tensor(values: Sequence[Any]) -> torch.Tensor:
@@ -141,20 +164,44 @@ def _map_images(
 ) -> Dataset:
     """Decode (capped at ``max_pixels``: datasets would decode every file at full size), resize and store as uint8,
     marking the rows that cannot be decoded."""
-    column, label = splits.input_column, splits.label_column
-    if isinstance(split.features[column], datasets.Image):
-        split = split.cast_column(column, datasets.Image(decode=False))  # decode here, one bad file at a time
-    blank = np.zeros((3, stats.height, stats.width), dtype=np.uint8)
-    features = Features(
+    if isinstance(split.features[splits.input_column], datasets.Image):
+        split = split.cast_column(splits.input_column, datasets.Image(decode=False))  # one bad file at a time
+    return split.map(
+        image_batches(splits, processor, stats, max_pixels),
+        batched=True,
+        batch_size=64,
+        with_indices=True,
+        remove_columns=split.column_names,
+        features=image_features(stats, splits.labels, splits.multi_label),
+        desc="Decoding and resizing images (once)",
+    )
+
+
+def image_features(stats: ImageStats, labels: list[str], multi_label: bool = False) -> Features:
+    """What an image split holds after preprocessing: uint8 pixels, the label (multi-label: the multi-hot row), the
+    example id, why it is bad."""
+    return Features(
         {
             "pixel_values": Array3D(shape=(3, stats.height, stats.width), dtype="uint8"),
-            LABELS: List(Value("float32"), length=len(splits.labels))
-            if splits.multi_label
-            else ClassLabel(names=splits.labels),
+            LABELS: List(Value("float32"), length=len(labels)) if multi_label else ClassLabel(names=labels),
             EXAMPLE_ID: Value("int64"),
             ERROR: Value("string"),
         }
     )
+
+
+def image_batches(
+    splits: Splits,
+    processor: Any,
+    stats: ImageStats,
+    max_pixels: int,
+    encode_label: Callable[[Any, str], int] | None = None,
+    row: str = "row",
+) -> Callable[[Mapping[str, list], list[int]], dict[str, Any]]:
+    """The batched map function of an image split (a stream passes ``encode_label``, turning raw labels into ids,
+    and calls its rows ``row``)."""
+    column, label = splits.input_column, splits.label_column
+    blank = np.zeros((3, stats.height, stats.width), dtype=np.uint8)
 
     def resize(batch: Mapping[str, list], indices: list[int]) -> dict[str, Any]:
         images, problems = [], []
@@ -164,7 +211,9 @@ def _map_images(
                 images.append(decode_image(raw, target_size=target, max_pixels=max_pixels))
                 problems.append("")
             except BadInput as error:
-                where = raw.get("path") if isinstance(raw, dict) and raw.get("path") else f"row {indices[i]}"
+                where = (
+                    raw.get("path") if isinstance(raw, dict) and raw.get("path") else f"{row} {indices[i]}"
+                )
                 problems.append(problem(str(where), str(error)))
         good = iter(
             processor(images, do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
@@ -174,18 +223,13 @@ def _map_images(
         pixels = [
             blank if text else np.clip(np.rint(next(good)), 0, 255).astype(np.uint8) for text in problems
         ]
-        labels = model_labels(splits, batch[label])
+        labels = batch[label]
+        if encode_label is not None:
+            labels = [encode_label(value, f"{row} {indices[i]}") for i, value in enumerate(labels)]
+        labels = model_labels(splits, labels)
         return {"pixel_values": pixels, LABELS: labels, EXAMPLE_ID: indices, ERROR: problems}
 
-    return split.map(
-        resize,
-        batched=True,
-        batch_size=64,
-        with_indices=True,
-        remove_columns=split.column_names,
-        features=features,
-        desc="Decoding and resizing images (once)",
-    )
+    return resize
 
 
 class ImageCollator:
@@ -244,6 +288,26 @@ def random_resized_crop_flip(
 
 # --- texts ---------------------------------------------------------------------------------------------------------
 def _map_texts(split: Dataset, splits: Splits, tokenizer: Any, max_length: int) -> Dataset:
+    mapped = split.map(
+        text_batches(splits, tokenizer, max_length),
+        batched=True,
+        with_indices=True,
+        remove_columns=split.column_names,
+        desc="Tokenizing (once)",
+    )
+    if splits.multi_label:  # the output column keeps the input's int type (same name): targets are floats
+        mapped = mapped.cast_column(LABELS, List(Value("float32"), length=len(splits.labels)))
+    return mapped
+
+
+def text_batches(
+    splits: Splits,
+    tokenizer: Any,
+    max_length: int,
+    encode_label: Callable[[Any, str], int] | None = None,
+    row: str = "row",
+) -> Callable[[Mapping[str, list], list[int]], dict[str, Any]]:
+    """The batched map function of a text split (a stream passes ``encode_label`` and calls its rows ``row``)."""
     column, label, pair = splits.input_column, splits.label_column, splits.pair_column
     columns = (column, pair) if pair else (column,)
 
@@ -256,20 +320,18 @@ def _map_texts(split: Dataset, splits: Splits, tokenizer: Any, max_length: int) 
             for i, text in enumerate(batch[c]):
                 if not problems[i] and not isinstance(text, str):
                     raise DataError(
-                        f"row {indices[i]}: text in column {c!r} is {type(text).__name__}, not a string; "
+                        f"{row} {indices[i]}: text in column {c!r} is {type(text).__name__}, not a string; "
                         "is --input-column (or --text-columns) the right column?"
                     )
         texts = [[text if not problems[i] else "" for i, text in enumerate(batch[c])] for c in columns]
         encoded = dict(tokenizer(*texts, truncation=True, max_length=max_length))
-        encoded[LABELS] = model_labels(splits, batch[label])
+        labels = batch[label]
+        if encode_label is not None:
+            labels = [encode_label(value, f"{row} {indices[i]}") for i, value in enumerate(labels)]
+        encoded[LABELS] = model_labels(splits, labels)
         encoded[ERROR] = [
-            problem(f"row {indices[i]}", text) if text else "" for i, text in enumerate(problems)
+            problem(f"{row} {indices[i]}", text) if text else "" for i, text in enumerate(problems)
         ]
         return encoded
 
-    mapped = split.map(
-        tokenize, batched=True, with_indices=True, remove_columns=split.column_names, desc="Tokenizing (once)"
-    )
-    if splits.multi_label:  # the output column keeps the input's int type (same name): targets are floats
-        mapped = mapped.cast_column(LABELS, List(Value("float32"), length=len(splits.labels)))
-    return mapped
+    return tokenize

@@ -242,9 +242,14 @@ def _training_section(record: RunRecord) -> str:
         ("dataset", f"`{settings.get('dataset')}`"),
         (
             "train / validation examples",
-            f"{metrics.get('train_examples')} / {metrics.get('validation_examples')}",
+            f"{metrics.get('train_examples') or 'a stream'} / {metrics.get('validation_examples')}",
         ),
-        ("epochs", settings.get("epochs")),
+        ("epochs", settings.get("epochs"))
+        if not settings.get("streaming")
+        else (
+            "optimizer steps",
+            f"{settings.get('max_steps')} (streamed; an epoch is one evaluation period)",
+        ),
         (
             "batch size",
             f"{settings.get('batch_size')} per device x {processes} process(es) x "

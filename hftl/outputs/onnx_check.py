@@ -91,9 +91,7 @@ def validation_items(run_dir: Path, modality: str, count: int) -> tuple[list[Any
     """The first ``count`` validation inputs of the run, as the run split and truncated them. Only a dataset
     that is a local path is read: a Hub id could mean a download in the middle of an export."""
     from hftl.config import resolve_config
-    from hftl.data.loading import splits_for
     from hftl.inference.predict import as_image
-    from hftl.tasks import get_task
 
     settings_file = run_dir / CONFIG_FILE
     if not settings_file.is_file():
@@ -102,7 +100,7 @@ def validation_items(run_dir: Path, modality: str, count: int) -> tuple[list[Any
         config = resolve_config(yaml.safe_load(settings_file.read_text(encoding="utf-8")))
         if not config.dataset or not Path(config.dataset).expanduser().exists():
             raise _NoRows(f"the run's dataset {config.dataset!r} is not a local path here")
-        splits = splits_for(config, get_task(config.task))
+        splits = run_splits(config, count)
         rows = splits.validation.select(range(min(count, len(splits.validation))))
         items = list(rows[splits.input_column])
         pairs = list(rows[splits.pair_column]) if splits.pair_column else None
@@ -117,6 +115,20 @@ def validation_items(run_dir: Path, modality: str, count: int) -> tuple[list[Any
     if not items:
         raise _NoRows("the validation split is empty")
     return items, pairs, config.max_length
+
+
+def run_splits(config: Any, count: int) -> Any:
+    """The run's splits; a streamed run's (``--streaming``) as a stream again, so that only its first ``count``
+    validation examples are read (a dataset streamed for being too large for memory is never loaded whole here)."""
+    from hftl.data.loading import splits_for
+    from hftl.tasks import get_task
+
+    task = get_task(config.task)
+    if not config.streaming:
+        return splits_for(config, task)
+    from hftl.data.stream_splits import stream_splits
+
+    return stream_splits(config.replace(max_eval_samples=count, class_weights="none"), task)
 
 
 def torch_logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:

@@ -60,9 +60,15 @@ def run_metrics(
             "total": params.total,
             "percent": round(params.percent, 4),
         },
-        "train_examples": len(inputs.train),
+        "train_examples": None if inputs.stream is not None else len(inputs.train),
         "validation_examples": len(inputs.validation),
-        "skipped_examples": {r.split: dataclasses.asdict(r) for r in inputs.skipped},
+        "skipped_examples": {
+            r.split: dataclasses.asdict(r) for r in [*inputs.skipped, *stream_reports(inputs)]
+        },
+        # --streaming: where the main process stands in its share of the stream, and how it was shared
+        "streaming": None
+        if inputs.stream is None
+        else {**inputs.stream.summary(), "max_steps": config.max_steps},
         "train_seconds": round(result.train_seconds, 3),
         "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
         "global_step": result.global_step,
@@ -76,3 +82,8 @@ def run_metrics(
         "feature_cache": feature_cache,
         "speed": speed,
     }
+
+
+def stream_reports(inputs: ModelInputs) -> list[Any]:
+    """The train stream's unusable examples, as far as the main process read it."""
+    return [] if inputs.stream is None else [inputs.stream.report()]

@@ -19,8 +19,8 @@ from torch import nn
 
 from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig, resolve_config
-from hftl.data.loading import Splits, splits_for
-from hftl.data.preprocess import ModelInputs, prepare_inputs
+from hftl.data.loading import Splits
+from hftl.data.preprocess import ModelInputs
 from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
@@ -29,10 +29,11 @@ from hftl.outputs.hub import publish_after_run
 from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
 from hftl.outputs.run_report import write_run_report
+from hftl.recipes.prepare import counted_from, not_for_streams, prepare_data, train_label_ids
 from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.choices import AUTO_LR
 from hftl.sources.quantization import check_quantization, prepare_quantized
-from hftl.sources.registry import build_model, check_source, load_processor, source_for
+from hftl.sources.registry import build_model, check_source
 from hftl.tasks import Task, get_task
 from hftl.training import engines
 from hftl.training.class_weights import class_weights, describe_weights
@@ -54,6 +55,7 @@ from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import MULTI_LABEL_METRICS, load_metrics
 from hftl.training.resume import check_resume_target, run_fingerprint
 from hftl.training.sharded_state import gather_full_state
+from hftl.training.stream_loop import fit_stream
 from hftl.training.throughput import format_summary
 from hftl.transfer.apply import ParameterCount, adapt_to_plan, count_parameters, shape_to_plan
 from hftl.transfer.cases import make_plan, measure_blocks
@@ -156,16 +158,19 @@ def run_claimed(
     )  # from here the frozen part is a fixed feature extractor, cached or not
 
     cached = use_feature_cache(model, plan, backbone, inputs, processor, config, accelerator, task.modality)
-    for line in describe_cache(cached.status, config.augment, task.modality):
+    for line in [
+        *describe_cache(cached.status, config.augment, task.modality),
+        *not_for_streams(config, task.modality),
+    ]:
         accelerator.print(line)
     lr_search = None
     if config.lr == AUTO_LR:
         plan, lr_search = search_lr(cached, config, plan, accelerator)
     metric_modules = load_metrics(metric_names, splits.multi_label)
-    train_labels = splits.train[splits.label_column]
+    train_labels = train_label_ids(config, splits)
     weights = class_weights(config.class_weights, splits.labels, train_labels, splits.multi_label)
     if weights is not None:
-        accelerator.print(describe_weights(splits.labels, weights, splits.multi_label))
+        accelerator.print(describe_weights(splits.labels, weights, splits.multi_label) + counted_from(splits))
     result = train_network(cached, config, plan, metric_modules, accelerator, fingerprint, weights)
     # a cached run trained the real model's own modules in place: save the whole network
     trained = model if cached.status.used else accelerator.unwrap_model(result.model)
@@ -242,48 +247,6 @@ def check_model_name(config: RunConfig, accelerator: Accelerator) -> None:
         accelerator.print("WARNING: --trust-remote-code is ON: code from the model repository will run.")
 
 
-def prepare_data(
-    config: RunConfig, task: Task, dataset: Dataset | DatasetDict | None, accelerator: Accelerator
-) -> tuple[Splits, Any, ModelInputs]:
-    """Splits, the processor (for word vectors: a vocabulary of the training split) and model-ready inputs."""
-    with accelerator.main_process_first():
-        splits = splits_for(config, task, dataset)
-        processor = load_processor(task, config, splits)
-        fit_max_length(config, task, processor, accelerator)
-        inputs = prepare_inputs(
-            splits,
-            task.modality,
-            processor,
-            max_length=config.max_length,
-            augment=config.augment,
-            seed=config.seed,
-            pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
-            max_bad_fraction=config.max_bad_fraction,
-            max_image_pixels=config.max_image_pixels,
-        )
-    return splits, processor, inputs
-
-
-def fit_max_length(config: RunConfig, task: Task, processor: Any, accelerator: Accelerator) -> None:
-    """Texts are cut to what the model can read: ``--max-length`` beyond its position embeddings (or the tokenizer's
-    own limit) would crash on the first long text, so it is lowered, with a note (as run_glue.py does)."""
-    if task.modality != "text":
-        return
-    limits = [getattr(processor, "model_max_length", None)]
-    if source_for(config.model).name == "hub":
-        from hftl.sources.hub import load_model_config
-
-        limits.append(getattr(load_model_config(config), "max_position_embeddings", None))
-    usable = min(
-        [limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000], default=None
-    )
-    if usable is not None and config.max_length > usable:
-        accelerator.print(
-            f"--max-length {config.max_length} is more than {config.model} reads: using {usable}"
-        )
-        config.max_length = usable
-
-
 def build_network(
     config: RunConfig, task: Task, splits: Splits, processor: Any, accelerator: Accelerator
 ) -> tuple[nn.Module, Backbone, TransferPlan, bool]:
@@ -319,8 +282,9 @@ def announce(
         accelerator.init_trackers("logs", config=scalars)
     accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
     accelerator.print(plan.render(params.trainable, params.total))
+    train = "a stream of" if inputs.stream is not None else len(inputs.train)
     accelerator.print(
-        f"Data: {len(inputs.train)} train / {len(inputs.validation)} validation examples, "
+        f"Data: {train} train / {len(inputs.validation)} validation examples, "
         f"{len(splits.labels)} labels from {splits.source}"
     )
 
@@ -358,7 +322,8 @@ def train_network(
         accelerator.free_memory()  # drop what a failed (out-of-memory) attempt prepared
         accelerator.gradient_accumulation_steps = accumulation
         settings = config.replace(batch_size=batch_size, gradient_accumulation_steps=accumulation)
-        return fit(
+        train = fit_stream if cached.inputs.stream is not None else fit
+        return train(
             fit_model, cached.inputs, settings, plan.lr, metrics, accelerator, plan, fingerprint, weights
         )
 
@@ -401,7 +366,7 @@ def save_outputs(
             accelerator.print(note)
     with space_checked(output_dir, "the model card", NO_SPACE_REMEDY):
         write_cards(output_dir, repo_id=config.push_to_hub)
-    for report in inputs.skipped:
+    for report in [*inputs.skipped, *([inputs.stream.report()] if inputs.stream is not None else [])]:
         if report.skipped:
             accelerator.print(f"Unusable examples skipped: {report.summary()}")
     accelerator.print(

@@ -23,6 +23,12 @@ from hftl.settings.choices import (
 DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
 
 
+def split_names(values: list[str] | str) -> list[str]:
+    """Names given as separate words, comma-separated, or both (``a b``, ``a,b``)."""
+    items = [values] if isinstance(values, str) else values
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
 @dataclass
 class DataSettings:
     """Which data, which columns, how much of it, and how bad rows are treated."""
@@ -70,14 +76,19 @@ class DataSettings:
     validation_split: float = field(
         default=0.1,
         metadata={
-            "help": "Fraction of train held out (stratified, seeded) when the dataset has no validation split."
+            "help": "Fraction of train held out (stratified, seeded) when the dataset has no validation split; "
+            "--streaming: the examples whose content hash falls in this fraction."
         },
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use at most this many training examples (quick runs)."}
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Use at most this many validation examples (quick runs)."}
+        default=None,
+        metadata={
+            "help": "Use at most this many validation examples (quick runs); --streaming: default 10000, the "
+            "first ones of the validation stream."
+        },
     )
     max_length: int = field(default=128, metadata={"help": "Text: truncate token sequences to this length."})
     augment: bool = field(
@@ -94,6 +105,36 @@ class DataSettings:
     data_encoding: str = field(
         default="utf-8", metadata={"help": "Text encoding of CSV/TSV/JSON files (e.g. latin-1)."}
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the data as a stream (datasets' streaming=True: Hub datasets, CSV/JSON/JSONL/Parquet files, "
+            "image folders) instead of loading it: memory does not grow with the dataset. Needs --max-steps (or "
+            "a train split of known length); validation is the first --max-eval-samples examples, kept on disk."
+        },
+    )
+    shuffle_buffer: int = field(
+        default=10_000,
+        metadata={
+            "help": "--streaming: examples held in the shuffle buffer (datasets' IterableDataset.shuffle), re-seeded "
+            "on every pass over the stream; larger shuffles better and holds more in memory."
+        },
+    )
+    labels: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The label names, in order (e.g. --labels negative positive, or a,b,c; multi-label: the names "
+            "the label lists use, not with --label-columns). Default: from the data (a ClassLabel feature, else "
+            "the train split's values; --streaming reads at most --label-scan-examples of the stream for them)."
+        },
+    )
+    label_scan_examples: int = field(
+        default=100_000,
+        metadata={
+            "help": "--streaming without --labels or a ClassLabel feature: read the labels of at most this many "
+            "train examples to find the label names (and the counts --class-weights auto needs)."
+        },
+    )
     max_image_pixels: int = field(
         default=DEFAULT_MAX_IMAGE_PIXELS,
         metadata={
@@ -106,17 +147,19 @@ class DataSettings:
 
     def __post_init__(self) -> None:
         if self.text_columns is not None:
-            names = [
-                part.strip() for item in self.text_columns for part in str(item).split(",") if part.strip()
-            ]
+            names = split_names(self.text_columns)
             if len(names) != 2:
                 raise ConfigError(
                     f"--text-columns takes two columns (a sentence pair), got {self.text_columns}"
                 )
             self.text_columns = names
+        if self.labels is not None:
+            self.labels = split_names(self.labels)
+            if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+                raise ConfigError(f"--labels takes two or more different label names, got {self.labels}")
         self.label_columns = self._label_columns()
         check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
-        check_positive(self, "max_length", "max_image_pixels")
+        check_positive(self, "max_length", "max_image_pixels", "shuffle_buffer", "label_scan_examples")
         check_positive(self, "max_train_samples", "max_eval_samples", optional=True)
         check_range("max_bad_fraction", self.max_bad_fraction, 0.0, 1.0)
         check_range("validation_split", self.validation_split, 0.0, 1.0, closed_low=False, closed_high=False)
@@ -125,8 +168,7 @@ class DataSettings:
         """``a,b c`` -> ['a', 'b', 'c']; several 0/1 columns are a multi-label task, and only that."""
         if self.label_columns is None:
             return None
-        items = [self.label_columns] if isinstance(self.label_columns, str) else self.label_columns
-        names = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+        names = split_names(self.label_columns)
         if not names:
             raise ConfigError("--label-columns needs at least one column name (one 0/1 column per label)")
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -141,6 +183,10 @@ class DataSettings:
             raise ConfigError(
                 "--label-columns makes a multi-label task (one 0/1 column per label); it cannot be "
                 "--problem-type single_label"
+            )
+        if self.labels is not None:
+            raise ConfigError(
+                "--label-columns names the labels (the column names, in their order); drop --labels"
             )
         return names
 

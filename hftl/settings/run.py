@@ -87,13 +87,18 @@ class RunSettings:
     log_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
     eval_steps: int | None = field(
         default=None,
-        metadata={"help": "Also evaluate every N optimizer steps (a finer learning curve; `hftl compare`)."},
+        metadata={
+            "help": "Also evaluate every N optimizer steps (a finer learning curve; `hftl compare`). With "
+            "--streaming, the evaluations (each a checkpoint and a candidate for the best) come every N steps; "
+            "default: 5 over the run."
+        },
     )
     eval_strategy: Literal["epoch", "end"] = field(
         default="epoch",
         metadata={
             "help": "Evaluate at every epoch end (the best epoch's weights are kept) or once, at the end (the last "
-            "epoch's are kept: cheaper when the validation split outweighs the training split)."
+            "epoch's are kept: cheaper when the validation split outweighs the training split). --streaming: "
+            "end evaluates after the last step only; each --eval-steps period still ends with a checkpoint."
         },
     )
     report_to: str = field(

@@ -23,6 +23,13 @@ class OptimSettings:
     section: ClassVar[str] = "optim"
 
     epochs: int = field(default=3, metadata={"help": "Training epochs."})
+    max_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "--streaming: train for this many optimizer steps instead of --epochs (a stream has no length "
+            "to count epochs by); default: --epochs passes when the train split's length is known."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Per-device training batch size."})
     eval_batch_size: int | None = field(
         default=None, metadata={"help": "Per-device eval batch size (default 2x)."}
@@ -59,8 +66,8 @@ class OptimSettings:
     early_stopping_patience: int | None = field(
         default=None,
         metadata={
-            "help": "Stop when the --metric-for-best has not improved for N epochs (the best epoch's weights are "
-            "kept); default: train every epoch."
+            "help": "Stop when the --metric-for-best has not improved for N epochs (--streaming: N evaluations; the "
+            "best epoch's weights are kept); default: train every epoch."
         },
     )
     seed: int = field(
@@ -69,7 +76,7 @@ class OptimSettings:
 
     def __post_init__(self) -> None:
         check_positive(self, "epochs", "batch_size", "gradient_accumulation_steps")
-        check_positive(self, "eval_batch_size", "early_stopping_patience", optional=True)
+        check_positive(self, "eval_batch_size", "early_stopping_patience", "max_steps", optional=True)
         if self.lr is not None:
             self.lr = learning_rate(self.lr)
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, closed_high=False)

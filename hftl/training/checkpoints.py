@@ -40,6 +40,7 @@ from hftl.training.sharded_state import (
 PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
 MODEL_FILE = "trainable.safetensors"
+PROCESS_STATE = "stream"  # stream-<process index>.json: where that process is in its share of a stream
 
 
 @dataclass
@@ -106,8 +107,10 @@ def save_checkpoint(
     progress: Progress,
     output_dir: str | Path,
     keep: int,
+    process_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete checkpoint atomically on every process, then rotate old ones (the best is kept)."""
+    """Write a complete checkpoint atomically on every process, then rotate old ones (the best is kept).
+    ``process_state`` is what this process alone knows (a stream's position), saved as JSON beside its RNG."""
     root = checkpoint_dir(output_dir)
     name = checkpoint_name(progress)
     final, tmp = root / name, root / f".tmp-{name}"
@@ -120,6 +123,10 @@ def save_checkpoint(
         _save_torch(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
         if sharded:  # every process writes its shard of the model and optimizer
             save_sharded(accelerator, tmp)
+        if process_state is not None:
+            (tmp / f"{PROCESS_STATE}-{accelerator.process_index}.json").write_text(
+                json.dumps(process_state), encoding="utf-8"
+            )
         if accelerator.is_main_process:
             if sharded:
                 write_engine(tmp, accelerator)
@@ -266,6 +273,12 @@ def load_checkpoint(
     if accelerator.scaler is not None and (path / "scaler.pt").is_file():
         accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
     return read_progress(path)
+
+
+def read_process_state(path: Path, process_index: int) -> dict[str, Any] | None:
+    """What ``save_checkpoint`` saved for this process (None: nothing was)."""
+    file = path / f"{PROCESS_STATE}-{process_index}.json"
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
 def restore_rng(path: Path, process_index: int) -> None:

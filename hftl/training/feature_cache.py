@@ -209,8 +209,12 @@ def use_feature_cache(
     """Decide whether to cache, build or reuse the cache, and return what ``fit`` should train."""
     if not config.feature_cache:
         return CachedTraining(model, inputs, CacheStatus(False, "turned off (--no-feature-cache)"))
-    if engines.is_sharded(accelerator):
-        reason = "FSDP/DeepSpeed shard the whole model; building the cache would run its prefix unsharded"
+    if engines.is_sharded(accelerator) or inputs.stream is not None:
+        reason = (
+            "FSDP/DeepSpeed shard the whole model; building the cache would run its prefix unsharded"
+            if inputs.stream is None
+            else "--streaming: the cache stores every training example's features, which needs a finite split"
+        )
         return CachedTraining(model, inputs, CacheStatus(False, reason))
     cut, reason = find_cut(plan, backbone, model)
     if cut is None:

@@ -78,7 +78,7 @@ class TrainState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    train_dl: DataLoader
+    train_dl: DataLoader | None  # None for a stream: ``stream`` hands out its batches
     eval_dl: DataLoader
     metrics: list
     progress: Progress
@@ -94,6 +94,7 @@ class TrainState:
     loss_count: int = 0
     class_weights: torch.Tensor | None = None  # --class-weights: the training loss weighs each class
     threshold: float | None = None  # multi-label: a label is predicted above this sigmoid score
+    stream: Any = None  # --streaming: the TrainStream, whose position every checkpoint saves
 
     @property
     def output_dir(self) -> Path:
@@ -301,17 +302,7 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
     config, progress = state.config, state.progress
     progress.global_step += 1
     state.bar.update(1)
-    if progress.global_step % config.log_steps == 0:
-        read_guard(state)
-        record = {
-            "step": progress.global_step,
-            "epoch": epoch,
-            "loss": float(state.running_loss) / state.loss_count,
-            "lr": state.scheduler.get_last_lr()[0],
-        }
-        log(state, record)
-        state.bar.set_postfix(loss=f"{record['loss']:.4f}")
-        state.running_loss, state.loss_count = None, 0
+    log_loss(state, epoch)
     at_epoch_end = state.accelerator.gradient_state.end_of_dataloader  # the epoch-end checkpoint follows
     if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
         checkpoint(state)
@@ -323,11 +314,29 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
         train_mode(state, epoch, epoch_start=False)
 
 
-def end_epoch(state: TrainState, epoch: int) -> None:
-    """Evaluate, record, keep track of the best epoch, checkpoint (``--eval-strategy end``: evaluate only after the
-    last epoch, which is then the one kept)."""
+def log_loss(state: TrainState, epoch: int) -> None:
+    """Every ``log_steps`` optimizer steps: the mean training loss since the last log (one device sync)."""
+    if state.progress.global_step % state.config.log_steps:
+        return
+    read_guard(state)
+    record = {
+        "step": state.progress.global_step,
+        "epoch": epoch,
+        "loss": float(state.running_loss) / state.loss_count,
+        "lr": state.scheduler.get_last_lr()[0],
+    }
+    log(state, record)
+    state.bar.set_postfix(loss=f"{record['loss']:.4f}")
+    state.running_loss, state.loss_count = None, 0
+
+
+def end_epoch(state: TrainState, epoch: int, name: str | None = None, last: bool | None = None) -> None:
+    """Evaluate, record, keep track of the best epoch, checkpoint (``name``: how the log calls the epoch;
+    ``--eval-strategy end``: evaluate only after the last epoch, which is then the one kept; ``last``: whether this
+    is the run's last, default the last of --epochs, a stream's loop says)."""
     config, progress = state.config, state.progress
-    if config.eval_strategy == "end" and epoch + 1 < config.epochs:
+    last = epoch + 1 >= config.epochs if last is None else last
+    if config.eval_strategy == "end" and not last:
         progress.epoch, progress.batches_done = epoch + 1, 0
         checkpoint(state)
         return
@@ -337,7 +346,8 @@ def end_epoch(state: TrainState, epoch: int) -> None:
     state.curve.append(record)
     log(state, record)
     state.accelerator.print(
-        f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
+        f"{name or f'epoch {epoch + 1}/{config.epochs}'}: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
     )
     progress.epoch, progress.batches_done = epoch + 1, 0
     value = scores.get(config.metric_for_best)
@@ -362,6 +372,7 @@ def checkpoint(state: TrainState) -> None:
         state.progress,
         state.output_dir,
         state.config.save_total_limit,
+        None if state.stream is None else state.stream.position.to_dict(),
     )
 
 

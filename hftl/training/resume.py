@@ -28,7 +28,7 @@ def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelI
     fingerprint = {
         "model": config.model,
         "revision": config.revision,
-        "train_data": inputs.train._fingerprint,
+        "train_data": inputs.stream.fingerprint if inputs.stream is not None else inputs.train._fingerprint,
         "validation_data": inputs.validation._fingerprint,
         "plan": None
         if plan is None

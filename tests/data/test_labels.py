@@ -138,3 +138,18 @@ def test_bad_zero_one_columns_and_lists_written_as_text_are_named(tmp_path):
 def test_the_rarest_label_is_each_rows_stratum():
     rows = [[0, 1], [1], [1, 2], [], [0]]  # label 2 is the rarest, then 0
     assert rarest_label(rows, 3) == [0, 1, 2, 3, 0]
+
+
+def test_labels_flag_names_the_multi_label_set_and_its_order(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", TRAIN)
+    splits = splits_of(str(tmp_path), labels=["sport", "music", "food"])  # --labels, held-out validation too
+    assert splits.multi_label and splits.labels == ["sport", "music", "food"]
+    rows = [
+        *zip(splits.train["text"], splits.train["labels"], strict=True),
+        *zip(splits.validation["text"], splits.validation["labels"], strict=True),
+    ]
+    assert dict(rows) == {"a": [0, 1], "b": [], "c": [2], "d": [1]}
+    with pytest.raises(
+        hftl.DataError, match=r"label 'food' is not in the label set \['sport', 'music'\] .* --labels"
+    ):
+        splits_of(str(tmp_path), labels=["sport", "music"])

@@ -147,3 +147,14 @@ def test_an_empty_or_header_only_csv_is_one_error_naming_the_file(tmp_path, cont
     config = hftl.RunConfig(task="text", case="small_similar", dataset=str(tmp_path))
     with pytest.raises(DataError, match=f"train.csv \\(train split\\) {what}; it needs a header"):
         splits_for(config, hftl.get_task("text"))
+
+
+def test_labels_flag_sets_the_order_and_refuses_a_label_outside_it(text_folder):
+    splits = splits_of(str(text_folder), labels=["positive", "negative"])
+    assert splits.labels == ["positive", "negative"]
+    assert splits.train.features["label"].names == ["positive", "negative"]
+    assert splits.train[0]["label"] == (0 if splits_of(str(text_folder)).train[0]["label"] == 1 else 1)
+    with pytest.raises(
+        hftl.DataError, match=r"label 'positive' is not in the label set \['negative', 'neutral'\]"
+    ):
+        splits_of(str(text_folder), labels=["negative", "neutral"])

@@ -317,3 +317,31 @@ def test_export_help_lists_the_flags(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert all(flag in text for flag in ("--format", "--output", "--opset", "--atol", "--overwrite"))
+
+
+def test_a_streamed_runs_check_reads_only_its_first_validation_examples(tmp_path, monkeypatch):
+    """A --streaming run's data may not fit in memory: the check reads it as a stream again, never whole."""
+    from hftl.config import RunConfig
+    from hftl.data import loading
+    from hftl.outputs.artifacts import CONFIG_FILE
+    from hftl.outputs.onnx_check import validation_items
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, count in (("train", 12), ("validation", 6)):
+        rows = [json.dumps({"text": f"{split} text {i}", "label": "ab"[i % 2]}) for i in range(count)]
+        (data / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    config = RunConfig(
+        task="text", case="large_similar", streaming=True, max_steps=3, dataset=str(data), max_length=32
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+
+    def whole(*args, **kwargs):
+        raise AssertionError("a streamed run's dataset was loaded whole")
+
+    monkeypatch.setattr(loading, "splits_for", whole)
+    items, pairs, max_length = validation_items(run, "text", 3)
+    assert items == ["validation text 0", "validation text 1", "validation text 2"]
+    assert pairs is None and max_length == 32
