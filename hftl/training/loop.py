@@ -12,15 +12,13 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
@@ -28,7 +26,6 @@ from hftl.outputs.artifacts import RUN_LOG
 from hftl.training import engines
 from hftl.training.checkpoints import (
     COMPLETE,
-    Progress,
     checkpoint_dir,
     checkpoint_name,
     damage,
@@ -39,12 +36,12 @@ from hftl.training.checkpoints import (
 from hftl.training.class_weights import weighted_loss
 from hftl.training.dataloaders import make_dataloaders
 from hftl.training.devices import fused_adamw
-from hftl.training.evaluation import decision_threshold, evaluate, is_better, should_stop_early
-from hftl.training.guards import NonFiniteGuard, finite_flag, skip_unless_finite, skips_on_device
+from hftl.training.evaluation import evaluate, is_better, should_stop_early
+from hftl.training.guards import finite_flag, skip_unless_finite, skips_on_device
 from hftl.training.resume import resume, run_fingerprint
 from hftl.training.schedules import make_schedule
 from hftl.training.sharded_state import all_finite, restore_sharded_weights
-from hftl.training.throughput import ThroughputMeter
+from hftl.training.state import TrainState, begin_state
 from hftl.transfer.conservative import ConservativeTraining
 from hftl.transfer.conservative import parameter_groups as plan_parameter_groups
 from hftl.transfer.plan import TransferPlan
@@ -67,38 +64,6 @@ class FitResult:
     gradient_accumulation_steps: int
     resumed_from: str | None = None
     stopped_early_at: int | None = None  # the epoch after which --early-stopping-patience stopped the run
-
-
-@dataclass
-class TrainState:
-    """Everything the epoch and evaluation steps share, in one visible place (no closures, no hidden state)."""
-
-    accelerator: Accelerator
-    config: RunConfig
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    train_dl: DataLoader | None  # None for a stream: ``stream`` hands out its batches
-    eval_dl: DataLoader
-    metrics: list
-    progress: Progress
-    guard: NonFiniteGuard
-    tuning: ConservativeTraining | None
-    meter: ThroughputMeter
-    bar: Any
-    resumed_from: str | None
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early_at: int | None = None
-    samples: int = 0
-    running_loss: torch.Tensor | None = None  # summed on the device: read (one sync) every --log-steps
-    loss_count: int = 0
-    class_weights: torch.Tensor | None = None  # --class-weights: the training loss weighs each class
-    threshold: float | None = None  # multi-label: a label is predicted above this sigmoid score
-    stream: Any = None  # --streaming: the TrainStream, whose position every checkpoint saves
-
-    @property
-    def output_dir(self) -> Path:
-        return Path(self.config.output_dir)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -135,29 +100,20 @@ def fit(
     )  # before resume: w0 = pretrained
     fingerprint = fingerprint if fingerprint is not None else run_fingerprint(config, plan, inputs)
     progress, resumed_from = resume(accelerator, model, optimizer, scheduler, config, fingerprint)
-    state = TrainState(
-        accelerator=accelerator,
-        config=config,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_dl=train_dl,
-        eval_dl=eval_dl,
-        metrics=metrics,
-        progress=progress,
-        guard=NonFiniteGuard(config.max_nonfinite_steps, skipped=progress.nonfinite_skipped),
-        tuning=tuning,
-        meter=ThroughputMeter(accelerator.device, accelerator.num_processes),
-        bar=tqdm(
-            total=steps_per_epoch(len(train_dl), config) * config.epochs,  # after sharding
-            initial=progress.global_step,
-            disable=not accelerator.is_local_main_process,
-            desc="training",
-            unit="step",
-        ),
-        resumed_from=resumed_from,
-        class_weights=None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32),
-        threshold=decision_threshold(config),
+    state = begin_state(
+        accelerator,
+        config,
+        model,
+        optimizer,
+        scheduler,
+        train_dl,
+        eval_dl,
+        metrics,
+        progress,
+        tuning,
+        resumed_from,
+        class_weights,
+        total_steps=steps_per_epoch(len(train_dl), config) * config.epochs,  # sharded
     )
     started = time.perf_counter()
     first_epoch = progress.epoch

@@ -25,18 +25,15 @@ from accelerate import Accelerator
 from accelerate.utils import send_to_device
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
 from hftl.data.stream_inputs import StreamPosition
 from hftl.errors import ConfigError
 from hftl.training.checkpoints import read_process_state, restore_rng
-from hftl.training.evaluation import decision_threshold, should_stop_early
-from hftl.training.guards import NonFiniteGuard
+from hftl.training.evaluation import should_stop_early
 from hftl.training.loop import (
     FitResult,
-    TrainState,
     checkpoint,
     end_epoch,
     finish,
@@ -47,7 +44,7 @@ from hftl.training.loop import (
 )
 from hftl.training.resume import resume, run_fingerprint
 from hftl.training.schedules import make_schedule
-from hftl.training.throughput import ThroughputMeter
+from hftl.training.state import TrainState, begin_state
 from hftl.transfer.conservative import ConservativeTraining
 from hftl.transfer.plan import TransferPlan
 
@@ -93,29 +90,21 @@ def fit_stream(
     inputs.stream.batch_size = (
         config.batch_size
     )  # --auto-batch-size may have halved it since the stream was made
-    state = TrainState(
-        accelerator=accelerator,
-        config=config,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_dl=None,
-        eval_dl=eval_dl,
-        metrics=metrics,
-        progress=progress,
-        guard=NonFiniteGuard(config.max_nonfinite_steps, skipped=progress.nonfinite_skipped),
-        tuning=tuning,
-        meter=ThroughputMeter(accelerator.device, accelerator.num_processes),
-        bar=tqdm(
-            total=config.max_steps,
-            initial=progress.global_step,
-            disable=not accelerator.is_local_main_process,
-            desc="training (stream)",
-            unit="step",
-        ),
-        resumed_from=resumed_from,
-        class_weights=None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32),
-        threshold=decision_threshold(config),
+    state = begin_state(
+        accelerator,
+        config,
+        model,
+        optimizer,
+        scheduler,
+        None,
+        eval_dl,
+        metrics,
+        progress,
+        tuning,
+        resumed_from,
+        class_weights,
+        total_steps=config.max_steps,
+        desc="training (stream)",
         stream=inputs.stream,
     )
     started = time.perf_counter()
