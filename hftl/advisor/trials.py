@@ -7,8 +7,9 @@ and lets the run's validation metric decide (accuracy by default; micro-F1 for m
 
 - **rung 0**: every candidate on a stratified share of the training split (all of it when the budget allows, for as
   many epochs as half the budget pays for; multi-label rows are stratified by their rarest label);
-- **rung 1**: the two best (and a third within the noise of the second), on all the data, for as many epochs (up to
-  the run's) as the rest allows.
+- **rung 1**: the best and those within its noise (earliest in ``CANDIDATES`` first; with none within noise, the two
+  best and a third within the noise of the second; at most three), on all the data, for as many epochs (up to the
+  run's) as the rest allows.
 
 The budget (``--advise-budget``, default 1.5) is in units of one full fine-tuning run, scoring included (epochs x
 (train examples + a third of the validation examples: a forward pass against a forward and backward one));
@@ -207,7 +208,7 @@ def run_trials(
         subset = stratified_share(train, label_column, first.share, config.seed)
         scores = _rung(report, config, candidates, 0, first.epochs, subset, first_validation, run, work)
         survivors = promoted(scores, candidates, len(first_validation))
-        # rung 1: the two best on all the validation data, trained as long as the rest of the budget pays for, in
+        # rung 1: the survivors, scored on all the validation data, trained as long as the rest of the budget pays for, in
         # seconds: rung 0's trials measured what a trial's start-up and a unit of training cost on this machine
         clock = Clock.fit(report.trials)
         left = config.advise_budget * clock.seconds(budget.full_run) - (time.perf_counter() - started)
