@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ASSETS, REGISTRY_ASSETS  # noqa: E402
+from bench.uci_domain_shift import read_domain  # noqa: E402
 
 DOMAINS = {
     "movies": "imdb_labelled.txt",
@@ -48,15 +49,6 @@ SETUPS = {
     "full": {"case": "large_similar"},
 }
 DEFAULT_SETUPS = ["head", "head-weighted", "glove"]
-
-
-def read_domain(path: Path) -> list[tuple[str, int]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            text, label = line.rsplit("\t", 1)
-            rows.append((text.strip(), int(label)))
-    return rows
 
 
 def pools(uci: Path, seed: int) -> dict[str, dict[str, list[tuple[str, int]]]]:

@@ -200,7 +200,7 @@ def run_trials(
         # rung 0: everyone, on the share of the data (or the epochs) that spends half the budget; when scoring
         # everyone on all the validation data would cost more than half of that, on a stratified part of it
         first_units = FIRST_RUNG * budget.units
-        scored = min(1.0, (first_units / 2) / (len(candidates) * budget.eval_units(1.0)))
+        scored = min(1.0, (first_units / 2) / (len(candidates) * budget.eval_units(len(validation))))
         first_validation = stratified_share(
             validation, label_column, max(scored, MIN_VALIDATION / max(len(validation), 1)), config.seed
         )
@@ -208,17 +208,16 @@ def run_trials(
         subset = stratified_share(train, label_column, first.share, config.seed)
         scores = _rung(report, config, candidates, 0, first.epochs, subset, first_validation, run, work)
         survivors = promoted(scores, candidates, len(first_validation))
-        # rung 1: the survivors, scored on all the validation data, trained as long as the rest of the budget pays for, in
-        # seconds: rung 0's trials measured what a trial's start-up and a unit of training cost on this machine
+        # rung 1: the survivors, scored on all the validation data, trained as long as the rest of the budget pays
+        # for, in seconds: rung 0's trials measured what a trial's start-up and a unit of training cost here
         clock = Clock.fit(report.trials)
         left = config.advise_budget * clock.seconds(budget.full_run) - (time.perf_counter() - started)
         second = budget.schedule(survivors, clock.units(left, len(survivors)), len(validation))
         if len(survivors) > 1 and second.example_epochs > first.example_epochs:
             subset = stratified_share(train, label_column, second.share, config.seed)
             scores = _rung(report, config, survivors, 1, second.epochs, subset, validation, run, work)
-        elif len(first_validation) < len(
-            validation
-        ):  # rung 0 is all there is: score its pick on all the data
+        elif len(first_validation) < len(validation):
+            # rung 0 is all there is: score its survivors on all the validation data
             scores = _rung(report, config, survivors, 1, first.epochs, subset, validation, run, work)
         if not scores:
             raise HftlError(
@@ -295,25 +294,21 @@ class Budget:
     def units(self) -> float:
         return self.runs * self.full_run
 
-    def eval_units(self, share: float) -> float:
-        return EVAL_WEIGHT * share * self.validation_examples
+    @staticmethod
+    def eval_units(validation: int) -> float:
+        """Scoring ``validation`` examples once."""
+        return EVAL_WEIGHT * validation
 
     def schedule(self, candidates: list[Candidate], units: float, validation: int) -> Schedule:
         """The longest training ``units`` pays for, for every candidate alike: whole epochs over all the data (up to
         the run's), else one epoch over a share of it."""
-        training = max(0.0, units - len(candidates) * EVAL_WEIGHT * validation)
+        training = max(0.0, units - len(candidates) * self.eval_units(validation))
         example_epochs = training / max(sum(c.cost for c in candidates), 1e-9)
         if example_epochs >= self.train_examples:
             return Schedule(
                 min(self.epochs, math.floor(example_epochs / self.train_examples)), 1.0, self.train_examples
             )
         return Schedule(1, max(example_epochs / max(self.train_examples, 1), MIN_SHARE), self.train_examples)
-
-    def cost(self, candidates: list[Candidate], schedule: Schedule, validation: int) -> float:
-        return (
-            sum(c.cost for c in candidates) * schedule.example_epochs
-            + len(candidates) * EVAL_WEIGHT * validation
-        )
 
 
 def promoted(scores: dict[str, float], candidates: list[Candidate], examples: int) -> list[Candidate]:
@@ -358,7 +353,7 @@ def decide(report: TrialsReport, scores: dict[str, float], candidates: list[Cand
 def _units(trial: Trial) -> float:
     """What a trial cost in the budget's units: its training, weighed by what its plan trains, and its scoring."""
     cost = next((c.cost for c in CANDIDATES if c.name == trial.candidate), 1.0)
-    return cost * trial.epochs * trial.examples + EVAL_WEIGHT * trial.scored
+    return cost * trial.epochs * trial.examples + Budget.eval_units(trial.scored)
 
 
 def _rung(

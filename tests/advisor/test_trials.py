@@ -128,7 +128,8 @@ def test_a_rung_that_cannot_pay_for_an_epoch_trains_one_on_a_share():
     two = [c for c in CANDIDATES if c.name in ("full", "partial")]
     schedule = budget.schedule(two, budget.units / 2, 300)
     assert schedule.epochs == 1 and 0 < schedule.share < 1
-    assert budget.cost(two, schedule, 300) == pytest.approx(budget.units / 2)
+    spent = sum(c.cost for c in two) * schedule.example_epochs + 2 * EVAL_WEIGHT * 300
+    assert spent == pytest.approx(budget.units / 2)  # the whole half, training and scoring
     assert budget.schedule(two, 100 * budget.units, 300).epochs == 2  # never beyond the run's epochs
 
 
