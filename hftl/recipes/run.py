@@ -45,7 +45,7 @@ from hftl.training.devices import (
     switches_used,
     wants_channels_last,
 )
-from hftl.training.engines import check_sharded_settings, configure_engine, make_accelerator
+from hftl.training.engines import check_sharded_settings, configure_engine, make_accelerator, whole_weights
 from hftl.training.evaluation import evaluate_split, predict_split, settle_problem
 from hftl.training.feature_cache import CachedTraining, keep_frozen_prefix_in_eval, use_feature_cache
 from hftl.training.feature_cache import describe as describe_cache
@@ -252,7 +252,8 @@ def build_network(
 ) -> tuple[nn.Module, Backbone, TransferPlan, bool]:
     """The model with its plan applied: kept, frozen, cut, adapted or re-initialised as the plan says."""
     set_seed(config.seed)  # the new head's initial weights depend only on the seed
-    model = build_model(task, config, splits.labels, processor)
+    with whole_weights(accelerator):  # ZeRO-3 partitions at prepare, after the plan has reshaped the model
+        model = build_model(task, config, splits.labels, processor)
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
     shape_to_plan(plan, model, backbone)  # cut, new head

@@ -2,9 +2,11 @@
 
 ``accelerate launch --config_file configs/accelerate/X.yaml`` puts the engine in the environment
 (``ACCELERATE_USE_FSDP``, ``ACCELERATE_USE_DEEPSPEED``) and Accelerate decides from it. Two of its decisions are
-silent, and hftl makes them one clear line before any data is loaded: DeepSpeed without CUDA (Accelerate fails deep
-inside DeepSpeed's import), and FSDP where Accelerate quietly runs DDP instead (on the CPU, or with one process), so
-a model that needed sharding would hold every weight and optimizer state on every process.
+silent or obscure, and hftl makes them one clear line before any data is loaded: DeepSpeed without the deepspeed
+package (Accelerate fails deep inside its import), and FSDP or DeepSpeed where Accelerate quietly runs DDP instead
+(FSDP on the CPU or with one process), so a model that needed sharding would hold every weight and optimizer state
+on every process. DeepSpeed itself runs without a GPU (its CPU accelerator, over gloo): slow, but the same ZeRO
+partitioning and checkpoints, which is how the tests run it.
 
 FSDP and ZeRO shard the model and the optimizer state across processes: checkpoints then go through
 ``accelerator.save_state`` on every rank (``hftl.training.sharded_state``), and the final weights are gathered with
@@ -13,12 +15,19 @@ FSDP and ZeRO shard the model and the optimizer state across processes: checkpoi
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import (
+    Accelerator,
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    InitProcessGroupKwargs,
+)
 from accelerate.utils import DistributedType
 from torch import nn
 
@@ -39,18 +48,27 @@ def requested_engine(env: Mapping[str, str] = os.environ) -> str | None:
     return None
 
 
-def check_requested_engine(env: Mapping[str, str] = os.environ, cuda: bool | None = None) -> None:
-    """Before the Accelerator exists: DeepSpeed runs on CUDA GPUs only (its ZeRO kernels and NCCL)."""
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    if requested_engine(env) == DEEPSPEED and not cuda:
+def check_requested_engine(env: Mapping[str, str] = os.environ, installed: bool | None = None) -> None:
+    """Before the Accelerator exists: a DeepSpeed config needs the deepspeed package (Accelerate fails deep inside
+    its import otherwise). On GPUs DeepSpeed runs its CUDA kernels over NCCL; without one it picks its CPU
+    accelerator over gloo (slow, but the same ZeRO partitioning and checkpoints: how the tests run it)."""
+    installed = importlib.util.find_spec("deepspeed") is not None if installed is None else installed
+    if requested_engine(env) == DEEPSPEED and not installed:
         raise ConfigError(
-            "the accelerate config asks for DeepSpeed, which needs CUDA GPUs and this machine has none; "
-            f"train on CPU with --config_file {CPU_CONFIG} (DDP), or run the DeepSpeed config on a GPU machine"
+            "the accelerate config asks for DeepSpeed, which is not installed: pip install deepspeed "
+            f"(or train with DDP: --config_file {CPU_CONFIG} on CPU, configs/accelerate/multi_gpu.yaml on GPUs)"
         )
 
 
 def check_engine_started(accelerator: Accelerator, env: Mapping[str, str] = os.environ) -> None:
-    """After the Accelerator exists: an FSDP config that Accelerate turned into something else is refused."""
+    """After the Accelerator exists: an FSDP or DeepSpeed config that Accelerate turned into something else (DDP,
+    one process) is refused: the run would keep every weight and optimizer state on every process, silently."""
+    if requested_engine(env) == DEEPSPEED and accelerator.distributed_type != DistributedType.DEEPSPEED:
+        raise ConfigError(
+            f"the accelerate config asks for DeepSpeed, but Accelerate set up {accelerator.distributed_type.value} "
+            f"with {accelerator.num_processes} process(es); launch it with accelerate launch --config_file "
+            "configs/accelerate/deepspeed_zero2.yaml (or zero3), and leave cpu: false in that config"
+        )
     if requested_engine(env) == FSDP and accelerator.distributed_type != DistributedType.FSDP:
         raise ConfigError(
             f"the accelerate config asks for FSDP, but Accelerate set up {accelerator.distributed_type.value} "
@@ -65,19 +83,23 @@ def make_accelerator(config: RunConfig) -> Accelerator:
     launcher's config (checked before and after, see the module docstring)."""
     check_requested_engine()
     # torchrun on a machine without GPUs: Accelerate only forms a gloo group when told it runs on the CPU
-    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # DeepSpeed there: cpu=True would turn its config off, so the gloo group is asked for by name instead
+    cpu_deepspeed = cpu_processes and requested_engine() == DEEPSPEED
+    group = [InitProcessGroupKwargs(backend="gloo")] if cpu_deepspeed else []
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         # Accelerate would train in fp32 while the run records fp16
         raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; on this machine use bf16 or no")
     accelerator = Accelerator(
-        cpu=cpu_ddp,
+        cpu=cpu_processes and not cpu_deepspeed,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
         log_with=trackers(config.report_to),
         project_dir=config.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         kwargs_handlers=[
-            DistributedDataParallelKwargs(find_unused_parameters=config.ddp_find_unused_parameters)
+            DistributedDataParallelKwargs(find_unused_parameters=config.ddp_find_unused_parameters),
+            *group,
         ],
     )
     check_engine_started(accelerator)
@@ -135,6 +157,14 @@ def check_sharded_settings(config: RunConfig, accelerator: Any) -> None:
             f"--lr auto is not supported with {engine}: the range test runs the unsharded model on each process; "
             "give --lr (run --lr auto once with DDP or on a smaller model to pick it)"
         )
+    plugin = accelerator.state.deepspeed_plugin if engine == "DeepSpeed" else None
+    if plugin is not None and plugin.zero_stage == 3 and plugin.zero3_init_flag:
+        raise ConfigError(
+            "the accelerate config sets zero3_init_flag: true, which loads the pretrained model already partitioned; "
+            "hftl fits a new head and cuts or freezes layers before training, which needs the whole weights: set "
+            "zero3_init_flag: false (configs/accelerate/deepspeed_zero3.yaml; each process then needs CPU memory "
+            "for the whole model while it loads)"
+        )
     if config.quantize:
         raise ConfigError(f"--quantize is not supported with {engine}; QLoRA runs on one GPU or with DDP")
     if config.strategy == "contrastive":
@@ -170,6 +200,28 @@ def wrap_each_layer(accelerator: Any, model: nn.Module, backbone: Backbone) -> l
         return None
     plugin.transformer_cls_names_to_wrap = layer_classes(model, backbone)
     return plugin.transformer_cls_names_to_wrap
+
+
+@contextmanager
+def whole_weights(accelerator: Any) -> Iterator[None]:
+    """Load the pretrained weights whole on each process, also under ZeRO-3.
+
+    Accelerate registers its DeepSpeed config with transformers whatever ``zero3_init_flag`` says, and under ZeRO-3
+    ``from_pretrained`` then partitions every weight as it loads (``deepspeed.zero.Init``): each parameter holds an
+    empty tensor, so the new head cannot be initialised and decay groups (decided by a weight's shape) come out
+    empty, which DeepSpeed drops and the scheduler then fails on. hftl reshapes the model before training (new head,
+    cut, frozen layers), so it loads it whole and lets ``prepare`` partition it."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if engine_name(accelerator) != DEEPSPEED or plugin is None or plugin.zero_stage != 3:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()  # what Accelerate set, for prepare and the saves
 
 
 def configure_engine(accelerator: Any, model: nn.Module, backbone: Backbone, config: RunConfig) -> None:

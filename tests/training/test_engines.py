@@ -66,32 +66,58 @@ def test_the_deepspeed_configs_give_their_zero_stage_and_leave_accumulation_and_
     assert ds_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is (stage == 3)
 
 
-def test_deepspeed_without_cuda_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match="asks for DeepSpeed, which needs CUDA GPUs.*cpu_2proc.yaml"):
-        engines.check_requested_engine({"ACCELERATE_USE_DEEPSPEED": "true"}, cuda=False)
-    engines.check_requested_engine({"ACCELERATE_USE_DEEPSPEED": "true"}, cuda=True)
-    engines.check_requested_engine({}, cuda=False)
+def test_deepspeed_without_the_package_is_refused_in_one_line():
+    with pytest.raises(
+        ConfigError, match="asks for DeepSpeed, which is not installed: pip install deepspeed"
+    ):
+        engines.check_requested_engine({"ACCELERATE_USE_DEEPSPEED": "true"}, installed=False)
+    engines.check_requested_engine({"ACCELERATE_USE_DEEPSPEED": "true"}, installed=True)
+    engines.check_requested_engine({}, installed=False)
 
 
-def test_an_fsdp_config_that_accelerate_turns_into_ddp_is_refused():
+def test_an_fsdp_or_deepspeed_config_that_accelerate_turns_into_ddp_is_refused():
     ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, num_processes=2)
     with pytest.raises(ConfigError, match="asks for FSDP, but Accelerate set up MULTI_CPU with 2 process"):
         engines.check_engine_started(ddp, {"ACCELERATE_USE_FSDP": "true"})
     engines.check_engine_started(ddp, {})
     fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=2)
     engines.check_engine_started(fsdp, {"ACCELERATE_USE_FSDP": "true"})
+    with pytest.raises(
+        ConfigError, match="asks for DeepSpeed, but Accelerate set up MULTI_CPU with 2 process"
+    ):
+        engines.check_engine_started(ddp, {"ACCELERATE_USE_DEEPSPEED": "true"})
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=2)
+    engines.check_engine_started(deepspeed, {"ACCELERATE_USE_DEEPSPEED": "true"})
 
 
-def test_the_cli_refuses_deepspeed_here_before_loading_anything(monkeypatch, capsys, tmp_path):
+def test_the_cli_refuses_deepspeed_without_the_package_before_loading_anything(monkeypatch, capsys, tmp_path):
     from hftl.train import main
 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    monkeypatch.setattr(engines.torch.cuda, "is_available", lambda: False)
+    real_find_spec = engines.importlib.util.find_spec
+    monkeypatch.setattr(
+        engines.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "deepspeed" else real_find_spec(name, *a),
+    )
     out = tmp_path / "out"
     assert main(["--task", "image", "--case", "small_similar", "--output-dir", str(out)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("hftl: error: the accelerate config asks for DeepSpeed")
     assert not out.exists()  # refused before anything was written
+
+
+def test_zero3_init_is_refused_hftl_reshapes_the_whole_pretrained_model_first():
+    def deepspeed(stage: int, init: bool) -> SimpleNamespace:
+        plugin = SimpleNamespace(zero_stage=stage, zero3_init_flag=init)
+        state = SimpleNamespace(deepspeed_plugin=plugin)
+        return SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=2, state=state)
+
+    plain = hftl.RunConfig(task="image", case="large_similar")
+    with pytest.raises(ConfigError, match="zero3_init_flag: true.*set zero3_init_flag: false"):
+        engines.check_sharded_settings(plain, deepspeed(3, True))
+    engines.check_sharded_settings(plain, deepspeed(3, False))
+    engines.check_sharded_settings(plain, deepspeed(2, False))
 
 
 def sharded() -> SimpleNamespace:
