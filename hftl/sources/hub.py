@@ -74,7 +74,8 @@ class HubSource:
                 trust_remote_code=config.trust_remote_code,
                 ignore_mismatched_sizes=True,
                 **kernel,
-                **quantized_loading(config),  # --quantize 4bit: the NF4 base of QLoRA
+                # --quantize 4bit: the NF4 base of QLoRA, the head left in full precision
+                **quantized_loading(config, model_config),
             )
         except (OSError, ValueError) as error:
             raise _loading_error(config.model, error) from error

@@ -38,18 +38,24 @@ def check_quantization(config: Any, cuda: bool | None = None) -> None:
         )
 
 
-def quantized_loading(config: Any) -> dict[str, Any]:
+def quantized_loading(config: Any, model_config: Any = None) -> dict[str, Any]:
     """``from_pretrained`` keywords for the 4-bit base: NF4 with double quantization, bf16 compute, on this
-    process's GPU (``LOCAL_RANK`` under DDP); none without ``--quantize``."""
+    process's GPU (``LOCAL_RANK`` under DDP); none without ``--quantize``. The family's head modules stay unquantized:
+    they are replaced by a new head that trains in full precision (transformers' own list of modules to skip
+    only covers language-model heads, so a classifier would load as 4-bit weights nothing can initialise)."""
     if not config.quantize:
         return {}
     from transformers import BitsAndBytesConfig
 
+    from hftl.backbones import backbone_for
+
+    head = list(backbone_for(model_config).head_names) if model_config is not None else []
     nf4 = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=head or None,  # the skip list of both 8- and 4-bit loading
     )
     return {"quantization_config": nf4, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
 

@@ -58,6 +58,18 @@ def test_the_nf4_base_is_described_without_importing_bitsandbytes():
     assert "bitsandbytes" not in sys.modules
 
 
+def test_the_new_head_is_left_unquantized():
+    """reset_head initialises the head's Linear layers: as 4-bit weights (uint8) they could not be (seen on a GPU)."""
+    from transformers import BertConfig, DistilBertConfig
+
+    for model_config, head in (
+        (BertConfig(), ["classifier"]),
+        (DistilBertConfig(), ["pre_classifier", "classifier"]),
+    ):
+        nf4 = quantized_loading(settings(), model_config)["quantization_config"]
+        assert nf4.llm_int8_skip_modules == head
+
+
 def test_the_cli_refuses_qlora_on_this_machine_before_writing_anything(monkeypatch, capsys, tmp_path):
     from hftl.train import main
 
