@@ -15,8 +15,10 @@ The budget (``--advise-budget``, default 1.5) is in units of one full fine-tunin
 (train examples + a third of the validation examples: a forward pass against a forward and backward one));
 candidates are costed by what they train (a cached head-only epoch is a fraction of a full one). A trial scores once,
 after its last epoch, so on small data (where scoring every epoch would cost more than training) trials run longer;
-rung 0 scores on a stratified part of a validation split too large to score five times. Rung 1 is sized in seconds,
-from the start-up and per-unit times rung 0 measured on this machine. Trials are ranked
+rung 0 scores on a stratified part of a validation split too large to score five times. Rung 1 is sized in seconds
+to end within ``SAFETY`` of what is left, from each plan's own start-up and training rates measured by rung 0
+(``hftl.advisor.costs``: a head-only trial's start grows with the data, its feature cache), and is skipped when not
+even a share of one epoch fits. Trials are ranked
 by the validation metric (the test split is never read); the pick is the best of the last rung; when the runner-up is within the noise of the validation estimate, it is reported as a tie
 and the earlier candidate in ``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials),
 so that reruns with other seeds agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict, LargeList, List
 
+from hftl.advisor.costs import EVAL_WEIGHT, MIN_SHARE, Costs, Schedule
 from hftl.config import RunConfig
 from hftl.data.labels import rarest_label
 from hftl.errors import HftlError
@@ -75,9 +78,10 @@ MAX_SURVIVORS = 3
 # training, leaving the rest for the trials' start-up (loading, preparing the data, the feature cache); rung 1 is
 # planned in seconds, from what rung 0's trials took
 PLANNED_SHARE = 0.75
-EVAL_WEIGHT = 1 / 3  # scoring an example (forward) against training on it (forward and backward)
 MIN_VALIDATION = 200  # rung 0 scores on at least this many validation examples (about +-5 points of noise)
-MIN_SHARE = 0.05  # of the training split, the least a rung trains on
+# rung 1 is planned to end this far inside what is left of the budget: the seconds it predicts are rung 0's rates
+# carried over to more data, and a busy machine moves them
+SAFETY = 0.9
 
 
 @dataclass
@@ -209,70 +213,34 @@ def run_trials(
         scores = _rung(report, config, candidates, 0, first.epochs, subset, first_validation, run, work)
         survivors = promoted(scores, candidates, len(first_validation))
         # rung 1: the survivors, scored on all the validation data, trained as long as the rest of the budget pays
-        # for, in seconds: rung 0's trials measured what a trial's start-up and a unit of training cost here
-        clock = Clock.fit(report.trials)
-        left = config.advise_budget * clock.seconds(budget.full_run) - (time.perf_counter() - started)
-        second = budget.schedule(survivors, clock.units(left, len(survivors)), len(validation))
-        if len(survivors) > 1 and second.example_epochs > first.example_epochs:
+        # for, in seconds: rung 0's trials measured what each plan's start and training cost here
+        costs = Costs.fit(report.trials)
+        full_run = costs.full_run(config.epochs, len(train), len(validation))
+        left = SAFETY * (config.advise_budget * full_run - (time.perf_counter() - started))
+        names = [c.name for c in survivors]
+        second = costs.schedule(names, left, len(train), len(validation), config.epochs)
+        if len(survivors) > 1 and second is not None and second.example_epochs > first.example_epochs:
             subset = stratified_share(train, label_column, second.share, config.seed)
             scores = _rung(report, config, survivors, 1, second.epochs, subset, validation, run, work)
-        elif len(first_validation) < len(validation):
-            # rung 0 is all there is: score its survivors on all the validation data
+        elif len(first_validation) < len(validation) and left >= sum(
+            costs.seconds(name, first.epochs, len(subset), len(validation)) for name in names
+        ):
+            # rung 0 is all there is: score its survivors on all the validation data, where that still fits
             scores = _rung(report, config, survivors, 1, first.epochs, subset, validation, run, work)
         if not scores:
             raise HftlError(
                 "no candidate plan trained in the advisor's trials: "
                 + "; ".join(f"{t.candidate}: {t.error}" for t in report.trials if t.error)
             )
+        if not any(t.rung == 1 for t in report.trials):  # the noise of the scores decided on
+            report.validation_examples = len(first_validation)
         decide(report, scores, candidates)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.seconds = round(time.perf_counter() - started, 1)
-    report.cost_ratio = report.seconds / Clock.fit(report.trials).seconds(budget.full_run)
+    full_run = Costs.fit(report.trials).full_run(config.epochs, len(train), len(validation))
+    report.cost_ratio = report.seconds / full_run if full_run > 0 else None  # None: too fast to time
     return report
-
-
-@dataclass(frozen=True)
-class Clock:
-    """Seconds of a trial = ``start`` (loading the model and data, building the feature cache) + ``per_unit`` x its
-    cost units, from the trials that ran (the median start: a busy machine makes single timings noisy). One full
-    run is one start plus its units."""
-
-    start: float
-    per_unit: float
-
-    @classmethod
-    def fit(cls, trials: list[Trial]) -> Clock:
-        """Each trial measured both: its training loop's seconds (per unit) and the rest (its start)."""
-        done = [t for t in trials if t.score is not None and t.seconds > 0]
-        units = sum(_units(t) for t in done)
-        if not done or units <= 0:
-            return cls(0.0, 1e-3)
-        training = sum(min(t.train_seconds, t.seconds) for t in done)
-        if training <= 0:  # nothing to tell the start from the training: all of it per unit
-            return cls(0.0, sum(t.seconds for t in done) / units)
-        start = float(np.median([t.seconds - min(t.train_seconds, t.seconds) for t in done]))
-        return cls(start, training / units)
-
-    def seconds(self, units: float) -> float:
-        return self.start + self.per_unit * units
-
-    def units(self, seconds: float, trials: int) -> float:
-        """The cost units ``trials`` trials can train in ``seconds``, their starts paid first."""
-        return max(0.0, (seconds - trials * self.start) / self.per_unit)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How long a rung's trials train: ``epochs`` over a ``share`` of the training split."""
-
-    epochs: int
-    share: float
-    train_examples: int
-
-    @property
-    def example_epochs(self) -> float:
-        return self.epochs * self.share * self.train_examples
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def test_trials_score_once_and_rung_0_scores_on_part_of_a_large_validation_split
     settings = []
     runs_with_settings = lambda s, d: settings.append(s) or runs(s, d)  # noqa: E731
     train, validation = labelled({0: 20, 1: 20}), labelled({0: 500, 1: 500})
-    report = run_trials(config(tmp_path, epochs=2), train, validation, "label", runs_with_settings)
+    report = run_trials(config(tmp_path, epochs=10), train, validation, "label", runs_with_settings)
     rung0 = [t for t in report.trials if t.rung == 0]
     rung1 = [t for t in report.trials if t.rung == 1]
     assert all(200 <= t.scored < 1000 for t in rung0) and rung1 and all(t.scored == 1000 for t in rung1)
