@@ -35,6 +35,7 @@ from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import ADVICE_JSON
 from hftl.settings import AUTO_CASE, AUTO_METRIC, VECTORS_PREFIX
 from hftl.sources.registry import check_source, load_processor
+from hftl.sources.vectors import vectors_held
 from hftl.tasks import Task, get_task
 from hftl.training.feature_store import architecture_of, cache_root, prefix_digest, preprocessing_of
 from hftl.training.metrics import default_metric_for_best, metric_names
@@ -245,7 +246,8 @@ def choose_by_trials(
         task = get_task(config.task)
         splits = splits_for(config, task, dataset)
         metric = trial_metric(config, task.metrics, splits.multi_label)
-        report = run_trials(config, splits.train, splits.validation, splits.label_column, run, metric)
+        with vectors_held():  # word vectors are parsed once for all the trials
+            report = run_trials(config, splits.train, splits.validation, splits.label_column, run, metric)
     else:
         print(f"--case auto --resume: the trials in {config.output_dir}/{ADVICE_JSON} chose; not run again")
     pick = report.candidate()

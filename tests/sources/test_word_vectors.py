@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -278,3 +279,33 @@ def test_real_glove_file_loads_and_covers_english_reviews():
     assert report.top_missing == (("gripping", 1),)
     neighbours = [w for w, _ in kv.most_similar("film", topn=10)]
     assert "movie" in neighbours
+
+
+def test_the_advisor_parses_the_vectors_once_and_a_changed_file_again(
+    glove_file, text_folder, tmp_path, monkeypatch
+):
+    """Parsing a text file was most of each short --case auto trial: the trials and the run they choose share one
+    parse; outside the advisor a run lets the vectors go, and a file that changed is parsed again."""
+    import hftl.sources.vectors as vectors_module
+    from tests.conftest import write_word_vectors
+
+    parsed = []
+    real = vectors_module.load_vectors
+    monkeypatch.setattr(vectors_module, "load_vectors", lambda *a, **k: parsed.append(a) or real(*a, **k))
+    vectors_module._vectors.cache_clear()
+    hftl.train(
+        task="text", case="auto", model=f"vectors:{glove_file}", dataset=str(text_folder),
+        output_dir=str(tmp_path / "auto"), epochs=1, batch_size=8,
+    )  # fmt: skip
+    assert len(parsed) == 1  # three trials and the chosen run
+    assert vectors_module._vectors.cache_info().currsize == 0  # let go after the run
+
+    copy = write_word_vectors(tmp_path / "vectors.txt")
+    config = hftl.RunConfig(task="text", case="small_similar", model=f"vectors:{copy}")
+    with vectors_module.vectors_held():
+        first = vectors_module.vectors_for(config)
+        assert vectors_module.vectors_for(config) is first
+        write_word_vectors(copy, seed=1)  # same size, new numbers, a later modification time
+        os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))
+        assert vectors_module.vectors_for(config) is not first
+    vectors_module._vectors.cache_clear()
