@@ -28,6 +28,8 @@ from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
 
 LABELS = "labels"
 EXAMPLE_ID = "example_id"
+# decoding fans out to more processes only past this many images each: a process costs about a second to start
+IMAGES_PER_PROCESS = 1000
 
 
 @dataclass
@@ -56,15 +58,25 @@ def prepare_inputs(
     pad_to_multiple_of: int | None = None,
     max_bad_fraction: float = 0.05,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    processes: int = 1,
 ) -> ModelInputs:
     """Preprocess both splits once for ``modality`` ('image' or 'text'), skipping and reporting unusable examples
-    (see ``hftl.data.bad_inputs`` for the policy); images are decoded with at most ``max_image_pixels`` pixels."""
+    (see ``hftl.data.bad_inputs`` for the policy); images are decoded with at most ``max_image_pixels`` pixels, by
+    up to ``processes`` processes for large splits."""
     named = {"train": splits.train, "validation": splits.validation}
     if splits.test is not None:
         named["test"] = splits.test
     mapped = {
         name: prepare_split(
-            split, name, splits, modality, processor, max_length, max_bad_fraction, max_image_pixels
+            split,
+            name,
+            splits,
+            modality,
+            processor,
+            max_length,
+            max_bad_fraction,
+            max_image_pixels,
+            processes,
         )
         for name, split in named.items()
     }
@@ -88,12 +100,14 @@ def prepare_split(
     max_length: int,
     max_bad_fraction: float,
     max_image_pixels: int,
+    processes: int = 1,
 ) -> tuple[Dataset, SkipReport]:
     """One split preprocessed once (``datasets.map``, cached by fingerprint), its unusable examples dropped."""
     if modality == "image":
         stats = ImageStats.from_processor(processor)
+        workers = decode_processes(processes, len(split))
         ready, report = screen(
-            _map_images(split, splits, processor, stats, max_image_pixels), name, max_bad_fraction
+            _map_images(split, splits, processor, stats, max_image_pixels, workers), name, max_bad_fraction
         )
         return ready.with_format("torch"), report
     return screen(_map_texts(split, splits, processor, max_length), name, max_bad_fraction)
@@ -159,11 +173,24 @@ def _per_channel(values: float | Sequence[float], channels: int) -> tuple[float,
     return tuple(float(v) for v in values)
 
 
+def decode_processes(available: int, images: int) -> int | None:
+    """How many processes decode a split: one per ``IMAGES_PER_PROCESS`` images, at most ``available``; None (this
+    process) below two. In one process decoding and resizing took 4 ms per 224 px image (bench/image_loader.py),
+    36 s of a 37 s head-only run on an H200 (docs/benchmarks.md)."""
+    count = min(available, images // IMAGES_PER_PROCESS)
+    return count if count > 1 else None
+
+
 def _map_images(
-    split: Dataset, splits: Splits, processor: Any, stats: ImageStats, max_pixels: int
+    split: Dataset,
+    splits: Splits,
+    processor: Any,
+    stats: ImageStats,
+    max_pixels: int,
+    processes: int | None = None,
 ) -> Dataset:
     """Decode (capped at ``max_pixels``: datasets would decode every file at full size), resize and store as uint8,
-    marking the rows that cannot be decoded."""
+    marking the rows that cannot be decoded; ``processes`` share the work (not part of the cache key)."""
     if isinstance(split.features[splits.input_column], datasets.Image):
         split = split.cast_column(splits.input_column, datasets.Image(decode=False))  # one bad file at a time
     return split.map(
@@ -174,6 +201,7 @@ def _map_images(
         remove_columns=split.column_names,
         features=image_features(stats, splits.labels, splits.multi_label),
         desc="Decoding and resizing images (once)",
+        num_proc=processes,
     )
 
 

@@ -15,6 +15,7 @@ from hftl.data.preprocess import ModelInputs, prepare_inputs
 from hftl.errors import ConfigError, DataError
 from hftl.sources.registry import load_processor, source_for
 from hftl.tasks import Task
+from hftl.training.dataloaders import loader_workers
 
 
 def prepare_data(
@@ -37,6 +38,7 @@ def prepare_data(
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
             max_bad_fraction=config.max_bad_fraction,
             max_image_pixels=config.max_image_pixels,
+            processes=max(1, loader_workers(config)),  # the DataLoader's workers decode images once, first
         )
     return splits, processor, inputs
 
