@@ -98,6 +98,21 @@ def test_torchrun_two_cpu_processes_share_the_work(resnet_dir, image_folder, tmp
     assert_pipeline_uses_label_names(out)
 
 
+def test_torchrun_case_auto_runs_its_trials_and_the_pick_in_one_process_group(
+    resnet_dir, image_folder, tmp_path
+):
+    """Each trial is a run of its own in the same processes: a run keeps the process group for the next one."""
+    out = tmp_path / "auto"
+    flags = ["--task", "image", "--case", "auto", "--model", str(resnet_dir), "--dataset", str(image_folder)]
+    flags += ["--output-dir", str(out), "--epochs", "2", "--batch-size", "8"]
+    args = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", free_port(), "-m", "hftl.train"]
+    done = run([*args, *flags, "--advise-budget", "0.5"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    advice = json.loads((out / "advice.json").read_text())
+    assert len(advice["trials"]["trials"]) >= 4 and advice["recommended"]["by"] == "trials"
+    assert json.loads((out / "metrics.json").read_text())["num_processes"] == 2
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

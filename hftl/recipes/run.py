@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,8 +214,7 @@ def run_claimed(
         save_outputs(trained, processor, config, metrics, inputs, result, accelerator, predictions, gathered)
     accelerator.wait_for_everyone()
     publish_after_run(output_dir, config, accelerator, metrics)  # main process only; a failure never raises
-    accelerator.end_training()
-    release_accelerator_state()
+    end_run(accelerator)
     return RunResult(output_dir, metrics, plan, config, trained)
 
 
@@ -374,6 +375,25 @@ def save_outputs(
         f"Saved to {output_dir} (best epoch {result.best['epoch']}: "
         f"{config.metric_for_best}={result.best.get('eval_' + config.metric_for_best)})"
     )
+
+
+def end_run(accelerator: Accelerator) -> None:
+    """The trackers finished and Accelerate's settings cleared; the process group is kept for the next run in this
+    process (the advisor's trials under torchrun, ``hftl compare``, a notebook) and destroyed when it exits:
+    Accelerate's ``end_training`` destroys it at once, and the next run then fails in its first collective."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    release_accelerator_state()
+    _destroy_process_group_at_exit()
+
+
+@functools.cache
+def _destroy_process_group_at_exit() -> None:
+    def destroy() -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    atexit.register(destroy)
 
 
 def release_accelerator_state() -> None:

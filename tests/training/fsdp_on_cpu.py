@@ -73,10 +73,7 @@ def main() -> None:
         recipe.make_accelerator, fsdp_environment(REPO / "configs/accelerate/fsdp.yaml")
     )
     recipe.fit = record_wrapping(recipe.fit)
-    from accelerate.state import PartialState
-
-    # a run's end_training destroys the process group, which the next run in this process still needs
-    PartialState.destroy_process_group = lambda self, group=None: None
+    # several runs in one process share its process group: a run keeps it for the next (hftl.recipes.run.end_run)
     for settings in json.loads(sys.argv[1]):
         hftl.train(**settings)
 
