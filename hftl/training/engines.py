@@ -39,8 +39,9 @@ FSDP, DEEPSPEED, DDP, SINGLE = "fsdp", "deepspeed", "ddp", "single"
 CPU_CONFIG = "configs/accelerate/cpu_2proc.yaml"
 
 
-def requested_engine(env: Mapping[str, str] = os.environ) -> str | None:
+def requested_engine(env: Mapping[str, str] | None = None) -> str | None:
     """The sharded engine the launcher asked for (``accelerate launch`` with an FSDP or DeepSpeed config)."""
+    env = os.environ if env is None else env  # read at call time: a test or notebook may have replaced it
     if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         return DEEPSPEED
     if env.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
@@ -48,11 +49,15 @@ def requested_engine(env: Mapping[str, str] = os.environ) -> str | None:
     return None
 
 
-def check_requested_engine(env: Mapping[str, str] = os.environ, installed: bool | None = None) -> None:
+def deepspeed_installed() -> bool:
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def check_requested_engine(env: Mapping[str, str] | None = None, installed: bool | None = None) -> None:
     """Before the Accelerator exists: a DeepSpeed config needs the deepspeed package (Accelerate fails deep inside
     its import otherwise). On GPUs DeepSpeed runs its CUDA kernels over NCCL; without one it picks its CPU
     accelerator over gloo (slow, but the same ZeRO partitioning and checkpoints: how the tests run it)."""
-    installed = importlib.util.find_spec("deepspeed") is not None if installed is None else installed
+    installed = deepspeed_installed() if installed is None else installed
     if requested_engine(env) == DEEPSPEED and not installed:
         raise ConfigError(
             "the accelerate config asks for DeepSpeed, which is not installed: pip install deepspeed "
@@ -60,7 +65,7 @@ def check_requested_engine(env: Mapping[str, str] = os.environ, installed: bool 
         )
 
 
-def check_engine_started(accelerator: Accelerator, env: Mapping[str, str] = os.environ) -> None:
+def check_engine_started(accelerator: Accelerator, env: Mapping[str, str] | None = None) -> None:
     """After the Accelerator exists: an FSDP or DeepSpeed config that Accelerate turned into something else (DDP,
     one process) is refused: the run would keep every weight and optimizer state on every process, silently."""
     if requested_engine(env) == DEEPSPEED and accelerator.distributed_type != DistributedType.DEEPSPEED:

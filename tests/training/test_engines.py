@@ -94,12 +94,7 @@ def test_the_cli_refuses_deepspeed_without_the_package_before_loading_anything(m
     from hftl.train import main
 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    real_find_spec = engines.importlib.util.find_spec
-    monkeypatch.setattr(
-        engines.importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "deepspeed" else real_find_spec(name, *a),
-    )
+    monkeypatch.setattr(engines, "deepspeed_installed", lambda: False)
     out = tmp_path / "out"
     assert main(["--task", "image", "--case", "small_similar", "--output-dir", str(out)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
