@@ -77,8 +77,9 @@ def vit(folder: Path, smoke: bool) -> Path:
     return folder
 
 
-def bert(folder: Path, smoke: bool) -> Path:
-    """BERT-base (or a tiny BERT), random weights, with a WordPiece tokenizer over a made-up vocabulary."""
+def bert(folder: Path, smoke: bool, **shape: int) -> Path:
+    """BERT-base (or a tiny BERT, or ``shape``'s sizes), random weights, with a WordPiece tokenizer over a made-up
+    vocabulary of BERT's 30,522 entries."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
@@ -87,7 +88,7 @@ def bert(folder: Path, smoke: bool) -> Path:
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(30522 - 5))]
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(words)}, do_lower_case=True)
     tiny = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    config = BertConfig(**tiny) if smoke else BertConfig()  # BertConfig() is BERT-base, vocabulary 30522
+    config = BertConfig(**(shape or (tiny if smoke else {})))  # BertConfig() is BERT-base, vocabulary 30522
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

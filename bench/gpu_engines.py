@@ -33,16 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL_BERT = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
 
 
-def small_bert(folder: Path) -> Path:
-    """A 4-layer BERT (11M parameters): the engines' bookkeeping, not their speed, is what is checked."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    bert(folder, smoke=False)  # BERT-base and the tokenizer; the weights are replaced below
-    torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(**SMALL_BERT)).save_pretrained(folder)
-    return folder
-
-
 def train(args: list[str], launcher: list[str], log: Path) -> dict[str, Any]:
     """One ``hftl.train`` run in its own process; its metrics.json (or the error's last lines)."""
     started = time.perf_counter()
@@ -118,7 +108,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data = work / "sentences"
     sentences(64 if args.smoke else 2048, 32 if args.smoke else 256).save_to_disk(str(data))
-    small = small_bert(work / "bert-small")
+    small = bert(work / "bert-small", smoke=False, **SMALL_BERT)  # the engines' bookkeeping, not their speed
     base = small if args.smoke else bert(work / "bert-base", smoke=False)
 
     def flags(model: Path, out: str, strategy: str, lr: float, *extra: str) -> list[str]:

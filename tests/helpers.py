@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,11 @@ def cached_and_uncached(task: str, case: str, model: Path, dataset: Path, tmp_pa
         )
         for cache in (True, False)
     }
+
+
+def keep_until(out: Path, step: int) -> None:
+    """As if the run had been killed after the checkpoint of ``step``: later checkpoints and outputs removed."""
+    for folder in (out / "checkpoints").iterdir():
+        if int(folder.name.split("-")[1]) > step:
+            shutil.rmtree(folder)
+    (out / "metrics.json").unlink()

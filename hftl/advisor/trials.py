@@ -318,12 +318,6 @@ def decide(report: TrialsReport, scores: dict[str, float], candidates: list[Cand
         report.tie = len(tied) > 1
 
 
-def _units(trial: Trial) -> float:
-    """What a trial cost in the budget's units: its training, weighed by what its plan trains, and its scoring."""
-    cost = next((c.cost for c in CANDIDATES if c.name == trial.candidate), 1.0)
-    return cost * trial.epochs * trial.examples + Budget.eval_units(trial.scored)
-
-
 def _rung(
     report: TrialsReport,
     config: RunConfig,

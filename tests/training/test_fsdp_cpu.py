@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import torch
 
 import hftl
-from tests.helpers import base_name, free_port, saved_state
+from tests.helpers import base_name, free_port, keep_until, saved_state
 from tests.training.test_multilabel import write_squares
 
 pytestmark = pytest.mark.slow
@@ -47,14 +46,6 @@ def torchrun(runs: list[dict], tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-
-
-def keep_until(out: Path, step: int) -> None:
-    """As if the run had been killed after the checkpoint of ``step``: later checkpoints and outputs removed."""
-    for folder in (out / "checkpoints").iterdir():
-        if int(folder.name.split("-")[1]) > step:
-            shutil.rmtree(folder)
-    (out / "metrics.json").unlink()
 
 
 def test_fsdp_checkpoints_resume_exactly_and_every_plan_trains_sharded(vit_dir, image_folder, tmp_path):
