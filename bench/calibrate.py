@@ -46,6 +46,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.trial_noise import consistent, noise_table  # noqa: E402
 from hftl.recipes.demo import quiet_output  # noqa: E402
 
 # --- plans -----------------------------------------------------------------------------------------------------------
@@ -494,6 +495,7 @@ def run_one(
                 {
                     "auto_pick": trials["pick"],
                     "auto_tie": trials["tie"],
+                    "auto_tied": trials.get("tied", []),
                     "advise_seconds": trials["seconds"],
                     "advise_cost_ratio": trials["cost_ratio"],
                     "trials": [
@@ -506,6 +508,7 @@ def run_one(
                             t.get("scored"),
                             t["seconds"],
                             t.get("train_seconds"),
+                            t.get("eval_seconds"),
                         ]
                         for t in trials["trials"]
                     ],
@@ -790,7 +793,7 @@ def auto_table(rows: list[dict[str, Any]]) -> list[str]:
         "advising cost (x one full run, estimated by the trials) | measured: seconds / the full run after them (n) |",
         "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |",
     ]
-    within = cheap = every = 0
+    within = cheap = every = agree = 0
     for pair in PAIRS:
         if pair not in autos:
             continue
@@ -823,6 +826,7 @@ def auto_table(rows: list[dict[str, Any]]) -> list[str]:
         cheap += bool(costs) and _mean(costs) <= 1.5
         every += bool(costs) and max(costs) <= 1.5
         picks = ", ".join(f"{r['auto_pick']}{' (tie)' if r.get('auto_tie') else ''}" for r in runs)
+        agree += consistent(runs)
         lines.append(
             f"| {pair} | {picks} | {acc:.3f} ({len(runs)}) | "
             + (
@@ -842,7 +846,8 @@ def auto_table(rows: list[dict[str, Any]]) -> list[str]:
     lines += [
         "",
         f"--case auto within 1 point of the best plan at default LRs on {within}/{len(autos)} pairs; "
-        f"mean advising cost at most 1.5 full runs on {cheap}/{len(autos)} pairs (every seed on {every})",
+        f"mean advising cost at most 1.5 full runs on {cheap}/{len(autos)} pairs (every seed on {every}); "
+        f"the same pick, or a tie reported that includes it, on every seed on {agree}/{len(autos)} pairs",
         "",
     ]
     return lines
@@ -959,6 +964,7 @@ def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
         )
     lines += ["", "### hftl's defaults against scratch at its default", ""] + defaults_table(rows)
     lines += [""] + auto_table(rows)
+    lines += [""] + noise_table(rows)
     lines += [""] + pooling_table(all_rows)
     if errors:
         lines += ["", "errors:"] + sorted(

@@ -3,8 +3,9 @@ and states the advising cost against one full fine-tuning run.
 
 A trial's seconds = a fixed start (loading the model, the same for every plan) + a start that grows with the
 examples it prepares (tokenising or decoding them and, for plans with a frozen prefix, building the feature cache:
-most of a head-only trial) + its training loop, per example-epoch (the one scoring pass counted as ``EVAL_WEIGHT``
-of a training example). Every plan gets its own rates, from its own trials: one pooled rate with a median start
+most of a head-only trial) + its training loop, per example-epoch + its scoring, per validation example (timed apart
+by the loop; where it was not, counted as ``EVAL_WEIGHT`` of a training example: on MiniLM on the CPU scoring is
+about half a training step, so folding it in at a third priced a full run 15% over what it took). Every plan gets its own rates, from its own trials: one pooled rate with a median start
 took a head-only trial's cache build for a fixed cost, and rung 1 then ran 2x over its plan on MiniLM
 (docs/calibration.md, the auto rows before this model).
 """
@@ -35,10 +36,12 @@ class Schedule:
 
 @dataclass(frozen=True)
 class PlanRates:
-    """One plan's seconds per example prepared (start-up beyond the fixed part) and per training example-epoch."""
+    """One plan's seconds per example prepared (start-up beyond the fixed part), per training example-epoch and per
+    validation example scored."""
 
     prepare: float
     train: float
+    score: float
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,16 @@ class Costs:
         for name in dict.fromkeys(t.candidate for t in done):
             mine = [(t, start) for t, start in zip(done, starts, strict=True) if t.candidate == name]
             prepared = sum(t.examples + t.scored for t, _ in mine)
-            trained = sum(_work(t.epochs, t.examples, t.scored) for t, _ in mine)
             looped = sum(min(t.train_seconds, t.seconds) for t, _ in mine)
             extra = sum(start - fixed for _, start in mine)
-            plans[name] = PlanRates(extra / max(prepared, 1), looped / max(trained, 1e-9))
+            scoring = sum(min(t.eval_seconds, t.train_seconds) for t, _ in mine)
+            if scoring > 0:  # the loop timed its scoring
+                train = (looped - scoring) / max(sum(t.epochs * t.examples for t, _ in mine), 1e-9)
+                score = scoring / max(sum(t.scored for t, _ in mine), 1)
+            else:
+                train = looped / max(sum(_work(t.epochs, t.examples, t.scored) for t, _ in mine), 1e-9)
+                score = EVAL_WEIGHT * train
+            plans[name] = PlanRates(extra / max(prepared, 1), train, score)
         return cls(fixed, plans)
 
     def rates(self, plan: str) -> PlanRates:
@@ -72,26 +81,31 @@ class Costs:
         if plan in self.plans:
             return self.plans[plan]
         if not self.plans:
-            return PlanRates(0.0, 0.0)
+            return PlanRates(0.0, 0.0, 0.0)
+        rates = self.plans.values()
         return PlanRates(
-            max(r.prepare for r in self.plans.values()), max(r.train for r in self.plans.values())
+            max(r.prepare for r in rates), max(r.train for r in rates), max(r.score for r in rates)
         )
 
     def seconds(self, plan: str, epochs: int, examples: float, scored: int) -> float:
         """A trial of ``plan``: ``epochs`` over ``examples`` training examples, scored once on ``scored``."""
         rates = self.rates(plan)
         return (
-            self.fixed + rates.prepare * (examples + scored) + rates.train * _work(epochs, examples, scored)
+            self.fixed
+            + rates.prepare * (examples + scored)
+            + rates.train * epochs * examples
+            + rates.score * scored
         )
 
     def full_run(self, epochs: int, train: int, validation: int) -> float:
-        """One full fine-tuning run as a user runs it: all the data, scored after every epoch."""
+        """One full fine-tuning run as a user runs it: all the data, scored after every epoch (a trial scores
+        once)."""
         rates = self.rates("full")
-        scoring = (epochs - 1) * EVAL_WEIGHT * validation  # the trials score once, a run every epoch
         return (
             self.fixed
             + rates.prepare * (train + validation)
-            + rates.train * (_work(epochs, train, validation) + scoring)
+            + rates.train * epochs * train
+            + rates.score * epochs * validation
         )
 
     def schedule(

@@ -19,7 +19,8 @@ rung 0 scores on a stratified part of a validation split too large to score five
 to end within ``SAFETY`` of what is left, from each plan's own start-up and training rates measured by rung 0
 (``hftl.advisor.costs``: a head-only trial's start grows with the data, its feature cache), and is skipped when not
 even a share of one epoch fits. Trials are ranked
-by the validation metric (the test split is never read); the pick is the best of the last rung; when the runner-up is within the noise of the validation estimate, it is reported as a tie
+by the validation metric (the test split is never read); the pick is the best of the last rung; when the runner-up is
+within noise (``noise_of``: the validation sample's and what another seed moves a trial by), it is reported as a tie
 and the earlier candidate in ``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials),
 so that reruns with other seeds agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
 """
@@ -79,6 +80,11 @@ MAX_SURVIVORS = 3
 # planned in seconds, from what rung 0's trials took
 PLANNED_SHARE = 0.75
 MIN_VALIDATION = 200  # rung 0 scores on at least this many validation examples (about +-5 points of noise)
+# what another seed moves a trial's score by (its subset, initialisation and batch order), as a share of the binomial
+# p(1-p): as noisy as scoring on 275 more examples. Pooled over 105 pairs of plans x 3 seeds of the calibration
+# trials (docs/calibration.md, "Trial noise over seeds"; 1/200 to 1/608 by the trials' size): without it the trials
+# called a 3-4 point lead real that the next seed reversed, on 5 of 14 pairs
+SEED_VARIANCE = 1 / 275
 # rung 1 is planned to end this far inside what is left of the budget: the seconds it predicts are rung 0's rates
 # carried over to more data, and a busy machine moves them
 SAFETY = 0.9
@@ -94,6 +100,7 @@ class Trial:
     score: float | None = None
     seconds: float = 0.0
     train_seconds: float = 0.0  # of ``seconds``, in the training loop (the rest: loading, preparing, caching)
+    eval_seconds: float = 0.0  # of ``train_seconds``, scoring
     error: str | None = None
 
 
@@ -110,6 +117,7 @@ class TrialsReport:
     margin: float | None = None
     noise: float | None = None
     tie: bool = False
+    tied: list[str] = field(default_factory=list)  # the plans within noise of the best, the pick among them
     cost_ratio: float | None = None  # trial seconds / the seconds of one full run (estimated from the trials)
     seconds: float = 0.0
 
@@ -132,8 +140,10 @@ class TrialsReport:
             )
         if self.runner_up is not None and self.margin is not None:
             verdict = (
-                f"tie within noise (+-{100 * (self.noise or 0):.1f} points): {self.pick} chosen (ties go to "
-                "the earlier of " + ", ".join(c.name for c in CANDIDATES) + ")"
+                f"tie within noise (+-{100 * (self.noise or 0):.1f} points) of {', '.join(self.tied)}: "
+                f"{self.pick} chosen (ties go to the earlier of "
+                + ", ".join(c.name for c in CANDIDATES)
+                + ")"
                 if self.tie
                 else f"{self.pick} beats {self.runner_up} by {100 * self.margin:.1f} points "
                 f"(noise +-{100 * (self.noise or 0):.1f})"
@@ -176,10 +186,11 @@ def stratified_share(dataset: Dataset, label_column: str, share: float, seed: in
 
 
 def noise_of(score: float, examples: int) -> float:
-    """One standard error of the difference of two accuracies measured on ``examples`` validation examples (for
-    F1 scores, the same binomial estimate: a rough guide, not a bound)."""
+    """One standard error of the difference of two trials' scores: the validation sample's (binomial, on
+    ``examples`` examples) and the training's, which another ``--seed`` redraws (``SEED_VARIANCE``). For F1 scores
+    the same estimate: a rough guide, not a bound."""
     p = min(max(score, 1.0 / max(examples, 1)), 1.0 - 1.0 / max(examples, 1))
-    return math.sqrt(2.0 * p * (1.0 - p) / max(examples, 1))
+    return math.sqrt(2.0 * p * (1.0 - p) * (1.0 / max(examples, 1) + SEED_VARIANCE))
 
 
 def run_trials(
@@ -311,6 +322,7 @@ def decide(report: TrialsReport, scores: dict[str, float], candidates: list[Cand
     tied = [name for name in ranked if scores[best] - scores[name] <= report.noise]
     order = [c.name for c in candidates]
     report.pick = min(tied, key=order.index)
+    report.tied = sorted(tied, key=order.index)
     others = [name for name in ranked if name != report.pick]
     if others:
         report.runner_up = others[0]
@@ -374,6 +386,7 @@ def _trial(
             result = run(settings, DatasetDict(train=train, validation=validation))
         trial.score = float(result.metrics["best"][f"eval_{metric}"])
         trial.train_seconds = round(float(result.metrics.get("train_seconds", 0.0)), 2)
+        trial.eval_seconds = round(float(result.metrics.get("eval_seconds", 0.0)), 2)
     except HftlError as error:  # a plan that does not apply to this model is skipped, and said so
         trial.error = f"{type(error).__name__}: {error}"
     finally:

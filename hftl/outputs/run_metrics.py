@@ -70,6 +70,7 @@ def run_metrics(
         if inputs.stream is None
         else {**inputs.stream.summary(), "max_steps": config.max_steps},
         "train_seconds": round(result.train_seconds, 3),
+        "eval_seconds": round(result.eval_seconds, 3),  # of train_seconds
         "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
         "global_step": result.global_step,
         "nonfinite_steps_skipped": result.nonfinite_skipped,

@@ -64,6 +64,7 @@ class FitResult:
     gradient_accumulation_steps: int
     resumed_from: str | None = None
     stopped_early_at: int | None = None  # the epoch after which --early-stopping-patience stopped the run
+    eval_seconds: float = 0.0  # of train_seconds, scoring on the validation split
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -263,7 +264,7 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
     if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
         checkpoint(state)
     if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
-        scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
+        scores = score(state)
         point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(state.train_dl)}
         state.curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
         log(state, state.curve[-1])
@@ -296,7 +297,7 @@ def end_epoch(state: TrainState, epoch: int, name: str | None = None, last: bool
         progress.epoch, progress.batches_done = epoch + 1, 0
         checkpoint(state)
         return
-    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
+    scores = score(state)
     record = {"epoch": epoch + 1, "step": progress.global_step, **{f"eval_{k}": v for k, v in scores.items()}}
     progress.history.append(record)
     state.curve.append(record)
@@ -311,6 +312,15 @@ def end_epoch(state: TrainState, epoch: int, name: str | None = None, last: bool
         progress.best_metric, progress.best_epoch = value, epoch + 1
         progress.best_checkpoint = checkpoint_name(progress)
     checkpoint(state)
+
+
+def score(state: TrainState) -> dict[str, float]:
+    """Evaluate on the validation split, timing it: the advisor prices a trial's scoring apart from its training
+    (on a small CPU model a forward pass is about half a training step, not the third a GPU gives)."""
+    started = time.perf_counter()
+    scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
+    state.eval_seconds += time.perf_counter() - started
+    return scores
 
 
 def checkpoint(state: TrainState) -> None:
@@ -372,6 +382,7 @@ def finish(state: TrainState, seconds: float) -> FitResult:
         gradient_accumulation_steps=state.config.gradient_accumulation_steps,
         resumed_from=state.resumed_from,
         stopped_early_at=state.stopped_early_at,
+        eval_seconds=state.eval_seconds,
     )
 
 

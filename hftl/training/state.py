@@ -41,6 +41,7 @@ class TrainState:
     curve: list[dict[str, Any]] = field(default_factory=list)
     stopped_early_at: int | None = None
     samples: int = 0
+    eval_seconds: float = 0.0  # of the loop's time, in evaluation
     running_loss: torch.Tensor | None = None  # summed on the device: read (one sync) every --log-steps
     loss_count: int = 0
     class_weights: torch.Tensor | None = None  # --class-weights: the training loss weighs each class

@@ -35,6 +35,25 @@ def test_each_plan_gets_its_own_rates_and_predicts_a_bigger_rung():
     assert one_run > costs.seconds("full", 3, 1000, 500)  # a run scores after every epoch, a trial once
 
 
+def test_scoring_timed_by_the_loop_is_priced_apart_from_training():
+    """Scoring at half a training step (MiniLM on a CPU), not the third assumed: a full run, scored every epoch,
+    is predicted from trials whose mix of training and scoring was quite another."""
+    train, score = 0.01, 0.005
+
+    def trial(epochs: int, examples: int, scored: int) -> Trial:
+        loop = train * epochs * examples + score * scored
+        return Trial(
+            "full", 0, epochs, examples, scored, 0.5, FIXED + loop, loop, eval_seconds=score * scored
+        )
+
+    costs = Costs.fit([trial(1, 200, 400)])  # rung 0: more scoring than training
+    assert (costs.rates("full").train, costs.rates("full").score) == pytest.approx((train, score))
+    run = FIXED + train * 3 * 1000 + score * 3 * 800
+    assert costs.full_run(epochs=3, train=1000, validation=800) == pytest.approx(run)
+    untimed = Costs.fit([trial(1, 200, 400).__class__(**{**vars(trial(1, 200, 400)), "eval_seconds": 0.0})])
+    assert untimed.full_run(3, 1000, 800) != pytest.approx(run, rel=0.05)  # the old folding-in was 10%+ off
+
+
 def test_rung_one_gets_whole_epochs_when_they_fit_else_a_share_else_nothing():
     costs = Costs.fit([timed(plan, 1, 100, 100) for plan in ("head", "full")])
     plans = ["head", "full"]

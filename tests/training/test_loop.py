@@ -33,6 +33,9 @@ def test_gradient_accumulation_and_bf16_autocast_on_cpu(vit_dir, image_folder, t
     assert result.metrics["global_step"] == 2 * 3  # 6 batches per epoch / 2 accumulated = 3 optimizer steps
     assert result.metrics["best"]["eval_accuracy"] > 0.6
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast, weights stay fp32
+    assert (
+        0 < result.metrics["eval_seconds"] < result.metrics["train_seconds"]
+    )  # scoring, timed apart (advisor)
 
 
 def test_tensorboard_tracker_logs_when_installed(vit_dir, image_folder, tmp_path):
