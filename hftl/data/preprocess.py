@@ -1,8 +1,10 @@
 """Turning splits into model inputs: images decoded and resized once, texts tokenized once, batches built by
 collators (per-epoch image augmentation, dynamic padding for text).
 
-Images are stored after resize/crop as uint8 (``datasets.map``, cached by fingerprint), and rescaled/normalised
-in the collator, so decoding JPEGs never happens twice and augmentation still differs per epoch. The numbers
+Images are stored after resize/crop as uint8 (``datasets.map``, cached by fingerprint; raw bytes in Arrow, which
+datasets hands over as they are, where its array formatting widens uint8 to int64: eight times the bytes through
+every DataLoader worker's pipe), and rescaled/normalised in the collator, so decoding JPEGs never happens twice and
+augmentation still differs per epoch. The numbers
 follow the model's own image processor, so ``transformers.pipeline`` sees the same inputs at inference.
 """
 
@@ -17,7 +19,7 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Array3D, ClassLabel, Dataset, Features, List, Value
+from datasets import ClassLabel, Dataset, Features, List, Value
 from transformers import DataCollatorWithPadding
 
 from hftl.data.bad_inputs import ERROR, BadInput, SkipReport, decode_image, problem, screen, text_problem
@@ -30,6 +32,9 @@ LABELS = "labels"
 EXAMPLE_ID = "example_id"
 # decoding fans out to more processes only past this many images each: a process costs about a second to start
 IMAGES_PER_PROCESS = 1000
+# image splits are read as plain Python objects, the stored bytes as they are: numpy's formatting turns them into
+# numpy.bytes_, which drops trailing zero bytes (a dark last pixel), and torch's copies every value into int64
+IMAGE_FORMAT = None
 
 
 @dataclass
@@ -109,7 +114,7 @@ def prepare_split(
         ready, report = screen(
             _map_images(split, splits, processor, stats, max_image_pixels, workers), name, max_bad_fraction
         )
-        return ready.with_format("torch"), report
+        return ready.with_format(IMAGE_FORMAT), report
     return screen(_map_texts(split, splits, processor, max_length), name, max_bad_fraction)
 
 
@@ -210,7 +215,7 @@ def image_features(stats: ImageStats, labels: list[str], multi_label: bool = Fal
     example id, why it is bad."""
     return Features(
         {
-            "pixel_values": Array3D(shape=(3, stats.height, stats.width), dtype="uint8"),
+            "pixel_values": Value("binary"),  # uint8, channels first, stats.height x stats.width
             LABELS: List(Value("float32"), length=len(labels)) if multi_label else ClassLabel(names=labels),
             EXAMPLE_ID: Value("int64"),
             ERROR: Value("string"),
@@ -249,7 +254,8 @@ def image_batches(
             else []
         )
         pixels = [
-            blank if text else np.clip(np.rint(next(good)), 0, 255).astype(np.uint8) for text in problems
+            (blank if text else np.clip(np.rint(next(good)), 0, 255).astype(np.uint8)).tobytes()
+            for text in problems
         ]
         labels = batch[label]
         if encode_label is not None:
@@ -264,7 +270,8 @@ class ImageCollator:
     """Stacks uint8 images, applies seeded per-example augmentation (train), then rescales and normalises.
 
     The augmentation of an example depends only on (seed, epoch, example id), so it is the same whatever the batch
-    order, number of workers or resume point.
+    order, number of workers or resume point. Its crops are resampled for the whole batch at once (one
+    ``grid_sample``): per image, cropping and resizing cost more than reading the image (bench/image_loader.py).
     """
 
     def __init__(
@@ -279,15 +286,31 @@ class ImageCollator:
         self.epoch = epoch
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]).float()
+        pixels = image_batch(examples, self.stats).float()
         if self.augment:
-            for i, example in enumerate(examples):
-                generator = torch.Generator().manual_seed(
-                    _seed_for(self.seed, self.epoch, int(example[EXAMPLE_ID]))
+            boxes = [
+                crop_box(
+                    pixels.shape[-2:],
+                    torch.Generator().manual_seed(_seed_for(self.seed, self.epoch, int(e[EXAMPLE_ID]))),
+                    self.scale,
                 )
-                pixels[i] = random_resized_crop_flip(pixels[i], generator, self.scale)
+                for e in examples
+            ]
+            pixels = resized_crops(pixels, boxes)
         pixels = (pixels * self.stats.rescale_factor - self._mean) / self._std
         return {"pixel_values": pixels, LABELS: label_tensor([e[LABELS] for e in examples])}
+
+
+def image_batch(examples: Sequence[Mapping[str, Any]], stats: ImageStats) -> torch.Tensor:
+    """The examples' stored pixels as one uint8 tensor (batch, 3, height, width)."""
+    shape = (len(examples), 3, stats.height, stats.width)
+    raw = b"".join(e["pixel_values"] for e in examples)
+    if len(raw) != np.prod(shape):
+        raise DataError(
+            f"cached images are not {stats.height}x{stats.width} RGB: the preprocessing cache does not match the "
+            "model's image processor; delete the dataset's cache files and run again"
+        )
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(shape)
 
 
 def _seed_for(*parts: int) -> int:
@@ -295,11 +318,23 @@ def _seed_for(*parts: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def random_resized_crop_flip(
-    image: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.6, 1.0)
-) -> torch.Tensor:
-    """Light augmentation without torchvision: a random crop of ``scale`` of the area, resized back, maybe flipped."""
-    _, height, width = image.shape
+@dataclass(frozen=True)
+class CropBox:
+    """A crop of an image (pixels from the top left) and whether it is mirrored."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
+def crop_box(
+    size: Sequence[int], generator: torch.Generator, scale: tuple[float, float] = (0.6, 1.0)
+) -> CropBox:
+    """Light augmentation without torchvision: a random crop of ``scale`` of the area (aspect 3/4 to 4/3), maybe
+    flipped."""
+    height, width = int(size[0]), int(size[1])
     rand = torch.rand(4, generator=generator).tolist()
     area = scale[0] + (scale[1] - scale[0]) * rand[0]
     aspect = float(np.exp(np.log(3 / 4) + (np.log(4 / 3) - np.log(3 / 4)) * rand[1]))
@@ -307,11 +342,21 @@ def random_resized_crop_flip(
     crop_w = min(width, max(1, round((area * height * width * aspect) ** 0.5)))
     top = int(rand[2] * (height - crop_h + 1))
     left = int(rand[3] * (width - crop_w + 1))
-    crop = image[:, top : top + crop_h, left : left + crop_w]
-    out = F.interpolate(crop[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    if torch.rand(1, generator=generator).item() < 0.5:
-        out = out.flip(-1)
-    return out
+    return CropBox(top, left, crop_h, crop_w, torch.rand(1, generator=generator).item() < 0.5)
+
+
+def resized_crops(pixels: torch.Tensor, boxes: Sequence[CropBox]) -> torch.Tensor:
+    """Each image's crop resized back to the full size (bilinear, pixel centres as ``F.interpolate`` with
+    ``align_corners=False`` places them) and mirrored where asked, for the batch in one ``grid_sample``."""
+    count, _, height, width = pixels.shape
+    theta = torch.zeros(count, 2, 3, dtype=pixels.dtype)
+    for i, box in enumerate(boxes):
+        theta[i, 0, 0] = (-1.0 if box.flip else 1.0) * box.width / width
+        theta[i, 0, 2] = (2 * box.left + box.width) / width - 1
+        theta[i, 1, 1] = box.height / height
+        theta[i, 1, 2] = (2 * box.top + box.height) / height - 1
+    grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 # --- texts ---------------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from torch.utils.data import IterableDataset as TorchIterableDataset
 from hftl.data.bad_inputs import ERROR, SkipReport
 from hftl.data.loading import Splits
 from hftl.data.preprocess import (
+    IMAGE_FORMAT,
     ImageStats,
     ModelInputs,
     collators,
@@ -221,7 +222,7 @@ def prepare_stream_inputs(
         stats = ImageStats.from_processor(processor)
         batches = image_batches(splits, processor, stats, config.max_image_pixels, encode, where)
         mapped = mine.map(batches, batched=True, batch_size=64, with_indices=True, remove_columns=raw_columns)
-        mapped = mapped.with_format("torch")
+        mapped = mapped.with_format(IMAGE_FORMAT)
     else:
         batches = text_batches(splits, processor, config.max_length, encode, where)
         mapped = mine.map(batches, batched=True, with_indices=True, remove_columns=raw_columns)

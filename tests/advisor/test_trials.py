@@ -15,7 +15,6 @@ from hftl.advisor.trials import (
     CANDIDATES,
     EVAL_WEIGHT,
     SEED_VARIANCE,
-    SIGNIFICANT,
     Budget,
     TrialsReport,
     decide,
@@ -148,7 +147,7 @@ def test_a_tie_within_noise_is_reported_and_settled_by_the_candidate_order():
     decide(report, {"head": 0.905, "full": 0.900, "scratch": 0.7}, list(CANDIDATES))
     assert report.tie and report.pick == "full" and report.runner_up == "head"
     assert report.tied == ["full", "head"]  # in the candidates' order
-    assert report.noise == pytest.approx(SIGNIFICANT * noise_of(0.905, 300))
+    assert report.noise == pytest.approx(noise_of(0.905, 300))
     assert "tie within noise (+-" in report.render() and "of full, head: full chosen" in report.render()
     clear = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5)
     decide(clear, {"head": 0.95, "full": 0.80}, list(CANDIDATES))
