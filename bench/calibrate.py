@@ -386,8 +386,12 @@ def model_for(pair: str, cache: Path, work: Path) -> str:
 
 
 # --- running ---------------------------------------------------------------------------------------------------------
-def run_key(pair: str, plan: str, lr: float | str, seed: int, pooling: str = "pooler") -> tuple:
-    return (pair, plan, lr if isinstance(lr, str) else f"{lr:.3g}", int(seed), pooling)
+def run_key(
+    pair: str, plan: str, lr: float | str, seed: int, pooling: str = "pooler", rule: str | None = None
+) -> tuple:
+    """What makes a run the same run; ``--case auto`` runs also differ by the advisor's tie rule."""
+    key = (pair, plan, lr if isinstance(lr, str) else f"{lr:.3g}", int(seed), pooling)
+    return (*key, rule or ADVISOR_RULE) if plan == "auto" else key
 
 
 def pooling_of(row: dict[str, Any]) -> str:
@@ -494,6 +498,7 @@ def run_one(
             row.update(
                 {
                     "auto_pick": trials["pick"],
+                    "advisor_rule": ADVISOR_RULE,
                     "auto_tie": trials["tie"],
                     "auto_tied": trials.get("tied", []),
                     "advise_seconds": trials["seconds"],
@@ -776,18 +781,42 @@ def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def auto_table(rows: list[dict[str, Any]]) -> list[str]:
-    """``--case auto`` per pair: the plan its trials picked, the accuracy of the run, and how far that is from the
-    best plan at hftl's default LRs and from the best plan at its best grid LR; what advising cost."""
+# the advisor's tie rule the auto rows are measured with (hftl/advisor/trials.py): rows keep theirs, so rules compare
+ADVISOR_RULE = "seed noise, 1 SE"
+EARLIER_RULES = {
+    "seed noise, 1.645 SE": "a tie within 1.645 standard errors (validation and seed noise)",
+    "binomial, 1 SE": "a tie within one standard error of the validation sample alone",
+}
+
+
+def rule_of(row: dict[str, Any]) -> str:
+    """The tie rule an auto row was measured with (rows from before rules were recorded: the binomial one)."""
+    return row.get("advisor_rule", "binomial, 1 SE")
+
+
+def auto_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """The auto table of hftl's tie rule, then those of the rules it replaced (the evidence for the change)."""
+    lines = auto_table(rows, ADVISOR_RULE)
+    for rule, text in EARLIER_RULES.items():
+        earlier = auto_table(rows, rule)
+        if earlier:
+            lines += ["", f"Before: {text} (`{rule}`):", "", *earlier[2:]]
+    return lines
+
+
+def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str]:
+    """``--case auto`` per pair, measured with the tie ``rule``: the plan its trials picked, the accuracy of the
+    run, and how far that is from the best plan at hftl's default LRs and from the best plan at its best grid LR;
+    what advising cost."""
     autos = defaultdict(list)
     for r in rows:
-        if _ok(r) and r["plan"] == "auto":
+        if _ok(r) and r["plan"] == "auto" and rule_of(r) == rule:
             autos[r["pair"]].append(r)
     if not autos:
         return []
     cells = summarize(rows)
     lines = [
-        "### --case auto: the trials' pick against every plan",
+        f"### --case auto: the trials' pick against every plan (ties: {rule})",
         "",
         "| pair | picks (seeds) | accuracy (n) | best plan at default LR (same seeds) | gap | best plan at best LR | gap | "
         "advising cost (x one full run, estimated by the trials) | measured: seconds / the full run after them (n) |",
@@ -963,7 +992,7 @@ def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
             )
         )
     lines += ["", "### hftl's defaults against scratch at its default", ""] + defaults_table(rows)
-    lines += [""] + auto_table(rows)
+    lines += [""] + auto_tables(rows)
     lines += [""] + noise_table(rows)
     lines += [""] + pooling_table(all_rows)
     if errors:
@@ -1069,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = load_rows(args.out)
     done = {
-        run_key(r["pair"], r["plan"], r["lr"], r["seed"], pooling_of(r))
+        run_key(r["pair"], r["plan"], r["lr"], r["seed"], pooling_of(r), rule_of(r))
         for r in rows
         if _ok(r) or not args.retry_errors
     }

@@ -2,7 +2,7 @@
 ``hftl/advisor/trials.py``) and whether the picks agree over seeds, from the ``--case auto`` rows of
 ``bench/results/calibration.jsonl``.
 
-For every pair, rung and two plans that both trained on all of a pair's seeds, the variance over seeds of their score
+For every pair, rung, tie rule and two plans that both trained on all of a pair's seeds, the variance over seeds of their score
 difference, pooled (weighted by degrees of freedom) and divided by the binomial ``2 p(1-p)``: the share of a
 trial's ``p(1-p)`` that training noise adds, i.e. as noisy as scoring on ``1 / share`` more examples. Plans at chance
 (mean below 0.55) are left out: their scores do not move.
@@ -22,14 +22,15 @@ BUCKETS = ((50, "<= 50"), (230, "51-230"), (1500, "231-1,500"), (math.inf, "> 1,
 
 def seed_spread(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
     """Per trial-size bucket (and ``all``): (plan pairs, sd of a difference over seeds, share of 2p(1-p))."""
-    scores: dict[tuple[str, int], dict[int, dict[str, tuple[float, int]]]] = defaultdict(dict)
+    scores: dict[tuple[str, int, str], dict[int, dict[str, tuple[float, int]]]] = defaultdict(dict)
     for row in rows:
         if row.get("plan") != "auto" or row.get("error"):
             continue
         for trial in row.get("trials", []):
             name, rung, _epochs, examples, score = trial[:5]
             if score is not None:
-                scores[(row["pair"], rung)].setdefault(row["seed"], {})[name] = (score, examples)
+                key = (row["pair"], rung, row.get("advisor_rule", ""))  # each rule's seeds apart
+                scores[key].setdefault(row["seed"], {})[name] = (score, examples)
     cells: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
     for seeds in scores.values():
         if len(seeds) < 2:
