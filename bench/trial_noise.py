@@ -2,10 +2,10 @@
 ``hftl/advisor/trials.py``) and whether the picks agree over seeds, from the ``--case auto`` rows of
 ``bench/results/calibration.jsonl``.
 
-For every pair, rung, tie rule and two plans that both trained on all of a pair's seeds, the variance over seeds of their score
-difference, pooled (weighted by degrees of freedom) and divided by the binomial ``2 p(1-p)``: the share of a
-trial's ``p(1-p)`` that training noise adds, i.e. as noisy as scoring on ``1 / share`` more examples. Plans at chance
-(mean below 0.55) are left out: their scores do not move.
+For every pair, rung, tie rule and two plans that both trained on all of a pair's seeds, the variance over seeds of
+their score difference, pooled (weighted by degrees of freedom) and divided by the binomial ``2 p(1-p)``: the share
+of a trial's ``p(1-p)`` that training noise adds, i.e. as noisy as scoring on ``1 / share`` more examples. Plans at
+chance (mean below 0.55) are left out: their scores do not move.
 """
 
 from __future__ import annotations

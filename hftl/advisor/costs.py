@@ -5,9 +5,9 @@ A trial's seconds = a fixed start (loading the model, the same for every plan) +
 examples it prepares (tokenising or decoding them and, for plans with a frozen prefix, building the feature cache:
 most of a head-only trial) + its training loop, per example-epoch + its scoring, per validation example (timed apart
 by the loop; where it was not, counted as ``EVAL_WEIGHT`` of a training example: on MiniLM on the CPU scoring is
-about half a training step, so folding it in at a third priced a full run 15% over what it took). Every plan gets its own rates, from its own trials: one pooled rate with a median start
-took a head-only trial's cache build for a fixed cost, and rung 1 then ran 2x over its plan on MiniLM
-(docs/calibration.md, the auto rows before this model).
+about half a training step, so folding it in at a third priced a full run 15% over what it took). Every plan gets
+its own rates, from its own trials: one pooled rate with a median start took a head-only trial's cache build for a
+fixed cost, and rung 1 then ran 2x over its plan on MiniLM (docs/calibration.md, the auto rows before this model).
 """
 
 from __future__ import annotations

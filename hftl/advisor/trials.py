@@ -18,12 +18,11 @@ after its last epoch, so on small data (where scoring every epoch would cost mor
 rung 0 scores on a stratified part of a validation split too large to score five times. Rung 1 is sized in seconds
 to end within ``SAFETY`` of what is left, from each plan's own start-up and training rates measured by rung 0
 (``hftl.advisor.costs``: a head-only trial's start grows with the data, its feature cache), and is skipped when not
-even a share of one epoch fits. Trials are ranked
-by the validation metric (the test split is never read); the pick is the best of the last rung; when its lead over the
-runner-up is within one standard error (``noise_of``: the validation sample's and what another seed moves a trial
-by), it is reported as a tie
-and the earlier candidate in ``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials),
-so that reruns with other seeds agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
+even a share of one epoch fits. Trials are ranked by the validation metric (the test split is never read); the pick
+is the best of the last rung; when its lead over the runner-up is within one standard error (``noise_of``: the
+validation sample's and what another seed moves a trial by), it is reported as a tie and the earlier candidate in
+``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials), so that reruns with other
+seeds agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
 """
 
 from __future__ import annotations
