@@ -40,11 +40,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.tiny_models import FILLER, NEGATIVE, POSITIVE, make_bert  # noqa: E402
+
 RUNS = ("stream-small", "stream-large", "memory-small", "memory-large", "stream-large-full", "resume-skip")
-POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]
-NEGATIVE = ["bad", "awful", "terrible", "dull", "boring", "poor"]
-FILLER = ["the", "film", "movie", "was", "a", "plot", "story", "acting", "really", "quite", "and", "it"]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def write_jsonl(path: Path, rows: int, seed: int) -> int:
@@ -57,27 +57,6 @@ def write_jsonl(path: Path, rows: int, seed: int) -> int:
             rnd.shuffle(words)
             handle.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
     return path.stat().st_size
-
-
-def tiny_bert(path: Path) -> Path:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    torch.manual_seed(0)
-    words = SPECIAL + sorted(set(POSITIVE + NEGATIVE + FILLER))
-    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(words)}, do_lower_case=True)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=2,
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def child(settings: dict, result: Path) -> None:
@@ -177,7 +156,7 @@ def main() -> None:
     report = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
     rows = {row["run"]: row for row in report["rows"] if "run" in row}
     try:
-        model = tiny_bert(work / "tiny-bert")
+        model = make_bert(work / "tiny-bert", num_layers=2)
         sizes = {}
         for name, count in (("small", small), ("large", large)):
             folder = work / name

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.tiny_models import FILLER, NEGATIVE, POSITIVE, SPECIAL, make_bert, quiet_and_seeded  # noqa: F401 (the fixtures' words and builder, imported by tests from here)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -26,27 +28,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 COLORS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
-POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]
-NEGATIVE = ["bad", "awful", "terrible", "dull", "boring", "poor"]
-FILLER = ["the", "film", "movie", "was", "a", "plot", "story", "acting", "really", "quite", "and", "it"]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _quiet_and_seeded() -> None:
-    """Fixture models get the same random weights whatever ran before them."""
-    import torch
-
-    from hftl.recipes.run import quiet_library_logs
-
-    quiet_library_logs()
-    torch.manual_seed(0)
 
 
 def make_vit(path: Path, num_layers: int = 4) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    _quiet_and_seeded()
+    quiet_and_seeded()
     config = ViTConfig(
         hidden_size=32,
         num_hidden_layers=num_layers,
@@ -64,7 +52,7 @@ def make_vit(path: Path, num_layers: int = 4) -> Path:
 def make_resnet(path: Path) -> Path:
     from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
 
-    _quiet_and_seeded()
+    quiet_and_seeded()
     config = ResNetConfig(
         embedding_size=8,
         hidden_sizes=[8, 16, 24, 32],
@@ -74,27 +62,6 @@ def make_resnet(path: Path) -> Path:
     )
     ResNetForImageClassification(config).save_pretrained(path)
     ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875).save_pretrained(path)
-    return path
-
-
-def make_bert(path: Path, num_layers: int = 4) -> Path:
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    _quiet_and_seeded()
-    path.mkdir(parents=True, exist_ok=True)
-    words = SPECIAL + sorted(set(POSITIVE + NEGATIVE + FILLER))
-    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(words)}, do_lower_case=True)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=2,
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
     return path
 
 
