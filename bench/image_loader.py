@@ -4,7 +4,8 @@
 - decoding and resizing every image once (``datasets.map``);
 - reading a batch of the cache as a DataLoader does (``Dataset.__getitems__``): hftl's raw uint8 bytes against the
   same pixels in an ``Array3D`` column formatted for torch (widened to int64 on the way);
-- collating with augmentation: hftl's batched crops (one ``grid_sample``) against cropping and resizing each image;
+- collating: without augmentation, and with hftl's per-image crops, beside the batch's crops in one ``grid_sample``
+  (measured slower on a CPU, so not used);
 - the whole loader in one process, hftl's against the per-item ``with_transform`` pipeline.
 
     python bench/image_loader.py [--images 512]
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from datasets import Array3D  # noqa: E402
+from datasets import Array3D, Features  # noqa: E402
 from transformers import ViTImageProcessor, default_data_collator  # noqa: E402
 
 from bench import common  # noqa: E402
@@ -50,17 +51,20 @@ def loader_rate(dataset, collate) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def crops_one_by_one(rows, collator) -> torch.Tensor:
-    """The usual augmentation: each image cropped and resized on its own, the same boxes as hftl draws."""
+def crops_in_one_call(rows, collator) -> torch.Tensor:
+    """The alternative hftl measured and left: the batch's crops (the same boxes) resampled in one ``grid_sample``."""
     pixels = image_batch(rows, collator.stats).float()
-    out = torch.empty_like(pixels)
+    count, _, height, width = pixels.shape
+    theta = torch.zeros(count, 2, 3)
     for i, row in enumerate(rows):
         generator = torch.Generator().manual_seed(_seed_for(collator.seed, 0, int(row[EXAMPLE_ID])))
-        box = crop_box(pixels.shape[-2:], generator, collator.scale)
-        crop = pixels[i][:, box.top : box.top + box.height, box.left : box.left + box.width]
-        resized = F.interpolate(crop[None], size=pixels.shape[-2:], mode="bilinear", align_corners=False)[0]
-        out[i] = resized.flip(-1) if box.flip else resized
-    return out
+        box = crop_box((height, width), generator, collator.scale)
+        theta[i, 0, 0] = (-1.0 if box.flip else 1.0) * box.width / width
+        theta[i, 0, 2] = (2 * box.left + box.width) / width - 1
+        theta[i, 1, 1] = box.height / height
+        theta[i, 1, 2] = (2 * box.top + box.height) / height - 1
+    grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def main() -> None:
@@ -78,22 +82,23 @@ def main() -> None:
     cached, collator = inputs.train, inputs.train_collator
     widened = cached.map(
         lambda row: {"pixel_values": np.frombuffer(row["pixel_values"], np.uint8).reshape(3, 224, 224)},
-        features=cached.features.copy() | {"pixel_values": Array3D((3, 224, 224), "uint8")},
+        features=Features({**cached.features, "pixel_values": Array3D((3, 224, 224), "uint8")}),
     ).with_format("torch")
     batches = [list(range(i, min(i + BATCH, count))) for i in range(0, count, BATCH)]
     rows = cached.__getitems__(batches[0])
     bytes_read = per_image_ms(lambda: [cached.__getitems__(b) for b in batches], count)
     int64_read = per_image_ms(lambda: [widened.__getitems__(b) for b in batches], count)
-    batched = per_image_ms(lambda: collator(rows), len(rows))
-    one_by_one = per_image_ms(lambda: crops_one_by_one(rows, collator), len(rows))
+    one_by_one = per_image_ms(lambda: collator(rows), len(rows))
+    batched = per_image_ms(lambda: crops_in_one_call(rows, collator), len(rows))
+    plain = per_image_ms(lambda: inputs.eval_collator(rows), len(rows))
     report = [
         ("hftl: decode and resize once (datasets.map, one process)", f"{once:.2f} ms/image"),
         (f"read a batch of {BATCH}: hftl's uint8 bytes", f"{bytes_read:.3f} ms/image"),
         (f"read a batch of {BATCH}: Array3D uint8, torch format (int64)", f"{int64_read:.3f} ms/image"),
         ("  ratio (Array3D torch / hftl)", f"{int64_read / bytes_read:.1f}x"),
-        ("collate with augmentation: hftl, the batch's crops at once", f"{batched:.3f} ms/image"),
-        ("collate with augmentation: each image cropped and resized", f"{one_by_one:.3f} ms/image"),
-        ("  ratio (one by one / hftl)", f"{one_by_one / batched:.1f}x"),
+        ("collate without augmentation (stack, rescale, normalise)", f"{plain:.3f} ms/image"),
+        ("collate with augmentation: hftl, each image cropped and resized", f"{one_by_one:.3f} ms/image"),
+        ("crops alone: the batch's in one grid_sample", f"{batched:.3f} ms/image"),
         ("hftl loader with augmentation, one process", f"{loader_rate(cached, collator):.0f} images/s"),
         (
             "with_transform loader (decode + processor per item), one process",
