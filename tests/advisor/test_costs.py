@@ -87,7 +87,7 @@ def test_trials_stay_within_the_budget_when_a_plans_start_grows_with_the_data(tm
 
     import hftl.advisor.trials as trials_module
 
-    runs = SlowStarts({"full": 0.8, "partial": 0.85, "lora": 0.7, "head": 0.84, "scratch": 0.5})
+    runs = SlowStarts({"full": 0.6, "partial": 0.85, "lora": 0.55, "head": 0.84, "scratch": 0.5})
     monkeypatch.setattr(trials_module, "time", types.SimpleNamespace(perf_counter=runs.clock))
     train, validation = labelled({0: 500, 1: 500}), labelled({0: 150, 1: 150})
     report = run_trials(config(tmp_path, epochs=5), train, validation, "label", runs)

@@ -19,6 +19,7 @@ from hftl.advisor.trials import (
     TrialsReport,
     decide,
     noise_of,
+    promoted,
     run_trials,
     stratified_share,
 )
@@ -152,6 +153,22 @@ def test_a_tie_within_noise_is_reported_and_settled_by_the_candidate_order():
     clear = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5)
     decide(clear, {"head": 0.95, "full": 0.80}, list(CANDIDATES))
     assert not clear.tie and clear.pick == "head"
+
+
+def test_rung_1_keeps_the_best_its_ties_and_the_next_plans_within_noise_of_the_last_kept():
+    names = lambda kept: [c.name for c in kept]  # noqa: E731
+    n = 236  # one standard error of a difference here: about 4.5 points
+    # minilm-yelp-20, seed 2: head ties with full; partial, 1.2 points under head, is kept as the third
+    rung0 = {"partial": 0.797, "full": 0.852, "head": 0.809, "lora": 0.763, "scratch": 0.513}
+    assert names(promoted(rung0, list(CANDIDATES), n)) == ["partial", "full", "head"]
+    # no ties: the two best, and a third only within noise of the second
+    clear = {"partial": 0.60, "full": 0.90, "head": 0.80, "lora": 0.79, "scratch": 0.50}
+    assert names(promoted(clear, list(CANDIDATES), n)) == ["full", "head", "lora"]
+    apart = {"partial": 0.60, "full": 0.90, "head": 0.80, "lora": 0.70, "scratch": 0.50}
+    assert names(promoted(apart, list(CANDIDATES), n)) == ["full", "head"]
+    # ties fill the places in the candidates' order, the best always kept
+    level = {"partial": 0.80, "full": 0.80, "head": 0.81, "lora": 0.80, "scratch": 0.80}
+    assert names(promoted(level, list(CANDIDATES), n)) == ["partial", "full", "head"]
 
 
 def test_the_noise_counts_what_another_seed_moves_a_trial_by():
