@@ -1025,9 +1025,7 @@ training rates they measured: `hftl/advisor/costs.py`) and, where the pick was f
 the full run that followed in the same process (which reuses what the trials loaded: word vectors, feature caches).
 Each auto row records the advisor's tie rule: today's table comes first, those of the rules it replaced after it
 (the evidence for the change), and the trial-noise table, pooled over every rule's seeds, is where the trials'
-`SEED_VARIANCE` comes from. Since the seed-noise rows, image augmentation resamples a batch's crops in one
-`grid_sample` (identical crops; only the crop's outer ring of pixels blends differently), so image auto rows and the
-plan rows they are compared with were augmented a little differently.
+`SEED_VARIANCE` comes from.
 The auto rows were measured with two calibration processes sharing the 2 vCPUs (one thread each, a load average of
 about 2); the plan rows earlier, under heavier load (7-12): ratios, not seconds, are what to read. The pairs with 16
 examples per class are at chance for every plan; glove-sst2-16 has 10 seeds so that noise does not pass for a

@@ -32,9 +32,15 @@ def seed_spread(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float, float
                 key = (row["pair"], rung, row.get("advisor_rule", ""))  # each rule's seeds apart
                 scores[key].setdefault(row["seed"], {})[name] = (score, examples)
     cells: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
+    seen: set[frozenset] = set()
     for seeds in scores.values():
-        if len(seeds) < 2:
+        # rung 0 trains the same trials whatever the rule (same seeds, same scores): counted once
+        record = frozenset(
+            (seed, name, score) for seed, plans in seeds.items() for name, (score, _) in plans.items()
+        )
+        if len(seeds) < 2 or record in seen:
             continue
+        seen.add(record)
         common = set.intersection(*(set(plans) for plans in seeds.values()))
         for a, b in itertools.combinations(sorted(common), 2):
             diffs = [plans[a][0] - plans[b][0] for plans in seeds.values()]

@@ -81,9 +81,9 @@ MAX_SURVIVORS = 3
 PLANNED_SHARE = 0.75
 MIN_VALIDATION = 200  # rung 0 scores on at least this many validation examples (about +-5 points of noise)
 # what another seed moves a trial's score by (its subset, initialisation and batch order), as a share of the binomial
-# p(1-p): as noisy as scoring on 275 more examples. Pooled over 105 pairs of plans x 3 seeds of the calibration
-# trials (docs/calibration.md, "Trial noise over seeds"; 1/200 to 1/608 by the trials' size): without it the trials
-# called a 3-4 point lead real that the next seed reversed, on 5 of 14 pairs
+# p(1-p): as noisy as scoring on 275 more examples. Pooled over 113 pairs of plans x 3 seeds of the calibration
+# trials (docs/calibration.md, "Trial noise over seeds": 274; 1/216 to 1/608 by the trials' size). Without it the
+# seeds' picks agreed (or were reported as ties that agreed) on 8 of 14 calibration pairs; with it on 13
 SEED_VARIANCE = 1 / 275
 # rung 1 is planned to end this far inside what is left of the budget: the seconds it predicts are rung 0's rates
 # carried over to more data, and a busy machine moves them
