@@ -321,7 +321,7 @@ def promoted(scores: dict[str, float], candidates: list[Candidate], examples: in
 def decide(report: TrialsReport, scores: dict[str, float], candidates: list[Candidate]) -> None:
     """The best score wins; a runner-up within one standard error of the difference (``noise_of``) is a tie, settled
     by the candidates' order (a wider band, 1.645 standard errors, made the seeds agree more often, 12 of 14 pairs,
-    but chose the order's first plan where another was better by 3-5 points: within a point of the best on 10 of 14
+    but chose the order's first plan where another was better by 3-5 points: within a point of the best on 11 of 14
     pairs instead of 13; docs/calibration.md)."""
     ranked = sorted(scores, key=lambda name: -scores[name])
     best = ranked[0]
