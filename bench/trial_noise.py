@@ -49,6 +49,8 @@ def seed_spread(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float, float
                 continue
             examples = next(iter(seeds.values()))[a][1]
             bucket = next(label for top, label in BUCKETS if examples <= top)
+            if p * (1 - p) == 0:  # both plans perfect (or at zero) on every seed: nothing to scale
+                continue
             for key in (bucket, "all"):
                 cells[key].append((statistics.variance(diffs), len(diffs) - 1, 2 * p * (1 - p)))
     out = {}
@@ -76,7 +78,8 @@ def noise_table(rows: list[dict[str, Any]]) -> list[str]:
     for _, label in [*BUCKETS, (None, "all")]:
         if label in spread:
             n, sd, share = spread[label]
-            lines.append(f"| {label} | {n} | {100 * sd:.1f} | {share:.4f} | {1 / share:.0f} examples |")
+            scoring = f"{1 / share:.0f} examples" if share > 0 else "- (no spread)"
+            lines.append(f"| {label} | {n} | {100 * sd:.1f} | {share:.4f} | {scoring} |")
     return [*lines, ""]
 
 

@@ -64,15 +64,23 @@ class Costs:
         for name in dict.fromkeys(t.candidate for t in done):
             mine = [(t, start) for t, start in zip(done, starts, strict=True) if t.candidate == name]
             prepared = sum(t.examples + t.scored for t, _ in mine)
-            looped = sum(min(t.train_seconds, t.seconds) for t, _ in mine)
             extra = sum(start - fixed for _, start in mine)
-            scoring = sum(min(t.eval_seconds, t.train_seconds) for t, _ in mine)
-            if scoring > 0:  # the loop timed its scoring
-                train = (looped - scoring) / max(sum(t.epochs * t.examples for t, _ in mine), 1e-9)
-                score = scoring / max(sum(t.scored for t, _ in mine), 1)
-            else:
-                train = looped / max(sum(_work(t.epochs, t.examples, t.scored) for t, _ in mine), 1e-9)
-                score = EVAL_WEIGHT * train
+            training = scoring = 0.0
+            for trial, _ in mine:
+                loop = min(trial.train_seconds, trial.seconds)
+                # a trial whose loop did not time its scoring: scoring counted as EVAL_WEIGHT of a training example
+                timed = min(trial.eval_seconds, loop) if trial.eval_seconds > 0 else None
+                spent = (
+                    timed
+                    if timed is not None
+                    else loop
+                    * EVAL_WEIGHT
+                    * trial.scored
+                    / max(_work(trial.epochs, trial.examples, trial.scored), 1e-9)
+                )
+                training, scoring = training + loop - spent, scoring + spent
+            train = max(training, 0.0) / max(sum(t.epochs * t.examples for t, _ in mine), 1e-9)
+            score = scoring / max(sum(t.scored for t, _ in mine), 1)
             plans[name] = PlanRates(extra / max(prepared, 1), train, score)
         return cls(fixed, plans)
 

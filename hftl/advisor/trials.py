@@ -140,7 +140,7 @@ class TrialsReport:
             )
         if self.runner_up is not None and self.margin is not None:
             verdict = (
-                f"tie within noise (+-{100 * (self.noise or 0):.1f} points) of {', '.join(self.tied)}: "
+                f"tie within noise (+-{100 * (self.noise or 0):.1f} points) of {', '.join(self.tied or [self.pick])}: "
                 f"{self.pick} chosen (ties go to the earlier of "
                 + ", ".join(c.name for c in CANDIDATES)
                 + ")"
@@ -222,6 +222,8 @@ def run_trials(
         first = budget.schedule(candidates, first_units, len(first_validation))
         subset = stratified_share(train, label_column, first.share, config.seed)
         scores = _rung(report, config, candidates, 0, first.epochs, subset, first_validation, run, work)
+        if not scores:
+            raise no_trial_trained(report)
         survivors = promoted(scores, candidates, len(first_validation))
         # rung 1: the survivors, scored on all the validation data, trained as long as the rest of the budget pays
         # for, in seconds: rung 0's trials measured what each plan's start and training cost here
@@ -239,10 +241,7 @@ def run_trials(
             # rung 0 is all there is: score its survivors on all the validation data, where that still fits
             scores = _rung(report, config, survivors, 1, first.epochs, subset, validation, run, work)
         if not scores:
-            raise HftlError(
-                "no candidate plan trained in the advisor's trials: "
-                + "; ".join(f"{t.candidate}: {t.error}" for t in report.trials if t.error)
-            )
+            raise no_trial_trained(report)
         if not any(t.rung == 1 for t in report.trials):  # the noise of the scores decided on
             report.validation_examples = len(first_validation)
         decide(report, scores, candidates)
@@ -252,6 +251,13 @@ def run_trials(
     full_run = Costs.fit(report.trials).full_run(config.epochs, len(train), len(validation))
     report.cost_ratio = report.seconds / full_run if full_run > 0 else None  # None: too fast to time
     return report
+
+
+def no_trial_trained(report: TrialsReport) -> HftlError:
+    return HftlError(
+        "no candidate plan trained in the advisor's trials: "
+        + "; ".join(f"{t.candidate}: {t.error}" for t in report.trials if t.error)
+    )
 
 
 @dataclass(frozen=True)
@@ -392,8 +398,8 @@ def _trial(
         with _quiet():
             result = run(settings, DatasetDict(train=train, validation=validation))
         trial.score = float(result.metrics["best"][f"eval_{metric}"])
-        trial.train_seconds = round(float(result.metrics.get("train_seconds", 0.0)), 2)
-        trial.eval_seconds = round(float(result.metrics.get("eval_seconds", 0.0)), 2)
+        trial.train_seconds = round(float(result.metrics.get("train_seconds", 0.0)), 3)
+        trial.eval_seconds = round(float(result.metrics.get("eval_seconds", 0.0)), 3)
     except HftlError as error:  # a plan that does not apply to this model is skipped, and said so
         trial.error = f"{type(error).__name__}: {error}"
     finally:

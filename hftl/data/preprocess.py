@@ -254,8 +254,7 @@ def image_batches(
             else []
         )
         pixels = [
-            (blank if text else np.clip(np.rint(next(good)), 0, 255).astype(np.uint8)).tobytes()
-            for text in problems
+            (blank if text else stored_image(next(good), stats, processor)).tobytes() for text in problems
         ]
         labels = batch[label]
         if encode_label is not None:
@@ -296,14 +295,27 @@ class ImageCollator:
         return {"pixel_values": pixels, LABELS: label_tensor([e[LABELS] for e in examples])}
 
 
+def stored_image(pixels: np.ndarray, stats: ImageStats, processor: Any) -> np.ndarray:
+    """One processed image as the cache keeps it (uint8, channels first), refused unless it has the shape every
+    image must share: a processor that keeps each image's aspect ratio (no crop) makes one per image."""
+    if pixels.shape != (3, stats.height, stats.width):
+        raise DataError(
+            f"the image processor made a {'x'.join(map(str, pixels.shape))} image where "
+            f"3x{stats.height}x{stats.width} was expected ({type(processor).__name__}, size={getattr(processor, 'size', None)!r}): "
+            "hftl needs a processor that resizes or crops every image to one size (e.g. size={'height': H, "
+            "'width': W} or do_center_crop=True in the model's preprocessor_config.json)"
+        )
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
 def image_batch(examples: Sequence[Mapping[str, Any]], stats: ImageStats) -> torch.Tensor:
     """The examples' stored pixels as one uint8 tensor (batch, 3, height, width)."""
     shape = (len(examples), 3, stats.height, stats.width)
     raw = b"".join(e["pixel_values"] for e in examples)
     if len(raw) != np.prod(shape):
         raise DataError(
-            f"cached images are not {stats.height}x{stats.width} RGB: the preprocessing cache does not match the "
-            "model's image processor; delete the dataset's cache files and run again"
+            f"cached images are not {stats.height}x{stats.width} RGB: they were prepared for another image "
+            "processor than this model's"
         )
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(shape)
 

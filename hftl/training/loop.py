@@ -317,10 +317,17 @@ def end_epoch(state: TrainState, epoch: int, name: str | None = None, last: bool
 def score(state: TrainState) -> dict[str, float]:
     """Evaluate on the validation split, timing it: the advisor prices a trial's scoring apart from its training
     (on a small CPU model a forward pass is about half a training step, not the third a GPU gives)."""
+    synchronize(state.accelerator.device)  # the training steps still queued on the device are not scoring's
     started = time.perf_counter()
     scores = evaluate(state.model, state.eval_dl, state.accelerator, state.metrics, state.threshold)
+    synchronize(state.accelerator.device)
     state.eval_seconds += time.perf_counter() - started
     return scores
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def checkpoint(state: TrainState) -> None:

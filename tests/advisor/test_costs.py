@@ -54,6 +54,18 @@ def test_scoring_timed_by_the_loop_is_priced_apart_from_training():
     assert untimed.full_run(3, 1000, 800) != pytest.approx(run, rel=0.05)  # the old folding-in was 10%+ off
 
 
+def test_timed_and_untimed_trials_of_a_plan_each_count_their_own_scoring():
+    """One trial timed its scoring, one did not (counted at EVAL_WEIGHT of a training example, 1/3 here too):
+    each trial's own scoring comes off its own loop, so the rates stay those of the machine."""
+    timed_trial = Trial("full", 0, 1, 200, 300, 0.5, FIXED + 2.0 + 1.5, 3.5, eval_seconds=1.5)
+    untimed = Trial("full", 1, 2, 400, 300, 0.5, FIXED + 8.0 + 1.0, 9.0, eval_seconds=0.0)  # scoring at 1/3
+    rates = Costs.fit([timed_trial, untimed]).rates("full")
+    assert rates.train == pytest.approx(10.0 / 1000, rel=0.01)  # 2 s for 200 + 8 s for 800 example-epochs
+    assert rates.score == pytest.approx((1.5 + 1.0) / 600)
+    instant = Trial("head", 0, 1, 10, 10, 0.5, FIXED, 0.01, eval_seconds=0.01)
+    assert Costs.fit([instant]).rates("head").train == 0.0  # never negative
+
+
 def test_rung_one_gets_whole_epochs_when_they_fit_else_a_share_else_nothing():
     costs = Costs.fit([timed(plan, 1, 100, 100) for plan in ("head", "full")])
     plans = ["head", "full"]

@@ -35,3 +35,10 @@ def test_a_pair_is_consistent_when_one_plan_is_every_seeds_pick_or_in_its_report
     assert consistent([auto_row(0, {}, "full"), auto_row(1, {}, "full"), tie])
     assert not consistent([auto_row(0, {}, "full"), auto_row(1, {}, "head"), tie])
     assert not consistent([auto_row(0, {}, "full"), auto_row(1, {}, "partial")])  # no tie reported
+
+
+def test_perfect_scores_on_every_seed_do_not_break_the_table():
+    from bench.trial_noise import noise_table
+
+    rows = [auto_row(seed, {"full": 1.0, "head": 1.0}) for seed in range(3)]
+    assert seed_spread(rows) == {} and noise_table(rows) == []

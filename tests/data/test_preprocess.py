@@ -80,3 +80,15 @@ def test_a_crop_box_stays_inside_the_image_and_the_whole_image_comes_back_unchan
         box = preprocess.crop_box((32, 40), torch.Generator().manual_seed(seed), (0.6, 1.0))
         assert 0.6 * 32 * 40 * 0.9 <= box.height * box.width <= 32 * 40
         assert box.top + box.height <= 32 and box.left + box.width <= 40
+
+
+def test_a_processor_that_keeps_each_images_shape_is_refused_when_the_cache_is_built():
+    stats = preprocess.ImageStats(16, 16, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+    processor = ViTImageProcessor(size={"height": 16, "width": 16})
+    assert preprocess.stored_image(np.full((3, 16, 16), 300.0), stats, processor).max() == 255
+    try:
+        preprocess.stored_image(np.zeros((3, 16, 20)), stats, processor)
+    except preprocess.DataError as error:
+        assert "3x16x20 image where 3x16x16 was expected" in str(error)
+    else:
+        raise AssertionError("a 16x20 image was stored as 16x16")
