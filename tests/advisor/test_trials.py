@@ -171,6 +171,17 @@ def test_rung_1_keeps_the_best_its_ties_and_the_next_plans_within_noise_of_the_l
     assert names(promoted(level, list(CANDIDATES), n)) == ["partial", "full", "head"]
 
 
+def test_no_plan_training_is_the_advisors_error_and_an_older_tie_names_its_pick(tmp_path, fake_runs):
+    every = ("full", "partial", "lora", "head", "scratch")
+    runs = fake_runs({name: 0.5 for name in every}, fail=every)
+    with pytest.raises(hftl.HftlError, match="no candidate plan trained"):
+        run_trials(config(tmp_path), labelled({0: 40, 1: 40}), labelled({0: 20, 1: 20}), "label", runs)
+    older = TrialsReport(
+        "accuracy", 300, 1.5, pick="partial", runner_up="full", margin=0.0, noise=0.03, tie=True
+    )
+    assert "of partial: partial chosen" in older.render()  # advice.json from before the tied plans were saved
+
+
 def test_the_noise_counts_what_another_seed_moves_a_trial_by():
     """Scored on many examples the validation sample's noise vanishes, a seed's does not: two trials 3 points apart
     on 10,000 examples are still a tie (the calibration's seeds reversed such leads)."""
