@@ -46,7 +46,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.trial_noise import consistent, noise_table  # noqa: E402
+from bench.trial_noise import consistent, noise_table, rule_of  # noqa: E402
 from hftl.recipes.demo import quiet_output  # noqa: E402
 
 # --- plans -----------------------------------------------------------------------------------------------------------
@@ -789,11 +789,6 @@ EARLIER_RULES = {
     "seed noise, 1.645 SE": "a tie within 1.645 standard errors (validation and seed noise)",
     "binomial, 1 SE": "a tie within one standard error of the validation sample alone",
 }
-
-
-def rule_of(row: dict[str, Any]) -> str:
-    """The tie rule an auto row was measured with (rows from before rules were recorded: the binomial one)."""
-    return row.get("advisor_rule", "binomial, 1 SE")
 
 
 def auto_tables(rows: list[dict[str, Any]]) -> list[str]:

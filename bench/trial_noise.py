@@ -20,6 +20,12 @@ AT_CHANCE = 0.55
 BUCKETS = ((50, "<= 50"), (230, "51-230"), (1500, "231-1,500"), (math.inf, "> 1,500"))
 
 
+def rule_of(row: dict[str, Any]) -> str:
+    """The advisor's tie rule an auto row was measured with (rows from before rules were recorded: the binomial
+    one)."""
+    return row.get("advisor_rule", "binomial, 1 SE")
+
+
 def seed_spread(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
     """Per trial-size bucket (and ``all``): (plan pairs, sd of a difference over seeds, share of 2p(1-p))."""
     scores: dict[tuple[str, int, str], dict[int, dict[str, tuple[float, int]]]] = defaultdict(dict)
@@ -29,7 +35,7 @@ def seed_spread(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float, float
         for trial in row.get("trials", []):
             name, rung, _epochs, examples, score = trial[:5]
             if score is not None:
-                key = (row["pair"], rung, row.get("advisor_rule", ""))  # each rule's seeds apart
+                key = (row["pair"], rung, rule_of(row))  # each rule's seeds apart
                 scores[key].setdefault(row["seed"], {})[name] = (score, examples)
     cells: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
     seen: set[frozenset] = set()
@@ -47,10 +53,10 @@ def seed_spread(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float, float
             p = statistics.mean(plans[n][0] for plans in seeds.values() for n in (a, b))
             if min(statistics.mean(plans[n][0] for plans in seeds.values()) for n in (a, b)) < AT_CHANCE:
                 continue
-            examples = next(iter(seeds.values()))[a][1]
-            bucket = next(label for top, label in BUCKETS if examples <= top)
             if p * (1 - p) == 0:  # both plans perfect (or at zero) on every seed: nothing to scale
                 continue
+            examples = next(iter(seeds.values()))[a][1]
+            bucket = next(label for top, label in BUCKETS if examples <= top)
             for key in (bucket, "all"):
                 cells[key].append((statistics.variance(diffs), len(diffs) - 1, 2 * p * (1 - p)))
     out = {}

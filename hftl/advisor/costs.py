@@ -68,16 +68,11 @@ class Costs:
             training = scoring = 0.0
             for trial, _ in mine:
                 loop = min(trial.train_seconds, trial.seconds)
-                # a trial whose loop did not time its scoring: scoring counted as EVAL_WEIGHT of a training example
-                timed = min(trial.eval_seconds, loop) if trial.eval_seconds > 0 else None
-                spent = (
-                    timed
-                    if timed is not None
-                    else loop
-                    * EVAL_WEIGHT
-                    * trial.scored
-                    / max(_work(trial.epochs, trial.examples, trial.scored), 1e-9)
-                )
+                if trial.eval_seconds > 0:  # the loop timed its scoring
+                    spent = min(trial.eval_seconds, loop)
+                else:  # scoring counted as EVAL_WEIGHT of a training example
+                    work = _work(trial.epochs, trial.examples, trial.scored)
+                    spent = loop * EVAL_WEIGHT * trial.scored / max(work, 1e-9)
                 training, scoring = training + loop - spent, scoring + spent
             train = max(training, 0.0) / max(sum(t.epochs * t.examples for t, _ in mine), 1e-9)
             score = scoring / max(sum(t.scored for t, _ in mine), 1)

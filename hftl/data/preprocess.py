@@ -311,13 +311,13 @@ def stored_image(pixels: np.ndarray, stats: ImageStats, processor: Any) -> np.nd
 def image_batch(examples: Sequence[Mapping[str, Any]], stats: ImageStats) -> torch.Tensor:
     """The examples' stored pixels as one uint8 tensor (batch, 3, height, width)."""
     shape = (len(examples), 3, stats.height, stats.width)
-    raw = b"".join(e["pixel_values"] for e in examples)
+    raw = bytearray().join(e["pixel_values"] for e in examples)  # one copy, writable: torch shares it
     if len(raw) != np.prod(shape):
         raise DataError(
             f"cached images are not {stats.height}x{stats.width} RGB: they were prepared for another image "
             "processor than this model's"
         )
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(shape)
+    return torch.frombuffer(raw, dtype=torch.uint8).view(shape)
 
 
 def _seed_for(*parts: int) -> int:
