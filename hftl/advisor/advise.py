@@ -30,7 +30,8 @@ from hftl.advisor.trials import Trial, TrialsReport, run_trials
 from hftl.backbones import backbone_for
 from hftl.config import RunConfig
 from hftl.data.loading import Splits, splits_for
-from hftl.data.preprocess import prepare_inputs
+from hftl.data.preprocess import ImageStats, prepare_inputs
+from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import ADVICE_JSON
 from hftl.settings import AUTO_CASE, AUTO_METRIC, VECTORS_PREFIX
@@ -43,8 +44,9 @@ from hftl.training.metrics import default_metric_for_best, metric_names
 
 def probe_batches(
     config: RunConfig, task: Task, splits: Splits, processor: Any, sample: Dataset
-) -> DataLoader:
-    """Model-ready, un-augmented batches of ``sample`` (a subset of the training split)."""
+) -> tuple[DataLoader, ImageStats | None]:
+    """Model-ready, un-augmented batches of ``sample`` (a subset of the training split), and what a model does to
+    their raw pixels (images)."""
     probe_splits = dataclasses.replace(splits, train=sample, validation=sample.select(range(1)))
     inputs = prepare_inputs(
         probe_splits,
@@ -55,11 +57,12 @@ def probe_batches(
         seed=config.seed,
         max_image_pixels=config.max_image_pixels,
     )
-    return DataLoader(
+    loader = DataLoader(
         inputs.train,
         batch_size=config.eval_batch_size or 2 * config.batch_size,
         collate_fn=inputs.eval_collator,
     )
+    return loader, inputs.image_stats
 
 
 def advise_splits(
@@ -79,7 +82,7 @@ def advise_splits(
     size = measure_size(splits)
     count = min(config.advise_max_samples, len(splits.train))
     sample = splits.train.shuffle(seed=config.seed).select(range(count))
-    batches = probe_batches(config, task, splits, processor, sample)
+    batches, image_stats = probe_batches(config, task, splits, processor, sample)
     pooling = probe_pooling(config, model_name)
 
     model_class = task.model_class()
@@ -87,6 +90,7 @@ def advise_splits(
     pretrained, info = model_class.from_pretrained(
         source, revision=config.revision, trust_remote_code=config.trust_remote_code, output_loading_info=True
     )
+    accept_raw_pixels(pretrained, image_stats)
     backbone = backbone_for(pretrained.config)
     head = backbone.head(pretrained)
     has_head = not any(
@@ -106,6 +110,7 @@ def advise_splits(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         random_model = model_class.from_config(pretrained.config, trust_remote_code=config.trust_remote_code)
+    accept_raw_pixels(random_model, image_stats)
     random_features, _ = cached_depth_features(
         random_model,
         batches,

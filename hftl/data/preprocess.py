@@ -3,13 +3,15 @@ collators (per-epoch image augmentation, dynamic padding for text).
 
 Images are stored after resize/crop as uint8 (``datasets.map``, cached by fingerprint; raw bytes in Arrow, which
 datasets hands over as they are, where its torch formatting copied every pixel into int64: reading a batch took 30
-times as long, bench/image_loader.py), and rescaled/normalised in the collator, so decoding JPEGs never happens twice
-and augmentation still differs per epoch. The numbers
-follow the model's own image processor, so ``transformers.pipeline`` sees the same inputs at inference.
+times as long, bench/image_loader.py), so decoding JPEGs never happens twice and augmentation still differs per
+epoch. Batches stay uint8 up to the model, which rescales and normalises them on its own device
+(``hftl.data.raw_pixels``: a quarter of float32's bytes through every copy on the way). The numbers follow the
+model's own image processor, so ``transformers.pipeline`` sees the same inputs at inference.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,8 @@ class ModelInputs:
     stream: Any = (
         None  # --streaming: the train split as a ``TrainStream`` (``train`` is then its IterableDataset)
     )
+    # image batches carry raw uint8 pixels: what the model does to them on its device (``accept_raw_pixels``)
+    image_stats: ImageStats | None = None
 
 
 def prepare_inputs(
@@ -93,6 +97,7 @@ def prepare_inputs(
         eval_collator,
         [report for _, report in mapped.values()],
         mapped["test"][0] if "test" in mapped else None,
+        image_stats=ImageStats.from_processor(processor) if modality == "image" else None,
     )
 
 
@@ -121,7 +126,7 @@ def prepare_split(
 def collators(
     modality: str, processor: Any, augment: bool, seed: int, pad_to_multiple_of: int | None
 ) -> tuple[Any, Any]:
-    """The train and evaluation collators: seeded augmentation and normalisation (images), dynamic padding (text)."""
+    """The train and evaluation collators: seeded augmentation of raw pixels (images), dynamic padding (text)."""
     if modality == "image":
         stats = ImageStats.from_processor(processor)
         return ImageCollator(stats, augment=augment, seed=seed), ImageCollator(
@@ -170,6 +175,22 @@ class ImageStats:
         else:
             mean, std = (0.0,) * channels, (1.0,) * channels
         return cls(height, width, float(rescale), mean, std)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw uint8 pixels (batch, channels, height, width) rescaled and normalised as the processor does, in
+        float32 on their own device (the constants are made once per device: no copy, so no sync, per batch)."""
+        mean, std = _channel_constants(self.mean, self.std, pixels.device)
+        return (pixels.float() * self.rescale_factor - mean) / std
+
+
+@functools.cache
+def _channel_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        torch.tensor(mean, device=device).view(-1, 1, 1),
+        torch.tensor(std, device=device).view(-1, 1, 1),
+    )
 
 
 def _per_channel(values: float | Sequence[float], channels: int) -> tuple[float, ...]:
@@ -266,7 +287,8 @@ def image_batches(
 
 
 class ImageCollator:
-    """Stacks uint8 images, applies seeded per-example augmentation (train), then rescales and normalises.
+    """Stacks uint8 images and applies seeded per-example augmentation (train); the batch stays uint8, for the
+    model to rescale and normalise on its device (``ImageStats.normalise``).
 
     The augmentation of an example depends only on (seed, epoch, example id), so it is the same whatever the batch
     order, number of workers or resume point.
@@ -277,21 +299,18 @@ class ImageCollator:
     ):
         self.stats, self.augment, self.seed, self.scale = stats, augment, seed, scale
         self.epoch = 0
-        self._mean = torch.tensor(stats.mean).view(-1, 1, 1)
-        self._std = torch.tensor(stats.std).view(-1, 1, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels = image_batch(examples, self.stats).float()
+        pixels = image_batch(examples, self.stats)
         if self.augment:
             for i, example in enumerate(examples):
                 generator = torch.Generator().manual_seed(
                     _seed_for(self.seed, self.epoch, int(example[EXAMPLE_ID]))
                 )
                 pixels[i] = resized_crop(pixels[i], crop_box(pixels.shape[-2:], generator, self.scale))
-        pixels = (pixels * self.stats.rescale_factor - self._mean) / self._std
         return {"pixel_values": pixels, LABELS: label_tensor([e[LABELS] for e in examples])}
 
 
@@ -353,12 +372,13 @@ def crop_box(
 
 
 def resized_crop(image: torch.Tensor, box: CropBox) -> torch.Tensor:
-    """The crop resized back to the image's size (bilinear), mirrored when the box says so. One image at a time:
-    on a CPU this beat resampling the batch's crops in one ``grid_sample`` (1.1 vs 1.6 ms per 224 px image,
-    bench/image_loader.py)."""
-    crop = image[:, box.top : box.top + box.height, box.left : box.left + box.width]
+    """The crop resized back to the image's size (bilinear, in float32; a uint8 image comes back uint8, rounded),
+    mirrored when the box says so. One image at a time: on a CPU this beat resampling the batch's crops in one
+    ``grid_sample`` (1.1 vs 1.6 ms per 224 px image, bench/image_loader.py)."""
+    crop = image[:, box.top : box.top + box.height, box.left : box.left + box.width].float()
     out = F.interpolate(crop[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
-    return out.flip(-1) if box.flip else out
+    out = out.flip(-1) if box.flip else out
+    return out.round_().clamp_(0, 255).to(torch.uint8) if image.dtype == torch.uint8 else out
 
 
 # --- texts ---------------------------------------------------------------------------------------------------------

@@ -245,6 +245,7 @@ def prepare_stream_inputs(
         [report for _, report in ready.values()],
         ready["test"][0] if "test" in ready else None,
         stream,
+        ImageStats.from_processor(processor) if modality == "image" else None,
     )
 
 

@@ -32,7 +32,7 @@ from hftl.errors import ModelError
 from hftl.outputs.files import file_digest, space_checked
 from hftl.transfer.plan import TransferPlan
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: augmented views are made from crops rounded to uint8 (batches reach the model raw)
 META_FILE = "meta.json"
 SPLITS = ("train", "validation")
 LENGTH = "length"

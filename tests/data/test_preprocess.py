@@ -1,6 +1,7 @@
 """Decoding images once in several processes gives exactly what one process gives: the same uint8 pixels, labels
 and example ids, in the same order (the ids are what seeded augmentation and bad-row reports use); cached images
-are read as uint8 bytes; crops stay inside the image."""
+are read as uint8 bytes and batched as uint8 (normalised by the model, as the processor would); crops stay inside
+the image."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_images_decoded_by_several_processes_equal_one_process(monkeypatch):
     assert list(several.train["example_id"]) == list(range(24))
 
 
-def test_cached_images_are_read_as_uint8_and_collated_normalised():
+def test_cached_images_are_read_and_collated_as_uint8_and_normalised_as_the_processor_does():
     data = pictures(6)
     splits = Splits(data, data, ["a", "b", "c"], "image", "label", "generated")
     processor = ViTImageProcessor(size={"height": 16, "width": 16})
@@ -53,12 +54,19 @@ def test_cached_images_are_read_as_uint8_and_collated_normalised():
     assert len(rows[0]["pixel_values"]) == 3 * 16 * 16  # uint8 bytes, not widened to int64 (30x the read)
     batch = inputs.eval_collator(rows)
     stored = np.stack([np.frombuffer(r["pixel_values"], np.uint8).reshape(3, 16, 16) for r in rows])
-    expected = (torch.from_numpy(stored).float() / 255 - 0.5) / 0.5
-    assert torch.allclose(batch["pixel_values"], expected, atol=1e-6) and batch["labels"].tolist() == [
-        0,
-        1,
-        2,
+    assert batch["pixel_values"].dtype == torch.uint8 and torch.equal(
+        batch["pixel_values"], torch.from_numpy(stored)
+    )
+    assert batch["labels"].tolist() == [0, 1, 2]
+    # the model's side: what the processor itself makes of the same (resized) pixels
+    expected = processor(list(stored.transpose(0, 2, 3, 1)), do_resize=False, return_tensors="pt")[
+        "pixel_values"
     ]
+    assert inputs.image_stats is not None
+    assert torch.allclose(inputs.image_stats.normalise(batch["pixel_values"]), expected, atol=1e-6)
+    augmented = inputs.train_collator(rows)["pixel_values"]
+    assert augmented.dtype == torch.uint8 and augmented.shape == (3, 3, 16, 16)
+    assert not torch.equal(augmented, batch["pixel_values"])  # cropped, still uint8
     again = inputs.train_collator(list(reversed(rows)))  # an example's augmentation ignores the batch order
     black = io.BytesIO()
     Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(black, format="PNG")
@@ -67,7 +75,7 @@ def test_cached_images_are_read_as_uint8_and_collated_normalised():
     dark = preprocess.prepare_inputs(Splits(dark, dark, ["a", "b", "c"], "image", "label", "generated"), "image",
                                      processor, augment=False)  # fmt: skip
     # every byte zero: numpy's bytes_ formatting would have dropped them all
-    assert inputs.eval_collator(dark.train.__getitems__([0]))["pixel_values"].eq(-1.0).all()
+    assert inputs.eval_collator(dark.train.__getitems__([0]))["pixel_values"].eq(0).all()
     assert torch.equal(inputs.train_collator(rows)["pixel_values"][0], again["pixel_values"][2])
 
 
@@ -76,6 +84,13 @@ def test_a_crop_box_stays_inside_the_image_and_the_whole_image_comes_back_unchan
     assert torch.allclose(preprocess.resized_crop(images, preprocess.CropBox(0, 0, 32, 40, False)), images)
     mirrored = preprocess.resized_crop(images, preprocess.CropBox(0, 0, 32, 40, True))
     assert torch.equal(mirrored, images.flip(-1))
+    raw = images.round().to(torch.uint8)  # what a batch holds: uint8 in, uint8 out, the float crop rounded
+    box = preprocess.CropBox(3, 5, 20, 30, True)
+    cropped = preprocess.resized_crop(raw, box)
+    floating = preprocess.resized_crop(raw.float(), box)
+    assert cropped.dtype == torch.uint8 and torch.equal(
+        cropped, floating.round().clamp(0, 255).to(torch.uint8)
+    )
     for seed in range(20):
         box = preprocess.crop_box((32, 40), torch.Generator().manual_seed(seed), (0.6, 1.0))
         assert 0.6 * 32 * 40 * 0.9 <= box.height * box.width <= 32 * 40

@@ -128,5 +128,5 @@ def test_images_stream_from_a_folder_with_the_labels_of_its_class_folders(image_
     processor = ViTImageProcessor(size={"height": 32, "width": 32})
     inputs = prepare_stream_inputs(splits, "image", processor, config, rank=0, world_size=1)
     batch = next(inputs.stream.batches())
-    assert batch["pixel_values"].shape == (5, 3, 32, 32) and batch["pixel_values"].dtype == torch.float32
+    assert batch["pixel_values"].shape == (5, 3, 32, 32) and batch["pixel_values"].dtype == torch.uint8
     assert set(batch["labels"].tolist()) <= {0, 1, 2} and len(inputs.validation) == 18
