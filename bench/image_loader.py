@@ -5,8 +5,10 @@
 - reading a batch of the cache as a DataLoader does (``Dataset.__getitems__``): hftl's raw uint8 bytes against the
   same pixels in an ``Array3D`` column formatted for torch (widened to int64 on the way);
 - collating: without augmentation, and with hftl's per-image crops, beside the batch's crops in one ``grid_sample``
-  (measured slower on a CPU, so not used);
-- the whole loader in one process, hftl's against the per-item ``with_transform`` pipeline.
+  (measured slower on a CPU, so not used); hftl's uint8 batches against float32 batches normalised in the worker
+  (what hftl sent before the model normalised on its device), and the bytes each sends per batch;
+- the whole loader in one process, hftl's against the per-item ``with_transform`` pipeline, and with two workers
+  (the copy through shared memory included), uint8 against float32 batches.
 
     python bench/image_loader.py [--images 512]
 """
@@ -44,11 +46,27 @@ def per_image_ms(work, count: int, repeats: int = 3) -> float:
     return best / count * 1000
 
 
-def loader_rate(dataset, collate) -> float:
-    started, seen = time.perf_counter(), 0
-    for chunk in torch.utils.data.DataLoader(dataset, batch_size=BATCH, collate_fn=collate, num_workers=0):
-        seen += len(chunk["pixel_values"])
-    return seen / (time.perf_counter() - started)
+def loader_rate(dataset, collate, workers: int = 0) -> float:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, collate_fn=collate, num_workers=workers)
+    best = 0.0
+    for _ in range(2 if workers else 1):  # with workers: the second pass, their start-up paid
+        started, seen = time.perf_counter(), 0
+        for chunk in loader:
+            seen += len(chunk["pixel_values"])
+        best = max(best, seen / (time.perf_counter() - started))
+    return best
+
+
+class NormalisedInWorker:
+    """hftl's collator followed by the rescale and normalisation, in the worker: float32 batches, as before the
+    model normalised them on its device."""
+
+    def __init__(self, collator) -> None:
+        self.collator = collator
+
+    def __call__(self, rows):
+        batch = self.collator(rows)
+        return {**batch, "pixel_values": self.collator.stats.normalise(batch["pixel_values"])}
 
 
 def crops_in_one_call(rows, collator) -> torch.Tensor:
@@ -91,15 +109,34 @@ def main() -> None:
     one_by_one = per_image_ms(lambda: collator(rows), len(rows))
     batched = per_image_ms(lambda: crops_in_one_call(rows, collator), len(rows))
     plain = per_image_ms(lambda: inputs.eval_collator(rows), len(rows))
+    floats = NormalisedInWorker(collator)
+    plain_floats = per_image_ms(lambda: NormalisedInWorker(inputs.eval_collator)(rows), len(rows))
+    augmented_floats = per_image_ms(lambda: floats(rows), len(rows))
+    as_uint8, as_float = (collate(rows)["pixel_values"] for collate in (collator, floats))
+    megabytes = [t.element_size() * t[0].numel() * 128 / 1e6 for t in (as_uint8, as_float)]
     report = [
         ("hftl: decode and resize once (datasets.map, one process)", f"{once:.2f} ms/image"),
         (f"read a batch of {BATCH}: hftl's uint8 bytes", f"{bytes_read:.3f} ms/image"),
         (f"read a batch of {BATCH}: Array3D uint8, torch format (int64)", f"{int64_read:.3f} ms/image"),
         ("  ratio (Array3D torch / hftl)", f"{int64_read / bytes_read:.1f}x"),
-        ("collate without augmentation (stack, rescale, normalise)", f"{plain:.3f} ms/image"),
-        ("collate with augmentation: hftl, each image cropped and resized", f"{one_by_one:.3f} ms/image"),
+        ("collate without augmentation: hftl (stack; uint8 out)", f"{plain:.3f} ms/image"),
+        ("  the same, rescaled and normalised in the worker (float32 out)", f"{plain_floats:.3f} ms/image"),
+        (
+            "collate with augmentation: hftl, each image cropped and resized (uint8 out)",
+            f"{one_by_one:.3f} ms/image",
+        ),
+        (
+            "  the same, rescaled and normalised in the worker (float32 out)",
+            f"{augmented_floats:.3f} ms/image",
+        ),
         ("crops alone: the batch's in one grid_sample", f"{batched:.3f} ms/image"),
+        ("bytes per batch of 128: uint8 / float32", f"{megabytes[0]:.1f} MB / {megabytes[1]:.1f} MB"),
         ("hftl loader with augmentation, one process", f"{loader_rate(cached, collator):.0f} images/s"),
+        ("  two workers, uint8 batches", f"{loader_rate(cached, collator, 2):.0f} images/s"),
+        (
+            "  two workers, float32 batches normalised in the worker",
+            f"{loader_rate(cached, floats, 2):.0f} images/s",
+        ),
         (
             "with_transform loader (decode + processor per item), one process",
             f"{loader_rate(common.encode_images(data['train'], processor), default_data_collator):.0f} images/s",

@@ -41,6 +41,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hftl.backbones.base import Backbone, Cut, block_module
 from hftl.data.preprocess import LABELS, ModelInputs, label_tensor
+from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.errors import ModelError
 from hftl.training import engines
 from hftl.training.dataloaders import loader_workers
@@ -206,7 +207,9 @@ def use_feature_cache(
     accelerator: Any,
     modality: str,
 ) -> CachedTraining:
-    """Decide whether to cache, build or reuse the cache, and return what ``fit`` should train."""
+    """Decide whether to cache, build or reuse the cache, and return what ``fit`` should train (``model`` takes
+    the inputs' raw image batches from here on)."""
+    accept_raw_pixels(model, inputs.image_stats)
     if not config.feature_cache:
         return CachedTraining(model, inputs, CacheStatus(False, "turned off (--no-feature-cache)"))
     if engines.is_sharded(accelerator) or inputs.stream is not None:

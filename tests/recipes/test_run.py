@@ -183,6 +183,21 @@ def test_lora_adapter_reloads_with_equal_logits(family, runs, data_for):
         assert torch.allclose(reloaded(**batch).logits, trained(**batch).logits, atol=1e-6)
 
 
+@pytest.mark.parametrize("family, setting", [("vit", "lora"), ("resnet", "large_similar")])
+def test_a_run_model_takes_raw_uint8_batches_and_normalises_them_as_its_processor(runs, family, setting):
+    from transformers import AutoImageProcessor
+
+    from hftl.data.preprocess import ImageStats
+
+    result = runs(family, setting)
+    stats = ImageStats.from_processor(AutoImageProcessor.from_pretrained(result.output_dir))
+    raw = torch.randint(0, 256, (2, 3, stats.height, stats.width), generator=torch.Generator().manual_seed(0))
+    raw = raw.to(torch.uint8)  # what hftl's collators hand the model
+    model = result.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(pixel_values=raw).logits, model(pixel_values=stats.normalise(raw)).logits)
+
+
 def test_merge_lora_writes_a_pipeline_ready_model(model_dirs, image_folder, tmp_path):
     result = quick_train(
         "image",
