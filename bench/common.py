@@ -7,13 +7,14 @@ seed, and prints both accuracies and the speed ratio.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,26 @@ def step_timer(batch_size: int, warmup: int = 5):
             return batch_size * len(self.intervals) / sum(self.intervals) if self.intervals else float("nan")
 
     return StepTimer()
+
+
+@contextlib.contextmanager
+def float32_batches() -> Iterator[None]:
+    """hftl's image batches as they were before they stayed uint8 up to the model: the collator (in each DataLoader
+    worker: they fork from this process) rescales and normalises, so batches are float32, four times the bytes;
+    the model's hook lets floats through. For measuring the two side by side."""
+    from hftl.data.preprocess import ImageCollator
+
+    raw = ImageCollator.__call__
+
+    def normalised(self: ImageCollator, examples: Any) -> dict[str, torch.Tensor]:
+        batch = raw(self, examples)
+        return {**batch, "pixel_values": self.stats.normalise(batch["pixel_values"])}
+
+    ImageCollator.__call__ = normalised  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ImageCollator.__call__ = raw  # type: ignore[method-assign]
 
 
 def encode_text(data, tokenizer, max_length: int, padding: bool | str = False):
