@@ -245,16 +245,32 @@ def step_timer(batch_size: int, warmup: int = 5):
 
 @contextlib.contextmanager
 def float32_batches() -> Iterator[None]:
-    """hftl's image batches as they were before they stayed uint8 up to the model: the collator (in each DataLoader
-    worker: they fork from this process) rescales and normalises, so batches are float32, four times the bytes;
-    the model's hook lets floats through. For measuring the two side by side."""
-    from hftl.data.preprocess import ImageCollator
+    """hftl's image collator as it was before batches stayed uint8 up to the model: crops resampled in float32 and
+    kept so, then rescaled and normalised in the collator (in each DataLoader worker: they fork from this
+    process), so batches are float32, four times the bytes; the model's hook lets floats through. For measuring
+    the two side by side."""
+    from hftl.data.preprocess import (
+        EXAMPLE_ID,
+        LABELS,
+        ImageCollator,
+        _seed_for,
+        crop_box,
+        image_batch,
+        label_tensor,
+        resized_crop,
+    )
 
     raw = ImageCollator.__call__
 
     def normalised(self: ImageCollator, examples: Any) -> dict[str, torch.Tensor]:
-        batch = raw(self, examples)
-        return {**batch, "pixel_values": self.stats.normalise(batch["pixel_values"])}
+        pixels = image_batch(examples, self.stats).float()
+        if self.augment:
+            for i, example in enumerate(examples):
+                seed = _seed_for(self.seed, self.epoch, int(example[EXAMPLE_ID]))
+                box = crop_box(pixels.shape[-2:], torch.Generator().manual_seed(seed), self.scale)
+                pixels[i] = resized_crop(pixels[i], box)
+        labels = label_tensor([e[LABELS] for e in examples])
+        return {"pixel_values": self.stats.normalise(pixels), LABELS: labels}
 
     ImageCollator.__call__ = normalised  # type: ignore[method-assign]
     try:

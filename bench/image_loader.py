@@ -110,7 +110,10 @@ def main() -> None:
         (f"read a batch of {BATCH}: Array3D uint8, torch format (int64)", f"{int64_read:.3f} ms/image"),
         ("  ratio (Array3D torch / hftl)", f"{int64_read / bytes_read:.1f}x"),
         ("collate without augmentation: hftl (stack; uint8 out)", f"{plain:.3f} ms/image"),
-        ("  the same, rescaled and normalised in the worker (float32 out)", f"{plain_floats:.3f} ms/image"),
+        (
+            "  hftl before: rescaled and normalised in the worker (float32 out)",
+            f"{plain_floats:.3f} ms/image",
+        ),
         (
             "collate with augmentation: hftl, each image cropped and resized (uint8 out)",
             f"{one_by_one:.3f} ms/image",
@@ -124,7 +127,7 @@ def main() -> None:
         ("hftl loader with augmentation, one process", f"{loader_rate(cached, collator):.0f} images/s"),
         ("  two workers, uint8 batches", f"{loader_rate(cached, collator, 2):.0f} images/s"),
         (
-            "  two workers, float32 batches normalised in the worker",
+            "  two workers, float32 batches (hftl before)",
             f"{float_loader:.0f} images/s",
         ),
         (

@@ -31,5 +31,7 @@ def test_the_gpu_benchmark_script_runs_end_to_end_with_smoke_sizes(tmp_path):
     for row in rows[2:]:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert float(cells[1]) > 0 and float(cells[2]) > 0, row  # both speeds measured
-        assert float(cells[6]) >= 0 and float(cells[7]) >= 0, row  # both walls (whole seconds: 0 at smoke sizes)
+        assert float(cells[6]) >= 0 and float(cells[7]) >= 0, (
+            row
+        )  # both walls (whole seconds: 0 at smoke sizes)
     assert not (tmp_path / "work").exists()  # only the table is kept

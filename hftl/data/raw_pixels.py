@@ -8,7 +8,9 @@ timm's ``PrefetchLoader`` and FFCV normalise on the device for the same reason.
 hftl does it at the model's entry, a forward pre-hook, not in each loop that feeds it: training, evaluation, the
 feature cache, the learning-rate finder and the advisor's probes all call the model, so none can skip the step or
 run it twice. The dtype is the rule: uint8 ``pixel_values`` are raw and normalised once; floating ones (an image
-processor's output, what ``pipeline`` and the saved model's users pass) go through untouched.
+processor's output, what ``pipeline`` and the saved model's users pass) go through untouched. The hook runs before
+any other: an engine's own input hook (FSDP2 casts floating inputs to its compute dtype, and lets uint8 through)
+must see the normalised pixels, as it saw float32 batches before, so the loops hook again after ``prepare``.
 """
 
 from __future__ import annotations
@@ -28,20 +30,22 @@ _HOOK = "_hftl_raw_pixels"  # (stats, hook handle) on each module that accepts r
 
 
 def accept_raw_pixels(model: nn.Module, stats: ImageStats | None) -> nn.Module:
-    """Let ``model`` take raw uint8 ``pixel_values`` and normalise them with ``stats`` (a no-op for text, where
-    ``stats`` is None). A PEFT wrapper's inner model is hooked too: some wrappers call its ``forward`` directly,
-    which skips hooks on the wrapper's own call; the dtype rule makes the second hook a no-op."""
+    """Let ``model`` take raw uint8 ``pixel_values`` and normalise them with ``stats``, before any other forward
+    pre-hook (a no-op for text, where ``stats`` is None; calling it again only moves the hook back to the front).
+    A PEFT wrapper's inner model is hooked too, for callers that reach it past the wrapper (``peft_model.base_model``
+    runs the inner model without the wrapper's hooks); the dtype rule makes the second hook a no-op."""
     if stats is None:
         return model
     inner = getattr(model, "get_base_model", None)
     for module in [model, inner()] if callable(inner) else [model]:
-        held = getattr(module, _HOOK, None)
-        if held is not None and held[0] == stats:
+        held = module.__dict__.get(_HOOK)  # not getattr: a PEFT wrapper would answer with its inner model's
+        if held is not None and held[0] == stats and next(iter(module._forward_pre_hooks), None) == held[1].id:
             continue
-        if held is not None:  # the model now reads batches made for another processor
+        if held is not None:  # another hook went first (an engine's), or the batches are another processor's
             held[1].remove()
-        handle = module.register_forward_pre_hook(partial(_normalise_pixels, stats), with_kwargs=True)
-        object.__setattr__(module, _HOOK, (stats, handle))
+        hook = partial(_normalise_pixels, stats)
+        handle = module.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
+        module.__dict__[_HOOK] = (stats, handle)
     return model
 
 

@@ -32,7 +32,7 @@ from hftl.errors import ModelError
 from hftl.outputs.files import file_digest, space_checked
 from hftl.transfer.plan import TransferPlan
 
-CACHE_VERSION = 2  # 2: augmented views are made from crops rounded to uint8 (batches reach the model raw)
+CACHE_VERSION = 1
 META_FILE = "meta.json"
 SPLITS = ("train", "validation")
 LENGTH = "length"
@@ -69,7 +69,7 @@ def cache_key(
     seed: int,
 ) -> dict[str, Any]:
     """Everything the cached features depend on, as plain JSON-able values."""
-    return {
+    key = {
         "version": CACHE_VERSION,
         "model": model_id,
         "revision": revision,
@@ -85,6 +85,9 @@ def cache_key(
         "views": views,
         "augmentation_seed": seed if views > 1 else None,
     }
+    if views > 1:  # augmented crops are rounded back to uint8 (batches reach the model raw): older views differ
+        key["crops"] = "uint8"
+    return key
 
 
 def key_digest(key: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ from torch import nn
 
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
+from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.outputs.artifacts import RUN_LOG
 from hftl.training import engines
 from hftl.training.checkpoints import (
@@ -96,6 +97,7 @@ def fit(
     model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, eval_dl, scheduler
     )
+    accept_raw_pixels(accelerator.unwrap_model(model), inputs.image_stats)  # ahead of the engine's input hooks
     tuning = ConservativeTraining.build(
         accelerator.unwrap_model(model), plan
     )  # before resume: w0 = pretrained

@@ -59,6 +59,10 @@ def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelI
         plan is not None and plan.contrastive is not None
     ):  # the stage that made the frozen body (absent before it)
         fingerprint["contrastive"] = asdict(plan.contrastive)
+    if inputs.image_stats is not None and config.augment:
+        # augmented crops are rounded back to uint8 (batches reach the model raw): checkpoints of runs trained on
+        # float crops do not resume into this one; un-augmented image runs see the same pixels as before
+        fingerprint["augmentation"] = "crops rounded to uint8"
     return fingerprint
 
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
+from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.data.stream_inputs import StreamPosition
 from hftl.errors import ConfigError
 from hftl.training.checkpoints import read_process_state, restore_rng
@@ -81,6 +82,7 @@ def fit_stream(
     total = config.max_steps * accelerator.num_processes
     scheduler = make_schedule(config.scheduler, optimizer, int(config.warmup_ratio * total), total)
     model, optimizer, eval_dl, scheduler = accelerator.prepare(model, optimizer, eval_dl, scheduler)
+    accept_raw_pixels(accelerator.unwrap_model(model), inputs.image_stats)  # ahead of the engine's input hooks
     tuning = ConservativeTraining.build(
         accelerator.unwrap_model(model), plan
     )  # before resume: w0 = pretrained

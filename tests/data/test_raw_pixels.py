@@ -43,6 +43,7 @@ def test_a_model_normalises_raw_pixels_once_as_the_processor_does(family, model_
 
 def test_a_lora_model_normalises_raw_pixels_through_each_entry(model_dirs):
     model, _, stats, raw = loaded(model_dirs["vit"])
+    accept_raw_pixels(model, stats)  # hooked before it is wrapped: the wrapper must still get its own hook
     lora = get_peft_model(
         model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"])
     )
@@ -51,9 +52,31 @@ def test_a_lora_model_normalises_raw_pixels_through_each_entry(model_dirs):
         accept_raw_pixels(lora, stats)
         assert hooks(lora) == 1 and hooks(lora.get_base_model()) == 1
         assert torch.equal(lora(pixel_values=raw).logits, expected)
-        # LoraModel calls the task model's forward directly, past hooks on the wrapper's own call
+        # the LoraModel inside runs the task model without the wrapper's hooks
         assert torch.equal(lora.base_model(pixel_values=raw).logits, expected)
         assert torch.equal(lora.get_base_model()(pixel_values=raw).logits, expected)
+
+
+@pytest.mark.parametrize(
+    "case", ["large_similar", "small_similar"]
+)  # pixels through training; the cache build
+def test_a_run_on_uint8_batches_equals_the_run_on_float32_batches_normalised_in_the_collator(
+    case, model_dirs, image_folder, tmp_path
+):
+    from bench.common import float32_batches
+    from tests.helpers import quick_train
+
+    def run(name):
+        return quick_train(
+            "image", case, model_dirs["vit"], image_folder, tmp_path / name, epochs=1, augment=False
+        )
+
+    raw = run("uint8")
+    with float32_batches():
+        before = run("float32")
+    assert raw.metrics["history"] == before.metrics["history"]
+    after, then = raw.model.state_dict(), before.model.state_dict()
+    assert all(torch.equal(after[name], then[name]) for name in after)
 
 
 def test_hooking_again_adds_nothing_and_other_statistics_replace_the_old(model_dirs):
@@ -75,3 +98,58 @@ def test_text_models_are_left_alone(model_dirs):
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dirs["bert"])
     assert accept_raw_pixels(model, None) is model and hooks(model) == 0
+
+
+FSDP2_ORDER = """
+import os, torch, torch.distributed as dist
+from torch import nn
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from hftl.data.preprocess import ImageStats
+from hftl.data.raw_pixels import accept_raw_pixels
+
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"], RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo")
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, pixel_values):
+        self.seen = pixel_values
+        return self.conv(pixel_values).float().mean()
+
+stats = ImageStats(8, 8, 1 / 255, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+raw = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+net = accept_raw_pixels(Net(), stats)  # as the recipe hooks it, before prepare
+fully_shard(net, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16))  # prepare: FSDP2's hook goes first
+accept_raw_pixels(net, stats)  # as the loops do after prepare
+net(pixel_values=raw)
+assert net.seen.dtype == torch.bfloat16, net.seen.dtype  # normalised, then cast by FSDP2 as float32 batches were
+assert torch.equal(net.seen, stats.normalise(raw).to(torch.bfloat16))
+dist.destroy_process_group()
+print("ok")
+"""
+
+
+def test_after_an_engine_wraps_the_model_the_pixels_are_normalised_before_its_own_input_cast(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PORT": port, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", FSDP2_ORDER],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -148,6 +148,9 @@ def test_cached_augmented_views_reproduce_the_uncached_augmented_run(vit_dir, im
     )
     assert cached.metrics["feature_cache"]["views"] == 2
     assert torch.allclose(cached.model.classifier.weight, plain.model.classifier.weight, atol=1e-6)
+    # augmented views are made from crops rounded back to uint8: views cached before that are not reused
+    keys = [json.loads(meta.read_text())["key"] for meta in (tmp_path / "features").rglob("meta.json")]
+    assert [key.get("crops") for key in keys] == ["uint8"]
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +169,8 @@ def test_a_cached_run_saves_the_whole_network_for_pipeline(cached_run):
     result, _ = cached_run
     status = result.metrics["feature_cache"]
     assert status["used"] and status["hit"] is False and status["build_seconds"] > 0
+    meta = json.loads((Path(status["path"]) / "meta.json").read_text())
+    assert status["views"] == 1 and "crops" not in meta["key"]  # one un-augmented view: the key it always had
     assert status["rows"] == {"train": 48, "validation": 18}
     classify = pipeline("image-classification", model=str(result.output_dir))
     predictions = classify(RED)

@@ -178,3 +178,23 @@ def test_resume_refuses_a_checkpoint_of_another_run_before_writing_anything(
         "text", "large_similar", model, text_folder, out, epochs=3, lr=0.01, seed=1, resume="auto"
     )
     assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2, 3] and resumed.metrics["resumed_from"]
+
+
+def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
+    from types import SimpleNamespace
+
+    from hftl.config import RunConfig
+    from hftl.data.preprocess import ImageStats
+    from hftl.training.resume import run_fingerprint
+
+    split = SimpleNamespace(_fingerprint="data")
+    stats = ImageStats(8, 8, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+
+    def fingerprint(image_stats, augment):
+        config = RunConfig(task="image", case="small_similar", augment=augment)
+        inputs = SimpleNamespace(train=split, validation=split, stream=None, image_stats=image_stats)
+        return run_fingerprint(config, None, inputs)
+
+    assert fingerprint(stats, True)["augmentation"] == "crops rounded to uint8"
+    # the pixels un-augmented image runs and text runs train on did not change: their checkpoints still resume
+    assert "augmentation" not in fingerprint(stats, False) and "augmentation" not in fingerprint(None, True)
