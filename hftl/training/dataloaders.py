@@ -1,8 +1,13 @@
 """The training and validation DataLoaders: sampling order, workers, and keeping the device fed.
 
 On a GPU the input pipeline must never make the device wait: batches are pinned (page-locked host memory, so the
-copy to the device is asynchronous), and with workers each one keeps a few batches ready (``prefetch_factor``)
-and lives across epochs (``persistent_workers``) instead of being restarted at every epoch and evaluation.
+copy to the device is asynchronous), and with workers each one keeps a few batches ready (``prefetch_factor``).
+
+Workers are started afresh for every epoch and evaluation, not kept (``persistent_workers``): a DataLoader draws
+its workers' base seed from the global RNG each time it starts an iterator, and a persistent one only the first
+time. A resumed run's loaders start fresh, so with persistent workers it drew once more than the run it continues
+and its shuffles and dropout masks parted from it (exact resume failed with 2 workers, mid-epoch and at an epoch's
+end). Fresh workers draw as a worker-less loader does, so the number of workers never changes a run's results.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ def loader_workers(config: Any) -> int:
     return min(4, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0
 
 
-def feeding(workers: int, persistent: bool = True) -> dict[str, Any]:
-    """Pinned memory on CUDA; with workers, persistent workers and ``PREFETCH_BATCHES`` batches each in flight."""
+def feeding(workers: int) -> dict[str, Any]:
+    """Pinned memory on CUDA; with workers, ``PREFETCH_BATCHES`` batches each in flight (workers not persistent:
+    see above)."""
     switches: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
     if workers > 0:
-        switches.update(persistent_workers=persistent, prefetch_factor=PREFETCH_BATCHES)
+        switches.update(persistent_workers=False, prefetch_factor=PREFETCH_BATCHES)
     return switches
 
 
@@ -49,9 +55,8 @@ def make_dataloaders(inputs: ModelInputs, config: RunConfig) -> tuple[DataLoader
         batch_size=config.batch_size,
         shuffle=sampler is None,
         sampler=sampler,
-        collate_fn=inputs.train_collator,
-        # persistent workers keep their copy of the collator: per-epoch augmentation needs fresh ones
-        **feeding(workers, persistent=not hasattr(inputs.train_collator, "set_epoch")),
+        collate_fn=inputs.train_collator,  # fresh workers also take the collator's epoch (augmentation)
+        **feeding(workers),
     )
     eval_dl = DataLoader(
         inputs.validation,

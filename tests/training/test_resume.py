@@ -198,3 +198,33 @@ def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
     assert fingerprint(stats, True)["augmentation"] == "crops rounded to uint8"
     # the pixels un-augmented image runs and text runs train on did not change: their checkpoints still resume
     assert "augmentation" not in fingerprint(stats, False) and "augmentation" not in fingerprint(None, True)
+
+
+@pytest.mark.parametrize("at_step", [8, 4])  # the end of the first epoch (after its evaluation), mid-epoch
+def test_resume_is_exact_with_dataloader_workers(bert_dir, text_folder, tmp_path, at_step):
+    """With workers a loader must draw from the global RNG as a worker-less one does each time it starts (not once,
+    as persistent workers do), or the resumed run's dropout and shuffles part from the run it continues."""
+    assert_resume_matches(
+        "text",
+        "large_similar",
+        bert_dir,
+        text_folder,
+        tmp_path,
+        at_step=at_step,
+        strategy="full",
+        num_workers=2,
+    )
+
+
+def test_the_number_of_dataloader_workers_does_not_change_a_run(bert_dir, text_folder, tmp_path):
+    from tests.helpers import quick_train
+
+    runs = [
+        quick_train(
+            "text", "large_similar", bert_dir, text_folder, tmp_path / str(n), epochs=2, num_workers=n
+        )
+        for n in (0, 2)
+    ]
+    assert runs[0].metrics["history"] == runs[1].metrics["history"]
+    first, second = (run.model.state_dict() for run in runs)
+    assert all(torch.equal(first[name], second[name]) for name in first)
