@@ -8,7 +8,8 @@
   (measured slower on a CPU, so not used); hftl's uint8 batches against float32 batches normalised in the worker
   (what hftl sent before the model normalised on its device), and the bytes each sends per batch;
 - the whole loader in one process, hftl's against the per-item ``with_transform`` pipeline, and with two workers
-  (the copy through shared memory included), uint8 against float32 batches.
+  (the copy through shared memory included), uint8 against float32 batches; what starting the workers afresh for
+  each epoch costs (hftl does, for exact resume: hftl/training/dataloaders.py).
 
     python bench/image_loader.py [--images 512]
 """
@@ -55,6 +56,21 @@ def loader_rate(dataset, collate, workers: int = 0) -> float:
             seen += len(chunk["pixel_values"])
         best = max(best, seen / (time.perf_counter() - started))
     return best
+
+
+def first_batch_ms(dataset, collate, persistent: bool, epochs: int = 4) -> float:
+    """Time to an epoch's first batch with two workers, after the first epoch: fresh workers (hftl: exact resume
+    needs them) or workers kept across epochs."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=BATCH, collate_fn=collate, num_workers=2, persistent_workers=persistent
+    )
+    waits = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        for i, _batch in enumerate(loader):
+            if i == 0:
+                waits.append(time.perf_counter() - started)
+    return 1000 * min(waits[1:])
 
 
 def crops_in_one_call(rows, collator) -> torch.Tensor:
@@ -129,6 +145,10 @@ def main() -> None:
         (
             "  two workers, float32 batches (hftl before)",
             f"{float_loader:.0f} images/s",
+        ),
+        (
+            "an epoch's first batch, two workers: started afresh (hftl) / kept",
+            f"{first_batch_ms(cached, collator, False):.0f} ms / {first_batch_ms(cached, collator, True):.0f} ms",
         ),
         (
             "with_transform loader (decode + processor per item), one process",
