@@ -39,7 +39,11 @@ def accept_raw_pixels(model: nn.Module, stats: ImageStats | None) -> nn.Module:
     inner = getattr(model, "get_base_model", None)
     for module in [model, inner()] if callable(inner) else [model]:
         held = module.__dict__.get(_HOOK)  # not getattr: a PEFT wrapper would answer with its inner model's
-        if held is not None and held[0] == stats and next(iter(module._forward_pre_hooks), None) == held[1].id:
+        if (
+            held is not None
+            and held[0] == stats
+            and next(iter(module._forward_pre_hooks), None) == held[1].id
+        ):
             continue
         if held is not None:  # another hook went first (an engine's), or the batches are another processor's
             held[1].remove()

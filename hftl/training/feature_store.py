@@ -85,7 +85,9 @@ def cache_key(
         "views": views,
         "augmentation_seed": seed if views > 1 else None,
     }
-    if views > 1:  # augmented crops are rounded back to uint8 (batches reach the model raw): older views differ
+    if (
+        views > 1
+    ):  # augmented crops are rounded back to uint8 (batches reach the model raw): older views differ
         key["crops"] = "uint8"
     return key
 

@@ -97,7 +97,9 @@ def fit(
     model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, eval_dl, scheduler
     )
-    accept_raw_pixels(accelerator.unwrap_model(model), inputs.image_stats)  # ahead of the engine's input hooks
+    accept_raw_pixels(
+        accelerator.unwrap_model(model), inputs.image_stats
+    )  # ahead of the engine's input hooks
     tuning = ConservativeTraining.build(
         accelerator.unwrap_model(model), plan
     )  # before resume: w0 = pretrained

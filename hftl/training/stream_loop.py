@@ -82,7 +82,9 @@ def fit_stream(
     total = config.max_steps * accelerator.num_processes
     scheduler = make_schedule(config.scheduler, optimizer, int(config.warmup_ratio * total), total)
     model, optimizer, eval_dl, scheduler = accelerator.prepare(model, optimizer, eval_dl, scheduler)
-    accept_raw_pixels(accelerator.unwrap_model(model), inputs.image_stats)  # ahead of the engine's input hooks
+    accept_raw_pixels(
+        accelerator.unwrap_model(model), inputs.image_stats
+    )  # ahead of the engine's input hooks
     tuning = ConservativeTraining.build(
         accelerator.unwrap_model(model), plan
     )  # before resume: w0 = pretrained

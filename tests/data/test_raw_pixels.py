@@ -67,16 +67,52 @@ def test_a_run_on_uint8_batches_equals_the_run_on_float32_batches_normalised_in_
     from tests.helpers import quick_train
 
     def run(name):
+        cache = str(tmp_path / name / "features")  # its own feature cache: pixels through both runs, no reuse
         return quick_train(
-            "image", case, model_dirs["vit"], image_folder, tmp_path / name, epochs=1, augment=False
-        )
+            "image", case, model_dirs["vit"], image_folder, tmp_path / name, epochs=1, augment=False,
+            feature_cache_dir=cache,
+        )  # fmt: skip
 
     raw = run("uint8")
     with float32_batches():
         before = run("float32")
+    assert not raw.metrics["feature_cache"].get("hit") and not before.metrics["feature_cache"].get("hit")
     assert raw.metrics["history"] == before.metrics["history"]
     after, then = raw.model.state_dict(), before.model.state_dict()
     assert all(torch.equal(after[name], then[name]) for name in after)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["epochs", "stream"])
+def test_the_loops_normalise_ahead_of_an_engines_own_input_hook(
+    streaming, model_dirs, image_folder, tmp_path, monkeypatch
+):
+    """An engine may add its own input hook at prepare, in front of every other (FSDP2 casts floating inputs to its
+    compute dtype and lets uint8 through): each loop moves the pixel hook back in front after prepare."""
+    import accelerate
+
+    import hftl
+
+    seen: list[torch.dtype] = []
+    prepare = accelerate.Accelerator.prepare
+
+    def prepare_with_an_engine_hook(self, *args, **kwargs):
+        prepared = prepare(self, *args, **kwargs)
+        for thing in prepared if isinstance(prepared, tuple) else (prepared,):
+            if isinstance(thing, torch.nn.Module):
+                thing.register_forward_pre_hook(
+                    lambda module, args, kwargs: seen.append(kwargs["pixel_values"].dtype),
+                    with_kwargs=True,
+                    prepend=True,
+                )
+        return prepared
+
+    monkeypatch.setattr(accelerate.Accelerator, "prepare", prepare_with_an_engine_hook)
+    steps = {"streaming": True, "max_steps": 2} if streaming else {"epochs": 1}
+    hftl.train(
+        task="image", case="large_similar", strategy="full", model=str(model_dirs["vit"]),
+        dataset=str(image_folder), output_dir=str(tmp_path / "run"), batch_size=8, report_to="none", **steps,
+    )  # fmt: skip
+    assert seen and set(seen) == {torch.float32}  # training and evaluation batches, normalised first
 
 
 def test_hooking_again_adds_nothing_and_other_statistics_replace_the_old(model_dirs):

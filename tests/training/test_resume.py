@@ -200,10 +200,17 @@ def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
     assert "augmentation" not in fingerprint(stats, False) and "augmentation" not in fingerprint(None, True)
 
 
-@pytest.mark.parametrize("at_step", [8, 4])  # the end of the first epoch (after its evaluation), mid-epoch
-def test_resume_is_exact_with_dataloader_workers(bert_dir, text_folder, tmp_path, at_step):
-    """With workers a loader must draw from the global RNG as a worker-less one does each time it starts (not once,
-    as persistent workers do), or the resumed run's dropout and shuffles part from the run it continues."""
+@pytest.mark.parametrize(
+    "at_step, workers, eval_steps",
+    [(8, 2, None), (4, 2, None), (4, 0, 4)],
+    ids=["epoch-end-2-workers", "mid-epoch-2-workers", "evaluated-at-the-checkpoint-step"],
+)
+def test_resume_is_exact_whatever_the_loaders_start_or_skip(
+    bert_dir, text_folder, tmp_path, at_step, workers, eval_steps
+):
+    """A loader that drew its workers' seed from the global RNG (which dropout reads) drew it again in a resumed run
+    (persistent workers: fresh loaders) or once less (an evaluation run after the checkpoint of its step): the
+    resumed run's dropout parted from the run it continued. The loaders have their own generators."""
     assert_resume_matches(
         "text",
         "large_similar",
@@ -212,7 +219,8 @@ def test_resume_is_exact_with_dataloader_workers(bert_dir, text_folder, tmp_path
         tmp_path,
         at_step=at_step,
         strategy="full",
-        num_workers=2,
+        num_workers=workers,
+        eval_steps=eval_steps,
     )
 
 
