@@ -9,7 +9,7 @@
   (what hftl sent before the model normalised on its device), and the bytes each sends per batch;
 - the whole loader in one process, hftl's against the per-item ``with_transform`` pipeline, and with two workers
   (the copy through shared memory included), uint8 against float32 batches; what starting the workers afresh for
-  each epoch costs (hftl does when it augments: the workers take the new epoch; hftl/training/dataloaders.py).
+  each epoch costs (hftl does, for exact resume: hftl/training/dataloaders.py).
 
     python bench/image_loader.py [--images 512]
 """
@@ -59,8 +59,8 @@ def loader_rate(dataset, collate, workers: int = 0) -> float:
 
 
 def first_batch_ms(dataset, collate, persistent: bool, epochs: int = 4) -> float:
-    """Time to an epoch's first batch with two workers, after the first epoch: fresh workers (hftl's when it
-    augments: they take the new epoch) or workers kept across epochs."""
+    """Time to an epoch's first batch with two workers, after the first epoch: fresh workers (hftl: exact resume
+    needs them) or workers kept across epochs."""
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=BATCH, collate_fn=collate, num_workers=2, persistent_workers=persistent
     )
@@ -147,7 +147,7 @@ def main() -> None:
             f"{float_loader:.0f} images/s",
         ),
         (
-            "an epoch's first batch, two workers: fresh (hftl, augmenting) / kept",
+            "an epoch's first batch, two workers: started afresh (hftl) / kept",
             f"{first_batch_ms(cached, collator, False):.0f} ms / {first_batch_ms(cached, collator, True):.0f} ms",
         ),
         (

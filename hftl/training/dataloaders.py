@@ -1,16 +1,15 @@
 """The training and validation DataLoaders: sampling order, workers, and keeping the device fed.
 
 On a GPU the input pipeline must never make the device wait: batches are pinned (page-locked host memory, so the
-copy to the device is asynchronous), and with workers each one keeps a few batches ready (``prefetch_factor``)
-and lives across epochs (``persistent_workers``), unless the collator changes with the epoch (augmentation: fresh
-workers take the new epoch).
+copy to the device is asynchronous), and with workers each one keeps a few batches ready (``prefetch_factor``).
 
-Neither loader draws from the global RNG. A DataLoader draws its workers' base seed from its ``generator`` each
-time it starts an iterator (a persistent one only the first time); without one it drew from the global RNG, which
-dropout also reads, so a resumed run, whose loaders start fresh or skip an evaluation the checkpoint was written
-before, drew a different number of times than the run it continued and its dropout masks parted from it (exact
-resume failed with 2 workers, and with an ``--eval-steps`` evaluation at a checkpoint's step). Each loader has its
-own generator instead, as the streaming loader does; the order comes from the seeded samplers, (seed, epoch) only.
+Workers are started afresh for every epoch and evaluation, not kept (``persistent_workers``): a DataLoader draws
+its workers' base seed from the global RNG, which dropout also reads, each time it starts an iterator, and a
+persistent one only the first time. A resumed run's loaders start fresh, so with persistent workers it drew once
+more than the run it continues and its dropout masks parted from it (exact resume failed with 2 workers,
+mid-epoch and at an epoch's end). Fresh workers draw as a worker-less loader does, so the number of workers never
+changes a run's results. (Own generators would leave the global RNG alone too, but change every run's dropout
+masks from what the calibration measured.)
 """
 
 from __future__ import annotations
@@ -35,16 +34,12 @@ def loader_workers(config: Any) -> int:
     return min(4, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0
 
 
-def feeding(workers: int, seed: int, persistent: bool = True) -> dict[str, Any]:
-    """A loader's own generator (the global RNG is left alone); pinned memory on CUDA; with workers, persistent ones
-    and ``PREFETCH_BATCHES`` batches each in flight."""
-    switches: dict[str, Any] = {
-        "num_workers": workers,
-        "pin_memory": torch.cuda.is_available(),
-        "generator": torch.Generator().manual_seed(seed),
-    }
+def feeding(workers: int) -> dict[str, Any]:
+    """Pinned memory on CUDA; with workers, ``PREFETCH_BATCHES`` batches each in flight (workers not persistent:
+    see above)."""
+    switches: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
     if workers > 0:
-        switches.update(persistent_workers=persistent, prefetch_factor=PREFETCH_BATCHES)
+        switches.update(persistent_workers=False, prefetch_factor=PREFETCH_BATCHES)
     return switches
 
 
@@ -62,14 +57,13 @@ def make_dataloaders(inputs: ModelInputs, config: RunConfig) -> tuple[DataLoader
         batch_size=config.batch_size,
         shuffle=sampler is None,
         sampler=sampler,
-        collate_fn=inputs.train_collator,
-        # persistent workers keep their copy of the collator: per-epoch augmentation needs fresh ones
-        **feeding(workers, config.seed, persistent=not hasattr(inputs.train_collator, "set_epoch")),
+        collate_fn=inputs.train_collator,  # fresh workers also take the collator's epoch (augmentation)
+        **feeding(workers),
     )
     eval_dl = DataLoader(
         inputs.validation,
         batch_size=config.eval_batch_size or 2 * config.batch_size,
         collate_fn=inputs.eval_collator,
-        **feeding(workers, config.seed),
+        **feeding(workers),
     )
     return train_dl, eval_dl

@@ -268,7 +268,10 @@ def after_optimizer_step(state: TrainState, epoch: int) -> None:
     if config.save_steps and progress.global_step % config.save_steps == 0 and not at_epoch_end:
         checkpoint(state)
     if config.eval_steps and progress.global_step % config.eval_steps == 0 and not at_epoch_end:
-        scores = score(state)
+        # the global RNG as it was: the evaluation's loader draws from it (which dropout reads), and a run resumed
+        # from this step's checkpoint, written before, would not; nor should --eval-steps change what trains
+        with torch.random.fork_rng(devices=[]):
+            scores = score(state)
         point = {"step": progress.global_step, "epoch": epoch + progress.batches_done / len(state.train_dl)}
         state.curve.append({**point, **{f"eval_{k}": v for k, v in scores.items()}})
         log(state, state.curve[-1])

@@ -208,9 +208,10 @@ def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
 def test_resume_is_exact_whatever_the_loaders_start_or_skip(
     bert_dir, text_folder, tmp_path, at_step, workers, eval_steps
 ):
-    """A loader that drew its workers' seed from the global RNG (which dropout reads) drew it again in a resumed run
-    (persistent workers: fresh loaders) or once less (an evaluation run after the checkpoint of its step): the
-    resumed run's dropout parted from the run it continued. The loaders have their own generators."""
+    """A loader draws its workers' seed from the global RNG, which dropout reads: persistent workers drew it once
+    where a resumed run's fresh loaders drew it again, and an --eval-steps evaluation drew after the checkpoint of
+    its step, which a resumed run does not repeat; either way the resumed run's dropout parted from the run it
+    continued. Workers start afresh each epoch, and a mid-epoch evaluation leaves the RNG as it was."""
     assert_resume_matches(
         "text",
         "large_similar",
@@ -222,6 +223,18 @@ def test_resume_is_exact_whatever_the_loaders_start_or_skip(
         num_workers=workers,
         eval_steps=eval_steps,
     )
+
+
+def test_mid_epoch_evaluations_do_not_change_what_trains(bert_dir, text_folder, tmp_path):
+    from tests.helpers import quick_train
+
+    plain, evaluated = (
+        quick_train("text", "large_similar", bert_dir, text_folder, tmp_path / name, epochs=2, **extra)
+        for name, extra in (("plain", {}), ("evaluated", {"eval_steps": 3}))
+    )
+    assert plain.metrics["history"] == evaluated.metrics["history"]
+    first, second = plain.model.state_dict(), evaluated.model.state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
 
 
 def test_the_number_of_dataloader_workers_does_not_change_a_run(bert_dir, text_folder, tmp_path):
