@@ -249,26 +249,14 @@ def float32_batches() -> Iterator[None]:
     kept so, then rescaled and normalised in the collator (in each DataLoader worker: they fork from this
     process), so batches are float32, four times the bytes; the model's hook lets floats through. For measuring
     the two side by side."""
-    from hftl.data.preprocess import (
-        EXAMPLE_ID,
-        LABELS,
-        ImageCollator,
-        _seed_for,
-        crop_box,
-        image_batch,
-        label_tensor,
-        resized_crop,
-    )
+    from hftl.data.preprocess import LABELS, ImageCollator, image_batch, label_tensor
 
     raw = ImageCollator.__call__
 
     def normalised(self: ImageCollator, examples: Any) -> dict[str, torch.Tensor]:
-        pixels = image_batch(examples, self.stats).float()
-        if self.augment:
-            for i, example in enumerate(examples):
-                seed = _seed_for(self.seed, self.epoch, int(example[EXAMPLE_ID]))
-                box = crop_box(pixels.shape[-2:], torch.Generator().manual_seed(seed), self.scale)
-                pixels[i] = resized_crop(pixels[i], box)
+        pixels = self.augmented(
+            image_batch(examples, self.stats).float(), examples
+        )  # float crops, not rounded
         labels = label_tensor([e[LABELS] for e in examples])
         return {"pixel_values": self.stats.normalise(pixels), LABELS: labels}
 

@@ -135,7 +135,7 @@ def main() -> None:
             f"{one_by_one:.3f} ms/image",
         ),
         (
-            "  the same, rescaled and normalised in the worker (float32 out)",
+            "  hftl before: rescaled and normalised in the worker (float32 out)",
             f"{augmented_floats:.3f} ms/image",
         ),
         ("crops alone: the batch's in one grid_sample", f"{batched:.3f} ms/image"),

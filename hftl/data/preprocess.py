@@ -304,14 +304,18 @@ class ImageCollator:
         self.epoch = epoch
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels = image_batch(examples, self.stats)
+        pixels = self.augmented(image_batch(examples, self.stats), examples)
+        return {"pixel_values": pixels, LABELS: label_tensor([e[LABELS] for e in examples])}
+
+    def augmented(self, pixels: torch.Tensor, examples: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+        """``pixels`` with each example's seeded crop, in place, when this collator augments (uint8 stays uint8)."""
         if self.augment:
             for i, example in enumerate(examples):
                 generator = torch.Generator().manual_seed(
                     _seed_for(self.seed, self.epoch, int(example[EXAMPLE_ID]))
                 )
                 pixels[i] = resized_crop(pixels[i], crop_box(pixels.shape[-2:], generator, self.scale))
-        return {"pixel_values": pixels, LABELS: label_tensor([e[LABELS] for e in examples])}
+        return pixels
 
 
 def stored_image(pixels: np.ndarray, stats: ImageStats, processor: Any) -> np.ndarray:

@@ -218,8 +218,8 @@ def prepare_stream_inputs(
     )
     raw_columns = column_names(splits.train)
     where = "train stream (shuffled) example"  # the position the map sees: after the shuffle
-    if modality == "image":
-        stats = ImageStats.from_processor(processor)
+    stats = ImageStats.from_processor(processor) if modality == "image" else None
+    if stats is not None:
         batches = image_batches(splits, processor, stats, config.max_image_pixels, encode, where)
         mapped = mine.map(batches, batched=True, batch_size=64, with_indices=True, remove_columns=raw_columns)
         mapped = mapped.with_format(IMAGE_FORMAT)
@@ -245,7 +245,7 @@ def prepare_stream_inputs(
         [report for _, report in ready.values()],
         ready["test"][0] if "test" in ready else None,
         stream,
-        ImageStats.from_processor(processor) if modality == "image" else None,
+        stats,
     )
 
 

@@ -23,7 +23,6 @@ from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig, resolve_config
 from hftl.data.loading import Splits
 from hftl.data.preprocess import ModelInputs
-from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
@@ -150,7 +149,6 @@ def run_claimed(
 
         config = resolve_auto_case(config, task, splits, processor, accelerator)
     model, backbone, plan, channels_last = build_network(config, task, splits, processor, accelerator)
-    accept_raw_pixels(model, inputs.image_stats)  # image batches arrive as uint8, normalised on the device
     configure_engine(accelerator, model, backbone, config)
     fingerprint = run_fingerprint(config, plan, inputs)
     check_resume_target(config, fingerprint)  # before the run files are written over

@@ -85,9 +85,8 @@ def cache_key(
         "views": views,
         "augmentation_seed": seed if views > 1 else None,
     }
-    if (
-        views > 1
-    ):  # augmented crops are rounded back to uint8 (batches reach the model raw): older views differ
+    # augmented crops are rounded back to uint8 (batches reach the model raw): views cached before differ
+    if views > 1:
         key["crops"] = "uint8"
     return key
 

@@ -82,12 +82,9 @@ def fit_stream(
     total = config.max_steps * accelerator.num_processes
     scheduler = make_schedule(config.scheduler, optimizer, int(config.warmup_ratio * total), total)
     model, optimizer, eval_dl, scheduler = accelerator.prepare(model, optimizer, eval_dl, scheduler)
-    accept_raw_pixels(
-        accelerator.unwrap_model(model), inputs.image_stats
-    )  # ahead of the engine's input hooks
-    tuning = ConservativeTraining.build(
-        accelerator.unwrap_model(model), plan
-    )  # before resume: w0 = pretrained
+    unwrapped = accelerator.unwrap_model(model)
+    accept_raw_pixels(unwrapped, inputs.image_stats)  # again: ahead of the input hooks the engine added
+    tuning = ConservativeTraining.build(unwrapped, plan)  # before resume: w0 = pretrained
     fingerprint = fingerprint if fingerprint is not None else run_fingerprint(config, plan, inputs)
     progress, resumed_from = resume(accelerator, model, optimizer, scheduler, config, fingerprint)
     inputs.stream.position = stream_position(resumed_from, accelerator.process_index)
