@@ -143,6 +143,8 @@ def test_hftl_plan_prints_the_plan_without_training(vit_dir, tmp_path):
             str(vit_dir),
             "--keep-layers",
             "3",
+            "--strategy",
+            "head",  # the textbook's cut (a small ViT's measured default keeps every layer)
         ],
         tmp_path,
     )

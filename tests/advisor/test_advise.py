@@ -168,9 +168,11 @@ def test_case_auto_run_cuts_where_the_advisor_says(model_dirs, image_folder, tmp
         lr=0.05,
         advise_similar_logme=100.0,  # nothing is similar: the small dataset gets small_different
         advise_budget=0,  # no trials: the size and LogME rules decide
+        strategy="head",  # the textbook's cut (a small ViT's measured default keeps every layer)
     )
     advice = json.loads((tmp_path / "advice.json").read_text())["models"][0]
     assert advice["decision"]["case"] == "small_different" == result.plan.case == result.metrics["case"]
+    assert result.plan.truncated
     assert result.plan.keep_layers == advice["decision"]["keep_layers"] == advice["decision"]["best_depth"]
     assert (tmp_path / "advice.md").is_file()
     assert "case: small_different" in (tmp_path / "run_config.yaml").read_text()

@@ -45,7 +45,7 @@ def planned(model_dir, task, case, strategy=None, keep_layers=None):
 @pytest.mark.parametrize(
     "family, case, strategy, expected",
     [
-        ("vit", "small_similar", None, Cut(4, head_input=True)),
+        ("vit", "small_similar", "head", Cut(4, head_input=True)),
         ("vit", "small_different", "head", Cut(2, first_token=True)),
         ("vit", "small_similar", "partial", Cut(2)),
         ("resnet", "small_different", "head", Cut(2, head_input=True)),  # no neck: pooled stage-2 features
@@ -79,8 +79,8 @@ def _batch(family):
 @pytest.mark.parametrize(
     "family, case, strategy",
     [
-        ("vit", "small_similar", None),
-        ("vit", "small_different", None),
+        ("vit", "small_similar", "head"),
+        ("vit", "small_different", "head"),
         ("vit", "small_similar", "partial"),
         ("resnet", "small_similar", None),
         ("resnet", "small_similar", "partial"),

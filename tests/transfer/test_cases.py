@@ -154,7 +154,7 @@ def test_resnet_lora_targets_convolutions(model_dirs):
 
 
 def test_plan_renders_and_round_trips(model_dirs, tmp_path):
-    plan, _, _ = plan_for("vit", model_dirs, "small_different", keep_layers=1)
+    plan, _, _ = plan_for("vit", model_dirs, "small_different", keep_layers=1, strategy="head")
     text = plan.render(10, 100)
     assert "removed (truncated)" in text and "new head, trained" in text and "10.00%" in text
     assert "keeps 1 of 4 layers (--keep-layers)" in text
@@ -162,11 +162,43 @@ def test_plan_renders_and_round_trips(model_dirs, tmp_path):
     assert hftl.TransferPlan.load(tmp_path / "plan.json") == plan
 
 
-def test_the_textbook_rules_are_the_defaults_where_nothing_was_measured(model_dirs):
-    assert plan_for("vit", model_dirs, "small_similar")[0].strategy == "head"
-    cut = plan_for("vit", model_dirs, "small_different")[0]
+def meta_plan(model, task: str, case: str, **overrides):
+    run = RunConfig(task=task, case=case, model="x", **overrides)
+    return make_plan(run, model, backbone_for(model.config))
+
+
+def vit_of_width(hidden: int):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        hidden_size=hidden, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=32
+    )
+    with torch.device("meta"):
+        return ViTForImageClassification(config)
+
+
+def test_the_textbook_rules_are_the_defaults_where_nothing_was_measured():
+    wide = vit_of_width(768)  # ViT-B's width: no ViT that wide was calibrated
+    assert meta_plan(wide, "image", "small_similar").strategy == "head"
+    cut = meta_plan(wide, "image", "small_different")
     assert cut.strategy == "head" and cut.truncated
-    assert plan_for("vit", model_dirs, "large_similar")[0].lr == 5e-5  # the generic (BERT-style) table
+    assert meta_plan(wide, "image", "large_similar").lr == 5e-5  # the generic (BERT-style) table
+
+
+def test_small_vit_defaults_follow_the_calibration_and_say_why(model_dirs):
+    similar, _, _ = plan_for("vit", model_dirs, "small_similar")  # the tests' ViT: 32 wide
+    assert similar.strategy == "partial" and not similar.truncated and similar.lr == 3e-3
+    assert actions(similar, "layer") == ["frozen", "frozen", "trained", "trained"]
+    assert "small ViT" in similar.reasons[0] and "docs/calibration.md" in similar.reasons[0]
+    different, _, _ = plan_for("vit", model_dirs, "small_different")
+    assert different.strategy == "partial" and not different.truncated
+    assert plan_for("vit", model_dirs, "large_similar")[0].lr == 3e-3
+    assert plan_for("vit", model_dirs, "small_similar", strategy="head")[0].lr == 9e-2
+    assert plan_for("vit", model_dirs, "large_similar", strategy="lora")[0].lr == 1e-2
+    assert plan_for("vit", model_dirs, "large_different", init="scratch")[0].lr == 3e-3
+    measured = vit_of_width(128)  # up to twice the calibrated width
+    assert meta_plan(measured, "image", "small_similar").strategy == "partial"
+    assert meta_plan(vit_of_width(192), "image", "small_similar").strategy == "head"  # ViT-Ti: not measured
 
 
 def test_small_bert_defaults_follow_the_calibration_and_larger_berts_keep_the_generic_table():
@@ -178,8 +210,7 @@ def test_small_bert_defaults_follow_the_calibration_and_larger_berts_keep_the_ge
         )
         with torch.device("meta"):
             model = BertForSequenceClassification(config)
-        run = RunConfig(task="text", case=case, model="x")
-        return make_plan(run, model, backbone_for(model.config))
+        return meta_plan(model, "text", case)
 
     small = plan(384, "small_similar")  # MiniLM-L6's width: what was measured
     assert small.strategy == "partial" and small.lr == 3e-4 and "MiniLM" in small.reasons[0]

@@ -216,7 +216,7 @@ def test_waiting_resnet_stage_keeps_its_batchnorm_statistics(model_dirs, image_f
 
 def test_nothing_to_unfreeze_and_l2sp_from_scratch_are_clear_errors(model_dirs):
     with pytest.raises(hftl.ConfigError, match="nothing to unfreeze"):
-        planned(model_dirs["vit"], "image", case="small_similar", unfreeze_schedule=1)
+        planned(model_dirs["vit"], "image", case="small_similar", strategy="head", unfreeze_schedule=1)
     with pytest.raises(hftl.ConfigError, match="--init scratch"):
         planned(model_dirs["vit"], "image", init="scratch", regularizer=["l2sp"])
     with pytest.raises(hftl.ConfigError, match="layer_decay"):
