@@ -1,5 +1,6 @@
-"""The small-ViT defaults are what the recorded calibration says: its candidate rates, and a default rule that beats
-scratch on every ViT pair (bench/results/calibration.jsonl, the rows docs/calibration.md is written from)."""
+"""The small-ViT and tiny-BERT defaults are what the recorded calibration says: their candidate rates, and a default
+rule that beats scratch where the source's task is the target's (bench/results/calibration.jsonl, the rows
+docs/calibration.md is written from)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,20 @@ def test_the_default_rule_beats_scratch_on_every_small_vit_pair_and_the_old_one_
     assert (
         old_losses >= 4
     )  # the generic (BERT-base) table lost to scratch on most pairs: why the family is measured
+
+
+def test_tiny_bert_rates_are_the_calibration_candidates_and_beat_scratch_on_sentiment(rows):
+    from hftl.transfer.defaults import TINY_BERT
+
+    cells = {key: cell for key, cell in calibrate.summarize(rows).items() if cell["family"] == "tinybert"}
+    picks = {c["plan"]: c["pick"]["lr"] for c in calibrate.candidate_defaults(cells, 0.01)}
+    for plan in ("head", "lora", "partial", "full"):
+        assert math.isclose(picks[plan], TINY_BERT.lrs[plan]), plan
+    assert math.isclose(picks["scratch"], TINY_BERT.scratch_lr)
+    for pair in calibrate.PAIR_GROUPS["tinybert"]:
+        if calibrate.PAIRS[pair]["target"] == "uci-domains":
+            continue  # another task: every transfer plan stays near chance, scratch learns (docs/calibration.md)
+        plan, lr = calibrate.default_rule(pair)
+        accuracy, n = calibrate._mean_at(rows, pair, plan, lr)
+        scratch, m = calibrate._mean_at(rows, pair, "scratch", calibrate.scratch_default(pair))
+        assert n == m == 3 and accuracy > scratch, pair

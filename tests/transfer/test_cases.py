@@ -215,6 +215,11 @@ def test_small_bert_defaults_follow_the_calibration_and_larger_berts_keep_the_ge
     small = plan(384, "small_similar")  # MiniLM-L6's width: what was measured
     assert small.strategy == "partial" and small.lr == 3e-4 and "MiniLM" in small.reasons[0]
     assert plan(384, "small_different").strategy == "partial"
+    tiny = plan(
+        128, "large_similar"
+    )  # the tiny BERT developed on SST-2: a third of MiniLM's rates was too low
+    assert tiny.strategy == "full" and tiny.lr == 1e-3 and plan(128, "small_similar").strategy == "partial"
+    assert plan(384, "large_similar").lr == 3e-4
     base = plan(768, "small_similar")  # BERT-base: not measured
     assert base.strategy == "head" and base.lr == 1e-3 and plan(768, "large_similar").lr == 5e-5
 
