@@ -32,7 +32,9 @@ def test_lr_auto_is_recorded_and_equals_the_run_with_that_lr(bert_dir, text_fold
     )
     search = auto.metrics["lr_search"]
     assert START < search["suggestion"] < END and search["steps"] > 10 and search["curve"]
-    assert search["default"] == pytest.approx(1e-3)  # the tiny-BERT table's full rate (the tests' BERT is 32 wide)
+    assert search["default"] == pytest.approx(
+        1e-3
+    )  # the tiny-BERT table's full rate (the tests' BERT is 32 wide)
     plan = json.loads((tmp_path / "auto" / "transfer_plan.json").read_text())
     assert plan["lr"] == search["suggestion"] == auto.plan.lr
     assert "--lr auto" in " ".join(auto.plan.reasons)
