@@ -198,7 +198,17 @@ def test_small_vit_defaults_follow_the_calibration_and_say_why(model_dirs):
     assert plan_for("vit", model_dirs, "large_different", init="scratch")[0].lr == 3e-3
     measured = vit_of_width(128)  # up to twice the calibrated width
     assert meta_plan(measured, "image", "small_similar").strategy == "partial"
-    assert meta_plan(vit_of_width(192), "image", "small_similar").strategy == "head"  # ViT-Ti: not measured
+    assert meta_plan(vit_of_width(132), "image", "small_similar").strategy == "head"  # wider: not measured
+
+
+def test_a_config_without_a_width_keeps_the_generic_table():
+    from hftl.transfer.defaults import default_lr
+
+    assert (
+        default_lr("vit", "full", "pretrained") == 5e-5 and default_lr("bert", "full", "pretrained") == 5e-5
+    )
+    assert default_lr("bert", "full", "scratch", object()) == 1e-3  # the generic scratch rate
+    assert default_lr("resnet", "full", "pretrained") == 3e-3  # the ResNet table covers every ResNet
 
 
 def test_small_bert_defaults_follow_the_calibration_and_larger_berts_keep_the_generic_table():
@@ -215,11 +225,11 @@ def test_small_bert_defaults_follow_the_calibration_and_larger_berts_keep_the_ge
     small = plan(384, "small_similar")  # MiniLM-L6's width: what was measured
     assert small.strategy == "partial" and small.lr == 3e-4 and "MiniLM" in small.reasons[0]
     assert plan(384, "small_different").strategy == "partial"
-    tiny = plan(
-        128, "large_similar"
-    )  # the tiny BERT developed on SST-2: a third of MiniLM's rates was too low
-    assert tiny.strategy == "full" and tiny.lr == 1e-3 and plan(128, "small_similar").strategy == "partial"
-    assert plan(384, "large_similar").lr == 3e-4
+    # the tiny BERT developed on SST-2: a third of MiniLM's rates was too low; its cases are the textbook's
+    tiny = plan(128, "large_similar")
+    assert tiny.strategy == "full" and tiny.lr == 1e-3 and plan(192, "small_similar").strategy == "head"
+    assert plan(196, "small_similar").strategy == "partial" and plan(196, "large_similar").lr == 3e-4
+    assert plan(512, "large_similar").lr == 3e-4 and plan(516, "large_similar").lr == 5e-5
     base = plan(768, "small_similar")  # BERT-base: not measured
     assert base.strategy == "head" and base.lr == 1e-3 and plan(768, "large_similar").lr == 5e-5
 
