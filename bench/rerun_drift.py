@@ -2,7 +2,7 @@
 tables say? Rows are matched by (pair, plan, learning rate, seed, epochs, kept layers); per pair and plan the
 accuracy differences, then per pair whether the best plan (mean over seeds) is the same.
 
-    python bench/calibrate.py --pairs image --plans head,head_trunc,partial,lora,full,scratch --lrs hftl \\
+    python bench/calibrate.py --pairs resnet --plans head,head_trunc,partial,lora,full,scratch --lrs hftl \\
         --seeds 0,1,2 --out bench/results/image_uint8_rerun.jsonl --work /tmp/calwork
     python bench/rerun_drift.py bench/results/image_uint8_rerun.jsonl
 """
