@@ -149,8 +149,15 @@ HFTL_FAMILY = {
     "bert": "bert",
     "tinybert": "bert",
     "vectors": "word-vectors",
+    "vit32": "vit",
 }
-IMAGE_FAMILIES = ("resnet", "vit")
+IMAGE_FAMILIES = ("resnet", "vit", "vit32")
+
+# vit32: a ViT half as wide, held out from the small-ViT rates (set on the 64-wide one): only the default rule, the
+# textbook head-only plan and scratch, at hftl's rates, which are its "today"
+FAMILY_PLANS["vit32"] = ["head", "partial", "full", "scratch"]
+GRIDS["vit32"] = GRIDS["vit"]
+TODAY_DEFAULTS["vit32"] = {"head": 9e-2, "partial": 3e-3, "full": 3e-3, "scratch": 3e-3}
 
 
 # the tiny BERT: MiniLM-L6's grids, reaching a step higher (its best rates sat at their top)
@@ -335,6 +342,10 @@ IMAGE_TARGETS: dict[str, tuple] = {
 PAIRS: dict[str, dict[str, Any]] = {
     **{name: _pair("resnet", FASHION04, *target) for name, target in IMAGE_TARGETS.items()},
     **{f"vit-{name}": _pair("vit", FASHION04, *target) for name, target in IMAGE_TARGETS.items()},
+    **{
+        f"vit32-{name}": _pair("vit32", FASHION04, *IMAGE_TARGETS[name])
+        for name in ("fashion59-20", "digits-20", "fashion59-600", "shapes-400")  # one pair per case
+    },
     # text: MiniLM-L6
     # (one CPU thread: a MiniLM step costs ~25 ms per training sentence and ~8 ms per validation sentence, so the
     # sizes and epochs keep a full fine-tuning run near 40-60 s; SST-2's 872 validation sentences dominate at 16/class)
@@ -362,6 +373,7 @@ PAIR_GROUPS = {
     "image": [p for p in PAIRS if PAIRS[p]["family"] in IMAGE_FAMILIES],
     "resnet": [p for p in PAIRS if PAIRS[p]["family"] == "resnet"],
     "vit": [p for p in PAIRS if PAIRS[p]["family"] == "vit"],
+    "vit32": [p for p in PAIRS if PAIRS[p]["family"] == "vit32"],
     "tinybert": [p for p in PAIRS if PAIRS[p]["family"] == "tinybert"],
     "bert": [p for p in PAIRS if PAIRS[p]["family"] == "bert"],
     "vectors": [p for p in PAIRS if PAIRS[p]["family"] == "vectors"],
@@ -387,16 +399,17 @@ VIT_SHAPE = {
     "num_attention_heads": 4,
     "intermediate_size": 128,
 }
+VIT32_SHAPE = {**VIT_SHAPE, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 
 
-def make_vit_folder(path: Path, num_labels: int) -> Path:
+def make_vit_folder(path: Path, num_labels: int, shape: dict[str, int] = VIT_SHAPE) -> Path:
     """A small randomly initialised ViT (the second source architecture) saved with its image processor."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     shutil.rmtree(path, ignore_errors=True)  # what a killed build left
     torch.manual_seed(0)
-    config = ViTConfig(image_size=IMAGE_SIZE, num_labels=num_labels, **VIT_SHAPE)
+    config = ViTConfig(image_size=IMAGE_SIZE, num_labels=num_labels, **shape)
     ViTForImageClassification(config).save_pretrained(path)
     processor = ViTImageProcessor(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
@@ -468,7 +481,7 @@ def fashion_source(cache: Path, work: Path, family: str = "resnet") -> Path:
     if family == "resnet":
         init = make_resnet_folder(work / "source-init", STANDARD, 5)
     else:
-        init = make_vit_folder(work / "source-init", 5)
+        init = make_vit_folder(work / "source-init", 5, VIT32_SHAPE if family == "vit32" else VIT_SHAPE)
     data = _image_pair(_fashion(), [0, 1, 2, 3, 4], s["per_class"], s["val_per_class"])
     started = time.perf_counter()
     with quiet_output(cache / "logs" / f"{name}.log"):
@@ -852,6 +865,8 @@ def _config_of(pair: str, plan: str = "full") -> _Width:
     config = _Width()
     if PAIRS[pair]["family"] == "vit":
         config.hidden_size = VIT_SHAPE["hidden_size"]
+    if PAIRS[pair]["family"] == "vit32":
+        config.hidden_size = VIT32_SHAPE["hidden_size"]
     if PAIRS[pair]["family"] == "tinybert":
         config.hidden_size = TINYBERT_SHAPE["hidden_size"]
     config.classifier_head = PLANS.get(plan, {}).get("head", "linear")
@@ -1161,6 +1176,7 @@ small ViT (4 layers, 64 wide, 4-pixel patches; the `vit-` pairs), so that a rule
 The `tinybert-` pairs were held out from the BERT rates, which were set on MiniLM-L6: a BERT 128 wide with MiniLM's
 word pieces, developed on SST-2 with hftl (77.6% on its dev set), moved to UCI sentiment (its own task on other
 sites) and to UCI domains (another task: which site a sentence is from); they gave BERTs up to 192 wide their own rates.
+The `vit32-` pairs (one per case) hold the small-ViT rates out on a ViT half as wide, at hftl's rates only.
 How each source trained and scored: `bench/results/calibration_sources.json`.
 
 The per-pair tables use hftl's default pooling (`--pooling auto`: mean for MiniLM-L6, a sentence-transformers model;

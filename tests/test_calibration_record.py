@@ -67,3 +67,20 @@ def test_tiny_bert_rates_are_the_calibration_candidates_and_beat_scratch_on_sent
         accuracy, n = calibrate._mean_at(rows, pair, plan, lr)
         scratch, m = calibrate._mean_at(rows, pair, "scratch", calibrate.scratch_default(pair))
         assert n == m == 3 and accuracy > scratch, pair
+
+
+def test_the_small_vit_rule_beats_scratch_on_the_held_out_narrower_vit(rows):
+    pairs = calibrate.PAIR_GROUPS["vit32"]
+    assert {calibrate.case_of(pair) for pair in pairs} == {
+        "small_similar",
+        "small_different",
+        "large_similar",
+        "large_different",
+    }
+    for pair in pairs:
+        plan, lr = calibrate.default_rule(
+            pair
+        )  # the 64-wide ViT's table: the 32-wide one was not measured for it
+        accuracy, n = calibrate._mean_at(rows, pair, plan, lr)
+        scratch, m = calibrate._mean_at(rows, pair, "scratch", calibrate.scratch_default(pair))
+        assert n == m == 3 and accuracy > scratch, pair
