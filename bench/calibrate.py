@@ -286,7 +286,8 @@ UCI_VALIDATION_PER_CLASS = (
 )
 
 
-def _uci(domain: str, per_class: int | None):
+def _uci_rows(domain: str) -> list[tuple[str, int]]:
+    """One UCI file's sentences with their sentiment labels."""
     rows = []
     for line in (
         (shared_assets() / "uci_sentences" / UCI_FILES[domain]).read_text(encoding="utf-8").splitlines()
@@ -294,23 +295,29 @@ def _uci(domain: str, per_class: int | None):
         if line.strip():
             text, label = line.rsplit("\t", 1)
             rows.append((text.strip(), int(label)))
+    return rows
+
+
+def _uci_split(
+    rows: list[tuple[str, int]], per_class: int | None, names: tuple[str, ...] = ("negative", "positive")
+):
+    """UCI_VALIDATION_PER_CLASS rows of each label held out; ``per_class`` of the rest (or all) to train on."""
     validation, rest = _per_class(rows, UCI_VALIDATION_PER_CLASS)
     train = rest if per_class is None else _per_class(rest, per_class, seed=1)[0]
-    return _text_dataset(train, validation)
+    return _text_dataset(train, validation, names)
+
+
+def _uci(domain: str, per_class: int | None):
+    return _uci_split(_uci_rows(domain), per_class)
+
+
+UCI_DOMAINS = ("imdb", "yelp", "amazon")
 
 
 def _uci_domains(per_class: int | None):
     """A task unlike sentiment: which site a UCI sentence comes from (movies, restaurants, products)."""
-    rows = []
-    for label, domain in enumerate(("imdb", "yelp", "amazon")):
-        for line in (
-            (shared_assets() / "uci_sentences" / UCI_FILES[domain]).read_text(encoding="utf-8").splitlines()
-        ):
-            if line.strip():
-                rows.append((line.rsplit("\t", 1)[0].strip(), label))
-    validation, rest = _per_class(rows, UCI_VALIDATION_PER_CLASS)
-    train = rest if per_class is None else _per_class(rest, per_class, seed=1)[0]
-    return _text_dataset(train, validation, ("imdb", "yelp", "amazon"))
+    rows = [(text, label) for label, domain in enumerate(UCI_DOMAINS) for text, _ in _uci_rows(domain)]
+    return _uci_split(rows, per_class, UCI_DOMAINS)
 
 
 # --- pairs -----------------------------------------------------------------------------------------------------------
@@ -371,12 +378,7 @@ PAIRS: dict[str, dict[str, Any]] = {
 PAIR_GROUPS = {
     "all": list(PAIRS),
     "image": [p for p in PAIRS if PAIRS[p]["family"] in IMAGE_FAMILIES],
-    "resnet": [p for p in PAIRS if PAIRS[p]["family"] == "resnet"],
-    "vit": [p for p in PAIRS if PAIRS[p]["family"] == "vit"],
-    "vit32": [p for p in PAIRS if PAIRS[p]["family"] == "vit32"],
-    "tinybert": [p for p in PAIRS if PAIRS[p]["family"] == "tinybert"],
-    "bert": [p for p in PAIRS if PAIRS[p]["family"] == "bert"],
-    "vectors": [p for p in PAIRS if PAIRS[p]["family"] == "vectors"],
+    **{family: [p for p in PAIRS if PAIRS[p]["family"] == family] for family in HFTL_FAMILY},
 }
 TEXT_MAX_LENGTH = 64
 
@@ -400,6 +402,7 @@ VIT_SHAPE = {
     "intermediate_size": 128,
 }
 VIT32_SHAPE = {**VIT_SHAPE, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+VIT_SHAPES = {"vit": VIT_SHAPE, "vit32": VIT32_SHAPE}
 
 
 def make_vit_folder(path: Path, num_labels: int, shape: dict[str, int] = VIT_SHAPE) -> Path:
@@ -481,7 +484,7 @@ def fashion_source(cache: Path, work: Path, family: str = "resnet") -> Path:
     if family == "resnet":
         init = make_resnet_folder(work / "source-init", STANDARD, 5)
     else:
-        init = make_vit_folder(work / "source-init", 5, VIT32_SHAPE if family == "vit32" else VIT_SHAPE)
+        init = make_vit_folder(work / "source-init", 5, VIT_SHAPES[family])
     data = _image_pair(_fashion(), [0, 1, 2, 3, 4], s["per_class"], s["val_per_class"])
     started = time.perf_counter()
     with quiet_output(cache / "logs" / f"{name}.log"):
@@ -582,7 +585,7 @@ def run_one(
     name = f"{pair}-{plan}-{lr if isinstance(lr, str) else format(lr, '.0e')}-s{seed}-{pooling}"
     output_dir = args.work / name
     extra: dict[str, Any] = {}
-    if spec["family"] in ("bert", "tinybert", "vectors"):
+    if spec["family"] not in IMAGE_FAMILIES:
         extra["max_length"] = TEXT_MAX_LENGTH
     if pooling != "pooler":
         extra["pooling"] = pooling
@@ -852,8 +855,8 @@ def case_of(pair: str) -> str:
 
 
 class _Width:
-    """What hftl.transfer.defaults reads of a model config: its width (MiniLM-L6 is 384 wide, the ViT source
-    ``VIT_SHAPE``'s), its head's pooling and its head."""
+    """What hftl.transfer.defaults reads of a model config: its width (MiniLM-L6 is 384 wide; the sources built here
+    have theirs from their shapes), its head's pooling and its head."""
 
     hidden_size = 384
     classifier_pooling: str | None = None
@@ -863,12 +866,9 @@ class _Width:
 def _config_of(pair: str, plan: str = "full") -> _Width:
     """What hftl.transfer.defaults reads of this pair's model running ``plan``: its width, pooling and head."""
     config = _Width()
-    if PAIRS[pair]["family"] == "vit":
-        config.hidden_size = VIT_SHAPE["hidden_size"]
-    if PAIRS[pair]["family"] == "vit32":
-        config.hidden_size = VIT32_SHAPE["hidden_size"]
-    if PAIRS[pair]["family"] == "tinybert":
-        config.hidden_size = TINYBERT_SHAPE["hidden_size"]
+    shape = {**VIT_SHAPES, "tinybert": TINYBERT_SHAPE}.get(PAIRS[pair]["family"])
+    if shape:  # the sources this script builds; MiniLM-L6 keeps _Width's
+        config.hidden_size = shape["hidden_size"]
     config.classifier_head = PLANS.get(plan, {}).get("head", "linear")
     pooling = pooling_for(pair, "auto")
     config.classifier_pooling = None if pooling == "pooler" else pooling
