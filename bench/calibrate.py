@@ -383,6 +383,17 @@ PAIR_GROUPS = {
 TEXT_MAX_LENGTH = 64
 
 
+def expand_pairs(spec: str) -> list[str]:
+    """A comma list of pairs and groups -> the pairs; an unknown name is a ValueError naming it."""
+    pairs: list[str] = []
+    for part in spec.split(","):
+        pairs += PAIR_GROUPS.get(part, [part])
+    unknown = [p for p in pairs if p not in PAIRS]
+    if unknown:
+        raise ValueError(f"unknown pairs {unknown}")
+    return pairs
+
+
 @functools.cache
 def dataset_for(pair: str):
     return PAIRS[pair]["build"]()
@@ -456,6 +467,7 @@ def sst2_source(cache: Path, work: Path) -> Path:
         result = hftl.train(
             task="text",
             case="large_different",
+            init="pretrained",  # the saved random init itself: no source check
             model=str(init),
             dataset=_sst2(s["per_class"]),
             output_dir=str(work / "source"),
@@ -491,6 +503,7 @@ def fashion_source(cache: Path, work: Path, family: str = "resnet") -> Path:
         result = hftl.train(
             task="image",
             case="large_different",
+            init="pretrained",  # the saved random init itself: no source check
             model=str(init),
             dataset=data,
             output_dir=str(work / "source"),
@@ -876,12 +889,17 @@ def _config_of(pair: str, plan: str = "full") -> _Width:
 
 
 def default_rule(pair: str) -> tuple[str, float]:
-    """The plan (as named in PLANS) and learning rate hftl uses for this pair's case without --strategy/--lr."""
-    from hftl.transfer.cases import CASE_RULES
+    """The plan (as named in PLANS) and learning rate hftl uses for this pair's case without --strategy/--lr/--init:
+    a different case whose source check (bench/source_check.py's record) finds the source worse than random weights
+    trains from scratch."""
+    from bench.source_check import load, worse_than_random
+    from hftl.transfer.cases import CASE_RULES, DIFFERENT_CASES
     from hftl.transfer.defaults import case_choice, default_lr
 
     family = HFTL_FAMILY[PAIRS[pair]["family"]]
     case = case_of(pair)
+    if case in DIFFERENT_CASES and worse_than_random(pair, load()):
+        return "scratch", scratch_default(pair)
     choice = case_choice(family, case, _config_of(pair))
     strategy = choice.strategy if choice else CASE_RULES[case].strategy
     cut = case == "small_different" and strategy == "head" and family != "word-vectors"
@@ -943,13 +961,17 @@ def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 # the advisor's tie rule the auto rows are measured with (hftl/advisor/trials.py): rows keep theirs, so rules compare
-ADVISOR_RULE = "seed noise, 1 SE, three kept"
+ADVISOR_RULE = "seed noise, 1 SE, three kept, source check"
 EARLIER_RULES = {
+    "seed noise, 1 SE, three kept": "the same trials without the source check: scratch always last in the tie order",
     "seed noise, 1 SE": "a tie within one standard error (validation and seed noise), but after a tie at rung 0 "
     "no third plan went on to rung 1",
     "seed noise, 1.645 SE": "a tie within 1.645 standard errors (validation and seed noise)",
     "binomial, 1 SE": "a tie within one standard error of the validation sample alone",
 }
+
+
+PRE_CHECK_RULE = "seed noise, 1 SE, three kept"
 
 
 def auto_tables(rows: list[dict[str, Any]]) -> list[str]:
@@ -966,10 +988,24 @@ def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str
     """``--case auto`` per pair, measured with the tie ``rule``: the plan its trials picked, the accuracy of the
     run, and how far that is from the best plan at hftl's default LRs and from the best plan at its best grid LR;
     what advising cost."""
+    from bench.source_check import load, worse_than_random
+
+    checks = load()
     autos = defaultdict(list)
     for r in rows:
         if _ok(r) and r["plan"] == "auto" and rule_of(r) == rule:
             autos[r["pair"]].append(r)
+    if rule == ADVISOR_RULE:  # where the source check does not fire, the trials run as before it existed
+        for r in rows:
+            if (
+                _ok(r)
+                and r["plan"] == "auto"
+                and rule_of(r) == PRE_CHECK_RULE
+                and r["pair"] not in autos
+                and r["pair"] in checks
+                and not worse_than_random(r["pair"], checks)
+            ):
+                autos[r["pair"]].append(r)
     if not autos:
         return []
     cells = summarize(rows)
@@ -1259,12 +1295,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    pairs: list[str] = []
-    for part in args.pairs.split(","):
-        pairs += PAIR_GROUPS.get(part, [part])
-    unknown = [p for p in pairs if p not in PAIRS]
-    if unknown:
-        parser.error(f"unknown pairs {unknown}")
+    try:
+        pairs = expand_pairs(args.pairs)
+    except ValueError as error:
+        parser.error(str(error))
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = load_rows(args.out)
     done = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ from hftl.advisor.decision import (
     score_depths,
     write_advice,
 )
-from hftl.advisor.probes import cached_depth_features
+from hftl.advisor.probes import DepthFeatures, cached_depth_features
 from hftl.advisor.scores import leep
+from hftl.advisor.source_check import SourceCheck, compare_features, settle_init
 from hftl.advisor.trials import Trial, TrialsReport, run_trials
-from hftl.backbones import backbone_for
+from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig
 from hftl.data.loading import Splits, splits_for
 from hftl.data.preprocess import ImageStats, prepare_inputs
@@ -35,11 +37,12 @@ from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import ADVICE_JSON
 from hftl.settings import AUTO_CASE, AUTO_METRIC, VECTORS_PREFIX
-from hftl.sources.registry import check_source, load_processor
+from hftl.sources.registry import check_source, load_processor, loads_with_auto_classes
 from hftl.sources.vectors import vectors_held
 from hftl.tasks import Task, get_task
 from hftl.training.feature_store import architecture_of, cache_root, prefix_digest, preprocessing_of
 from hftl.training.metrics import default_metric_for_best, metric_names
+from hftl.transfer.cases import start_is_open
 
 
 def probe_batches(
@@ -65,21 +68,33 @@ def probe_batches(
     return loader, inputs.image_stats
 
 
-def advise_splits(
+@dataclass
+class ProbedFeatures:
+    """One forward pass of the pretrained model and of the same architecture with random weights over a seeded
+    sample of the training split: pooled features at every depth, what the advisor and the source check score."""
+
+    pretrained: DepthFeatures
+    random: DepthFeatures
+    backbone: Backbone
+    has_head: bool  # the checkpoint has its own classifier (LEEP's source probabilities)
+    samples: int
+    reused: bool  # read from the feature cache
+    root: Path | None
+
+
+def probe_features(
     config: RunConfig,
     task: Task,
     splits: Splits,
     processor: Any | None = None,
     device: torch.device | str | None = None,
     model_name: str | None = None,
-) -> Advice:
-    """Measure and decide for one model on already-loaded splits."""
-    refuse_multi_label(splits)
+) -> ProbedFeatures:
+    """Pooled per-depth features of ``model_name`` (default: the run's model) and of its random-weights twin."""
     model_name = model_name or str(config.model)
     model_config = config.replace(model=model_name, case=AUTO_CASE)
     processor = processor if processor is not None else load_processor(task, model_config, splits)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    size = measure_size(splits)
     count = min(config.advise_max_samples, len(splits.train))
     sample = splits.train.shuffle(seed=config.seed).select(range(count))
     batches, image_stats = probe_batches(config, task, splits, processor, sample)
@@ -123,7 +138,24 @@ def advise_splits(
         pooling=pooling,
         device=device,
     )
-    del pretrained, random_model
+    return ProbedFeatures(features, random_features, backbone, has_head, count, reused, root)
+
+
+def advise_splits(
+    config: RunConfig,
+    task: Task,
+    splits: Splits,
+    processor: Any | None = None,
+    device: torch.device | str | None = None,
+    model_name: str | None = None,
+) -> Advice:
+    """Measure and decide for one model on already-loaded splits."""
+    refuse_multi_label(splits)
+    model_name = model_name or str(config.model)
+    size = measure_size(splits)
+    probed = probe_features(config, task, splits, processor, device, model_name)
+    features, random_features, backbone = probed.pretrained, probed.random, probed.backbone
+    count, has_head, reused, root = probed.samples, probed.has_head, probed.reused, probed.root
 
     scores = score_depths(features, random_features)
     decision = decide(size, scores, Thresholds.from_config(config), backbone.layer_word)
@@ -252,7 +284,10 @@ def choose_by_trials(
         splits = splits_for(config, task, dataset)
         metric = trial_metric(config, task.metrics, splits.multi_label)
         with vectors_held():  # word vectors are parsed once for all the trials
-            report = run_trials(config, splits.train, splits.validation, splits.label_column, run, metric)
+            check = trials_source_check(config, task, splits)
+            report = run_trials(
+                config, splits.train, splits.validation, splits.label_column, run, metric, check
+            )
     else:
         print(f"--case auto --resume: the trials in {config.output_dir}/{ADVICE_JSON} chose; not run again")
     pick = report.candidate()
@@ -260,6 +295,24 @@ def choose_by_trials(
         print(f"--case auto: the trials' pick ({pick.name}) replaces --strategy {config.strategy}")
     print(report.render(), flush=True)
     return config.replace(case=pick.case, strategy=pick.strategy, init=pick.init, keep_layers=None), report
+
+
+def trials_source_check(config: RunConfig, task: Task, splits: Splits) -> SourceCheck | None:
+    """The source check before the trials, on the main process (every process gets its verdict): it sets their
+    tie order."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    check = [
+        check_source_features(config, task, splits, None, state.device) if state.is_main_process else None
+    ]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        check = broadcast_object_list(check)
+    if check[0] is not None:
+        print(check[0].render(), flush=True)
+    return check[0]
 
 
 def trial_metric(config: RunConfig, task_metrics: Sequence[str], multi_label: bool) -> str:
@@ -305,6 +358,38 @@ def resolve_auto_case(
     return apply_decision(config, decision[0])
 
 
+def check_source_features(
+    config: RunConfig, task: Task, splits: Splits, processor: Any | None, device: torch.device | str | None
+) -> SourceCheck | None:
+    """The source check on this run's data; None for multi-label data (the probe scores one label per example) and
+    for models the probes cannot load (word vectors, timm: no transformers random-weights twin)."""
+    if splits.multi_label or not loads_with_auto_classes(str(config.model)):
+        return None
+    probed = probe_features(config, task, splits, processor, device)
+    return compare_features(probed.pretrained, probed.random, config.seed)
+
+
+def resolve_init(
+    config: RunConfig, task: Task, splits: Splits, processor: Any, accelerator: Any
+) -> tuple[RunConfig, str | None]:
+    """``--init auto`` inside a run: where the start is open, the main process checks the source and every process
+    gets the same start; the line the plan gives for it (None where nothing was checked)."""
+    if not start_is_open(config):
+        return settle_init(config, None), None
+    check = [None]
+    if accelerator.is_main_process:
+        check = [check_source_features(config, task, splits, processor, accelerator.device)]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        check = broadcast_object_list(check)
+    if check[0] is None:
+        return settle_init(config, None), None
+    reason = f"--init auto with --case {config.case}: {check[0].render()}"
+    accelerator.print(reason)
+    return settle_init(config, check[0]), reason
+
+
 __all__ = [
     "advise",
     "advise_splits",
@@ -312,5 +397,6 @@ __all__ = [
     "choose_by_trials",
     "model_names",
     "resolve_auto_case",
+    "resolve_init",
     "trial_metric",
 ]

@@ -9,6 +9,9 @@
 - ``leep`` (Nguyen et al., ICML 2020, "LEEP: A New Measure to Evaluate Transferability of Learned Representations"):
   the average log-likelihood of the target labels under the empirical predictor built from the pretrained head's
   source-class probabilities. Needs a pretrained classifier; hftl computes it only when the checkpoint has one.
+- ``probe_accuracy``: the cross-validated accuracy of a linear probe (standardised features, ridge classifier) on
+  the features. Unlike LogME it is in the units the runs are judged in, so two sets of features (pretrained and
+  random weights) compare on the same scale with a binomial standard error (``hftl.advisor.source_check``).
 
 All three are higher-is-better. LogME is in nats per example and does not change when the features are rescaled
 (alpha absorbs the scale), but it does depend on the feature dimension and on the label entropy: compare scores of
@@ -142,4 +145,25 @@ def leep(source_probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.log(np.maximum(chosen, 1e-30))))
 
 
-__all__ = ["Evidence", "h_score", "leep", "logme", "logme_evidence", "one_hot"]
+PROBE_FOLDS = 5
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
+    """Stratified ``PROBE_FOLDS``-fold accuracy of a ridge classifier on standardised ``features`` (its penalty is
+    the feature count: a strong prior, as a probe on a few hundred examples needs). None when a class has fewer
+    than two examples (no fold could both train and test on it). Higher is better."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = _check(features, labels)
+    _, counts = np.unique(labels, return_counts=True)
+    if len(counts) < 2 or counts.min() < 2:
+        return None
+    folds = StratifiedKFold(int(min(PROBE_FOLDS, counts.min())), shuffle=True, random_state=seed)
+    probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=float(features.shape[1])))
+    return float(np.mean(cross_val_score(probe, features, labels, cv=folds)))
+
+
+__all__ = ["Evidence", "h_score", "leep", "logme", "logme_evidence", "one_hot", "probe_accuracy"]

@@ -42,6 +42,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, LargeList, List
 
 from hftl.advisor.costs import EVAL_WEIGHT, MIN_SHARE, Costs, Schedule
+from hftl.advisor.source_check import SourceCheck
 from hftl.config import RunConfig
 from hftl.data.labels import rarest_label
 from hftl.errors import HftlError
@@ -122,9 +123,17 @@ class TrialsReport:
     tied: list[str] = field(default_factory=list)  # the plans within noise of the best, the pick among them
     cost_ratio: float | None = None  # trial seconds / the seconds of one full run (estimated from the trials)
     seconds: float = 0.0
+    order: list[str] = field(
+        default_factory=list
+    )  # the tie order the trials used (CANDIDATES', or scratch first)
+    source_check: dict[str, Any] | None = None  # hftl.advisor.source_check, measured before the trials
 
     def candidate(self) -> Candidate:
         return next(c for c in CANDIDATES if c.name == self.pick)
+
+    @property
+    def tie_order(self) -> list[str]:
+        return self.order or [c.name for c in CANDIDATES]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,7 +153,12 @@ class TrialsReport:
             verdict = (
                 f"tie within noise (+-{100 * (self.noise or 0):.1f} points) of {', '.join(self.tied or [self.pick])}: "
                 f"{self.pick} chosen (ties go to the earlier of "
-                + ", ".join(c.name for c in CANDIDATES)
+                + ", ".join(self.tie_order)
+                + (
+                    "; scratch first: the source check found the pretrained features worse than random"
+                    if self.tie_order[0] == "scratch"
+                    else ""
+                )
                 + ")"
                 if self.tie
                 else f"{self.pick} beats {self.runner_up} by {100 * self.margin:.1f} points "
@@ -160,11 +174,16 @@ class TrialsReport:
         return "\n".join(lines)
 
 
-def candidates_for(config: RunConfig) -> list[Candidate]:
-    """The plans that apply to the model: word vectors have no layer stack to freeze in part, nor LoRA targets."""
+def candidates_for(config: RunConfig, scratch_first: bool = False) -> list[Candidate]:
+    """The plans that apply to the model (word vectors have no layer stack to freeze in part, nor LoRA targets), in
+    their tie order: ``CANDIDATES``', or scratch first when the source check found the pretrained features worse
+    than random ones (then a transfer plan must beat scratch by more than the noise to be picked)."""
+    candidates = list(CANDIDATES)
     if str(config.model).startswith(VECTORS_PREFIX):
-        return [c for c in CANDIDATES if c.strategy not in ("partial", "lora")]
-    return list(CANDIDATES)
+        candidates = [c for c in candidates if c.strategy not in ("partial", "lora")]
+    if scratch_first:
+        candidates.sort(key=lambda c: c.init != "scratch")
+    return candidates
 
 
 def stratified_share(dataset: Dataset, label_column: str, share: float, seed: int) -> Dataset:
@@ -202,13 +221,22 @@ def run_trials(
     label_column: str,
     run: Callable[[RunConfig, DatasetDict], Any],
     metric: str = METRIC,
+    source_check: SourceCheck | None = None,
 ) -> TrialsReport:
     """Successive halving over ``candidates_for(config)``; ``run`` trains one trial (``hftl.recipes.run.run``);
-    trials are ranked by their validation ``metric``."""
+    trials are ranked by their validation ``metric``; ``source_check`` (measured before) may put scratch first."""
     # the trials read the loaded splits, whose labels are one column already (0/1 columns joined)
     config = config.replace(label_columns=None, label_column=label_column)
-    candidates = candidates_for(config)
-    report = TrialsReport(metric=metric, validation_examples=len(validation), budget=config.advise_budget)
+    candidates = candidates_for(
+        config, scratch_first=source_check is not None and source_check.worse_than_random
+    )
+    report = TrialsReport(
+        metric=metric,
+        validation_examples=len(validation),
+        budget=config.advise_budget,
+        order=[c.name for c in candidates],
+        source_check=source_check.to_dict() if source_check is not None else None,
+    )
     budget = Budget(config.advise_budget * PLANNED_SHARE, config.epochs, len(train), len(validation))
     started = time.perf_counter()
     work = Path(config.output_dir) / TRIALS_DIR  # the same on every process of a distributed run

@@ -70,7 +70,7 @@ def describe_setup(config: RunConfig) -> str:
         parts.append(f"strategy {config.strategy}")
     if config.keep_layers:
         parts.append(f"keep {config.keep_layers}")
-    if config.init != "pretrained":
+    if config.init not in ("auto", "pretrained"):
         parts.append(f"init {config.init}")
     if config.regularizer:
         parts.append("+".join(config.regularizer))

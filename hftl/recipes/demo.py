@@ -146,6 +146,7 @@ def run_demo(
     source = _train_quietly(
         output / "logs" / "source.log",
         case="large_different",
+        init="pretrained",  # the saved random init itself: no source check
         model=str(random_source),
         dataset=to_dataset(prepared.source),
         output_dir=str(output / "source"),

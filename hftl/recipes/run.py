@@ -148,7 +148,12 @@ def run_claimed(
         from hftl.advisor.advise import resolve_auto_case
 
         config = resolve_auto_case(config, task, splits, processor, accelerator)
+    from hftl.advisor.advise import resolve_init
+
+    config, start_reason = resolve_init(config, task, splits, processor, accelerator)  # --init auto
     model, backbone, plan, channels_last = build_network(config, task, splits, processor, accelerator)
+    if start_reason is not None:
+        plan = dataclasses.replace(plan, reasons=(start_reason, *plan.reasons))
     configure_engine(accelerator, model, backbone, config)
     fingerprint = run_fingerprint(config, plan, inputs)
     check_resume_target(config, fingerprint)  # before the run files are written over

@@ -157,10 +157,12 @@ class TransferSettings:
             "default: a per-family value printed in the plan."
         },
     )
-    init: Literal["pretrained", "scratch"] = field(
-        default="pretrained",
+    init: Literal["auto", "pretrained", "scratch"] = field(
+        default="auto",
         metadata={
-            "help": "Start from the pretrained weights, or from random weights (the from-scratch baseline)."
+            "help": "Start from the pretrained weights, or from random weights (the from-scratch baseline). auto: "
+            "the pretrained weights, except that a different case first checks them against random weights "
+            "(a linear probe on the target) and trains from scratch when they are worse."
         },
     )
     pooling: Literal["auto", "pooler", "cls", "mean", "max"] = field(

@@ -64,6 +64,11 @@ def source_for(model: str | None) -> ModelSource:
     raise ModelError(f"no model source accepts {name!r}")  # only without the Hub/local fallback
 
 
+def loads_with_auto_classes(name: str) -> bool:
+    """Whether ``name`` is a Hub or local transformers model (the fallback source), as the advisor's probes need."""
+    return source_for(name) in _FALLBACK
+
+
 def check_source(name: str) -> str:
     """``name`` if it is usable as a model name (a local path is made absolute); a clear error otherwise."""
     return source_for(name).check(name)

@@ -59,6 +59,16 @@ CASE_RULES: dict[str, CaseRule] = {
 }
 
 
+DIFFERENT_CASES = ("small_different", "large_different")
+
+
+def start_is_open(config: RunConfig) -> bool:
+    """Whether the run's start is left to the source check (``hftl.advisor.source_check``): ``--init auto`` with a
+    different case (large_different offers scratch; small_different keeps layers only if they are generic) and a
+    strategy that trains every weight, or none given (a frozen random body would be no transfer at all)."""
+    return config.init == "auto" and config.case in DIFFERENT_CASES and config.strategy in (None, "full")
+
+
 def cuts(config: RunConfig, measured: CaseChoice | None) -> bool:
     """Whether the plan truncates the network: the textbook's cut applies to the textbook rule (or an explicit
     --strategy); a measured default keeps every layer; partial freezing never cuts."""
@@ -138,6 +148,11 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     if strategy == "partial" and num_layers:
         reasons.append(
             f"freezes the stem and the first {depth} of {num_layers} {backbone.layer_word}s, trains the rest"
+        )
+    if start_is_open(config):
+        reasons.append(
+            "--init auto: the run first checks the pretrained features against random weights on the target and "
+            "trains the whole network from scratch if they are worse (hftl.advisor.source_check)"
         )
     if config.init == "scratch":
         reasons.append("--init scratch: random weights of the same architecture (the no-transfer baseline)")

@@ -1,0 +1,133 @@
+"""The source check on every calibration pair: is the pretrained network's linear probe behind random weights'?
+
+Runs hftl's own check (``hftl.advisor.advise.check_source_features``: a cross-validated linear probe on the pooled
+features after every layer, pretrained against the same architecture with random weights, on up to 2,000 training
+examples) on each pair of ``bench/calibrate.py`` and writes one JSON line per pair. ``calibrate.py --report`` reads
+the file: its table sets each pair's verdict beside what transfer and scratch reached, and the defaults and
+``--case auto`` tables apply the verdict (a different case whose source is worse than random trains from scratch;
+``--case auto`` puts scratch first in its tie order).
+
+    python bench/source_check.py --pairs all        # -> bench/results/source_check.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import calibrate  # noqa: E402  (sets the offline and thread settings first)
+
+RECORD = calibrate.REPO / "bench" / "results" / "source_check.jsonl"
+
+
+def check_pair(pair: str, cache: Path, work: Path) -> dict[str, Any]:
+    """hftl's source check on ``pair``'s training split, as a run of its case would measure it."""
+    from hftl.advisor.advise import check_source_features
+    from hftl.config import RunConfig
+    from hftl.data.loading import splits_for
+    from hftl.tasks import get_task
+
+    spec = calibrate.PAIRS[pair]
+    task = "image" if spec["family"] in calibrate.IMAGE_FAMILIES else "text"
+    extra = {} if task == "image" else {"max_length": calibrate.TEXT_MAX_LENGTH}
+    model = calibrate.model_for(pair, cache, work)
+    config = RunConfig(
+        task=task,
+        case=calibrate.case_of(pair),
+        model=model,
+        output_dir=str(work / "check"),
+        feature_cache_dir=str(cache / "features"),
+        **extra,
+    )
+    started = time.perf_counter()
+    splits = splits_for(config, get_task(task), calibrate.dataset_for(pair))
+    check = check_source_features(config, get_task(task), splits, None, "cpu")
+    return {
+        "pair": pair,
+        "case": calibrate.case_of(pair),
+        **(check.to_dict() if check else {"error": "no probe: a class has fewer than two examples"}),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def load(path: Path = RECORD) -> dict[str, dict[str, Any]]:
+    """pair -> its recorded check (the last line per pair wins)."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {row["pair"]: row for row in rows}
+
+
+def verdict(row: dict[str, Any]) -> Any:
+    """The recorded probes judged by today's rule (``hftl.advisor.source_check.EVIDENCE``)."""
+    from hftl.advisor.source_check import SourceCheck
+
+    fields = ("pretrained", "random", "pretrained_depth", "random_depth", "samples")
+    return SourceCheck(**{name: row[name] for name in fields}) if "pretrained" in row else None
+
+
+def worse_than_random(pair: str, checks: dict[str, dict[str, Any]]) -> bool:
+    check = verdict(checks.get(pair, {}))
+    return check is not None and check.worse_than_random
+
+
+def table(checks: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """Per pair: the check, and what the best transfer plan and scratch reached at hftl's default rates."""
+    if not checks:
+        return []
+    lines = [
+        "| pair | case | probe: pretrained (depth) | probe: random weights (depth) | examples | difference (SE) | "
+        "verdict | best transfer plan at default LR | scratch at default LR |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for pair in [p for p in calibrate.PAIRS if p in checks]:
+        c = checks[pair]
+        if "pretrained" not in c:
+            lines.append(f"| {pair} | {c['case']} | - | - | - | - | {c.get('error')} | - | - |")
+            continue
+        transfer = {
+            plan: calibrate._mean_at(rows, pair, plan, calibrate.plan_default(pair, plan))[0]
+            for plan in calibrate.FAMILY_PLANS[calibrate.PAIRS[pair]["family"]]
+            if plan not in ("auto", "scratch", "head_trunc")
+        }
+        transfer = {plan: value for plan, value in transfer.items() if value is not None}
+        best = max(transfer, key=transfer.get) if transfer else None
+        scratch = calibrate._mean_at(rows, pair, "scratch", calibrate.scratch_default(pair))[0]
+        check = verdict(c)
+        difference = check.pretrained - check.random
+        lines.append(
+            f"| {pair} | {c['case']} | {c['pretrained']:.3f} ({c['pretrained_depth']}) | {c['random']:.3f} "
+            f"({c['random_depth']}) | {c['samples']} | {100 * difference:+.1f} ({difference / check.noise:+.1f}) | "
+            f"{'**worse than random**' if check.worse_than_random else 'no worse'} | "
+            + (f"{best} {transfer[best]:.3f} | " if best else "- | ")
+            + (f"{scratch:.3f} |" if scratch is not None else "- |")
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default="all", help="comma list of pairs or groups, as calibrate.py takes")
+    parser.add_argument("--out", type=Path, default=RECORD)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hftl-calibrate")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hftl-source-check")
+    args = parser.parse_args(argv)
+    pairs = calibrate.expand_pairs(args.pairs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for pair in pairs:
+        row = check_pair(pair, args.cache, args.work)
+        print(json.dumps(row), flush=True)
+        with open(args.out, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

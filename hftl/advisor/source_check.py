@@ -1,0 +1,115 @@
+"""Is the source worth starting from? The measurement behind the rules' "or train from scratch".
+
+The textbook leaves large_different a choice (fine-tune everything from the pretrained weights, or train from
+scratch), and small_different keeps the early layers on the belief that they are generic. Neither holds when the
+source's features say less about the target than random weights of the same network do: a tiny BERT developed on
+SST-2 and moved to UCI domains (which site a sentence comes from) lost 15 and 45 points to scratch with its default
+plans, and every other transfer plan was near chance too (docs/calibration.md, ``tinybert-domains-*``).
+
+So where the choice is open (``--init auto``, the default, with a different case, or ``--case auto``), hftl measures
+it before training: a linear probe (``hftl.advisor.scores.probe_accuracy``, cross-validated) on the pooled features
+after every layer of the pretrained network and of the same architecture with random weights, over a seeded sample
+of the training split (``--advise-max-samples``; the advisor's forward passes, kept in the feature cache). The best
+depth of each is compared: the source is *worse than random* when the random features' probe is ahead by more than
+``EVIDENCE`` standard errors of the difference (binomial, on the sample). Then a different case trains the whole
+network from scratch, and ``--case auto``'s trials settle ties in favour of scratch.
+
+Measured on the calibration pairs (``python bench/source_check.py``, docs/calibration.md "Source check"): only
+tinybert-domains-all is worse than random by 2 standard errors (by 17 points, 11 SE). One standard error would also
+have caught tinybert-domains-20 (15 points, 1.6 SE), but it fired on tinybert-amazon-20 too (18 points, 1.7 SE, 40
+examples), where transfer beat scratch by 7 points; and vit32-digits-20's probes were level (-1 point) where
+transfer beat scratch by 49: at a few dozen examples the probe is a weak witness, and starting from scratch on
+little data is the costlier mistake, so the check asks for strong evidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hftl.advisor.probes import DepthFeatures
+from hftl.advisor.scores import probe_accuracy
+from hftl.config import RunConfig
+from hftl.transfer.cases import start_is_open
+
+EVIDENCE = 2.0  # standard errors by which random features must lead before the source is set aside
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """The best-depth probe accuracy on the pretrained and on random-weights features, on ``samples`` examples.
+    (``noise``: one standard error of their difference.)"""
+
+    pretrained: float
+    random: float
+    pretrained_depth: int
+    random_depth: int
+    samples: int
+
+    @property
+    def noise(self) -> float:
+        """One standard error of the difference of two accuracies on the same ``samples`` examples."""
+        p = min(max((self.pretrained + self.random) / 2, 0.0), 1.0)
+        return math.sqrt(2.0 * p * (1.0 - p) / max(self.samples, 1))
+
+    @property
+    def worse_than_random(self) -> bool:
+        return self.random - self.pretrained > EVIDENCE * self.noise
+
+    def render(self) -> str:
+        verdict = (
+            "worse than random weights: start from scratch"
+            if self.worse_than_random
+            else "no worse than random weights: start from them"
+        )
+        return (
+            f"source check: a linear probe on the pretrained features reaches {self.pretrained:.3f} (depth "
+            f"{self.pretrained_depth}), on random-weights features {self.random:.3f} (depth {self.random_depth}), "
+            f"{self.samples} examples, one standard error {self.noise:.3f} (worse: behind by more than "
+            f"{EVIDENCE:g}) -> {verdict}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "noise": self.noise, "worse_than_random": self.worse_than_random}
+
+
+def best_probe(features: DepthFeatures, seed: int) -> tuple[float, int] | None:
+    """The highest probe accuracy over the depths and the depth it is reached at (the shallowest on a tie)."""
+    scores = []
+    for depth in features.depths:
+        accuracy = probe_accuracy(features.features[depth], np.asarray(features.labels), seed)
+        if accuracy is None:
+            return None
+        scores.append((accuracy, -depth))
+    accuracy, depth = max(scores)
+    return accuracy, -depth
+
+
+def compare_features(pretrained: DepthFeatures, random: DepthFeatures, seed: int = 0) -> SourceCheck | None:
+    """The check on already-probed features; None when a class has too few examples for a probe."""
+    ours, theirs = best_probe(pretrained, seed), best_probe(random, seed)
+    if ours is None or theirs is None:
+        return None
+    return SourceCheck(ours[0], theirs[0], ours[1], theirs[1], len(pretrained.labels))
+
+
+def settle_init(config: RunConfig, check: SourceCheck | None) -> RunConfig:
+    """``--init auto`` resolved: a different case whose source is worse than random trains the whole network from
+    scratch (large_different's other option; small_different's cut would keep layers that carry nothing); anything
+    else starts from the pretrained weights."""
+    if config.init != "auto":
+        return config
+    if check is not None and check.worse_than_random and start_is_open(config):
+        return config.replace(case="large_different", strategy="full", init="scratch", keep_layers=None)
+    return config.replace(init="pretrained")
+
+
+__all__ = [
+    "SourceCheck",
+    "compare_features",
+    "settle_init",
+]

@@ -1,0 +1,166 @@
+"""The source check: a linear probe on pretrained against random-weights features decides, where the rules leave it
+open (--init auto with a different case, and --case auto's tie order), whether a run starts from the source or from
+scratch."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import hftl
+from hftl.advisor.probes import DepthFeatures
+from hftl.advisor.scores import probe_accuracy
+from hftl.advisor.source_check import EVIDENCE, SourceCheck, compare_features, settle_init
+from hftl.advisor.trials import CANDIDATES, TrialsReport, candidates_for, decide
+
+
+def separable(n: int = 120, dims: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes apart on the first axis, noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    features = rng.normal(size=(n, dims))
+    features[:, 0] += 4.0 * labels
+    return features, labels
+
+
+def test_the_probe_reads_a_signal_and_not_noise():
+    features, labels = separable()
+    assert probe_accuracy(features, labels) > 0.95
+    noise = np.random.default_rng(1).normal(size=features.shape)
+    assert abs(probe_accuracy(noise, labels) - 0.5) < 0.15
+    assert probe_accuracy(features[:3], np.array([0, 1, 1])) is None  # a class with one example: no fold
+
+
+def test_worse_than_random_needs_strong_evidence():
+    close = SourceCheck(pretrained=0.625, random=0.80, pretrained_depth=1, random_depth=2, samples=40)
+    assert close.noise == pytest.approx(np.sqrt(2 * 0.7125 * 0.2875 / 40))
+    assert 1.5 * close.noise < 0.175 < EVIDENCE * close.noise
+    assert not close.worse_than_random  # 17.5 points behind on 40 examples: not enough to drop the source
+    far = SourceCheck(pretrained=0.40, random=0.58, pretrained_depth=2, random_depth=4, samples=2000)
+    assert far.worse_than_random and "start from scratch" in far.render()
+    assert far.to_dict()["worse_than_random"] is True
+
+
+def test_compare_features_takes_each_sides_best_depth():
+    signal, labels = separable()
+    noise = np.random.default_rng(2).normal(size=signal.shape)
+    pretrained = DepthFeatures({1: noise, 2: noise[:, ::-1].copy()}, labels)
+    random = DepthFeatures({1: noise, 2: signal}, labels)
+    check = compare_features(pretrained, random)
+    assert check.worse_than_random and check.random_depth == 2 and check.samples == len(labels)
+    assert not compare_features(random, pretrained).worse_than_random
+
+
+def config(**overrides):
+    return hftl.RunConfig(**{"task": "text", "model": "m", "output_dir": "out", **overrides})
+
+
+WORSE = SourceCheck(0.40, 0.58, 2, 4, 2000)
+BETTER = SourceCheck(0.80, 0.60, 4, 4, 2000)
+
+
+@pytest.mark.parametrize("case", ["small_different", "large_different"])
+def test_a_different_case_whose_source_is_worse_than_random_trains_the_whole_network_from_scratch(case):
+    settled = settle_init(config(case=case, keep_layers=2 if case == "small_different" else None), WORSE)
+    assert (settled.case, settled.strategy, settled.init, settled.keep_layers) == (
+        "large_different",
+        "full",
+        "scratch",
+        None,
+    )
+    assert settle_init(config(case=case), BETTER).init == "pretrained"
+    assert settle_init(config(case=case), None).init == "pretrained"  # nothing measured: the source
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"case": "large_similar"},  # the user says the data is similar: no check
+        {"case": "large_different", "init": "pretrained"},  # the user chose the start
+        {"case": "small_different", "strategy": "head"},  # a frozen random body would be no transfer
+    ],
+)
+def test_the_start_stays_with_the_user_where_the_rules_do_not_leave_it_open(overrides):
+    settled = settle_init(config(**overrides), WORSE)
+    assert settled.init == overrides.get("init", "pretrained") and settled.case == overrides["case"]
+
+
+def test_a_source_worse_than_random_puts_scratch_first_in_the_trials_tie_order():
+    order = [c.name for c in candidates_for(config(case="auto"), scratch_first=True)]
+    assert order[0] == "scratch" and sorted(order) == sorted(c.name for c in CANDIDATES)
+    report = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5, order=order)
+    decide(report, {"partial": 0.36, "full": 0.35, "scratch": 0.34}, candidates_for(config(case="auto"), True))
+    assert report.tie and report.pick == "scratch"
+    assert "scratch first: the source check found" in report.render()
+    usual = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5)
+    decide(usual, {"partial": 0.36, "full": 0.35, "scratch": 0.34}, candidates_for(config(case="auto")))
+    assert usual.pick == "partial"
+
+
+@pytest.fixture(scope="module")
+def blank_bert(bert_dir, tmp_path_factory):
+    """The tiny source BERT with every token, position and type embedding made one vector: whatever the sentence,
+    its features are the same, so they say less about the target than random weights do."""
+    from transformers import AutoModelForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("blank-bert")
+    shutil.copytree(bert_dir, folder, dirs_exist_ok=True)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        for table in (
+            model.bert.embeddings.word_embeddings,
+            model.bert.embeddings.position_embeddings,
+            model.bert.embeddings.token_type_embeddings,
+        ):
+            table.weight.copy_(table.weight.mean(dim=0, keepdim=True).expand_as(table.weight))
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_a_different_case_on_a_blank_source_trains_from_scratch_and_says_why(blank_bert, text_folder, tmp_path):
+    result = hftl.train(
+        task="text",
+        case="small_different",
+        model=str(blank_bert),
+        dataset=str(text_folder),
+        output_dir=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=16,
+    )
+    plan = result.plan
+    assert (plan.case, plan.strategy, plan.init) == ("large_different", "full", "scratch")
+    assert plan.reasons[0].startswith("--init auto with --case small_different: source check")
+    assert "worse than random weights" in plan.reasons[0]
+    assert result.metrics["parameters"]["percent"] == 100.0  # the whole network trains
+    assert result.metrics["init"] == "scratch"
+
+
+def test_a_different_case_on_a_useful_source_keeps_it(bert_dir, text_folder, tmp_path):
+    result = hftl.train(
+        task="text",
+        case="large_different",
+        model=str(bert_dir),
+        dataset=str(text_folder),
+        output_dir=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=16,
+    )
+    assert (result.plan.case, result.plan.init) == ("large_different", "pretrained")
+    assert "no worse than random weights" in result.plan.reasons[0]
+
+
+def test_word_vectors_have_no_probe_twin_and_keep_their_start(glove_file, text_folder, tmp_path):
+    result = hftl.train(
+        task="text",
+        case="large_different",
+        model=f"vectors:{glove_file}",
+        dataset=str(text_folder),
+        output_dir=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=16,
+    )
+    assert (result.plan.case, result.plan.init) == ("large_different", "pretrained")
+    assert not any("source check:" in reason for reason in result.plan.reasons)
