@@ -671,6 +671,9 @@ def run_one(
                     "advisor_rule": ADVISOR_RULE,
                     "auto_tie": trials["tie"],
                     "auto_tied": trials.get("tied", []),
+                    "auto_order": trials.get(
+                        "order"
+                    ),  # the tie order (scratch first where the source check fired)
                     "advise_seconds": trials["seconds"],
                     "advise_cost_ratio": trials["cost_ratio"],
                     "trials": [
@@ -996,12 +999,13 @@ def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str
         if _ok(r) and r["plan"] == "auto" and rule_of(r) == rule:
             autos[r["pair"]].append(r)
     if rule == ADVISOR_RULE:  # where the source check does not fire, the trials run as before it existed
+        measured = set(autos)
         for r in rows:
             if (
                 _ok(r)
                 and r["plan"] == "auto"
                 and rule_of(r) == PRE_CHECK_RULE
-                and r["pair"] not in autos
+                and r["pair"] not in measured
                 and r["pair"] in checks
                 and not worse_than_random(r["pair"], checks)
             ):
@@ -1076,6 +1080,36 @@ def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str
         "",
     ]
     return lines
+
+
+def source_check_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The source check per pair (bench/source_check.py's record), beside what transfer and scratch reached."""
+    from bench.source_check import RECORD, load, table
+    from hftl.advisor.source_check import EVIDENCE
+
+    checks = load()
+    if not checks:
+        return []
+    sources = {c.get("source_accuracy") for c in checks.values()} - {None}
+    return [
+        "### Source check: pretrained against random-weights features",
+        "",
+        f"hftl's check (`hftl/advisor/source_check.py`, recorded in `{RECORD.relative_to(REPO)}` by "
+        "`python bench/source_check.py --pairs all`): the best-depth cross-validated linear-probe accuracy on the "
+        "pretrained features and on random-weights features of the same architecture, over up to 2,000 training "
+        f"examples; 'worse than random' = behind by more than {EVIDENCE:g} standard errors (difference in points, "
+        "and in standard errors). The defaults table above applies the verdict to the different cases (scratch "
+        "where it fires); the auto table's trials put scratch first in their tie order where it fires. "
+        + (
+            f"Measured on sources rebuilt by this script's recipe (their own-task accuracies "
+            f"{min(sources):.3f}-{max(sources):.3f}); rebuilding is not bit-identical across machines, so they "
+            "differ slightly from the ones the runs above used (calibration_sources.json)."
+            if sources
+            else ""
+        ),
+        "",
+        *table(checks, rows),
+    ]
 
 
 def plan_default(pair: str, plan: str) -> float:
@@ -1188,6 +1222,7 @@ def report(rows: list[dict[str, Any]], margin: float = 0.01) -> str:
             )
         )
     lines += ["", "### hftl's defaults against scratch at its default", ""] + defaults_table(rows)
+    lines += [""] + source_check_section(rows)
     lines += [""] + auto_tables(rows)
     lines += [""] + noise_table(rows)
     lines += [""] + pooling_table(all_rows)

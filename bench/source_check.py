@@ -52,9 +52,25 @@ def check_pair(pair: str, cache: Path, work: Path) -> dict[str, Any]:
     return {
         "pair": pair,
         "case": calibrate.case_of(pair),
-        **(check.to_dict() if check else {"error": "no probe: a class has fewer than two examples"}),
+        "source_accuracy": source_accuracy(model),
+        **(check.to_dict() if check else {"error": not_checked(model)}),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def not_checked(model: str) -> str:
+    from hftl.sources.registry import loads_with_auto_classes
+
+    if not loads_with_auto_classes(model):
+        return "not checked: no transformers random-weights twin (word vectors, timm)"
+    return "not checked: a class has fewer than two examples"
+
+
+def source_accuracy(model: str) -> float | None:
+    """How the source built by calibrate.py scored on its own task (sources are rebuilt where the cache is empty:
+    training is not bit-identical across machines, so a rebuilt source may differ a little from the recorded one)."""
+    info = Path(model) / "source.json"
+    return json.loads(info.read_text(encoding="utf-8"))["accuracy"] if info.is_file() else None
 
 
 def load(path: Path = RECORD) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,9 @@ even a share of one epoch fits. Trials are ranked by the validation metric (the 
 is the best of the last rung; when its lead over the runner-up is within one standard error (``noise_of``: the
 validation sample's and what another seed moves a trial by), it is reported as a tie and the earlier candidate in
 ``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials), so that reruns with other
-seeds agree. Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
+seeds agree. Before the trials, the source check (``hftl.advisor.source_check``) probes the pretrained features
+against random weights: where they are worse, scratch moves to the front of that order, so a transfer plan must beat
+it by more than the noise (short trials often leave every plan near chance there). Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
 """
 
 from __future__ import annotations

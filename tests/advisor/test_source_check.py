@@ -92,12 +92,27 @@ def test_a_source_worse_than_random_puts_scratch_first_in_the_trials_tie_order()
     order = [c.name for c in candidates_for(config(case="auto"), scratch_first=True)]
     assert order[0] == "scratch" and sorted(order) == sorted(c.name for c in CANDIDATES)
     report = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5, order=order)
-    decide(report, {"partial": 0.36, "full": 0.35, "scratch": 0.34}, candidates_for(config(case="auto"), True))
+    decide(
+        report, {"partial": 0.36, "full": 0.35, "scratch": 0.34}, candidates_for(config(case="auto"), True)
+    )
     assert report.tie and report.pick == "scratch"
     assert "scratch first: the source check found" in report.render()
     usual = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5)
     decide(usual, {"partial": 0.36, "full": 0.35, "scratch": 0.34}, candidates_for(config(case="auto")))
     assert usual.pick == "partial"
+
+
+def train(model: str, case: str, dataset, tmp_path):
+    """One epoch of ``case`` with hftl's defaults (--init auto)."""
+    return hftl.train(
+        task="text",
+        case=case,
+        model=model,
+        dataset=str(dataset),
+        output_dir=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=16,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +135,10 @@ def blank_bert(bert_dir, tmp_path_factory):
     return folder
 
 
-def test_a_different_case_on_a_blank_source_trains_from_scratch_and_says_why(blank_bert, text_folder, tmp_path):
-    result = hftl.train(
-        task="text",
-        case="small_different",
-        model=str(blank_bert),
-        dataset=str(text_folder),
-        output_dir=str(tmp_path / "run"),
-        epochs=1,
-        batch_size=16,
-    )
+def test_a_different_case_on_a_blank_source_trains_from_scratch_and_says_why(
+    blank_bert, text_folder, tmp_path
+):
+    result = train(str(blank_bert), "small_different", text_folder, tmp_path)
     plan = result.plan
     assert (plan.case, plan.strategy, plan.init) == ("large_different", "full", "scratch")
     assert plan.reasons[0].startswith("--init auto with --case small_different: source check")
@@ -139,28 +148,12 @@ def test_a_different_case_on_a_blank_source_trains_from_scratch_and_says_why(bla
 
 
 def test_a_different_case_on_a_useful_source_keeps_it(bert_dir, text_folder, tmp_path):
-    result = hftl.train(
-        task="text",
-        case="large_different",
-        model=str(bert_dir),
-        dataset=str(text_folder),
-        output_dir=str(tmp_path / "run"),
-        epochs=1,
-        batch_size=16,
-    )
+    result = train(str(bert_dir), "large_different", text_folder, tmp_path)
     assert (result.plan.case, result.plan.init) == ("large_different", "pretrained")
     assert "no worse than random weights" in result.plan.reasons[0]
 
 
 def test_word_vectors_have_no_probe_twin_and_keep_their_start(glove_file, text_folder, tmp_path):
-    result = hftl.train(
-        task="text",
-        case="large_different",
-        model=f"vectors:{glove_file}",
-        dataset=str(text_folder),
-        output_dir=str(tmp_path / "run"),
-        epochs=1,
-        batch_size=16,
-    )
+    result = train(f"vectors:{glove_file}", "large_different", text_folder, tmp_path)
     assert (result.plan.case, result.plan.init) == ("large_different", "pretrained")
     assert not any("source check:" in reason for reason in result.plan.reasons)
