@@ -81,3 +81,26 @@ def test_the_small_vit_rule_beats_scratch_on_the_held_out_narrower_vit(rows):
     cases = {"small_similar", "small_different", "large_similar", "large_different"}
     assert {calibrate.case_of(pair) for pair in pairs} == cases
     assert all(rule_over_scratch(rows, pair) > 0 for pair in pairs)
+
+
+def test_the_recorded_source_check_fires_only_where_scratch_beats_every_transfer_plan(rows):
+    """bench/results/source_check.jsonl: where the check sets the source aside, scratch beat every transfer plan at
+    hftl's rates (and the default rule becomes scratch); it never fires where a transfer plan beat scratch."""
+    from bench.source_check import load, worse_than_random
+
+    checks = load()
+    assert set(calibrate.PAIRS) <= set(checks)
+    fired = [pair for pair in calibrate.PAIRS if worse_than_random(pair, checks)]
+    assert fired == ["tinybert-domains-all"]
+    for pair in calibrate.PAIRS:
+        scratch, _ = calibrate._mean_at(rows, pair, "scratch", calibrate.scratch_default(pair))
+        plans = [
+            p for p in calibrate.FAMILY_PLANS[calibrate.PAIRS[pair]["family"]] if p not in ("auto", "scratch")
+        ]
+        transfer = [calibrate._mean_at(rows, pair, p, calibrate.plan_default(pair, p))[0] for p in plans]
+        best = max(value for value in transfer if value is not None)
+        if pair in fired:
+            assert scratch > best + 0.3 and calibrate.default_rule(pair)[0] == "scratch"
+        elif best > scratch + 0.02:  # transfer won by two points or more: the check left the source alone
+            assert not worse_than_random(pair, checks), pair
+    assert rule_over_scratch(rows, "tinybert-domains-all") == 0.0  # the default is scratch itself

@@ -298,20 +298,19 @@ def choose_by_trials(
 
 
 def trials_source_check(config: RunConfig, task: Task, splits: Splits) -> SourceCheck | None:
-    """The source check before the trials, on the main process (every process gets its verdict): it sets their
-    tie order."""
-    from accelerate import PartialState
+    """The source check before the trials, on the main process of the process group the trials will run in (every
+    process gets its verdict): it sets their tie order."""
+    from hftl.training.engines import make_accelerator
 
-    state = PartialState()
-    check = [
-        check_source_features(config, task, splits, None, state.device) if state.is_main_process else None
-    ]
-    if state.num_processes > 1:
+    accelerator = make_accelerator(config.replace(report_to="none"))
+    main = accelerator.is_main_process
+    check = [check_source_features(config, task, splits, None, accelerator.device) if main else None]
+    if accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
         check = broadcast_object_list(check)
     if check[0] is not None:
-        print(check[0].render(), flush=True)
+        accelerator.print(check[0].render(), flush=True)
     return check[0]
 
 
