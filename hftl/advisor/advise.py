@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, concatenate_datasets
 from torch.utils.data import DataLoader
 
 from hftl.advisor.decision import (
@@ -360,11 +360,20 @@ def resolve_auto_case(
 def check_source_features(
     config: RunConfig, task: Task, splits: Splits, processor: Any | None, device: torch.device | str | None
 ) -> SourceCheck | None:
-    """The source check on this run's data; None for multi-label data (the probe scores one label per example) and
-    for models the probes cannot load (word vectors, timm: no transformers random-weights twin)."""
-    if splits.multi_label or not loads_with_auto_classes(str(config.model)):
+    """The source check on this run's training and validation examples (the test split is never read: at 20 per
+    class the training split alone left the check too weak to see what it saw with the validation examples too,
+    docs/calibration.md); None for multi-label data (the probe scores one label per example), streams (no sample
+    to hold) and models the probes cannot load (word vectors, timm: no transformers random-weights twin)."""
+    if (
+        splits.multi_label
+        or not isinstance(splits.train, Dataset)
+        or not loads_with_auto_classes(str(config.model))
+    ):
         return None
-    probed = probe_features(config, task, splits, processor, device)
+    labelled = splits.train
+    if isinstance(splits.validation, Dataset) and splits.validation.features == splits.train.features:
+        labelled = concatenate_datasets([splits.train, splits.validation])
+    probed = probe_features(config, task, dataclasses.replace(splits, train=labelled), processor, device)
     return compare_features(probed.pretrained, probed.random, config.seed)
 
 

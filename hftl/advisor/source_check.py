@@ -9,7 +9,8 @@ plans, and every other transfer plan was near chance too (docs/calibration.md, `
 So where the choice is open (``--init auto``, the default, with a different case, or ``--case auto``), hftl measures
 it before training: a linear probe (``hftl.advisor.scores.probe_accuracy``, cross-validated) on the pooled features
 after every layer of the pretrained network and of the same architecture with random weights, over a seeded sample
-of the training split (``--advise-max-samples``; the advisor's forward passes, kept in the feature cache). The best
+of the training and validation examples (``--advise-max-samples``; the advisor's forward passes, kept in the feature
+cache; the test split is never read). The best
 depth of each is compared: the source is *worse than random* when the random features' probe is ahead by more than
 ``EVIDENCE`` standard errors of the difference (binomial, on the sample). Then a different case trains the whole
 network from scratch, and ``--case auto``'s trials settle ties in favour of scratch.

@@ -157,3 +157,41 @@ def test_word_vectors_have_no_probe_twin_and_keep_their_start(glove_file, text_f
     result = train(f"vectors:{glove_file}", "large_different", text_folder, tmp_path)
     assert (result.plan.case, result.plan.init) == ("large_different", "pretrained")
     assert not any("source check:" in reason for reason in result.plan.reasons)
+
+
+def test_streams_multi_label_data_and_word_vectors_are_not_checked():
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from hftl.advisor.advise import check_source_features
+
+    table = Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})
+    stream = SimpleNamespace(multi_label=False, train=table.to_iterable_dataset())
+    multi = SimpleNamespace(multi_label=True, train=table)
+    words = SimpleNamespace(multi_label=False, train=table)
+    assert check_source_features(config(case="large_different"), None, stream, None, "cpu") is None
+    assert check_source_features(config(case="large_different"), None, multi, None, "cpu") is None
+    vectors = config(case="large_different", model="vectors:words.txt")
+    assert check_source_features(vectors, None, words, None, "cpu") is None
+
+
+def test_the_check_reads_the_validation_examples_too(bert_dir, text_folder, monkeypatch):
+    """Both labelled splits are probed (never the test split): at 20 per class the training split alone was too
+    weak a witness (docs/calibration.md)."""
+    import hftl.advisor.advise as advise_module
+    from hftl.data.loading import splits_for
+    from hftl.tasks import get_task
+
+    seen = {}
+    real = advise_module.probe_features
+
+    def spy(config, task, splits, *args):
+        seen["examples"] = len(splits.train)
+        return real(config, task, splits, *args)
+
+    monkeypatch.setattr(advise_module, "probe_features", spy)
+    run = config(case="large_different", model=str(bert_dir), dataset=str(text_folder))
+    splits = splits_for(run, get_task("text"))
+    check = advise_module.check_source_features(run, get_task("text"), splits, None, "cpu")
+    assert seen["examples"] == len(splits.train) + len(splits.validation) == check.samples
