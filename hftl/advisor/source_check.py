@@ -15,12 +15,14 @@ depth of each is compared: the source is *worse than random* when the random fea
 ``EVIDENCE`` standard errors of the difference (binomial, on the sample). Then a different case trains the whole
 network from scratch, and ``--case auto``'s trials settle ties in favour of scratch.
 
-Measured on the calibration pairs (``python bench/source_check.py``, docs/calibration.md "Source check"): only
-tinybert-domains-all is worse than random by 2 standard errors (by 17 points, 11 SE). One standard error would also
-have caught tinybert-domains-20 (15 points, 1.6 SE), but it fired on tinybert-amazon-20 too (18 points, 1.7 SE, 40
-examples), where transfer beat scratch by 7 points; and vit32-digits-20's probes were level (-1 point) where
-transfer beat scratch by 49: at a few dozen examples the probe is a weak witness, and starting from scratch on
-little data is the costlier mistake, so the check asks for strong evidence.
+Measured on the 28 calibration pairs it can check (``python bench/source_check.py``, docs/calibration.md "Source
+check"): worse than random on the two tinybert-domains pairs (by 18 and 17 points: 5.9 and 10.5 standard errors),
+where scratch beat every transfer plan by 14 and 45 points; on every other pair the pretrained probe is ahead or
+within 0.9 standard errors. The threshold asks for strong evidence because the probe is a weak witness on few
+examples and starting from scratch on little data is the costlier mistake: on the training split alone (40-60
+examples at 20 per class) one standard error fired on tinybert-amazon-20 (1.7 SE behind), where transfer beat scratch
+by 7 points, and vit32-digits-20's probes were level where transfer beat scratch by 49; hence the validation examples
+too.
 """
 
 from __future__ import annotations
