@@ -1,8 +1,8 @@
 """The source check on every calibration pair: is the pretrained network's linear probe behind random weights'?
 
-Runs hftl's own check (``hftl.advisor.advise.check_source_features``: a cross-validated linear probe on the pooled
+Runs hftl's own check (``hftl.advisor.start.check_source_features``: a cross-validated linear probe on the pooled
 features after every layer, pretrained against the same architecture with random weights, on up to 2,000 training
-examples) on each pair of ``bench/calibrate.py`` and writes one JSON line per pair. ``calibrate.py --report`` reads
+and validation examples) on each pair of ``bench/calibrate.py`` and writes one JSON line per pair. ``calibrate.py --report`` reads
 the file: its table sets each pair's verdict beside what transfer and scratch reached, and the defaults and
 ``--case auto`` tables apply the verdict (a different case whose source is worse than random trains from scratch;
 ``--case auto`` puts scratch first in its tie order).
@@ -28,8 +28,8 @@ RECORD = calibrate.REPO / "bench" / "results" / "source_check.jsonl"
 
 
 def check_pair(pair: str, cache: Path, work: Path) -> dict[str, Any]:
-    """hftl's source check on ``pair``'s training split, as a run of its case would measure it."""
-    from hftl.advisor.advise import check_source_features
+    """hftl's source check on ``pair``'s training and validation examples, as a run of its case measures it."""
+    from hftl.advisor.start import check_source_features
     from hftl.config import RunConfig
     from hftl.data.loading import splits_for
     from hftl.tasks import get_task

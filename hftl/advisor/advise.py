@@ -4,19 +4,15 @@ to a run (``--case auto``) or rank several models (``hftl advise --model a,b,c``
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, DatasetDict, concatenate_datasets
-from torch.utils.data import DataLoader
+from datasets import Dataset, DatasetDict
 
 from hftl.advisor.decision import (
-    DEFAULT_POOLING,
     Advice,
     Decision,
     Thresholds,
@@ -25,120 +21,18 @@ from hftl.advisor.decision import (
     score_depths,
     write_advice,
 )
-from hftl.advisor.probes import DepthFeatures, cached_depth_features
+from hftl.advisor.sample_features import probe_features
 from hftl.advisor.scores import leep
-from hftl.advisor.source_check import SourceCheck, compare_features, settle_init
+from hftl.advisor.start import trials_source_check
 from hftl.advisor.trials import Trial, TrialsReport, run_trials
-from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig
 from hftl.data.loading import Splits, splits_for
-from hftl.data.preprocess import ImageStats, prepare_inputs
-from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import ADVICE_JSON
-from hftl.settings import AUTO_CASE, AUTO_METRIC, VECTORS_PREFIX
-from hftl.sources.registry import check_source, load_processor, loads_with_auto_classes
+from hftl.settings import AUTO_METRIC
 from hftl.sources.vectors import vectors_held
 from hftl.tasks import Task, get_task
-from hftl.training.feature_store import architecture_of, cache_root, prefix_digest, preprocessing_of
 from hftl.training.metrics import default_metric_for_best, metric_names
-from hftl.transfer.cases import start_is_open
-
-
-def probe_batches(
-    config: RunConfig, task: Task, splits: Splits, processor: Any, sample: Dataset
-) -> tuple[DataLoader, ImageStats | None]:
-    """Model-ready, un-augmented batches of ``sample`` (a subset of the training split), and what a model does to
-    their raw pixels (images)."""
-    probe_splits = dataclasses.replace(splits, train=sample, validation=sample.select(range(1)))
-    inputs = prepare_inputs(
-        probe_splits,
-        task.modality,
-        processor,
-        max_length=config.max_length,
-        augment=False,
-        seed=config.seed,
-        max_image_pixels=config.max_image_pixels,
-    )
-    loader = DataLoader(
-        inputs.train,
-        batch_size=config.eval_batch_size or 2 * config.batch_size,
-        collate_fn=inputs.eval_collator,
-    )
-    return loader, inputs.image_stats
-
-
-@dataclass
-class ProbedFeatures:
-    """One forward pass of the pretrained model and of the same architecture with random weights over a seeded
-    sample of the training split: pooled features at every depth, what the advisor and the source check score."""
-
-    pretrained: DepthFeatures
-    random: DepthFeatures
-    backbone: Backbone
-    has_head: bool  # the checkpoint has its own classifier (LEEP's source probabilities)
-    samples: int
-    reused: bool  # read from the feature cache
-    root: Path | None
-
-
-def probe_features(
-    config: RunConfig,
-    task: Task,
-    splits: Splits,
-    processor: Any | None = None,
-    device: torch.device | str | None = None,
-    model_name: str | None = None,
-) -> ProbedFeatures:
-    """Pooled per-depth features of ``model_name`` (default: the run's model) and of its random-weights twin."""
-    model_name = model_name or str(config.model)
-    model_config = config.replace(model=model_name, case=AUTO_CASE)
-    processor = processor if processor is not None else load_processor(task, model_config, splits)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    count = min(config.advise_max_samples, len(splits.train))
-    sample = splits.train.shuffle(seed=config.seed).select(range(count))
-    batches, image_stats = probe_batches(config, task, splits, processor, sample)
-    pooling = probe_pooling(config, model_name)
-
-    model_class = task.model_class()
-    source = check_source(model_name)
-    pretrained, info = model_class.from_pretrained(
-        source, revision=config.revision, trust_remote_code=config.trust_remote_code, output_loading_info=True
-    )
-    accept_raw_pixels(pretrained, image_stats)
-    backbone = backbone_for(pretrained.config)
-    head = backbone.head(pretrained)
-    has_head = not any(
-        key == name or key.startswith(name + ".") for key in info["missing_keys"] for name in head
-    )
-    root = probe_cache_root(config)
-    key = probe_key(model_name, config, task, processor, sample)
-    features, reused = cached_depth_features(
-        pretrained,
-        batches,
-        {**key, "weights": prefix_digest(pretrained, [""])},
-        root,
-        pooling=pooling,
-        device=device,
-        probabilities=has_head,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        random_model = model_class.from_config(pretrained.config, trust_remote_code=config.trust_remote_code)
-    accept_raw_pixels(random_model, image_stats)
-    random_features, _ = cached_depth_features(
-        random_model,
-        batches,
-        {
-            **key,
-            "weights": f"random init, seed {config.seed}",
-            "architecture": architecture_of(pretrained.config),
-        },
-        root,
-        pooling=pooling,
-        device=device,
-    )
-    return ProbedFeatures(features, random_features, backbone, has_head, count, reused, root)
 
 
 def advise_splits(
@@ -199,38 +93,6 @@ def refuse_multi_label(splits: Splits) -> None:
             "for multi-label data use --case auto with --advise-budget > 0 (short trials of every plan on your "
             "data decide, ranked by micro-F1) or choose --case yourself"
         )
-
-
-def probe_pooling(config: RunConfig, model_name: str) -> str:
-    """``--advise-pooling auto`` scores what the run's head will read: mean-pooled tokens when the run pools by
-    mean or max (a sentence encoder's declared pooling), else the first token."""
-    if config.advise_pooling != "auto":
-        return config.advise_pooling
-    from hftl.sources.pooling import resolve_pooling
-
-    if model_name.startswith(VECTORS_PREFIX):
-        return DEFAULT_POOLING
-    run_pooling = resolve_pooling(config.pooling, model_name, config.revision)
-    return "mean" if run_pooling in ("mean", "max") else DEFAULT_POOLING
-
-
-def probe_cache_root(config: RunConfig) -> Path | None:
-    """Where per-depth probe features are kept: the feature cache's folder (``--no-feature-cache``: nowhere)."""
-    return cache_root(config) if config.feature_cache else None
-
-
-def probe_key(
-    model_name: str, config: RunConfig, task: Task, processor: Any, sample: Dataset
-) -> dict[str, Any]:
-    """What the probe features depend on besides the weights and the pooling settings."""
-    return {
-        "kind": "advisor-probe",
-        "version": 1,
-        "model": model_name,
-        "revision": config.revision,
-        "preprocessing": preprocessing_of(processor, task.modality, config.max_length),
-        "examples": sample._fingerprint,
-    }
 
 
 def model_names(config: RunConfig, single: bool = False) -> list[str]:
@@ -297,23 +159,6 @@ def choose_by_trials(
     return config.replace(case=pick.case, strategy=pick.strategy, init=pick.init, keep_layers=None), report
 
 
-def trials_source_check(config: RunConfig, task: Task, splits: Splits) -> SourceCheck | None:
-    """The source check before the trials, on the main process of the process group the trials will run in (every
-    process gets its verdict): it sets their tie order."""
-    from hftl.training.engines import make_accelerator
-
-    accelerator = make_accelerator(config.replace(report_to="none"))
-    main = accelerator.is_main_process
-    check = [check_source_features(config, task, splits, None, accelerator.device) if main else None]
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        check = broadcast_object_list(check)
-    if check[0] is not None:
-        accelerator.print(check[0].render(), flush=True)
-    return check[0]
-
-
 def trial_metric(config: RunConfig, task_metrics: Sequence[str], multi_label: bool) -> str:
     """What trials rank on: the run's ``--metric-for-best``, or (for auto and loss) accuracy, micro-F1 for
     multi-label data; a metric the data has not is refused before any trial trains."""
@@ -357,47 +202,6 @@ def resolve_auto_case(
     return apply_decision(config, decision[0])
 
 
-def check_source_features(
-    config: RunConfig, task: Task, splits: Splits, processor: Any | None, device: torch.device | str | None
-) -> SourceCheck | None:
-    """The source check on this run's training and validation examples (the test split is never read: at 20 per
-    class the training split alone left the check too weak to see what it saw with the validation examples too,
-    docs/calibration.md); None for multi-label data (the probe scores one label per example), streams (no sample
-    to hold) and models the probes cannot load (word vectors, timm: no transformers random-weights twin)."""
-    if (
-        splits.multi_label
-        or not isinstance(splits.train, Dataset)
-        or not loads_with_auto_classes(str(config.model))
-    ):
-        return None
-    labelled = splits.train
-    if isinstance(splits.validation, Dataset) and splits.validation.features == splits.train.features:
-        labelled = concatenate_datasets([splits.train, splits.validation])
-    probed = probe_features(config, task, dataclasses.replace(splits, train=labelled), processor, device)
-    return compare_features(probed.pretrained, probed.random, config.seed)
-
-
-def resolve_init(
-    config: RunConfig, task: Task, splits: Splits, processor: Any, accelerator: Any
-) -> tuple[RunConfig, str | None]:
-    """``--init auto`` inside a run: where the start is open, the main process checks the source and every process
-    gets the same start; the line the plan gives for it (None where nothing was checked)."""
-    if not start_is_open(config):
-        return settle_init(config, None), None
-    check = [None]
-    if accelerator.is_main_process:
-        check = [check_source_features(config, task, splits, processor, accelerator.device)]
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        check = broadcast_object_list(check)
-    if check[0] is None:
-        return settle_init(config, None), None
-    reason = f"--init auto with --case {config.case}: {check[0].render()}"
-    accelerator.print(reason)
-    return settle_init(config, check[0]), reason
-
-
 __all__ = [
     "advise",
     "advise_splits",
@@ -405,6 +209,5 @@ __all__ = [
     "choose_by_trials",
     "model_names",
     "resolve_auto_case",
-    "resolve_init",
     "trial_metric",
 ]

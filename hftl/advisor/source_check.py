@@ -12,7 +12,7 @@ after every layer of the pretrained network and of the same architecture with ra
 of the training and validation examples (``--advise-max-samples``; the advisor's forward passes, kept in the feature
 cache; the test split is never read). The best
 depth of each is compared: the source is *worse than random* when the random features' probe is ahead by more than
-``EVIDENCE`` standard errors of the difference (binomial, on the sample). Then a different case trains the whole
+``EVIDENCE`` standard errors of the difference (binomial, on the sample) and at least ``MIN_GAP``. Then a different case trains the whole
 network from scratch, and ``--case auto``'s trials settle ties in favour of scratch.
 
 Measured on the 28 calibration pairs it can check (``python bench/source_check.py``, docs/calibration.md "Source
@@ -40,6 +40,9 @@ from hftl.config import RunConfig
 from hftl.transfer.cases import start_is_open
 
 EVIDENCE = 2.0  # standard errors by which random features must lead before the source is set aside
+MIN_GAP = (
+    0.02  # and points of accuracy: near 100% the standard error vanishes, and a few examples are no evidence
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class SourceCheck:
 
     @property
     def worse_than_random(self) -> bool:
-        return self.random - self.pretrained > EVIDENCE * self.noise
+        return self.random - self.pretrained > max(EVIDENCE * self.noise, MIN_GAP)
 
     def render(self) -> str:
         verdict = (
@@ -100,13 +103,13 @@ def compare_features(pretrained: DepthFeatures, random: DepthFeatures, seed: int
     return SourceCheck(ours[0], theirs[0], ours[1], theirs[1], len(pretrained.labels))
 
 
-def settle_init(config: RunConfig, check: SourceCheck | None) -> RunConfig:
-    """``--init auto`` resolved: a different case whose source is worse than random trains the whole network from
-    scratch (large_different's other option; small_different's cut would keep layers that carry nothing); anything
-    else starts from the pretrained weights."""
+def settle_init(config: RunConfig, scratch: bool) -> RunConfig:
+    """``--init auto`` resolved: where the start is open and the check found the source worse than random
+    (``scratch``), the whole network trains from scratch (large_different's other option; small_different's cut
+    would keep layers that carry nothing); anything else starts from the pretrained weights."""
     if config.init != "auto":
         return config
-    if check is not None and check.worse_than_random and start_is_open(config):
+    if scratch and start_is_open(config):
         return config.replace(case="large_different", strategy="full", init="scratch", keep_layers=None)
     return config.replace(init="pretrained")
 

@@ -225,7 +225,10 @@ def _run_case(
             DemoRow(
                 case=case,
                 target=target.description,
-                strategy=transfer.plan.strategy + (" (truncated)" if transfer.plan.truncated else ""),
+                strategy=transfer.plan.strategy
+                + (" (truncated)" if transfer.plan.truncated else "")
+                # the source check set the source aside: this row is a scratch run too, and says so
+                + (" (from scratch: source check)" if transfer.plan.init == "scratch" else ""),
                 trainable_percent=transfer.metrics["parameters"]["percent"],
                 accuracy=transfer.metrics["best"]["eval_accuracy"],
                 scratch_accuracy=scratch.metrics["best"]["eval_accuracy"],

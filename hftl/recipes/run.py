@@ -148,7 +148,7 @@ def run_claimed(
         from hftl.advisor.advise import resolve_auto_case
 
         config = resolve_auto_case(config, task, splits, processor, accelerator)
-    from hftl.advisor.advise import resolve_init
+    from hftl.advisor.start import resolve_init
 
     config, start_reason = resolve_init(config, task, splits, processor, accelerator)  # --init auto
     model, backbone, plan, channels_last = build_network(config, task, splits, processor, accelerator)

@@ -161,8 +161,9 @@ class TransferSettings:
         default="auto",
         metadata={
             "help": "Start from the pretrained weights, or from random weights (the from-scratch baseline). auto: "
-            "the pretrained weights, except that a different case first checks them against random weights "
-            "(a linear probe on the target) and trains from scratch when they are worse."
+            "the pretrained weights, except that a different case (with no strategy or full, and no transfer-only "
+            "setting: l2sp, --keep-layers, --layer-decay, --unfreeze-schedule) first checks them against random "
+            "weights (a linear probe on the target) and trains from scratch when they are worse."
         },
     )
     pooling: Literal["auto", "pooler", "cls", "mean", "max"] = field(

@@ -64,9 +64,22 @@ DIFFERENT_CASES = ("small_different", "large_different")
 
 def start_is_open(config: RunConfig) -> bool:
     """Whether the run's start is left to the source check (``hftl.advisor.source_check``): ``--init auto`` with a
-    different case (large_different offers scratch; small_different keeps layers only if they are generic) and a
-    strategy that trains every weight, or none given (a frozen random body would be no transfer at all)."""
-    return config.init == "auto" and config.case in DIFFERENT_CASES and config.strategy in (None, "full")
+    different case (large_different offers scratch; small_different keeps layers only if they are generic), a
+    strategy that trains every weight or none given (a frozen random body would be no transfer at all), and no
+    setting that only means something for pretrained weights (L2-SP's anchor, a cut, layer-wise decay, gradual
+    unfreezing): those say the user chose to transfer."""
+    transfer_only = (
+        "l2sp" in (config.regularizer or [])
+        or config.keep_layers is not None
+        or config.layer_decay is not None
+        or config.unfreeze_schedule is not None
+    )
+    return (
+        config.init == "auto"
+        and config.case in DIFFERENT_CASES
+        and config.strategy in (None, "full")
+        and not transfer_only
+    )
 
 
 def cuts(config: RunConfig, measured: CaseChoice | None) -> bool:

@@ -42,6 +42,8 @@ def test_worse_than_random_needs_strong_evidence():
     far = SourceCheck(pretrained=0.40, random=0.58, pretrained_depth=2, random_depth=4, samples=2000)
     assert far.worse_than_random and "start from scratch" in far.render()
     assert far.to_dict()["worse_than_random"] is True
+    ceiling = SourceCheck(pretrained=0.985, random=0.995, pretrained_depth=1, random_depth=1, samples=2000)
+    assert EVIDENCE * ceiling.noise < 0.01 and not ceiling.worse_than_random  # 20 examples: no evidence
 
 
 def test_compare_features_takes_each_sides_best_depth():
@@ -64,15 +66,14 @@ BETTER = SourceCheck(0.80, 0.60, 4, 4, 2000)
 
 @pytest.mark.parametrize("case", ["small_different", "large_different"])
 def test_a_different_case_whose_source_is_worse_than_random_trains_the_whole_network_from_scratch(case):
-    settled = settle_init(config(case=case, keep_layers=2 if case == "small_different" else None), WORSE)
+    settled = settle_init(config(case=case), WORSE.worse_than_random)
     assert (settled.case, settled.strategy, settled.init, settled.keep_layers) == (
         "large_different",
         "full",
         "scratch",
         None,
     )
-    assert settle_init(config(case=case), BETTER).init == "pretrained"
-    assert settle_init(config(case=case), None).init == "pretrained"  # nothing measured: the source
+    assert settle_init(config(case=case), BETTER.worse_than_random).init == "pretrained"
 
 
 @pytest.mark.parametrize(
@@ -81,10 +82,14 @@ def test_a_different_case_whose_source_is_worse_than_random_trains_the_whole_net
         {"case": "large_similar"},  # the user says the data is similar: no check
         {"case": "large_different", "init": "pretrained"},  # the user chose the start
         {"case": "small_different", "strategy": "head"},  # a frozen random body would be no transfer
+        {"case": "small_different", "keep_layers": 2},  # a cut of the source: the user chose to transfer
+        {"case": "large_different", "regularizer": "l2sp"},  # L2-SP's anchor is the pretrained weights
+        {"case": "large_different", "layer_decay": 0.8},
+        {"case": "large_different", "unfreeze_schedule": 1},
     ],
 )
 def test_the_start_stays_with_the_user_where_the_rules_do_not_leave_it_open(overrides):
-    settled = settle_init(config(**overrides), WORSE)
+    settled = settle_init(config(**overrides), True)
     assert settled.init == overrides.get("init", "pretrained") and settled.case == overrides["case"]
 
 
@@ -164,7 +169,7 @@ def test_streams_multi_label_data_and_word_vectors_are_not_checked():
 
     from datasets import Dataset
 
-    from hftl.advisor.advise import check_source_features
+    from hftl.advisor.start import check_source_features
 
     table = Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})
     stream = SimpleNamespace(multi_label=False, train=table.to_iterable_dataset())
@@ -179,19 +184,72 @@ def test_streams_multi_label_data_and_word_vectors_are_not_checked():
 def test_the_check_reads_the_validation_examples_too(bert_dir, text_folder, monkeypatch):
     """Both labelled splits are probed (never the test split): at 20 per class the training split alone was too
     weak a witness (docs/calibration.md)."""
-    import hftl.advisor.advise as advise_module
+    import hftl.advisor.start as start_module
     from hftl.data.loading import splits_for
     from hftl.tasks import get_task
 
     seen = {}
-    real = advise_module.probe_features
+    real = start_module.probe_features
 
     def spy(config, task, splits, *args):
         seen["examples"] = len(splits.train)
         return real(config, task, splits, *args)
 
-    monkeypatch.setattr(advise_module, "probe_features", spy)
+    monkeypatch.setattr(start_module, "probe_features", spy)
     run = config(case="large_different", model=str(bert_dir), dataset=str(text_folder))
     splits = splits_for(run, get_task("text"))
-    check = advise_module.check_source_features(run, get_task("text"), splits, None, "cpu")
+    check = start_module.check_source_features(run, get_task("text"), splits, None, "cpu")
     assert seen["examples"] == len(splits.train) + len(splits.validation) == check.samples
+
+
+def accelerator(**overrides):
+    """What resolve_init reads of an Accelerator: one process, the main one, not sharded."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    values = {"is_main_process": True, "num_processes": 1, "device": "cpu", "print": print}
+    return SimpleNamespace(**{"distributed_type": DistributedType.NO, **values, **overrides})
+
+
+def test_a_failed_probe_or_a_sharded_engine_skips_the_check_and_says_so(monkeypatch, capsys):
+    from accelerate.utils import DistributedType
+
+    import hftl.advisor.start as start_module
+
+    def broken(*args):
+        raise hftl.DataError("features contain NaN or infinite values")
+
+    monkeypatch.setattr(start_module, "check_source_features", broken)
+    settled, reason = start_module.resolve_init(
+        config(case="large_different"), None, None, None, accelerator()
+    )
+    assert (settled.init, reason) == ("pretrained", None)
+    assert "source check skipped (DataError: features contain NaN" in capsys.readouterr().out
+    sharded = accelerator(distributed_type=DistributedType.FSDP, num_processes=1)
+    settled, _ = start_module.resolve_init(config(case="large_different"), None, None, None, sharded)
+    assert settled.init == "pretrained" and "sharded engines" in capsys.readouterr().out
+
+
+def test_a_resumed_run_takes_the_start_its_saved_plan_took(blank_bert, text_folder, tmp_path, monkeypatch):
+    """Resuming never measures again: a verdict near the line could flip and make the checkpoints another run's."""
+    import hftl.advisor.start as start_module
+    from hftl.outputs.artifacts import PLAN_FILE
+
+    first = train(str(blank_bert), "small_different", text_folder, tmp_path)
+    assert (tmp_path / "run" / PLAN_FILE).is_file() and first.plan.init == "scratch"
+
+    def must_not_run(*args):
+        raise AssertionError("the check ran again on resume")
+
+    monkeypatch.setattr(start_module, "check_source_features", must_not_run)
+    resumed = config(case="small_different", output_dir=str(tmp_path / "run"), resume="auto")
+    settled, reason = start_module.resolve_init(resumed, None, None, None, accelerator())
+    assert (settled.case, settled.init) == ("large_different", "scratch") and reason == first.plan.reasons[0]
+
+
+def test_case_auto_with_a_chosen_init_runs_no_check(monkeypatch):
+    import hftl.advisor.start as start_module
+
+    monkeypatch.setattr(start_module, "check_source_features", lambda *a: pytest.fail("checked"))
+    assert start_module.trials_source_check(config(case="auto", init="pretrained"), None, None) is None
