@@ -18,7 +18,8 @@ network from scratch, and ``--case auto``'s trials settle ties in favour of scra
 Measured on the 28 calibration pairs it can check (``python bench/source_check.py``, docs/calibration.md "Source
 check"): worse than random on the two tinybert-domains pairs (by 18 and 17 points: 5.9 and 10.5 standard errors),
 where scratch beat every transfer plan by 14 and 45 points; on every other pair the pretrained probe is ahead or
-within 0.9 standard errors. The threshold asks for strong evidence because the probe is a weak witness on few
+within 0.9 standard errors. Held out, on MiniLM-L6 moved to the same domain task: ahead by 29 and 22 points (10.8 and
+16.9 standard errors), where its default plans beat scratch by 31 and 6 points. The threshold asks for strong evidence because the probe is a weak witness on few
 examples and starting from scratch on little data is the costlier mistake: on the training split alone (40-60
 examples at 20 per class) one standard error fired on tinybert-amazon-20 (1.7 SE behind), where transfer beat scratch
 by 7 points, and vit32-digits-20's probes were level where transfer beat scratch by 49; hence the validation examples
