@@ -70,7 +70,7 @@ def resolve_init(
     if not start_is_open(config):
         return settle_init(config, False), None
 
-    def decide() -> tuple[bool, str] | None:
+    def decide() -> tuple[bool, str | None] | None:
         if config.resume:
             earlier = earlier_start(Path(config.output_dir))
             if earlier is not None:
@@ -84,19 +84,20 @@ def resolve_init(
     if decision is None:
         return settle_init(config, False), None
     scratch, reason = decision
-    accelerator.print(reason)
+    if reason is not None:
+        accelerator.print(reason)
     return settle_init(config, scratch), reason
 
 
-def earlier_start(output_dir: Path) -> tuple[bool, str] | None:
-    """The start a resumed run's saved plan took after its source check, and the plan's line for it."""
+def earlier_start(output_dir: Path) -> tuple[bool, str | None] | None:
+    """The start a resumed run's saved plan took, and the plan's line for its source check (None where the check
+    was skipped there: the run keeps the start it had, whatever a check would say now); None without a saved plan."""
     try:
         plan = TransferPlan.load(output_dir / PLAN_FILE)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not plan.reasons or not plan.reasons[0].startswith(START_REASON):
-        return None
-    return plan.init == "scratch", plan.reasons[0]
+    checked_line = plan.reasons[0] if plan.reasons and plan.reasons[0].startswith(START_REASON) else None
+    return plan.init == "scratch", checked_line
 
 
 def checked(

@@ -4,6 +4,7 @@ scratch."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -246,6 +247,11 @@ def test_a_resumed_run_takes_the_start_its_saved_plan_took(blank_bert, text_fold
     resumed = config(case="small_different", output_dir=str(tmp_path / "run"), resume="auto")
     settled, reason = start_module.resolve_init(resumed, None, None, None, accelerator())
     assert (settled.case, settled.init) == ("large_different", "scratch") and reason == first.plan.reasons[0]
+    # a run whose check was skipped (a sharded engine, a failed probe) keeps the source when it resumes
+    unchecked = dataclasses.replace(first.plan, init="pretrained", reasons=first.plan.reasons[1:])
+    unchecked.save(tmp_path / "run" / PLAN_FILE)
+    settled, reason = start_module.resolve_init(resumed, None, None, None, accelerator())
+    assert (settled.case, settled.init, reason) == ("small_different", "pretrained", None)
 
 
 def test_case_auto_with_a_chosen_init_runs_no_check(monkeypatch):
