@@ -10,20 +10,21 @@ So where the choice is open (``--init auto``, the default, with a different case
 it before training: a linear probe (``hftl.advisor.scores.probe_accuracy``, cross-validated) on the pooled features
 after every layer of the pretrained network and of the same architecture with random weights, over a seeded sample
 of the training and validation examples (``--advise-max-samples``; the advisor's forward passes, kept in the feature
-cache; the test split is never read). The best
-depth of each is compared: the source is *worse than random* when the random features' probe is ahead by more than
-``EVIDENCE`` standard errors of the difference (binomial, on the sample) and at least ``MIN_GAP``. Then a different case trains the whole
-network from scratch, and ``--case auto``'s trials settle ties in favour of scratch.
+cache; the test split is never read). The best depth of each is compared: the source is *worse than random* when the
+random features' probe is ahead by more than ``EVIDENCE`` standard errors of the difference (binomial, on the
+sample) and at least ``MIN_GAP``. Then a different case trains the whole network from scratch, and ``--case auto``'s
+trials settle ties in favour of scratch.
 
 Measured on the 28 calibration pairs it can check (``python bench/source_check.py``, docs/calibration.md "Source
 check"): worse than random on the two tinybert-domains pairs (by 18 and 17 points: 5.9 and 10.5 standard errors),
 where scratch beat every transfer plan by 14 and 45 points; on every other pair the pretrained probe is ahead or
 within 0.9 standard errors. Held out, on MiniLM-L6 moved to the same domain task: ahead by 29 and 22 points (10.8 and
-16.9 standard errors), where its default plans beat scratch by 31 and 6 points. The threshold asks for strong evidence because the probe is a weak witness on few
-examples and starting from scratch on little data is the costlier mistake: on the training split alone (40-60
-examples at 20 per class) one standard error fired on tinybert-amazon-20 (1.7 SE behind), where transfer beat scratch
-by 7 points, and vit32-digits-20's probes were level where transfer beat scratch by 49; hence the validation examples
-too.
+16.9 standard errors), where its default plans beat scratch by 31 and 6 points.
+
+The threshold asks for strong evidence because the probe is a weak witness on few examples and starting from scratch
+on little data is the costlier mistake: on the training split alone (40-60 examples at 20 per class) one standard
+error fired on tinybert-amazon-20 (1.7 SE behind), where transfer beat scratch by 7 points, and vit32-digits-20's
+probes were level where transfer beat scratch by 49; hence the validation examples too.
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ from hftl.config import RunConfig
 from hftl.transfer.cases import start_is_open
 
 EVIDENCE = 2.0  # standard errors by which random features must lead before the source is set aside
-MIN_GAP = (
-    0.02  # and points of accuracy: near 100% the standard error vanishes, and a few examples are no evidence
-)
+# and by this much accuracy: near 100% the standard error vanishes, and a few examples are no evidence
+MIN_GAP = 0.02
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class SourceCheck:
             f"source check: a linear probe on the pretrained features reaches {self.pretrained:.3f} (depth "
             f"{self.pretrained_depth}), on random-weights features {self.random:.3f} (depth {self.random_depth}), "
             f"{self.samples} examples, one standard error {self.noise:.3f} (worse: behind by more than "
-            f"{EVIDENCE:g}) -> {verdict}"
+            f"{EVIDENCE:g} standard errors and {100 * MIN_GAP:g} points) -> {verdict}"
         )
 
     def to_dict(self) -> dict[str, Any]:

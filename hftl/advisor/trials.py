@@ -24,7 +24,8 @@ validation sample's and what another seed moves a trial by), it is reported as a
 ``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials), so that reruns with other
 seeds agree. Before the trials, the source check (``hftl.advisor.source_check``) probes the pretrained features
 against random weights: where they are worse, scratch moves to the front of that order, so a transfer plan must beat
-it by more than the noise (short trials often leave every plan near chance there). Every trial is an ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
+it by more than the noise (short trials often leave every plan near chance there). Every trial is an ordinary hftl
+run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
 """
 
 from __future__ import annotations
@@ -125,9 +126,8 @@ class TrialsReport:
     tied: list[str] = field(default_factory=list)  # the plans within noise of the best, the pick among them
     cost_ratio: float | None = None  # trial seconds / the seconds of one full run (estimated from the trials)
     seconds: float = 0.0
-    order: list[str] = field(
-        default_factory=list
-    )  # the tie order the trials used (CANDIDATES', or scratch first)
+    # the tie order the trials used (CANDIDATES', or scratch first)
+    order: list[str] = field(default_factory=list)
     source_check: dict[str, Any] | None = None  # hftl.advisor.source_check, measured before the trials
 
     def candidate(self) -> Candidate:
