@@ -120,3 +120,17 @@ def keep_until(out: Path, step: int) -> None:
         if int(folder.name.split("-")[1]) > step:
             shutil.rmtree(folder)
     (out / "metrics.json").unlink()
+
+
+def assert_pipeline_uses_label_names(out: Path) -> None:
+    """The saved folder loads in a plain transformers pipeline and names the red/green/blue classes of the
+    colour-square image folder."""
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    classify = pipeline("image-classification", model=str(out))
+    red = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
+    predictions = classify(red)
+    assert {p["label"] for p in predictions} == {"red", "green", "blue"}
+    assert predictions[0]["label"] == "red"

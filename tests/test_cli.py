@@ -9,12 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from transformers import pipeline
 
-from tests.helpers import free_port
+from tests.helpers import assert_pipeline_uses_label_names, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -48,14 +45,6 @@ def train_flags(model: Path, dataset: Path, out: Path) -> list[str]:
     ]
 
 
-def assert_pipeline_uses_label_names(out: Path) -> None:
-    classify = pipeline("image-classification", model=str(out))
-    red = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
-    predictions = classify(red)
-    assert {p["label"] for p in predictions} == {"red", "green", "blue"}
-    assert predictions[0]["label"] == "red"
-
-
 def test_accelerate_launch_runs_the_module_and_writes_a_pipeline_model(vit_dir, image_folder, tmp_path):
     out = tmp_path / "out"
     args = [
@@ -73,29 +62,6 @@ def test_accelerate_launch_runs_the_module_and_writes_a_pipeline_model(vit_dir, 
     assert_pipeline_uses_label_names(out)
     saved = (out / "run_config.yaml").read_text()
     assert "case: small_different" in saved and "epochs: 2" in saved
-
-
-def test_torchrun_two_cpu_processes_share_the_work(resnet_dir, image_folder, tmp_path):
-    out = tmp_path / "out"
-    args = [
-        str(BIN / "torchrun"),
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        free_port(),
-        "-m",
-        "hftl.train",
-        *train_flags(resnet_dir, image_folder, out),
-    ]
-    done = run(args, tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_processes"] == 2
-    assert metrics["global_step"] == 2 * 3  # 48 examples / (2 processes x batch 8) = 3 steps per epoch
-    # the truncated ResNet trains its head on cached features: built once, read by both processes
-    assert metrics["feature_cache"]["used"] and metrics["feature_cache"]["rows"]["train"] == 48
-    assert done.stdout.count("Saved to") == 1  # only the main process writes
-    assert_pipeline_uses_label_names(out)
 
 
 def test_torchrun_case_auto_runs_its_trials_and_the_pick_in_one_process_group(
@@ -124,33 +90,33 @@ def test_torchrun_case_auto_runs_its_trials_and_the_pick_in_one_process_group(
         (["--task", "image", "--case", "tiny"], "invalid choice"),
     ],
 )
-def test_cli_errors_are_one_clear_line(flags, message, tmp_path):
-    done = run([sys.executable, "-m", "hftl.train", *flags], tmp_path)
+def test_cli_errors_are_one_clear_line(flags, message, capsys):
+    from hftl.train import main
+
+    try:
+        code = main(flags)
+    except SystemExit as stop:  # argparse's own errors
+        code = stop.code
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert message in stderr and "Traceback" not in stderr
+
+
+def test_python_m_hftl_train_exits_2_with_one_line(tmp_path):
+    done = run([sys.executable, "-m", "hftl.train", "--task", "imgae", "--case", "small_similar"], tmp_path)
     assert done.returncode == 2
-    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "unknown task 'imgae'" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_hftl_plan_prints_the_plan_without_training(vit_dir, tmp_path):
-    done = run(
-        [
-            str(BIN / "hftl"),
-            "plan",
-            "--task",
-            "image",
-            "--case",
-            "small_different",
-            "--model",
-            str(vit_dir),
-            "--keep-layers",
-            "3",
-            "--strategy",
-            "head",  # the textbook's cut (a small ViT's measured default keeps every layer)
-        ],
-        tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "vit.layers.0-2" in done.stdout and "removed (truncated)" in done.stdout
-    assert "feature cache: the frozen prefix runs once" in done.stdout and "outputs of layer 2" in done.stdout
+def test_hftl_plan_prints_the_plan_without_training(vit_dir, capsys):
+    from hftl.cli import main
+
+    flags = ["--task", "image", "--case", "small_different", "--model", str(vit_dir), "--keep-layers", "3"]
+    # --strategy head: the textbook's cut (a small ViT's measured default keeps every layer)
+    assert main(["plan", *flags, "--strategy", "head"]) == 0
+    printed = capsys.readouterr().out
+    assert "vit.layers.0-2" in printed and "removed (truncated)" in printed
+    assert "feature cache: the frozen prefix runs once" in printed and "outputs of layer 2" in printed
 
 
 def test_hftl_tasks_lists_tasks_families_and_cases(tmp_path):

@@ -163,16 +163,32 @@ def test_train_flags_are_unchanged():
     assert flags == (REPO / "tests" / "snapshots" / "train_flags.txt").read_text().split()
 
 
-def test_hftl_train_is_the_function_whatever_was_imported():
-    result = _probe(
-        "import json, hftl, hftl.train\n"
+@pytest.fixture(scope="module")
+def fresh_process() -> dict:
+    """What one fresh interpreter sees (one probe: each costs a full torch + transformers import): ``hftl.train``
+    called after ``import hftl.train``, whether that pulled in PEFT, and the auto classes after registering."""
+    return _probe(
+        "import json, sys, hftl, hftl.train\n"
         "from hftl.errors import ConfigError\n"
         "try:\n"
         "    hftl.train(case='small_similar')\n"
         "except ConfigError as error:\n"
-        "    print(json.dumps({'error': str(error)}))\n"
+        "    message = str(error)\n"
+        "peft = 'peft' in sys.modules\n"
+        "hftl.register_auto_classes()\n"
+        "from transformers import AutoConfig\n"
+        "print(json.dumps({'error': message, 'peft': peft,\n"
+        "                  'type': type(AutoConfig.for_model('hftl-word-vectors')).__name__,\n"
+        "                  'pooled': type(AutoConfig.for_model('hftl-pooled-bert')).__name__}))\n"
     )
-    assert result["error"].startswith("no task given")
+
+
+def test_hftl_train_is_the_function_whatever_was_imported(fresh_process):
+    assert fresh_process["error"].startswith("no task given")
+
+
+def test_a_run_without_lora_does_not_import_peft(fresh_process):
+    assert fresh_process["peft"] is False  # hftl.train's whole run recipe was imported
 
 
 def test_modules_stay_small_and_name_no_issue_numbers():
@@ -191,15 +207,8 @@ def test_every_subpackage_has_its_tests_folder(package):
     assert (REPO / "tests" / package).is_dir() or package in ("settings", "backbones")
 
 
-def test_register_auto_classes_makes_plain_transformers_know_hftl_models():
-    result = _probe(
-        "import json, hftl\n"
-        "hftl.register_auto_classes()\n"
-        "from transformers import AutoConfig\n"
-        "print(json.dumps({'type': type(AutoConfig.for_model('hftl-word-vectors')).__name__,\n"
-        "                  'pooled': type(AutoConfig.for_model('hftl-pooled-bert')).__name__}))\n"
-    )
-    assert result == {"type": "WordVectorsConfig", "pooled": "PooledBertConfig"}
+def test_register_auto_classes_makes_plain_transformers_know_hftl_models(fresh_process):
+    assert (fresh_process["type"], fresh_process["pooled"]) == ("WordVectorsConfig", "PooledBertConfig")
 
 
 def test_every_subpackage_is_installed_by_a_plain_pip_install():

@@ -25,7 +25,7 @@ import hftl.outputs.download
 import hftl.outputs.hub
 from hftl.cli import main as cli_main
 from hftl.outputs.hub import PushError, describe, publish, publish_after_run, push
-from tests.helpers import free_port, quick_train
+from tests.helpers import assert_pipeline_uses_label_names, free_port, quick_train
 from tests.hub_standin import HubStandIn
 
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdefXYZ"
@@ -308,7 +308,9 @@ def test_only_the_main_process_pushes(hub, tmp_path):
     assert len(hub.requests) == before and "hub" not in metrics and not (tmp_path / "hub_push.json").exists()
 
 
-def test_torchrun_two_processes_push_once(hub, resnet_dir, image_folder, tmp_path):
+def test_torchrun_two_processes_share_the_work_and_push_once(hub, resnet_dir, image_folder, tmp_path):
+    """Two CPU processes (gloo) split the batches, build the cut ResNet's feature cache once and both read it; only
+    the main process saves and pushes."""
     out = tmp_path / "out"
     env = {
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
@@ -326,11 +328,18 @@ def test_torchrun_two_processes_push_once(hub, resnet_dir, image_folder, tmp_pat
         "--master_port",
         free_port(),
     ]
-    args += ["-m", "hftl.train", "--task", "image", "--case", "small_different", "--model", str(resnet_dir)]
-    args += ["--dataset", str(image_folder), "--output-dir", str(out), "--epochs", "1", "--batch-size", "8"]
-    args += ["--push-to-hub", "tester/resnet-ddp"]
+    # --strategy head: the textbook plan, a head on the cut network trained on cached features
+    args += ["-m", "hftl.train", "--task", "image", "--case", "small_different", "--strategy", "head"]
+    args += ["--model", str(resnet_dir), "--dataset", str(image_folder), "--output-dir", str(out)]
+    args += ["--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--push-to-hub", "tester/resnet-ddp"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["global_step"] == 2 * 3  # 48 examples / (2 processes x batch 8) = 3 steps per epoch
+    assert metrics["feature_cache"]["used"] and metrics["feature_cache"]["rows"]["train"] == 48
+    assert done.stdout.count("Saved to") == 1
+    assert_pipeline_uses_label_names(out)
     assert [c["repo_id"] for c in hub.created].count("tester/resnet-ddp") == 1
     assert [c["repo_id"] for c in hub.commits].count("tester/resnet-ddp") == 1
     assert done.stdout.count(f"Pushed the model ({len(MODEL_SET)} files)") == 1

@@ -42,37 +42,19 @@ def test_a_kv_file_that_would_run_code_is_refused_without_running(tmp_path, monk
 
 
 @pytest.mark.parametrize("where", ["main file", "sidecar"])
-def test_the_cli_reports_an_unsafe_vectors_file_in_one_line(where, tmp_path, text_folder):
-    import subprocess
-    import sys
+def test_the_cli_reports_an_unsafe_vectors_file_in_one_line(where, tmp_path, text_folder, capsys):
+    from hftl.train import main
 
     if where == "main file":
         evil = tmp_path / "evil.kv"
         evil.write_bytes(pickle.dumps(_RunsCode()))
     else:
         evil = _kv_with_a_pickled_sidecar(tmp_path)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hftl.train",
-            "--task",
-            "text",
-            "--case",
-            "small_similar",
-            "--model",
-            f"vectors:{evil}",
-            "--dataset",
-            str(text_folder),
-            "--output-dir",
-            str(tmp_path / "out"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2 and "refusing to load" in done.stderr and "Traceback" not in done.stderr
+    flags = ["--task", "text", "--case", "small_similar", "--model", f"vectors:{evil}"]
+    code = main([*flags, "--dataset", str(text_folder), "--output-dir", str(tmp_path / "out")])
+    stderr = capsys.readouterr().err
+    assert code == 2 and "refusing to load" in stderr and "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if "refusing to load" in line] == [stderr.splitlines()[-1]]
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -137,22 +138,16 @@ def test_disk_full_anywhere_else_in_a_run_is_one_line_naming_the_file(
 
 
 def killed_build(root: Path) -> Path:
-    """A build folder whose writer was killed with SIGKILL half-way (a real, dead process)."""
-    code = (
-        "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from hftl.training.feature_store import build_folder\n"
-        "tmp = build_folder(Path(sys.argv[1]) / 'vit-head-0123456789abcdef0123')\n"
-        "tmp.mkdir(parents=True)\n"
-        "(tmp / 'train.arrow').write_bytes(b'0' * 1000)\n"
-        "print(tmp, flush=True)\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=False
-    )
+    """A build folder whose writer was killed with SIGKILL half-way: named after a real process that is dead (a
+    bare interpreter that kills itself: importing hftl there would cost a torch import for nothing)."""
+    code = "import os, signal\nprint(os.getpid(), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == -9, done.stderr
-    return Path(done.stdout.strip())
+    with mock.patch.object(hftl.training.feature_store.os, "getpid", return_value=int(done.stdout)):
+        tmp = hftl.training.feature_store.build_folder(root / "vit-head-0123456789abcdef0123")
+    tmp.mkdir(parents=True)
+    (tmp / "train.arrow").write_bytes(b"0" * 1000)
+    return tmp
 
 
 def test_a_killed_cache_build_is_removed_by_the_next_run_but_live_builds_are_kept(
