@@ -163,11 +163,11 @@ def test_train_flags_are_unchanged():
     assert flags == (REPO / "tests" / "snapshots" / "train_flags.txt").read_text().split()
 
 
-@pytest.fixture(scope="module")
-def fresh_process() -> dict:
-    """What one fresh interpreter sees (one probe: each costs a full torch + transformers import): ``hftl.train``
-    called after ``import hftl.train``, whether that pulled in PEFT, and the auto classes after registering."""
-    return _probe(
+def test_a_fresh_interpreter_sees_hftl_train_callable_no_peft_and_registered_auto_classes():
+    """One probe (each costs a full torch + transformers import): ``hftl.train`` called after ``import hftl.train``
+    is the function; importing the whole run recipe does not pull in PEFT (a run without LoRA never needs it); after
+    ``register_auto_classes`` plain transformers knows hftl's model types."""
+    seen = _probe(
         "import json, sys, hftl, hftl.train\n"
         "from hftl.errors import ConfigError\n"
         "try:\n"
@@ -181,14 +181,9 @@ def fresh_process() -> dict:
         "                  'type': type(AutoConfig.for_model('hftl-word-vectors')).__name__,\n"
         "                  'pooled': type(AutoConfig.for_model('hftl-pooled-bert')).__name__}))\n"
     )
-
-
-def test_hftl_train_is_the_function_whatever_was_imported(fresh_process):
-    assert fresh_process["error"].startswith("no task given")
-
-
-def test_a_run_without_lora_does_not_import_peft(fresh_process):
-    assert fresh_process["peft"] is False  # hftl.train's whole run recipe was imported
+    assert seen["error"].startswith("no task given")
+    assert seen["peft"] is False
+    assert (seen["type"], seen["pooled"]) == ("WordVectorsConfig", "PooledBertConfig")
 
 
 def test_modules_stay_small_and_name_no_issue_numbers():
@@ -205,10 +200,6 @@ def test_modules_stay_small_and_name_no_issue_numbers():
 )
 def test_every_subpackage_has_its_tests_folder(package):
     assert (REPO / "tests" / package).is_dir() or package in ("settings", "backbones")
-
-
-def test_register_auto_classes_makes_plain_transformers_know_hftl_models(fresh_process):
-    assert (fresh_process["type"], fresh_process["pooled"]) == ("WordVectorsConfig", "PooledBertConfig")
 
 
 def test_every_subpackage_is_installed_by_a_plain_pip_install():

@@ -120,23 +120,6 @@ def test_the_pooling_and_head_are_saved_and_pipeline_matches_the_run(pooled_text
         assert by_label == pytest.approx({labels[i]: float(p) for i, p in enumerate(row)}, abs=1e-5)
 
 
-def test_a_plain_transformers_process_loads_a_pooled_folder_after_registering(pooled_text_run):
-    import subprocess
-    import sys
-
-    code = (
-        "import json, sys, hftl\n"
-        "hftl.register_auto_classes()\n"
-        "from transformers import pipeline\n"
-        "print(json.dumps(pipeline('text-classification', model=sys.argv[1])(['a great plot'])))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(pooled_text_run.output_dir)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.splitlines()[-1])[0]["label"] in {"positive", "negative"}
-
-
 def test_cached_and_uncached_partial_runs_agree_with_mean_pooling(bert_dir, text_folder, tmp_path):
     runs = {
         cache: quick_train(
