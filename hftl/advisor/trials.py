@@ -7,7 +7,7 @@ and lets the run's validation metric decide (accuracy by default; micro-F1 for m
 
 - **rung 0**: every candidate on a stratified share of the training split (all of it when the budget allows, for as
   many epochs as half the budget pays for; multi-label rows are stratified by their rarest label);
-- **rung 1**: the best and those within its noise (earliest in ``CANDIDATES`` first), then by score the next plans
+- **rung 1**: the best and those within its noise (earliest in the tie order first), then by score the next plans
   while each is within the noise of the last kept (the second whatever its score); at most three, on all the data,
   for as many epochs (up to the run's) as the rest allows.
 
@@ -21,11 +21,12 @@ to end within ``SAFETY`` of what is left, from each plan's own start-up and trai
 even a share of one epoch fits. Trials are ranked by the validation metric (the test split is never read); the pick
 is the best of the last rung; when its lead over the runner-up is within one standard error (``noise_of``: the
 validation sample's and what another seed moves a trial by), it is reported as a tie and the earlier candidate in
-``CANDIDATES`` is chosen (the order that did best on the recorded calibration trials), so that reruns with other
-seeds agree. Before the trials, the source check (``hftl.advisor.source_check``) probes the pretrained features
-against random weights: where they are worse, scratch moves to the front of that order, so a transfer plan must beat
-it by more than the noise (short trials often leave every plan near chance there). Every trial is an ordinary hftl
-run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
+the tie order is chosen, so that reruns with other seeds agree (``hftl.advisor.candidates``: partial fine-tuning
+first on small data, full fine-tuning first on large data, the orders that did best on the recorded calibration
+trials). Before the trials, the source check (``hftl.advisor.source_check``) probes the pretrained features against
+random weights: where they are worse, scratch moves to the front of that order, so a transfer plan must beat it by
+more than the noise (short trials often leave every plan near chance there). Every trial is an ordinary hftl run in
+``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
 """
 
 from __future__ import annotations
@@ -44,37 +45,13 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict, LargeList, List
 
+from hftl.advisor.candidates import CANDIDATES, Candidate, candidates_for, examples_per_class, order_reason
 from hftl.advisor.costs import EVAL_WEIGHT, MIN_SHARE, Costs, Schedule
 from hftl.advisor.source_check import SourceCheck
 from hftl.config import RunConfig
 from hftl.data.labels import rarest_label
 from hftl.errors import HftlError
-from hftl.settings import VECTORS_PREFIX
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """One plan the trials may pick: the case and strategy it runs as, and its cost per example-epoch relative to
-    full fine-tuning (what it trains and, for frozen prefixes, what the feature cache saves)."""
-
-    name: str
-    case: str
-    strategy: str
-    init: str = "pretrained"
-    cost: float = 1.0
-
-
-# the order is the tie-break: within noise, the earlier plan wins. Partial first: within a point of full fine-tuning
-# on 10 of the 12 pairs where both were measured, at 0.6 of its cost; head-only before LoRA and scratch last. Replayed
-# on the recorded calibration trials (docs/calibration.md, the auto table), this order put --case auto within a point
-# of the best plan on more pairs than full-first or cheapest-first (11 vs 10 and 9 of 14)
-CANDIDATES = (
-    Candidate("partial", "small_similar", "partial", cost=0.6),
-    Candidate("full", "large_similar", "full", cost=1.0),
-    Candidate("head", "small_similar", "head", cost=0.35),
-    Candidate("lora", "large_similar", "lora", cost=0.8),
-    Candidate("scratch", "large_different", "full", init="scratch", cost=1.0),
-)
 TRIALS_DIR = ".hftl-trials"
 METRIC = "accuracy"  # what trials rank on unless the run names its own (--metric-for-best)
 FIRST_RUNG = 1 / 2  # of the budget: the survivors' longer trials on all the data get the rest
@@ -126,8 +103,9 @@ class TrialsReport:
     tied: list[str] = field(default_factory=list)  # the plans within noise of the best, the pick among them
     cost_ratio: float | None = None  # trial seconds / the seconds of one full run (estimated from the trials)
     seconds: float = 0.0
-    # the tie order the trials used (CANDIDATES', or scratch first)
+    # the tie order the trials used (hftl.advisor.candidates: by the data's size, or scratch first)
     order: list[str] = field(default_factory=list)
+    per_class: float | None = None  # training examples per class, which set the order
     source_check: dict[str, Any] | None = None  # hftl.advisor.source_check, measured before the trials
 
     def candidate(self) -> Candidate:
@@ -156,11 +134,7 @@ class TrialsReport:
                 f"tie within noise (+-{100 * (self.noise or 0):.1f} points) of {', '.join(self.tied or [self.pick])}: "
                 f"{self.pick} chosen (ties go to the earlier of "
                 + ", ".join(self.tie_order)
-                + (
-                    "; scratch first: the source check found the pretrained features worse than random"
-                    if self.tie_order[0] == "scratch"
-                    else ""
-                )
+                + (f"; {reason}" if (reason := order_reason(self.tie_order, self.per_class)) else "")
                 + ")"
                 if self.tie
                 else f"{self.pick} beats {self.runner_up} by {100 * self.margin:.1f} points "
@@ -174,18 +148,6 @@ class TrialsReport:
                 f"  cost: {self.seconds:.0f} s of trials = {self.cost_ratio:.2f}x one full fine-tuning run"
             )
         return "\n".join(lines)
-
-
-def candidates_for(config: RunConfig, scratch_first: bool = False) -> list[Candidate]:
-    """The plans that apply to the model (word vectors have no layer stack to freeze in part, nor LoRA targets), in
-    their tie order: ``CANDIDATES``', or scratch first when the source check found the pretrained features worse
-    than random ones (then a transfer plan must beat scratch by more than the noise to be picked)."""
-    candidates = list(CANDIDATES)
-    if str(config.model).startswith(VECTORS_PREFIX):
-        candidates = [c for c in candidates if c.strategy not in ("partial", "lora")]
-    if scratch_first:
-        candidates.sort(key=lambda c: c.init != "scratch")
-    return candidates
 
 
 def stratified_share(dataset: Dataset, label_column: str, share: float, seed: int) -> Dataset:
@@ -229,14 +191,16 @@ def run_trials(
     trials are ranked by their validation ``metric``; ``source_check`` (measured before) may put scratch first."""
     # the trials read the loaded splits, whose labels are one column already (0/1 columns joined)
     config = config.replace(label_columns=None, label_column=label_column)
+    per_class = examples_per_class(train, label_column)
     candidates = candidates_for(
-        config, scratch_first=source_check is not None and source_check.worse_than_random
+        config, scratch_first=source_check is not None and source_check.worse_than_random, per_class=per_class
     )
     report = TrialsReport(
         metric=metric,
         validation_examples=len(validation),
         budget=config.advise_budget,
         order=[c.name for c in candidates],
+        per_class=per_class,
         source_check=source_check.to_dict() if source_check is not None else None,
     )
     budget = Budget(config.advise_budget * PLANNED_SHARE, config.epochs, len(train), len(validation))

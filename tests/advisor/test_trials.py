@@ -91,7 +91,8 @@ def test_successive_halving_cuts_losers_and_stays_within_budget(tmp_path, fake_r
     report = run_trials(config(tmp_path), train, validation, "label", runs)
     rung0 = [t for t in report.trials if t.rung == 0]
     rung1 = [t for t in report.trials if t.rung == 1]
-    assert [t.candidate for t in rung0] == [c.name for c in CANDIDATES]
+    assert [t.candidate for t in rung0] == report.order  # 200 per class: large data, full fine-tuning first
+    assert report.order == ["full", "partial", "head", "lora", "scratch"] and report.per_class == 200
     assert {t.candidate for t in rung1} == {"full", "partial"}  # the losers were cut after rung 0
     assert all(
         t.examples == 400 for t in rung1

@@ -1,0 +1,94 @@
+"""The plans ``--case auto``'s trials choose among, and their tie order: within noise, the earlier plan wins (and is
+kept first when rung 0 has more plans within noise than it promotes).
+
+The order follows the textbook's size rule, measured: on small data partial fine-tuning first (within a point of full
+fine-tuning on 10 of the 12 pairs where both were measured, at 0.6 of its cost), on large data full fine-tuning first
+(the case table's large rule: fine-tune the whole network). Short trials undertrain full fine-tuning most (one epoch
+of 226 sentences left the tiny BERT's full fine-tuning 2-19 points under partial, where full runs ended 4 points
+over it), so a partial-first order gave large pairs to partial where full won by 3-4 points. Replayed on the
+recorded calibration trials (docs/calibration.md, the auto table), full first above ``FULL_FIRST_PER_CLASS`` put
+``--case auto`` within a point of the best plan on 19 of 27 pairs (17 with partial first everywhere, 18 with full
+first everywhere, which lost 2.3 points on Fashion 5-9 at 20 per class); the auto table measures it. Head-only comes
+before LoRA, scratch last, unless the source check found the pretrained features worse than random ones: then scratch
+goes first, so a transfer plan must beat it by more than the noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from datasets import Dataset, LargeList, List
+
+from hftl.config import RunConfig
+from hftl.settings import VECTORS_PREFIX
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One plan the trials may pick: the case and strategy it runs as, and its cost per example-epoch relative to
+    full fine-tuning (what it trains and, for frozen prefixes, what the feature cache saves)."""
+
+    name: str
+    case: str
+    strategy: str
+    init: str = "pretrained"
+    cost: float = 1.0
+
+
+# the small-data tie order
+CANDIDATES = (
+    Candidate("partial", "small_similar", "partial", cost=0.6),
+    Candidate("full", "large_similar", "full", cost=1.0),
+    Candidate("head", "small_similar", "head", cost=0.35),
+    Candidate("lora", "large_similar", "lora", cost=0.8),
+    Candidate("scratch", "large_different", "full", init="scratch", cost=1.0),
+)
+# above this many training examples per class, full fine-tuning goes first: the calibration's small pairs have 16-20
+# per class and its large ones 144-1,000, and docs/calibration.md calls a pair small up to 50
+FULL_FIRST_PER_CLASS = 50
+
+
+def examples_per_class(train: Dataset, label_column: str) -> float:
+    """Training examples over classes (labels, for multi-label rows)."""
+    feature = train.features[label_column]
+    lists = isinstance(feature, List | LargeList)
+    count = getattr(feature.feature if lists else feature, "num_classes", None)
+    if not count:
+        rows = train[label_column]
+        count = len({label for row in rows for label in row} if lists else set(rows))
+    return len(train) / max(count, 1)
+
+
+def candidates_for(
+    config: RunConfig, scratch_first: bool = False, per_class: float | None = None
+) -> list[Candidate]:
+    """The plans that apply to the model (word vectors have no layer stack to freeze in part, nor LoRA targets), in
+    their tie order: ``CANDIDATES``', full fine-tuning first above ``FULL_FIRST_PER_CLASS`` training examples per
+    class, and scratch first when the source check found the pretrained features worse than random ones."""
+    candidates = list(CANDIDATES)
+    if str(config.model).startswith(VECTORS_PREFIX):
+        candidates = [c for c in candidates if c.strategy not in ("partial", "lora")]
+    if per_class is not None and per_class > FULL_FIRST_PER_CLASS:
+        candidates.sort(key=lambda c: c.name != "full")
+    if scratch_first:
+        candidates.sort(key=lambda c: c.init != "scratch")
+    return candidates
+
+
+def order_reason(order: list[str], per_class: float | None) -> str:
+    """Why the tie order starts where it does, for the trials' printed verdict ("" for the usual order)."""
+    if order and order[0] == "scratch":
+        return "scratch first: the source check found the pretrained features worse than random"
+    if order and order[0] == "full" and per_class is not None:
+        return f"full first: {per_class:,.0f} training examples per class, more than {FULL_FIRST_PER_CLASS}"
+    return ""
+
+
+__all__ = [
+    "CANDIDATES",
+    "FULL_FIRST_PER_CLASS",
+    "Candidate",
+    "candidates_for",
+    "examples_per_class",
+    "order_reason",
+]

@@ -1,0 +1,78 @@
+"""The trials' tie order: partial fine-tuning first on small data, full fine-tuning first on large data, scratch first
+where the source check fired; word vectors never offer partial or LoRA; the printed verdict says why."""
+
+from __future__ import annotations
+
+import pytest
+from datasets import ClassLabel, Dataset, Features, List
+
+import hftl
+from hftl.advisor.candidates import (
+    FULL_FIRST_PER_CLASS,
+    candidates_for,
+    examples_per_class,
+    order_reason,
+)
+from hftl.advisor.trials import TrialsReport, decide
+
+
+def config(model: str = "m") -> hftl.RunConfig:
+    return hftl.RunConfig(task="text", case="auto", model=model, output_dir="out")
+
+
+def names(candidates) -> list[str]:
+    return [c.name for c in candidates]
+
+
+@pytest.mark.parametrize(
+    "per_class, scratch_first, expected",
+    [
+        (None, False, ["partial", "full", "head", "lora", "scratch"]),
+        (20, False, ["partial", "full", "head", "lora", "scratch"]),
+        (
+            FULL_FIRST_PER_CLASS,
+            False,
+            ["partial", "full", "head", "lora", "scratch"],
+        ),  # the line is "more than"
+        (FULL_FIRST_PER_CLASS + 1, False, ["full", "partial", "head", "lora", "scratch"]),
+        (350, True, ["scratch", "full", "partial", "head", "lora"]),
+        (20, True, ["scratch", "partial", "full", "head", "lora"]),
+    ],
+)
+def test_the_tie_order_follows_the_size_rule_and_the_source_check(per_class, scratch_first, expected):
+    assert names(candidates_for(config(), scratch_first, per_class)) == expected
+
+
+def test_word_vectors_offer_full_head_and_scratch_on_any_size():
+    for per_class in (20, 1000):
+        assert names(candidates_for(config("vectors:glove.txt"), False, per_class)) == [
+            "full",
+            "head",
+            "scratch",
+        ]
+
+
+def test_examples_per_class_reads_the_label_feature():
+    single = Dataset.from_dict({"label": [0, 0, 0, 1]}).cast_column(
+        "label", ClassLabel(names=["a", "b", "c"])
+    )
+    assert examples_per_class(single, "label") == 4 / 3  # a class with no training example still counts
+    plain = Dataset.from_dict({"label": [3, 3, 7, 7, 7, 9]})  # no ClassLabel: the distinct values
+    assert examples_per_class(plain, "label") == 2
+    features = Features({"labels": List(ClassLabel(names=["x", "y"]))})
+    multi = Dataset.from_dict({"labels": [[0], [0, 1], [1], []]}, features=features)
+    assert examples_per_class(multi, "labels") == 2
+    bare = Dataset.from_dict({"labels": [[0], [0, 1], [2]]})
+    assert examples_per_class(bare, "labels") == 1
+
+
+def test_the_printed_tie_says_why_full_fine_tuning_came_first():
+    order = candidates_for(config(), False, 350)
+    report = TrialsReport(
+        metric="accuracy", validation_examples=300, budget=1.5, order=names(order), per_class=350
+    )
+    decide(report, {"full": 0.80, "partial": 0.795, "head": 0.70}, order)
+    assert report.tie and report.pick == "full"
+    assert "full first: 350 training examples per class, more than 50" in report.render()
+    assert order_reason(["partial", "full"], 20) == ""
+    assert order_reason(["scratch", "full"], 350).startswith("scratch first")
