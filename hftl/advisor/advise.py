@@ -24,7 +24,7 @@ from hftl.advisor.decision import (
 from hftl.advisor.sample_features import probe_features
 from hftl.advisor.scores import leep
 from hftl.advisor.start import trials_source_check
-from hftl.advisor.trials import Trial, TrialsReport, run_trials
+from hftl.advisor.trials import Trial, TrialsReport, run_trials, scratch_without_trials
 from hftl.config import RunConfig
 from hftl.data.loading import Splits, splits_for
 from hftl.errors import ConfigError, unknown_choice
@@ -147,9 +147,11 @@ def choose_by_trials(
         metric = trial_metric(config, task.metrics, splits.multi_label)
         with vectors_held():  # word vectors are parsed once for all the trials
             check = trials_source_check(config, task, splits)
-            report = run_trials(
-                config, splits.train, splits.validation, splits.label_column, run, metric, check
-            )
+            data = (splits.train, splits.validation, splits.label_column)
+            if check is not None and check.worse_than_random:
+                report = scratch_without_trials(config, *data, metric, check)
+            else:
+                report = run_trials(config, *data, run, metric, check)
     else:
         print(f"--case auto --resume: the trials in {config.output_dir}/{ADVICE_JSON} chose; not run again")
     pick = report.candidate()

@@ -9,8 +9,8 @@ over it), so a partial-first order gave large pairs to partial where full won by
 recorded calibration trials (docs/calibration.md, the auto table), full first above ``FULL_FIRST_PER_CLASS`` put
 ``--case auto`` within a point of the best plan on 19 of 27 pairs (17 with partial first everywhere, 18 with full
 first everywhere, which lost 2.3 points on Fashion 5-9 at 20 per class); the auto table measures it. Head-only comes
-before LoRA, scratch last, unless the source check found the pretrained features worse than random ones: then scratch
-goes first, so a transfer plan must beat it by more than the noise.
+before LoRA, scratch last (where the source check finds the pretrained features worse than random ones, ``--case
+auto`` trains from scratch without trials: ``hftl.advisor.trials.scratch_without_trials``).
 """
 
 from __future__ import annotations
@@ -59,26 +59,20 @@ def examples_per_class(train: Dataset, label_column: str) -> float:
     return len(train) / max(count, 1)
 
 
-def candidates_for(
-    config: RunConfig, scratch_first: bool = False, per_class: float | None = None
-) -> list[Candidate]:
+def candidates_for(config: RunConfig, per_class: float | None = None) -> list[Candidate]:
     """The plans that apply to the model (word vectors have no layer stack to freeze in part, nor LoRA targets), in
-    their tie order: ``CANDIDATES``', full fine-tuning first above ``FULL_FIRST_PER_CLASS`` training examples per
-    class, and scratch first when the source check found the pretrained features worse than random ones."""
+    their tie order: ``CANDIDATES``', or full fine-tuning first above ``FULL_FIRST_PER_CLASS`` training examples per
+    class."""
     candidates = list(CANDIDATES)
     if str(config.model).startswith(VECTORS_PREFIX):
         candidates = [c for c in candidates if c.strategy not in ("partial", "lora")]
     if per_class is not None and per_class > FULL_FIRST_PER_CLASS:
         candidates.sort(key=lambda c: c.name != "full")
-    if scratch_first:
-        candidates.sort(key=lambda c: c.init != "scratch")
     return candidates
 
 
 def order_reason(order: list[str], per_class: float | None) -> str:
     """Why the tie order starts where it does, for the trials' printed verdict ("" for the usual order)."""
-    if order and order[0] == "scratch":
-        return "scratch first: the source check found the pretrained features worse than random"
     if order and order[0] == "full" and per_class is not None:
         return f"full first: {per_class:,.0f} training examples per class, more than {FULL_FIRST_PER_CLASS}"
     return ""

@@ -26,7 +26,7 @@ from hftl.transfer.plan import TransferPlan
 
 def trials_source_check(config: RunConfig, task: Task, splits: Splits) -> SourceCheck | None:
     """The source check before the trials (``--init auto`` only), on the main process of the process group the
-    trials will run in: it sets their tie order."""
+    trials will run in: where it finds the source worse than random, no trial runs and the run trains from scratch."""
     if config.init != "auto":
         return None
     from hftl.training.engines import make_accelerator

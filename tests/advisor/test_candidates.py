@@ -1,5 +1,5 @@
-"""The trials' tie order: partial fine-tuning first on small data, full fine-tuning first on large data, scratch first
-where the source check fired; word vectors never offer partial or LoRA; the printed verdict says why."""
+"""The trials' tie order: partial fine-tuning first on small data, full fine-tuning first on large data; word vectors
+never offer partial or LoRA; the printed verdict says why."""
 
 from __future__ import annotations
 
@@ -25,27 +25,22 @@ def names(candidates) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "per_class, scratch_first, expected",
+    "per_class, expected",
     [
-        (None, False, ["partial", "full", "head", "lora", "scratch"]),
-        (20, False, ["partial", "full", "head", "lora", "scratch"]),
-        (
-            FULL_FIRST_PER_CLASS,
-            False,
-            ["partial", "full", "head", "lora", "scratch"],
-        ),  # the line is "more than"
-        (FULL_FIRST_PER_CLASS + 1, False, ["full", "partial", "head", "lora", "scratch"]),
-        (350, True, ["scratch", "full", "partial", "head", "lora"]),
-        (20, True, ["scratch", "partial", "full", "head", "lora"]),
+        (None, ["partial", "full", "head", "lora", "scratch"]),
+        (20, ["partial", "full", "head", "lora", "scratch"]),
+        (FULL_FIRST_PER_CLASS, ["partial", "full", "head", "lora", "scratch"]),  # the line is "more than"
+        (FULL_FIRST_PER_CLASS + 1, ["full", "partial", "head", "lora", "scratch"]),
+        (350, ["full", "partial", "head", "lora", "scratch"]),
     ],
 )
-def test_the_tie_order_follows_the_size_rule_and_the_source_check(per_class, scratch_first, expected):
-    assert names(candidates_for(config(), scratch_first, per_class)) == expected
+def test_the_tie_order_follows_the_size_rule(per_class, expected):
+    assert names(candidates_for(config(), per_class)) == expected
 
 
 def test_word_vectors_offer_full_head_and_scratch_on_any_size():
     for per_class in (20, 1000):
-        assert names(candidates_for(config("vectors:glove.txt"), False, per_class)) == [
+        assert names(candidates_for(config("vectors:glove.txt"), per_class)) == [
             "full",
             "head",
             "scratch",
@@ -67,7 +62,7 @@ def test_examples_per_class_reads_the_label_feature():
 
 
 def test_the_printed_tie_says_why_full_fine_tuning_came_first():
-    order = candidates_for(config(), False, 350)
+    order = candidates_for(config(), 350)
     report = TrialsReport(
         metric="accuracy", validation_examples=300, budget=1.5, order=names(order), per_class=350
     )
@@ -75,4 +70,3 @@ def test_the_printed_tie_says_why_full_fine_tuning_came_first():
     assert report.tie and report.pick == "full"
     assert "full first: 350 training examples per class, more than 50" in report.render()
     assert order_reason(["partial", "full"], 20) == ""
-    assert order_reason(["scratch", "full"], 350).startswith("scratch first")

@@ -1,10 +1,11 @@
 """The source check: a linear probe on pretrained against random-weights features decides, where the rules leave it
-open (--init auto with a different case, and --case auto's tie order), whether a run starts from the source or from
-scratch."""
+open (--init auto with a different case, and --case auto, which then runs no trials), whether a run starts from the
+source or from scratch."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -12,10 +13,10 @@ import pytest
 import torch
 
 import hftl
+from hftl.advisor.advise import earlier_trials
 from hftl.advisor.probes import DepthFeatures
 from hftl.advisor.scores import probe_accuracy
 from hftl.advisor.source_check import EVIDENCE, SourceCheck, compare_features, settle_init
-from hftl.advisor.trials import CANDIDATES, TrialsReport, candidates_for, decide
 
 
 def separable(n: int = 120, dims: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -94,20 +95,6 @@ def test_the_start_stays_with_the_user_where_the_rules_do_not_leave_it_open(over
     assert settled.init == overrides.get("init", "pretrained") and settled.case == overrides["case"]
 
 
-def test_a_source_worse_than_random_puts_scratch_first_in_the_trials_tie_order():
-    order = [c.name for c in candidates_for(config(case="auto"), scratch_first=True)]
-    assert order[0] == "scratch" and sorted(order) == sorted(c.name for c in CANDIDATES)
-    report = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5, order=order)
-    decide(
-        report, {"partial": 0.36, "full": 0.35, "scratch": 0.34}, candidates_for(config(case="auto"), True)
-    )
-    assert report.tie and report.pick == "scratch"
-    assert "scratch first: the source check found" in report.render()
-    usual = TrialsReport(metric="accuracy", validation_examples=300, budget=1.5)
-    decide(usual, {"partial": 0.36, "full": 0.35, "scratch": 0.34}, candidates_for(config(case="auto")))
-    assert usual.pick == "partial"
-
-
 def train(model: str, case: str, dataset, tmp_path):
     """One epoch of ``case`` with hftl's defaults (--init auto)."""
     return hftl.train(
@@ -151,6 +138,23 @@ def test_a_different_case_on_a_blank_source_trains_from_scratch_and_says_why(
     assert "worse than random weights" in plan.reasons[0]
     assert result.metrics["parameters"]["percent"] == 100.0  # the whole network trains
     assert result.metrics["init"] == "scratch"
+
+
+def test_case_auto_on_a_blank_source_trains_from_scratch_without_trials(
+    blank_bert, text_folder, tmp_path, capsys
+):
+    result = train(str(blank_bert), "auto", text_folder, tmp_path)
+    assert (result.plan.case, result.plan.strategy, result.plan.init) == (
+        "large_different",
+        "full",
+        "scratch",
+    )
+    trials = json.loads((tmp_path / "run" / "advice.json").read_text())["trials"]
+    assert trials["trials"] == [] and trials["pick"] == "scratch" and trials["cost_ratio"] == 0.0
+    assert trials["source_check"]["worse_than_random"]
+    assert "Trials: none. The source check found the pretrained features worse" in capsys.readouterr().out
+    resumed = earlier_trials(result.config.replace(resume="auto"))  # a resume keeps the pick, no trials
+    assert resumed is not None and resumed.candidate().name == "scratch" and resumed.trials == []
 
 
 def test_a_different_case_on_a_useful_source_keeps_it(bert_dir, text_folder, tmp_path):
