@@ -5,7 +5,7 @@ features after every layer, pretrained against the same architecture with random
 and validation examples) on each pair of ``bench/calibrate.py`` and writes one JSON line per pair. ``calibrate.py --report`` reads
 the file: its table sets each pair's verdict beside what transfer and scratch reached, and the defaults and
 ``--case auto`` tables apply the verdict (a different case whose source is worse than random trains from scratch;
-``--case auto`` puts scratch first in its tie order).
+``--case auto`` trains from scratch without trials).
 
     python bench/source_check.py --pairs all        # -> bench/results/source_check.jsonl
 """
