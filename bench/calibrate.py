@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.trial_noise import consistent, noise_table, rule_of  # noqa: E402
+from hftl.advisor.candidates import FULL_FIRST_PER_CLASS  # noqa: E402
 from hftl.recipes.demo import quiet_output  # noqa: E402
 
 # --- plans -----------------------------------------------------------------------------------------------------------
@@ -150,14 +151,24 @@ HFTL_FAMILY = {
     "tinybert": "bert",
     "vectors": "word-vectors",
     "vit32": "vit",
+    "resnet59": "resnet",
+    "vit59": "vit",
 }
-IMAGE_FAMILIES = ("resnet", "vit", "vit32")
+IMAGE_FAMILIES = ("resnet", "vit", "vit32", "resnet59", "vit59")
 
 # vit32: a ViT half as wide, held out from the small-ViT rates (set on the 64-wide one): only the default rule, the
 # textbook head-only plan and scratch, at hftl's rates, which are its "today"
 FAMILY_PLANS["vit32"] = ["head", "partial", "full", "scratch"]
 GRIDS["vit32"] = GRIDS["vit"]
 TODAY_DEFAULTS["vit32"] = {"head": 9e-2, "partial": 3e-3, "full": 3e-3, "scratch": 3e-3}
+
+# resnet59 / vit59: sources developed the other way round (on Fashion-MNIST 5-9, a ResNet 1.5x as wide as the demo's
+# and the 64-wide ViT), held out from every image rule: every plan --case auto chooses among, at hftl's rates only
+for _held_out, _measured in (("resnet59", "resnet"), ("vit59", "vit")):
+    FAMILY_PLANS[_held_out] = ["head", "partial", "lora", "full", "scratch", "auto"]
+    GRIDS[_held_out] = GRIDS[_measured]
+    TODAY_DEFAULTS[_held_out] = {"head": 9e-2, "partial": 3e-3 if _measured == "vit" else 1e-3, "lora": 1e-2}
+    TODAY_DEFAULTS[_held_out].update({"full": 3e-3, "scratch": 3e-3})
 
 
 # the tiny BERT: MiniLM-L6's grids, reaching a step higher (its best rates sat at their top)
@@ -346,12 +357,27 @@ IMAGE_TARGETS: dict[str, tuple] = {
     "shapes-20": ("shapes", 20, lambda: _image_pair(_shapes(), list(range(5)), 20, None), 30, 32),
     "shapes-400": ("shapes", 400, lambda: _image_pair(_shapes(), list(range(5)), 400, None), 10, 64),
 }
+FASHION59 = "fashion5-9"
+# the held-out sources' targets: one per case
+REVERSE_TARGETS: dict[str, tuple] = {
+    "fashion04-20": ("fashion0-4", 20, lambda: _image_pair(_fashion(), [0, 1, 2, 3, 4], 20, 100), 30, 32),
+    "fashion04-600": ("fashion0-4", 600, lambda: _image_pair(_fashion(), [0, 1, 2, 3, 4], 600, 100), 8, 64),
+    "digits-20": IMAGE_TARGETS["digits-20"],
+    "shapes-400": IMAGE_TARGETS["shapes-400"],
+}
 PAIRS: dict[str, dict[str, Any]] = {
     **{name: _pair("resnet", FASHION04, *target) for name, target in IMAGE_TARGETS.items()},
     **{f"vit-{name}": _pair("vit", FASHION04, *target) for name, target in IMAGE_TARGETS.items()},
     **{
         f"vit32-{name}": _pair("vit32", FASHION04, *IMAGE_TARGETS[name])
         for name in ("fashion59-20", "digits-20", "fashion59-600", "shapes-400")  # one pair per case
+    },
+    # held out from every image rule (added after the rules were set): sources developed on Fashion-MNIST 5-9, one
+    # pair per case, the similar target being Fashion-MNIST 0-4
+    **{
+        f"{family}-{name}": _pair(family, FASHION59, *target, held_out=True)
+        for family in ("resnet59", "vit59")
+        for name, target in REVERSE_TARGETS.items()
     },
     # text: MiniLM-L6
     # (one CPU thread: a MiniLM step costs ~25 ms per training sentence and ~8 ms per validation sentence, so the
@@ -438,7 +464,13 @@ VIT_SHAPE = {
     "intermediate_size": 128,
 }
 VIT32_SHAPE = {**VIT_SHAPE, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
-VIT_SHAPES = {"vit": VIT_SHAPE, "vit32": VIT32_SHAPE}
+VIT_SHAPES = {"vit": VIT_SHAPE, "vit32": VIT32_SHAPE, "vit59": VIT_SHAPE}
+# the held-out ResNet: the demo's four stages, 1.5x as wide
+RESNET59_WIDTHS = (24, 48, 96, 192)
+# the classes each image source is developed on (the targets' similar case is the other five)
+SOURCE_CLASSES = {
+    family: [5, 6, 7, 8, 9] if family.endswith("59") else [0, 1, 2, 3, 4] for family in IMAGE_FAMILIES
+}
 
 
 def make_vit_folder(path: Path, num_labels: int, shape: dict[str, int] = VIT_SHAPE) -> Path:
@@ -508,21 +540,29 @@ def sst2_source(cache: Path, work: Path) -> Path:
 
 
 def fashion_source(cache: Path, work: Path, family: str = "resnet") -> Path:
-    """A source model trained from scratch with hftl on Fashion-MNIST 0-4 (once; then read from cache): the demo's
-    small ResNet, or the small ViT."""
+    """A source model trained from scratch with hftl on five Fashion-MNIST classes (once; then read from cache): the
+    demo's small ResNet, or the small ViT (on 0-4), or the held-out ones (on 5-9)."""
+    import dataclasses
+
     import hftl
     from hftl.recipes.demo_data import STANDARD, make_resnet_folder
 
-    name = "source-fashion0-4" if family == "resnet" else f"source-{family}-fashion0-4"
+    classes = SOURCE_CLASSES[family]
+    task = f"fashion{classes[0]}-{classes[-1]}"
+    name = f"source-{task}" if family == "resnet" else f"source-{family}-{task}"
     folder = cache / name
     if (folder / "model.safetensors").is_file() and (folder / "source.json").is_file():
         return folder
-    s = SOURCE_SETTINGS if family == "resnet" else VIT_SOURCE_SETTINGS
+    s = SOURCE_SETTINGS if family.startswith("resnet") else VIT_SOURCE_SETTINGS
     if family == "resnet":
         init = make_resnet_folder(work / "source-init", STANDARD, 5)
+    elif family == "resnet59":
+        init = make_resnet_folder(
+            work / "source-init", dataclasses.replace(STANDARD, widths=RESNET59_WIDTHS), 5
+        )
     else:
         init = make_vit_folder(work / "source-init", 5, VIT_SHAPES[family])
-    data = _image_pair(_fashion(), [0, 1, 2, 3, 4], s["per_class"], s["val_per_class"])
+    data = _image_pair(_fashion(), classes, s["per_class"], s["val_per_class"])
     started = time.perf_counter()
     with quiet_output(cache / "logs" / f"{name}.log"):
         result = hftl.train(
@@ -539,7 +579,9 @@ def fashion_source(cache: Path, work: Path, family: str = "resnet") -> Path:
             report_to="none",
             save_total_limit=1,
         )
-    return _keep_source(folder, work, init, s, result, started, f"{family}: Fashion-MNIST 0-4")
+    return _keep_source(
+        folder, work, init, s, result, started, f"{family}: Fashion-MNIST {classes[0]}-{classes[-1]}"
+    )
 
 
 SOURCES_RECORD = REPO / "bench" / "results" / "calibration_sources.json"
@@ -698,7 +740,7 @@ def run_one(
                     "auto_tied": trials.get("tied", []),
                     "auto_order": trials.get(
                         "order"
-                    ),  # the tie order (by the data's size; empty where the source check fired)
+                    ),  # the tie order (by the data's size; ["scratch"] where the source check fired)
                     "advise_seconds": trials["seconds"],
                     "advise_cost_ratio": trials["cost_ratio"],
                     "trials": [
@@ -887,8 +929,8 @@ def candidate_defaults(cells: dict[tuple, dict[str, Any]], margin: float) -> lis
 
 # which of the four cases each pair is: small = a few dozen examples per class; similar = the source's kind of
 # data (other Fashion-MNIST classes; English sentences for a sentence encoder or English word vectors)
-SIMILAR_TARGETS = {"fashion5-9", "sst2", "uci-yelp", "uci-amazon", "uci-imdb"}
-SMALL_MAX_PER_CLASS = 50
+SIMILAR_TARGETS = {"fashion5-9", "fashion0-4", "sst2", "uci-yelp", "uci-amazon", "uci-imdb"}
+SMALL_MAX_PER_CLASS = FULL_FIRST_PER_CLASS  # --case auto's tie order puts full first above it: the same line
 
 
 def case_of(pair: str) -> str:
@@ -1308,6 +1350,9 @@ The `vit32-` pairs (one per case) hold the small-ViT rates out on a ViT half as 
 `minilm-domains-` pairs (MiniLM-L6 on the tiny BERT's domain task) hold the source check out, and the `-imdb-` pairs
 (UCI imdb, a target no rule was set on, from MiniLM-L6, the tiny BERT and GloVe) hold out every rule, the size-aware
 tie order of `--case auto` included, at hftl's rates only (held-out pairs never enter the candidate-defaults table).
+So do the `resnet59-` and `vit59-` pairs, one per case, for the image rules: sources developed the other way round,
+on Fashion-MNIST 5-9 (a ResNet 1.5x as wide as the demo's, and the 64-wide ViT), moved to Fashion-MNIST 0-4 (similar),
+digits and shapes (different), every plan `--case auto` chooses among at hftl's rates, 3 seeds.
 How each source trained and scored: `bench/results/calibration_sources.json`.
 
 The per-pair tables use hftl's default pooling (`--pooling auto`: mean for MiniLM-L6, a sentence-transformers model;
@@ -1319,8 +1364,8 @@ training rates they measured: `hftl/advisor/costs.py`) and, where the pick was f
 the full run that followed in the same process (which reuses what the trials loaded: word vectors, feature caches).
 Each auto row records the advisor's tie rule: today's table comes first, those of the rules it replaced after it
 (the evidence for the change), and the trial-noise table, pooled over every rule's seeds, is where the trials'
-`SEED_VARIANCE` comes from. A rule's table carries an earlier rule's rows on the pairs where their trials ran in the
-same tie order (small pairs, word vectors, and pairs where the source check does not fire); the large pairs and the
+`SEED_VARIANCE` comes from. A rule's table carries an earlier rule's rows only on the pairs where their trials ran in
+the same tie order (small pairs and word vectors where the source check does not fire); the large pairs and the
 pairs where the check fires were measured again, on sources rebuilt by the same recipe (own-task accuracy within 0.7
 points of the recorded ones), as were the held-out imdb pairs.
 The auto rows were measured with two or three calibration processes sharing the 2 vCPUs (one thread each, a load

@@ -108,45 +108,82 @@ def test_the_recorded_source_check_fires_only_where_scratch_beats_every_transfer
     assert all(rule_over_scratch(rows, pair) == 0.0 for pair in fired)  # the default is scratch itself
 
 
-def test_the_default_rule_beats_scratch_on_every_held_out_imdb_pair(rows):
-    """UCI imdb was added after every rule was set (MiniLM-L6, the tiny BERT and GloVe, each size)."""
-    pairs = [p for p in calibrate.PAIRS if calibrate.PAIRS[p]["target"] == "uci-imdb"]
-    assert len(pairs) == 5 and all(calibrate.PAIRS[p].get("held_out") for p in pairs)
-    assert all(rule_over_scratch(rows, pair) > 0 for pair in pairs)
+# pairs added after every rule was set, each family at each size: UCI imdb (from MiniLM-L6, the tiny BERT and
+# GloVe), and image sources developed the other way round (on Fashion-MNIST 5-9: a ResNet 1.5x as wide as the
+# demo's and the small ViT), one pair per case
+HELD_OUT = {
+    "imdb": [p for p in calibrate.PAIRS if calibrate.PAIRS[p]["target"] == "uci-imdb"],
+    "fashion5-9 sources": [p for p in calibrate.PAIRS if calibrate.PAIRS[p]["source"] == "fashion5-9"],
+}
 
 
-def test_case_auto_is_within_a_point_of_the_best_plan_on_every_held_out_imdb_pair(rows):
-    """Today's tie rule (full fine-tuning first on large data) measured on pairs it was not set on; as the auto table
-    does, rows of an earlier rule count where their trials ran in today's tie order."""
+def test_the_held_out_pairs_are_held_out_and_cover_every_case():
+    assert len(HELD_OUT["imdb"]) == 5
+    assert len(HELD_OUT["fashion5-9 sources"]) == 8
+    for pairs in HELD_OUT.values():
+        assert all(calibrate.PAIRS[p].get("held_out") for p in pairs)
+    cases = {calibrate.case_of(p) for p in HELD_OUT["fashion5-9 sources"]}
+    assert cases == {"small_similar", "small_different", "large_similar", "large_different"}
+
+
+def test_the_default_rule_never_loses_to_scratch_on_a_held_out_pair_and_beats_it_on_imdb(rows):
+    """On the held-out image sources the ResNet's small_different rule (full fine-tuning) ties scratch on digits
+    (93.2% both, as on the demo's ResNet: docs/calibration.md) and shapes at 400/class is 100% for both."""
+    gaps = {pair: rule_over_scratch(rows, pair) for pairs in HELD_OUT.values() for pair in pairs}
+    assert all(gap >= -1e-9 for gap in gaps.values()), gaps
+    assert all(gaps[pair] > 0 for pair in HELD_OUT["imdb"])
+
+
+def auto_and_plans(rows, pair: str) -> tuple[float, dict[str, float]]:
+    """``--case auto``'s mean accuracy over its three seeds under today's tie rule (rows of an earlier rule count
+    where their trials ran in today's tie order, as in the auto table) and every plan's at its default rate."""
     from bench.source_check import load
 
     checks, today = load(), calibrate.ADVISOR_RULE
-    for pair in (p for p in calibrate.PAIRS if calibrate.PAIRS[p]["target"] == "uci-imdb"):
-        same = [today] + [
-            rule
-            for rule in calibrate.CARRIED_FROM[today]
-            if calibrate.tie_order(pair, rule, checks) == calibrate.tie_order(pair, today, checks)
-        ]
-        autos = next(
-            found
-            for rule in same
-            if (
-                found := [
-                    r["best_accuracy"]
-                    for r in rows
-                    if r["pair"] == pair and r["plan"] == "auto" and calibrate.rule_of(r) == rule
-                ]
-            )
+    same = [today] + [
+        rule
+        for rule in calibrate.CARRIED_FROM[today]
+        if calibrate.tie_order(pair, rule, checks) == calibrate.tie_order(pair, today, checks)
+    ]
+    autos = next(
+        found
+        for rule in same
+        if (
+            found := [
+                r["best_accuracy"]
+                for r in rows
+                if r["pair"] == pair and r["plan"] == "auto" and calibrate.rule_of(r) == rule
+            ]
         )
-        assert len(autos) == 3, pair
-        plans = [
-            p
-            for p in calibrate.FAMILY_PLANS[calibrate.PAIRS[pair]["family"]]
-            if p not in ("auto", "head_trunc")
-        ]
-        lrs = {
-            plan: calibrate.scratch_default(pair) if plan == "scratch" else calibrate.plan_default(pair, plan)
-            for plan in plans
-        }
-        best = max(calibrate._mean_at(rows, pair, plan, lr)[0] or 0.0 for plan, lr in lrs.items())
-        assert sum(autos) / 3 >= best - 0.01, pair
+    )
+    assert len(autos) == 3, pair
+    plans = [
+        p for p in calibrate.FAMILY_PLANS[calibrate.PAIRS[pair]["family"]] if p not in ("auto", "head_trunc")
+    ]
+    lrs = {
+        plan: calibrate.scratch_default(pair) if plan == "scratch" else calibrate.plan_default(pair, plan)
+        for plan in plans
+    }
+    return sum(autos) / 3, {
+        plan: calibrate._mean_at(rows, pair, plan, lr)[0] or 0.0 for plan, lr in lrs.items()
+    }
+
+
+def test_case_auto_is_within_a_point_of_the_best_plan_on_every_held_out_imdb_pair(rows):
+    """Today's tie rule (full fine-tuning first on large data) measured on pairs it was not set on."""
+    for pair in HELD_OUT["imdb"]:
+        auto, plans = auto_and_plans(rows, pair)
+        assert auto >= max(plans.values()) - 0.01, pair
+
+
+def test_case_auto_is_never_behind_the_default_rule_on_a_held_out_pair(rows):
+    """Advising is worth its cost: on every held-out pair ``--case auto`` reaches the default rule's accuracy for the
+    true case (less a point of noise), and beats scratch wherever the best plan does by more than two points. (It is
+    not within a point of the best on every pair: on vit59-digits-20 short trials put partial fine-tuning 7.5-11.4
+    points ahead of full fine-tuning, which overtook it only late, 84.8% against 87.4%; docs/calibration.md.)"""
+    for pair in (pair for pairs in HELD_OUT.values() for pair in pairs):
+        auto, plans = auto_and_plans(rows, pair)
+        rule, _ = calibrate.default_rule(pair)
+        assert auto >= plans[rule] - 0.01, pair
+        if max(plans.values()) > plans["scratch"] + 0.02:
+            assert auto > plans["scratch"] + 0.02, pair

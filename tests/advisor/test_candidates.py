@@ -68,5 +68,10 @@ def test_the_printed_tie_says_why_full_fine_tuning_came_first():
     )
     decide(report, {"full": 0.80, "partial": 0.795, "head": 0.70}, order)
     assert report.tie and report.pick == "full"
-    assert "full first: 350 training examples per class, more than 50" in report.render()
+    assert "full first: 350.0 training examples per class, more than 50" in report.render()
     assert order_reason(["partial", "full"], 20) == ""
+    # word vectors put full first on any size: that is their order, not the size rule, so nothing is said
+    vectors = names(candidates_for(config("vectors:glove.txt"), 16))
+    assert vectors[0] == "full" and order_reason(vectors, 16) == ""
+    # just above the line, the count is not rounded down onto it
+    assert "50.4 training examples per class" in order_reason(["full", "partial"], 50.4)

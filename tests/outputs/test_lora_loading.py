@@ -157,9 +157,8 @@ def test_the_cards_snippets_run_as_written(name, lora_runs, tmp_path, monkeypatc
     blocks = python_blocks(card)
     assert len(blocks) == 3
     monkeypatch.chdir(tmp_path)
-    if (
-        name == "bert-cut-mean"
-    ):  # in a fresh interpreter, the card's call is all pipeline needs (a pooled type)
+    # in a fresh interpreter, the card's call is all pipeline needs (a pooled type)
+    if name == "bert-cut-mean":
         assert all("hftl.register_auto_classes()" in code for code in blocks[:2])
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         done = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, env=env)
