@@ -9,8 +9,8 @@ it), so partial first on every size gave large pairs to partial where full won b
 calibration pairs (docs/calibration.md, the auto table, 3 seeds), full first above ``FULL_FIRST_PER_CLASS`` put
 ``--case auto`` within a point of the best plan on 21 of 27 pairs (20 with partial first everywhere), 0.4 points
 under it on average (0.8) and 2.5 at worst (4.3: tinybert-yelp-350 went from 4.3 under to 1.6 over); held out, on
-the 5 UCI imdb pairs, within 0.4 points on all, and on 8 image pairs from sources developed on Fashion-MNIST 5-9,
-within 0.3 points on 7 (2.6 under on vit59-digits-20, where full fine-tuning, 7.5-11.4 points behind partial in the
+the 5 UCI imdb pairs, within 0.4 points on all, and on 12 image pairs from sources developed on Fashion-MNIST 5-9,
+within 0.3 points on 11 (2.6 under on vit59-digits-20, where full fine-tuning, 7.5-11.4 points behind partial in the
 trials, overtook it only late). Replayed on the recorded trials, full first everywhere lost 2.3 points
 on Fashion 5-9 at 20 per class. Head-only comes before LoRA, scratch last (where the source check finds the
 pretrained features worse than random ones, ``--case auto`` trains from scratch without trials:
