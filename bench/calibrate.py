@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 from bench.trial_noise import consistent, noise_table, rule_of  # noqa: E402
 from hftl.advisor.candidates import FULL_FIRST_PER_CLASS  # noqa: E402
 from hftl.recipes.demo import quiet_output  # noqa: E402
+from hftl.transfer.defaults import RESNET, SMALL_VIT  # noqa: E402
 
 # --- plans -----------------------------------------------------------------------------------------------------------
 # case + strategy + init as hftl.train takes them; keep_layers None = the family's default (first half)
@@ -164,11 +165,13 @@ TODAY_DEFAULTS["vit32"] = {"head": 9e-2, "partial": 3e-3, "full": 3e-3, "scratch
 
 # resnet59 / vit59: sources developed the other way round (on Fashion-MNIST 5-9, a ResNet 1.5x as wide as the demo's
 # and the 64-wide ViT), held out from every image rule: every plan --case auto chooses among, at hftl's rates only
-for _held_out, _measured in (("resnet59", "resnet"), ("vit59", "vit")):
+for _held_out, _measured, _rates in (("resnet59", "resnet", RESNET), ("vit59", "vit", SMALL_VIT)):
     FAMILY_PLANS[_held_out] = ["head", "partial", "lora", "full", "scratch", "auto"]
     GRIDS[_held_out] = GRIDS[_measured]
-    TODAY_DEFAULTS[_held_out] = {"head": 9e-2, "partial": 3e-3 if _measured == "vit" else 1e-3, "lora": 1e-2}
-    TODAY_DEFAULTS[_held_out].update({"full": 3e-3, "scratch": 3e-3})
+    TODAY_DEFAULTS[_held_out] = {
+        **{plan: _rates.lrs[plan] for plan in ("head", "partial", "lora", "full")},
+        "scratch": _rates.scratch_lr,
+    }
 
 
 # the tiny BERT: MiniLM-L6's grids, reaching a step higher (its best rates sat at their top)
@@ -1075,6 +1078,39 @@ def tie_order(pair: str, rule: str, checks: dict[str, dict[str, Any]]) -> tuple[
     return tuple(order)
 
 
+def auto_rows(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> dict[str, list[dict[str, Any]]]:
+    """Per pair, the ``--case auto`` rows measured with the tie ``rule``; a pair without any takes those of the first
+    earlier rule (``CARRIED_FROM``) whose trials ran there in the same tie order."""
+    from bench.source_check import load
+
+    checks = load()
+    autos = defaultdict(list)
+    for r in rows:
+        if _ok(r) and r["plan"] == "auto" and rule_of(r) == rule:
+            autos[r["pair"]].append(r)
+    orders: dict[tuple[str, str], tuple[str, ...] | None] = {}
+
+    def order(pair: str, of_rule: str) -> tuple[str, ...] | None:
+        if (pair, of_rule) not in orders:
+            orders[(pair, of_rule)] = tie_order(pair, of_rule, checks)
+        return orders[(pair, of_rule)]
+
+    for earlier in CARRIED_FROM.get(rule, ()):  # rows whose trials ran as this rule runs them
+        measured = set(autos)
+        for r in rows:
+            pair = r["pair"]
+            if (
+                _ok(r)
+                and r["plan"] == "auto"
+                and rule_of(r) == earlier
+                and pair not in measured
+                and order(pair, earlier) is not None
+                and order(pair, earlier) == order(pair, rule)
+            ):
+                autos[pair].append(r)
+    return autos
+
+
 def auto_tables(rows: list[dict[str, Any]]) -> list[str]:
     """The auto table of hftl's tie rule, then those of the rules it replaced (the evidence for the change)."""
     lines = auto_table(rows, ADVISOR_RULE)
@@ -1089,25 +1125,7 @@ def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str
     """``--case auto`` per pair, measured with the tie ``rule``: the plan its trials picked, the accuracy of the
     run, and how far that is from the best plan at hftl's default LRs and from the best plan at its best grid LR;
     what advising cost."""
-    from bench.source_check import load
-
-    checks = load()
-    autos = defaultdict(list)
-    for r in rows:
-        if _ok(r) and r["plan"] == "auto" and rule_of(r) == rule:
-            autos[r["pair"]].append(r)
-    for earlier in CARRIED_FROM.get(rule, ()):  # rows whose trials ran as this rule runs them
-        measured = set(autos)
-        for r in rows:
-            if (
-                _ok(r)
-                and r["plan"] == "auto"
-                and rule_of(r) == earlier
-                and r["pair"] not in measured
-                and tie_order(r["pair"], earlier, checks) is not None
-                and tie_order(r["pair"], earlier, checks) == tie_order(r["pair"], rule, checks)
-            ):
-                autos[r["pair"]].append(r)
+    autos = auto_rows(rows, rule)
     if not autos:
         return []
     cells = summarize(rows)
