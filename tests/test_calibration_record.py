@@ -108,6 +108,34 @@ def test_the_recorded_source_check_fires_only_where_scratch_beats_every_transfer
     assert all(rule_over_scratch(rows, pair) == 0.0 for pair in fired)  # the default is scratch itself
 
 
+def test_the_resnet_rules_hold_on_a_resnet_four_times_as_wide_where_the_generic_table_loses(rows):
+    """The ResNet table was set on ResNets 128 and 192 wide; on one 512 wide (ResNet-18's widths), developed the same
+    way and held out, the default rule is level with scratch or ahead in every case (+2.2, +1.1, +0.5, 0.0 points),
+    while what an uncovered model gets (the textbook plan at the generic, BERT-base rates) loses to scratch at the
+    generic rate by 5.3-19.9 points: why the table covers ResNets up to twice that width (hftl.transfer.defaults)."""
+    from hftl.transfer.defaults import GENERIC_LRS, GENERIC_SCRATCH_LR, RESNET, RESNET_MEASURED_MAX_WIDTH
+
+    pairs = calibrate.PAIR_GROUPS["resnet4x"]
+    assert {calibrate.case_of(p) for p in pairs} == {
+        "small_similar",
+        "small_different",
+        "large_similar",
+        "large_different",
+    }
+    assert all(calibrate.PAIRS[p].get("held_out") for p in pairs)
+    assert max(calibrate.RESNET4X_WIDTHS) == RESNET_MEASURED_MAX_WIDTH
+    assert all(RESNET.covers(calibrate._config_of(p)) for p in pairs)
+    textbook = {"small_similar": "head", "small_different": "head_trunc"}
+    for pair in pairs:
+        assert rule_over_scratch(rows, pair) >= 0, pair
+        plan = textbook.get(calibrate.case_of(pair), "full")
+        generic, n = calibrate._mean_at(
+            rows, pair, plan, GENERIC_LRS["head" if plan == "head_trunc" else plan]
+        )
+        scratch, m = calibrate._mean_at(rows, pair, "scratch", GENERIC_SCRATCH_LR)
+        assert n == m == 3 and generic < scratch - 0.05, pair
+
+
 # pairs added after every rule was set, each family at each size: UCI imdb (from MiniLM-L6, the tiny BERT and
 # GloVe), image sources developed the other way round (on Fashion-MNIST 5-9: a ResNet 1.5x as wide as the demo's and
 # the small ViT) on every image target, and real photos (ants and bees) from all four image sources
@@ -142,7 +170,11 @@ def paired_gaps(rows, pair: str) -> list[float]:
         return {
             r["seed"]: r["best_accuracy"]
             for r in rows
-            if r["pair"] == pair and r["plan"] == name and calibrate._ok(r) and math.isclose(r["lr"], rate)
+            if r["pair"] == pair
+            and r["plan"] == name
+            and calibrate._ok(r)
+            and not isinstance(r["lr"], str)
+            and math.isclose(r["lr"], rate)
         }
 
     ours, theirs = by_seed(plan, lr), by_seed("scratch", scratch)
@@ -162,10 +194,10 @@ def test_the_default_rule_never_loses_to_scratch_on_a_held_out_pair_and_beats_it
     assert all(gaps[pair] > 0 for pair in HELD_OUT["imdb"])
 
 
-def test_on_photos_the_vit_rules_beat_scratch_and_the_resnet_rule_ties_it(rows):
-    """Ants and bees, 153 validation photos (one standard error of an accuracy there: 3.6-3.8 points): the small
-    ViTs' rules beat scratch on all four pairs; the ResNets' full fine-tuning ties it (per pair +0.5, -2.6, -1.7,
-    +5.4 points: no pair further below than one standard error, ahead on average), as on digits, where no ResNet
+def test_on_photos_the_vit_rules_beat_scratch_and_the_resnet_rule_is_level_with_it(rows):
+    """Ants and bees, 153 validation photos (one standard error of an accuracy there: 3.6-4.0 points): the small
+    ViTs' rules beat scratch on all four pairs; the ResNets' full fine-tuning is level with it on average (per pair
+    +0.4, -2.6, -1.7, +5.4 points: no pair further below than one standard error), as on digits, where no ResNet
     plan beat scratch either (docs/calibration.md)."""
     gaps = {pair: paired_gaps(rows, pair) for pair in HELD_OUT["photos"]}
     assert all(len(seeds) == 3 for seeds in gaps.values()), gaps
@@ -229,12 +261,18 @@ def test_case_auto_is_never_behind_the_default_rule_on_a_held_out_pair(rows, aut
             assert auto > plans["scratch"] + 0.02, pair
 
 
-def test_case_auto_on_photos_is_above_scratch_where_transfer_wins_and_within_noise_of_the_best(rows, autos):
+def test_case_auto_on_photos_is_within_the_trials_noise_of_the_best_and_above_scratch_from_the_vits(
+    rows, autos
+):
     """On 153 validation photos a trial's noise is 6-7 points and the best plan's run leads the runner-up by 0-2.6,
-    so the trials mostly report ties and the tie order decides: ``--case auto`` is 0.7-3.9 points under the
-    best plan there (docs/calibration.md), yet above scratch on all four ViT pairs, where transfer wins."""
+    so the trials mostly report ties and the tie order decides: ``--case auto`` is 0.0-3.9 points under the best plan
+    there and behind the default rule on 5 of 8 pairs (docs/calibration.md): within what its trials can tell apart,
+    and above scratch on the four pairs from the small ViTs, whose defaults beat scratch by 3.9-7.4 points."""
+    from hftl.advisor.trials import noise_of
+
     for pair in HELD_OUT["photos"]:
         auto, plans = auto_and_plans(rows, autos, pair)
-        assert auto >= max(plans.values()) - 0.04, pair
+        best = max(plans.values())
+        assert auto >= best - noise_of(best, 153), pair
         if calibrate.PAIRS[pair]["family"].startswith("vit"):
             assert auto > plans["scratch"] + 0.02, pair

@@ -64,7 +64,8 @@ class FamilyDefaults:
 # beat scratch on four (+0.4 to +1.2 points) and tie it on two (digits at 20/class 93.2% both, where partial reached
 # 95.1%, but 91.1% against full's 96.9% on shapes; shapes at 400/class 100% both). Held out on real photos (ants and
 # bees, both sources, 20/class and all 245; 153 validation photos, one standard error 3.6-3.8 points): full
-# fine-tuning ties scratch, +0.5, -2.6, -1.7 and +5.4 points, and no plan beat it on more than those two of the four.
+# fine-tuning is level with scratch on average, +0.4, -2.6, -1.7 and +5.4 points, and no plan beat it on more than
+# those two of the four.
 RESNET = FamilyDefaults(
     # "head:mlp": an MLP head (--head mlp:N) diverges at the linear head's 9e-2 on digits; 3e-2 was the best or
     # within a point of it on 5 of 6 pairs (docs/calibration.md, head_trunc_mlp)
