@@ -12,9 +12,12 @@ from torch import nn
 
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
+from hftl.errors import ConfigError
+from hftl.outputs.run_folder import previous_run
 from hftl.training.checkpoints import (
     Progress,
     check_same_run,
+    checkpoint_dir,
     load_checkpoint,
     read_progress,
     remove_partial,
@@ -91,6 +94,26 @@ def resume(
     progress = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
     accelerator.print(f"Resumed from {checkpoint} (epoch {progress.epoch}, step {progress.global_step})")
     return progress, str(checkpoint)
+
+
+def check_resume_folder(folder: Path, resume: str | None, overwrite: bool) -> None:
+    """``--resume`` continues the run OUTPUT_DIR holds, never another: where the folder holds a run, the checkpoint
+    must be one of its own (for ``auto``: one must be there), or the resumed run would write over that run, mix its
+    log into it, and restore its best epoch from that run's checkpoints."""
+    found = previous_run(folder)
+    if not resume or overwrite or not found:
+        return
+    checkpoint = resolve_resume(resume, folder)
+    if checkpoint is None:
+        raise ConfigError(
+            f"--resume {resume}: {folder} holds a run ({', '.join(found)}) but no complete checkpoint to continue "
+            "it from; replace that run with --overwrite-output-dir, or choose another --output-dir"
+        )
+    if not checkpoint.resolve().is_relative_to(checkpoint_dir(folder).resolve()):
+        raise ConfigError(
+            f"--resume {resume}: that checkpoint belongs to another folder, and {folder} holds a run of its own "
+            f"({', '.join(found)}); resume into the checkpoint's own folder or an empty --output-dir"
+        )
 
 
 def check_resume_target(config: RunConfig, fingerprint: dict[str, Any]) -> None:
