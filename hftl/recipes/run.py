@@ -161,7 +161,7 @@ def run_claimed(
     if start_reason is not None:
         plan = dataclasses.replace(plan, reasons=(start_reason, *plan.reasons))
     configure_engine(accelerator, model, backbone, config)
-    fingerprint = run_fingerprint(config, plan, inputs)
+    fingerprint = run_fingerprint(config, plan, inputs, model)
     check_resume_target(config, fingerprint)  # before the run files are written over
     params = count_parameters(model)
     announce(config, plan, params, splits, inputs, accelerator)

@@ -18,6 +18,7 @@ from hftl.training.checkpoints import (
     Progress,
     check_same_run,
     checkpoint_dir,
+    frozen_digest,
     load_checkpoint,
     read_progress,
     remove_partial,
@@ -26,8 +27,11 @@ from hftl.training.checkpoints import (
 from hftl.transfer.plan import TransferPlan
 
 
-def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelInputs) -> dict[str, Any]:
-    """What makes a run this run: a checkpoint resumes only into the same data, model, plan and optimisation."""
+def run_fingerprint(
+    config: RunConfig, plan: TransferPlan | None, inputs: ModelInputs, model: nn.Module | None = None
+) -> dict[str, Any]:
+    """What makes a run this run: a checkpoint resumes only into the same data, model, plan and optimisation.
+    ``model`` (built, not yet trained): its frozen weights, which a checkpoint does not hold, are fingerprinted too."""
     fingerprint = {
         "model": config.model,
         "revision": config.revision,
@@ -62,6 +66,8 @@ def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelI
         plan is not None and plan.contrastive is not None
     ):  # the stage that made the frozen body (absent before it)
         fingerprint["contrastive"] = asdict(plan.contrastive)
+    if model is not None and (digest := frozen_digest(model)) is not None:
+        fingerprint["frozen_weights"] = digest
     if inputs.image_stats is not None and config.augment:
         # augmented crops are rounded back to uint8 (batches reach the model raw): checkpoints of runs trained on
         # float crops do not resume into this one; un-augmented image runs see the same pixels as before
