@@ -84,8 +84,8 @@ def open_image(source: Any, max_pixels: int, target_size: int | None = None) -> 
         image.load()
     except Image.DecompressionBombError as error:
         raise BadInput(
-            f"over PIL's decompression-bomb limit ({error}); raise PIL.Image.MAX_IMAGE_PIXELS "
-            "if the image is genuine"
+            f"over PIL's decompression-bomb limit ({error}): it would be decoded whole before it could be shrunk "
+            "(--max-image-pixels caps what is kept, not this); if it is genuine, downscale the file itself first"
         ) from error
     except UnidentifiedImageError as error:
         raise BadInput("not an image file") from error

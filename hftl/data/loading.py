@@ -28,6 +28,7 @@ from hftl.data.labels import (
     stratified_holdout,
 )
 from hftl.errors import DataError
+from hftl.outputs.files import check_no_link_leaves
 from hftl.sources.registry import looks_like_path
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def load_raw(
     gives an IterableDatasetDict read as it is iterated (``load_dataset(..., streaming=True)``)."""
     path = Path(source).expanduser()
     if path.is_dir():
+        check_no_link_leaves(path, DataError)  # every file read is the folder's own, not one a link leads to
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
             loaded = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})

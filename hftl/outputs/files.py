@@ -18,14 +18,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from hftl.errors import ModelError, OutputError
+from hftl.errors import HftlError, ModelError, OutputError
 
 NO_SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}
 
 
 def links_leaving(folder: Path) -> list[tuple[Path, Path]]:
-    """Every symlink below ``folder`` (not followed) whose target lies outside it, with that target."""
-    root = folder.resolve()
+    """Every symlink below ``folder`` (not followed) whose target lies outside it, with that target (a Hugging Face
+    cache snapshot's links into its own repo's blobs stay inside: ``link_root``)."""
+    root = link_root(folder)
     leaving = []
     for current, dirs, files in os.walk(folder, followlinks=False):
         for name in (*dirs, *files):
@@ -37,12 +38,25 @@ def links_leaving(folder: Path) -> list[tuple[Path, Path]]:
     return leaving
 
 
-def check_no_link_leaves(folder: Path) -> None:
-    """Raise, naming the link and where it leads, when any link in ``folder`` leads outside it."""
+def link_root(folder: Path) -> Path:
+    """Where links in ``folder`` may lead: the folder, or for a Hugging Face cache snapshot
+    (``models--org--name/snapshots/REVISION``, whose files link to ``../../blobs``) its repo folder."""
+    resolved = folder.resolve()
+    parent = resolved.parent
+    if parent.name == "snapshots" and parent.parent.name.startswith(HUB_CACHE_REPOS):
+        return parent.parent
+    return resolved
+
+
+HUB_CACHE_REPOS = ("models--", "datasets--", "spaces--")
+
+
+def check_no_link_leaves(folder: Path, error: type[HftlError] = ModelError) -> None:
+    """Raise ``error``, naming the link and where it leads, when any link in ``folder`` leads outside it."""
     leaving = links_leaving(folder)
     if leaving:
         listed = "; ".join(f"{path.relative_to(folder)} -> {target}" for path, target in leaving[:5])
-        raise ModelError(
+        raise error(
             f"{folder} holds links that lead out of it ({listed}); hftl never reads, writes or uploads through "
             "them. Replace each link with a copy of the file it should hold, or remove it."
         )

@@ -1,7 +1,8 @@
 """One run per output folder: a finished run is never silently retrained over, and two runs never share a folder.
 
 - A folder that already holds a run (its metrics, log or checkpoints) is refused unless ``--resume`` continues it or
-  ``--overwrite-output-dir`` replaces it. Replacing removes what hftl writes there (checkpoints, logs, the model or
+  ``--overwrite-output-dir`` replaces it; so is a folder holding a saved model no run wrote (``save_pretrained``'s
+  files), and any folder with a link that leads out of it: nothing is written through one. Replacing removes what hftl writes there (checkpoints, logs, the model or
   adapter, run files, and the ONNX export in ``onnx/``, which would no longer match the weights) and nothing
   else: files hftl does not know are the user's.
 - A run holds an exclusive lock on ``OUTPUT_DIR/.hftl.lock`` (``fcntl.flock``) until it ends; a second run stops at
@@ -20,6 +21,7 @@ from typing import IO
 
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import (
+    ADAPTER_CONFIG,
     ADAPTER_FILES,
     ADVICE_JSON,
     ADVICE_MD,
@@ -37,10 +39,20 @@ from hftl.outputs.artifacts import (
     RUN_LOG,
 )
 from hftl.outputs.card import CARD_FILE
+from hftl.outputs.files import check_no_link_leaves
 
 LOCK_FILE = ".hftl.lock"
 # what marks a folder as holding a run
 RUN_MARKERS = (METRICS_FILE, RUN_LOG, CHECKPOINTS)
+# what marks a folder as holding a saved model or adapter (save_pretrained's files; a PyTorch pickle too)
+SAVED_MODEL_MARKERS = (
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    ADAPTER_CONFIG,
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+)
 # what a run writes, and so what --overwrite-output-dir removes (names or glob patterns)
 RUN_FILES = (
     METRICS_FILE,
@@ -69,9 +81,21 @@ def previous_run(folder: Path) -> list[str]:
 
 
 def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:
-    """Refuse a folder holding a run unless told to continue (--resume) or replace it (--overwrite-output-dir)."""
+    """Refuse a folder holding a run unless told to continue (--resume) or replace it (--overwrite-output-dir); a
+    folder holding a saved model that no run wrote unless told to replace it; and any folder with a link that leads
+    out of it (a run writes its lock, plan, log and checkpoints there: never through a link)."""
+    if folder.is_dir():
+        check_no_link_leaves(folder)
     found = previous_run(folder)
-    if not found or resume or overwrite:
+    if not found:
+        saved = [name for name in SAVED_MODEL_MARKERS if (folder / name).exists()]
+        if saved and not overwrite:
+            raise ConfigError(
+                f"{folder} holds a saved model ({', '.join(saved)}) that no hftl run wrote; a run would write over "
+                "it. Choose another --output-dir, or replace those files with --overwrite-output-dir."
+            )
+        return
+    if resume or overwrite:
         return
     raise ConfigError(
         f"{folder} already holds a run ({', '.join(found)}); hftl will not train over it. Continue it with "
@@ -104,7 +128,9 @@ class RunLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
+        # never through a link (O_NOFOLLOW: one planted after the folder was checked fails here instead)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        handle = os.fdopen(descriptor, "a+", encoding="utf-8")  # held open for the lock's lifetime
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

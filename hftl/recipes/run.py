@@ -55,7 +55,7 @@ from hftl.training.guards import with_auto_batch_size
 from hftl.training.loop import FitResult, fit
 from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import MULTI_LABEL_METRICS, load_metrics
-from hftl.training.resume import check_resume_target, run_fingerprint
+from hftl.training.resume import check_resume_folder, check_resume_target, run_fingerprint
 from hftl.training.sharded_state import gather_full_state
 from hftl.training.stream_loop import fit_stream
 from hftl.training.throughput import format_summary
@@ -112,6 +112,12 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
     told to overwrite it) and, with --overwrite-output-dir, clears what the previous run wrote."""
     folder = Path(config.output_dir)
     check_output_dir(folder, config.resume, config.overwrite_output_dir)  # every process: all stop together
+    check_resume_folder(folder, config.resume, config.overwrite_output_dir)
+    if Path(str(config.model)).is_dir() and Path(str(config.model)).resolve() == folder.resolve():
+        raise ConfigError(
+            f"--output-dir {folder} is the --model folder itself: the run would write over the model it starts "
+            "from; choose another --output-dir"
+        )
     lock = None
     if accelerator.is_main_process:
         try:
@@ -155,7 +161,7 @@ def run_claimed(
     if start_reason is not None:
         plan = dataclasses.replace(plan, reasons=(start_reason, *plan.reasons))
     configure_engine(accelerator, model, backbone, config)
-    fingerprint = run_fingerprint(config, plan, inputs)
+    fingerprint = run_fingerprint(config, plan, inputs, model)
     check_resume_target(config, fingerprint)  # before the run files are written over
     params = count_parameters(model)
     announce(config, plan, params, splits, inputs, accelerator)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hftl.errors import ConfigError, ModelError
+from hftl.outputs.files import check_no_link_leaves
 
 if TYPE_CHECKING:
     from hftl.config import RunConfig
@@ -98,7 +99,10 @@ def local_or_hub(name: str, what: str = "model") -> str:
     """An existing local path, made absolute (what is recorded then works from any directory), or a name that can
     be a Hub id; a path that does not exist fails here."""
     if Path(name).expanduser().exists():
-        return str(Path(name).expanduser().resolve())
+        path = Path(name).expanduser().resolve()
+        if path.is_dir():  # its files are read as the model's: none through a link that leads out of it
+            check_no_link_leaves(path)
+        return str(path)
     if looks_like_path(name):
         raise ModelError(f"{what} path does not exist: {name}")
     return name

@@ -11,16 +11,20 @@ A sharded run (FSDP, ZeRO) writes its shards through Accelerate beside the same 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -68,6 +72,23 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.contiguous().cpu() for name, t in state.items()}
 
 
+def tensors_digest(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """BLAKE2b of tensors' names, dtypes, shapes and bytes: the same weights, or not."""
+    hasher = hashlib.blake2b(digest_size=16)
+    for name, tensor in named:
+        data = tensor.detach().cpu().contiguous()
+        hasher.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        hasher.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+    return hasher.hexdigest()
+
+
+def frozen_digest(model: nn.Module) -> str | None:
+    """``tensors_digest`` of what a checkpoint does not hold (the frozen parameters, rebuilt from --model on resume;
+    None when every parameter trains): a model changed at that path does not resume into this run."""
+    frozen = [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
+    return tensors_digest(frozen) if frozen else None
+
+
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a ``trainable_state`` back, refusing names the model does not have."""
     current = dict(model.named_parameters()) | dict(model.named_buffers())
@@ -95,7 +116,7 @@ def restore_trained_weights(model: nn.Module, output_dir: str | Path, name: str)
     path = checkpoint_dir(output_dir) / name / MODEL_FILE
     if not path.is_file() or damage(path.parent) is not None:
         return False
-    load_trainable_state(model, load_file(str(path)))
+    load_trainable_state(model, read_tensors(path))
     return True
 
 
@@ -244,13 +265,18 @@ def read_progress(path: Path) -> Progress:
     return Progress(**json.loads((path / "progress.json").read_text(encoding="utf-8")))
 
 
+# fingerprint entries added after checkpoints were first written: compared only where the checkpoint has them
+ADDED_KEYS = ("frozen_weights",)
+
+
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
     """Refuse to resume a checkpoint made by another run (other data, model, plan or optimisation), naming what
     differs. Settings outside the fingerprint (epochs, logging, checkpoint and evaluation frequency, workers,
     trackers, early stopping) may change on resume."""
     if not saved:
         return  # a checkpoint from before fingerprints: nothing to compare
-    differ = [key for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+    keys = (set(saved) | set(current)) - {key for key in ADDED_KEYS if key not in saved}
+    differ = [key for key in sorted(keys) if saved.get(key) != current.get(key)]
     if differ:
         details = "; ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in differ[:6])
         raise ConfigError(
@@ -267,12 +293,42 @@ def load_checkpoint(
     if read_engine(path) is not None:
         load_sharded(accelerator, path)
         return read_progress(path)
-    load_trainable_state(accelerator.unwrap_model(model), load_file(str(path / MODEL_FILE)))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
+    load_trainable_state(accelerator.unwrap_model(model), read_tensors(path / MODEL_FILE))
+    optimizer.load_state_dict(read_state(path / "optimizer.pt"))
+    scheduler.load_state_dict(read_state(path / "scheduler.pt"))
     if accelerator.scaler is not None and (path / "scaler.pt").is_file():
-        accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+        accelerator.scaler.load_state_dict(read_state(path / "scaler.pt"))
     return read_progress(path)
+
+
+# what a damaged file, or a pickle that ``weights_only`` refuses to run, raises on the way in
+UNREADABLE = (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError)
+
+
+def unreadable(file: Path, error: Exception) -> ConfigError:
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return ConfigError(
+        f"checkpoint file {file} cannot be read ({type(error).__name__}: {first}); it is damaged or was not "
+        "written by hftl (nothing in it ran). Resume another checkpoint (--resume auto takes the newest complete "
+        "one) or start over with --overwrite-output-dir"
+    )
+
+
+def read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors, or one error naming the file."""
+    try:
+        return load_file(str(file))
+    except UNREADABLE as error:
+        raise unreadable(file, error) from None
+
+
+def read_state(file: Path) -> Any:
+    """A checkpoint's optimizer, scheduler, scaler or RNG state (tensors and plain values only: ``weights_only``),
+    or one error naming the file."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except UNREADABLE as error:
+        raise unreadable(file, error) from None
 
 
 def read_process_state(path: Path, process_index: int) -> dict[str, Any] | None:
@@ -285,7 +341,7 @@ def restore_rng(path: Path, process_index: int) -> None:
     """Put this process's random generators back as they were when ``path`` was saved. Call it after the epoch's
     DataLoader iterator exists: creating one draws a seed from the global generator."""
     rng_file = path / f"rng-{process_index}.pt"
-    _set_rng_state(torch.load(rng_file if rng_file.is_file() else path / "rng-0.pt", weights_only=True))
+    _set_rng_state(read_state(rng_file if rng_file.is_file() else path / "rng-0.pt"))
 
 
 def _rng_state() -> dict[str, Any]:

@@ -30,6 +30,7 @@ from hftl.backbones.base import Backbone, Cut, block_tensors
 from hftl.data.preprocess import LABELS, ModelInputs
 from hftl.errors import ModelError
 from hftl.outputs.files import file_digest, space_checked
+from hftl.training.checkpoints import tensors_digest
 from hftl.transfer.plan import TransferPlan
 
 CACHE_VERSION = 1
@@ -102,13 +103,11 @@ def cache_dir_name(family: str, cut: Cut, key: Mapping[str, Any]) -> str:
 
 def prefix_digest(model: nn.Module, blocks: Sequence[str]) -> str:
     """BLAKE2b of the prefix's tensors (names, dtypes, shapes, bytes): a re-saved or re-initialised model misses."""
-    hasher = hashlib.blake2b(digest_size=16)
-    for block in blocks:
-        for name, tensor in block_tensors(model, block).items():
-            data = tensor.detach().cpu().contiguous()
-            hasher.update(f"{block}.{name}:{data.dtype}:{tuple(data.shape)}".encode())
-            hasher.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
-    return hasher.hexdigest()
+    return tensors_digest(
+        (f"{block}.{name}", tensor)
+        for block in blocks
+        for name, tensor in block_tensors(model, block).items()
+    )
 
 
 def architecture_of(config: Any) -> dict[str, Any]:

@@ -12,9 +12,13 @@ from torch import nn
 
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
+from hftl.errors import ConfigError
+from hftl.outputs.run_folder import previous_run
 from hftl.training.checkpoints import (
     Progress,
     check_same_run,
+    checkpoint_dir,
+    frozen_digest,
     load_checkpoint,
     read_progress,
     remove_partial,
@@ -23,8 +27,11 @@ from hftl.training.checkpoints import (
 from hftl.transfer.plan import TransferPlan
 
 
-def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelInputs) -> dict[str, Any]:
-    """What makes a run this run: a checkpoint resumes only into the same data, model, plan and optimisation."""
+def run_fingerprint(
+    config: RunConfig, plan: TransferPlan | None, inputs: ModelInputs, model: nn.Module | None = None
+) -> dict[str, Any]:
+    """What makes a run this run: a checkpoint resumes only into the same data, model, plan and optimisation.
+    ``model`` (built, not yet trained): its frozen weights, which a checkpoint does not hold, are fingerprinted too."""
     fingerprint = {
         "model": config.model,
         "revision": config.revision,
@@ -59,6 +66,8 @@ def run_fingerprint(config: RunConfig, plan: TransferPlan | None, inputs: ModelI
         plan is not None and plan.contrastive is not None
     ):  # the stage that made the frozen body (absent before it)
         fingerprint["contrastive"] = asdict(plan.contrastive)
+    if model is not None and (digest := frozen_digest(model)) is not None:
+        fingerprint["frozen_weights"] = digest
     if inputs.image_stats is not None and config.augment:
         # augmented crops are rounded back to uint8 (batches reach the model raw): checkpoints of runs trained on
         # float crops do not resume into this one; un-augmented image runs see the same pixels as before
@@ -91,6 +100,26 @@ def resume(
     progress = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
     accelerator.print(f"Resumed from {checkpoint} (epoch {progress.epoch}, step {progress.global_step})")
     return progress, str(checkpoint)
+
+
+def check_resume_folder(folder: Path, resume: str | None, overwrite: bool) -> None:
+    """``--resume`` continues the run OUTPUT_DIR holds, never another: where the folder holds a run, the checkpoint
+    must be one of its own (for ``auto``: one must be there), or the resumed run would write over that run, mix its
+    log into it, and restore its best epoch from that run's checkpoints."""
+    found = previous_run(folder)
+    if not resume or overwrite or not found:
+        return
+    checkpoint = resolve_resume(resume, folder)
+    if checkpoint is None:
+        raise ConfigError(
+            f"--resume {resume}: {folder} holds a run ({', '.join(found)}) but no complete checkpoint to continue "
+            "it from; replace that run with --overwrite-output-dir, or choose another --output-dir"
+        )
+    if not checkpoint.resolve().is_relative_to(checkpoint_dir(folder).resolve()):
+        raise ConfigError(
+            f"--resume {resume}: that checkpoint belongs to another folder, and {folder} holds a run of its own "
+            f"({', '.join(found)}); resume into the checkpoint's own folder or an empty --output-dir"
+        )
 
 
 def check_resume_target(config: RunConfig, fingerprint: dict[str, Any]) -> None:

@@ -4,10 +4,11 @@ only what hftl wrote, --resume continues, and two runs never share a folder at o
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
-from hftl.errors import ConfigError
+from hftl.errors import ConfigError, ModelError
 from hftl.outputs.run_folder import LOCK_FILE, RunLock, clear_previous_run, previous_run
 from tests.helpers import quick_train
 
@@ -87,3 +88,96 @@ def test_an_output_folder_that_cannot_be_written_is_one_clear_error(glove_model,
         ConfigError, match=r"cannot write to the output folder .*a-file/run .*writable --output-dir"
     ):
         quick_train("text", "small_similar", glove_model, text_folder, blocker / "run", epochs=1)
+
+
+def test_a_link_leading_out_of_the_output_folder_is_refused_and_nothing_is_written_through_it(
+    glove_model, text_folder, tmp_path
+):
+    outside = tmp_path / "victim.txt"
+    outside.write_text("the user's file")
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (LOCK_FILE, "run_config.yaml", "transfer_plan.json"):
+        (out / name).symlink_to(outside)
+    with pytest.raises(ModelError, match=r"holds links that lead out of it \(.*victim.txt"):
+        quick_train("text", "small_similar", glove_model, text_folder, out, epochs=1)
+    assert outside.read_text() == "the user's file"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [LOCK_FILE, "run_config.yaml", "transfer_plan.json"]
+    )
+
+
+def test_the_lock_is_never_taken_through_a_link(tmp_path):
+    """Even one planted after the folder was checked: the lock file is opened without following links."""
+    outside = tmp_path / "victim.txt"
+    outside.write_text("keep")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_FILE).symlink_to(outside)
+    with pytest.raises(OSError):
+        RunLock(tmp_path / "run").acquire()
+    assert outside.read_text() == "keep"
+
+
+def test_a_saved_model_folder_is_not_a_run_to_write_over(glove_model, text_folder, finished, tmp_path):
+    saved = tmp_path / "someones-model"
+    saved.mkdir()
+    (saved / "config.json").write_text("{}")
+    (saved / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(
+        ConfigError, match=r"holds a saved model \(config.json, model.safetensors\) that no hftl run"
+    ):
+        quick_train("text", "small_similar", glove_model, text_folder, saved, epochs=1)
+    assert (saved / "model.safetensors").read_bytes() == b"weights"
+    quick_train("text", "small_similar", glove_model, text_folder, saved, epochs=1, overwrite_output_dir=True)
+    assert (saved / "metrics.json").is_file()  # replaced when asked to
+
+
+def test_the_model_folder_is_never_the_output_folder(text_folder, bert_dir, tmp_path):
+    model = shutil.copytree(bert_dir, tmp_path / "model")
+    before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"is the --model folder itself"):
+        quick_train("text", "small_similar", model, text_folder, model, epochs=1, overwrite_output_dir=True)
+    assert {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()} == before
+
+
+def test_resume_never_starts_over_a_run_it_cannot_continue(finished, glove_model, text_folder):
+    shutil.rmtree(finished / "checkpoints")
+    before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    with pytest.raises(
+        ConfigError, match=r"holds a run \(metrics.json, metrics.jsonl\) but no complete checkpoint"
+    ):
+        quick_train("text", "small_similar", glove_model, text_folder, finished, epochs=2, resume="auto")
+    assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before
+
+
+def test_resume_never_continues_another_folders_run_over_this_one(
+    finished, glove_model, text_folder, tmp_path
+):
+    other = tmp_path / "other"
+    quick_train("text", "small_similar", glove_model, text_folder, other, epochs=1, seed=7)
+    checkpoint = sorted((other / "checkpoints").iterdir())[-1]
+    before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"belongs to another folder, and .*run holds a run of its own"):
+        quick_train(
+            "text",
+            "small_similar",
+            glove_model,
+            text_folder,
+            finished,
+            epochs=2,
+            seed=7,
+            resume=str(checkpoint),
+        )
+    assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before
+    # into an empty folder it continues (the usual way to branch a run off a checkpoint)
+    result = quick_train(
+        "text",
+        "small_similar",
+        glove_model,
+        text_folder,
+        tmp_path / "branch",
+        epochs=2,
+        seed=7,
+        resume=str(checkpoint),
+    )
+    assert result.metrics["resumed_from"]

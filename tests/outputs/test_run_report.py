@@ -70,3 +70,17 @@ def test_the_learning_curve_reads_losses_and_evaluations_and_skips_damaged_lines
     log.write_text("\n".join(lines) + "\n")
     losses, evaluations = read_log(log)
     assert losses == [(2, 0.7)] and evaluations == [(4, {"eval_accuracy": 0.75, "eval_loss": 0.5})]
+
+
+def test_hftl_report_never_draws_through_a_link_leading_out(reported_run, tmp_path, capsys):
+    out = tmp_path / "copied-run"
+    (out).mkdir()
+    (out / "eval_predictions.json").write_bytes(
+        (reported_run.output_dir / "eval_predictions.json").read_bytes()
+    )
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (out / "confusion_matrix.png").symlink_to(victim)
+    assert main(["report", str(out)]) != 0
+    assert "holds links that lead out of it (confusion_matrix.png" in capsys.readouterr().err
+    assert victim.read_text() == "keep"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import hftl.training.checkpoints
+from hftl.errors import ConfigError
 from hftl.training.checkpoints import COMPLETE, list_checkpoints, resolve_resume, rotate
 from tests.helpers import quick_train
 
@@ -76,11 +77,32 @@ def test_a_checkpoint_pickle_that_would_run_code_is_refused(resnet_dir, image_fo
         checkpoint
     )  # an attacker who also rewrites the checksums: torch.load(weights_only) still refuses
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(
+        ConfigError,
+        match=r"checkpoint file .*optimizer.pt cannot be read \(UnpicklingError: Weights only load",
+    ):
         quick_train(
             "image", "small_similar", resnet_dir, image_folder, tmp_path / "run", epochs=2, resume="auto"
         )
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_checkpoint_without_its_checksums_still_fails_as_one_error_naming_the_file(
+    resnet_dir, image_folder, tmp_path
+):
+    """Checksums catch damage first; a checkpoint from before them (or stripped of them) is read as it is, and what
+    cannot be read is named."""
+    quick_train("image", "small_similar", resnet_dir, image_folder, tmp_path / "run", epochs=1)
+    checkpoint = list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    (checkpoint / "checksums.json").unlink()
+    weights = checkpoint / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:20])
+    with pytest.raises(
+        ConfigError, match=r"checkpoint file .*trainable.safetensors cannot be read \(Safetensor"
+    ):
+        quick_train(
+            "image", "small_similar", resnet_dir, image_folder, tmp_path / "run", epochs=2, resume="auto"
+        )
 
 
 def test_a_model_folder_with_a_malicious_pickle_is_refused(vit_dir, image_folder, tmp_path, monkeypatch):

@@ -177,6 +177,44 @@ def test_resume_refuses_a_checkpoint_of_another_run_before_writing_anything(
     assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2, 3] and resumed.metrics["resumed_from"]
 
 
+def test_resume_refuses_a_base_model_changed_at_the_same_path(bert_dir, text_folder, tmp_path):
+    """The frozen weights are not in a checkpoint (they are rebuilt from --model): a model re-saved at that path with
+    other weights would resume into a network that never trained, so the fingerprint holds their digest."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    from hftl.errors import ConfigError
+    from hftl.training.checkpoints import check_same_run
+    from tests.helpers import quick_train
+
+    model = shutil.copytree(bert_dir, tmp_path / "model")
+    out = tmp_path / "run"
+    quick_train("text", "small_similar", model, text_folder, out, epochs=1, strategy="partial", seed=1)
+    torch.manual_seed(123)  # the same architecture re-saved at the same path with other weights
+    AutoModelForSequenceClassification.from_config(
+        AutoModelForSequenceClassification.from_pretrained(model).config
+    ).save_pretrained(model)
+    with pytest.raises(
+        ConfigError, match=r"was made by a different run \(frozen_weights: '[0-9a-f]{32}' -> '"
+    ):
+        quick_train(
+            "text",
+            "small_similar",
+            model,
+            text_folder,
+            out,
+            epochs=2,
+            strategy="partial",
+            seed=1,
+            resume="auto",
+        )
+    # checkpoints written before the digest existed still resume: an entry they lack is not compared
+    check_same_run({"seed": 1}, {"seed": 1, "frozen_weights": "abc"}, out)
+    with pytest.raises(ConfigError, match="seed: 1 -> 2"):
+        check_same_run({"seed": 1}, {"seed": 2, "frozen_weights": "abc"}, out)
+
+
 def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
     from types import SimpleNamespace
 

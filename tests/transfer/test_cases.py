@@ -202,13 +202,22 @@ def test_small_vit_defaults_follow_the_calibration_and_say_why(model_dirs):
 
 
 def test_a_config_without_a_width_keeps_the_generic_table():
-    from hftl.transfer.defaults import default_lr
+    from hftl.transfer.defaults import case_choice, default_lr
 
     assert (
         default_lr("vit", "full", "pretrained") == 5e-5 and default_lr("bert", "full", "pretrained") == 5e-5
     )
     assert default_lr("bert", "full", "scratch", object()) == 1e-3  # the generic scratch rate
-    assert default_lr("resnet", "full", "pretrained") == 3e-3  # the ResNet table covers every ResNet
+    from transformers import ResNetConfig
+
+    # the ResNet table covers ResNets up to twice as wide as the widest measured (512); ResNet-50 (2048) keeps the
+    # generic one, and so do the textbook cases
+    demo = ResNetConfig(hidden_sizes=[16, 32, 64, 128], depths=[1] * 4, layer_type="basic")
+    assert default_lr("resnet", "full", "pretrained", demo) == 3e-3
+    assert default_lr("resnet", "full", "pretrained", ResNetConfig(hidden_sizes=[64, 128, 256, 512])) == 3e-3
+    assert default_lr("resnet", "full", "pretrained", ResNetConfig()) == 5e-5  # ResNet-50's widths
+    assert case_choice("resnet", "small_different", ResNetConfig()) is None
+    assert case_choice("resnet", "small_different", demo).strategy == "full"
 
 
 def test_small_bert_defaults_follow_the_calibration_and_larger_berts_keep_the_generic_table():
