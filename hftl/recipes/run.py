@@ -112,7 +112,7 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
     told to overwrite it) and, with --overwrite-output-dir, clears what the previous run wrote."""
     folder = Path(config.output_dir)
     check_output_dir(folder, config.resume, config.overwrite_output_dir)  # every process: all stop together
-    check_resume_folder(folder, config.resume, config.overwrite_output_dir)
+    afresh = check_resume_folder(folder, config.resume, config.overwrite_output_dir)
     if Path(str(config.model)).is_dir() and Path(str(config.model)).resolve() == folder.resolve():
         raise ConfigError(
             f"--output-dir {folder} is the --model folder itself: the run would write over the model it starts "
@@ -127,10 +127,13 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
                 f"cannot write to the output folder {folder} ({type(error).__name__}: {error.strerror or error}); "
                 "choose a writable --output-dir"
             ) from error
-        if config.overwrite_output_dir and not config.resume:
+        if (config.overwrite_output_dir and not config.resume) or afresh:
             removed = clear_previous_run(folder)
+            why = "an interrupted run with no complete checkpoint" if afresh else "the previous run"
             if removed:
-                accelerator.print(f"--overwrite-output-dir: removed the previous run's {', '.join(removed)}")
+                accelerator.print(
+                    f"{'--resume auto' if afresh else '--overwrite-output-dir'}: removed {why}'s {', '.join(removed)}"
+                )
     accelerator.wait_for_everyone()
     return lock
 

@@ -13,6 +13,7 @@ from torch import nn
 from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
 from hftl.errors import ConfigError
+from hftl.outputs.artifacts import METRICS_FILE
 from hftl.outputs.run_folder import previous_run
 from hftl.training.checkpoints import (
     Progress,
@@ -102,24 +103,29 @@ def resume(
     return progress, str(checkpoint)
 
 
-def check_resume_folder(folder: Path, resume: str | None, overwrite: bool) -> None:
+def check_resume_folder(folder: Path, resume: str | None, overwrite: bool) -> bool:
     """``--resume`` continues the run OUTPUT_DIR holds, never another: where the folder holds a run, the checkpoint
-    must be one of its own (for ``auto``: one must be there), or the resumed run would write over that run, mix its
-    log into it, and restore its best epoch from that run's checkpoints."""
+    must be one of its own, or the resumed run would write over that run, mix its log into it, and restore its best
+    epoch from that run's checkpoints. True where ``auto`` finds a run that was interrupted before its first complete
+    checkpoint (a preempted job, requeued): it starts afresh, and what that run wrote is cleared first; a finished
+    run (its metrics.json) with no checkpoint left is refused."""
     found = previous_run(folder)
     if not resume or overwrite or not found:
-        return
+        return False
     checkpoint = resolve_resume(resume, folder)
     if checkpoint is None:
+        if not (folder / METRICS_FILE).exists():
+            return True
         raise ConfigError(
-            f"--resume {resume}: {folder} holds a run ({', '.join(found)}) but no complete checkpoint to continue "
-            "it from; replace that run with --overwrite-output-dir, or choose another --output-dir"
+            f"--resume {resume}: {folder} holds a finished run ({', '.join(found)}) but no complete checkpoint to "
+            "continue it from; replace that run with --overwrite-output-dir, or choose another --output-dir"
         )
     if not checkpoint.resolve().is_relative_to(checkpoint_dir(folder).resolve()):
         raise ConfigError(
             f"--resume {resume}: that checkpoint belongs to another folder, and {folder} holds a run of its own "
             f"({', '.join(found)}); resume into the checkpoint's own folder or an empty --output-dir"
         )
+    return False
 
 
 def check_resume_target(config: RunConfig, fingerprint: dict[str, Any]) -> None:

@@ -144,10 +144,25 @@ def test_resume_never_starts_over_a_run_it_cannot_continue(finished, glove_model
     shutil.rmtree(finished / "checkpoints")
     before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
     with pytest.raises(
-        ConfigError, match=r"holds a run \(metrics.json, metrics.jsonl\) but no complete checkpoint"
+        ConfigError, match=r"holds a finished run \(metrics.json, metrics.jsonl\) but no complete checkpoint"
     ):
         quick_train("text", "small_similar", glove_model, text_folder, finished, epochs=2, resume="auto")
     assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before
+
+
+def test_resume_auto_starts_afresh_where_a_run_was_interrupted_before_its_first_checkpoint(
+    glove_model, text_folder, tmp_path
+):
+    """A preempted job requeued with --resume auto: nothing to continue, so it starts over, without the old log."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 3, "loss": 9.9}\n')  # what the interrupted run logged
+    (out / "checkpoints").mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    result = quick_train("text", "small_similar", glove_model, text_folder, out, epochs=1, resume="auto")
+    assert not result.metrics.get("resumed_from")
+    assert '"loss": 9.9' not in (out / "metrics.jsonl").read_text()
+    assert (out / "notes.txt").read_text() == "the user's own file"
 
 
 def test_resume_never_continues_another_folders_run_over_this_one(
