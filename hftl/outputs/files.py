@@ -42,9 +42,9 @@ def link_root(folder: Path) -> Path:
     """Where links in ``folder`` may lead: the folder, or for a Hugging Face cache snapshot
     (``models--org--name/snapshots/REVISION``, whose files link to ``../../blobs``) its repo folder."""
     resolved = folder.resolve()
-    parent = resolved.parent
-    if parent.name == "snapshots" and parent.parent.name.startswith(HUB_CACHE_REPOS):
-        return parent.parent
+    for snapshot in (resolved, *resolved.parents):  # the folder, or one of its subfolders, in a snapshot
+        if snapshot.parent.name == "snapshots" and snapshot.parent.parent.name.startswith(HUB_CACHE_REPOS):
+            return snapshot.parent.parent
     return resolved
 
 

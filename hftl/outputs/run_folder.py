@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from hftl.errors import ConfigError
+from hftl.errors import ConfigError, OutputError
 from hftl.outputs.artifacts import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
@@ -85,7 +85,7 @@ def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:
     folder holding a saved model that no run wrote unless told to replace it; and any folder with a link that leads
     out of it (a run writes its lock, plan, log and checkpoints there: never through a link)."""
     if folder.is_dir():
-        check_no_link_leaves(folder)
+        check_no_link_leaves(folder, OutputError)
     found = previous_run(folder)
     if not found:
         saved = [name for name in SAVED_MODEL_MARKERS if (folder / name).exists()]
@@ -129,6 +129,10 @@ class RunLock:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # never through a link (O_NOFOLLOW: one planted after the folder was checked fails here instead)
+        if self.path.is_symlink():
+            raise ConfigError(
+                f"{self.path} is a link: hftl takes its lock on a file of its own; remove the link"
+            )
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         handle = os.fdopen(descriptor, "a+", encoding="utf-8")  # held open for the lock's lifetime
         try:

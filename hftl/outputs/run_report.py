@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hftl.errors import ConfigError
+from hftl.errors import ConfigError, OutputError
 from hftl.outputs.artifacts import CLASS_REPORT_FILE, CONFUSION_PNG, CURVE_PNG, PREDICTIONS_FILE
 from hftl.outputs.artifacts import RUN_LOG as LOG_FILE
 from hftl.outputs.files import check_no_link_leaves, write_text
@@ -66,7 +66,9 @@ def write_run_report(
 def redraw(output_dir: str | Path) -> list[str]:
     """The per-class table and both plots from a run folder's saved predictions and logs."""
     output_dir = Path(output_dir)
-    check_no_link_leaves(output_dir)  # the plots and table replace files there: never an outside one
+    check_no_link_leaves(
+        output_dir, OutputError
+    )  # the plots and table replace files there: never an outside one
     source = output_dir / PREDICTIONS_FILE
     if not source.is_file():
         raise ConfigError(

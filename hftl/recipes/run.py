@@ -28,7 +28,7 @@ from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, w
 from hftl.outputs.card import write_cards
 from hftl.outputs.files import any_write_space_checked, space_checked
 from hftl.outputs.hub import publish_after_run
-from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run
+from hftl.outputs.run_folder import RunLock, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
 from hftl.outputs.run_report import write_run_report
 from hftl.recipes.prepare import counted_from, not_for_streams, prepare_data, train_label_ids
@@ -55,7 +55,7 @@ from hftl.training.guards import with_auto_batch_size
 from hftl.training.loop import FitResult, fit
 from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import MULTI_LABEL_METRICS, load_metrics
-from hftl.training.resume import check_resume_folder, check_resume_target, run_fingerprint
+from hftl.training.resume import check_resume_target, check_run_folder, run_fingerprint
 from hftl.training.sharded_state import gather_full_state
 from hftl.training.stream_loop import fit_stream
 from hftl.training.throughput import format_summary
@@ -86,7 +86,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None, *, tria
     if config.case == AUTO_CASE and config.advise_budget > 0:  # short trials of every plan pick the plan
         from hftl.advisor.advise import choose_by_trials
 
-        check_output_dir(Path(config.output_dir), config.resume, config.overwrite_output_dir)  # before trials
+        check_run_folder(config)  # before trials
         config, trials = choose_by_trials(config, dataset, trial_run)
         release_accelerator_state()
     accelerator = make_accelerator(config)
@@ -111,13 +111,7 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
     """The main process locks OUTPUT_DIR for the run, refuses a folder holding another run (unless resuming or
     told to overwrite it) and, with --overwrite-output-dir, clears what the previous run wrote."""
     folder = Path(config.output_dir)
-    check_output_dir(folder, config.resume, config.overwrite_output_dir)  # every process: all stop together
-    afresh = check_resume_folder(folder, config.resume, config.overwrite_output_dir)
-    if Path(str(config.model)).is_dir() and Path(str(config.model)).resolve() == folder.resolve():
-        raise ConfigError(
-            f"--output-dir {folder} is the --model folder itself: the run would write over the model it starts "
-            "from; choose another --output-dir"
-        )
+    afresh = check_run_folder(config)  # every process: all stop together
     lock = None
     if accelerator.is_main_process:
         try:

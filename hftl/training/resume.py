@@ -1,5 +1,6 @@
 """Resuming: only a checkpoint of this same run (same data, model, plan and optimisation: ``run_fingerprint``), after
-clearing what an interrupted checkpoint write left behind."""
+clearing what an interrupted checkpoint write left behind; and which output folder a run may take
+(``check_run_folder``): never one holding another run, nor the model it starts from."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from hftl.config import RunConfig
 from hftl.data.preprocess import ModelInputs
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import METRICS_FILE
-from hftl.outputs.run_folder import previous_run
+from hftl.outputs.run_folder import check_output_dir, previous_run
 from hftl.training.checkpoints import (
     Progress,
     check_same_run,
     checkpoint_dir,
     frozen_digest,
+    list_checkpoints,
     load_checkpoint,
     read_progress,
     remove_partial,
@@ -114,11 +116,13 @@ def check_resume_folder(folder: Path, resume: str | None, overwrite: bool) -> bo
         return False
     checkpoint = resolve_resume(resume, folder)
     if checkpoint is None:
-        if not (folder / METRICS_FILE).exists():
+        # afresh only where nothing complete was written: complete checkpoints that all fail their checksums (a
+        # transient read error on a network filesystem, say) are not deleted for good
+        if not (folder / METRICS_FILE).exists() and not list_checkpoints(checkpoint_dir(folder)):
             return True
         raise ConfigError(
-            f"--resume {resume}: {folder} holds a finished run ({', '.join(found)}) but no complete checkpoint to "
-            "continue it from; replace that run with --overwrite-output-dir, or choose another --output-dir"
+            f"--resume {resume}: {folder} holds a run ({', '.join(found)}) but no complete, undamaged checkpoint "
+            "to continue it from; replace that run with --overwrite-output-dir, or choose another --output-dir"
         )
     if not checkpoint.resolve().is_relative_to(checkpoint_dir(folder).resolve()):
         raise ConfigError(
@@ -126,6 +130,24 @@ def check_resume_folder(folder: Path, resume: str | None, overwrite: bool) -> bo
             f"({', '.join(found)}); resume into the checkpoint's own folder or an empty --output-dir"
         )
     return False
+
+
+def check_run_folder(config: RunConfig) -> bool:
+    """OUTPUT_DIR may take this run (``check_output_dir``, ``check_resume_folder``: True where ``--resume auto``
+    starts afresh) and is not where the model it starts from lives, which replacing the old run's files would
+    delete (a merged model in ``OUT/merged``, say)."""
+    folder = Path(config.output_dir)
+    check_output_dir(folder, config.resume, config.overwrite_output_dir)
+    afresh = check_resume_folder(folder, config.resume, config.overwrite_output_dir)
+    model = Path(str(config.model)).expanduser()
+    if model.is_dir() and folder.exists():
+        model, out = model.resolve(), folder.resolve()
+        if model == out or (config.overwrite_output_dir and model.is_relative_to(out)):
+            raise ConfigError(
+                f"--model {config.model} is inside --output-dir {folder}: the run would write over (or clear) the "
+                "model it starts from; choose another --output-dir, or copy the model out first"
+            )
+    return afresh
 
 
 def check_resume_target(config: RunConfig, fingerprint: dict[str, Any]) -> None:

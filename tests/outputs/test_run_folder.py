@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from hftl.errors import ConfigError, ModelError
+from hftl.errors import ConfigError, OutputError
 from hftl.outputs.run_folder import LOCK_FILE, RunLock, clear_previous_run, previous_run
 from tests.helpers import quick_train
 
@@ -99,7 +99,7 @@ def test_a_link_leading_out_of_the_output_folder_is_refused_and_nothing_is_writt
     out.mkdir()
     for name in (LOCK_FILE, "run_config.yaml", "transfer_plan.json"):
         (out / name).symlink_to(outside)
-    with pytest.raises(ModelError, match=r"holds links that lead out of it \(.*victim.txt"):
+    with pytest.raises(OutputError, match=r"holds links that lead out of it \(.*victim.txt"):
         quick_train("text", "small_similar", glove_model, text_folder, out, epochs=1)
     assert outside.read_text() == "the user's file"
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -113,7 +113,7 @@ def test_the_lock_is_never_taken_through_a_link(tmp_path):
     outside.write_text("keep")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / LOCK_FILE).symlink_to(outside)
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match=r"\.hftl\.lock is a link"):
         RunLock(tmp_path / "run").acquire()
     assert outside.read_text() == "keep"
 
@@ -135,19 +135,41 @@ def test_a_saved_model_folder_is_not_a_run_to_write_over(glove_model, text_folde
 def test_the_model_folder_is_never_the_output_folder(text_folder, bert_dir, tmp_path):
     model = shutil.copytree(bert_dir, tmp_path / "model")
     before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
-    with pytest.raises(ConfigError, match=r"is the --model folder itself"):
+    with pytest.raises(ConfigError, match=r"is inside --output-dir"):
         quick_train("text", "small_similar", model, text_folder, model, epochs=1, overwrite_output_dir=True)
     assert {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()} == before
+    # nor inside it where replacing the old run would clear it (a merged model in OUT/merged)
+    out = tmp_path / "out"
+    merged = shutil.copytree(bert_dir, out / "merged")
+    with pytest.raises(ConfigError, match=r"is inside --output-dir"):
+        quick_train("text", "small_similar", merged, text_folder, out, epochs=1, overwrite_output_dir=True)
+    assert (merged / "config.json").is_file()
 
 
 def test_resume_never_starts_over_a_run_it_cannot_continue(finished, glove_model, text_folder):
     shutil.rmtree(finished / "checkpoints")
     before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
     with pytest.raises(
-        ConfigError, match=r"holds a finished run \(metrics.json, metrics.jsonl\) but no complete checkpoint"
+        ConfigError,
+        match=r"holds a run \(metrics.json, metrics.jsonl\) but no complete, undamaged checkpoint",
     ):
         quick_train("text", "small_similar", glove_model, text_folder, finished, epochs=2, resume="auto")
     assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before
+
+
+def test_resume_auto_never_deletes_complete_checkpoints_that_fail_their_checksums(
+    finished, glove_model, text_folder
+):
+    """A transient read error must not cost a run its checkpoints: damaged but complete ones are refused, not
+    cleared, even where the run never finished."""
+    (finished / "metrics.json").unlink()  # as if it had been interrupted after its checkpoints
+    for checkpoint in (finished / "checkpoints").iterdir():
+        (checkpoint / "trainable.safetensors").write_bytes(b"damaged")
+    with pytest.raises(ConfigError, match=r"no complete, undamaged checkpoint"):
+        quick_train("text", "small_similar", glove_model, text_folder, finished, epochs=2, resume="auto")
+    assert all(
+        (c / "trainable.safetensors").read_bytes() == b"damaged" for c in (finished / "checkpoints").iterdir()
+    )
 
 
 def test_resume_auto_starts_afresh_where_a_run_was_interrupted_before_its_first_checkpoint(
@@ -196,3 +218,20 @@ def test_resume_never_continues_another_folders_run_over_this_one(
         resume=str(checkpoint),
     )
     assert result.metrics["resumed_from"]
+
+
+def test_case_auto_checks_the_folder_before_its_trials(text_folder, bert_dir, tmp_path):
+    import hftl
+
+    model = shutil.copytree(bert_dir, tmp_path / "model")
+    with pytest.raises(ConfigError, match=r"is inside --output-dir"):
+        hftl.train(
+            task="text",
+            case="auto",
+            model=str(model),
+            dataset=str(text_folder),
+            output_dir=str(model),
+            overwrite_output_dir=True,
+            epochs=1,
+        )
+    assert not (model / ".hftl-trials").exists() and not (model / "advice.json").exists()

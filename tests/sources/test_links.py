@@ -35,6 +35,9 @@ def test_a_hub_cache_snapshot_links_into_its_own_blobs(tmp_path):
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").symlink_to("../../blobs/abc123")
     assert local_or_hub(str(snapshot)) == str(snapshot.resolve())
+    (snapshot / "data").mkdir()  # a subfolder of a snapshot (a dataset repo's data/, say) links the same way
+    (snapshot / "data" / "train.csv").symlink_to("../../../blobs/abc123")
+    assert local_or_hub(str(snapshot / "data")) == str((snapshot / "data").resolve())
     (snapshot / "vocab.txt").symlink_to(tmp_path / "elsewhere.txt")  # but not out of the repo
     (tmp_path / "elsewhere.txt").write_text("x")
     with pytest.raises(ModelError, match=r"vocab.txt -> "):
