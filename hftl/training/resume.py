@@ -110,26 +110,30 @@ def check_resume_folder(folder: Path, resume: str | None, overwrite: bool) -> bo
     must be one of its own, or the resumed run would write over that run, mix its log into it, and restore its best
     epoch from that run's checkpoints. True where ``auto`` finds a run that was interrupted before its first complete
     checkpoint (a preempted job, requeued): it starts afresh, and what that run wrote is cleared first; a finished
-    run (its metrics.json) with no checkpoint left is refused."""
+    run (its metrics.json) with no checkpoint left is refused. Checksums are verified later, once, by
+    ``check_resume_target``: complete checkpoints that all fail them are refused there, never cleared."""
     found = previous_run(folder)
     if not resume or overwrite or not found:
         return False
-    checkpoint = resolve_resume(resume, folder)
-    if checkpoint is None:
-        # afresh only where nothing complete was written: complete checkpoints that all fail their checksums (a
-        # transient read error on a network filesystem, say) are not deleted for good
-        if not (folder / METRICS_FILE).exists() and not list_checkpoints(checkpoint_dir(folder)):
-            return True
-        raise ConfigError(
-            f"--resume {resume}: {folder} holds a run ({', '.join(found)}) but no complete, undamaged checkpoint "
-            "to continue it from; replace that run with --overwrite-output-dir, or choose another --output-dir"
-        )
-    if not checkpoint.resolve().is_relative_to(checkpoint_dir(folder).resolve()):
-        raise ConfigError(
-            f"--resume {resume}: that checkpoint belongs to another folder, and {folder} holds a run of its own "
-            f"({', '.join(found)}); resume into the checkpoint's own folder or an empty --output-dir"
-        )
-    return False
+    if resume != "auto":
+        if not Path(resume).resolve().is_relative_to(checkpoint_dir(folder).resolve()):
+            raise ConfigError(
+                f"--resume {resume}: that checkpoint belongs to another folder, and {folder} holds a run of its "
+                f"own ({', '.join(found)}); resume into the checkpoint's own folder or an empty --output-dir"
+            )
+        return False
+    if list_checkpoints(checkpoint_dir(folder)):
+        return False
+    if not (folder / METRICS_FILE).exists():
+        return True
+    raise nothing_to_continue(resume, folder, found)
+
+
+def nothing_to_continue(resume: str, folder: Path, found: list[str]) -> ConfigError:
+    return ConfigError(
+        f"--resume {resume}: {folder} holds a run ({', '.join(found)}) but no complete, undamaged checkpoint to "
+        "continue it from; replace that run with --overwrite-output-dir, or choose another --output-dir"
+    )
 
 
 def check_run_folder(config: RunConfig) -> bool:
@@ -151,9 +155,13 @@ def check_run_folder(config: RunConfig) -> bool:
 
 
 def check_resume_target(config: RunConfig, fingerprint: dict[str, Any]) -> None:
-    """Before anything is written: refuse ``--resume`` into a checkpoint of another run."""
+    """Before anything is written: refuse ``--resume`` into a checkpoint of another run, and ``auto`` where the
+    folder's run has checkpoints but none passes its checksums."""
     if not config.resume:
         return
     checkpoint = resolve_resume(config.resume, config.output_dir)
     if checkpoint is not None:
         check_same_run(read_progress(checkpoint).fingerprint, fingerprint, checkpoint)
+    elif not config.overwrite_output_dir and (found := previous_run(Path(config.output_dir))):
+        # every checkpoint of the folder's run is damaged
+        raise nothing_to_continue(config.resume, Path(config.output_dir), found)
