@@ -164,26 +164,24 @@ FAMILY_PLANS["vit32"] = ["head", "partial", "full", "scratch"]
 GRIDS["vit32"] = GRIDS["vit"]
 TODAY_DEFAULTS["vit32"] = {"head": 9e-2, "partial": 3e-3, "full": 3e-3, "scratch": 3e-3}
 
-# resnet59 / vit59: sources developed the other way round (on Fashion-MNIST 5-9, a ResNet 1.5x as wide as the demo's
-# and the 64-wide ViT), held out from every image rule: every plan --case auto chooses among, at hftl's rates only
-for _held_out, _measured, _rates in (("resnet59", "resnet", RESNET), ("vit59", "vit", SMALL_VIT)):
-    FAMILY_PLANS[_held_out] = ["head", "partial", "lora", "full", "scratch", "auto"]
+# families held out from the rates they are measured at: their "today" is hftl's rates (a cut head: the head's)
+# - resnet59 / vit59: sources developed the other way round (on Fashion-MNIST 5-9, a ResNet 1.5x as wide as the
+#   demo's and the 64-wide ViT), held out from every image rule: every plan --case auto chooses among
+# - resnet4x: a ResNet 4x as wide as the demo's (stages 64-512 wide, ResNet-18's widths), developed like it on
+#   Fashion-MNIST 0-4, held out from the ResNet rates (set on ResNets 128 and 192 wide): one pair per case, the default
+#   rule and what an uncovered model would get (the textbook plans at the generic rates, hftl.transfer.defaults)
+for _held_out, _measured, _rates, _plans in (
+    ("resnet59", "resnet", RESNET, ["head", "partial", "lora", "full", "scratch", "auto"]),
+    ("vit59", "vit", SMALL_VIT, ["head", "partial", "lora", "full", "scratch", "auto"]),
+    ("resnet4x", "resnet", RESNET, ["head", "head_trunc", "partial", "lora", "full", "scratch"]),
+):
+    FAMILY_PLANS[_held_out] = _plans
     GRIDS[_held_out] = GRIDS[_measured]
     TODAY_DEFAULTS[_held_out] = {
-        **{plan: _rates.lrs[plan] for plan in ("head", "partial", "lora", "full")},
-        "scratch": _rates.scratch_lr,
+        plan: _rates.scratch_lr if plan == "scratch" else _rates.lrs[PLANS[plan].get("strategy", "head")]
+        for plan in _plans
+        if plan != "auto"
     }
-
-# resnet4x: a ResNet 4x as wide as the demo's (stages 64-512 wide, ResNet-18's widths), developed like it on
-# Fashion-MNIST 0-4, held out from the ResNet rates (set on ResNets 128 and 192 wide): one pair per case, the default
-# rule and what an uncovered model would get (the textbook plans at the generic rates, hftl.transfer.defaults)
-FAMILY_PLANS["resnet4x"] = ["head", "head_trunc", "partial", "lora", "full", "scratch"]
-GRIDS["resnet4x"] = GRIDS["resnet"]
-TODAY_DEFAULTS["resnet4x"] = {
-    **{plan: RESNET.lrs[plan] for plan in ("head", "partial", "lora", "full")},
-    "head_trunc": RESNET.lrs["head"],
-    "scratch": RESNET.scratch_lr,
-}
 
 
 # the tiny BERT: MiniLM-L6's grids, reaching a step higher (its best rates sat at their top)
@@ -525,6 +523,15 @@ VIT_SHAPES = {"vit": VIT_SHAPE, "vit32": VIT32_SHAPE, "vit59": VIT_SHAPE}
 # the held-out ResNet: the demo's four stages, 1.5x as wide
 RESNET59_WIDTHS = (24, 48, 96, 192)
 RESNET4X_WIDTHS = (64, 128, 256, 512)
+
+
+def resnet_widths(family: str) -> tuple[int, ...] | None:
+    """The stages' widths of a ResNet source family (the demo's for ``resnet``); None for other families."""
+    from hftl.recipes.demo_data import STANDARD
+
+    return {"resnet": STANDARD.widths, "resnet59": RESNET59_WIDTHS, "resnet4x": RESNET4X_WIDTHS}.get(family)
+
+
 # the classes each image source is developed on (the targets' similar case is the other five)
 SOURCE_CLASSES = {
     family: [5, 6, 7, 8, 9] if family.endswith("59") else [0, 1, 2, 3, 4] for family in IMAGE_FAMILIES
@@ -612,10 +619,7 @@ def fashion_source(cache: Path, work: Path, family: str = "resnet") -> Path:
     if (folder / "model.safetensors").is_file() and (folder / "source.json").is_file():
         return folder
     s = SOURCE_SETTINGS if family.startswith("resnet") else VIT_SOURCE_SETTINGS
-    if family == "resnet":
-        init = make_resnet_folder(work / "source-init", STANDARD, 5)
-    elif family in ("resnet59", "resnet4x"):
-        widths = RESNET59_WIDTHS if family == "resnet59" else RESNET4X_WIDTHS
+    if widths := resnet_widths(family):
         init = make_resnet_folder(work / "source-init", dataclasses.replace(STANDARD, widths=widths), 5)
     else:
         init = make_vit_folder(work / "source-init", 5, VIT_SHAPES[family])
@@ -1008,14 +1012,12 @@ class _Width:
 
 def _config_of(pair: str, plan: str = "full") -> _Width:
     """What hftl.transfer.defaults reads of this pair's model running ``plan``: its width, pooling and head."""
-    from hftl.recipes.demo_data import STANDARD
-
     config = _Width()
     family = PAIRS[pair]["family"]
     shape = {**VIT_SHAPES, "tinybert": TINYBERT_SHAPE}.get(family)
     if shape:  # the sources this script builds; MiniLM-L6 keeps _Width's
         config.hidden_size = shape["hidden_size"]
-    widths = {"resnet": STANDARD.widths, "resnet59": RESNET59_WIDTHS, "resnet4x": RESNET4X_WIDTHS}.get(family)
+    widths = resnet_widths(family)
     if widths:  # a CNN says its stages' widths
         config.hidden_size, config.hidden_sizes = None, list(widths)
     config.classifier_head = PLANS.get(plan, {}).get("head", "linear")
@@ -1050,15 +1052,20 @@ def scratch_default(pair: str) -> float:
     return default_lr(family, "full", "scratch", _config_of(pair))
 
 
-def _mean_at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) -> tuple[float | None, int]:
-    found = [
-        r["best_accuracy"]
+def _at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) -> list[dict[str, Any]]:
+    """The good runs of ``plan`` on ``pair`` at ``lr`` (a rate, or a named one such as "default")."""
+    return [
+        r
         for r in rows
         if _ok(r)
         and r["pair"] == pair
         and r["plan"] == plan
         and (r["lr"] == lr if isinstance(lr, str) or isinstance(r["lr"], str) else math.isclose(r["lr"], lr))
     ]
+
+
+def _mean_at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) -> tuple[float | None, int]:
+    found = [r["best_accuracy"] for r in _at(rows, pair, plan, lr)]
     return (_mean(found) if found else None, len(found))
 
 
@@ -1277,15 +1284,10 @@ def full_length_trials(rows: list[dict[str, Any]]) -> str:
         plans = [p for p in order or () if p in PLANS]
         if len(plans) < 2:  # no record of the source check, or no trials (it fired): nothing to replay
             continue
-        lrs = {p: scratch_default(pair) if p == "scratch" else plan_default(pair, p) for p in plans}
         scores = {
-            (r["plan"], r["seed"]): r["best_accuracy"]
-            for r in rows
-            if _ok(r)
-            and r["pair"] == pair
-            and r["plan"] in lrs
-            and not isinstance(r["lr"], str)
-            and math.isclose(r["lr"], lrs[r["plan"]])
+            (p, r["seed"]): r["best_accuracy"]
+            for p in plans
+            for r in _at(rows, pair, p, scratch_default(pair) if p == "scratch" else plan_default(pair, p))
         }
         seeds = [r["seed"] for r in runs]
         if any((p, seed) not in scores for p in plans for seed in seeds):

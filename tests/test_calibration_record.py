@@ -167,15 +167,7 @@ def paired_gaps(rows, pair: str) -> list[float]:
     scratch = calibrate.scratch_default(pair)
 
     def by_seed(name: str, rate: float) -> dict[int, float]:
-        return {
-            r["seed"]: r["best_accuracy"]
-            for r in rows
-            if r["pair"] == pair
-            and r["plan"] == name
-            and calibrate._ok(r)
-            and not isinstance(r["lr"], str)
-            and math.isclose(r["lr"], rate)
-        }
+        return {r["seed"]: r["best_accuracy"] for r in calibrate._at(rows, pair, name, rate)}
 
     ours, theirs = by_seed(plan, lr), by_seed("scratch", scratch)
     return [ours[seed] - theirs[seed] for seed in sorted(ours) if seed in theirs]

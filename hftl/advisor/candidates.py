@@ -13,8 +13,8 @@ the 5 UCI imdb pairs, within 0.4 points on all, and on 12 image pairs from sourc
 within 0.3 points on 11 (2.6 under on vit59-digits-20, where full fine-tuning, 7.5-11.4 points behind partial in the
 trials, overtook it only late); on 8 pairs of real photos (153 validation photos: a trial's noise is 6-7 points, so
 the trials mostly tie and this order decides) 0.0-3.9 points under the best plan and behind the default rule on 5, by
-up to 3.9; above scratch on the four from small ViTs. Replayed on the recorded trials, full first everywhere lost 2.3 points
-on Fashion 5-9 at 20 per class. Head-only comes before LoRA, scratch last (where the source check finds the
+up to 3.9; above scratch on the four from small ViTs. Replayed on the recorded trials, full first everywhere lost 2.3
+points on Fashion 5-9 at 20 per class. Head-only comes before LoRA, scratch last (where the source check finds the
 pretrained features worse than random ones, ``--case auto`` trains from scratch without trials:
 ``hftl.advisor.trials.scratch_without_trials``).
 """

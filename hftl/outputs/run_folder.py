@@ -2,9 +2,9 @@
 
 - A folder that already holds a run (its metrics, log or checkpoints) is refused unless ``--resume`` continues it or
   ``--overwrite-output-dir`` replaces it; so is a folder holding a saved model no run wrote (``save_pretrained``'s
-  files), and any folder with a link that leads out of it: nothing is written through one. Replacing removes what hftl writes there (checkpoints, logs, the model or
-  adapter, run files, and the ONNX export in ``onnx/``, which would no longer match the weights) and nothing
-  else: files hftl does not know are the user's.
+  files), and any folder with a link that leads out of it: nothing is written through one. Replacing removes what
+  hftl writes there (checkpoints, logs, the model or adapter, run files, and the ONNX export in ``onnx/``, which
+  would no longer match the weights) and nothing else: files hftl does not know are the user's.
 - A run holds an exclusive lock on ``OUTPUT_DIR/.hftl.lock`` (``fcntl.flock``) until it ends; a second run stops at
   once, naming the holder. The operating system releases the lock when a run dies, so a crash leaves no stale lock.
 """

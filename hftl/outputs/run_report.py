@@ -66,9 +66,8 @@ def write_run_report(
 def redraw(output_dir: str | Path) -> list[str]:
     """The per-class table and both plots from a run folder's saved predictions and logs."""
     output_dir = Path(output_dir)
-    check_no_link_leaves(
-        output_dir, OutputError
-    )  # the plots and table replace files there: never an outside one
+    # the plots and table replace files there: never an outside one
+    check_no_link_leaves(output_dir, OutputError)
     source = output_dir / PREDICTIONS_FILE
     if not source.is_file():
         raise ConfigError(
