@@ -1,7 +1,8 @@
 """A stand-in for the Hugging Face Hub's upload API on 127.0.0.1, so pushes are tested offline end to end.
 
-It speaks the endpoints ``HfApi.create_repo`` and ``HfApi.upload_folder`` use in huggingface_hub 2.x: create repo,
-validate README metadata, preupload, the ndjson commit and, for files it marks as LFS (``lfs_suffixes``), the LFS
+It speaks the endpoints ``HfApi.create_repo``, ``HfApi.list_repo_files`` and ``HfApi.create_commit`` use in
+huggingface_hub 2.x: create repo, list the repo's tree, validate README metadata, preupload, the ndjson commit (added
+and deleted files) and, for files it marks as LFS (``lfs_suffixes``), the LFS
 batch API with single-part PUT uploads. It does not speak Xet: by default it asks for every file inline ("regular"),
 which keeps the client's default pipelined upload (hf_xet installed) on plain HTTP; with ``lfs_suffixes`` set, run the
 client with Xet disabled (``constants.HF_HUB_DISABLE_XET``) to take the LFS route. It keeps every file it received
@@ -52,6 +53,7 @@ ROUTES = [
     ("POST", re.compile(rf"^/{REPO}\.git/info/lfs/objects/batch$"), "lfs_batch"),
     ("PUT", re.compile(r"^/lfs-upload/(?P<oid>[0-9a-f]{64})$"), "lfs_put"),
     ("POST", re.compile(rf"^/api/models/{REPO}/commit/(?P<rev>[^/]+)$"), "commit"),
+    ("GET", re.compile(rf"^/api/models/{REPO}/tree/(?P<rev>[^/]+)$"), "tree"),
 ]
 
 
@@ -160,14 +162,25 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                 hub.lfs[oid] = body
             return 200, {}
 
+        def tree(self, body: bytes, repo: str, rev: str) -> tuple[int, Any]:
+            if repo not in hub.repos:
+                return 404, {"error": "Repository not found"}
+            return 200, [
+                {"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                for path, data in sorted(hub.repos[repo].items())
+            ]
+
         def commit(self, body: bytes, repo: str, rev: str) -> tuple[int, Any]:
             if repo in hub.refuse or repo not in hub.repos:
                 return 403, {"error": "forbidden"}
             lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
             received: dict[str, bytes] = {}
+            deleted: list[str] = []
             for line in lines[1:]:
                 value = line["value"]
-                if line["key"] == "file":
+                if line["key"] == "deletedFile":
+                    deleted.append(value["path"])
+                elif line["key"] == "file":
                     received[value["path"]] = base64.b64decode(value["content"])
                 elif line["key"] == "lfsFile":
                     if value["oid"] not in hub.lfs:
@@ -175,9 +188,16 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                     received[value["path"]] = hub.lfs[value["oid"]]
             oid = hashlib.sha1(body).hexdigest()
             with hub.lock:
+                for path in deleted:
+                    hub.repos[repo].pop(path, None)
                 hub.repos[repo].update(received)
                 hub.commits.append(
-                    {"repo_id": repo, "summary": lines[0]["value"]["summary"], "files": received}
+                    {
+                        "repo_id": repo,
+                        "summary": lines[0]["value"]["summary"],
+                        "files": received,
+                        "deleted": deleted,
+                    }
                 )
             return 200, {"commitUrl": f"{hub.url}/{repo}/commit/{oid}", "commitOid": oid}
 

@@ -2,7 +2,9 @@
 Getting a Hub repo back as a folder is ``hftl.outputs.download``.
 
 Only what belongs to the model is sent, named file by file: weights, config, processor or tokenizer, the card, the
-run config, plan and metrics. Never checkpoints (optimizer, scheduler and RNG state), the training log, or a token.
+run config, plan and metrics. The same commit deletes such files that an earlier push left in the repo and this one
+does not send (a LoRA adapter over a full model would load as a mix of both runs); the repo's history keeps them, and
+its other files are left alone. Never checkpoints (optimizer, scheduler and RNG state), the training log, or a token.
 The token comes from the standard Hugging Face login (``hf auth login``) or ``HF_TOKEN``; hftl never prints or
 writes it. A failed upload raises ``PushError``; ``publish`` turns that into a message with the exact command to
 retry, so a training run never fails because the Hub could not be reached.
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.utils import filter_repo_objects
 
 from hftl.errors import HftlError, ModelError, unknown_choice
@@ -51,6 +53,20 @@ Mode = Literal["auto", "adapter", "merged", "full"]
 MODE_WORDS = {"adapter": "LoRA adapter", "merged": "merged model", "full": "model"}
 RUN_FILES = (CARD_FILE, CONFIG_FILE, PLAN_FILE, METRICS_FILE)
 REPORT_PUSHED = (CLASS_REPORT_FILE, CONFUSION_PNG, CURVE_PNG)  # the card links them, when the run drew them
+# what a repo's model is read from: an earlier push's copies that this one does not replace are deleted with it
+# (weights in the other formats too: transformers and PEFT would read a stale one where this push sends none)
+MODEL_DEFINING = (
+    *ADAPTER_FILES,
+    *MODEL_FILES,
+    *PROCESSOR_FILES,
+    *RUN_FILES,
+    *REPORT_PUSHED,
+    "adapter_model.bin",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "tf_model.h5",
+    "flax_model.msgpack",
+)
 # a second guard after the explicit file list: none of these is ever uploaded
 NEVER_SEND = (
     f"{CHECKPOINTS}/",
@@ -109,9 +125,13 @@ def push(
         upload_dir = prepare_upload(folder, kind, repo_id)
         files = select_files(upload_dir, kind)
         message = commit_message or f"hftl: upload {kind}"
-        commit_url = _upload(
+        commit_url, removed = _upload(
             upload_dir, repo_id, files, private, message, pointed_at(upload_dir, kind, repo_id)
         )
+        if removed:
+            notes += (
+                f"replaced the repo's earlier model: removed {', '.join(removed)} (still in the repo's history)",
+            )
         return PushResult(repo_id, kind, url, files, commit_url, notes)
 
 
@@ -250,19 +270,36 @@ def _upload(
     private: bool,
     message: str,
     replaced: dict[str, bytes] | None = None,
-) -> str:
-    """One commit of ``files`` from ``folder`` (``replaced``: names sent with these bytes instead)."""
+) -> tuple[str, tuple[str, ...]]:
+    """One commit of ``files`` from ``folder`` (``replaced``: names sent with these bytes instead) that also
+    deletes the model files an earlier push left and this one does not replace; returns its URL and those."""
     api = HfApi()  # huggingface_hub resolves the token itself (login file or HF_TOKEN); hftl never holds it
     replaced = replaced or {}
-    sent = filter_repo_objects(files, ignore_patterns=list(NEVER_SEND))
-    operations = [CommitOperationAdd(name, replaced.get(name) or str(folder / name)) for name in sent]
+    sent = list(filter_repo_objects(files, ignore_patterns=list(NEVER_SEND)))
+    operations: list[Any] = [
+        CommitOperationAdd(name, replaced.get(name) or str(folder / name)) for name in sent
+    ]
     try:
         # private=None keeps the namespace's default visibility (and never changes an existing repo)
         api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type="model")
+        stale = stale_model_files(api.list_repo_files(repo_id, repo_type="model"), sent)
+        operations += [CommitOperationDelete(name) for name in stale]
         commit = api.create_commit(repo_id, operations, commit_message=message, repo_type="model")
     except Exception as error:  # network, HTTP (401/403/404/5xx), timeout, offline mode
         raise PushError(f"upload to {repo_id} failed: {describe(error)}") from error
-    return commit.commit_url
+    return commit.commit_url, stale
+
+
+def stale_model_files(in_repo: list[str], sent: list[str]) -> tuple[str, ...]:
+    """The repo's model files (``MODEL_DEFINING``) that this push does not send: left, they would load with it."""
+    kept = set(sent)
+    return tuple(
+        sorted(
+            name
+            for name in filter_repo_objects(in_repo, allow_patterns=list(MODEL_DEFINING))
+            if name not in kept
+        )
+    )
 
 
 def require_token() -> None:

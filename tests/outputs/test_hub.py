@@ -347,6 +347,31 @@ def test_torchrun_two_processes_share_the_work_and_push_once(hub, resnet_dir, im
     assert FAKE_TOKEN not in done.stdout + done.stderr
 
 
+def test_a_push_over_another_model_deletes_its_files_in_the_same_commit(lora_run, hub, tmp_path):
+    """A full model pushed where a LoRA adapter was must not load as a mix of both: the adapter's files (and the
+    earlier run's report) go in the same commit, with a note; the repo's other files stay; pushing the same thing
+    again deletes nothing."""
+    result, _ = lora_run
+    folder = tmp_path / "run"
+    shutil.copytree(result.output_dir, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    repo = "tester/replaced"
+    first = push(folder, repo)
+    assert first.mode == "adapter" and not any("replaced" in note for note in first.notes)
+    hub.repos[repo]["notes/howto.md"] = b"the owner's own file"
+    second = push(folder, repo, mode="merged")
+    assert set(hub.files(repo)) == (MODEL_SET - REPORT_SET) | {"notes/howto.md"}
+    assert hub.commits[-1]["deleted"] == sorted(ADAPTER_SET - MODEL_SET | REPORT_SET)
+    assert any("adapter_model.safetensors" in note and "history" in note for note in second.notes)
+    served = write_repo(hub, repo, tmp_path / "served")
+    loaded = hftl.load(served)
+    assert type(loaded).__name__ == "ViTForImageClassification"  # no stale adapter applied over it
+    with torch.no_grad():
+        expected = result.model.eval()(pixel_values=PIXELS).logits
+        assert torch.allclose(loaded.eval()(pixel_values=PIXELS).logits, expected, atol=1e-5)
+    again = push(folder, repo, mode="merged")
+    assert hub.commits[-1]["deleted"] == [] and not any("replaced" in note for note in again.notes)
+
+
 def test_push_republishes_a_hub_repo_as_a_merged_model(lora_run, hub, monkeypatch, tmp_path):
     """`hftl push HUB_ID --merged`: the adapter is downloaded to a temporary folder, merged and pushed."""
     result, _ = lora_run
