@@ -7,6 +7,7 @@ which builder to use, which split is which, which columns hold inputs and labels
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,12 +96,12 @@ def load_raw(
                     {name: split.to_iterable_dataset() for name, split in loaded.items()}
                 )
             return loaded
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS)
+        found = data_files_in(path)
         if modality == "image" and any(p.name in IMAGEFOLDER_METADATA for p in found):
             # datasets' ImageFolder layout with a metadata file per split: its columns (label lists too) are read
             return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
         if found:
-            return _load_files(_data_files(found), encoding, streaming)
+            return _load_files(_data_files(found, path), encoding, streaming)
         if modality == "image":
             return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
         raise DataError(f"{path}: no CSV/TSV/JSON/Parquet files in this folder")
@@ -122,20 +123,43 @@ def load_raw(
         ) from error
 
 
-def _data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
-    """Group files into splits by their names (train*, val*/dev*/valid*, test*); unnamed files are train."""
+# a folder's files go to the split a whole word of their name (or else of their folders' names) says, as datasets'
+# folder loading splits them: words are what lies between "-", "_", ".", spaces and digits, so "constraints.csv" is
+# not train nor "latest.csv" test; files that say none are train. "eval" is validation here (the split that picks the
+# best epoch), test only ever scored
+SPLIT_WORDS = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "val", "dev", "eval", "evaluation"),
+    "test": ("test", "testing"),
+}
+
+
+def data_files_in(folder: Path) -> list[Path]:
+    """The data files of a dataset folder, its subfolders included; hidden files and folders (a stale Jupyter
+    ``.ipynb_checkpoints/train-checkpoint.csv``, say) and ``__``-named ones are not data, as datasets skips them."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in FILE_BUILDERS
+        and not any(part.startswith((".", "__")) for part in path.relative_to(folder).parts)
+    )
+
+
+def _split_of(path: Path, root: Path) -> str:
+    names = [path.stem, *reversed(path.relative_to(root).parent.parts)]  # the file's own name first
+    for name in names:
+        words = set(re.split(r"[-_. 0-9]+", name.lower()))
+        for split, keywords in SPLIT_WORDS.items():
+            if words & set(keywords):
+                return split
+    return "train"
+
+
+def _data_files(paths: Sequence[Path], root: Path) -> dict[str, list[Path]]:
+    """Group a folder's files into splits (``SPLIT_WORDS``); files that name no split are train."""
     splits: dict[str, list[Path]] = {}
     for path in paths:
-        stem = path.stem.lower()
-        if "train" in stem:
-            split = "train"
-        elif stem.startswith(("val", "dev", "eval")) or "valid" in stem:
-            split = "validation"
-        elif "test" in stem:
-            split = "test"
-        else:
-            split = "train"
-        splits.setdefault(split, []).append(path)
+        splits.setdefault(_split_of(path, root), []).append(path)
     return splits
 
 
@@ -410,7 +434,7 @@ class RowPlace:
         if path.is_file():
             return str(path)
         if path.is_dir() and not (path / "dataset_dict.json").exists() and not (path / "state.json").exists():
-            files = _data_files(sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS))
+            files = _data_files(data_files_in(path), path)
             if len(files.get(self.split, [])) == 1:
                 return str(files[self.split][0])
         return f"the {self.split} split of {self.source}"

@@ -33,6 +33,29 @@ def test_csv_folder_splits_by_file_name_and_encodes_string_labels(text_folder):
     assert splits.validation.features["label"].names == splits.labels
 
 
+def _write_rows(path, labels: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("text,label\n" + "".join(f"sentence {i},{label}\n" for i, label in enumerate(labels)))
+
+
+def test_hidden_files_are_not_data_and_split_names_are_whole_words(tmp_path):
+    """A stale Jupyter copy with flipped labels is not extra training data, and a file's split is a whole word of its
+    name (or its folder's): 'constraints' is not train, 'latest' not test, 'dev_clean' and validation/ are
+    validation."""
+    good, flipped = ["pos", "neg"] * 10, ["neg", "pos"] * 10
+    _write_rows(tmp_path / "train.csv", good)
+    _write_rows(tmp_path / ".ipynb_checkpoints" / "train-checkpoint.csv", flipped)
+    _write_rows(tmp_path / "__pycache__" / "train.csv", flipped)
+    _write_rows(tmp_path / "constraints.csv", good[:4])
+    _write_rows(tmp_path / "latest.csv", good[:6])
+    _write_rows(tmp_path / "dev_clean.csv", good[:8])
+    _write_rows(tmp_path / "validation" / "part-0.csv", good[:2])
+    _write_rows(tmp_path / "test-2024.csv", good[:2])
+    splits = splits_of(str(tmp_path))
+    assert len(splits.train) == 20 + 4 + 6 and len(splits.validation) == 8 + 2
+    assert len(splits.test) == 2
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
 def test_single_file_gets_a_stratified_seeded_validation_split(tmp_path, fmt):
     rows = [{"sentence": f"text {i}", "label": "a" if i % 4 else "b"} for i in range(80)]
