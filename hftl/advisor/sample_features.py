@@ -94,7 +94,7 @@ def probe_features(
         key == name or key.startswith(name + ".") for key in info["missing_keys"] for name in head
     )
     root = probe_cache_root(config)
-    key = probe_key(model_name, config, task, processor, sample)
+    key = probe_key(model_name, config, task, processor, sample, (splits.input_column, splits.pair_column))
     features, reused = cached_depth_features(
         pretrained,
         batches,
@@ -142,9 +142,15 @@ def probe_cache_root(config: RunConfig) -> Path | None:
 
 
 def probe_key(
-    model_name: str, config: RunConfig, task: Task, processor: Any, sample: Dataset
+    model_name: str,
+    config: RunConfig,
+    task: Task,
+    processor: Any,
+    sample: Dataset,
+    columns: tuple[str, str | None],
 ) -> dict[str, Any]:
-    """What the probe features depend on besides the weights and the pooling settings."""
+    """What the probe features depend on besides the weights and the pooling settings: the sampled rows are the
+    raw split's, so the columns read from them (input, and a sentence pair's second) are named too."""
     return {
         "kind": "advisor-probe",
         "version": 1,
@@ -152,4 +158,5 @@ def probe_key(
         "revision": config.revision,
         "preprocessing": preprocessing_of(processor, task.modality, config.max_length),
         "examples": sample._fingerprint,
+        "columns": list(columns),
     }

@@ -243,3 +243,43 @@ def test_probe_features_are_cached_keyed_and_rebuilt_when_damaged(model_dirs, im
     assert len(list(cache.glob("probe-*.npz"))) == 6
     look(model_dirs["vit"], feature_cache=False)
     assert len(list(cache.glob("probe-*.npz"))) == 6
+
+
+def test_probe_features_of_another_text_column_are_not_read_from_the_cache(bert_dir, text_folder, tmp_path):
+    """The cache key names the columns read: --input-column b after a (or a sentence pair after one column) builds
+    its own features instead of reusing column a's, which would decide the source check on the wrong text."""
+    import csv
+
+    from hftl.advisor.sample_features import probe_features
+    from hftl.data.loading import splits_for
+    from hftl.tasks import get_task
+
+    with open(text_folder / "train.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    two = tmp_path / "two.csv"
+    with open(two, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "label"])
+        writer.writerows(
+            [row["text"], f"noise {i % 7} words here", row["label"]] for i, row in enumerate(rows)
+        )
+    task = get_task("text")
+
+    def probe(**columns):
+        config = hftl.RunConfig(
+            task="text",
+            case="auto",
+            model=str(bert_dir),
+            dataset=str(two),
+            label_column="label",
+            feature_cache_dir=str(tmp_path / "cache"),
+            advise_max_samples=32,
+            **columns,
+        )
+        return probe_features(config, task, splits_for(config, task), device="cpu")
+
+    a = probe(input_column="a")
+    assert probe(input_column="a").reused  # the same columns: read back
+    b = probe(input_column="b")
+    assert not b.reused and not np.array_equal(a.pretrained.features[1], b.pretrained.features[1])
+    assert not probe(text_columns=["a", "b"]).reused
