@@ -85,7 +85,7 @@ _EXPORTS: dict[str, str] = {
     "build_word_tokenizer": "hftl.sources.word_vectors",
     "embedding_layer": "hftl.sources.word_vectors",
     "embedding_matrix": "hftl.sources.word_vectors",
-    "load_vectors": "hftl.sources.word_vectors",
+    "load_vectors": "hftl.sources.vector_files",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -48,7 +48,8 @@ def is_word_vectors(source: Any) -> bool:
 
 def word_vectors_of(source: Any) -> Any:
     """``KeyedVectors`` for a vectors source, or for a trained word-vector model (its embedding rows by word)."""
-    from hftl.sources.word_vectors import keyed_vectors, load_vectors
+    from hftl.sources.vector_files import load_vectors
+    from hftl.sources.word_vectors import keyed_vectors
 
     if hasattr(source, "key_to_index"):
         return source
@@ -83,9 +84,10 @@ def resolve_encoder(source: Any, processor: Any = None) -> Resolved:
     from transformers import AutoConfig, AutoModel
 
     from hftl.outputs.loading import task_of
+    from hftl.sources.registry import local_or_hub
 
     if isinstance(source, str | Path):
-        name = str(source)
+        name = local_or_hub(str(source))  # a local folder's files are its own: no link leads out of it
         folder = Path(name).expanduser()
         is_adapter = (folder / "adapter_config.json").is_file()
         if not is_adapter:

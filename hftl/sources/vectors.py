@@ -23,13 +23,8 @@ from hftl.errors import ConfigError, ModelError
 from hftl.modeling.word_vectors import WordVectorsConfig, WordVectorsForSequenceClassification
 from hftl.settings import VECTOR_POOLINGS, VECTORS_PREFIX, head_width
 from hftl.sources.registry import label_kwargs, register_source
-from hftl.sources.word_vectors import (
-    build_word_tokenizer,
-    embedding_matrix,
-    load_vectors,
-    looks_like_vectors_path,
-    vectors_are_lowercase,
-)
+from hftl.sources.vector_files import load_vectors, looks_like_vectors_path
+from hftl.sources.word_vectors import build_word_tokenizer, embedding_matrix, vectors_are_lowercase
 from hftl.tasks import Task
 
 if TYPE_CHECKING:

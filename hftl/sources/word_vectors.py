@@ -1,170 +1,25 @@
-"""Pretrained word vectors through gensim: loading every common format, a vocabulary built from the training split
-(saved as a standard Hugging Face fast tokenizer), and the embedding matrix aligned to it with an OOV report.
+"""Pretrained word vectors (read by ``hftl.sources.vector_files``): a vocabulary built from the training split (saved
+as a standard Hugging Face fast tokenizer), and the embedding matrix aligned to it with an OOV report.
 
-Loading is gensim's (``KeyedVectors.load_word2vec_format`` with ``limit=``, memory-mapped ``KeyedVectors.load``);
-the alignment is one fancy-indexing copy from the vectors into the matrix, so a memory-mapped file only reads the
-rows the vocabulary needs. gensim is imported lazily: it is the ``vectors`` extra (``pip install 'hftl[vectors]'``).
+The alignment is one fancy-indexing copy from the vectors into the matrix, so a memory-mapped file only reads the
+rows the vocabulary needs.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hftl.errors import ConfigError, DataError, ModelError, unknown_choice
-from hftl.settings import OOV_INITS, VECTOR_FORMATS, WORD_SPLITS
-from hftl.sources.safety import UnsafePickle, load_gensim
+from hftl.errors import DataError, unknown_choice
+from hftl.settings import OOV_INITS, WORD_SPLITS
+from hftl.sources.vector_files import require_gensim
 
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 _SNIFF_BYTES = 1 << 16
-
-
-def require_gensim() -> Any:
-    """The gensim module, or an error that says how to install it."""
-    try:
-        import gensim
-    except ImportError as error:  # pragma: no cover - gensim is in the dev extra
-        raise ModelError(
-            "word vectors need gensim, which is not installed: pip install 'hftl[vectors]'"
-        ) from error
-    return gensim
-
-
-# --- loading -------------------------------------------------------------------------------------------------------
-def load_vectors(
-    source: str | os.PathLike[str],
-    *,
-    format: str = "auto",
-    limit: int | None = None,
-    mmap: str | None = "r",
-) -> Any:
-    """Load word vectors as gensim ``KeyedVectors``.
-
-    ``source`` is a file (word2vec binary or text, GloVe text without a header, a gensim ``KeyedVectors.save``
-    file; ``.gz``/``.bz2`` work too) or a gensim-data name such as ``glove-wiki-gigaword-100`` (taken from the
-    gensim-data folder when already downloaded, else downloaded). ``format="auto"`` detects the format from the
-    file's extension and first bytes. ``limit`` keeps the first N vectors (the most frequent words in the usual
-    files); ``mmap="r"`` memory-maps the arrays of ``.kv`` files instead of reading them into memory.
-    """
-    if format not in VECTOR_FORMATS:
-        raise unknown_choice("vectors format", format, VECTOR_FORMATS)
-    if limit is not None and limit < 1:
-        raise ConfigError(f"vectors limit must be a positive integer, got {limit}")
-    path = Path(source).expanduser()
-    if path.is_file():
-        return _load_file(path, format, limit, mmap)
-    name = str(source)
-    if path.exists() or looks_like_vectors_path(name):
-        raise ModelError(
-            f"word vectors path does not exist or is not a file: {name}. Pass a word2vec (.bin/.txt), GloVe "
-            "(.txt) or gensim KeyedVectors (.kv) file, or a gensim-data name such as glove-wiki-gigaword-100."
-        )
-    return _load_gensim_data(name, limit, mmap)
-
-
-def looks_like_vectors_path(name: str) -> bool:
-    """True for names that can only be files: gensim-data names have no folder and no extension."""
-    return name.startswith((".", "/", "~")) or os.sep in name or "/" in name or bool(Path(name).suffix)
-
-
-def detect_format(path: str | os.PathLike[str]) -> str:
-    """The format of a vectors file, from its first bytes (and extension): one of ``VECTOR_FORMATS[1:]``.
-
-    word2vec files start with a ``count dim`` header line; the binary variant then stores raw float32 bytes, the text
-    one ``word v1 .. vdim`` lines. GloVe text has no header. gensim ``.kv`` files are pickles.
-    """
-    gensim = require_gensim()
-    path = Path(path)
-    with gensim.utils.open(str(path), "rb") as handle:  # smart_open: decompresses .gz/.bz2 transparently
-        head = handle.read(_SNIFF_BYTES)
-    if head[:1] == b"\x80" or path.suffix in (".kv", ".model"):
-        return "kv"
-    first, _, rest = head.partition(b"\n")
-    tokens = first.split()
-    if len(tokens) == 2 and all(t.isdigit() for t in tokens):
-        dim = int(tokens[1])
-        line = rest.partition(b"\n")[0]
-        return "word2vec-txt" if _is_text_vector_line(line, dim) else "word2vec-bin"
-    if len(tokens) >= 2 and _is_text_vector_line(first, len(tokens) - 1):
-        return "glove"
-    raise ModelError(
-        f"cannot tell the format of the vectors file {path}: it is not a word2vec file (no 'count dim' header), "
-        f"GloVe text ('word v1 v2 ...' lines) or a gensim .kv pickle; name it with vectors_format "
-        f"(one of {', '.join(VECTOR_FORMATS[1:])})"
-    )
-
-
-def _is_text_vector_line(line: bytes, dim: int) -> bool:
-    try:
-        tokens = line.decode("utf-8").rstrip().split(" ")
-        [float(t) for t in tokens[1:]]
-    except (UnicodeDecodeError, ValueError):
-        return False
-    return len(tokens) == dim + 1
-
-
-def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> Any:
-    require_gensim()
-    from gensim.models import KeyedVectors
-
-    format = detect_format(path) if format == "auto" else format
-    try:
-        if format != "kv":
-            return KeyedVectors.load_word2vec_format(
-                str(path), binary=format == "word2vec-bin", no_header=format == "glove", limit=limit
-            )
-        compressed = path.suffix in (".gz", ".bz2")  # gensim cannot memory-map compressed files
-        # a .kv is a pickle: hftl unpickles it with an allow-list, never gensim (see hftl.sources.safety)
-        loaded = load_gensim(path, mmap=None if compressed else mmap)
-    except UnsafePickle:
-        raise
-    except (ValueError, EOFError, UnicodeDecodeError, OSError, pickle.UnpicklingError) as error:
-        raise ModelError(
-            f"cannot read {path} as {format} vectors ({type(error).__name__}: {error}); if the format is wrong, "
-            f"name it with vectors_format (one of {', '.join(VECTOR_FORMATS[1:])})"
-        ) from error
-    kv = getattr(loaded, "wv", loaded)  # a whole Word2Vec/FastText model: keep its vectors
-    if not isinstance(kv, KeyedVectors):
-        raise ModelError(f"{path} holds a {type(loaded).__name__}, not gensim KeyedVectors")
-    return _first(kv, limit) if limit is not None and limit < len(kv) else kv
-
-
-def _first(kv: Any, limit: int) -> Any:
-    from gensim.models import KeyedVectors
-
-    head = KeyedVectors(vector_size=kv.vector_size, dtype=kv.vectors.dtype)
-    head.add_vectors(kv.index_to_key[:limit], np.asarray(kv.vectors[:limit]))
-    return head
-
-
-def _load_gensim_data(name: str, limit: int | None, mmap: str | None) -> Any:
-    """A gensim-data model by name: from the local gensim-data folder if downloaded, else through the downloader."""
-    require_gensim()
-    import gensim.downloader as api
-
-    folder = Path(api.BASE_DIR) / name
-    if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("__", ".")))
-        data = [p for p in files if p.suffix not in (".py", ".pyc", ".json")]
-        if data:
-            return _load_file(data[0], "auto", limit, mmap)
-    try:
-        path = api.load(name, return_path=True)
-    except Exception as error:  # offline: ValueError/OSError/URLError, depending on where it failed
-        raise ModelError(
-            f"could not get the gensim-data vectors {name!r} ({type(error).__name__}: {error}). Offline, download "
-            "the vectors elsewhere and pass the local file instead, e.g. --model vectors:/data/glove.6B.100d.txt "
-            "(word2vec .bin/.txt, GloVe .txt or gensim .kv), or put the gensim-data download in "
-            f"{api.BASE_DIR}/{name}/ (set GENSIM_DATA_DIR to use another folder)."
-        ) from error
-    return _load_file(Path(path), "auto", limit, mmap)
 
 
 def vectors_are_lowercase(kv: Any, sample: int = 10_000) -> bool:

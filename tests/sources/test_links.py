@@ -53,3 +53,22 @@ def test_a_dataset_folder_with_a_link_leading_out_is_refused_naming_it(tmp_path)
     (data / "extra.csv").symlink_to(outside)
     with pytest.raises(DataError, match=r"data holds links that lead out of it \(extra.csv -> .*passwd.csv"):
         load_raw(str(data), "text")
+
+
+def test_embedding_with_a_plain_encoder_folder_refuses_a_link_leading_out(tmp_path):
+    """``hftl.embed`` on a folder holding a bare encoder (BertModel: no head) reads it as a model folder too."""
+    from transformers import BertConfig, BertModel
+
+    import hftl
+
+    encoder = tmp_path / "encoder"
+    BertModel(
+        BertConfig(
+            vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    ).save_pretrained(encoder)
+    outside = tmp_path / "outside.safetensors"
+    (encoder / "model.safetensors").rename(outside)
+    (encoder / "model.safetensors").symlink_to(outside)
+    with pytest.raises(ModelError, match=r"encoder holds links that lead out of it \(model.safetensors"):
+        hftl.embed(str(encoder), ["a sentence"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hftl.sources.safety import UnsafePickle, check_pickle
-from hftl.sources.word_vectors import load_vectors
+from hftl.sources.vector_files import load_vectors
 
 
 class _RunsCode:

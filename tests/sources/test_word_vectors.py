@@ -14,7 +14,8 @@ from gensim.models import KeyedVectors
 from transformers import AutoTokenizer
 
 import hftl
-from hftl.sources.word_vectors import detect_format, keyed_vectors, vectors_are_lowercase
+from hftl.sources.vector_files import detect_format
+from hftl.sources.word_vectors import keyed_vectors, vectors_are_lowercase
 from tests.assets import SHARED
 
 GLOVE_REAL = SHARED / "glove" / "glove.6B.50d.top50k.txt"
@@ -105,6 +106,39 @@ def test_unknown_format_wrong_override_and_missing_file_are_clear_errors(files, 
         hftl.load_vectors(files["glove"], format="fasttext")
     with pytest.raises(hftl.ModelError, match="does not exist"):
         hftl.load_vectors(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_header_that_does_not_fit_its_file_is_refused_before_any_allocation(kv, tmp_path, binary):
+    """gensim allocates the header's count x dim floats up front: 3,000,000,000 words of 300 would take 3.6 TB."""
+    honest = tmp_path / "honest.bin"
+    kv.save_word2vec_format(str(honest), binary=binary)
+    body = honest.read_bytes().partition(b"\n")[2]
+    lying = tmp_path / "lying.bin"
+    lying.write_bytes(b"3000000000 5\n" + body)
+    with pytest.raises(
+        hftl.ModelError, match=r"lying.bin: its header says 3,000,000,000 words of 5 numbers.*--vectors-limit"
+    ):
+        hftl.load_vectors(lying)
+    assert hftl.load_vectors(lying, limit=len(WORDS)).index_to_key == WORDS  # the words it does hold: fine
+
+
+@pytest.mark.parametrize("format", ["word2vec-bin", "glove", "kv"])
+def test_a_nan_vector_is_refused_naming_the_word(kv, tmp_path, format):
+    """One NaN word would fill the unknown words' initial vectors and turn the loss into NaN."""
+    broken = KeyedVectors(vector_size=5)
+    vectors = kv.vectors.copy()
+    vectors[2, 3] = np.nan
+    broken.add_vectors(WORDS, vectors)
+    path = tmp_path / f"nan.{format}"
+    if format == "kv":
+        broken.save(str(path))
+    else:
+        broken.save_word2vec_format(
+            str(path), binary=format == "word2vec-bin", write_header=format != "glove"
+        )
+    with pytest.raises(hftl.ModelError, match=r"vector of 'sat' \(word 3\) holds NaN"):
+        hftl.load_vectors(path, format=format)
 
 
 def test_gensim_data_names_load_from_the_local_cache_or_fail_offline_with_a_hint(
