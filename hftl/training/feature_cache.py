@@ -289,7 +289,7 @@ def _load_or_build(
         accelerator.print(f"Feature cache: removed {name}, left by a build that was killed")
     if path.exists():
         started = time.perf_counter()
-        problem = verify_cache(path)
+        problem = verify_cache(path, key)
         status.verify_seconds = round(time.perf_counter() - started, 3)
         if problem is None:
             status.hit = True

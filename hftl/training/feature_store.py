@@ -131,8 +131,10 @@ def preprocessing_of(processor: Any, modality: str, max_length: int) -> dict[str
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def verify_cache(path: Path) -> str | None:
-    """Why the cache at ``path`` cannot be used (None when every file matches its recorded size and digest)."""
+def verify_cache(path: Path, key: Mapping[str, Any] | None = None) -> str | None:
+    """Why the cache at ``path`` cannot be used: None when it records ``key`` (its folder is named by that key's
+    digest, so another key there is a tampered or misplaced cache) and a checksum for every split it holds, and
+    every file matches its recorded size and digest."""
     meta_file = path / META_FILE
     if not meta_file.is_file():
         return "no meta.json (incomplete build)"
@@ -142,7 +144,13 @@ def verify_cache(path: Path) -> str | None:
         return f"meta.json is not valid JSON ({error})"
     if meta.get("version") != CACHE_VERSION:
         return f"cache format {meta.get('version')} != {CACHE_VERSION}"
-    for name, expected in meta.get("files", {}).items():
+    if key is not None and meta.get("key") != json.loads(json.dumps(dict(key))):
+        return "meta.json records another key (not the cache of this model, data and settings)"
+    files = meta.get("files", {})
+    unlisted = sorted({f"{split}.arrow" for split in meta.get("splits", {})} - set(files))
+    if not meta.get("splits") or unlisted:
+        return f"meta.json lists no checksum for {', '.join(unlisted) or 'any split'}"
+    for name, expected in files.items():
         file = path / name
         if not file.is_file():
             return f"{name} is missing"
@@ -214,8 +222,12 @@ def build_cache(
                 meta["files"][file.name] = {"size": file.stat().st_size, "blake2b": file_digest(file)}
             meta["build_seconds"] = round(time.perf_counter() - started, 3)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if path.exists():  # built meanwhile by another run with the same key, or a broken one we replace
-            shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            if (
+                verify_cache(path, key) is None
+            ):  # built meanwhile by another run with the same key: keep theirs,
+                return read_meta(path)  # which that run may be reading already (this build is removed below)
+            shutil.rmtree(path, ignore_errors=True)  # a broken one, replaced
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

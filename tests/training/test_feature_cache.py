@@ -253,6 +253,42 @@ def test_a_corrupted_cache_file_is_detected_and_rebuilt(cached_run):
     assert "bytes, expected" in verify_cache(Path(path))
 
 
+def test_a_cache_recording_another_key_or_no_checksums_is_not_used(cached_run, tmp_path):
+    _, again = cached_run
+    path = Path(
+        again("key-check").metrics["feature_cache"]["path"]
+    )  # whole again, whatever a test before did
+    meta = json.loads((path / "meta.json").read_text())
+    assert verify_cache(path, meta["key"]) is None
+    assert "another key" in verify_cache(path, {**meta["key"], "model": "someone else's"})
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    (copy / "meta.json").write_text(json.dumps({**meta, "files": {}}))  # nothing to check: not a pass
+    assert "no checksum for train.arrow, validation.arrow" in verify_cache(copy)
+
+
+def test_a_cache_another_run_built_meanwhile_is_kept_not_replaced(cached_run, monkeypatch):
+    """Two runs with one key building at once: the later build leaves the earlier one in place (the earlier run
+    may be reading it), and trains on the same features."""
+    import hftl.training.feature_cache as feature_cache
+
+    first, again = cached_run
+    path = Path(
+        again("before-race").metrics["feature_cache"]["path"]
+    )  # whole again, whatever a test before did
+    inode = (path / "train.arrow").stat().st_ino
+    monkeypatch.setattr(feature_cache, "verify_cache", lambda *args: "not there yet (as the run saw it)")
+    raced = again("raced")
+    assert (
+        raced.metrics["feature_cache"]["path"] == str(path) and raced.metrics["feature_cache"]["hit"] is False
+    )
+    assert (path / "train.arrow").stat().st_ino == inode
+    assert not [
+        p for p in path.parent.iterdir() if p.name != path.name and path.name in p.name
+    ]  # no build left
+    assert torch.allclose(raced.model.classifier.weight, first.model.classifier.weight)
+
+
 def test_resume_of_a_cached_run_matches_an_uninterrupted_one(vit_dir, image_folder, tmp_path):
     common = {"epochs": 3, "save_total_limit": 10, "feature_cache_dir": str(tmp_path / "features")}
     full = quick_train("image", "small_different", vit_dir, image_folder, tmp_path / "full", **common)
