@@ -7,7 +7,6 @@ which builder to use, which split is which, which columns hold inputs and labels
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict
 
+from hftl.data.folder_files import FILE_BUILDERS, data_files_in, split_files
 from hftl.data.labels import (
     as_class_label,
     as_label_lists,
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 VALIDATION_NAMES = ("validation", "valid", "val", "dev", "eval")
 TEST_NAMES = ("test",)
 IMAGEFOLDER_METADATA = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
-FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
@@ -101,7 +100,7 @@ def load_raw(
             # datasets' ImageFolder layout with a metadata file per split: its columns (label lists too) are read
             return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
         if found:
-            return _load_files(_data_files(found, path), encoding, streaming)
+            return _load_files(split_files(found, path), encoding, streaming)
         if modality == "image":
             return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
         raise DataError(f"{path}: no CSV/TSV/JSON/Parquet files in this folder")
@@ -121,46 +120,6 @@ def load_raw(
             f"{str(error).splitlines()[0] if str(error) else ''}). Offline, pass a local image folder or "
             "CSV/JSON/Parquet file with --dataset."
         ) from error
-
-
-# a folder's files go to the split a whole word of their name (or else of their folders' names) says, as datasets'
-# folder loading splits them: words are what lies between "-", "_", ".", spaces and digits, so "constraints.csv" is
-# not train nor "latest.csv" test; files that say none are train. "eval" is validation here (the split that picks the
-# best epoch), test only ever scored
-SPLIT_WORDS = {
-    "train": ("train", "training"),
-    "validation": ("validation", "valid", "val", "dev", "eval", "evaluation"),
-    "test": ("test", "testing"),
-}
-
-
-def data_files_in(folder: Path) -> list[Path]:
-    """The data files of a dataset folder, its subfolders included; hidden files and folders (a stale Jupyter
-    ``.ipynb_checkpoints/train-checkpoint.csv``, say) and ``__``-named ones are not data, as datasets skips them."""
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.suffix.lower() in FILE_BUILDERS
-        and not any(part.startswith((".", "__")) for part in path.relative_to(folder).parts)
-    )
-
-
-def _split_of(path: Path, root: Path) -> str:
-    names = [path.stem, *reversed(path.relative_to(root).parent.parts)]  # the file's own name first
-    for name in names:
-        words = set(re.split(r"[-_. 0-9]+", name.lower()))
-        for split, keywords in SPLIT_WORDS.items():
-            if words & set(keywords):
-                return split
-    return "train"
-
-
-def _data_files(paths: Sequence[Path], root: Path) -> dict[str, list[Path]]:
-    """Group a folder's files into splits (``SPLIT_WORDS``); files that name no split are train."""
-    splits: dict[str, list[Path]] = {}
-    for path in paths:
-        splits.setdefault(_split_of(path, root), []).append(path)
-    return splits
 
 
 def _check_has_rows(path: Path, split: str, builder: str, encoding: str) -> None:
@@ -434,7 +393,7 @@ class RowPlace:
         if path.is_file():
             return str(path)
         if path.is_dir() and not (path / "dataset_dict.json").exists() and not (path / "state.json").exists():
-            files = _data_files(data_files_in(path), path)
+            files = split_files(data_files_in(path), path)
             if len(files.get(self.split, [])) == 1:
                 return str(files[self.split][0])
         return f"the {self.split} split of {self.source}"
