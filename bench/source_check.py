@@ -82,10 +82,11 @@ def load(path: Path = RECORD) -> dict[str, dict[str, Any]]:
 
 
 def verdict(row: dict[str, Any]) -> Any:
-    """The recorded probes judged by today's rule (``hftl.advisor.source_check.EVIDENCE``)."""
+    """The recorded probes judged by today's rule (``hftl.advisor.source_check``: ``EVIDENCE``, ``MIN_GAP``,
+    ``KEEP_SHARE``)."""
     from hftl.advisor.source_check import SourceCheck
 
-    fields = ("pretrained", "random", "pretrained_depth", "random_depth", "samples")
+    fields = ("pretrained", "random", "pretrained_depth", "random_depth", "samples", "chance")
     return SourceCheck(**{name: row[name] for name in fields}) if "pretrained" in row else None
 
 
@@ -100,13 +101,13 @@ def table(checks: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list
         return []
     lines = [
         "| pair | case | probe: pretrained (depth) | probe: random weights (depth) | examples | difference (SE) | "
-        "verdict | best transfer plan at default LR | scratch at default LR |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "kept | verdict | best transfer plan at default LR | scratch at default LR |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for pair in [p for p in calibrate.PAIRS if p in checks]:
         c = checks[pair]
         if "pretrained" not in c:
-            lines.append(f"| {pair} | {c['case']} | - | - | - | - | {c.get('error')} | - | - |")
+            lines.append(f"| {pair} | {c['case']} | - | - | - | - | - | {c.get('error')} | - | - |")
             continue
         transfer = {
             plan: calibrate._mean_at(rows, pair, plan, calibrate.plan_default(pair, plan))[0]
@@ -121,6 +122,7 @@ def table(checks: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list
         lines.append(
             f"| {pair} | {c['case']} | {c['pretrained']:.3f} ({c['pretrained_depth']}) | {c['random']:.3f} "
             f"({c['random_depth']}) | {c['samples']} | {100 * difference:+.1f} ({difference / check.noise:+.1f}) | "
+            f"{check.kept:.2f} | "
             f"{'**worse than random**' if check.worse_than_random else 'no worse'} | "
             + (f"{best} {transfer[best]:.3f} | " if best else "- | ")
             + (f"{scratch:.3f} |" if scratch is not None else "- |")
