@@ -167,11 +167,15 @@ def meta_plan(model, task: str, case: str, **overrides):
     return make_plan(run, model, backbone_for(model.config))
 
 
-def vit_of_width(hidden: int):
+def vit_of_width(hidden: int, layers: int = 4):
     from transformers import ViTConfig, ViTForImageClassification
 
     config = ViTConfig(
-        hidden_size=hidden, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=32
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
     )
     with torch.device("meta"):
         return ViTForImageClassification(config)
@@ -198,7 +202,14 @@ def test_small_vit_defaults_follow_the_calibration_and_say_why(model_dirs):
     assert plan_for("vit", model_dirs, "large_different", init="scratch")[0].lr == 3e-3
     measured = vit_of_width(128)  # up to twice the calibrated width
     assert meta_plan(measured, "image", "small_similar").strategy == "partial"
-    assert meta_plan(vit_of_width(132), "image", "small_similar").strategy == "head"  # wider: not measured
+    # wider, up to 384 and 8 layers: the 192-wide ViT's table, a third of the rates; ViT-Ti's depth (12) or ViT-B's
+    # width: not measured, the textbook rules at the generic rates
+    wider = meta_plan(vit_of_width(132), "image", "small_similar")
+    assert wider.strategy == "partial" and wider.lr == 1e-3 and "docs/calibration.md" in wider.reasons[0]
+    assert meta_plan(vit_of_width(384, layers=8), "image", "large_different", init="scratch").lr == 1e-3
+    for uncovered in (vit_of_width(192, layers=12), vit_of_width(388)):
+        assert meta_plan(uncovered, "image", "small_similar").strategy == "head"
+        assert meta_plan(uncovered, "image", "large_similar").lr == 5e-5
 
 
 def test_a_config_without_a_width_keeps_the_generic_table():
