@@ -149,7 +149,7 @@ def test_a_vit_three_times_as_wide_needs_a_third_of_the_small_vit_rates(rows):
     """On a 192-wide ViT (ViT-Ti's width), developed the same way, the small-ViT rates were a step too high: scratch
     at 3e-3 stayed far under 1e-3 on the small pairs, and full fine-tuning at 3e-3 fell under scratch at 1e-3 on
     Fashion 5-9 at 600/class. At a third of them (MID_VIT, read from this table) the default rule is ahead of
-    scratch on every pair, where the generic table, which the model got before, lost to scratch on two of three."""
+    scratch on every pair, where the generic table, which the model got before, lost to scratch on three of four."""
     from hftl.transfer.defaults import GENERIC_LRS, GENERIC_SCRATCH_LR, MID_VIT, SMALL_VIT
 
     pairs = calibrate.PAIR_GROUPS["vit192"]
@@ -181,7 +181,7 @@ def test_a_vit_three_times_as_wide_needs_a_third_of_the_small_vit_rates(rows):
         )
         old_scratch, _ = calibrate._mean_at(rows, pair, "scratch", GENERIC_SCRATCH_LR)
         generic_losses += generic < old_scratch - 0.05
-    assert generic_losses >= 2
+    assert generic_losses >= 3
 
 
 # pairs added after every rule was set, each family at each size: UCI imdb (from MiniLM-L6, the tiny BERT and

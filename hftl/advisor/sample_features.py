@@ -94,7 +94,8 @@ def probe_features(
         key == name or key.startswith(name + ".") for key in info["missing_keys"] for name in head
     )
     root = probe_cache_root(config)
-    key = probe_key(model_name, config, task, processor, sample, (splits.input_column, splits.pair_column))
+    columns = (splits.input_column, splits.pair_column, splits.label_column, splits.multi_label)
+    key = probe_key(model_name, config, task, processor, sample, columns)
     features, reused = cached_depth_features(
         pretrained,
         batches,
@@ -147,10 +148,11 @@ def probe_key(
     task: Task,
     processor: Any,
     sample: Dataset,
-    columns: tuple[str, str | None],
+    columns: tuple[str, str | None, str, bool],
 ) -> dict[str, Any]:
     """What the probe features depend on besides the weights and the pooling settings: the sampled rows are the
-    raw split's, so the columns read from them (input, and a sentence pair's second) are named too."""
+    raw split's, so the columns read from them are named too (input, a sentence pair's second, the labels, and
+    whether they are lists)."""
     return {
         "kind": "advisor-probe",
         "version": 1,

@@ -22,7 +22,7 @@ check"): worse than random on the two tinybert-domains pairs (by 18 and 17 point
 holding 0.25 and 0.35 of the random features' lead over chance), where scratch beat every transfer plan by 14 and 45
 points. Held out, a ViT 192 wide on digits at 20 per class was behind by 7.2 points (3.2 standard errors) but held
 0.91 of it, and starting from scratch there would have lost 25.4 points to its default plan: hence ``KEEP_SHARE``.
-Elsewhere the pretrained probe is ahead, or behind by at most 1.6 standard errors. Held out, on MiniLM-L6 moved to
+Elsewhere the pretrained probe is ahead, or behind by at most 0.9 standard errors (1.6 on the held-out pairs). Held out, on MiniLM-L6 moved to
 the same domain task: ahead by 29 and 22 points (10.8 and 16.9 standard errors), where its default plans beat scratch
 by 31 and 6 points.
 

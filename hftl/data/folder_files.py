@@ -9,15 +9,17 @@ from pathlib import Path
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
-# a folder's files go to the split a whole word of their name (or else of their folders' names) says, as datasets'
-# folder loading splits them: words are what lies between "-", "_", ".", spaces and digits, so "constraints.csv" is
-# not train nor "latest.csv" test; files that say none are train. "eval" is validation here (the split that picks the
-# best epoch), test only ever scored
+# a folder's files go to the split a word of their name (or else of their folders' names) says, as datasets' folder
+# loading splits them: words are runs of letters, split where a lower-case letter meets an upper-case one, so
+# "constraints.csv" is not train nor "latest.csv" test, while "test(1).csv", "TestData.csv" and "dev_clean.csv" say
+# theirs; a word may carry "set" or "data" ("testset", "devset"). Files that say none are train. "eval" is validation
+# here (the split that picks the best epoch), test only ever scored
 SPLIT_WORDS = {
     "train": ("train", "training"),
     "validation": ("validation", "valid", "val", "dev", "eval", "evaluation"),
     "test": ("test", "testing"),
 }
+WORD_ENDINGS = ("", "set", "data")
 
 
 def data_files_in(folder: Path) -> list[Path]:
@@ -34,9 +36,9 @@ def data_files_in(folder: Path) -> list[Path]:
 def _split_of(path: Path, root: Path) -> str:
     names = [path.stem, *reversed(path.relative_to(root).parent.parts)]  # the file's own name first
     for name in names:
-        words = set(re.split(r"[-_. 0-9]+", name.lower()))
+        words = set(re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower()))
         for split, keywords in SPLIT_WORDS.items():
-            if words & set(keywords):
+            if words & {keyword + ending for keyword in keywords for ending in WORD_ENDINGS}:
                 return split
     return "train"
 

@@ -97,6 +97,9 @@ class PushResult:
     files: tuple[str, ...]
     commit_url: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    removed: tuple[
+        str, ...
+    ] = ()  # an earlier push's model files this one deleted (still in the repo's history)
 
 
 def push(
@@ -132,7 +135,7 @@ def push(
             notes += (
                 f"replaced the repo's earlier model: removed {', '.join(removed)} (still in the repo's history)",
             )
-        return PushResult(repo_id, kind, url, files, commit_url, notes)
+        return PushResult(repo_id, kind, url, files, commit_url, notes, removed)
 
 
 def publish(
@@ -159,7 +162,12 @@ def publish(
         print(failure_message(output_dir, outcome), file=sys.stderr, flush=True)
     else:
         outcome.update(
-            ok=True, mode=result.mode, url=result.url, commit_url=result.commit_url, files=result.files
+            ok=True,
+            mode=result.mode,
+            url=result.url,
+            commit_url=result.commit_url,
+            files=result.files,
+            removed=result.removed,
         )
         print(success_message(result), flush=True)
     _write_log(output_dir, outcome)

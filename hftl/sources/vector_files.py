@@ -121,10 +121,13 @@ def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> 
                 ),
                 path,
             )
-        compressed = path.suffix in (".gz", ".bz2")  # gensim cannot memory-map compressed files
+        compressed = is_compressed(path)  # gensim cannot memory-map compressed files
         # a .kv is a pickle: hftl unpickles it with an allow-list, never gensim (see hftl.sources.safety)
         loaded = load_gensim(path, mmap=None if compressed else mmap)
-    except UnsafePickle:
+    except (
+        UnsafePickle,
+        ModelError,
+    ):  # hftl's own refusals (a pickle, a header, a NaN) say what is wrong already
         raise
     except MemoryError as error:  # a header too large for this machine that check_header could not bound
         raise ModelError(
@@ -147,20 +150,28 @@ def check_header(path: Path, binary: bool, limit: int | None) -> None:
     word, so a false count (3,000,000,000 words in a 1 kB file) would exhaust the memory. Each word takes at least
     2 bytes beside its numbers: 4 bytes each in binary files, 2 in text ("a 0 0 ..."). Compressed files are not
     bounded here (their size says little of what they hold); a MemoryError there is named instead."""
-    if path.suffix in (".gz", ".bz2"):
+    if is_compressed(path):
         return
     with open(path, "rb") as handle:
         header = handle.readline()
     count, dim = (int(token) for token in header.split()[:2])
     words = count if limit is None else min(count, limit)
     room = path.stat().st_size - len(header)
-    most = room // (2 + dim * (4 if binary else 2)) if dim > 0 else 0
+    # a text file's last line may end without its newline; a binary one's entries need none
+    most = (room + (0 if binary else 1)) // (2 + dim * (4 if binary else 2)) if dim > 0 else 0
     if dim < 1 or words > most:
         raise ModelError(
             f"{path}: its header says {count:,} words of {dim} numbers, but a file of {room + len(header):,} bytes "
             f"holds at most {most:,} of them; the header is wrong or the file was cut short: fix the header's count, "
             "or read the first words only with --vectors-limit N"
         )
+
+
+def is_compressed(path: Path) -> bool:
+    """A file that gensim (through smart_open) decompresses as it reads: .gz, .bz2, .xz, .zst, .lz4."""
+    from smart_open.compression import get_supported_extensions
+
+    return path.suffix.lower() in get_supported_extensions()
 
 
 def check_finite(kv: Any, path: Path, rows: int = 65_536) -> Any:

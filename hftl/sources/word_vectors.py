@@ -19,7 +19,6 @@ from hftl.settings import OOV_INITS, WORD_SPLITS
 from hftl.sources.vector_files import require_gensim
 
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
-_SNIFF_BYTES = 1 << 16
 
 
 def vectors_are_lowercase(kv: Any, sample: int = 10_000) -> bool:

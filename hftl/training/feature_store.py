@@ -146,10 +146,12 @@ def verify_cache(path: Path, key: Mapping[str, Any] | None = None) -> str | None
         return f"cache format {meta.get('version')} != {CACHE_VERSION}"
     if key is not None and meta.get("key") != json.loads(json.dumps(dict(key))):
         return "meta.json records another key (not the cache of this model, data and settings)"
-    files = meta.get("files", {})
-    unlisted = sorted({f"{split}.arrow" for split in meta.get("splits", {})} - set(files))
-    if not meta.get("splits") or unlisted:
-        return f"meta.json lists no checksum for {', '.join(unlisted) or 'any split'}"
+    files, splits = meta.get("files", {}), meta.get("splits", {})
+    if missing := [split for split in SPLITS if split not in splits]:
+        return f"meta.json records no {' or '.join(missing)} split"
+    unlisted = sorted({f"{split}.arrow" for split in splits} - set(files))
+    if unlisted:
+        return f"meta.json lists no checksum for {', '.join(unlisted)}"
     for name, expected in files.items():
         file = path / name
         if not file.is_file():

@@ -51,9 +51,12 @@ def test_hidden_files_are_not_data_and_split_names_are_whole_words(tmp_path):
     _write_rows(tmp_path / "dev_clean.csv", good[:8])
     _write_rows(tmp_path / "validation" / "part-0.csv", good[:2])
     _write_rows(tmp_path / "test-2024.csv", good[:2])
+    _write_rows(tmp_path / "TestData.csv", good[:2])
+    _write_rows(tmp_path / "devset.csv", good[:2])
+    _write_rows(tmp_path / "test(1).csv", good[:2])  # a browser's second download
     splits = splits_of(str(tmp_path))
-    assert len(splits.train) == 20 + 4 + 6 and len(splits.validation) == 8 + 2
-    assert len(splits.test) == 2
+    assert len(splits.train) == 20 + 4 + 6 and len(splits.validation) == 8 + 2 + 2
+    assert len(splits.test) == 2 + 2 + 2
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])

@@ -362,6 +362,7 @@ def test_a_push_over_another_model_deletes_its_files_in_the_same_commit(lora_run
     assert set(hub.files(repo)) == (MODEL_SET - REPORT_SET) | {"notes/howto.md"}
     assert hub.commits[-1]["deleted"] == sorted(ADAPTER_SET - MODEL_SET | REPORT_SET)
     assert any("adapter_model.safetensors" in note and "history" in note for note in second.notes)
+    assert second.removed == tuple(hub.commits[-1]["deleted"])
     served = write_repo(hub, repo, tmp_path / "served")
     loaded = hftl.load(served)
     assert type(loaded).__name__ == "ViTForImageClassification"  # no stale adapter applied over it

@@ -265,6 +265,9 @@ def test_a_cache_recording_another_key_or_no_checksums_is_not_used(cached_run, t
     shutil.copytree(path, copy)
     (copy / "meta.json").write_text(json.dumps({**meta, "files": {}}))  # nothing to check: not a pass
     assert "no checksum for train.arrow, validation.arrow" in verify_cache(copy)
+    no_validation = {k: v for k, v in meta["splits"].items() if k != "validation"}
+    (copy / "meta.json").write_text(json.dumps({**meta, "splits": no_validation}))
+    assert "records no validation split" in verify_cache(copy)
 
 
 def test_a_cache_another_run_built_meanwhile_is_kept_not_replaced(cached_run, monkeypatch):
