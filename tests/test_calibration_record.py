@@ -36,6 +36,20 @@ def rule_over_scratch(rows, pair: str) -> float:
     return accuracy - scratch
 
 
+ALL_CASES = {"small_similar", "small_different", "large_similar", "large_different"}
+
+
+def generic_minus_scratch(rows, pair: str) -> tuple[float, int]:
+    """What an uncovered model gets (the textbook plan at the generic, BERT-base rates) minus scratch at the generic
+    rate, and over how many seeds (the fewer of the two)."""
+    from hftl.transfer.defaults import GENERIC_LRS, GENERIC_SCRATCH_LR
+
+    plan = {"small_similar": "head", "small_different": "head_trunc"}.get(calibrate.case_of(pair), "full")
+    generic, n = calibrate._mean_at(rows, pair, plan, GENERIC_LRS["head" if plan == "head_trunc" else plan])
+    scratch, m = calibrate._mean_at(rows, pair, "scratch", GENERIC_SCRATCH_LR)
+    return generic - scratch, min(n, m)
+
+
 def test_small_vit_rates_are_the_calibration_candidates(rows):
     from hftl.transfer.defaults import SMALL_VIT
 
@@ -80,8 +94,7 @@ def test_tiny_bert_rates_are_the_calibration_candidates_and_beat_scratch_on_sent
 
 def test_the_small_vit_rule_beats_scratch_on_the_held_out_narrower_vit(rows):
     pairs = calibrate.PAIR_GROUPS["vit32"]  # the 64-wide ViT's table was set without them
-    cases = {"small_similar", "small_different", "large_similar", "large_different"}
-    assert {calibrate.case_of(pair) for pair in pairs} == cases
+    assert {calibrate.case_of(pair) for pair in pairs} == ALL_CASES
     assert all(rule_over_scratch(rows, pair) > 0 for pair in pairs)
 
 
@@ -122,27 +135,17 @@ def test_the_resnet_rules_hold_on_a_resnet_four_times_as_wide_where_the_generic_
     way and held out, the default rule is level with scratch or ahead in every case (+2.2, +1.1, +0.5, 0.0 points),
     while what an uncovered model gets (the textbook plan at the generic, BERT-base rates) loses to scratch at the
     generic rate by 5.3-19.9 points: why the table covers ResNets up to twice that width (hftl.transfer.defaults)."""
-    from hftl.transfer.defaults import GENERIC_LRS, GENERIC_SCRATCH_LR, RESNET, RESNET_MEASURED_MAX_WIDTH
+    from hftl.transfer.defaults import RESNET, RESNET_MEASURED_MAX_WIDTH
 
     pairs = calibrate.PAIR_GROUPS["resnet4x"]
-    assert {calibrate.case_of(p) for p in pairs} == {
-        "small_similar",
-        "small_different",
-        "large_similar",
-        "large_different",
-    }
+    assert {calibrate.case_of(p) for p in pairs} == ALL_CASES
     assert all(calibrate.PAIRS[p].get("held_out") for p in pairs)
     assert max(calibrate.RESNET4X_WIDTHS) == RESNET_MEASURED_MAX_WIDTH
     assert all(RESNET.covers(calibrate._config_of(p)) for p in pairs)
-    textbook = {"small_similar": "head", "small_different": "head_trunc"}
     for pair in pairs:
         assert rule_over_scratch(rows, pair) >= 0, pair
-        plan = textbook.get(calibrate.case_of(pair), "full")
-        generic, n = calibrate._mean_at(
-            rows, pair, plan, GENERIC_LRS["head" if plan == "head_trunc" else plan]
-        )
-        scratch, m = calibrate._mean_at(rows, pair, "scratch", GENERIC_SCRATCH_LR)
-        assert n == m == 3 and generic < scratch - 0.05, pair
+        loss, seeds = generic_minus_scratch(rows, pair)
+        assert seeds == 3 and loss < -0.05, pair
 
 
 def test_a_vit_three_times_as_wide_needs_a_third_of_the_small_vit_rates(rows):
@@ -150,15 +153,10 @@ def test_a_vit_three_times_as_wide_needs_a_third_of_the_small_vit_rates(rows):
     at 3e-3 stayed far under 1e-3 on the small pairs, and full fine-tuning at 3e-3 fell under scratch at 1e-3 on
     Fashion 5-9 at 600/class. At a third of them (MID_VIT, read from this table) the default rule is ahead of
     scratch on every pair, where the generic table, which the model got before, lost to scratch on three of four."""
-    from hftl.transfer.defaults import GENERIC_LRS, GENERIC_SCRATCH_LR, MID_VIT, SMALL_VIT
+    from hftl.transfer.defaults import MID_VIT, SMALL_VIT
 
     pairs = calibrate.PAIR_GROUPS["vit192"]
-    assert {calibrate.case_of(p) for p in pairs} == {
-        "small_similar",
-        "small_different",
-        "large_similar",
-        "large_different",
-    }
+    assert {calibrate.case_of(p) for p in pairs} == ALL_CASES
     assert all(
         MID_VIT.covers(calibrate._config_of(p)) and not SMALL_VIT.covers(calibrate._config_of(p))
         for p in pairs
@@ -172,16 +170,7 @@ def test_a_vit_three_times_as_wide_needs_a_third_of_the_small_vit_rates(rows):
     assert n >= 1 and m == 3 and too_high < scratch
     assert all(rule_over_scratch(rows, pair) > 0 for pair in pairs if pair != "vit192-shapes-400")
     assert rule_over_scratch(rows, "vit192-shapes-400") >= -0.01  # both at 99-100%
-    textbook = {"small_similar": "head", "small_different": "head_trunc"}
-    generic_losses = 0
-    for pair in pairs:
-        plan = textbook.get(calibrate.case_of(pair), "full")
-        generic, _ = calibrate._mean_at(
-            rows, pair, plan, GENERIC_LRS["head" if plan == "head_trunc" else plan]
-        )
-        old_scratch, _ = calibrate._mean_at(rows, pair, "scratch", GENERIC_SCRATCH_LR)
-        generic_losses += generic < old_scratch - 0.05
-    assert generic_losses >= 3
+    assert sum(generic_minus_scratch(rows, pair)[0] < -0.05 for pair in pairs) >= 3
 
 
 # pairs added after every rule was set, each family at each size: UCI imdb (from MiniLM-L6, the tiny BERT and
