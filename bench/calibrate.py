@@ -187,7 +187,7 @@ for _held_out, _measured, _rates, _plans in (
 # vit192: a ViT 3x as wide as the small-ViT table's (192, ViT-Ti's width; 4 layers), developed like it on Fashion-MNIST
 # 0-4, beyond that table's cover (up to 128), one pair per case: held out from the small-ViT rates, measured beside the
 # rates a step lower (hftl.transfer.defaults.MID_VIT's, read from this table) and the generic ones, its "today"
-FAMILY_PLANS["vit192"] = ["head", "head_trunc", "partial", "lora", "full", "scratch"]
+FAMILY_PLANS["vit192"] = ["head", "head_trunc", "partial", "lora", "full", "scratch", "auto"]
 GRIDS["vit192"] = GRIDS["vit"]
 TODAY_DEFAULTS["vit192"] = TODAY_DEFAULTS["vit"]
 
