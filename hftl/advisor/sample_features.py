@@ -94,8 +94,7 @@ def probe_features(
         key == name or key.startswith(name + ".") for key in info["missing_keys"] for name in head
     )
     root = probe_cache_root(config)
-    columns = (splits.input_column, splits.pair_column, splits.label_column, splits.multi_label)
-    key = probe_key(model_name, config, task, processor, sample, columns)
+    key = probe_key(model_name, config, task, processor, sample, splits)
     features, reused = cached_depth_features(
         pretrained,
         batches,
@@ -148,7 +147,7 @@ def probe_key(
     task: Task,
     processor: Any,
     sample: Dataset,
-    columns: tuple[str, str | None, str, bool],
+    splits: Splits,
 ) -> dict[str, Any]:
     """What the probe features depend on besides the weights and the pooling settings: the sampled rows are the
     raw split's, so the columns read from them are named too (input, a sentence pair's second, the labels, and
@@ -160,5 +159,5 @@ def probe_key(
         "revision": config.revision,
         "preprocessing": preprocessing_of(processor, task.modality, config.max_length),
         "examples": sample._fingerprint,
-        "columns": list(columns),
+        "columns": [splits.input_column, splits.pair_column, splits.label_column, splits.multi_label],
     }

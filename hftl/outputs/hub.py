@@ -97,9 +97,8 @@ class PushResult:
     files: tuple[str, ...]
     commit_url: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
-    removed: tuple[
-        str, ...
-    ] = ()  # an earlier push's model files this one deleted (still in the repo's history)
+    # an earlier push's model files this one deleted (still in the repo's history)
+    removed: tuple[str, ...] = ()
 
 
 def push(

@@ -124,10 +124,8 @@ def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> 
         compressed = is_compressed(path)  # gensim cannot memory-map compressed files
         # a .kv is a pickle: hftl unpickles it with an allow-list, never gensim (see hftl.sources.safety)
         loaded = load_gensim(path, mmap=None if compressed else mmap)
-    except (
-        UnsafePickle,
-        ModelError,
-    ):  # hftl's own refusals (a pickle, a header, a NaN) say what is wrong already
+    # hftl's own refusals (a pickle, a header, a NaN) say what is wrong already
+    except (UnsafePickle, ModelError):
         raise
     except MemoryError as error:  # a header too large for this machine that check_header could not bound
         raise ModelError(

@@ -225,11 +225,11 @@ def build_cache(
             meta["build_seconds"] = round(time.perf_counter() - started, 3)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if path.exists():
-            if (
-                verify_cache(path, key) is None
-            ):  # built meanwhile by another run with the same key: keep theirs,
-                return read_meta(path)  # which that run may be reading already (this build is removed below)
-            shutil.rmtree(path, ignore_errors=True)  # a broken one, replaced
+            # built meanwhile by another run with the same key: keep theirs, which that run may be reading already
+            # (this build is removed below); a broken one is replaced
+            if verify_cache(path, key) is None:
+                return read_meta(path)
+            shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -137,14 +137,15 @@ SMALL_BERT = FamilyDefaults(
 # transferred to the ResNet's six targets (Fashion 5-9, digits, shapes at 20/class and 400-600/class). The generic
 # (BERT-base) rates lost to scratch on 4 of 6 pairs, by up to 26.1 points (full at 5e-5 on shapes, 400/class): a small
 # ViT moves as far from its source as the small CNN did. With these rates every pair's default is at least level with
-# scratch (+0.3 to +52.3 points, 3 seeds; measured on the pairs that set them: in-sample). The large cases keep the textbook's full fine-tuning: partial was ahead on 2 of 3 large pairs
-# but 1.1 points under scratch on shapes (400/class), full is above scratch on all three. Measured on a 64-wide ViT
-# only: models up to twice as wide get these numbers, wider ones MID_VIT's (below) or, beyond it (ViT-Ti/S/B: 12
-# layers, pretrained on ImageNet), the generic table. Held out: a ViT half as wide (32), developed the same way, one pair per case (table
-# "vit32"): the default rule beat scratch on all four (+28.2, +49.1, +10.8, +1.6 points, 3 seeds, scratch at 3e-3)
-# and was the best plan measured on three (partial 91.9% vs full 89.2% on Fashion 5-9 at 600/class). Held out again
-# on a 64-wide ViT developed the other way round, on Fashion-MNIST 5-9 (table "vit59", six pairs): +0.5 to +44.0,
-# and on real photos (ants and bees, from both ViTs, 20/class and all 245): +3.9 to +7.4 points.
+# scratch (+0.3 to +52.3 points, 3 seeds; measured on the pairs that set them: in-sample). The large cases keep the
+# textbook's full fine-tuning: partial was ahead on 2 of 3 large pairs but 1.1 points under scratch on shapes
+# (400/class), full is above scratch on all three. Measured on a 64-wide ViT only: models up to twice as wide get these
+# numbers, wider ones MID_VIT's (below) or, beyond it (ViT-Ti/S/B: 12 layers, pretrained on ImageNet), the generic
+# table. Held out: a ViT half as wide (32), developed the same way, one pair per case (table "vit32"): the default rule
+# beat scratch on all four (+28.2, +49.1, +10.8, +1.6 points, 3 seeds, scratch at 3e-3) and was the best plan measured
+# on three (partial 91.9% vs full 89.2% on Fashion 5-9 at 600/class). Held out again on a 64-wide ViT developed the
+# other way round, on Fashion-MNIST 5-9 (table "vit59", six pairs): +0.5 to +44.0, and on real photos (ants and bees,
+# from both ViTs, 20/class and all 245): +3.9 to +7.4 points.
 VIT_MEASURED_MAX_WIDTH = 128
 SMALL_VIT = FamilyDefaults(
     lrs=MappingProxyType({"head": 9e-2, "lora": 1e-2, "partial": 3e-3, "full": 3e-3}),
@@ -176,14 +177,13 @@ SMALL_VIT = FamilyDefaults(
 # step too high for the pretrained-width weights: from scratch at 3e-3 it stayed 23-31 points under 1e-3 on the small
 # pairs (Fashion 5-9 and digits at 20/class: 39.0/24.9% against 61.8/55.6%), and full fine-tuning at 3e-3 fell under
 # scratch on Fashion 5-9 at 600/class (85.8% against 88.9%) where 1e-3 was ahead (90.4%); partial was level at both
-# (69.3/69.4%, 81.1/78.9%). So partial, full and scratch take a third of the small-ViT rates (as Adam's best rate
-# falls with width; scratch at 3e-4 was under 1e-3 too: 60.8/53.8%); a new head and LoRA's new matrices keep theirs
-# (seed 0: head 67.0% at 9e-2, 64.0% at 3e-2; LoRA 74.2/76.9% at 1e-2, 72.0/79.4% at 3e-3, level). Read from this table
+# (69.3/69.4%, 81.1/78.9%). So partial, full and scratch take a third of the small-ViT rates (as Adam's best rate falls
+# with width; scratch at 3e-4 was under 1e-3 too: 60.8/53.8%); a new head and LoRA's new matrices keep theirs (seed 0:
+# head 67.0% at 9e-2, 64.0% at 3e-2; LoRA 74.2/76.9% at 1e-2, 72.0/79.4% at 3e-3, level). Read from this table
 # (in-sample, one model): the default rule is ahead of scratch on the three pairs where they differ (+7.5, +25.4, +1.5
 # points) and level on shapes (99.4/99.2%), where the generic (BERT-base) table that the model got before lost by
-# 10.6-12.7 points on three of the four. Covers ViTs wider than SMALL_VIT's
-# up to twice this one (384) and twice its depth (8 layers): ViT-Ti, ViT-S and ViT-B (12 layers, pretrained on
-# ImageNet) keep the generic table.
+# 10.6-12.7 points on three of the four. Covers ViTs wider than SMALL_VIT's up to twice this one (384) and twice its
+# depth (8 layers): ViT-Ti, ViT-S and ViT-B (12 layers, pretrained on ImageNet) keep the generic table.
 MID_VIT_MEASURED_WIDTH, MID_VIT_MEASURED_LAYERS = 192, 4
 MID_VIT = FamilyDefaults(
     lrs=MappingProxyType({"head": 9e-2, "lora": 1e-2, "partial": 1e-3, "full": 1e-3}),
