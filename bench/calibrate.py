@@ -156,6 +156,7 @@ HFTL_FAMILY = {
     "resnet4x": "resnet",
     "vit59": "vit",
     "vit192": "vit",
+    "distilbert": "distilbert",
 }
 IMAGE_FAMILIES = ("resnet", "vit", "vit32", "resnet59", "vit59", "resnet4x", "vit192")
 
@@ -190,6 +191,20 @@ for _held_out, _measured, _rates, _plans in (
 FAMILY_PLANS["vit192"] = ["head", "head_trunc", "partial", "lora", "full", "scratch", "auto"]
 GRIDS["vit192"] = GRIDS["vit"]
 TODAY_DEFAULTS["vit192"] = TODAY_DEFAULTS["vit"]
+
+# distilbert: a tiny DistilBERT (the tiny BERT's shape and recipe, another family), held out from every text rule: one
+# pair per case (and imdb), at the rates it got before (the generic table: no DistilBERT was measured) and the tiny
+# BERT's (hftl.transfer.defaults.TINY_BERT), the two rates each plan runs at; scratch also a step either side
+FAMILY_PLANS["distilbert"] = ["head", "head_trunc", "partial", "lora", "full", "scratch", "auto"]
+GRIDS["distilbert"] = {
+    "head": [1e-2],
+    "head_trunc": [1e-2],
+    "partial": [1e-3],
+    "lora": [3e-3],
+    "full": [1e-3],
+    "scratch": [3e-4, 1e-3, 3e-3],
+}
+TODAY_DEFAULTS["distilbert"] = TODAY_DEFAULTS["bert"]
 
 # the tiny BERT: MiniLM-L6's grids, reaching a step higher (its best rates sat at their top)
 GRIDS["tinybert"] = {
@@ -413,6 +428,19 @@ PHOTO_TARGETS: dict[str, tuple] = {
     "antsbees-20": ("ants-bees", 20, lambda: _ants_bees(20), 30, 32),
     "antsbees-all": ("ants-bees", "all", lambda: _ants_bees(None), 10, 32),
 }
+# the tiny text models' targets (both developed on SST-2): name -> target, size, dataset builder, epochs, batch size
+SST2_TARGETS: dict[str, tuple] = {
+    "yelp-20": ("uci-yelp", 20, lambda: _uci("yelp", 20), 10, 8),
+    "yelp-350": ("uci-yelp", 350, lambda: _uci("yelp", None), 3, 32),
+    "amazon-20": ("uci-amazon", 20, lambda: _uci("amazon", 20), 10, 8),
+    "amazon-350": ("uci-amazon", 350, lambda: _uci("amazon", None), 3, 32),
+    "domains-20": ("uci-domains", 20, lambda: _uci_domains(20), 10, 8),
+    "domains-all": ("uci-domains", "all", lambda: _uci_domains(None), 3, 32),
+}
+IMDB_TARGETS: dict[str, tuple] = {
+    "imdb-20": ("uci-imdb", 20, lambda: _uci("imdb", 20), 10, 8),
+    "imdb-350": ("uci-imdb", 350, lambda: _uci("imdb", None), 3, 32),
+}
 PAIRS: dict[str, dict[str, Any]] = {
     **{name: _pair("resnet", FASHION04, *target) for name, target in IMAGE_TARGETS.items()},
     **{f"vit-{name}": _pair("vit", FASHION04, *target) for name, target in IMAGE_TARGETS.items()},
@@ -463,14 +491,7 @@ PAIRS: dict[str, dict[str, Any]] = {
         "bert", "minilm-l6", "uci-domains", "all", lambda: _uci_domains(None), 3, 32, held_out=True
     ),
     # text: a tiny BERT developed on SST-2 with hftl (held out: the BERT rates were set on MiniLM-L6 before it ran)
-    "tinybert-yelp-20": _pair("tinybert", "sst2", "uci-yelp", 20, lambda: _uci("yelp", 20), 10, 8),
-    "tinybert-yelp-350": _pair("tinybert", "sst2", "uci-yelp", 350, lambda: _uci("yelp", None), 3, 32),
-    "tinybert-amazon-20": _pair("tinybert", "sst2", "uci-amazon", 20, lambda: _uci("amazon", 20), 10, 8),
-    "tinybert-amazon-350": _pair("tinybert", "sst2", "uci-amazon", 350, lambda: _uci("amazon", None), 3, 32),
-    "tinybert-domains-20": _pair("tinybert", "sst2", "uci-domains", 20, lambda: _uci_domains(20), 10, 8),
-    "tinybert-domains-all": _pair(
-        "tinybert", "sst2", "uci-domains", "all", lambda: _uci_domains(None), 3, 32
-    ),
+    **{f"tinybert-{name}": _pair("tinybert", "sst2", *target) for name, target in SST2_TARGETS.items()},
     # held out from every rule (added after the rules were set): UCI imdb, a target no rate or case choice was
     # measured on, from MiniLM-L6, from the tiny BERT (its source, SST-2, is movie reviews too) and from GloVe
     "minilm-imdb-20": _pair(
@@ -479,12 +500,17 @@ PAIRS: dict[str, dict[str, Any]] = {
     "minilm-imdb-350": _pair(
         "bert", "minilm-l6", "uci-imdb", 350, lambda: _uci("imdb", None), 3, 32, held_out=True
     ),
-    "tinybert-imdb-20": _pair(
-        "tinybert", "sst2", "uci-imdb", 20, lambda: _uci("imdb", 20), 10, 8, held_out=True
-    ),
-    "tinybert-imdb-350": _pair(
-        "tinybert", "sst2", "uci-imdb", 350, lambda: _uci("imdb", None), 3, 32, held_out=True
-    ),
+    **{
+        f"tinybert-{name}": _pair("tinybert", "sst2", *target, held_out=True)
+        for name, target in IMDB_TARGETS.items()
+    },
+    # held out from every text rule: a tiny DistilBERT (another family; the tiny BERT's shape and recipe), one pair
+    # per case and imdb
+    **{
+        f"distilbert-{name}": _pair("distilbert", "sst2", *target, held_out=True)
+        for name, target in {**SST2_TARGETS, **IMDB_TARGETS}.items()
+        if name in ("yelp-20", "domains-20", "yelp-350", "domains-all", "imdb-20", "imdb-350")
+    },
     "glove-imdb-350": _pair(
         "vectors", "glove-50d", "uci-imdb", 350, lambda: _uci("imdb", None), 10, 32, held_out=True
     ),
@@ -579,14 +605,21 @@ TINYBERT_SHAPE = {
 TINYBERT_SOURCE_SETTINGS = {"per_class": 8000, "epochs": 3, "lr": 1e-3, "batch_size": 64}
 
 
-def sst2_source(cache: Path, work: Path) -> Path:
-    """The tiny BERT developed on SST-2 (once; then read from cache)."""
+def sst2_source(cache: Path, work: Path, family: str = "tinybert") -> Path:
+    """The tiny BERT (or, ``family="distilbert"``, the tiny DistilBERT of the same shape) developed on SST-2 (once;
+    then read from cache)."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
 
     import hftl
 
-    folder = cache / "source-tinybert-sst2"
+    folder = cache / f"source-{family}-sst2"
     if (folder / "model.safetensors").is_file() and (folder / "source.json").is_file():
         return folder
     s = TINYBERT_SOURCE_SETTINGS
@@ -594,11 +627,22 @@ def sst2_source(cache: Path, work: Path) -> Path:
     shutil.rmtree(init, ignore_errors=True)  # what a killed build left
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=2, **TINYBERT_SHAPE)
-    BertForSequenceClassification(config).save_pretrained(init)
+    if family == "distilbert":
+        # DistilBertConfig maps hidden_size, num_hidden_layers and num_attention_heads; not the feed-forward width
+        shape = {k: v for k, v in TINYBERT_SHAPE.items() if k != "intermediate_size"}
+        config = DistilBertConfig(
+            vocab_size=tokenizer.vocab_size,
+            num_labels=2,
+            hidden_dim=TINYBERT_SHAPE["intermediate_size"],
+            **shape,
+        )
+        DistilBertForSequenceClassification(config).save_pretrained(init)
+    else:
+        config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=2, **TINYBERT_SHAPE)
+        BertForSequenceClassification(config).save_pretrained(init)
     tokenizer.save_pretrained(init)
     started = time.perf_counter()
-    with quiet_output(cache / "logs" / "source-tinybert-sst2.log"):
+    with quiet_output(cache / "logs" / f"{folder.name}.log"):
         result = hftl.train(
             task="text",
             case="large_different",
@@ -614,7 +658,7 @@ def sst2_source(cache: Path, work: Path) -> Path:
             report_to="none",
             save_total_limit=1,
         )
-    return _keep_source(folder, work, init, s, result, started, "tinybert: SST-2")
+    return _keep_source(folder, work, init, s, result, started, f"{family}: SST-2")
 
 
 def fashion_source(cache: Path, work: Path, family: str = "resnet") -> Path:
@@ -691,8 +735,8 @@ def model_for(pair: str, cache: Path, work: Path) -> str:
         return str(fashion_source(cache, work, family))
     if family == "bert":
         return str(minilm_path())
-    if family == "tinybert":
-        return str(sst2_source(cache, work))
+    if family in ("tinybert", "distilbert"):
+        return str(sst2_source(cache, work, family))
     return f"vectors:{glove_path()}"
 
 
@@ -1028,7 +1072,7 @@ def _config_of(pair: str, plan: str = "full") -> _Width:
     """What hftl.transfer.defaults reads of this pair's model running ``plan``: its width, pooling and head."""
     config = _Width()
     family = PAIRS[pair]["family"]
-    shape = {**VIT_SHAPES, "tinybert": TINYBERT_SHAPE}.get(family)
+    shape = {**VIT_SHAPES, "tinybert": TINYBERT_SHAPE, "distilbert": TINYBERT_SHAPE}.get(family)
     if shape:  # the sources this script builds; MiniLM-L6 keeps _Width's
         config.hidden_size, config.num_hidden_layers = shape["hidden_size"], shape["num_hidden_layers"]
     widths = resnet_widths(family)
