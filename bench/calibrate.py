@@ -157,8 +157,9 @@ HFTL_FAMILY = {
     "vit59": "vit",
     "vit192": "vit",
     "distilbert": "distilbert",
+    "vit12": "vit",
 }
-IMAGE_FAMILIES = ("resnet", "vit", "vit32", "resnet59", "vit59", "resnet4x", "vit192")
+IMAGE_FAMILIES = ("resnet", "vit", "vit32", "resnet59", "vit59", "resnet4x", "vit192", "vit12")
 
 # vit32: a ViT half as wide, held out from the small-ViT rates (set on the 64-wide one): only the default rule, the
 # textbook head-only plan and scratch, at hftl's rates, which are its "today"
@@ -172,10 +173,14 @@ TODAY_DEFAULTS["vit32"] = {"head": 9e-2, "partial": 3e-3, "full": 3e-3, "scratch
 # - resnet4x: a ResNet 4x as wide as the demo's (stages 64-512 wide, ResNet-18's widths), developed like it on
 #   Fashion-MNIST 0-4, held out from the ResNet rates (set on ResNets 128 and 192 wide): one pair per case, the default
 #   rule and what an uncovered model would get (the textbook plans at the generic rates, hftl.transfer.defaults)
+# - vit12: the 64-wide ViT 3x as deep (12 layers, ViT-B's depth), developed like it on Fashion-MNIST 0-4, held out
+#   from the small-ViT rates (whose cover has no depth limit): one pair per case, the default rule and scratch at
+#   hftl's rates and a step lower (MID_VIT's)
 for _held_out, _measured, _rates, _plans in (
     ("resnet59", "resnet", RESNET, ["head", "partial", "lora", "full", "scratch", "auto"]),
     ("vit59", "vit", SMALL_VIT, ["head", "partial", "lora", "full", "scratch", "auto"]),
     ("resnet4x", "resnet", RESNET, ["head", "head_trunc", "partial", "lora", "full", "scratch"]),
+    ("vit12", "vit", SMALL_VIT, ["head", "head_trunc", "partial", "lora", "full", "scratch", "auto"]),
 ):
     FAMILY_PLANS[_held_out] = _plans
     GRIDS[_held_out] = GRIDS[_measured]
@@ -470,7 +475,8 @@ PAIRS: dict[str, dict[str, Any]] = {
         for name in ("fashion59-20", "digits-20", "fashion59-600", "shapes-400")  # one pair per case
     },
     **{
-        f"vit192-{name}": _pair("vit192", FASHION04, *IMAGE_TARGETS[name], held_out=True)
+        f"{family}-{name}": _pair(family, FASHION04, *IMAGE_TARGETS[name], held_out=True)
+        for family in ("vit192", "vit12")
         for name in ("fashion59-20", "digits-20", "fashion59-600", "shapes-400")  # one pair per case
     },
     # text: MiniLM-L6
@@ -558,7 +564,15 @@ VIT_SHAPE = {
 VIT32_SHAPE = {**VIT_SHAPE, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 # ViT-Ti's width and heads (3 of 64), 4 layers as the others: 1.2M weights, a step ~4x the 64-wide one's
 VIT192_SHAPE = {**VIT_SHAPE, "hidden_size": 192, "num_attention_heads": 3, "intermediate_size": 384}
-VIT_SHAPES = {"vit": VIT_SHAPE, "vit32": VIT32_SHAPE, "vit59": VIT_SHAPE, "vit192": VIT192_SHAPE}
+# ViT-B's depth at the small ViT's width: 12 layers 64 wide (415k weights), a step ~3x the 4-layer one's
+VIT12_SHAPE = {**VIT_SHAPE, "num_hidden_layers": 12}
+VIT_SHAPES = {
+    "vit": VIT_SHAPE,
+    "vit32": VIT32_SHAPE,
+    "vit59": VIT_SHAPE,
+    "vit192": VIT192_SHAPE,
+    "vit12": VIT12_SHAPE,
+}
 # the held-out ResNet: the demo's four stages, 1.5x as wide
 RESNET59_WIDTHS = (24, 48, 96, 192)
 RESNET4X_WIDTHS = (64, 128, 256, 512)
