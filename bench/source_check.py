@@ -8,6 +8,10 @@ the file: its table sets each pair's verdict beside what transfer and scratch re
 ``--case auto`` trains from scratch without trials).
 
     python bench/source_check.py --pairs all        # -> bench/results/source_check.jsonl
+    # how far a verdict moves with the run's seed (the sample, the random twin, the probe's folds), and with one
+    # draw of the folds instead of hftl's PROBE_REPEATS
+    python bench/source_check.py --pairs distilbert-domains-20 --seeds 0,1,2,3,4 --probe-repeats 1
+        # -> bench/results/source_check_seeds.jsonl
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import calibrate  # noqa: E402  (sets the offline and thread settings first)
 
 RECORD = calibrate.REPO / "bench" / "results" / "source_check.jsonl"
+SEEDS_RECORD = calibrate.REPO / "bench" / "results" / "source_check_seeds.jsonl"
 
 
-def check_pair(pair: str, cache: Path, work: Path) -> dict[str, Any]:
-    """hftl's source check on ``pair``'s training and validation examples, as a run of its case measures it."""
+def check_pair(pair: str, cache: Path, work: Path, seed: int | None = None) -> dict[str, Any]:
+    """hftl's source check on ``pair``'s training and validation examples, as a run of its case measures it (with
+    ``seed``: as a run with that ``--seed`` does; else hftl's default seed)."""
+    from hftl.advisor import scores
     from hftl.advisor.start import check_source_features
     from hftl.config import RunConfig
     from hftl.data.loading import splits_for
@@ -45,6 +52,7 @@ def check_pair(pair: str, cache: Path, work: Path) -> dict[str, Any]:
         output_dir=str(work / "check"),
         feature_cache_dir=str(cache / "features"),
         **extra,
+        **({} if seed is None else {"seed": seed}),
     )
     started = time.perf_counter()
     splits = splits_for(config, get_task(task), calibrate.dataset_for(pair))
@@ -53,6 +61,8 @@ def check_pair(pair: str, cache: Path, work: Path) -> dict[str, Any]:
         "pair": pair,
         "case": calibrate.case_of(pair),
         "source_accuracy": source_accuracy(model),
+        "seed": config.seed,
+        "probe_repeats": scores.PROBE_REPEATS,
         **(check.to_dict() if check else {"error": not_checked(model)}),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -130,20 +140,64 @@ def table(checks: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list
     return lines
 
 
+def seeds_table(path: Path = SEEDS_RECORD) -> list[str]:
+    """Per pair and number of draws of the probe's folds: how the verdict moved over run seeds."""
+    if not path.is_file():
+        return []
+    runs: dict[tuple[str, int], dict[int, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if "pretrained" in row:  # the last line per pair, draws and seed wins
+            runs.setdefault((row["pair"], row["probe_repeats"]), {})[row["seed"]] = verdict(row)
+    lines = [
+        "| pair | draws of the folds | seeds | probe: pretrained | probe: random weights | kept | fires (today's rule) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (pair, repeats), by_seed in sorted(
+        runs.items(), key=lambda item: (list(calibrate.PAIRS).index(item[0][0]), item[0][1])
+    ):
+        checks = list(by_seed.values())
+
+        def spread(values: list[float], digits: int = 3) -> str:
+            return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+        lines.append(
+            f"| {pair} | {repeats} | {','.join(map(str, sorted(by_seed)))} | "
+            f"{spread([c.pretrained for c in checks])} | {spread([c.random for c in checks])} | "
+            f"{spread([c.kept for c in checks], 2)} | {sum(c.worse_than_random for c in checks)} of {len(checks)} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default="all", help="comma list of pairs or groups, as calibrate.py takes")
-    parser.add_argument("--out", type=Path, default=RECORD)
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"default {RECORD.name}; with --seeds {SEEDS_RECORD.name}"
+    )
+    parser.add_argument(
+        "--seeds", default=None, help="comma list of run seeds (default: hftl's --seed default)"
+    )
+    parser.add_argument(
+        "--probe-repeats", type=int, default=None, help="draws of the probe's folds (default: hftl's)"
+    )
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hftl-calibrate")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hftl-source-check")
     args = parser.parse_args(argv)
     pairs = calibrate.expand_pairs(args.pairs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out = args.out or (SEEDS_RECORD if args.seeds else RECORD)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.probe_repeats is not None:
+        from hftl.advisor import scores
+
+        scores.PROBE_REPEATS = args.probe_repeats
+    seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else [None]
     for pair in pairs:
-        row = check_pair(pair, args.cache, args.work)
-        print(json.dumps(row), flush=True)
-        with open(args.out, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        for seed in seeds:
+            row = check_pair(pair, args.cache, args.work, seed)
+            print(json.dumps(row), flush=True)
+            with open(out, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
     return 0
 
 
