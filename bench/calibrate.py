@@ -1386,7 +1386,8 @@ def full_length_trials(rows: list[dict[str, Any]]) -> str:
 
 def source_check_section(rows: list[dict[str, Any]]) -> list[str]:
     """The source check per pair (bench/source_check.py's record), beside what transfer and scratch reached."""
-    from bench.source_check import RECORD, load, table
+    from bench.source_check import RECORD, SEEDS_RECORD, load, seeds_table, table
+    from hftl.advisor.scores import PROBE_REPEATS
     from hftl.advisor.source_check import EVIDENCE, KEEP_SHARE, MIN_GAP
 
     checks = load()
@@ -1413,6 +1414,18 @@ def source_check_section(rows: list[dict[str, Any]]) -> list[str]:
         ),
         "",
         *table(checks, rows),
+        *(
+            [
+                "",
+                f"The check over run seeds (`{SEEDS_RECORD.relative_to(REPO)}`, `python bench/source_check.py "
+                "--pairs ... --seeds 0,1,2,3,4 [--probe-repeats 1]`): each seed draws its own sample, random twin and "
+                f"folds; hftl draws the probe's folds {PROBE_REPEATS} times, the first rule drew them once.",
+                "",
+                *seeds_table(),
+            ]
+            if seeds_table()
+            else []
+        ),
     ]
 
 
@@ -1564,6 +1577,10 @@ and what a model the ResNet table did not cover would get (the textbook plans at
 The `vit192-` pairs (one per case) hold the small-ViT rates out on a ViT 3x as wide (192, ViT-Ti's width; 4 layers),
 developed the same way on Fashion-MNIST 0-4, beside the rates a step lower that its table (`MID_VIT` in
 `hftl/transfer/defaults.py`) was read from, in-sample, and the generic rates it got before (its "pre-calibration" LR).
+The `distilbert-` pairs hold every text rule out on another family: a tiny DistilBERT of the tiny BERT's shape, developed
+on SST-2 by the same recipe (80.2% on its dev set), on one pair per case and imdb, at the generic rates it got before
+(no DistilBERT had been measured: its "pre-calibration" LR) and the tiny BERT's, which it takes since (scratch also a
+step either side).
 And the `antsbees-` pairs (from all four image sources: names as above) for the different cases: real photos, the
 shared assets' ants and bees (20 per class, or all 245; the same 153 validation photos, so one point is 1.5 photos
 and seeds differ by 2-6 points), loaded as an image folder and resized by each source's processor.

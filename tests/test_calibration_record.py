@@ -5,6 +5,7 @@ docs/calibration.md is written from)."""
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 from unittest import mock
@@ -106,7 +107,10 @@ def test_the_recorded_source_check_fires_only_where_scratch_beats_every_transfer
     checks = load()
     assert set(calibrate.PAIRS) <= set(checks)
     fired = [pair for pair in calibrate.PAIRS if worse_than_random(pair, checks)]
-    assert fired == ["tinybert-domains-20", "tinybert-domains-all"]
+    # the tiny BERT's domain task, and the held-out DistilBERT's (the same task, another family)
+    assert fired == [
+        f"{family}-domains-{size}" for family in ("tinybert", "distilbert") for size in (20, "all")
+    ]
     # behind by more than two standard errors, but holding most of what random features hold: kept, and right to
     # be (the rule's share came from this pair: held out, it fired, and scratch lost 25 points to the default)
     from bench.source_check import verdict
@@ -124,10 +128,53 @@ def test_the_recorded_source_check_fires_only_where_scratch_beats_every_transfer
         transfer = [calibrate._mean_at(rows, pair, p, calibrate.plan_default(pair, p))[0] for p in plans]
         best = max(value for value in transfer if value is not None)
         if pair in fired:
-            assert scratch > best + 0.1 and calibrate.default_rule(pair)[0] == "scratch"
+            assert scratch > best + 0.05 and calibrate.default_rule(pair)[0] == "scratch"
         elif best > scratch + 0.02:  # transfer won by two points or more: the check left the source alone
             assert not worse_than_random(pair, checks), pair
     assert all(rule_over_scratch(rows, pair) == 0.0 for pair in fired)  # the default is scratch itself
+
+
+def test_the_recorded_source_check_gives_one_verdict_over_five_run_seeds():
+    """bench/results/source_check_seeds.jsonl: on the pairs nearest the line, each run seed draws its own sample,
+    random twin and folds. With the probe's folds drawn PROBE_REPEATS times, every seed agrees: the domain pairs
+    (scratch won) fire, the pairs where random weights' probe leads but transfer won do not; with one draw, the
+    held-out DistilBERT's 20-per-class pair held up to 59% of random's lead and escaped the check on a seed."""
+    from bench.source_check import SEEDS_RECORD, verdict
+    from hftl.advisor.scores import PROBE_REPEATS
+    from hftl.advisor.source_check import KEEP_SHARE
+
+    by_pair: dict[tuple[str, int], list] = {}
+    for line in SEEDS_RECORD.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        by_pair.setdefault((row["pair"], row["probe_repeats"]), []).append(verdict(row))
+    scratch_won = [
+        f"{family}-domains-{size}" for family in ("tinybert", "distilbert") for size in (20, "all")
+    ]
+    transfer_won = ["vit192-digits-20", "vit12-digits-20", "resnet59-antsbees-all"]
+    for pair in scratch_won + transfer_won:
+        checks = by_pair[(pair, PROBE_REPEATS)]
+        assert len(checks) == 5, pair
+        assert all(check.worse_than_random == (pair in scratch_won) for check in checks), pair
+    assert max(check.kept for check in by_pair[("distilbert-domains-20", 1)]) > KEEP_SHARE
+
+
+def test_every_recorded_case_auto_run_skipped_its_trials_exactly_where_todays_check_fires_at_its_seed(rows):
+    """The auto table is today's advisor: at each auto run's own seed, the recorded check (source_check_seeds.jsonl)
+    fires where that run trained from scratch without trials, and only there."""
+    from bench.source_check import SEEDS_RECORD, verdict
+    from hftl.advisor.scores import PROBE_REPEATS
+
+    checks = {}
+    for line in SEEDS_RECORD.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["probe_repeats"] == PROBE_REPEATS:
+            checks[(row["pair"], row["seed"])] = verdict(row)
+    runs = [r for r in rows if r["plan"] == "auto" and r.get("advisor_rule") == calibrate.ADVISOR_RULE]
+    checked = [r for r in runs if calibrate.PAIRS[r["pair"]]["family"] != "vectors"]
+    assert len(checked) > 90
+    for run in checked:
+        skipped = run["trials"] == [] and run["auto_order"] == ["scratch"]
+        assert checks[(run["pair"], run["seed"])].worse_than_random == skipped, (run["pair"], run["seed"])
 
 
 def test_the_resnet_rules_hold_on_a_resnet_four_times_as_wide_where_the_generic_table_loses(rows):
@@ -173,11 +220,33 @@ def test_a_vit_three_times_as_wide_needs_a_third_of_the_small_vit_rates(rows):
     assert sum(generic_minus_scratch(rows, pair)[0] < -0.05 for pair in pairs) >= 3
 
 
-# pairs added after every rule was set, each family at each size: UCI imdb (from MiniLM-L6, the tiny BERT and
-# GloVe), image sources developed the other way round (on Fashion-MNIST 5-9: a ResNet 1.5x as wide as the demo's and
+def test_a_distilbert_takes_the_bert_rates_which_beat_the_generic_ones_it_got_before(rows):
+    """A tiny DistilBERT (the tiny BERT's shape and SST-2 recipe, another family), held out from every text rule: at
+    the tiny BERT's rates the default rule beats scratch on every sentiment pair, and on the large ones full
+    fine-tuning at 1e-3 is 4.1 points over the generic 5e-5 it got before (80.2/84.4% against 76.1/80.3%); on the
+    domain task the source check fires and the default is scratch (docs/calibration.md, distilbert)."""
+    from hftl.transfer.defaults import GENERIC_LRS, TINY_BERT, measured_for
+
+    pairs = calibrate.PAIR_GROUPS["distilbert"]
+    assert all(measured_for("distilbert", calibrate._config_of(p)) is TINY_BERT for p in pairs)
+    assert all(rule_over_scratch(rows, pair) >= 0 for pair in pairs)
+    assert all(
+        rule_over_scratch(rows, p) > 0.02 for p in pairs if calibrate.PAIRS[p]["target"] != "uci-domains"
+    )
+    for pair in ("distilbert-yelp-350", "distilbert-imdb-350"):
+        ours, n = calibrate._mean_at(rows, pair, "full", TINY_BERT.lrs["full"])
+        generic, m = calibrate._mean_at(rows, pair, "full", GENERIC_LRS["full"])
+        assert n == m == 3 and ours > generic + 0.03, pair
+
+
+# pairs added after every rule was set, each family at each size: UCI imdb (from MiniLM-L6, the tiny BERT, the tiny
+# DistilBERT and GloVe), the tiny DistilBERT on one pair per case, image sources developed the other way round (on Fashion-MNIST 5-9: a ResNet 1.5x as wide as the demo's and
 # the small ViT) on every image target, and real photos (ants and bees) from all four image sources
 HELD_OUT = {
     "imdb": [p for p in calibrate.PAIRS if calibrate.PAIRS[p]["target"] == "uci-imdb"],
+    "distilbert": [
+        p for p in calibrate.PAIR_GROUPS["distilbert"] if calibrate.PAIRS[p]["target"] != "uci-imdb"
+    ],
     "fashion5-9 sources": [
         p
         for p in calibrate.PAIRS
@@ -188,13 +257,14 @@ HELD_OUT = {
 
 
 def test_the_held_out_pairs_are_held_out_and_cover_every_case():
-    assert len(HELD_OUT["imdb"]) == 5
+    assert len(HELD_OUT["imdb"]) == 7
+    assert len(HELD_OUT["distilbert"]) == 4
     assert len(HELD_OUT["fashion5-9 sources"]) == 12
     assert len(HELD_OUT["photos"]) == 8
     for pairs in HELD_OUT.values():
         assert all(calibrate.PAIRS[p].get("held_out") for p in pairs)
-    cases = {calibrate.case_of(p) for p in HELD_OUT["fashion5-9 sources"]}
-    assert cases == {"small_similar", "small_different", "large_similar", "large_different"}
+    for group in ("fashion5-9 sources", "distilbert"):
+        assert {calibrate.case_of(p) for p in HELD_OUT[group]} == ALL_CASES
     assert {calibrate.case_of(p) for p in HELD_OUT["photos"]} == {"small_different", "large_different"}
 
 
