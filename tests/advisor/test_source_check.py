@@ -58,16 +58,25 @@ def test_worse_than_random_needs_strong_evidence():
 
 def test_a_source_that_keeps_most_of_what_random_features_hold_is_kept():
     """A wide network's random features make a strong probe: a ViT 192 wide on digits (10 classes, 20 per class)
-    probed 80.0% pretrained, 87.1% random (3.2 standard errors behind), and its partial fine-tuning reached 81.1%
-    where scratch reached 55.6%. Its features hold 0.91 of the random ones' lead over chance: not set aside."""
-    wide = SourceCheck(0.800, 0.871, 3, 4, 559, chance=0.101)
+    probed 78.7% pretrained, 87.0% random (3.7 standard errors behind), and its partial fine-tuning reached 81.1%
+    where scratch reached 55.6%. Its features hold 0.89 of the random ones' lead over chance: not set aside. The
+    recorded checks nearest the line on either side (bench/results/source_check_seeds.jsonl) fall where they should."""
+    wide = SourceCheck(0.787, 0.870, 3, 4, 559, chance=0.102)
     assert wide.random - wide.pretrained > EVIDENCE * wide.noise  # behind, beyond doubt
     assert (
-        wide.kept == pytest.approx(0.91, abs=0.01) and wide.kept >= KEEP_SHARE and not wide.worse_than_random
+        wide.kept == pytest.approx(0.89, abs=0.01) and wide.kept >= KEEP_SHARE and not wide.worse_than_random
     )
     assert "no worse than random" in wide.render()
-    blank = SourceCheck(0.394, 0.578, 2, 4, 510, chance=0.335)  # tinybert-domains-20: 0.25 of it
+    blank = SourceCheck(0.392, 0.573, 2, 3, 510, chance=0.333)  # tinybert-domains-20: 0.25 of it
     assert blank.kept < KEEP_SHARE and blank.worse_than_random
+    # the highest share where scratch won (distilbert-domains-20, seed 4: scratch 54.7%, transfer at most 42.7%) and
+    # the lowest where transfer won (resnet59-antsbees-all, seed 1: full fine-tuning 5.4 points over scratch)
+    scratch_won = SourceCheck(0.421, 0.513, 4, 1, 510, chance=0.333)
+    transfer_won = SourceCheck(0.624, 0.698, 2, 2, 398, chance=0.513)
+    for check in (scratch_won, transfer_won):
+        assert check.random - check.pretrained > EVIDENCE * check.noise
+    assert scratch_won.kept < KEEP_SHARE < transfer_won.kept
+    assert scratch_won.worse_than_random and not transfer_won.worse_than_random
     assert SourceCheck(0.5, 0.5, 1, 1, 100, chance=0.5).kept == 1.0  # random at chance: nothing to compare
 
 
