@@ -1393,6 +1393,7 @@ def source_check_section(rows: list[dict[str, Any]]) -> list[str]:
     checks = load()
     if not checks:
         return []
+    by_seed = seeds_table()
     sources = {c.get("source_accuracy") for c in checks.values()} - {None}
     return [
         "### Source check: pretrained against random-weights features",
@@ -1419,11 +1420,12 @@ def source_check_section(rows: list[dict[str, Any]]) -> list[str]:
                 "",
                 f"The check over run seeds (`{SEEDS_RECORD.relative_to(REPO)}`, `python bench/source_check.py "
                 "--pairs ... --seeds 0,1,2,3,4 [--probe-repeats 1]`): each seed draws its own sample, random twin and "
-                f"folds; hftl draws the probe's folds {PROBE_REPEATS} times, the first rule drew them once.",
+                f"folds; hftl draws the probe's folds {PROBE_REPEATS} times, the first rule drew them once. Seeds "
+                "0-4: the pairs nearest the line; seeds 0-2: every other pair `--case auto` ran on, at its seeds.",
                 "",
-                *seeds_table(),
+                *by_seed,
             ]
-            if seeds_table()
+            if by_seed
             else []
         ),
     ]
@@ -1577,6 +1579,8 @@ and what a model the ResNet table did not cover would get (the textbook plans at
 The `vit192-` pairs (one per case) hold the small-ViT rates out on a ViT 3x as wide (192, ViT-Ti's width; 4 layers),
 developed the same way on Fashion-MNIST 0-4, beside the rates a step lower that its table (`MID_VIT` in
 `hftl/transfer/defaults.py`) was read from, in-sample, and the generic rates it got before (its "pre-calibration" LR).
+The `vit12-` pairs (one per case) hold the small-ViT rates out on depth: the 64-wide ViT with 12 layers (ViT-B's depth),
+developed the same way on Fashion-MNIST 0-4, the default rule and scratch at hftl's rates and a step lower (1e-3).
 The `distilbert-` pairs hold every text rule out on another family: a tiny DistilBERT of the tiny BERT's shape, developed
 on SST-2 by the same recipe (80.2% on its dev set), on one pair per case and imdb, at the generic rates it got before
 (no DistilBERT had been measured: its "pre-calibration" LR) and the tiny BERT's, which it takes since (scratch also a

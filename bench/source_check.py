@@ -83,12 +83,26 @@ def source_accuracy(model: str) -> float | None:
     return json.loads(info.read_text(encoding="utf-8"))["accuracy"] if info.is_file() else None
 
 
-def load(path: Path = RECORD) -> dict[str, dict[str, Any]]:
-    """pair -> its recorded check (the last line per pair wins)."""
+def _rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["pair"]: row for row in rows}
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load(path: Path = RECORD) -> dict[str, dict[str, Any]]:
+    """pair -> its recorded check at hftl's default seed and draws of the folds (the last line per pair wins)."""
+    from hftl.advisor.scores import PROBE_REPEATS
+
+    return {row["pair"]: row for row in _rows(path) if row.get("probe_repeats") == PROBE_REPEATS}
+
+
+def load_seeds(path: Path = SEEDS_RECORD) -> dict[tuple[str, int], dict[int, dict[str, Any]]]:
+    """(pair, draws of the folds) -> seed -> its recorded check (the last line per pair, draws and seed wins)."""
+    runs: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
+    for row in _rows(path):
+        if "pretrained" in row:
+            runs.setdefault((row["pair"], row["probe_repeats"]), {})[row["seed"]] = row
+    return runs
 
 
 def verdict(row: dict[str, Any]) -> Any:
@@ -142,25 +156,22 @@ def table(checks: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list
 
 def seeds_table(path: Path = SEEDS_RECORD) -> list[str]:
     """Per pair and number of draws of the probe's folds: how the verdict moved over run seeds."""
-    if not path.is_file():
+    order = list(calibrate.PAIRS)
+    runs = {key: by_seed for key, by_seed in load_seeds(path).items() if key[0] in order}
+    if not runs:
         return []
-    runs: dict[tuple[str, int], dict[int, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line) if line.strip() else {}
-        if "pretrained" in row:  # the last line per pair, draws and seed wins
-            runs.setdefault((row["pair"], row["probe_repeats"]), {})[row["seed"]] = verdict(row)
     lines = [
         "| pair | draws of the folds | seeds | probe: pretrained | probe: random weights | kept | fires (today's rule) |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
+
+    def spread(values: list[float], digits: int = 3) -> str:
+        return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
     for (pair, repeats), by_seed in sorted(
-        runs.items(), key=lambda item: (list(calibrate.PAIRS).index(item[0][0]), item[0][1])
+        runs.items(), key=lambda item: (order.index(item[0][0]), item[0][1])
     ):
-        checks = list(by_seed.values())
-
-        def spread(values: list[float], digits: int = 3) -> str:
-            return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
-
+        checks = [verdict(row) for row in by_seed.values()]
         lines.append(
             f"| {pair} | {repeats} | {','.join(map(str, sorted(by_seed)))} | "
             f"{spread([c.pretrained for c in checks])} | {spread([c.random for c in checks])} | "
@@ -173,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default="all", help="comma list of pairs or groups, as calibrate.py takes")
     parser.add_argument(
-        "--out", type=Path, default=None, help=f"default {RECORD.name}; with --seeds {SEEDS_RECORD.name}"
+        "--out",
+        type=Path,
+        default=None,
+        help=f"default {RECORD.name}; with --seeds or --probe-repeats {SEEDS_RECORD.name}",
     )
     parser.add_argument(
         "--seeds", default=None, help="comma list of run seeds (default: hftl's --seed default)"
@@ -185,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hftl-source-check")
     args = parser.parse_args(argv)
     pairs = calibrate.expand_pairs(args.pairs)
-    out = args.out or (SEEDS_RECORD if args.seeds else RECORD)
+    if args.probe_repeats is not None and args.probe_repeats < 1:
+        parser.error(f"--probe-repeats {args.probe_repeats}: draw the folds at least once")
+    # hftl's own check at its default seed is the main record; anything else is a study of how the verdict moves
+    out = args.out or (SEEDS_RECORD if args.seeds or args.probe_repeats is not None else RECORD)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.probe_repeats is not None:
         from hftl.advisor import scores

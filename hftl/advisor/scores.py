@@ -146,9 +146,10 @@ def leep(source_probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 PROBE_FOLDS = 5
-# the folds are drawn this many times and the accuracies averaged: one draw moved a probe by up to 5 points on 510
-# examples (distilbert-domains-20: 39.8-45.3% over eight draws on the same features), enough to flip the source check
-# between seeds; the ridge fits are cheap beside the forward passes that made the features
+# the folds are drawn this many times and the accuracies averaged: with one draw the source check's share on
+# distilbert-domains-20 (510 examples) spread over 0.39-0.59 across five run seeds, and over 0.34-0.49 with four
+# (bench/results/source_check_seeds.jsonl), enough to flip the check between seeds; the ridge fits are cheap beside the
+# forward passes that made the features
 PROBE_REPEATS = 4
 
 
