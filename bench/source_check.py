@@ -90,7 +90,8 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 
 def load(path: Path = RECORD) -> dict[str, dict[str, Any]]:
-    """pair -> its recorded check at hftl's default seed and draws of the folds (the last line per pair wins)."""
+    """pair -> its recorded check with hftl's draws of the probe's folds (the last line per pair wins; the main
+    record holds hftl's default seed, ``--seeds`` studies go to SEEDS_RECORD)."""
     from hftl.advisor.scores import PROBE_REPEATS
 
     return {row["pair"]: row for row in _rows(path) if row.get("probe_repeats") == PROBE_REPEATS}

@@ -5,7 +5,6 @@ docs/calibration.md is written from)."""
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 from unittest import mock
@@ -99,6 +98,11 @@ def test_the_small_vit_rule_beats_scratch_on_the_held_out_narrower_vit(rows):
     assert all(rule_over_scratch(rows, pair) > 0 for pair in pairs)
 
 
+# where scratch beat every transfer plan: the tiny BERT's domain task, and the held-out DistilBERT's (the same
+# task, another family); the source check must fire on these pairs and no others
+SCRATCH_WON = [f"{family}-domains-{size}" for family in ("tinybert", "distilbert") for size in (20, "all")]
+
+
 def test_the_recorded_source_check_fires_only_where_scratch_beats_every_transfer_plan(rows):
     """bench/results/source_check.jsonl: where the check sets the source aside, scratch beat every transfer plan at
     hftl's rates (and the default rule becomes scratch); it never fires where a transfer plan beat scratch."""
@@ -107,10 +111,7 @@ def test_the_recorded_source_check_fires_only_where_scratch_beats_every_transfer
     checks = load()
     assert set(calibrate.PAIRS) <= set(checks)
     fired = [pair for pair in calibrate.PAIRS if worse_than_random(pair, checks)]
-    # the tiny BERT's domain task, and the held-out DistilBERT's (the same task, another family)
-    assert fired == [
-        f"{family}-domains-{size}" for family in ("tinybert", "distilbert") for size in (20, "all")
-    ]
+    assert fired == SCRATCH_WON
     # behind by more than two standard errors, but holding most of what random features hold: kept, and right to
     # be (the rule's share came from this pair: held out, it fired, and scratch lost 25 points to the default)
     from bench.source_check import verdict
@@ -139,36 +140,31 @@ def test_the_recorded_source_check_gives_one_verdict_over_five_run_seeds():
     random twin and folds. With the probe's folds drawn PROBE_REPEATS times, every seed agrees: the domain pairs
     (scratch won) fire, the pairs where random weights' probe leads but transfer won do not; with one draw, the
     held-out DistilBERT's 20-per-class pair held up to 59% of random's lead and escaped the check on a seed."""
-    from bench.source_check import SEEDS_RECORD, verdict
+    from bench.source_check import load_seeds, verdict
     from hftl.advisor.scores import PROBE_REPEATS
     from hftl.advisor.source_check import KEEP_SHARE
 
-    by_pair: dict[tuple[str, int], list] = {}
-    for line in SEEDS_RECORD.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        by_pair.setdefault((row["pair"], row["probe_repeats"]), []).append(verdict(row))
-    scratch_won = [
-        f"{family}-domains-{size}" for family in ("tinybert", "distilbert") for size in (20, "all")
-    ]
+    by_pair = {key: [verdict(row) for row in by_seed.values()] for key, by_seed in load_seeds().items()}
     transfer_won = ["vit192-digits-20", "vit12-digits-20", "resnet59-antsbees-all"]
-    for pair in scratch_won + transfer_won:
+    for pair in SCRATCH_WON + transfer_won:
         checks = by_pair[(pair, PROBE_REPEATS)]
         assert len(checks) == 5, pair
-        assert all(check.worse_than_random == (pair in scratch_won) for check in checks), pair
+        assert all(check.worse_than_random == (pair in SCRATCH_WON) for check in checks), pair
     assert max(check.kept for check in by_pair[("distilbert-domains-20", 1)]) > KEEP_SHARE
 
 
 def test_every_recorded_case_auto_run_skipped_its_trials_exactly_where_todays_check_fires_at_its_seed(rows):
     """The auto table is today's advisor: at each auto run's own seed, the recorded check (source_check_seeds.jsonl)
     fires where that run trained from scratch without trials, and only there."""
-    from bench.source_check import SEEDS_RECORD, verdict
+    from bench.source_check import load_seeds, verdict
     from hftl.advisor.scores import PROBE_REPEATS
 
-    checks = {}
-    for line in SEEDS_RECORD.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if row["probe_repeats"] == PROBE_REPEATS:
-            checks[(row["pair"], row["seed"])] = verdict(row)
+    checks = {
+        (pair, seed): verdict(row)
+        for (pair, repeats), by_seed in load_seeds().items()
+        if repeats == PROBE_REPEATS
+        for seed, row in by_seed.items()
+    }
     runs = [r for r in rows if r["plan"] == "auto" and r.get("advisor_rule") == calibrate.ADVISOR_RULE]
     checked = [r for r in runs if calibrate.PAIRS[r["pair"]]["family"] != "vectors"]
     assert len(checked) > 90
@@ -265,8 +261,9 @@ def test_the_small_vit_rates_hold_on_a_vit_three_times_as_deep(rows, autos):
 
 
 # pairs added after every rule was set, each family at each size: UCI imdb (from MiniLM-L6, the tiny BERT, the tiny
-# DistilBERT and GloVe), the tiny DistilBERT on one pair per case, image sources developed the other way round (on Fashion-MNIST 5-9: a ResNet 1.5x as wide as the demo's and
-# the small ViT) on every image target, and real photos (ants and bees) from all four image sources
+# DistilBERT and GloVe), the tiny DistilBERT on one pair per case, image sources developed the other way round (on
+# Fashion-MNIST 5-9: a ResNet 1.5x as wide as the demo's and the small ViT) on every image target, and real photos
+# (ants and bees) from all four image sources
 HELD_OUT = {
     "imdb": [p for p in calibrate.PAIRS if calibrate.PAIRS[p]["target"] == "uci-imdb"],
     "distilbert": [
