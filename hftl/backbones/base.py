@@ -61,6 +61,8 @@ class Backbone:
     cache_classes: ClassVar[tuple[str, ...]] = ()
     # convolutional families run faster in channels_last memory format on GPUs
     convolutional: ClassVar[bool] = False
+    # checkpoint classes that only run inference -> the family's class that fine-tunes the same body
+    inference_only_classes: ClassVar[dict[str, str]] = {}
 
     # --- structure -------------------------------------------------------------------------------------------
     def prefix(self, model: nn.Module) -> str:
@@ -336,6 +338,17 @@ def backbone_for(config: Any) -> Backbone:
             f"({supported}). Add a family with @hftl.register_backbone."
         )
     return _FAMILIES[model_type]()
+
+
+def trainable_architecture(config: Any) -> None:
+    """Point a config saved from an inference-only class (a distilled DeiT's two heads, which need the teacher to
+    train) at its family's fine-tuning class, in place: the Auto classes build what the config's ``architectures``
+    names, and the new head replaces the old ones either way."""
+    family = _FAMILIES.get(getattr(config, "model_type", None))
+    replaced = family.inference_only_classes if family else {}
+    names = getattr(config, "architectures", None) or []
+    if any(name in replaced for name in names):
+        config.architectures = [replaced.get(name, name) for name in names]
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -16,7 +16,8 @@ class BertBackbone(Backbone):
     family = "bert"
     model_types = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
     layer_paths = ("encoder.layer", "encoder.layers", "layers")
-    stem_names = ("embeddings",)
+    # ELECTRA projects its narrower embeddings up to the encoder's width (``embeddings_project``): part of the stem
+    stem_names = ("embeddings", "embeddings_project")
     neck_names = ("pooler",)  # BERT's [CLS] pooler; RoBERTa/ELECTRA keep theirs inside the head
     head_names = ("classifier",)
     lora_suffixes = (("query", "value"), ("q_proj", "v_proj"))

@@ -25,6 +25,9 @@ class ViTBackbone(Backbone):
         "DeiTForImageClassification",
         "Dinov2ForImageClassification",
     )
+    # a distilled DeiT (facebook/deit-*-distilled-*) is saved with a class head and a distillation head that only
+    # predict; transformers fine-tunes its body with DeiTForImageClassification (the distillation token stays)
+    inference_only_classes = {"DeiTForImageClassificationWithTeacher": "DeiTForImageClassification"}
 
     def num_layers(self, config: Any) -> int:
         return config.num_hidden_layers

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from hftl.backbones.base import trainable_architecture
 from hftl.errors import ModelError
 from hftl.modeling.pooled import register_for_source
 from hftl.modeling.timm_nets import TIMM_MODEL_TYPE, prepare_config, standard_processor
@@ -40,6 +41,7 @@ def load_model_config(config: RunConfig, labels: list[str] | None = None) -> Pre
     except (OSError, ValueError) as error:
         raise _loading_error(config.model, error) from error
     prepare_config(model_config)
+    trainable_architecture(model_config)
     if labels is not None:
         for key, value in label_kwargs(labels, config.problem_type).items():
             setattr(model_config, key, value)
