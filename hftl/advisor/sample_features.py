@@ -22,6 +22,7 @@ from hftl.data.preprocess import ImageStats, prepare_inputs
 from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.settings import AUTO_CASE, VECTORS_PREFIX
 from hftl.sources.registry import check_source, load_processor
+from hftl.sources.safety import pickled_weights_refused
 from hftl.tasks import Task
 from hftl.training.feature_store import architecture_of, cache_root, prefix_digest, preprocessing_of
 
@@ -84,9 +85,13 @@ def probe_features(
 
     model_class = task.model_class()
     source = check_source(model_name)
-    pretrained, info = model_class.from_pretrained(
-        source, revision=config.revision, trust_remote_code=config.trust_remote_code, output_loading_info=True
-    )
+    with pickled_weights_refused(model_name):
+        pretrained, info = model_class.from_pretrained(
+            source,
+            revision=config.revision,
+            trust_remote_code=config.trust_remote_code,
+            output_loading_info=True,
+        )
     accept_raw_pixels(pretrained, image_stats)
     backbone = backbone_for(pretrained.config)
     head = backbone.head(pretrained)

@@ -85,6 +85,7 @@ def resolve_encoder(source: Any, processor: Any = None) -> Resolved:
 
     from hftl.outputs.loading import task_of
     from hftl.sources.registry import local_or_hub
+    from hftl.sources.safety import pickled_weights_refused
 
     if isinstance(source, str | Path):
         name = local_or_hub(str(source))  # a local folder's files are its own: no link leads out of it
@@ -101,7 +102,8 @@ def resolve_encoder(source: Any, processor: Any = None) -> Resolved:
             try:
                 task_of(name, config)
             except ModelError:  # a plain encoder (BertModel, ViTModel, ...): no head to take off
-                model = AutoModel.from_pretrained(name)
+                with pickled_weights_refused(name):
+                    model = AutoModel.from_pretrained(name)
                 modality = modality_of(model)
                 return Resolved(model, processor or load_processor_of(name, modality), modality, name)
     return resolve(source, processor)

@@ -16,6 +16,7 @@ from hftl.modeling.timm_nets import prepare_config
 from hftl.outputs.artifacts import ADAPTER_CONFIG, BASE_CONFIG_DIR, CONFIG_FILE, holds_base
 from hftl.outputs.download import resolve_folder
 from hftl.sources.registry import check_source
+from hftl.sources.safety import pickled_weights_refused
 from hftl.tasks import Task, available_tasks, get_task
 
 NO_ADAPTER_HERE = "hftl-no-adapter-here"  # a subfolder no folder has: transformers finds no adapter to load
@@ -49,7 +50,8 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
     register_for_source(source)  # an hftl pooled classifier: its family's pair, before AutoConfig reads it
     model_config = prepare_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
     task = task_of(source, model_config)
-    return task.model_class().from_pretrained(source, trust_remote_code=trust_remote_code)
+    with pickled_weights_refused(source):
+        return task.model_class().from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
 def _load_adapter(source: str, adapter: dict[str, Any], trust_remote_code: bool) -> nn.Module:
@@ -69,12 +71,13 @@ def _held_base(source: str, trust_remote_code: bool) -> nn.Module:
     register_for_source(source)
     config = prepare_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
     model_class = task_of(source, config).model_class()
-    return model_class.from_pretrained(
-        source,
-        config=config,
-        trust_remote_code=trust_remote_code,
-        adapter_kwargs={"subfolder": NO_ADAPTER_HERE},
-    )
+    with pickled_weights_refused(source):
+        return model_class.from_pretrained(
+            source,
+            config=config,
+            trust_remote_code=trust_remote_code,
+            adapter_kwargs={"subfolder": NO_ADAPTER_HERE},
+        )
 
 
 def _rebuilt_base(source: str, adapter: dict[str, Any], trust_remote_code: bool) -> nn.Module:

@@ -15,6 +15,7 @@ from hftl.modeling.timm_nets import TIMM_MODEL_TYPE, prepare_config, standard_pr
 from hftl.sources.pooling import hub_head
 from hftl.sources.quantization import quantized_loading
 from hftl.sources.registry import label_kwargs, local_or_hub, register_source
+from hftl.sources.safety import pickled_weights_refused
 
 if TYPE_CHECKING:
     from hftl.config import RunConfig
@@ -69,16 +70,17 @@ class HubSource:
         if config.init == "scratch":
             return model_class.from_config(model_config, trust_remote_code=config.trust_remote_code, **kernel)
         try:
-            return model_class.from_pretrained(
-                local_or_hub(config.model),
-                config=model_config,
-                revision=config.revision,
-                trust_remote_code=config.trust_remote_code,
-                ignore_mismatched_sizes=True,
-                **kernel,
-                # --quantize 4bit: the NF4 base of QLoRA, the head left in full precision
-                **quantized_loading(config, model_config),
-            )
+            with pickled_weights_refused(config.model):
+                return model_class.from_pretrained(
+                    local_or_hub(config.model),
+                    config=model_config,
+                    revision=config.revision,
+                    trust_remote_code=config.trust_remote_code,
+                    ignore_mismatched_sizes=True,
+                    **kernel,
+                    # --quantize 4bit: the NF4 base of QLoRA, the head left in full precision
+                    **quantized_loading(config, model_config),
+                )
         except (OSError, ValueError) as error:
             raise _loading_error(config.model, error) from error
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import bz2
 import gzip
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -139,3 +141,29 @@ def load_gensim(path: str | Path, mmap: str | None = None) -> Any:
     compress, subname = SaveLoad._adapt_by_suffix(str(path))
     obj._load_specials(str(path), mmap, compress, subname)
     return obj
+
+
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+@contextmanager
+def pickled_weights_refused(source: str | Path) -> Iterator[None]:
+    """Loading a model: a pickled checkpoint (``pytorch_model.bin``, ...) that asks for more than tensors is refused by
+    ``torch.load(weights_only=True)``, as it should be; this turns torch's refusal (which suggests the unsafe retry)
+    into one error that names the file and what to do."""
+    try:
+        yield
+    except pickle.UnpicklingError as error:
+        folder = Path(source)
+        files = (
+            sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern))
+            if folder.is_dir()
+            else []
+        )
+        named = f" ({', '.join(files)})" if files else ""
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(
+            f"{source}: the weights{named} are a pickle that asks for more than tensors ({reason}); hftl never "
+            "lets a pickle run code. Use the model's safetensors weights (model.safetensors), or load the file "
+            "yourself only if you trust it and save it with save_pretrained(safe_serialization=True)"
+        ) from error

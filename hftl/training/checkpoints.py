@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -261,8 +262,22 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
     return path
 
 
+# what ``checkpoint_name`` writes: a progress file naming anything else (a path, ``..``) is not hftl's
+CHECKPOINT_NAME = re.compile(rf"{PREFIX}\d{{8}}-e\d+b\d+")
+
+
 def read_progress(path: Path) -> Progress:
-    return Progress(**json.loads((path / "progress.json").read_text(encoding="utf-8")))
+    """The progress saved in checkpoint ``path``; the checkpoints it names (the best, the last good) must be
+    checkpoint names, so that an edited file cannot point the run at weights outside its checkpoints folder."""
+    progress = Progress(**json.loads((path / "progress.json").read_text(encoding="utf-8")))
+    for key in ("best_checkpoint", "last_good_checkpoint"):
+        name = getattr(progress, key)
+        if name is not None and not (isinstance(name, str) and CHECKPOINT_NAME.fullmatch(name)):
+            raise ConfigError(
+                f"{path / 'progress.json'}: {key} is {name!r}, not a checkpoint name ({PREFIX}<step>-e<epoch>b<batch>); "
+                "the file was edited or damaged: resume another checkpoint or start a new run"
+            )
+    return progress
 
 
 # fingerprint entries added after checkpoints were first written: compared only where the checkpoint has them
