@@ -279,4 +279,16 @@ def resolve_config(values: Mapping[str, Any]) -> RunConfig:
         task = get_task(task_name)
         check_keys(task.defaults, f"task card {task.name!r} defaults")
         layered = {**task.defaults, **layered}
+    for key in ("model", "dataset"):
+        if isinstance(layered.get(key), str):
+            layered[key] = resolved_local_path(layered[key])
     return RunConfig(**layered)
+
+
+def resolved_local_path(name: str) -> str:
+    """A ``--model``/``--dataset`` that names an existing local path, as its absolute path (``vectors:`` kept):
+    ``./bert/``, ``bert`` and its absolute path are one model to everything a run records and fingerprints (a
+    resume typed another way, or from another directory, is the same run). Hub ids and missing paths stay as given."""
+    prefix = VECTORS_PREFIX if name.startswith(VECTORS_PREFIX) else ""
+    path = Path(name[len(prefix) :]).expanduser()
+    return f"{prefix}{path.resolve()}" if path.exists() else name

@@ -26,9 +26,9 @@ JOINED_COLUMN = "labels"
 def check_label_spellings(
     names: Sequence[str], values: Sequence[Any], column: str, first_rows: dict[str, int] | None = None
 ) -> None:
-    """Refuse labels that would silently split one class ('1' and '1.0') or mix numbers with words ('1' and
-    'positive'): each name becomes its own class, and the model learns the wrong task. ``first_rows`` names the row
-    of each label (multi-label rows hold several); else it is found in ``values``."""
+    """Refuse labels that would silently split one class ('1' and '1.0'; 'positive', 'Positive' and 'positive ') or
+    mix numbers with words ('1' and 'positive'): each name becomes its own class, and the model learns the wrong task.
+    ``first_rows`` names the row of each label (multi-label rows hold several); else it is found in ``values``."""
 
     def number(name: str) -> float | None:
         try:
@@ -41,16 +41,25 @@ def check_label_spellings(
     for name, value in numeric.items():
         if value is not None:
             by_value.setdefault(value, []).append(name)
+    by_word: dict[str, list[str]] = {}
+    for name, value in numeric.items():
+        if value is None:
+            by_word.setdefault(" ".join(name.split()).casefold(), []).append(name)
     same = next((group for group in by_value.values() if len(group) > 1), None)
+    same_word = next((group for group in by_word.values() if len(group) > 1), None)
     words = [name for name, value in numeric.items() if value is None]
-    if same is None and (not words or len(words) == len(names)):
+    if same is None and same_word is None and (not words or len(words) == len(names)):
         return
-    clash = same if same is not None else [next(n for n in names if numeric[n] is not None), words[0]]
+    if same is not None:
+        clash, what = same, "spell the same number differently"
+    elif same_word is not None:
+        clash, what = same_word, "differ only in spacing or capitals"
+    else:
+        clash, what = [next(n for n in names if numeric[n] is not None), words[0]], "mix numbers and words"
     rows = [
         first_rows[name] if first_rows else next(i for i, v in enumerate(values) if str(v) == name)
         for name in clash
     ]
-    what = "spell the same number differently" if same is not None else "mix numbers and words"
     raise DataError(
         f"labels in column {column!r} {what}: {clash[0]!r} (train row {rows[0]}) and {clash[1]!r} (train row "
         f"{rows[1]}) would become separate classes; write every label the same way"

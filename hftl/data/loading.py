@@ -85,6 +85,10 @@ def load_raw(
     """Load ``source`` as a DatasetDict, choosing the builder from what is on disk, else the Hub; ``streaming``
     gives an IterableDatasetDict read as it is iterated (``load_dataset(..., streaming=True)``)."""
     path = Path(source).expanduser()
+    if path.exists():
+        # one spelling per folder (./data/, data, its absolute path): datasets fingerprints the paths it is given,
+        # and a resumed run must see the same fingerprint however the folder was typed
+        path = path.resolve()
     if path.is_dir():
         check_no_link_leaves(path, DataError)  # every file read is the folder's own, not one a link leads to
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
@@ -155,6 +159,10 @@ def _load_files(
         kwargs.update(delimiter="\t", quoting=3)  # 3 = csv.QUOTE_NONE: TSV text keeps its quotes
     if builder in ("csv", "json"):
         kwargs["encoding"] = encoding
+    if builder == "csv":
+        # only an empty field is missing: pandas would also read the words None, NA, null and nan as missing,
+        # dropping texts and refusing classes that are spelled so
+        kwargs.update(keep_default_na=False, na_values=[""])
     data_files = {split: [str(p) for p in paths] for split, paths in files.items()}
     for split, paths in files.items():
         for path in paths:
@@ -168,9 +176,12 @@ def _load_files(
                 f"{undecodable}; re-save the file as UTF-8 or pass its encoding with --data-encoding "
                 "(e.g. latin-1)"
             ) from error
-        raise DataError(
-            f"cannot read {sorted(data_files.values())}: {type(error).__name__}: {error}"
-        ) from error
+        # datasets wraps the reader's error (pandas names the bad line) in a generic one: say the reader's
+        cause = error.__cause__ or error.__context__
+        detail = (
+            f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(error).__name__}: {error}"
+        )
+        raise DataError(f"cannot read {sorted(data_files.values())}: {detail}") from error
 
 
 def _first_undecodable(paths: Sequence[Path], encoding: str) -> str | None:

@@ -284,12 +284,21 @@ def read_progress(path: Path) -> Progress:
 ADDED_KEYS = ("frozen_weights",)
 
 
+def model_identity(model: str) -> str:
+    """``--model`` as a run's fingerprint records it: a local folder by its resolved path (``./bert/``, ``bert`` and
+    its absolute path are one model), anything else (a Hub id, ``vectors:...``) as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
     """Refuse to resume a checkpoint made by another run (other data, model, plan or optimisation), naming what
     differs. Settings outside the fingerprint (epochs, logging, checkpoint and evaluation frequency, workers,
     trackers, early stopping) may change on resume."""
     if not saved:
         return  # a checkpoint from before fingerprints: nothing to compare
+    if isinstance(saved.get("model"), str):  # checkpoints from before local paths were resolved
+        saved = {**saved, "model": model_identity(saved["model"])}
     keys = (set(saved) | set(current)) - {key for key in ADDED_KEYS if key not in saved}
     differ = [key for key in sorted(keys) if saved.get(key) != current.get(key)]
     if differ:

@@ -23,6 +23,7 @@ from hftl.training.checkpoints import (
     frozen_digest,
     list_checkpoints,
     load_checkpoint,
+    model_identity,
     read_progress,
     remove_partial,
     resolve_resume,
@@ -36,7 +37,7 @@ def run_fingerprint(
     """What makes a run this run: a checkpoint resumes only into the same data, model, plan and optimisation.
     ``model`` (built, not yet trained): its frozen weights, which a checkpoint does not hold, are fingerprinted too."""
     fingerprint = {
-        "model": config.model,
+        "model": model_identity(str(config.model)),
         "revision": config.revision,
         "train_data": inputs.stream.fingerprint if inputs.stream is not None else inputs.train._fingerprint,
         "validation_data": inputs.validation._fingerprint,

@@ -137,13 +137,21 @@ def test_offline_hub_dataset_says_how_to_pass_local_data():
             r"spell the same number differently: '1' \(train row 0\) and '1.0' \(train row 1\)",
         ),
         (["1", "positive", "0", "positive"], r"mix numbers and words: '0' \(train row 2\) and 'positive'"),
+        (
+            ["positive", "other", "positive ", "other"],
+            r"differ only in spacing or capitals: 'positive' \(train row 0\) and 'positive ' \(train row 2\)",
+        ),
+        (
+            ["Bee", "ant", "bee", "ant"],
+            r"differ only in spacing or capitals: 'Bee' \(train row 0\) and 'bee'",
+        ),
     ],
 )
 def test_labels_that_would_split_or_mix_classes_are_refused(labels, message):
     raw = DatasetDict(
         {
             "train": Dataset.from_dict({"text": list("abcd") * 3, "label": labels * 3}),
-            "validation": Dataset.from_dict({"text": ["e"], "label": ["0"]}),
+            "validation": Dataset.from_dict({"text": ["e"], "label": [labels[-1]]}),
         }
     )
     with pytest.raises(hftl.DataError, match=message):
@@ -184,3 +192,35 @@ def test_labels_flag_sets_the_order_and_refuses_a_label_outside_it(text_folder):
         hftl.DataError, match=r"label 'positive' is not in the label set \['negative', 'neutral'\]"
     ):
         splits_of(str(text_folder), labels=["negative", "neutral"])
+
+
+def test_words_pandas_would_call_missing_are_labels_and_texts(tmp_path):
+    """Only an empty CSV field is missing: a class named None or NA, and a text that reads "nan", are data."""
+    rows = [("nan", "None"), ("a fine day", "NA"), ("null and void", "None"), ("so so", "NA")] * 4
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    (tmp_path / "validation.csv").write_text("text,label\nNA,None\n")
+    splits = splits_of(str(tmp_path))
+    assert splits.labels == ["NA", "None"] and len(splits.train) == 16
+    assert splits.train["text"][:3] == ["nan", "a fine day", "null and void"]
+    assert splits.validation["text"] == ["NA"]
+
+
+def test_a_malformed_csv_row_is_named_by_its_line(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\nfine,0\nnot, fine,1\n")
+    with pytest.raises(hftl.DataError, match=r"train.csv.*Expected 2 fields in line 3, saw 3"):
+        splits_of(str(tmp_path / "train.csv"))
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_a_folder_is_the_same_data_however_its_path_is_typed(
+    modality, text_folder, image_folder, monkeypatch
+):
+    """datasets fingerprints the paths it is given (an image folder's as typed): a run resumed with ./data/ must see
+    the fingerprint it had with data."""
+    from hftl.data.loading import load_raw
+
+    folder = text_folder if modality == "text" else image_folder
+    monkeypatch.chdir(folder.parent)
+    spellings = [str(folder), f"./{folder.name}/", folder.name]
+    fingerprints = {load_raw(spelling, modality)["train"]._fingerprint for spelling in spellings}
+    assert len(fingerprints) == 1

@@ -215,6 +215,31 @@ def test_resume_refuses_a_base_model_changed_at_the_same_path(bert_dir, text_fol
         check_same_run({"seed": 1}, {"seed": 2, "frozen_weights": "abc"}, out)
 
 
+def test_a_run_resumes_however_its_model_and_data_paths_are_typed(
+    resnet_dir, image_folder, tmp_path, monkeypatch
+):
+    """``--model ./m/``, ``m`` and its absolute path are one model, and the same for ``--dataset``: a resume typed
+    another way (or from another working directory) continues the run instead of refusing it."""
+    import shutil
+
+    from hftl.training.checkpoints import check_same_run
+    from tests.helpers import quick_train
+
+    shutil.copytree(resnet_dir, tmp_path / "m")
+    shutil.copytree(image_folder, tmp_path / "d")
+    out = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    quick_train("image", "small_similar", "m", "d", out, epochs=1, seed=1)
+    monkeypatch.chdir(tmp_path / "run")
+    resumed = quick_train(
+        "image", "small_similar", "../m/", str(tmp_path / "d"), out, epochs=2, seed=1, resume="auto"
+    )
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2] and resumed.metrics["resumed_from"]
+    # a checkpoint written before paths were resolved (model as typed) still matches from where it was typed
+    monkeypatch.chdir(tmp_path)
+    check_same_run({"model": "m"}, {"model": str((tmp_path / "m").resolve())}, out)
+
+
 def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
     from types import SimpleNamespace
 
