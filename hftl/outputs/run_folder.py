@@ -2,7 +2,8 @@
 
 - A folder that already holds a run (its metrics, log or checkpoints) is refused unless ``--resume`` continues it or
   ``--overwrite-output-dir`` replaces it; so is a folder holding a saved model no run wrote (``save_pretrained``'s
-  files), and any folder with a link that leads out of it: nothing is written through one. Replacing removes what
+  files) or files with the names a run writes (a README.md, say) where no run has held the lock, and any folder with
+  a link that leads out of it: nothing is written through one. Replacing removes what
   hftl writes there (checkpoints, logs, the model or adapter, run files, and the ONNX export in ``onnx/``, which
   would no longer match the weights) and nothing else: files hftl does not know are the user's.
 - A run holds an exclusive lock on ``OUTPUT_DIR/.hftl.lock`` (``fcntl.flock``) until it ends; a second run stops at
@@ -94,6 +95,14 @@ def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:
                 f"{folder} holds a saved model ({', '.join(saved)}) that no hftl run wrote; a run would write over "
                 "it. Choose another --output-dir, or replace those files with --overwrite-output-dir."
             )
+        # files with the names a run writes, in a folder no run has locked: the user's (a README.md, say)
+        theirs = [] if (folder / LOCK_FILE).exists() else sorted(_run_file_paths(folder))
+        if theirs and not overwrite:
+            names = ", ".join(path.name for path in theirs[:5]) + (", ..." if len(theirs) > 5 else "")
+            raise ConfigError(
+                f"{folder} holds files a run would write over ({names}) and no hftl run has used it. Choose "
+                "another --output-dir, or replace those files with --overwrite-output-dir."
+            )
         return
     if resume or overwrite:
         return
@@ -103,10 +112,15 @@ def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:
     )
 
 
+def _run_file_paths(folder: Path) -> set[Path]:
+    """The paths in ``folder`` with the names (or patterns) of what a run writes."""
+    return {path for pattern in RUN_FILES for path in folder.glob(pattern)}
+
+
 def clear_previous_run(folder: Path) -> list[str]:
     """Remove what a previous run wrote in ``folder`` (never other files); returns the names removed."""
     removed = []
-    for path in sorted({path for pattern in RUN_FILES for path in folder.glob(pattern)}):
+    for path in sorted(_run_file_paths(folder)):
         if path.is_symlink() or path.is_file():
             path.unlink()
         elif path.is_dir():

@@ -132,6 +132,30 @@ def test_a_saved_model_folder_is_not_a_run_to_write_over(glove_model, text_folde
     assert (saved / "metrics.json").is_file()  # replaced when asked to
 
 
+def test_files_a_run_would_write_over_are_the_users_until_a_run_has_used_the_folder(
+    glove_model, text_folder, tmp_path
+):
+    """A README.md or run_config.yaml in a folder no run has locked is the user's: refused, not overwritten; in a
+    folder a run used (its lock is there: an early crash left its plan and config) they are the run's own."""
+    mine = tmp_path / "notes-folder"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    (mine / "run_config.yaml").write_text("mine: true\n")
+    with pytest.raises(
+        ConfigError, match=r"holds files a run would write over \(README.md, run_config.yaml\) and no hftl run"
+    ):
+        quick_train("text", "small_similar", glove_model, text_folder, mine, epochs=1)
+    assert (mine / "README.md").read_text() == "my notes"
+    crashed = tmp_path / "crashed-early"
+    crashed.mkdir()
+    (crashed / LOCK_FILE).write_text("")
+    (crashed / "run_config.yaml").write_text("task: text\n")
+    quick_train("text", "small_similar", glove_model, text_folder, crashed, epochs=1)
+    assert (crashed / "metrics.json").is_file()
+    quick_train("text", "small_similar", glove_model, text_folder, mine, epochs=1, overwrite_output_dir=True)
+    assert (mine / "metrics.json").is_file()  # replaced when asked to
+
+
 def test_the_model_folder_is_never_the_output_folder(text_folder, bert_dir, tmp_path):
     model = shutil.copytree(bert_dir, tmp_path / "model")
     before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
