@@ -42,6 +42,10 @@ def test_python_keywords_use_the_same_names():
         ({"case": "small_similar"}, r"no task given; choose --task from: .*image"),
         ({"task": "image", "case": "small_similar", "epochs": 0}, r"epochs must be a positive integer"),
         (
+            {"task": "image", "case": "small_similar", "seed": -5},
+            r"--seed must be from 0 to 4294967295, got -5",
+        ),
+        (
             {"task": "image", "case": "small_similar", "btach_size": 3},
             r"unknown setting 'btach_size'.*batch_size",
         ),

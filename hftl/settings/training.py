@@ -80,6 +80,8 @@ class OptimSettings:
         if self.lr is not None:
             self.lr = learning_rate(self.lr)
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, closed_high=False)
+        if not 0 <= self.seed < 2**32:  # numpy's seeds, which Accelerate's set_seed passes on
+            raise ConfigError(f"--seed must be from 0 to {2**32 - 1}, got {self.seed}")
 
 
 @dataclass

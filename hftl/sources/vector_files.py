@@ -92,7 +92,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "glove"
     raise ModelError(
         f"cannot tell the format of the vectors file {path}: it is not a word2vec file (no 'count dim' header), "
-        f"GloVe text ('word v1 v2 ...' lines) or a gensim .kv pickle; name it with vectors_format "
+        f"GloVe text ('word v1 v2 ...' lines) or a gensim .kv pickle; name it with --vectors-format "
         f"(one of {', '.join(VECTOR_FORMATS[1:])})"
     )
 
@@ -104,6 +104,26 @@ def _is_text_vector_line(line: bytes, dim: int) -> bool:
     except (UnicodeDecodeError, ValueError):
         return False
     return len(tokens) == dim + 1
+
+
+def _first_ragged_line(path: Path) -> str | None:
+    """The first line of a text vectors file with another number of values than the first vector's (gensim's own
+    error is numpy's "could not broadcast"), as "line N ('word') has X values, not Y"; None if every line agrees."""
+    import gensim.utils
+
+    with gensim.utils.open(
+        str(path), "rb"
+    ) as handle:  # smart_open: decompresses .gz/.bz2 as detect_format does
+        expected = None
+        for number, raw in enumerate(handle, start=1):
+            tokens = raw.decode("utf-8", errors="replace").rstrip().split(" ")
+            if number == 1 and len(tokens) == 2 and all(t.isdigit() for t in tokens):
+                expected = int(tokens[1])  # word2vec's "count dim" header
+                continue
+            expected = expected if expected is not None else len(tokens) - 1
+            if len(tokens) - 1 != expected:
+                return f"line {number} ({tokens[0]!r}) has {len(tokens) - 1} values, not {expected}"
+    return None
 
 
 def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> Any:
@@ -133,9 +153,14 @@ def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> 
             "first words only with --vectors-limit N"
         ) from error
     except (ValueError, EOFError, UnicodeDecodeError, OSError, pickle.UnpicklingError) as error:
+        ragged = _first_ragged_line(path) if format in ("glove", "word2vec-txt") else None
+        if ragged is not None:
+            raise ModelError(
+                f"{path}: {ragged}; every line must be a word and the same number of values"
+            ) from error
         raise ModelError(
             f"cannot read {path} as {format} vectors ({type(error).__name__}: {error}); if the format is wrong, "
-            f"name it with vectors_format (one of {', '.join(VECTOR_FORMATS[1:])})"
+            f"name it with --vectors-format (one of {', '.join(VECTOR_FORMATS[1:])})"
         ) from error
     kv = getattr(loaded, "wv", loaded)  # a whole Word2Vec/FastText model: keep its vectors
     if not isinstance(kv, KeyedVectors):

@@ -152,6 +152,12 @@ def check_run_folder(config: RunConfig) -> bool:
                 f"--model {config.model} is inside --output-dir {folder}: the run would write over (or clear) the "
                 "model it starts from; choose another --output-dir, or copy the model out first"
             )
+    dataset = Path(str(config.dataset)).expanduser() if config.dataset else None
+    if dataset is not None and dataset.is_dir() and folder.resolve().is_relative_to(dataset.resolve()):
+        raise ConfigError(
+            f"--output-dir {folder} is inside --dataset {config.dataset}: the run's files would be read as data by "
+            "the next run on it; choose an --output-dir outside the dataset folder"
+        )
     return afresh
 
 

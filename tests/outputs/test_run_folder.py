@@ -142,7 +142,8 @@ def test_files_a_run_would_write_over_are_the_users_until_a_run_has_used_the_fol
     (mine / "README.md").write_text("my notes")
     (mine / "run_config.yaml").write_text("mine: true\n")
     with pytest.raises(
-        ConfigError, match=r"holds files a run would write over \(README.md, run_config.yaml\) and no hftl run"
+        ConfigError,
+        match=r"holds files a run would write over \(README.md, run_config.yaml\) and no hftl run",
     ):
         quick_train("text", "small_similar", glove_model, text_folder, mine, epochs=1)
     assert (mine / "README.md").read_text() == "my notes"
@@ -154,6 +155,15 @@ def test_files_a_run_would_write_over_are_the_users_until_a_run_has_used_the_fol
     assert (crashed / "metrics.json").is_file()
     quick_train("text", "small_similar", glove_model, text_folder, mine, epochs=1, overwrite_output_dir=True)
     assert (mine / "metrics.json").is_file()  # replaced when asked to
+
+
+def test_the_output_folder_is_never_inside_the_dataset_folder(glove_model, text_folder, tmp_path):
+    data = shutil.copytree(text_folder, tmp_path / "data")
+    with pytest.raises(
+        ConfigError, match=r"--output-dir .*runs is inside --dataset .*: the run's files would be read"
+    ):
+        quick_train("text", "small_similar", glove_model, data, data / "runs", epochs=1)
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in text_folder.iterdir())
 
 
 def test_the_model_folder_is_never_the_output_folder(text_folder, bert_dir, tmp_path):

@@ -98,8 +98,12 @@ def test_kv_files_are_memory_mapped(kv, tmp_path):
 def test_unknown_format_wrong_override_and_missing_file_are_clear_errors(files, tmp_path):
     junk = tmp_path / "junk.txt"
     junk.write_text("hello world\nthis is not a vectors file\n")
-    with pytest.raises(hftl.ModelError, match="cannot tell the format.*vectors_format"):
+    with pytest.raises(hftl.ModelError, match="cannot tell the format.*--vectors-format"):
         hftl.load_vectors(junk)
+    ragged = tmp_path / "ragged.txt"
+    ragged.write_text("the 0.1 0.2 0.3 0.4\ncat 0.1 0.2 0.3 0.4\ndog 0.1 0.2\n")
+    with pytest.raises(hftl.ModelError, match=r"ragged.txt: line 3 \('dog'\) has 2 values, not 4"):
+        hftl.load_vectors(ragged)
     with pytest.raises(hftl.ModelError, match="cannot read .* as word2vec-bin vectors"):
         hftl.load_vectors(files["glove"], format="word2vec-bin")
     with pytest.raises(hftl.ConfigError, match="valid vectors formats: auto, word2vec-bin"):
