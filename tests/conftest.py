@@ -193,15 +193,24 @@ def glove_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def vectors_dir(glove_file: Path, text_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A word-vector classifier trained through the CLI's entry point, in this process (small_similar: frozen
-    vectors, new MLP); what it printed is kept in ``stdout.txt``."""
+    """A word-vector classifier trained through the CLI's entry point, in this process (small_similar with
+    --strategy head: frozen vectors, new MLP); what it printed is kept in ``stdout.txt``."""
     import contextlib
     import io
 
     from hftl.train import main
 
     out = tmp_path_factory.mktemp("vectors-run")
-    args = ["--task", "text", "--case", "small_similar", "--model", f"vectors:{glove_file}"]
+    args = [
+        "--task",
+        "text",
+        "--case",
+        "small_similar",
+        "--strategy",
+        "head",
+        "--model",
+        f"vectors:{glove_file}",
+    ]
     args += ["--dataset", str(text_folder), "--output-dir", str(out), "--epochs", "4", "--batch-size", "8"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

@@ -42,7 +42,7 @@ class WordVectorsBackbone(Backbone):
         reasons = [
             f"word vectors: the embedding matrix holds {vectors}; the encoder and MLP classifier are new"
         ]
-        if case == "small_different":
+        if case == "small_different" and strategy == "head":
             reasons.append(
                 "small_different: word vectors have no layer stack to cut (every dimension of a vector is as "
                 "generic as another), so the whole matrix is kept frozen and only the new classifier is trained"
@@ -51,7 +51,8 @@ class WordVectorsBackbone(Backbone):
             reasons.append("--strategy partial: with no layer stack it equals head (frozen embeddings)")
         if strategy == "full":
             reasons.append(
-                "the embeddings are fine-tuned with the classifier (enough data to move the vectors)"
+                "the embeddings are fine-tuned with the classifier: the vectors of the training split's words move "
+                "with the task"
             )
         elif init != "scratch":
             reasons.append(

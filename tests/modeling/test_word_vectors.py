@@ -82,25 +82,29 @@ def actions(plan):
 
 
 @pytest.mark.parametrize("case", ["small_similar", "small_different"])
-def test_small_cases_freeze_the_embeddings_and_train_the_rest(case):
+def test_small_cases_fine_tune_the_vectors_as_measured_and_head_freezes_them(case):
     plan = plan_for(case)
-    assert plan.family == "word-vectors" and plan.strategy == "head" and not plan.truncated
-    assert actions(plan) == {
+    assert plan.family == "word-vectors" and plan.strategy == "full" and not plan.truncated
+    assert actions(plan)["word_vectors.embeddings"] == "trained" and plan.lr == 1e-2
+    assert any("docs/calibration.md, vectors" in reason for reason in plan.reasons)
+    head = plan_for(case, strategy="head")
+    assert actions(head) == {
         "word_vectors.embeddings": "frozen",
         "word_vectors.encoder": "new",
         "classifier": "new",
     }
-    assert plan.lr == 1e-3
+    assert head.lr == 1e-2 and not head.truncated
     if case == "small_different":
-        assert any("no layer stack to cut" in reason for reason in plan.reasons)
+        assert any("no layer stack to cut" in reason for reason in head.reasons)
 
 
 @pytest.mark.parametrize("case", ["large_similar", "large_different"])
 def test_large_cases_fine_tune_the_embeddings(case):
     plan = plan_for(case)
     assert plan.strategy == "full" and actions(plan)["word_vectors.embeddings"] == "trained"
-    assert plan.lr == 1e-3 and any("fine-tuned" in reason for reason in plan.reasons)
+    assert plan.lr == 1e-2 and any("fine-tuned" in reason for reason in plan.reasons)
     assert "word_vectors.embeddings" in plan.render() and "frozen" not in plan.render()
+    assert plan_for(case, init="scratch").lr == 3e-2  # random vectors: docs/calibration.md, vectors
 
 
 def test_lora_and_keep_layers_are_clear_errors():
@@ -117,7 +121,10 @@ def test_lora_and_keep_layers_are_clear_errors():
 
 def test_hftl_plan_command_reads_the_vectors(glove_file, capsys):
     assert (
-        cli_main(["plan", "--task", "text", "--case", "small_different", "--model", f"vectors:{glove_file}"])
+        cli_main(
+            ["plan", "--task", "text", "--case", "small_different", "--strategy", "head"]
+            + ["--model", f"vectors:{glove_file}"]
+        )
         == 0
     )
     printed = capsys.readouterr().out
@@ -212,7 +219,13 @@ def test_large_case_fine_tunes_the_vectors_and_reloads_with_equal_logits(glove_f
 
 def test_cnn_with_max_pooling_learns_on_frozen_vectors(glove_file, text_folder, tmp_path):
     result = vector_run(
-        glove_file, text_folder, tmp_path, "small_different", vectors_encoder="cnn", vectors_pooling="max"
+        glove_file,
+        text_folder,
+        tmp_path,
+        "small_different",
+        strategy="head",
+        vectors_encoder="cnn",
+        vectors_pooling="max",
     )
     assert result.metrics["best"]["eval_accuracy"] > 0.7, result.metrics["history"]
     config = AutoConfig.from_pretrained(tmp_path)
