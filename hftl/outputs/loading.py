@@ -43,6 +43,17 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
     """Load a trained model for inference or further transfer. LoRA folders are the frozen base they hold (with
     the run's labels and truncation) plus the adapter, returned as a ``PeftModel``."""
     source = resolve_folder(source)  # a Hub id becomes its downloaded snapshot
+    try:
+        return _load(source, trust_remote_code)
+    except OSError as error:  # transformers/PEFT: a file the folder should hold is missing or unreadable
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(
+            f"cannot load {source}: {reason}. A run folder holds its weights (model.safetensors, or for LoRA "
+            "adapter_model.safetensors beside the base's); was it copied in part, or is the run unfinished?"
+        ) from error
+
+
+def _load(source: str, trust_remote_code: bool) -> nn.Module:
     adapter_config = Path(source) / ADAPTER_CONFIG
     if adapter_config.is_file():
         adapter = json.loads(adapter_config.read_text(encoding="utf-8"))

@@ -171,3 +171,12 @@ def test_the_cards_snippets_run_as_written(name, lora_runs, tmp_path, monkeypatc
         exec(compile(code, "README.md", "exec"), namespace)
         model = namespace["classify"].model if "classify" in namespace else namespace["model"]
         assert torch.allclose(logits_of(model.eval(), result.config.task), expected, atol=1e-5)
+
+
+def test_a_folder_copied_without_its_weights_is_one_error_naming_it(lora_runs, tmp_path):
+    import shutil
+
+    partial = Path(shutil.copytree(lora_runs("resnet").output_dir, tmp_path / "partial"))
+    (partial / "model.safetensors").unlink()  # the base's weights, left behind by a partial copy
+    with pytest.raises(hftl.ModelError, match=r"cannot load .*partial: .*A run folder holds its weights"):
+        hftl.load(partial)
