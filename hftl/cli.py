@@ -163,7 +163,11 @@ def _embed(argv: Sequence[str]) -> int:
         with open(args.input_file, encoding="utf-8") as handle:
             inputs += [line.rstrip("\n") for line in handle if line.strip()]
     if not inputs:
-        parser.error("give inputs or --input-file")
+        parser.error(
+            f"--input-file {args.input_file} has no non-blank lines; give one input per line"
+            if args.input_file
+            else "give inputs or --input-file"
+        )
     from hftl.inference.embed import embed
 
     features = embed(

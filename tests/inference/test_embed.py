@@ -118,3 +118,14 @@ def test_hftl_embed_command_writes_a_npy_array(glove_file, kv, tmp_path, capsys)
     features = np.load(out)
     assert features.shape == (3, 8) and np.array_equal(features[2], kv["awful"])
     assert "Saved 3 x 8 features" in capsys.readouterr().out
+
+
+def test_hftl_embed_names_an_input_file_with_nothing_in_it(glove_file, tmp_path, capsys):
+    from hftl.cli import main
+
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n", encoding="utf-8")
+    args = ["embed", f"vectors:{glove_file}", "--input-file", str(blank), "--output", str(tmp_path / "f.npy")]
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "blank.txt has no non-blank lines" in capsys.readouterr().err
