@@ -1,11 +1,15 @@
 """Which files of a dataset folder are data, and which split each one is: the rules of datasets' own folder loading
-(hidden files are not data; a split is named by a whole word of a file's or its folders' names)."""
+(hidden files are not data; a split is named by a whole word of a file's or its folders' names); and the files that
+keep an image folder's layout from naming its classes."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from hftl.errors import DataError
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -49,3 +53,23 @@ def split_files(paths: Sequence[Path], root: Path) -> dict[str, list[Path]]:
     for path in paths:
         splits.setdefault(_split_of(path, root), []).append(path)
     return splits
+
+
+def check_folder_labels(loaded: Any, path: Path) -> None:
+    """An image folder whose labels datasets could not read from its folder names (images at more than one depth:
+    one stray image beside the class folders, a class folder inside another) is named with the files that break the
+    ``SPLIT/LABEL/IMAGE`` layout, instead of failing later as "no label column"."""
+    columns = [split.column_names for split in loaded.values()]
+    if any(names is None for names in columns) or all("label" in names for names in columns):
+        return  # a stream that does not say its columns yet is checked where its rows are read
+    files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    split_names = {p.relative_to(path).parts[0] for p in files if len(p.relative_to(path).parts) > 1}
+    in_splits = bool(split_names & {"train", "validation", "valid", "val", "test"})
+    depth = 3 if in_splits else 2  # train/label/image, or label/image
+    off = sorted(str(p.relative_to(path)) for p in files if len(p.relative_to(path).parts) != depth)
+    layout = "SPLIT/LABEL/IMAGE (e.g. train/cat/1.jpg)" if in_splits else "LABEL/IMAGE (e.g. cat/1.jpg)"
+    raise DataError(
+        f"{path}: the class of each image is the name of its folder ({layout}), but "
+        + (f"{len(off)} file(s) sit elsewhere: {', '.join(off[:5])}" if off else "no labels could be read")
+        + "; move or remove them (or give a CSV/metadata file with a label column)"
+    )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict
 
-from hftl.data.folder_files import FILE_BUILDERS, data_files_in, split_files
+from hftl.data.folder_files import FILE_BUILDERS, check_folder_labels, data_files_in, split_files
 from hftl.data.labels import (
     as_class_label,
     as_label_lists,
@@ -106,7 +106,9 @@ def load_raw(
         if found:
             return _load_files(split_files(found, path), encoding, streaming)
         if modality == "image":
-            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
+            loaded = datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
+            check_folder_labels(loaded, path)
+            return loaded
         raise DataError(f"{path}: no CSV/TSV/JSON/Parquet files in this folder")
     if path.is_file():
         if path.suffix.lower() not in FILE_BUILDERS:
