@@ -104,7 +104,8 @@ GRIDS: dict[str, dict[str, list[float]]] = {
         "full": [1e-4] + _CNN,
         "scratch": [1e-4] + _CNN,
     },
-    "vectors": {"head": _CNN + [3e-2], "full": _CNN, "scratch": _CNN},
+    # a step past the CNNs' top: the vectors' best rates sat at 1e-2 (random vectors' at 3e-2)
+    "vectors": {"head": _CNN + [3e-2], "full": _CNN + [3e-2], "scratch": _CNN + [3e-2]},
     "bert": {
         "head": [1e-3, 3e-3, 1e-2],
         "head_trunc": [1e-3, 3e-3, 1e-2],
@@ -517,23 +518,15 @@ PAIRS: dict[str, dict[str, Any]] = {
         for name, target in {**SST2_TARGETS, **IMDB_TARGETS}.items()
         if name in ("yelp-20", "domains-20", "yelp-350", "domains-all", "imdb-20", "imdb-350")
     },
-    "glove-imdb-350": _pair(
-        "vectors", "glove-50d", "uci-imdb", 350, lambda: _uci("imdb", None), 10, 32, held_out=True
-    ),
-    # held out from the word-vector rules (set on SST-2 at 2k and 20k sentences): GloVe on the UCI targets the BERTs
-    # were measured on, small and large, the domain task included (the vectors' different cases, which no pair above
-    # measured); a word-vector model is cheap, so the small pairs train as long as glove-sst2-16 and the large ones
-    # as glove-imdb-350
+    # GloVe on UCI imdb was held out from the word-vector rates first set on SST-2 alone; with the other UCI targets
+    # (small and large, the domain task included: the vectors' different cases, which no pair had measured) it
+    # showed those rates a step or two low and the frozen small cases behind fine-tuning, and the rates and cases were
+    # set again on all of them: no word-vector pair is held out from today's rules. A word-vector model is cheap, so
+    # the small pairs train as long as glove-sst2-16 and the large ones as glove-imdb-350
+    "glove-imdb-350": _pair("vectors", "glove-50d", "uci-imdb", 350, lambda: _uci("imdb", None), 10, 32),
     **{
         f"glove-{name}": _pair(
-            "vectors",
-            "glove-50d",
-            target,
-            size,
-            build,
-            30 if size == 20 else 10,
-            8 if size == 20 else 32,
-            held_out=True,
+            "vectors", "glove-50d", target, size, build, 30 if size == 20 else 10, 8 if size == 20 else 32
         )
         for name, (target, size, build, _, _) in {**SST2_TARGETS, **IMDB_TARGETS}.items()
         if name in ("yelp-20", "amazon-20", "imdb-20", "yelp-350", "domains-20", "domains-all")
@@ -1588,8 +1581,11 @@ word pieces, developed on SST-2 with hftl (77.6% on its dev set), moved to UCI s
 sites) and to UCI domains (another task: which site a sentence is from); they gave BERTs up to 192 wide their own rates.
 The `vit32-` pairs (one per case) hold the small-ViT rates out on a ViT half as wide, at hftl's rates only; the
 `minilm-domains-` pairs (MiniLM-L6 on the tiny BERT's domain task) hold the source check out, and the `-imdb-` pairs
-(UCI imdb, a target no rule was set on, from MiniLM-L6, the tiny BERT and GloVe) hold out every rule, the size-aware
+(UCI imdb, a target no rule was set on, from MiniLM-L6 and the tiny BERT) hold out every rule, the size-aware
 tie order of `--case auto` included, at hftl's rates only (held-out pairs never enter the candidate-defaults table).
+GloVe's pairs are all in-sample: its imdb pair, held out from the word-vector rates first set on SST-2, showed them a
+step low, and with GloVe on the other UCI targets (20 and 350+ per class, the domain task included) and SST-2 at
+10,000 per class the rates and the small cases were set again on all ten (the `glove-` tables).
 So do the `resnet59-` and `vit59-` pairs for the image rules: sources developed the other way round, on
 Fashion-MNIST 5-9 (a ResNet 1.5x as wide as the demo's, and the 64-wide ViT), moved to Fashion-MNIST 0-4 (similar),
 digits and shapes (different) at both sizes, every plan `--case auto` chooses among at hftl's rates, 3 seeds.

@@ -25,7 +25,7 @@ import hftl  # noqa: E402
 from bench.common import ASSETS  # noqa: E402  # `python bench/word_vectors_sst2.py` from anywhere
 
 SETUPS = {
-    "frozen GloVe (small_similar)": {"case": "small_similar"},
+    "frozen GloVe (small_similar --strategy head)": {"case": "small_similar", "strategy": "head"},
     "fine-tuned GloVe (large_similar)": {"case": "large_similar"},
     "random vectors (large_different --init scratch)": {"case": "large_different", "init": "scratch"},
 }
@@ -57,7 +57,10 @@ def main() -> None:
     for size in (args.small, args.large):
         data = sst2(Path(args.sst2), size, args.seed)
         for name, setup in SETUPS.items():
-            out = Path(args.output_dir) / f"{size}-{setup['case']}-{setup.get('init', 'pretrained')}"
+            out = (
+                Path(args.output_dir)
+                / f"{size}-{setup['case']}-{setup.get('strategy', setup.get('init', 'default'))}"
+            )
             result = hftl.train(
                 task="text",
                 model=f"vectors:{args.glove}",

@@ -227,11 +227,15 @@ def test_a_folder_is_the_same_data_however_its_path_is_typed(
 
 
 @pytest.mark.parametrize("stray", ["train/stray.png", "train/red/sub/deep.png"])
-def test_an_image_folder_whose_layout_names_no_classes_names_the_files_that_break_it(image_folder, tmp_path, stray):
+def test_an_image_folder_whose_layout_names_no_classes_names_the_files_that_break_it(
+    image_folder, tmp_path, stray
+):
     import shutil
 
     folder = shutil.copytree(image_folder, tmp_path / "images")
     (folder / stray).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(next((folder / "train" / "red").glob("*.png")), folder / stray)
-    with pytest.raises(hftl.DataError, match=rf"SPLIT/LABEL/IMAGE .* 1 file\(s\) sit elsewhere: {stray}; move"):
+    with pytest.raises(
+        hftl.DataError, match=rf"SPLIT/LABEL/IMAGE .* 1 file\(s\) sit elsewhere: {stray}; move"
+    ):
         splits_of(str(folder), "image")
