@@ -159,6 +159,7 @@ HFTL_FAMILY = {
     "vit192": "vit",
     "distilbert": "distilbert",
     "vit12": "vit",
+    "w2v": "word-vectors",
 }
 IMAGE_FAMILIES = ("resnet", "vit", "vit32", "resnet59", "vit59", "resnet4x", "vit192", "vit12")
 
@@ -211,6 +212,12 @@ GRIDS["distilbert"] = {
     "scratch": [3e-4, 1e-3, 3e-3],
 }
 TODAY_DEFAULTS["distilbert"] = TODAY_DEFAULTS["bert"]
+
+# w2v: word2vec vectors developed with gensim on SST-2's phrases (no labels: another pretraining, corpus and format
+# than GloVe's), held out from the word-vector rules: every plan at hftl's rates and a step either side
+FAMILY_PLANS["w2v"] = ["head", "full", "scratch", "auto"]
+GRIDS["w2v"] = {"head": [3e-3, 1e-2, 3e-2], "full": [3e-3, 1e-2, 3e-2], "scratch": [1e-2, 3e-2]}
+TODAY_DEFAULTS["w2v"] = {"head": 1e-2, "full": 1e-2, "scratch": 3e-2}
 
 # the tiny BERT: MiniLM-L6's grids, reaching a step higher (its best rates sat at their top)
 GRIDS["tinybert"] = {
@@ -536,6 +543,21 @@ PAIRS: dict[str, dict[str, Any]] = {
     "glove-sst2-1000": _pair("vectors", "glove-50d", "sst2", 1000, lambda: _sst2(1000), 10, 32),
     # the long end of the rates' range: 20,000 sentences (docs/word_vectors.md's large case), ten times the steps
     "glove-sst2-10000": _pair("vectors", "glove-50d", "sst2", 10000, lambda: _sst2(10000), 10, 64),
+    # held out from the word-vector rules: word2vec vectors developed on SST-2's phrases, on the UCI targets
+    **{
+        f"w2v-{name}": _pair(
+            "w2v",
+            "sst2-text",
+            target,
+            size,
+            build,
+            30 if size == 20 else 10,
+            8 if size == 20 else 32,
+            held_out=True,
+        )
+        for name, (target, size, build, _, _) in {**SST2_TARGETS, **IMDB_TARGETS}.items()
+        if name in ("yelp-20", "amazon-20", "imdb-20", "yelp-350", "domains-20", "domains-all", "imdb-350")
+    },
 }
 PAIR_GROUPS = {
     "all": list(PAIRS),
@@ -756,8 +778,69 @@ def _keep_source(
     return folder
 
 
+W2V_SETTINGS = {
+    "vector_size": 50,
+    "window": 5,
+    "min_count": 2,
+    "epochs": 10,
+    "sg": 1,
+    "seed": 0,
+    "workers": 1,
+}
+
+
+def w2v_source(cache: Path) -> Path:
+    """word2vec vectors developed with gensim on every SST-2 training phrase (no labels), saved in word2vec's text
+    format (once; then read from cache). One worker and a fixed hash seed make the vectors the same on every build."""
+    import subprocess
+
+    folder = cache / "source-w2v-sst2"
+    vectors = folder / "vectors.txt"
+    if vectors.is_file() and (folder / "source.json").is_file():
+        return vectors
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    script = (
+        "import csv, json, sys\n"
+        "from gensim.models import Word2Vec\n"
+        "from gensim.utils import simple_preprocess\n"
+        "rows = list(csv.reader(open(sys.argv[1], encoding='utf-8'), delimiter='\\t', quoting=csv.QUOTE_NONE))[1:]\n"
+        "model = Word2Vec([simple_preprocess(t) for t, _ in rows], **json.loads(sys.argv[3]))\n"
+        "model.wv.save_word2vec_format(sys.argv[2], binary=False)\n"
+        "print(len(rows), len(model.wv))\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(shared_assets() / "sst2" / "train.tsv"),
+            str(vectors),
+            json.dumps(W2V_SETTINGS),
+        ],
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    phrases, words = map(int, done.stdout.split())
+    info = {
+        **W2V_SETTINGS,
+        "phrases": phrases,
+        "words": words,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (folder / "source.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    record = json.loads(SOURCES_RECORD.read_text(encoding="utf-8")) if SOURCES_RECORD.is_file() else {}
+    record[folder.name] = {"source": "word2vec (gensim, skip-gram) on SST-2's training phrases", **info}
+    SOURCES_RECORD.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return vectors
+
+
 def model_for(pair: str, cache: Path, work: Path) -> str:
     family = PAIRS[pair]["family"]
+    if family == "w2v":
+        return f"vectors:{w2v_source(cache)}"
     if family in IMAGE_FAMILIES:
         return str(fashion_source(cache, work, family))
     if family == "bert":
@@ -1224,7 +1307,8 @@ def tie_order(pair: str, rule: str, checks: dict[str, dict[str, Any]]) -> tuple[
     fired = rule != PRE_CHECK_RULE and worse_than_random(pair, checks)
     if fired and rule == ADVISOR_RULE:
         return ("scratch, no trials",)
-    order = ["full", "head", "scratch"] if PAIRS[pair]["family"] == "vectors" else list(CANDIDATE_ORDER)
+    vectors = HFTL_FAMILY[PAIRS[pair]["family"]] == "word-vectors"
+    order = ["full", "head", "scratch"] if vectors else list(CANDIDATE_ORDER)
     if rule in (ADVISOR_RULE, SIZE_RULE) and case_of(pair).startswith("large"):
         order.sort(key=lambda name: name != "full")
     if fired:
