@@ -4,7 +4,8 @@ rest, and stop when too much of a split is bad.
 Policy: grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit images are converted to RGB; images over
 ``--max-image-pixels`` are downscaled as they are read (JPEGs by the decoder itself); 0-byte, truncated, unreadable files and images over PIL's decompression-bomb limit
 are skipped; empty or whitespace-only texts are skipped. Every skip is reported with its row and file, and a split
-with more than ``--max-bad-fraction`` bad examples stops the run with the first few listed.
+with more than ``--max-bad-fraction`` bad examples stops the run with the first few listed. An image processor whose
+configured size would make every image larger than that is refused before it resizes one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import math
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,3 +177,23 @@ def screen(mapped: Dataset, split: str, limit: float) -> tuple[Dataset, SkipRepo
 def allow_truncated_images(allow: bool = False) -> None:
     """PIL decodes truncated files silently when this is on; hftl keeps it off so truncation is reported."""
     ImageFile.LOAD_TRUNCATED_IMAGES = allow
+
+
+def check_processor_size(processor: Any) -> None:
+    """Refuse an image processor whose target size (``size``/``crop_size`` in its preprocessor_config.json, an
+    untrusted file) holds more pixels than an input image may (``DEFAULT_MAX_IMAGE_PIXELS``): it would allocate that
+    much for every image, and fail as a MemoryError deep in a resize."""
+    for key in ("size", "crop_size"):
+        size = getattr(processor, key, None)
+        # a dict, transformers' SizeDict (a dataclass) or a number
+        if isinstance(size, Mapping):
+            fields = dict(size)
+        else:
+            fields = vars(size) if hasattr(size, "__dict__") else {key: size}
+        sides = {k: v for k, v in fields.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if sides and max(sides.values()) ** 2 > DEFAULT_MAX_IMAGE_PIXELS:
+            raise DataError(
+                f"the image processor resizes to {sides} ({key} in preprocessor_config.json): more than "
+                f"{DEFAULT_MAX_IMAGE_PIXELS:,} pixels per image; fix the processor's config or pass processor=... "
+                "with a sensible size"
+            )

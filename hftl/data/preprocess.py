@@ -24,7 +24,16 @@ import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, Features, List, Value
 from transformers import DataCollatorWithPadding
 
-from hftl.data.bad_inputs import ERROR, BadInput, SkipReport, decode_image, problem, screen, text_problem
+from hftl.data.bad_inputs import (
+    ERROR,
+    BadInput,
+    SkipReport,
+    check_processor_size,
+    decode_image,
+    problem,
+    screen,
+    text_problem,
+)
 from hftl.data.labels import multi_hot
 from hftl.data.loading import Splits
 from hftl.errors import DataError
@@ -162,6 +171,7 @@ class ImageStats:
 
     @classmethod
     def from_processor(cls, processor: Any) -> ImageStats:
+        check_processor_size(processor)
         probe = processor(
             [np.zeros((37, 41, 3), dtype=np.uint8)], do_rescale=False, do_normalize=False, return_tensors="np"
         )["pixel_values"]

@@ -121,3 +121,24 @@ def test_a_file_over_the_bomb_limit_is_one_line_naming_it(tmp_path, vit_dir, cap
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("hftl: error:")]
     assert len(errors) == 1 and "bomb.png" in errors[0] and "Traceback" not in err
+
+
+def test_a_processor_config_that_would_blow_up_every_image_is_refused_before_resizing(
+    tmp_path, vit_dir, image_folder
+):
+    """preprocessor_config.json is an untrusted file: a size of 100,000 px a side would allocate 30 GB per image."""
+    import json
+    import shutil
+
+    model = shutil.copytree(vit_dir, tmp_path / "model")
+    config = json.loads((model / "preprocessor_config.json").read_text())
+    config["size"] = {"height": 100_000, "width": 100_000}
+    (model / "preprocessor_config.json").write_text(json.dumps(config))
+    with pytest.raises(hftl.DataError, match=r"resizes to \{'height': 100000, 'width': 100000\} \(size in"):
+        hftl.train(
+            task="image",
+            case="small_similar",
+            model=str(model),
+            dataset=str(image_folder),
+            output_dir=str(tmp_path / "o"),
+        )
