@@ -63,6 +63,25 @@ class HubSource:
     def build_model(
         self, task: Task, config: RunConfig, labels: list[str], processor: Any = None
     ) -> PreTrainedModel:
+        try:
+            return self._build_model(task, config, labels)
+        except (
+            MemoryError,
+            RuntimeError,
+        ) as error:  # torch: "can't allocate N bytes" on the CPU, "out of memory"
+            if (
+                not isinstance(error, MemoryError)
+                and "allocat" not in str(error)
+                and "out of memory" not in str(error)
+            ):
+                raise
+            raise ModelError(
+                f"building {config.model} ran out of memory ({str(error).splitlines()[0] or type(error).__name__}): "
+                "its config.json asks for more weights than this machine holds; check its sizes (hidden_size, "
+                "num_hidden_layers, vocab_size: `hftl plan` prints the parameter count without allocating them)"
+            ) from error
+
+    def _build_model(self, task: Task, config: RunConfig, labels: list[str]) -> PreTrainedModel:
         model_class = task.model_class()
         model_config = load_model_config(config, labels)
         # the attention kernel (sdpa, eager, ...); transformers picks SDPA where supported when not given

@@ -103,3 +103,25 @@ def test_separately_stored_arrays_still_load_and_memory_map(tmp_path):
     assert (tmp_path / "big.kv.vectors.npy").is_file()
     loaded = load_vectors(str(tmp_path / "big.kv"))
     assert isinstance(loaded.vectors, np.memmap) and loaded["w3"].tolist() == [12.0, 13.0, 14.0, 15.0]
+
+
+def test_a_config_asking_for_more_weights_than_memory_is_one_error_naming_it(bert_dir, text_folder, tmp_path):
+    """config.json is untrusted: an intermediate_size of 10^12 asks torch for 128 TB, refused at once; hftl names the
+    model and what to check instead of torch's allocator message."""
+    import json
+    import shutil
+
+    import hftl
+
+    model = shutil.copytree(bert_dir, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["intermediate_size"] = 10**12
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hftl.ModelError, match=r"building .*model ran out of memory .*check its sizes"):
+        hftl.train(
+            task="text",
+            case="small_similar",
+            model=str(model),
+            dataset=str(text_folder),
+            output_dir=str(tmp_path / "o"),
+        )
