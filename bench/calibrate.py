@@ -158,6 +158,7 @@ HFTL_FAMILY = {
     "vit59": "vit",
     "vit192": "vit",
     "distilbert": "distilbert",
+    "electra": "bert",
     "vit12": "vit",
     "w2v": "word-vectors",
 }
@@ -212,6 +213,20 @@ GRIDS["distilbert"] = {
     "scratch": [3e-4, 1e-3, 3e-3],
 }
 TODAY_DEFAULTS["distilbert"] = TODAY_DEFAULTS["bert"]
+
+# electra: a tiny ELECTRA (the tiny BERT's shape and recipe, its embeddings half as wide and projected up: another
+# model type of the BERT family, which hftl gives the tiny BERT's rates by width), held out from every text rule: one
+# pair per case and imdb, at hftl's rates (its "today"), scratch also a step either side
+FAMILY_PLANS["electra"] = FAMILY_PLANS["distilbert"]
+GRIDS["electra"] = GRIDS["distilbert"]
+TODAY_DEFAULTS["electra"] = {
+    "head": 1e-2,
+    "head_trunc": 1e-2,
+    "partial": 1e-3,
+    "lora": 3e-3,
+    "full": 1e-3,
+    "scratch": 1e-3,
+}
 
 # w2v: word2vec vectors developed with gensim on SST-2's phrases (no labels: another pretraining, corpus and format
 # than GloVe's), held out from the word-vector rules: every plan at hftl's rates and a step either side
@@ -521,6 +536,11 @@ PAIRS: dict[str, dict[str, Any]] = {
     # held out from every text rule: a tiny DistilBERT (another family; the tiny BERT's shape and recipe), one pair
     # per case and imdb
     **{
+        f"electra-{name}": _pair("electra", "sst2", *target, held_out=True)
+        for name, target in {**SST2_TARGETS, **IMDB_TARGETS}.items()
+        if name in ("yelp-20", "domains-20", "yelp-350", "domains-all", "imdb-20", "imdb-350")
+    },
+    **{
         f"distilbert-{name}": _pair("distilbert", "sst2", *target, held_out=True)
         for name, target in {**SST2_TARGETS, **IMDB_TARGETS}.items()
         if name in ("yelp-20", "domains-20", "yelp-350", "domains-all", "imdb-20", "imdb-350")
@@ -651,12 +671,13 @@ TINYBERT_SHAPE = {
     "intermediate_size": 256,
     "max_position_embeddings": 128,
 }
+ELECTRA_EMBEDDING_SIZE = 64  # half the encoder's width, as ELECTRA-small's 128 under 256
 TINYBERT_SOURCE_SETTINGS = {"per_class": 8000, "epochs": 3, "lr": 1e-3, "batch_size": 64}
 
 
 def sst2_source(cache: Path, work: Path, family: str = "tinybert") -> Path:
-    """The tiny BERT (or, ``family="distilbert"``, the tiny DistilBERT of the same shape) developed on SST-2 (once;
-    then read from cache)."""
+    """The tiny BERT (or, ``family="distilbert"``/``"electra"``, the tiny DistilBERT or ELECTRA of the same shape)
+    developed on SST-2 (once; then read from cache)."""
     import torch
     from transformers import (
         AutoTokenizer,
@@ -664,6 +685,8 @@ def sst2_source(cache: Path, work: Path, family: str = "tinybert") -> Path:
         BertForSequenceClassification,
         DistilBertConfig,
         DistilBertForSequenceClassification,
+        ElectraConfig,
+        ElectraForSequenceClassification,
     )
 
     import hftl
@@ -686,6 +709,15 @@ def sst2_source(cache: Path, work: Path, family: str = "tinybert") -> Path:
             **shape,
         )
         DistilBertForSequenceClassification(config).save_pretrained(init)
+    elif family == "electra":
+        # ELECTRA's embeddings are narrower than its encoder (projected up), as in the published ones
+        config = ElectraConfig(
+            vocab_size=tokenizer.vocab_size,
+            num_labels=2,
+            embedding_size=ELECTRA_EMBEDDING_SIZE,
+            **TINYBERT_SHAPE,
+        )
+        ElectraForSequenceClassification(config).save_pretrained(init)
     else:
         config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=2, **TINYBERT_SHAPE)
         BertForSequenceClassification(config).save_pretrained(init)
@@ -845,7 +877,7 @@ def model_for(pair: str, cache: Path, work: Path) -> str:
         return str(fashion_source(cache, work, family))
     if family == "bert":
         return str(minilm_path())
-    if family in ("tinybert", "distilbert"):
+    if family in ("tinybert", "distilbert", "electra"):
         return str(sst2_source(cache, work, family))
     return f"vectors:{glove_path()}"
 
@@ -1182,7 +1214,12 @@ def _config_of(pair: str, plan: str = "full") -> _Width:
     """What hftl.transfer.defaults reads of this pair's model running ``plan``: its width, pooling and head."""
     config = _Width()
     family = PAIRS[pair]["family"]
-    shape = {**VIT_SHAPES, "tinybert": TINYBERT_SHAPE, "distilbert": TINYBERT_SHAPE}.get(family)
+    shape = {
+        **VIT_SHAPES,
+        "tinybert": TINYBERT_SHAPE,
+        "distilbert": TINYBERT_SHAPE,
+        "electra": TINYBERT_SHAPE,
+    }.get(family)
     if shape:  # the sources this script builds; MiniLM-L6 keeps _Width's
         config.hidden_size, config.num_hidden_layers = shape["hidden_size"], shape["num_hidden_layers"]
     widths = resnet_widths(family)
