@@ -134,3 +134,14 @@ def assert_pipeline_uses_label_names(out: Path) -> None:
     predictions = classify(red)
     assert {p["label"] for p in predictions} == {"red", "green", "blue"}
     assert predictions[0]["label"] == "red"
+
+
+def copy_with_json(folder: Path, dest: Path, name: str, **changes: Any) -> Path:
+    """A copy of a model folder whose JSON file ``name`` (config.json, preprocessor_config.json) has ``changes``:
+    untrusted files a user or an attacker edited."""
+    import json
+
+    copy = Path(shutil.copytree(folder, dest))
+    settings = json.loads((copy / name).read_text(encoding="utf-8"))
+    (copy / name).write_text(json.dumps({**settings, **changes}), encoding="utf-8")
+    return copy
