@@ -1706,7 +1706,13 @@ The `vit32-` pairs (one per case) hold the small-ViT rates out on a ViT half as 
 tie order of `--case auto` included, at hftl's rates only (held-out pairs never enter the candidate-defaults table).
 GloVe's pairs are all in-sample: its imdb pair, held out from the word-vector rates first set on SST-2, showed them a
 step low, and with GloVe on the other UCI targets (20 and 350+ per class, the domain task included) and SST-2 at
-10,000 per class the rates and the small cases were set again on all ten (the `glove-` tables).
+10,000 per class the rates and the small cases were set again on all ten (the `glove-` tables). The `w2v-` pairs hold
+those word-vector rules out on other vectors: word2vec (skip-gram, 50-d) developed with gensim on SST-2's training
+phrases, no labels, on the seven UCI targets, each plan at hftl's rates and a step either side, 3 seeds.
+The `electra-` pairs hold every text rule out on another model type of the BERT family: a tiny ELECTRA of the tiny
+BERT's shape (its embeddings half as wide, projected up), developed on SST-2 by the same recipe, which it trained
+worse (60.4% on the dev set after its first epoch, then diverging: the weakest source here), one pair per case and
+imdb, at the tiny BERT's rates, which it takes by width (scratch also a step either side).
 So do the `resnet59-` and `vit59-` pairs for the image rules: sources developed the other way round, on
 Fashion-MNIST 5-9 (a ResNet 1.5x as wide as the demo's, and the 64-wide ViT), moved to Fashion-MNIST 0-4 (similar),
 digits and shapes (different) at both sizes, every plan `--case auto` chooses among at hftl's rates, 3 seeds.
