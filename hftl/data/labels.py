@@ -10,6 +10,7 @@ row number (from 0).
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -26,9 +27,11 @@ JOINED_COLUMN = "labels"
 def check_label_spellings(
     names: Sequence[str], values: Sequence[Any], column: str, first_rows: dict[str, int] | None = None
 ) -> None:
-    """Refuse labels that would silently split one class ('1' and '1.0'; 'positive', 'Positive' and 'positive ') or
-    mix numbers with words ('1' and 'positive'): each name becomes its own class, and the model learns the wrong task.
-    ``first_rows`` names the row of each label (multi-label rows hold several); else it is found in ``values``."""
+    """Refuse labels that would silently split one class ('1' and '1.0'; 'positive' and 'positive ') or mix numbers
+    with words ('1' and 'positive'): each name becomes its own class, and the model learns the wrong task. Labels that
+    differ only in capitals ('Positive', 'positive') are warned about, not refused: letters ('a', 'A') can be
+    classes of their own. ``first_rows`` names the row of each label (multi-label rows hold several); else it is
+    found in ``values``."""
 
     def number(name: str) -> float | None:
         try:
@@ -42,24 +45,38 @@ def check_label_spellings(
         if value is not None:
             by_value.setdefault(value, []).append(name)
     by_word: dict[str, list[str]] = {}
+    by_letters: dict[str, list[str]] = {}
     for name, value in numeric.items():
         if value is None:
-            by_word.setdefault(" ".join(name.split()).casefold(), []).append(name)
+            by_word.setdefault(" ".join(name.split()), []).append(name)
+            by_letters.setdefault(" ".join(name.split()).casefold(), []).append(name)
     same = next((group for group in by_value.values() if len(group) > 1), None)
     same_word = next((group for group in by_word.values() if len(group) > 1), None)
     words = [name for name, value in numeric.items() if value is None]
+
+    def rows_of(clash: list[str]) -> list[int]:
+        return [
+            first_rows[name] if first_rows else next(i for i, v in enumerate(values) if str(v) == name)
+            for name in clash
+        ]
+
+    cased = next((group for group in by_letters.values() if len(group) > 1), None)
+    if same is None and same_word is None and cased is not None:
+        rows = rows_of(cased)
+        warnings.warn(
+            f"labels in column {column!r} differ only in capitals: {cased[0]!r} (train row {rows[0]}) and "
+            f"{cased[1]!r} (train row {rows[1]}) are separate classes; if they are one, write them the same way",
+            stacklevel=2,
+        )
     if same is None and same_word is None and (not words or len(words) == len(names)):
         return
     if same is not None:
         clash, what = same, "spell the same number differently"
     elif same_word is not None:
-        clash, what = same_word, "differ only in spacing or capitals"
+        clash, what = same_word, "differ only in spacing"
     else:
         clash, what = [next(n for n in names if numeric[n] is not None), words[0]], "mix numbers and words"
-    rows = [
-        first_rows[name] if first_rows else next(i for i, v in enumerate(values) if str(v) == name)
-        for name in clash
-    ]
+    rows = rows_of(clash)
     raise DataError(
         f"labels in column {column!r} {what}: {clash[0]!r} (train row {rows[0]}) and {clash[1]!r} (train row "
         f"{rows[1]}) would become separate classes; write every label the same way"

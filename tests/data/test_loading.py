@@ -139,11 +139,7 @@ def test_offline_hub_dataset_says_how_to_pass_local_data():
         (["1", "positive", "0", "positive"], r"mix numbers and words: '0' \(train row 2\) and 'positive'"),
         (
             ["positive", "other", "positive ", "other"],
-            r"differ only in spacing or capitals: 'positive' \(train row 0\) and 'positive ' \(train row 2\)",
-        ),
-        (
-            ["Bee", "ant", "bee", "ant"],
-            r"differ only in spacing or capitals: 'Bee' \(train row 0\) and 'bee'",
+            r"differ only in spacing: 'positive' \(train row 0\) and 'positive ' \(train row 2\)",
         ),
     ],
 )
@@ -239,3 +235,18 @@ def test_an_image_folder_whose_layout_names_no_classes_names_the_files_that_brea
         hftl.DataError, match=rf"SPLIT/LABEL/IMAGE .* 1 file\(s\) sit elsewhere: {stray}; move"
     ):
         splits_of(str(folder), "image")
+
+
+def test_labels_that_differ_only_in_capitals_are_classes_with_a_warning():
+    """Letters can be classes of their own ('a' and 'A'); a user who meant one class is told, not refused."""
+    raw = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": list("abcd") * 3, "label": ["Bee", "ant", "bee", "ant"] * 3}),
+            "validation": Dataset.from_dict({"text": ["e"], "label": ["bee"]}),
+        }
+    )
+    with pytest.warns(
+        UserWarning, match=r"differ only in capitals: 'Bee' \(train row 0\) and 'bee' \(train row 2\)"
+    ):
+        splits = splits_of(raw)
+    assert splits.labels == ["Bee", "ant", "bee"]
