@@ -229,7 +229,8 @@ TODAY_DEFAULTS["electra"] = {
 }
 
 # w2v: word2vec vectors developed with gensim on SST-2's phrases (no labels: another pretraining, corpus and format
-# than GloVe's), held out from the word-vector rules: every plan at hftl's rates and a step either side
+# than GloVe's), held out from the word-vector rules: every plan at hftl's rates, head and full a step either side,
+# scratch a step below
 FAMILY_PLANS["w2v"] = ["head", "full", "scratch", "auto"]
 GRIDS["w2v"] = {"head": [3e-3, 1e-2, 3e-2], "full": [3e-3, 1e-2, 3e-2], "scratch": [1e-2, 3e-2]}
 TODAY_DEFAULTS["w2v"] = {"head": 1e-2, "full": 1e-2, "scratch": 3e-2}
@@ -1708,7 +1709,8 @@ GloVe's pairs are all in-sample: its imdb pair, held out from the word-vector ra
 step low, and with GloVe on the other UCI targets (20 and 350+ per class, the domain task included) and SST-2 at
 10,000 per class the rates and the small cases were set again on all ten (the `glove-` tables). The `w2v-` pairs hold
 those word-vector rules out on other vectors: word2vec (skip-gram, 50-d) developed with gensim on SST-2's training
-phrases, no labels, on the seven UCI targets, each plan at hftl's rates and a step either side, 3 seeds.
+phrases, no labels, on the seven UCI targets, each plan at hftl's rates, head and full a step either side and
+scratch a step below, 3 seeds.
 The `electra-` pairs hold every text rule out on another model type of the BERT family: a tiny ELECTRA of the tiny
 BERT's shape (its embeddings half as wide, projected up), developed on SST-2 by the same recipe, which it trained
 worse (60.4% on the dev set after its first epoch, then diverging: the weakest source here), one pair per case and

@@ -5,7 +5,7 @@ Policy: grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit image
 ``--max-image-pixels`` are downscaled as they are read (JPEGs by the decoder itself); 0-byte, truncated, unreadable files and images over PIL's decompression-bomb limit
 are skipped; empty or whitespace-only texts are skipped. Every skip is reported with its row and file, and a split
 with more than ``--max-bad-fraction`` bad examples stops the run with the first few listed. An image processor whose
-configured size would make every image larger than that is refused before it resizes one.
+configured size would make every image larger than 4096 x 4096 pixels is refused before it resizes one.
 """
 
 from __future__ import annotations
@@ -179,21 +179,32 @@ def allow_truncated_images(allow: bool = False) -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = allow
 
 
+# an image processor may make images this large at most (4096 x 4096; DETR-style 1333 px edges pass)
+MAX_PROCESSOR_PIXELS = 4 * DEFAULT_MAX_IMAGE_PIXELS
+
+
 def check_processor_size(processor: Any) -> None:
     """Refuse an image processor whose target size (``size``/``crop_size`` in its preprocessor_config.json, an
-    untrusted file) holds more pixels than an input image may (``DEFAULT_MAX_IMAGE_PIXELS``): it would allocate that
-    much for every image, and fail as a MemoryError deep in a resize."""
+    untrusted file) would make every image larger than ``MAX_PROCESSOR_PIXELS``: it would allocate that much per image
+    and fail as a MemoryError (or the kernel's OOM killer) deep in a resize."""
     for key in ("size", "crop_size"):
         size = getattr(processor, key, None)
-        # a dict, transformers' SizeDict (a dataclass) or a number
+        # a dict, transformers' SizeDict (a dataclass) or one number (a square side)
         if isinstance(size, Mapping):
             fields = dict(size)
         else:
-            fields = vars(size) if hasattr(size, "__dict__") else {key: size}
-        sides = {k: v for k, v in fields.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        if sides and max(sides.values()) ** 2 > DEFAULT_MAX_IMAGE_PIXELS:
+            fields = vars(size) if hasattr(size, "__dict__") else {"side": size}
+        number = {k: v for k, v in fields.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if "height" in number and "width" in number:
+            pixels = number["height"] * number["width"]
+        else:
+            edges = [
+                number[k] for k in ("longest_edge", "shortest_edge", "side", "height", "width") if k in number
+            ]
+            pixels = max(edges) ** 2 if edges else 0
+        pixels = max([pixels] + [number[k] for k in ("max_pixels", "min_pixels") if k in number])
+        if pixels > MAX_PROCESSOR_PIXELS:
             raise DataError(
-                f"the image processor resizes to {sides} ({key} in preprocessor_config.json): more than "
-                f"{DEFAULT_MAX_IMAGE_PIXELS:,} pixels per image; fix the processor's config or pass processor=... "
-                "with a sensible size"
+                f"the image processor resizes to {number} ({key} in its preprocessor_config.json): about "
+                f"{pixels:,.0f} pixels per image, more than {MAX_PROCESSOR_PIXELS:,}; fix that file's sizes"
             )

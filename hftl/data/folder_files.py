@@ -62,14 +62,29 @@ def check_folder_labels(loaded: Any, path: Path) -> None:
     columns = [split.column_names for split in loaded.values()]
     if any(names is None for names in columns) or all("label" in names for names in columns):
         return  # a stream that does not say its columns yet is checked where its rows are read
-    files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    split_names = {p.relative_to(path).parts[0] for p in files if len(p.relative_to(path).parts) > 1}
-    in_splits = bool(split_names & {"train", "validation", "valid", "val", "test"})
+    from PIL import Image
+
+    image_suffixes = {suffix.lower() for suffix in Image.registered_extensions()}
+    files = [
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in image_suffixes
+    ]
+    split_words = {word for words in SPLIT_WORDS.values() for word in words}
+    in_splits = any(
+        p.relative_to(path).parts[0].lower() in split_words
+        for p in files
+        if len(p.relative_to(path).parts) > 1
+    )
     depth = 3 if in_splits else 2  # train/label/image, or label/image
     off = sorted(str(p.relative_to(path)) for p in files if len(p.relative_to(path).parts) != depth)
     layout = "SPLIT/LABEL/IMAGE (e.g. train/cat/1.jpg)" if in_splits else "LABEL/IMAGE (e.g. cat/1.jpg)"
+    found = (
+        f"{len(off)} image(s) sit elsewhere: {', '.join(off[:5])}; move or remove them"
+        if off
+        else "no class could be read from the folder names (one class folder, or none?)"
+    )
     raise DataError(
-        f"{path}: the class of each image is the name of its folder ({layout}), but "
-        + (f"{len(off)} file(s) sit elsewhere: {', '.join(off[:5])}" if off else "no labels could be read")
-        + "; move or remove them (or give a CSV/metadata file with a label column)"
+        f"{path}: the class of each image is the name of its folder ({layout}), but {found} (or give a CSV/metadata "
+        "file with a label column)"
     )

@@ -179,7 +179,7 @@ def _load_files(
                 "(e.g. latin-1)"
             ) from error
         # datasets wraps the reader's error (pandas names the bad line) in a generic one: say the reader's
-        cause = error.__cause__ or error.__context__
+        cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
         detail = (
             f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(error).__name__}: {error}"
         )

@@ -49,7 +49,8 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(
             f"cannot load {source}: {reason}. A run folder holds its weights (model.safetensors, or for LoRA "
-            "adapter_model.safetensors beside the base's); was it copied in part, or is the run unfinished?"
+            "adapter_model.safetensors beside the base's): if this is one, was it copied in part, or is the run "
+            "unfinished? (A LoRA folder saved before runs kept their base reads it from the base's Hub id or folder.)"
         ) from error
 
 

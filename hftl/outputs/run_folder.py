@@ -96,7 +96,10 @@ def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:
                 "it. Choose another --output-dir, or replace those files with --overwrite-output-dir."
             )
         # files with the names a run writes, in a folder no run has locked: the user's (a README.md, say)
-        theirs = [] if (folder / LOCK_FILE).exists() else sorted(_run_file_paths(folder))
+        # (files only: a folder such as logs/ may be a job scheduler's, written before the run starts)
+        theirs = (
+            [] if (folder / LOCK_FILE).exists() else sorted(p for p in _run_file_paths(folder) if p.is_file())
+        )
         if theirs and not overwrite:
             names = ", ".join(path.name for path in theirs[:5]) + (", ..." if len(theirs) > 5 else "")
             raise ConfigError(

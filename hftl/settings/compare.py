@@ -93,8 +93,12 @@ def parse_sizes(text: str) -> list[int | None]:
 
 def parse_seeds(text: str) -> list[int]:
     try:
-        return [int(part) for part in str(text).split(",") if part.strip()]
+        seeds = [int(part) for part in str(text).split(",") if part.strip()]
     except ValueError as error:
         raise ConfigError(
             f"--seeds: expected comma-separated integers such as 1,2,3, got {text!r}"
         ) from error
+    wrong = [seed for seed in seeds if not 0 <= seed < 2**32]  # as --seed: before any run trains
+    if wrong:
+        raise ConfigError(f"--seeds: each seed must be from 0 to {2**32 - 1}, got {wrong[0]}")
+    return seeds

@@ -3,13 +3,15 @@ Auto classes, with errors that say what to do offline."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from hftl.backbones.base import trainable_architecture
-from hftl.errors import ModelError
+from hftl.errors import HftlError, ModelError
 from hftl.modeling.pooled import register_for_source
 from hftl.modeling.timm_nets import TIMM_MODEL_TYPE, prepare_config, standard_processor
 from hftl.sources.pooling import hub_head
@@ -28,6 +30,18 @@ def _loading_error(name: str, error: Exception) -> ModelError:
         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Offline, pass a local "
         "save_pretrained folder with --model."
     )
+
+
+@contextmanager
+def _hub_errors_named(name: str) -> Iterator[None]:
+    """transformers' OSError/ValueError for a model it cannot load (offline, a wrong id) as one ModelError; hftl's own
+    errors (a refused pickle) pass through as they are."""
+    try:
+        yield
+    except HftlError:
+        raise
+    except (OSError, ValueError) as error:
+        raise _loading_error(name, error) from error
 
 
 def load_model_config(config: RunConfig, labels: list[str] | None = None) -> PretrainedConfig:
@@ -65,20 +79,17 @@ class HubSource:
     ) -> PreTrainedModel:
         try:
             return self._build_model(task, config, labels)
-        except (
-            MemoryError,
-            RuntimeError,
-        ) as error:  # torch: "can't allocate N bytes" on the CPU, "out of memory"
-            if (
-                not isinstance(error, MemoryError)
-                and "allocat" not in str(error)
-                and "out of memory" not in str(error)
-            ):
+        except (MemoryError, RuntimeError) as error:
+            # the CPU allocator refusing what the config asks for ("can't allocate memory: you tried to allocate N
+            # bytes"); a GPU's out-of-memory (a busy card, a large model) is not a config's fault and passes through
+            cpu_refusal = isinstance(error, MemoryError) or "DefaultCPUAllocator" in str(error)
+            if not cpu_refusal:
                 raise
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
             raise ModelError(
-                f"building {config.model} ran out of memory ({str(error).splitlines()[0] or type(error).__name__}): "
-                "its config.json asks for more weights than this machine holds; check its sizes (hidden_size, "
-                "num_hidden_layers, vocab_size: `hftl plan` prints the parameter count without allocating them)"
+                f"building {config.model} ran out of memory ({reason}): its config.json may ask for more weights "
+                "than this machine holds; check its sizes (hidden_size, num_hidden_layers, vocab_size: `hftl plan` "
+                "prints the parameter count without allocating them)"
             ) from error
 
     def _build_model(self, task: Task, config: RunConfig, labels: list[str]) -> PreTrainedModel:
@@ -88,20 +99,18 @@ class HubSource:
         kernel = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
         if config.init == "scratch":
             return model_class.from_config(model_config, trust_remote_code=config.trust_remote_code, **kernel)
-        try:
-            with pickled_weights_refused(config.model):
-                return model_class.from_pretrained(
-                    local_or_hub(config.model),
-                    config=model_config,
-                    revision=config.revision,
-                    trust_remote_code=config.trust_remote_code,
-                    ignore_mismatched_sizes=True,
-                    **kernel,
-                    # --quantize 4bit: the NF4 base of QLoRA, the head left in full precision
-                    **quantized_loading(config, model_config),
-                )
-        except (OSError, ValueError) as error:
-            raise _loading_error(config.model, error) from error
+        # a pickle torch refuses is named as such (a ModelError, which the Hub-error wrapping below must not take)
+        with pickled_weights_refused(config.model), _hub_errors_named(config.model):
+            return model_class.from_pretrained(
+                local_or_hub(config.model),
+                config=model_config,
+                revision=config.revision,
+                trust_remote_code=config.trust_remote_code,
+                ignore_mismatched_sizes=True,
+                **kernel,
+                # --quantize 4bit: the NF4 base of QLoRA, the head left in full precision
+                **quantized_loading(config, model_config),
+            )
 
     def build_meta_model(
         self, task: Task, config: RunConfig, labels: list[str] | None = None

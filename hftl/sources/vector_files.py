@@ -106,23 +106,30 @@ def _is_text_vector_line(line: bytes, dim: int) -> bool:
     return len(tokens) == dim + 1
 
 
-def _first_ragged_line(path: Path) -> str | None:
-    """The first line of a text vectors file with another number of values than the first vector's (gensim's own
-    error is numpy's "could not broadcast"), as "line N ('word') has X values, not Y"; None if every line agrees."""
+def _first_ragged_line(path: Path, limit: int | None = None) -> str | None:
+    """The first line of a text vectors file (within the first ``limit`` vectors, as gensim reads them) with another
+    number of values than the first vector's (gensim's own error is numpy's "could not broadcast"), as "line N
+    ('word') has X values, not Y"; None if every line agrees, or the file cannot be read again (a truncated .gz)."""
     import gensim.utils
 
-    with gensim.utils.open(
-        str(path), "rb"
-    ) as handle:  # smart_open: decompresses .gz/.bz2 as detect_format does
-        expected = None
-        for number, raw in enumerate(handle, start=1):
-            tokens = raw.decode("utf-8", errors="replace").rstrip().split(" ")
-            if number == 1 and len(tokens) == 2 and all(t.isdigit() for t in tokens):
-                expected = int(tokens[1])  # word2vec's "count dim" header
-                continue
-            expected = expected if expected is not None else len(tokens) - 1
-            if len(tokens) - 1 != expected:
-                return f"line {number} ({tokens[0]!r}) has {len(tokens) - 1} values, not {expected}"
+    try:
+        with gensim.utils.open(
+            str(path), "rb"
+        ) as handle:  # smart_open: decompresses .gz/.bz2 as detect_format does
+            expected, vectors = None, 0
+            for number, raw in enumerate(handle, start=1):
+                tokens = raw.decode("utf-8", errors="replace").rstrip().split(" ")
+                if number == 1 and len(tokens) == 2 and all(t.isdigit() for t in tokens):
+                    expected = int(tokens[1])  # word2vec's "count dim" header
+                    continue
+                expected = expected if expected is not None else len(tokens) - 1
+                if len(tokens) - 1 != expected:
+                    return f"line {number} ({tokens[0]!r}) has {len(tokens) - 1} values, not {expected}"
+                vectors += 1
+                if limit is not None and vectors >= limit:
+                    return None
+    except (OSError, EOFError, ValueError):
+        return None
     return None
 
 
@@ -153,7 +160,7 @@ def _load_file(path: Path, format: str, limit: int | None, mmap: str | None) -> 
             "first words only with --vectors-limit N"
         ) from error
     except (ValueError, EOFError, UnicodeDecodeError, OSError, pickle.UnpicklingError) as error:
-        ragged = _first_ragged_line(path) if format in ("glove", "word2vec-txt") else None
+        ragged = _first_ragged_line(path, limit) if format in ("glove", "word2vec-txt") else None
         if ragged is not None:
             raise ModelError(
                 f"{path}: {ragged}; every line must be a word and the same number of values"

@@ -263,7 +263,7 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
 
 
 # what ``checkpoint_name`` writes: a progress file naming anything else (a path, ``..``) is not hftl's
-CHECKPOINT_NAME = re.compile(rf"{PREFIX}\d{{8}}-e\d+b\d+")
+CHECKPOINT_NAME = re.compile(rf"{PREFIX}\d{{8,}}-e\d+b\d+")
 
 
 def read_progress(path: Path) -> Progress:
@@ -281,14 +281,19 @@ def read_progress(path: Path) -> Progress:
 
 
 # fingerprint entries added after checkpoints were first written: compared only where the checkpoint has them
-ADDED_KEYS = ("frozen_weights",)
+ADDED_KEYS = ("frozen_weights", "data_reader")
+# how the data fingerprints are made: a checkpoint from an earlier reader (CSV words such as NA read as missing, folders
+# fingerprinted by the path as typed) cannot be compared on them, so its data is taken as the same (the rest is checked)
+DATA_READER = 2
+DATA_KEYS = ("train_data", "validation_data")
 
 
 def model_identity(model: str) -> str:
-    """``--model`` as a run's fingerprint records it: a local folder by its resolved path (``./bert/``, ``bert`` and
-    its absolute path are one model), anything else (a Hub id, ``vectors:...``) as given."""
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
+    """``--model`` as a run's fingerprint records it: a local path (``vectors:`` files too) by its resolved path
+    (``./bert/``, ``bert`` and its absolute path are one model), anything else (a Hub id) as given."""
+    from hftl.config import resolved_local_path
+
+    return resolved_local_path(model)
 
 
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
@@ -299,7 +304,10 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
         return  # a checkpoint from before fingerprints: nothing to compare
     if isinstance(saved.get("model"), str):  # checkpoints from before local paths were resolved
         saved = {**saved, "model": model_identity(saved["model"])}
-    keys = (set(saved) | set(current)) - {key for key in ADDED_KEYS if key not in saved}
+    skipped = {key for key in ADDED_KEYS if key not in saved}
+    if "data_reader" not in saved:  # an earlier data reader's fingerprints: not comparable with today's
+        skipped |= set(DATA_KEYS)
+    keys = (set(saved) | set(current)) - skipped
     differ = [key for key in sorted(keys) if saved.get(key) != current.get(key)]
     if differ:
         details = "; ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in differ[:6])

@@ -17,6 +17,7 @@ from hftl.errors import ConfigError
 from hftl.outputs.artifacts import METRICS_FILE
 from hftl.outputs.run_folder import check_output_dir, previous_run
 from hftl.training.checkpoints import (
+    DATA_READER,
     Progress,
     check_same_run,
     checkpoint_dir,
@@ -38,6 +39,7 @@ def run_fingerprint(
     ``model`` (built, not yet trained): its frozen weights, which a checkpoint does not hold, are fingerprinted too."""
     fingerprint = {
         "model": model_identity(str(config.model)),
+        "data_reader": DATA_READER,
         "revision": config.revision,
         "train_data": inputs.stream.fingerprint if inputs.stream is not None else inputs.train._fingerprint,
         "validation_data": inputs.validation._fingerprint,

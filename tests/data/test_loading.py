@@ -232,7 +232,7 @@ def test_an_image_folder_whose_layout_names_no_classes_names_the_files_that_brea
     (folder / stray).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(next((folder / "train" / "red").glob("*.png")), folder / stray)
     with pytest.raises(
-        hftl.DataError, match=rf"SPLIT/LABEL/IMAGE .* 1 file\(s\) sit elsewhere: {stray}; move"
+        hftl.DataError, match=rf"SPLIT/LABEL/IMAGE .* 1 image\(s\) sit elsewhere: {stray}; move"
     ):
         splits_of(str(folder), "image")
 

@@ -147,6 +147,13 @@ def test_files_a_run_would_write_over_are_the_users_until_a_run_has_used_the_fol
     ):
         quick_train("text", "small_similar", glove_model, text_folder, mine, epochs=1)
     assert (mine / "README.md").read_text() == "my notes"
+    scheduled = (
+        tmp_path / "scheduled"
+    )  # a job scheduler's log folder, made before the run starts, is not a run file
+    (scheduled / "logs").mkdir(parents=True)
+    (scheduled / "logs" / "job.out").write_text("started\n")
+    quick_train("text", "small_similar", glove_model, text_folder, scheduled, epochs=1)
+    assert (scheduled / "metrics.json").is_file()
     crashed = tmp_path / "crashed-early"
     crashed.mkdir()
     (crashed / LOCK_FILE).write_text("")

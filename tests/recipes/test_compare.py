@@ -78,6 +78,8 @@ def test_sizes_and_seeds_are_parsed_with_clear_errors():
         parse_sizes("ten")
     with pytest.raises(hftl.ConfigError, match="--seeds"):
         CompareSettings(seeds="1,x")
+    with pytest.raises(hftl.ConfigError, match="--seeds: each seed must be from 0 to 4294967295, got -3"):
+        CompareSettings(seeds="1,-3")
 
 
 def test_hftl_compare_writes_report_plots_and_summaries(model_dirs, image_folder, tmp_path, capsys):

@@ -106,12 +106,12 @@ def test_separately_stored_arrays_still_load_and_memory_map(tmp_path):
 
 
 def test_a_config_asking_for_more_weights_than_memory_is_one_error_naming_it(bert_dir, text_folder, tmp_path):
-    """config.json is untrusted: an intermediate_size of 10^12 asks torch for 128 TB, refused at once; hftl names the
+    """config.json is untrusted: an intermediate_size of 10^15 asks torch for 128 PB, refused at once; hftl names the
     model and what to check instead of torch's allocator message."""
     import hftl
     from tests.helpers import copy_with_json
 
-    model = copy_with_json(bert_dir, tmp_path / "model", "config.json", intermediate_size=10**12)
+    model = copy_with_json(bert_dir, tmp_path / "model", "config.json", intermediate_size=10**15)
     with pytest.raises(hftl.ModelError, match=r"building .*model ran out of memory .*check its sizes"):
         hftl.train(
             task="text",

@@ -104,6 +104,12 @@ def test_unknown_format_wrong_override_and_missing_file_are_clear_errors(files, 
     ragged.write_text("the 0.1 0.2 0.3 0.4\ncat 0.1 0.2 0.3 0.4\ndog 0.1 0.2\n")
     with pytest.raises(hftl.ModelError, match=r"ragged.txt: line 3 \('dog'\) has 2 values, not 4"):
         hftl.load_vectors(ragged)
+    import gzip
+
+    truncated = tmp_path / "truncated.txt.gz"
+    truncated.write_bytes(gzip.compress(("the 0.1 0.2 0.3 0.4\n" * 200).encode())[:60])
+    with pytest.raises(hftl.ModelError, match=r"cannot read .*truncated.txt.gz"):
+        hftl.load_vectors(truncated, format="glove")
     with pytest.raises(hftl.ModelError, match="cannot read .* as word2vec-bin vectors"):
         hftl.load_vectors(files["glove"], format="word2vec-bin")
     with pytest.raises(hftl.ConfigError, match="valid vectors formats: auto, word2vec-bin"):

@@ -133,7 +133,9 @@ def test_a_model_folder_with_a_malicious_pickle_is_refused(vit_dir, image_folder
     (evil / "model.safetensors").unlink()
     torch.save({"weights": _RunsCode()}, evil / "pytorch_model.bin")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(hftl.ModelError, match=r"evil-model: the weights \(pytorch_model.bin\) are a pickle"):
+    with pytest.raises(
+        hftl.ModelError, match=r"evil-model: the weights \(pytorch_model.bin\) are a pickle"
+    ) as refused:
         hftl.train(
             task="image",
             case="small_similar",
@@ -142,6 +144,9 @@ def test_a_model_folder_with_a_malicious_pickle_is_refused(vit_dir, image_folder
             output_dir=str(tmp_path / "out"),
             epochs=1,
         )
+    assert str(refused.value).startswith(
+        str(evil)
+    )  # named as a pickle, not as a model the Hub could not provide
     with pytest.raises(hftl.ModelError, match=r"the weights \(pytorch_model.bin\) are a pickle"):
         hftl.load(evil)  # predict, embed and export load through it
     assert not (tmp_path / "PWNED").exists()

@@ -222,6 +222,7 @@ def test_a_run_resumes_however_its_model_and_data_paths_are_typed(
     another way (or from another working directory) continues the run instead of refusing it."""
     import shutil
 
+    from hftl.errors import ConfigError
     from hftl.training.checkpoints import check_same_run
     from tests.helpers import quick_train
 
@@ -235,9 +236,17 @@ def test_a_run_resumes_however_its_model_and_data_paths_are_typed(
         "image", "small_similar", "../m/", str(tmp_path / "d"), out, epochs=2, seed=1, resume="auto"
     )
     assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2] and resumed.metrics["resumed_from"]
-    # a checkpoint written before paths were resolved (model as typed) still matches from where it was typed
+    # a checkpoint written before paths were resolved (model as typed) still matches from where it was typed, and
+    # one from the earlier data reader (no data_reader entry: other data fingerprints) is not compared on its data
     monkeypatch.chdir(tmp_path)
     check_same_run({"model": "m"}, {"model": str((tmp_path / "m").resolve())}, out)
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("the 0.1 0.2\n")
+    check_same_run({"model": "vectors:v.txt"}, {"model": f"vectors:{vectors.resolve()}"}, out)
+    old = {"train_data": "a", "validation_data": "b", "seed": 1}
+    check_same_run(old, {"train_data": "c", "validation_data": "d", "seed": 1, "data_reader": 2}, out)
+    with pytest.raises(ConfigError, match="train_data: 'a' -> 'c'"):
+        check_same_run({**old, "data_reader": 2}, {**old, "train_data": "c", "data_reader": 2}, out)
 
 
 def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
