@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hftl.config import resolved_local_path
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import CHECKPOINTS, NO_SPACE_REMEDY
 from hftl.outputs.files import file_digest, space_checked
@@ -288,14 +289,6 @@ DATA_READER = 2
 DATA_KEYS = ("train_data", "validation_data")
 
 
-def model_identity(model: str) -> str:
-    """``--model`` as a run's fingerprint records it: a local path (``vectors:`` files too) by its resolved path
-    (``./bert/``, ``bert`` and its absolute path are one model), anything else (a Hub id) as given."""
-    from hftl.config import resolved_local_path
-
-    return resolved_local_path(model)
-
-
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
     """Refuse to resume a checkpoint made by another run (other data, model, plan or optimisation), naming what
     differs. Settings outside the fingerprint (epochs, logging, checkpoint and evaluation frequency, workers,
@@ -303,7 +296,7 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
     if not saved:
         return  # a checkpoint from before fingerprints: nothing to compare
     if isinstance(saved.get("model"), str):  # checkpoints from before local paths were resolved
-        saved = {**saved, "model": model_identity(saved["model"])}
+        saved = {**saved, "model": resolved_local_path(saved["model"])}
     skipped = {key for key in ADDED_KEYS if key not in saved}
     if "data_reader" not in saved:  # an earlier data reader's fingerprints: not comparable with today's
         skipped |= set(DATA_KEYS)

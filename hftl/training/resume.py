@@ -11,7 +11,7 @@ from typing import Any
 from accelerate import Accelerator
 from torch import nn
 
-from hftl.config import RunConfig
+from hftl.config import RunConfig, resolved_local_path
 from hftl.data.preprocess import ModelInputs
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import METRICS_FILE
@@ -24,7 +24,6 @@ from hftl.training.checkpoints import (
     frozen_digest,
     list_checkpoints,
     load_checkpoint,
-    model_identity,
     read_progress,
     remove_partial,
     resolve_resume,
@@ -38,7 +37,7 @@ def run_fingerprint(
     """What makes a run this run: a checkpoint resumes only into the same data, model, plan and optimisation.
     ``model`` (built, not yet trained): its frozen weights, which a checkpoint does not hold, are fingerprinted too."""
     fingerprint = {
-        "model": model_identity(str(config.model)),
+        "model": resolved_local_path(str(config.model)),
         "data_reader": DATA_READER,
         "revision": config.revision,
         "train_data": inputs.stream.fingerprint if inputs.stream is not None else inputs.train._fingerprint,
