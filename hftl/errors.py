@@ -40,3 +40,9 @@ def unknown_choice(kind: str, value: object, valid: Iterable[str], hint: str = "
     if hint:
         message += f". {hint}"
     return ConfigError(message)
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line, or its type's name when it has no message (a bare ``MemoryError()``): what an hftl
+    error quotes of a library's longer one."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

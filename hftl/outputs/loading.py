@@ -10,7 +10,7 @@ import yaml
 from torch import nn
 from transformers import AutoConfig
 
-from hftl.errors import ModelError
+from hftl.errors import ModelError, first_line
 from hftl.modeling.pooled import register_for_source
 from hftl.modeling.timm_nets import prepare_config
 from hftl.outputs.artifacts import ADAPTER_CONFIG, BASE_CONFIG_DIR, CONFIG_FILE, holds_base
@@ -46,11 +46,11 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
     try:
         return _load(source, trust_remote_code)
     except OSError as error:  # transformers/PEFT: a file the folder should hold is missing or unreadable
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(
-            f"cannot load {source}: {reason}. A run folder holds its weights (model.safetensors, or for LoRA "
-            "adapter_model.safetensors beside the base's): if this is one, was it copied in part, or is the run "
-            "unfinished? (A LoRA folder saved before runs kept their base reads it from the base's Hub id or folder.)"
+            f"cannot load {source}: {first_line(error)}. A run folder holds its weights (model.safetensors, or "
+            "for LoRA adapter_model.safetensors beside the base's): if this is one, was it copied in part, or is "
+            "the run unfinished? (A LoRA folder saved before runs kept their base reads it from the base's Hub id or "
+            "folder.)"
         ) from error
 
 

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from hftl.backbones.base import trainable_architecture
-from hftl.errors import HftlError, ModelError
+from hftl.errors import HftlError, ModelError, first_line
 from hftl.modeling.pooled import register_for_source
 from hftl.modeling.timm_nets import TIMM_MODEL_TYPE, prepare_config, standard_processor
 from hftl.sources.pooling import hub_head
@@ -49,12 +49,10 @@ def load_model_config(config: RunConfig, labels: list[str] | None = None) -> Pre
     head (a pooled config when they are not the family's own)."""
     source = local_or_hub(config.model)
     register_for_source(source, revision=config.revision)
-    try:
+    with _hub_errors_named(config.model):
         model_config = AutoConfig.from_pretrained(
             source, revision=config.revision, trust_remote_code=config.trust_remote_code
         )
-    except (OSError, ValueError) as error:
-        raise _loading_error(config.model, error) from error
     prepare_config(model_config)
     trainable_architecture(model_config)
     if labels is not None:
@@ -85,11 +83,10 @@ class HubSource:
             cpu_refusal = isinstance(error, MemoryError) or "DefaultCPUAllocator" in str(error)
             if not cpu_refusal:
                 raise
-            reason = (str(error).splitlines() or [type(error).__name__])[0]
             raise ModelError(
-                f"building {config.model} ran out of memory ({reason}): its config.json may ask for more weights "
-                "than this machine holds; check its sizes (hidden_size, num_hidden_layers, vocab_size: `hftl plan` "
-                "prints the parameter count without allocating them)"
+                f"building {config.model} ran out of memory ({first_line(error)}): its config.json may ask for "
+                "more weights than this machine holds; check its sizes (hidden_size, num_hidden_layers, "
+                "vocab_size: `hftl plan` prints the parameter count without allocating them)"
             ) from error
 
     def _build_model(self, task: Task, config: RunConfig, labels: list[str]) -> PreTrainedModel:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from hftl.errors import ModelError
+from hftl.errors import ModelError, first_line
 
 ALLOWED: dict[str, set[str]] = {
     "gensim.models.keyedvectors": {"KeyedVectors", "Vocab", "CompatVocab"},
@@ -161,9 +161,8 @@ def pickled_weights_refused(source: str | Path) -> Iterator[None]:
             else []
         )
         named = f" ({', '.join(files)})" if files else ""
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(
-            f"{source}: the weights{named} are a pickle that asks for more than tensors ({reason}); hftl never "
-            "lets a pickle run code. Use the model's safetensors weights (model.safetensors), or load the file "
-            "yourself only if you trust it and save it with save_pretrained(safe_serialization=True)"
+            f"{source}: the weights{named} are a pickle that asks for more than tensors ({first_line(error)}); "
+            "hftl never lets a pickle run code. Use the model's safetensors weights (model.safetensors), or load "
+            "the file yourself only if you trust it and save it with save_pretrained(safe_serialization=True)"
         ) from error
