@@ -787,6 +787,15 @@ def fashion_source(cache: Path, work: Path, family: str = "resnet") -> Path:
 SOURCES_RECORD = REPO / "bench" / "results" / "calibration_sources.json"
 
 
+def record_source(folder: Path, what: str, info: dict[str, Any]) -> None:
+    """How a source was made and scored: ``source.json`` in its cache folder, and its entry in ``SOURCES_RECORD``
+    (beside the runs' rows)."""
+    (folder / "source.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    record = json.loads(SOURCES_RECORD.read_text(encoding="utf-8")) if SOURCES_RECORD.is_file() else {}
+    record[folder.name] = {"source": what, **info}
+    SOURCES_RECORD.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
 def _keep_source(
     folder: Path, work: Path, init: Path, settings: dict, result: Any, started: float, what: str
 ) -> Path:
@@ -801,10 +810,7 @@ def _keep_source(
         "history": [h["eval_accuracy"] for h in result.metrics["history"]],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (folder / "source.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    record = json.loads(SOURCES_RECORD.read_text(encoding="utf-8")) if SOURCES_RECORD.is_file() else {}
-    record[folder.name] = {"source": what, **info}  # how each source scored, beside the runs' rows
-    SOURCES_RECORD.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record_source(folder, what, info)
     shutil.rmtree(work / "source", ignore_errors=True)
     shutil.rmtree(init, ignore_errors=True)
     print(f"source {what} accuracy {info['accuracy']:.3f} ({info['seconds']} s) -> {folder}")
@@ -863,10 +869,7 @@ def w2v_source(cache: Path) -> Path:
         "words": words,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (folder / "source.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    record = json.loads(SOURCES_RECORD.read_text(encoding="utf-8")) if SOURCES_RECORD.is_file() else {}
-    record[folder.name] = {"source": "word2vec (gensim, skip-gram) on SST-2's training phrases", **info}
-    SOURCES_RECORD.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record_source(folder, "word2vec (gensim, skip-gram) on SST-2's training phrases", info)
     return vectors
 
 
