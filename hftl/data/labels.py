@@ -48,8 +48,9 @@ def check_label_spellings(
     by_letters: dict[str, list[str]] = {}
     for name, value in numeric.items():
         if value is None:
-            by_word.setdefault(" ".join(name.split()), []).append(name)
-            by_letters.setdefault(" ".join(name.split()).casefold(), []).append(name)
+            spaced = " ".join(name.split())
+            by_word.setdefault(spaced, []).append(name)
+            by_letters.setdefault(spaced.casefold(), []).append(name)
     same = next((group for group in by_value.values() if len(group) > 1), None)
     same_word = next((group for group in by_word.values() if len(group) > 1), None)
     words = [name for name, value in numeric.items() if value is None]
