@@ -127,15 +127,9 @@ def test_a_processor_config_that_would_blow_up_every_image_is_refused_before_res
     tmp_path, vit_dir, image_folder
 ):
     """preprocessor_config.json is an untrusted file: a size of 100,000 px a side would allocate 30 GB per image."""
-    from tests.helpers import copy_with_json
+    from tests.helpers import copy_with_json, quick_train
 
     huge = {"height": 100_000, "width": 100_000}
     model = copy_with_json(vit_dir, tmp_path / "model", "preprocessor_config.json", size=huge)
     with pytest.raises(hftl.DataError, match=r"resizes to \{'height': 100000, 'width': 100000\} \(size in"):
-        hftl.train(
-            task="image",
-            case="small_similar",
-            model=str(model),
-            dataset=str(image_folder),
-            output_dir=str(tmp_path / "o"),
-        )
+        quick_train("image", "small_similar", model, image_folder, tmp_path / "o")

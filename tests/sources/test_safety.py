@@ -109,14 +109,8 @@ def test_a_config_asking_for_more_weights_than_memory_is_one_error_naming_it(ber
     """config.json is untrusted: an intermediate_size of 10^15 asks torch for 128 PB, refused at once; hftl names the
     model and what to check instead of torch's allocator message."""
     import hftl
-    from tests.helpers import copy_with_json
+    from tests.helpers import copy_with_json, quick_train
 
     model = copy_with_json(bert_dir, tmp_path / "model", "config.json", intermediate_size=10**15)
     with pytest.raises(hftl.ModelError, match=r"building .*model ran out of memory .*check its sizes"):
-        hftl.train(
-            task="text",
-            case="small_similar",
-            model=str(model),
-            dataset=str(text_folder),
-            output_dir=str(tmp_path / "o"),
-        )
+        quick_train("text", "small_similar", model, text_folder, tmp_path / "o")
