@@ -179,14 +179,17 @@ def allow_truncated_images(allow: bool = False) -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = allow
 
 
-# an image processor may make images this large at most (4096 x 4096; DETR-style 1333 px edges pass)
+# an image processor may make images this large at most (4096 x 4096; DETR-style 1333 px edges pass), or as large
+# as --max-image-pixels lets images be decoded, where that is more
 MAX_PROCESSOR_PIXELS = 4 * DEFAULT_MAX_IMAGE_PIXELS
 
 
-def check_processor_size(processor: Any) -> None:
+def check_processor_size(processor: Any, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
     """Refuse an image processor whose target size (``size``/``crop_size`` in its preprocessor_config.json, an
-    untrusted file) would make every image larger than ``MAX_PROCESSOR_PIXELS``: it would allocate that much per image
-    and fail as a MemoryError (or the kernel's OOM killer) deep in a resize."""
+    untrusted file) would make every image larger than ``MAX_PROCESSOR_PIXELS`` (or ``max_image_pixels``, where the
+    user raised that above it): it would allocate that much per image and fail as a MemoryError (or the kernel's OOM
+    killer) deep in a resize."""
+    bound = max(MAX_PROCESSOR_PIXELS, max_image_pixels)
     for key in ("size", "crop_size"):
         size = getattr(processor, key, None)
         # a dict, transformers' SizeDict (a dataclass) or one number (a square side)
@@ -203,8 +206,9 @@ def check_processor_size(processor: Any) -> None:
             ]
             pixels = max(edges) ** 2 if edges else 0
         pixels = max([pixels] + [number[k] for k in ("max_pixels", "min_pixels") if k in number])
-        if pixels > MAX_PROCESSOR_PIXELS:
+        if pixels > bound:
             raise DataError(
                 f"the image processor resizes to {number} ({key} in its preprocessor_config.json): about "
-                f"{pixels:,.0f} pixels per image, more than {MAX_PROCESSOR_PIXELS:,}; fix that file's sizes"
+                f"{pixels:,.0f} pixels per image, more than {bound:,}; fix that file's sizes, or raise "
+                "--max-image-pixels to at least that if the model really reads images this large"
             )

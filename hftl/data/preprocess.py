@@ -98,7 +98,9 @@ def prepare_inputs(
         )
         for name, split in named.items()
     }
-    train_collator, eval_collator = collators(modality, processor, augment, seed, pad_to_multiple_of)
+    train_collator, eval_collator = collators(
+        modality, processor, augment, seed, pad_to_multiple_of, max_image_pixels
+    )
     return ModelInputs(
         mapped["train"][0],
         mapped["validation"][0],
@@ -106,7 +108,7 @@ def prepare_inputs(
         eval_collator,
         [report for _, report in mapped.values()],
         mapped["test"][0] if "test" in mapped else None,
-        image_stats=ImageStats.from_processor(processor) if modality == "image" else None,
+        image_stats=ImageStats.from_processor(processor, max_image_pixels) if modality == "image" else None,
     )
 
 
@@ -123,7 +125,7 @@ def prepare_split(
 ) -> tuple[Dataset, SkipReport]:
     """One split preprocessed once (``datasets.map``, cached by fingerprint), its unusable examples dropped."""
     if modality == "image":
-        stats = ImageStats.from_processor(processor)
+        stats = ImageStats.from_processor(processor, max_image_pixels)
         workers = decode_processes(processes, len(split))
         ready, report = screen(
             _map_images(split, splits, processor, stats, max_image_pixels, workers), name, max_bad_fraction
@@ -133,11 +135,16 @@ def prepare_split(
 
 
 def collators(
-    modality: str, processor: Any, augment: bool, seed: int, pad_to_multiple_of: int | None
+    modality: str,
+    processor: Any,
+    augment: bool,
+    seed: int,
+    pad_to_multiple_of: int | None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[Any, Any]:
     """The train and evaluation collators: seeded augmentation of raw pixels (images), dynamic padding (text)."""
     if modality == "image":
-        stats = ImageStats.from_processor(processor)
+        stats = ImageStats.from_processor(processor, max_image_pixels)
         return ImageCollator(stats, augment=augment, seed=seed), ImageCollator(
             stats, augment=False, seed=seed
         )
@@ -170,8 +177,10 @@ class ImageStats:
     std: tuple[float, ...]
 
     @classmethod
-    def from_processor(cls, processor: Any) -> ImageStats:
-        check_processor_size(processor)
+    def from_processor(cls, processor: Any, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImageStats:
+        """What ``processor`` does, probed on one small image once its target size is known to be sane (up to
+        ``max_image_pixels``: ``check_processor_size``)."""
+        check_processor_size(processor, max_image_pixels)
         probe = processor(
             [np.zeros((37, 41, 3), dtype=np.uint8)], do_rescale=False, do_normalize=False, return_tensors="np"
         )["pixel_values"]

@@ -208,7 +208,7 @@ def prepare_stream_inputs(
         for name, split in named.items()
     }
     train_collator, eval_collator = collators(
-        modality, processor, config.augment, config.seed, pad_to_multiple_of
+        modality, processor, config.augment, config.seed, pad_to_multiple_of, config.max_image_pixels
     )
     shuffled = splits.train.shuffle(seed=config.seed, buffer_size=config.shuffle_buffer)
     shards = shuffled.num_shards
@@ -218,7 +218,7 @@ def prepare_stream_inputs(
     )
     raw_columns = column_names(splits.train)
     where = "train stream (shuffled) example"  # the position the map sees: after the shuffle
-    stats = ImageStats.from_processor(processor) if modality == "image" else None
+    stats = ImageStats.from_processor(processor, config.max_image_pixels) if modality == "image" else None
     if stats is not None:
         batches = image_batches(splits, processor, stats, config.max_image_pixels, encode, where)
         mapped = mine.map(batches, batched=True, batch_size=64, with_indices=True, remove_columns=raw_columns)

@@ -133,3 +133,42 @@ def test_a_processor_config_that_would_blow_up_every_image_is_refused_before_res
     model = copy_with_json(vit_dir, tmp_path / "model", "preprocessor_config.json", size=huge)
     with pytest.raises(hftl.DataError, match=r"resizes to \{'height': 100000, 'width': 100000\} \(size in"):
         quick_train("image", "small_similar", model, image_folder, tmp_path / "o")
+
+
+def test_raising_max_image_pixels_raises_the_processor_bound_with_it():
+    """A model that really reads 5,000 px images needs --max-image-pixels raised; the refusal says so, and the
+    raised limit then lets the processor through."""
+    from types import SimpleNamespace
+
+    from hftl.data.bad_inputs import MAX_PROCESSOR_PIXELS, check_processor_size
+
+    processor = SimpleNamespace(size={"height": 5000, "width": 5000})
+    assert MAX_PROCESSOR_PIXELS < 5000 * 5000
+    with pytest.raises(hftl.DataError, match=r"25,000,000 pixels per image.*raise --max-image-pixels"):
+        check_processor_size(processor)
+    check_processor_size(processor, max_image_pixels=5000 * 5000)
+    with pytest.raises(hftl.DataError, match="more than 24,999,999"):
+        check_processor_size(processor, max_image_pixels=5000 * 5000 - 1)
+
+
+def test_every_image_path_checks_the_processor_against_the_runs_max_image_pixels(monkeypatch, vit_dir):
+    """prepare_inputs' splits, its collators and its stats all pass the run's --max-image-pixels on."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+    from transformers import AutoImageProcessor
+
+    from hftl.data import preprocess
+    from hftl.data.loading import Splits
+
+    seen: list[int] = []
+    real = preprocess.check_processor_size
+    monkeypatch.setattr(
+        preprocess, "check_processor_size", lambda p, bound: seen.append(bound) or real(p, bound)
+    )
+    images = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(4)]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
+    split = Dataset.from_dict({"image": images, "label": [0, 1, 0, 1]}, features=features)
+    splits = Splits(split, split, ["a", "b"], input_column="image", label_column="label", source="memory")
+    processor = AutoImageProcessor.from_pretrained(vit_dir)
+    preprocess.prepare_inputs(splits, "image", processor, max_image_pixels=123_456_789)
+    assert seen and set(seen) == {123_456_789}
