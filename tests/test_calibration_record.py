@@ -76,6 +76,60 @@ def test_the_default_rule_beats_scratch_on_every_small_vit_pair_and_the_old_one_
     assert old_losses >= 4
 
 
+@pytest.fixture(scope="module")
+def short_rows():
+    """The runs at hftl's default --epochs (bench/results/short_budget.jsonl, docs/calibration.md "Short budget")."""
+    return calibrate.load_rows(calibrate.SHORT_BUDGET_RECORD)
+
+
+# the small_similar ResNet pairs measured at hftl's default 3 epochs: the table's, and the 1.5x and 4x wide held out
+SHORT_RESNET_SIMILAR = ("fashion59-20", "resnet59-fashion04-20", "resnet4x-fashion59-20")
+
+
+def test_at_hftls_default_three_epochs_the_resnet_similar_rule_beats_scratch_where_its_old_rate_lost(
+    short_rows,
+):
+    """hftl's default --epochs 3 is 12 optimizer steps at 20 per class: partial fine-tuning at 1e-3 (the long-budget
+    table's lowest rate within 2 points) lost to scratch there by 10-15 points; at today's 1e-2 the rule beats
+    scratch on all three ResNets, the two held out included."""
+    from hftl.transfer.defaults import RESNET
+
+    assert all(r["epochs"] == calibrate.SHORT_BUDGET_EPOCHS for r in short_rows)
+    for pair in SHORT_RESNET_SIMILAR:
+        assert calibrate.default_rule(pair) == ("partial", RESNET.lrs["partial"])
+        assert rule_over_scratch(short_rows, pair) > 0.04, pair
+    for pair in SHORT_RESNET_SIMILAR[:2]:
+        old, n = calibrate._mean_at(short_rows, pair, "partial", 1e-3)
+        scratch, m = calibrate._mean_at(short_rows, pair, "scratch", calibrate.scratch_default(pair))
+        assert n == m == 3 and old < scratch - 0.10, pair
+
+
+def test_the_resnet_partial_rate_holds_at_both_budgets(rows, short_rows):
+    """At 3 epochs today's partial rate was the best of 1e-3, 3e-3 and 1e-2 on every pair measured (small digits and
+    shapes too); at the pairs' own budgets (8-30 epochs) it is within half a point of the best rate measured over
+    three seeds on every ResNet pair, held out or not (17 pairs)."""
+    from hftl.transfer.defaults import RESNET
+
+    rate = RESNET.lrs["partial"]
+    for pair in (*SHORT_RESNET_SIMILAR, "digits-20", "shapes-20"):
+        by_rate = {lr: calibrate._mean_at(short_rows, pair, "partial", lr) for lr in (1e-3, 3e-3, 1e-2)}
+        assert all(n == 3 for _, n in by_rate.values()), pair
+        assert max(by_rate, key=lambda lr: by_rate[lr][0]) == rate, pair
+    families = ("resnet", "resnet59", "resnet4x")
+    pairs = [p for p in calibrate.PAIRS if calibrate.PAIRS[p]["family"] in families]
+    measured = 0
+    for pair in pairs:
+        rates = {r["lr"] for r in rows if r["pair"] == pair and r["plan"] == "partial"}
+        means = [calibrate._mean_at(rows, pair, "partial", lr) for lr in rates]
+        best = max((mean for mean, n in means if n == 3), default=None)
+        today, n = calibrate._mean_at(rows, pair, "partial", rate)
+        if best is None or n != 3:
+            continue
+        measured += 1
+        assert today >= best - 0.005, pair
+    assert measured >= 17
+
+
 def test_tiny_bert_rates_are_the_calibration_candidates_and_beat_scratch_on_sentiment(rows):
     from hftl.transfer.defaults import TINY_BERT
 
@@ -336,26 +390,44 @@ def test_the_default_rule_never_loses_to_scratch_on_a_held_out_pair_and_beats_it
 
 def test_the_word_vector_rules_are_level_with_scratch_or_ahead_on_every_pair(rows):
     """In-sample (the word-vector rates and case choices were set on these pairs, docs/calibration.md "vectors"):
-    fine-tuned GloVe at 1e-2 against random vectors at 3e-2, each at 3 seeds or more, is ahead or within 1 point
-    (imdb at 350 per class: 0.6 under), and clearly ahead where the pretrained vectors matter: little data, another
-    task, or both. The rates these replaced (1e-3; 3e-3 for random vectors) were 2-10 points under on the UCI pairs."""
-    gaps = {}
+    fine-tuned GloVe at 3e-2 against random vectors at 3e-2, each at 3 seeds or more, is level or ahead on every pair
+    (-0.0 to +8.1 points), and clearly ahead where the pretrained vectors matter most: little data, another task, or
+    both. The rates these replaced (1e-3; 3e-3 for random vectors) were 2-10 points under on the UCI pairs, and
+    fine-tuning at 1e-2 was behind scratch on two pairs (by 0.4 and 0.6)."""
+    gaps, at_1e2 = {}, {}
     for pair in calibrate.PAIR_GROUPS["vectors"]:
         plan, lr = calibrate.default_rule(pair)
         accuracy, n = calibrate._mean_at(rows, pair, plan, lr)
         scratch, m = calibrate._mean_at(rows, pair, "scratch", calibrate.scratch_default(pair))
-        assert (plan, lr, calibrate.scratch_default(pair)) == ("full", 1e-2, 3e-2) and min(n, m) >= 3, pair
+        assert (plan, lr, calibrate.scratch_default(pair)) == ("full", 3e-2, 3e-2) and min(n, m) >= 3, pair
         gaps[pair] = accuracy - scratch
-    assert len(gaps) == 10 and all(gap > -0.01 for gap in gaps.values()), gaps
-    assert all(gaps[f"glove-{name}"] > 0.02 for name in ("yelp-20", "imdb-20", "domains-20", "yelp-350")), (
-        gaps
-    )
+        at_1e2[pair] = calibrate._mean_at(rows, pair, "full", 1e-2)[0] - scratch
+    assert len(gaps) == 10 and all(gap > -0.001 for gap in gaps.values()), gaps
+    assert all(gaps[f"glove-{name}"] > 0.04 for name in ("yelp-20", "imdb-20", "domains-20")), gaps
+    assert sum(gap < -0.001 for gap in at_1e2.values()) == 2 and min(at_1e2.values()) < -0.005, at_1e2
     old_full, n = calibrate._mean_at(rows, "glove-yelp-350", "full", 1e-3)
-    assert (
-        n == 3
-        and gaps["glove-yelp-350"] > 0
-        and old_full < calibrate._mean_at(rows, "glove-yelp-350", "full", 1e-2)[0] - 0.05
-    )
+    assert n == 3 and old_full < calibrate._mean_at(rows, "glove-yelp-350", "full", 3e-2)[0] - 0.05
+
+
+def test_at_hftls_default_three_epochs_word_vectors_fine_tune_best_at_3e_2(short_rows):
+    """At 3 epochs (15-66 optimizer steps) fine-tuning at 3e-2 was the best of 3e-3, 1e-2 and 3e-2 on 8 of the 9
+    GloVe and word2vec pairs measured and within half a point on the ninth; 1e-2 was behind scratch on four of them
+    (by up to 4.8 points), 3e-2 on three, by at most 1.8 (docs/calibration.md, "Short budget")."""
+    pairs = [p for p in calibrate.PAIRS if any(r["pair"] == p and r["plan"] == "full" for r in short_rows)]
+    pairs = [p for p in pairs if calibrate.PAIRS[p]["family"] in ("vectors", "w2v")]
+    assert len(pairs) == 9
+    best, behind, behind_1e2 = 0, [], []
+    for pair in pairs:
+        full = {lr: calibrate._mean_at(short_rows, pair, "full", lr) for lr in (3e-3, 1e-2, 3e-2)}
+        scratch, m = calibrate._mean_at(short_rows, pair, "scratch", 3e-2)
+        assert m == 3 and all(n == 3 for _, n in full.values()), pair
+        top = max(accuracy for accuracy, _ in full.values())
+        best += full[3e-2][0] == top
+        assert full[3e-2][0] > top - 0.005, pair
+        behind += [full[3e-2][0] - scratch] if full[3e-2][0] < scratch else []
+        behind_1e2 += [full[1e-2][0] - scratch] if full[1e-2][0] < scratch else []
+    assert best == 8 and len(behind) == 3 and min(behind) > -0.02, behind
+    assert len(behind_1e2) == 4 and min(behind_1e2) < -0.04, behind_1e2
 
 
 def test_on_the_held_out_electra_the_rates_hold_and_its_weak_source_loses_only_on_imdb(rows):
@@ -391,20 +463,34 @@ def test_case_auto_on_the_held_out_electra_is_at_most_four_points_behind_its_def
 
 
 def test_the_word_vector_rules_hold_on_held_out_word2vec_vectors(rows):
-    """Held out (docs/calibration.md, w2v): word2vec vectors developed with gensim on SST-2's phrases, on the seven UCI
-    targets, 3 seeds. Fine-tuning the vectors (every case's default) at 1e-2 is within 1.2 points of its best rate
-    and ahead of a classifier on frozen vectors on every pair; against random vectors at 3e-2 it is ahead on five
-    (+2.1 to +4.2 points) and 0.4 and 1.3 behind on two (amazon at 20 per class; the domain task with all 1,900
-    sentences, whose restaurant and product words vectors from movie phrases know least)."""
+    """Held out at their own budgets (docs/calibration.md, w2v; their 3-epoch runs were among those that moved
+    fine-tuning to 3e-2): word2vec vectors developed with gensim on SST-2's phrases, on the seven UCI targets, 3 seeds.
+    Fine-tuning the vectors (every case's default) at 3e-2 is within 2.3 points of its best rate (yelp at 350 per
+    class: 1e-2) and ahead of a classifier on frozen vectors on every pair; against random vectors at 3e-2 it is ahead
+    on five (+1.6 to +4.0 points) and 0.4 and 0.1 behind on two (amazon at 20 per class; the domain task with all 1,900
+    sentences, whose restaurant and product words vectors from movie phrases know least; 1e-2 was 1.3 behind there)."""
     pairs = calibrate.PAIR_GROUPS["w2v"]
     assert len(pairs) == 7 and all(calibrate.PAIRS[p].get("held_out") for p in pairs)
     gaps = {pair: rule_over_scratch(rows, pair) for pair in pairs}
-    assert sum(gap > 0.02 for gap in gaps.values()) == 5 and min(gaps.values()) > -0.015, gaps
+    assert sum(gap > 0.015 for gap in gaps.values()) == 5 and min(gaps.values()) > -0.005, gaps
     for pair in pairs:
         full = {lr: calibrate._mean_at(rows, pair, "full", lr)[0] for lr in (3e-3, 1e-2, 3e-2)}
         head = max(calibrate._mean_at(rows, pair, "head", lr)[0] for lr in (3e-3, 1e-2, 3e-2))
-        assert calibrate.default_rule(pair) == ("full", 1e-2), pair
-        assert full[1e-2] > max(full.values()) - 0.012 and full[1e-2] > head, pair
+        assert calibrate.default_rule(pair) == ("full", 3e-2), pair
+        assert full[3e-2] > max(full.values()) - 0.025 and full[3e-2] > head, pair
+
+
+def test_case_auto_on_word_vectors_is_within_its_trials_noise_of_the_best_plan(rows, autos):
+    """With fine-tuning at 3e-2, ``--case auto`` (trials at every plan's default rate) is within a point of the best
+    plan on nine of the ten GloVe pairs and 1.6 under it on yelp at 20 per class (a classifier on frozen vectors picked
+    on one seed of three), and within 0.4 on all seven held-out word2vec pairs."""
+    gaps = {}
+    for pair in calibrate.PAIR_GROUPS["vectors"] + calibrate.PAIR_GROUPS["w2v"]:
+        auto, plans = auto_and_plans(rows, autos, pair)
+        gaps[pair] = auto - max(plans.values())
+    assert len(gaps) == 17 and min(gaps.values()) > -0.017, gaps
+    assert sum(gap < -0.01 for gap in gaps.values()) == 1, gaps
+    assert all(gaps[pair] > -0.005 for pair in calibrate.PAIR_GROUPS["w2v"]), gaps
 
 
 def test_on_photos_the_vit_rules_beat_scratch_and_the_resnet_rule_is_level_with_it(rows):

@@ -77,11 +77,17 @@ class FamilyDefaults:
 # pair per case, 3 seeds): the rules are level with scratch or ahead (+2.2, +1.1, +0.5, 0.0 points) where the generic
 # table lost by 5.3-19.9. So ResNets up to twice that width get these numbers; wider ones (ResNet-50 and deeper:
 # 2048, pretrained on ImageNet) keep the generic table and the textbook cases, as wide ViTs and BERTs do.
+# Partial fine-tuning (the small_similar rule) takes 1e-2, not the table's lowest rate within 2 points (1e-3): at hftl's
+# default 3 epochs (12 optimizer steps at 20/class; docs/calibration.md, "Short budget") 1e-3 lost to scratch by 14.9
+# and 10.4 points on Fashion 5-9 and, held out, Fashion 0-4 (60.3/51.9% against 75.1/62.3%, 3 seeds), where 1e-2 beat
+# scratch by 12.9 and 14.9 (88.0/77.2%); 1e-2 was the best of 1e-3, 3e-3 and 1e-2 on all five pairs measured there (the
+# 4x-wide ResNet's included), and at the pairs' own budgets (8-30 epochs) it is the best rate measured or within half a
+# point of it on all 17 ResNet pairs (3 seeds each).
 RESNET_MEASURED_MAX_WIDTH = 512
 RESNET = FamilyDefaults(
     # "head:mlp": an MLP head (--head mlp:N) diverges at the linear head's 9e-2 on digits; 3e-2 was the best or
     # within a point of it on 5 of 6 pairs (docs/calibration.md, head_trunc_mlp)
-    lrs=MappingProxyType({"head": 9e-2, "head:mlp": 3e-2, "lora": 1e-2, "partial": 1e-3, "full": 3e-3}),
+    lrs=MappingProxyType({"head": 9e-2, "head:mlp": 3e-2, "lora": 1e-2, "partial": 1e-2, "full": 3e-3}),
     scratch_lr=3e-3,
     cases=MappingProxyType(
         {
@@ -89,7 +95,8 @@ RESNET = FamilyDefaults(
                 "partial",
                 "measured on small CNNs (docs/calibration.md, resnet): a frozen body with a new head lost to the "
                 "same network trained from scratch (Fashion 5-9, 20/class, 3 seeds: head 85.7%, scratch 86.4%); freezing "
-                "the stem and the first half and fine-tuning the rest won (88.2-90.1% at 1e-3-3e-3)",
+                "the stem and the first half and fine-tuning the rest won (89.4-90.5% at 1e-3-1e-2; at hftl's default 3 "
+                "epochs 88.0% at 1e-2, scratch 75.1%)",
             ),
             "small_different": CaseChoice(
                 "full",
@@ -235,23 +242,29 @@ TINY_BERT = FamilyDefaults(
 # points under 1e-2 (yelp at 350 per class: 71.6% against 81.6%), and scratch at 3e-3 up to 6.6 under 3e-2, its best
 # rate on 7 of the 9 pairs above chance (level with 1e-2 on SST-2 at 1,000 and 10,000 per class); at 1e-3 the default
 # was behind scratch at its best rate on 8 of those 9 (by up to 7.3 points, yelp at 350 per class). A new classifier on
-# frozen vectors is best at 1e-2 too (within a point of its best on 7 of 10 pairs at seed 0, as at 3e-2).
+# frozen vectors is best at 1e-2 too (within a point of its best on 7 of 10 pairs at seed 0, as at 3e-2). Fine-tuning
+# takes 3e-2, a step over the 1e-2 those pairs first gave it: at hftl's default 3 epochs (15-66 optimizer steps;
+# docs/calibration.md, "Short budget") 3e-2 was the best of 3e-3, 1e-2 and 3e-2 on 8 of the 9 pairs measured and level
+# on the ninth, 1e-2 up to 4.0 points under it and behind scratch on 4 of them (by up to 4.8, word2vec on the domain
+# task) where 3e-2 was behind on 3 by 1.0-1.8; at the pairs' own budgets (10-30 epochs) 3e-2 is within 0.9 points of
+# 1e-2 on all ten GloVe pairs and level with scratch or ahead on every one (-0.0 to +8.1; 1e-2 was behind on three).
+# Held out on word2vec it is behind scratch on two of seven (by 0.4 and 0.1 points; 1e-2 by 0.4 and 1.3).
 WORD_VECTORS = FamilyDefaults(
-    lrs=MappingProxyType({"head": 1e-2, "partial": 1e-2, "full": 1e-2}),
+    lrs=MappingProxyType({"head": 1e-2, "partial": 1e-2, "full": 3e-2}),
     scratch_lr=3e-2,
     cases=MappingProxyType(
         {
             "small_similar": CaseChoice(
                 "full",
                 "measured on GloVe 6B 50-d (docs/calibration.md, vectors): at 20 sentences per class fine-tuning "
-                "the vectors was level with a classifier on frozen ones on average (61.8% against 60.7% over yelp, "
+                "the vectors was level with a classifier on frozen ones on average (61.9% against 60.7% over yelp, "
                 "amazon, imdb and the domain task, 3 seeds) and above the same network on random vectors on all "
-                "four (+0.5 to +8.6 points), where the frozen vectors lost to it on amazon (65.7% against 67.1%)",
+                "four (+0.7 to +8.1 points), where the frozen vectors lost to it on amazon (65.7% against 67.1%)",
             ),
             "small_different": CaseChoice(
                 "full",
                 "measured on GloVe 6B 50-d (docs/calibration.md, vectors): on the domain task at 20 sentences "
-                "per class fine-tuning the vectors reached 57.3% (3 seeds), a classifier on frozen ones 52.5% and "
+                "per class fine-tuning the vectors reached 56.9% (3 seeds), a classifier on frozen ones 52.5% and "
                 "random vectors 48.7%; word vectors have no early layers to keep apart from the rest",
             ),
         }

@@ -85,7 +85,7 @@ def actions(plan):
 def test_small_cases_fine_tune_the_vectors_as_measured_and_head_freezes_them(case):
     plan = plan_for(case)
     assert plan.family == "word-vectors" and plan.strategy == "full" and not plan.truncated
-    assert actions(plan)["word_vectors.embeddings"] == "trained" and plan.lr == 1e-2
+    assert actions(plan)["word_vectors.embeddings"] == "trained" and plan.lr == 3e-2
     assert any("docs/calibration.md, vectors" in reason for reason in plan.reasons)
     head = plan_for(case, strategy="head")
     assert actions(head) == {
@@ -102,7 +102,7 @@ def test_small_cases_fine_tune_the_vectors_as_measured_and_head_freezes_them(cas
 def test_large_cases_fine_tune_the_embeddings(case):
     plan = plan_for(case)
     assert plan.strategy == "full" and actions(plan)["word_vectors.embeddings"] == "trained"
-    assert plan.lr == 1e-2 and any("fine-tuned" in reason for reason in plan.reasons)
+    assert plan.lr == 3e-2 and any("fine-tuned" in reason for reason in plan.reasons)
     assert "word_vectors.embeddings" in plan.render() and "frozen" not in plan.render()
     assert plan_for(case, init="scratch").lr == 3e-2  # random vectors: docs/calibration.md, vectors
 

@@ -256,7 +256,7 @@ def test_small_bert_defaults_follow_the_calibration_and_larger_berts_keep_the_ge
 
 def test_resnet_defaults_follow_the_calibration_and_say_why(model_dirs):
     similar, _, _ = plan_for("resnet", model_dirs, "small_similar")
-    assert similar.strategy == "partial" and not similar.truncated and similar.lr == 1e-3
+    assert similar.strategy == "partial" and not similar.truncated and similar.lr == 1e-2
     assert actions(similar, "layer") == ["frozen", "frozen", "trained", "trained"]
     assert "textbook rule" in similar.reasons[0] and "docs/calibration.md" in similar.reasons[0]
     different, _, _ = plan_for("resnet", model_dirs, "small_different")
