@@ -5,7 +5,8 @@ Policy: grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit image
 ``--max-image-pixels`` are downscaled as they are read (JPEGs by the decoder itself); 0-byte, truncated, unreadable files and images over PIL's decompression-bomb limit
 are skipped; empty or whitespace-only texts are skipped. Every skip is reported with its row and file, and a split
 with more than ``--max-bad-fraction`` bad examples stops the run with the first few listed. An image processor whose
-configured size would make every image larger than 4096 x 4096 pixels is refused before it resizes one.
+configured size would make every image larger than 4096 x 4096 pixels (or ``--max-image-pixels``, where that is more) is
+refused before it resizes one.
 """
 
 from __future__ import annotations

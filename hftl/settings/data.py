@@ -141,7 +141,7 @@ class DataSettings:
             "help": "Images: decode at most this many pixels per image; larger ones are downscaled as they are "
             "read (JPEGs by the decoder itself), so huge scans cannot exhaust memory. The default, 2048x2048 "
             "(4.2 MP), is over 25 times the largest classification input (384x384): what the model sees is "
-            "unchanged."
+            "unchanged. Raising it also lets a model's image processor resize to more than 4096x4096."
         },
     )
 

@@ -149,6 +149,13 @@ def test_raising_max_image_pixels_raises_the_processor_bound_with_it():
     check_processor_size(processor, max_image_pixels=5000 * 5000)
     with pytest.raises(hftl.DataError, match="more than 24,999,999"):
         check_processor_size(processor, max_image_pixels=5000 * 5000 - 1)
+    # transformers' SizeDict and a bare side length are read the same way
+    from transformers.image_utils import SizeDict
+
+    for size in (SizeDict(height=5000, width=5000), 5000):
+        with pytest.raises(hftl.DataError, match="25,000,000 pixels per image"):
+            check_processor_size(SimpleNamespace(size=size))
+        check_processor_size(SimpleNamespace(size=size), max_image_pixels=5000 * 5000)
 
 
 def test_every_image_path_checks_the_processor_against_the_runs_max_image_pixels(monkeypatch, vit_dir):

@@ -130,3 +130,28 @@ def test_images_stream_from_a_folder_with_the_labels_of_its_class_folders(image_
     batch = next(inputs.stream.batches())
     assert batch["pixel_values"].shape == (5, 3, 32, 32) and batch["pixel_values"].dtype == torch.uint8
     assert set(batch["labels"].tolist()) <= {0, 1, 2} and len(inputs.validation) == 18
+
+
+def test_a_stream_checks_the_processor_against_the_runs_max_image_pixels(monkeypatch, image_folder):
+    """The stream's train batches, its collators and its validation split all pass --max-image-pixels on."""
+    from transformers import ViTImageProcessor
+
+    from hftl.data import preprocess
+
+    seen: list[int] = []
+    real = preprocess.check_processor_size
+    monkeypatch.setattr(
+        preprocess, "check_processor_size", lambda p, bound: seen.append(bound) or real(p, bound)
+    )
+    config = RunConfig(
+        task="image",
+        case="small_similar",
+        streaming=True,
+        max_steps=2,
+        dataset=str(image_folder),
+        max_image_pixels=123_456_789,
+    )
+    splits = stream_splits(config, get_task("image"))
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    prepare_stream_inputs(splits, "image", processor, config, rank=0, world_size=1)
+    assert len(seen) >= 3 and set(seen) == {123_456_789}
