@@ -17,8 +17,9 @@ from hftl.advisor.decision import DEFAULT_POOLING
 from hftl.advisor.probes import DepthFeatures, cached_depth_features
 from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig
+from hftl.data.image_stats import ImageStats
 from hftl.data.loading import Splits
-from hftl.data.preprocess import ImageStats, prepare_inputs
+from hftl.data.preprocess import prepare_inputs
 from hftl.data.raw_pixels import accept_raw_pixels
 from hftl.settings import AUTO_CASE, VECTORS_PREFIX
 from hftl.sources.registry import check_source, load_processor

@@ -23,7 +23,7 @@ import torch
 if TYPE_CHECKING:
     from torch import nn
 
-    from hftl.data.preprocess import ImageStats
+    from hftl.data.image_stats import ImageStats
 
 PIXELS = "pixel_values"
 _HOOK = "_hftl_raw_pixels"  # (stats, hook handle) on each module that accepts raw pixels

@@ -164,13 +164,13 @@ def test_every_image_path_checks_the_processor_against_the_runs_max_image_pixels
     from datasets import Image as ImageFeature
     from transformers import AutoImageProcessor
 
-    from hftl.data import preprocess
+    from hftl.data import image_stats, preprocess
     from hftl.data.loading import Splits
 
     seen: list[int] = []
-    real = preprocess.check_processor_size
+    real = image_stats.check_processor_size
     monkeypatch.setattr(
-        preprocess, "check_processor_size", lambda p, bound: seen.append(bound) or real(p, bound)
+        image_stats, "check_processor_size", lambda p, bound: seen.append(bound) or real(p, bound)
     )
     images = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(4)]
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})

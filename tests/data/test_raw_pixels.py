@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from hftl.data.preprocess import ImageStats
+from hftl.data.image_stats import ImageStats
 from hftl.data.raw_pixels import accept_raw_pixels
 
 
@@ -140,7 +140,7 @@ FSDP2_ORDER = """
 import os, torch, torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from hftl.data.preprocess import ImageStats
+from hftl.data.image_stats import ImageStats
 from hftl.data.raw_pixels import accept_raw_pixels
 
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"], RANK="0", WORLD_SIZE="1")

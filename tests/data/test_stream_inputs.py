@@ -136,12 +136,12 @@ def test_a_stream_checks_the_processor_against_the_runs_max_image_pixels(monkeyp
     """The stream's train batches, its collators and its validation split all pass --max-image-pixels on."""
     from transformers import ViTImageProcessor
 
-    from hftl.data import preprocess
+    from hftl.data import image_stats
 
     seen: list[int] = []
-    real = preprocess.check_processor_size
+    real = image_stats.check_processor_size
     monkeypatch.setattr(
-        preprocess, "check_processor_size", lambda p, bound: seen.append(bound) or real(p, bound)
+        image_stats, "check_processor_size", lambda p, bound: seen.append(bound) or real(p, bound)
     )
     config = RunConfig(
         task="image",

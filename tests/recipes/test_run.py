@@ -187,7 +187,7 @@ def test_lora_adapter_reloads_with_equal_logits(family, runs, data_for):
 def test_a_run_model_takes_raw_uint8_batches_and_normalises_them_as_its_processor(runs, family, setting):
     from transformers import AutoImageProcessor
 
-    from hftl.data.preprocess import ImageStats
+    from hftl.data.image_stats import ImageStats
 
     result = runs(family, setting)
     stats = ImageStats.from_processor(AutoImageProcessor.from_pretrained(result.output_dir))

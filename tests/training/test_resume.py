@@ -253,7 +253,7 @@ def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
     from types import SimpleNamespace
 
     from hftl.config import RunConfig
-    from hftl.data.preprocess import ImageStats
+    from hftl.data.image_stats import ImageStats
     from hftl.training.resume import run_fingerprint
 
     split = SimpleNamespace(_fingerprint="data")
