@@ -145,7 +145,11 @@ def _predict(argv: Sequence[str]) -> int:
 
 def _embed(argv: Sequence[str]) -> int:
     """Write features of texts, images or words to a .npy file (``hftl.inference.embed``)."""
+    import io
+
     import numpy as np
+
+    from hftl.outputs.files import write_bytes
 
     parser = argparse.ArgumentParser(prog="hftl embed", description="Features from a model or word vectors.")
     parser.add_argument("source", help="model folder/Hub id/hftl output folder, or vectors:PATH_OR_NAME")
@@ -160,8 +164,11 @@ def _embed(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     inputs = list(args.inputs)
     if args.input_file:
-        with open(args.input_file, encoding="utf-8") as handle:
-            inputs += [line.rstrip("\n") for line in handle if line.strip()]
+        try:
+            with open(args.input_file, encoding="utf-8") as handle:
+                inputs += [line.rstrip("\n") for line in handle if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            parser.error(f"--input-file {args.input_file}: {error} (one UTF-8 input per line)")
     if not inputs:
         parser.error(
             f"--input-file {args.input_file} has no non-blank lines; give one input per line"
@@ -173,8 +180,11 @@ def _embed(argv: Sequence[str]) -> int:
     features = embed(
         args.source, inputs, pooling=args.pooling, normalize=args.normalize, batch_size=args.batch_size
     )
-    np.save(args.output, features)
-    print(f"Saved {features.shape[0]} x {features.shape[1]} features to {args.output}")
+    output = Path(args.output if args.output.endswith(".npy") else f"{args.output}.npy")  # np.save's name
+    buffer = io.BytesIO()
+    np.save(buffer, features)
+    write_bytes(output, buffer.getvalue())  # atomic: a link at --output is replaced, not written through
+    print(f"Saved {features.shape[0]} x {features.shape[1]} features to {output}")
     return 0
 
 

@@ -38,6 +38,7 @@ from hftl.settings import (
     VectorsSettings,
 )
 from hftl.settings.choices import contrastive_refusal
+from hftl.untrusted_yaml import load_untrusted_yaml
 
 __all__ = ["AUTO_CASE", "CASES", "FIELD_NAMES", "STRATEGIES", "VECTORS_PREFIX", "RunConfig", "resolve_config"]
 
@@ -228,7 +229,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = load_untrusted_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"cannot parse config file {path}: {error}") from error
     if not isinstance(values, dict):

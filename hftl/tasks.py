@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from hftl.errors import ConfigError, unknown_choice
+from hftl.untrusted_yaml import load_untrusted_yaml
 
 Modality = Literal["image", "text"]
 
@@ -63,7 +64,19 @@ class Task:
             raise ConfigError(f"{source}: task card is missing {sorted(missing)}")
         if card["modality"] not in ("image", "text"):
             raise ConfigError(f"{source}: modality must be 'image' or 'text', got {card['modality']!r}")
+        for key in ("name", "auto_model", "pipeline_tag"):
+            if not isinstance(card[key], str) or not card[key]:
+                raise ConfigError(f"{source}: {key} must be a name, got {card[key]!r}")
+        if not card["auto_model"].startswith("AutoModelFor"):
+            raise ConfigError(
+                f"{source}: auto_model must name a transformers AutoModelFor... class, got {card['auto_model']!r}"
+            )
         columns = card.get("columns") or {}
+        metrics = card.get("metrics", ("accuracy", "f1_macro"))
+        if not isinstance(columns, Mapping) or not all(map(_names, columns.values())) or not _names(metrics):
+            raise ConfigError(
+                f"{source}: columns must be a mapping (input: [...], label: [...]) and metrics a list of names"
+            )
         return cls(
             name=card["name"],
             modality=card["modality"],
@@ -72,13 +85,18 @@ class Task:
             description=card.get("description", ""),
             input_columns=tuple(columns.get("input", ())),
             label_columns=tuple(columns.get("label", ("label", "labels"))),
-            metrics=tuple(card.get("metrics", ("accuracy", "f1_macro"))),
+            metrics=tuple(metrics),
             defaults=dict(card.get("defaults") or {}),
         )
 
 
+def _names(values: Any) -> bool:
+    return isinstance(values, list | tuple) and all(isinstance(value, str) and value for value in values)
+
+
 _TASKS: dict[str, Task] = {}
 _BUILTINS_LOADED = False
+_BUILTIN_NAMES: set[str] = set()  # the shipped cards' task names: a card file may not replace them
 
 
 def register_task(task: Task, *, replace: bool = False) -> Task:
@@ -93,7 +111,7 @@ def load_task_card(path: str | Path) -> Task:
     """Read one YAML task card from disk."""
     path = Path(path)
     try:
-        card = yaml.safe_load(path.read_text(encoding="utf-8"))
+        card = load_untrusted_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read task card {path}: {error}") from error
     if not isinstance(card, dict):
@@ -111,6 +129,7 @@ def _load_builtin_cards() -> None:
             card = yaml.safe_load(entry.read_text(encoding="utf-8"))
             task = Task.from_card(card, source=f"hftl.task_cards/{entry.name}")
             _TASKS.setdefault(task.name, task)
+            _BUILTIN_NAMES.add(task.name)
 
 
 def available_tasks() -> list[str]:
@@ -119,11 +138,24 @@ def available_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
+def builtin_tasks() -> list[str]:
+    """Names of the shipped tasks (cards in ``hftl.task_cards``)."""
+    _load_builtin_cards()
+    return sorted(_BUILTIN_NAMES)
+
+
 def get_task(name: str) -> Task:
     """Look a task up by name, or load it from a YAML card path."""
     _load_builtin_cards()
     if name in _TASKS:
         return _TASKS[name]
     if name.endswith((".yaml", ".yml")):
-        return register_task(load_task_card(name), replace=True)
+        task = load_task_card(name)
+        if (
+            task.name in _BUILTIN_NAMES
+        ):  # a card file must not change what `--task text` means for the process
+            raise ConfigError(
+                f"{name}: the card names a built-in task ({task.name!r}); give it a name of its own"
+            )
+        return register_task(task, replace=True)
     raise unknown_choice("task", name, available_tasks(), hint="or pass a task card path (tasks/*.yaml)")

@@ -43,6 +43,7 @@ from hftl.config import RunConfig
 from hftl.data.loading import Splits
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import ADVICE_JSON, ADVICE_MD
+from hftl.outputs.files import write_text
 
 # the transformers classification heads hftl trains (BERT, DistilBERT, ViT) read the first token, so the advisor
 # scores that token by default: features a frozen body would hand to the new head. (Mean pooling can score a
@@ -313,8 +314,8 @@ def write_advice(
     if trials is not None:
         text += "\n## Trials (these decide)\n\n```\n" + trials.render() + "\n```\n"
     json_path, md_path = output_dir / ADVICE_JSON, output_dir / ADVICE_MD
-    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(text, encoding="utf-8")
+    write_text(json_path, json.dumps(payload, indent=2) + "\n")  # atomic: links replaced, not written through
+    write_text(md_path, text)
     return json_path, md_path
 
 

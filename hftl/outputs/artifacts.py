@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
 from hftl.config import RunConfig
+from hftl.errors import ModelError, first_line
 from hftl.outputs.files import move_into, remove_path, space_checked, write_text
 from hftl.transfer.plan import TransferPlan
+from hftl.untrusted_yaml import load_untrusted_yaml
 
 CONFIG_FILE = "run_config.yaml"
 PLAN_FILE = "transfer_plan.json"
@@ -65,6 +68,21 @@ PROCESSOR_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
+
+
+def read_run_settings(folder: str | Path) -> dict[str, Any]:
+    """A run folder's ``run_config.yaml`` (untrusted: a folder from anywhere), as a mapping; a ModelError naming the
+    file where it cannot be read, uses YAML aliases or is not a mapping of setting names."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        settings = load_untrusted_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ModelError(f"cannot read {path}: {first_line(error)}") from error
+    if not isinstance(settings, dict) or not all(isinstance(key, str) for key in settings):
+        raise ModelError(
+            f"{path}: a run config must be a YAML mapping of setting: value (is it an hftl run's?)"
+        )
+    return settings
 
 
 def is_peft_model(model: nn.Module) -> bool:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hftl.errors import ModelError
@@ -26,6 +25,7 @@ from hftl.outputs.artifacts import (
     MERGED_DIR,
     METRICS_FILE,
     PLAN_FILE,
+    read_run_settings,
 )
 from hftl.outputs.card_usage import peft_snippet, pipeline_snippet, py_literal
 from hftl.outputs.files import write_text
@@ -60,7 +60,7 @@ class RunRecord:
                 "(a run writes them at its end; train with `hftl train ... --output-dir DIR` first)"
             )
         return cls(
-            settings=yaml.safe_load((output_dir / CONFIG_FILE).read_text(encoding="utf-8")),
+            settings=read_run_settings(output_dir),
             plan=TransferPlan.load(output_dir / PLAN_FILE),
             metrics=json.loads((output_dir / METRICS_FILE).read_text(encoding="utf-8")),
             max_positions=_model_config(output_dir).get("max_position_embeddings"),

@@ -65,11 +65,17 @@ def check_no_link_leaves(folder: Path, error: type[HftlError] = ModelError) -> N
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a new file replaces the name, so a link there is replaced, never
     written through, and a reader sees the old file or the new one, never half of one."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """``write_text`` for bytes (the same atomic replace: a link at ``path`` is replaced, not written through)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:

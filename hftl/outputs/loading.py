@@ -6,29 +6,38 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 from transformers import AutoConfig
 
 from hftl.errors import ModelError, first_line
 from hftl.modeling.pooled import register_for_source
 from hftl.modeling.timm_nets import prepare_config
-from hftl.outputs.artifacts import ADAPTER_CONFIG, BASE_CONFIG_DIR, CONFIG_FILE, holds_base
+from hftl.outputs.artifacts import (
+    ADAPTER_CONFIG,
+    BASE_CONFIG_DIR,
+    CONFIG_FILE,
+    holds_base,
+    read_run_settings,
+)
 from hftl.outputs.download import resolve_folder
 from hftl.sources.registry import check_source
 from hftl.sources.safety import pickled_weights_refused
-from hftl.tasks import Task, available_tasks, get_task
+from hftl.tasks import Task, available_tasks, builtin_tasks, get_task
 
 NO_ADAPTER_HERE = "hftl-no-adapter-here"  # a subfolder no folder has: transformers finds no adapter to load
 
 
 def task_of(source: str, model_config: Any | None = None) -> Task:
-    """The task a saved model belongs to: from hftl's run config, else from the architecture name."""
-    run_config = Path(source) / CONFIG_FILE
-    if run_config.is_file():
-        return get_task(yaml.safe_load(run_config.read_text(encoding="utf-8"))["task"])
+    """The task a saved model belongs to: from hftl's run config where it names a registered task, else from the
+    architecture name. A task card path there is not followed: the folder may come from anywhere, and a card can name
+    metrics whose scripts would run (a run trained with a card of its own loads as the built-in task of its
+    architecture)."""
+    if (Path(source) / CONFIG_FILE).is_file():
+        task = read_run_settings(source).get("task")
+        if isinstance(task, str) and task in available_tasks():
+            return get_task(task)
     architectures = getattr(model_config, "architectures", None) or []
-    for name in available_tasks():
+    for name in builtin_tasks() + [t for t in available_tasks() if t not in builtin_tasks()]:
         task = get_task(name)
         suffix = task.auto_model.removeprefix("AutoModelFor")
         if any(arch.endswith(suffix) for arch in architectures):

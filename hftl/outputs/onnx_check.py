@@ -20,6 +20,7 @@ from torch import nn
 
 from hftl.errors import HftlError, ModelError
 from hftl.outputs.artifacts import CONFIG_FILE
+from hftl.untrusted_yaml import load_untrusted_yaml
 
 CHECK_ROWS = 8  # validation examples the check runs (a few batches' worth of shapes, seconds on a CPU)
 SYNTHETIC_ROWS = 5  # synthetic inputs when the run's data is not at hand: not the traced example's 2
@@ -97,7 +98,7 @@ def validation_items(run_dir: Path, modality: str, count: int) -> tuple[list[Any
     if not settings_file.is_file():
         raise _NoRows(f"no {CONFIG_FILE} in the run folder")
     try:
-        config = resolve_config(yaml.safe_load(settings_file.read_text(encoding="utf-8")))
+        config = resolve_config(load_untrusted_yaml(settings_file.read_text(encoding="utf-8")))
         if not config.dataset or not Path(config.dataset).expanduser().exists():
             raise _NoRows(f"the run's dataset {config.dataset!r} is not a local path here")
         splits = run_splits(config, count)
@@ -108,7 +109,7 @@ def validation_items(run_dir: Path, modality: str, count: int) -> tuple[list[Any
             items = [as_image(item) for item in items]
         elif not all(isinstance(text, str) and text for text in items + (pairs or [])):
             raise _NoRows("some of the first validation texts are empty")
-    except (HftlError, OSError, ValueError, KeyError) as error:
+    except (HftlError, OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as error:
         raise _NoRows(
             f"the run's validation split cannot be read: {type(error).__name__}: {error}"
         ) from error

@@ -26,6 +26,7 @@ from hftl.advisor.decision import write_advice
 from hftl.config import RunConfig
 from hftl.data.loading import splits_for
 from hftl.errors import ConfigError
+from hftl.outputs.files import write_text
 from hftl.recipes.report import benefits, plot_curves, plot_sizes, render_html, render_markdown
 from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.compare import COMPARE_PLANS, CompareSettings, parse_seeds, parse_sizes
@@ -215,9 +216,9 @@ def rebuild_report(output_dir: str | Path, target: float | None = None) -> dict[
 
 def write_report(output_dir: Path, report: dict[str, Any]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (output_dir / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
-    (output_dir / REPORT_HTML).write_text(render_html(report, output_dir), encoding="utf-8")
+    write_text(output_dir / REPORT_JSON, json.dumps(report, indent=2) + "\n")  # atomic: links replaced
+    write_text(output_dir / REPORT_MD, render_markdown(report))
+    write_text(output_dir / REPORT_HTML, render_html(report, output_dir))
 
 
 __all__ = [

@@ -176,7 +176,7 @@ def run_claimed(
     lr_search = None
     if config.lr == AUTO_LR:
         plan, lr_search = search_lr(cached, config, plan, accelerator)
-    metric_modules = load_metrics(metric_names, splits.multi_label)
+    metric_modules = load_metrics(metric_names, splits.multi_label, config.trust_remote_code)
     train_labels = train_label_ids(config, splits)
     weights = class_weights(config.class_weights, splits.labels, train_labels, splits.multi_label)
     if weights is not None:

@@ -63,6 +63,10 @@ def balanced(labels: list[str], train_labels: Sequence[int]) -> list[float]:
     return [round(min(float(w), cap), 6) for w in weights]
 
 
+# a weight the float32 loss can hold and still tell from zero (1e308 becomes inf, 1e-320 zero: every step skipped)
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
+
+
 def from_file(path: Path, labels: list[str]) -> list[float]:
     """A JSON object mapping every label to a positive weight; anything else is one error naming the file."""
     try:
@@ -92,14 +96,15 @@ def from_file(path: Path, labels: list[str]) -> list[float]:
     weights = []
     for label in labels:
         value = data[label]
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise ConfigError(f"--class-weights {path}: the weight of {label!r} must be a positive number")
-        weights.append(float(value))
+        number = math.nan
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(min(value, 2 * MAX_WEIGHT))  # an integer of 400 digits would overflow float()
+        if not MIN_WEIGHT <= number <= MAX_WEIGHT:  # NaN fails both
+            raise ConfigError(
+                f"--class-weights {path}: the weight of {label!r} must be a number from {MIN_WEIGHT:g} to "
+                f"{MAX_WEIGHT:g}, got {str(value)[:40]}"
+            )
+        weights.append(number)
     return weights
 
 

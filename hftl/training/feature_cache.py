@@ -27,6 +27,7 @@ part after the cut. The real model is what gets saved: the whole network, usable
 
 from __future__ import annotations
 
+import os
 import time
 import types
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,7 +43,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from hftl.backbones.base import Backbone, Cut, block_module
 from hftl.data.preprocess import LABELS, ModelInputs, label_tensor
 from hftl.data.raw_pixels import accept_raw_pixels
-from hftl.errors import ModelError
+from hftl.errors import ConfigError, ModelError, first_line
 from hftl.training import engines
 from hftl.training.dataloaders import loader_workers
 from hftl.training.feature_store import (
@@ -285,6 +286,15 @@ def _load_or_build(
     config: Any,
     accelerator: Any,
 ) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PermissionError("not writable")
+    except OSError as error:
+        raise ConfigError(
+            f"--feature-cache-dir {path.parent}: cannot keep features there ({first_line(error)}); point it at a "
+            "writable folder, or train without the cache (--no-feature-cache)"
+        ) from error
     for name in remove_stale_builds(path.parent):
         accelerator.print(f"Feature cache: removed {name}, left by a build that was killed")
     if path.exists():

@@ -136,17 +136,21 @@ def verify_cache(path: Path, key: Mapping[str, Any] | None = None) -> str | None
     digest, so another key there is a tampered or misplaced cache) and a checksum for every split it holds, and
     every file matches its recorded size and digest."""
     meta_file = path / META_FILE
+    if path.is_symlink() or meta_file.is_symlink():
+        return "it is a link (a cache is read only from its own folder)"
     if not meta_file.is_file():
         return "no meta.json (incomplete build)"
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return f"meta.json is not valid JSON ({error})"
-    if meta.get("version") != CACHE_VERSION:
-        return f"cache format {meta.get('version')} != {CACHE_VERSION}"
+    if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
+        return f"cache format {meta.get('version') if isinstance(meta, dict) else meta!r} != {CACHE_VERSION}"
     if key is not None and meta.get("key") != json.loads(json.dumps(dict(key))):
         return "meta.json records another key (not the cache of this model, data and settings)"
     files, splits = meta.get("files", {}), meta.get("splits", {})
+    if not _well_formed(files, splits):
+        return "meta.json is not one a build writes (its files or splits are malformed)"
     if missing := [split for split in SPLITS if split not in splits]:
         return f"meta.json records no {' or '.join(missing)} split"
     unlisted = sorted({f"{split}.arrow" for split in splits} - set(files))
@@ -154,6 +158,8 @@ def verify_cache(path: Path, key: Mapping[str, Any] | None = None) -> str | None
         return f"meta.json lists no checksum for {', '.join(unlisted)}"
     for name, expected in files.items():
         file = path / name
+        if file.is_symlink():
+            return f"{name} is a link (a cache is read only from its own folder)"
         if not file.is_file():
             return f"{name} is missing"
         if file.stat().st_size != expected["size"]:
@@ -161,6 +167,25 @@ def verify_cache(path: Path, key: Mapping[str, Any] | None = None) -> str | None
         if file_digest(file) != expected["blake2b"]:
             return f"{name} does not match its checksum (corrupted)"
     return None
+
+
+def _well_formed(files: Any, splits: Any) -> bool:
+    """A build's meta.json: ``files`` maps plain ``<split>.arrow`` names in the cache folder to their size and
+    digest, ``splits`` maps split names to what was written (a name with a path in it would point outside)."""
+    if not isinstance(files, dict) or not isinstance(splits, dict):
+        return False
+    if not all(isinstance(info, dict) for info in splits.values()):
+        return False
+    return all(
+        isinstance(name, str)
+        and name == Path(name).name
+        and name.endswith(".arrow")
+        and not name.startswith(".")
+        and isinstance(entry, dict)
+        and isinstance(entry.get("size"), int)
+        and isinstance(entry.get("blake2b"), str)
+        for name, entry in files.items()
+    )
 
 
 def load_cached_split(path: Path, split: str) -> Dataset:
@@ -224,7 +249,9 @@ def build_cache(
                 meta["files"][file.name] = {"size": file.stat().st_size, "blake2b": file_digest(file)}
             meta["build_seconds"] = round(time.perf_counter() - started, 3)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if path.exists():
+        if path.is_symlink():  # a link put in a cache entry's place: removed, never followed
+            path.unlink()
+        elif path.exists():
             # built meanwhile by another run with the same key: keep theirs, which that run may be reading already
             # (this build is removed below); a broken one is replaced
             if verify_cache(path, key) is None:
@@ -252,10 +279,20 @@ def remove_stale_builds(root: Path) -> list[str]:
     here, removed = socket.gethostname(), []
     for folder in sorted(root.glob(f"{BUILDING}*")):
         writer = writer_of(folder.name)
+        if folder.is_symlink() or not folder.is_dir() or not _holds_only_cache_files(folder):
+            continue  # not a build's folder (a user's, or a link): left alone
         if writer is not None and writer[1] == here and not process_alive(writer[0]):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
+
+
+def _holds_only_cache_files(folder: Path) -> bool:
+    """What a build writes: ``<split>.arrow`` files and meta.json, nothing else (no subfolders, no links)."""
+    return all(
+        entry.is_file() and not entry.is_symlink() and (entry.suffix == ".arrow" or entry.name == META_FILE)
+        for entry in folder.iterdir()
+    )
 
 
 def writer_of(name: str) -> tuple[int, str] | None:

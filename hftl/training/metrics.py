@@ -2,7 +2,8 @@
 
 ``evaluate.load("accuracy")`` fetches a script from the Hub, which fails offline. The built-ins here are
 ``evaluate.Metric`` subclasses computed with scikit-learn, so they behave like any evaluate metric (``add_batch``,
-``compute``) and work everywhere. Other names in a task card go through ``evaluate.load`` (needs the Hub or a cache).
+``compute``) and work everywhere. Other names in a task card go through ``evaluate.load`` (a script it runs: only with
+``--trust-remote-code``; needs the Hub or a cache).
 """
 
 from __future__ import annotations
@@ -99,15 +100,24 @@ def default_metric_for_best(multi_label: bool) -> str:
     return "f1_micro" if multi_label else "accuracy"
 
 
-def load_metrics(names: Iterable[str], multi_label: bool = False) -> list[evaluate.EvaluationModule]:
+def load_metrics(
+    names: Iterable[str], multi_label: bool = False, trust_remote_code: bool = False
+) -> list[evaluate.EvaluationModule]:
     """Instantiate metrics by name, in memory (no cache files shared between processes); ``multi_label``: the
-    built-ins read 0/1 rows."""
+    built-ins read 0/1 rows. Any other name is a Python script that ``evaluate.load`` runs (from the Hub, or a path
+    in a task card: untrusted input), so it needs ``trust_remote_code``, as a model's own code does."""
     modules = []
     for name in names:
         if name in BUILTIN_METRICS:
             config = MULTILABEL if multi_label else None
             modules.append(BUILTIN_METRICS[name](config_name=config, keep_in_memory=True))
             continue
+        if not trust_remote_code:
+            raise ConfigError(
+                f"metric {name!r} is not built in ({', '.join(BUILTIN_METRICS)}): evaluate.load would run its "
+                "Python script; name a built-in metric in the task card, or pass --trust-remote-code if you trust "
+                "that script"
+            )
         try:
             modules.append(evaluate.load(name, keep_in_memory=True))
         except Exception as error:  # evaluate raises many types when offline

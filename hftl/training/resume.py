@@ -154,11 +154,14 @@ def check_run_folder(config: RunConfig) -> bool:
                 "model it starts from; choose another --output-dir, or copy the model out first"
             )
     dataset = Path(str(config.dataset)).expanduser() if config.dataset else None
-    if dataset is not None and dataset.is_dir() and folder.resolve().is_relative_to(dataset.resolve()):
-        raise ConfigError(
-            f"--output-dir {folder} is inside --dataset {config.dataset}: the run's files would be read as data by "
-            "the next run on it; choose an --output-dir outside the dataset folder"
-        )
+    if dataset is not None and dataset.is_dir():
+        cache = Path(config.feature_cache_dir).expanduser() if config.feature_cache_dir else None
+        for flag, written in (("--output-dir", folder), ("--feature-cache-dir", cache)):
+            if written is not None and written.resolve().is_relative_to(dataset.resolve()):
+                raise ConfigError(
+                    f"{flag} {written} is inside --dataset {config.dataset}: the run's files would be read as data "
+                    f"by the next run on it; choose a {flag} outside the dataset folder"
+                )
     return afresh
 
 

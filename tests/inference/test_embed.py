@@ -129,3 +129,37 @@ def test_hftl_embed_names_an_input_file_with_nothing_in_it(glove_file, tmp_path,
     with pytest.raises(SystemExit):
         main(args)
     assert "blank.txt has no non-blank lines" in capsys.readouterr().err
+
+
+def test_hftl_embed_replaces_a_link_at_its_output_and_names_the_file_it_wrote(glove_file, tmp_path, capsys):
+    """--output is written atomically: a link there is replaced, never written through (its target is untouched);
+    a name without .npy is saved as np.save saves it, and the message names that file."""
+    from hftl.cli import main
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me", encoding="utf-8")
+    link = tmp_path / "out" / "link.npy"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    assert main(["embed", f"vectors:{glove_file}", "film", "--output", str(link)]) == 0
+    assert target.read_text(encoding="utf-8") == "keep me" and not link.is_symlink()
+    assert np.load(link).shape == (1, 8)
+    assert main(["embed", f"vectors:{glove_file}", "film", "--output", str(tmp_path / "new" / "feat")]) == 0
+    assert (
+        tmp_path / "new" / "feat.npy"
+    ).is_file() and f"to {tmp_path / 'new' / 'feat.npy'}" in capsys.readouterr().out
+    for bad in (tmp_path / "missing.txt", target.with_name("latin1.txt")):
+        if bad.name == "latin1.txt":
+            bad.write_bytes("caf\xe9\n".encode("latin-1"))
+        with pytest.raises(SystemExit):
+            main(
+                [
+                    "embed",
+                    f"vectors:{glove_file}",
+                    "--input-file",
+                    str(bad),
+                    "--output",
+                    str(tmp_path / "x.npy"),
+                ]
+            )
+        assert f"--input-file {bad}" in capsys.readouterr().err

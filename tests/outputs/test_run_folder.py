@@ -170,6 +170,15 @@ def test_the_output_folder_is_never_inside_the_dataset_folder(glove_model, text_
         ConfigError, match=r"--output-dir .*runs is inside --dataset .*: the run's files would be read"
     ):
         quick_train("text", "small_similar", glove_model, data, data / "runs", epochs=1)
+    with pytest.raises(ConfigError, match=r"--feature-cache-dir .*features is inside --dataset"):
+        quick_train(
+            "text",
+            "small_similar",
+            glove_model,
+            data,
+            tmp_path / "out",
+            feature_cache_dir=str(data / "features"),
+        )
     assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in text_folder.iterdir())
 
 

@@ -29,7 +29,11 @@ def test_a_weights_file_must_name_every_class_with_a_positive_number(tmp_path):
     for content, message in (
         ({"positive": 1.0}, "no weight for 'negative'"),
         ({"positive": 1.0, "negative": 2.0, "neutral": 1.0}, "labels not in the data: 'neutral'"),
-        ({"positive": 1.0, "negative": -2.0}, "must be a positive number"),
+        ({"positive": 1.0, "negative": -2.0}, "must be a number from 1e-06 to 1e\\+06, got -2.0"),
+        ({"positive": 1.0, "negative": 1e308}, "got 1e\\+308"),  # inf in the float32 loss
+        ({"positive": 1.0, "negative": 1e-320}, "got 1e-320"),  # zero there: every step skipped
+        ({"positive": 1.0, "negative": 10**400}, "got 1000000000"),  # float() itself overflows
+        ({"positive": 1.0, "negative": True}, "got True"),
     ):
         good.write_text(json.dumps(content))
         with pytest.raises(ConfigError, match=message):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -367,3 +368,57 @@ def test_conservative_training_on_cached_features_trains_what_an_uncached_run_tr
     cached, plain = runs[True].model.state_dict(), runs[False].model.state_dict()
     for name in cached:
         assert torch.allclose(cached[name], plain[name], atol=1e-5), name
+
+
+def test_a_cache_reached_through_a_link_or_naming_files_outside_is_not_used(cached_run, tmp_path):
+    """A cache folder is untrusted: an entry or file that is a link, and a meta.json naming a file outside it or
+    of another shape, are not used (and a linked entry is replaced by a real build, its target left alone)."""
+    _, again = cached_run
+    path = Path(again("link-check").metrics["feature_cache"]["path"])
+    meta = json.loads((path / "meta.json").read_text())
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    (copy / "train.arrow").unlink()
+    (copy / "train.arrow").symlink_to(path / "train.arrow")
+    assert "train.arrow is a link" in verify_cache(copy)
+    outside = {**meta["files"], "../../../etc/hostname": {"size": 1, "blake2b": "x"}}
+    for bad in ({**meta, "files": outside}, [], {**meta, "files": {"train.arrow": "1 2"}}):
+        (copy / "meta.json").write_text(json.dumps(bad))
+        assert "not one a build writes" in verify_cache(copy) or "cache format" in verify_cache(copy), bad
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(path), elsewhere)
+    path.symlink_to(elsewhere, target_is_directory=True)
+    assert "is a link" in verify_cache(path)
+    rebuilt = again("link-rebuilt").metrics["feature_cache"]
+    assert rebuilt["hit"] is False and "link" in rebuilt["rebuilt_because"]
+    assert not path.is_symlink() and verify_cache(path) is None and verify_cache(elsewhere) is None
+
+
+def test_cleaning_killed_builds_leaves_anything_a_build_did_not_write(tmp_path):
+    from hftl.training.feature_store import BUILDING, remove_stale_builds
+
+    host = socket.gethostname()
+    dead = 2**22 + 12345  # above the usual pid_max: no process has it
+    killed = tmp_path / f"{BUILDING}vit-head-0123-{dead}@{host}"
+    killed.mkdir()
+    (killed / "train.arrow").write_bytes(b"partial")
+    user = tmp_path / f"{BUILDING}photos-{dead}@{host}"
+    (user / "album").mkdir(parents=True)
+    (user / "cat.jpg").write_bytes(b"jpeg")
+    link = tmp_path / f"{BUILDING}link-{dead}@{host}"
+    link.symlink_to(user, target_is_directory=True)
+    assert remove_stale_builds(tmp_path) == [killed.name]
+    assert not killed.exists() and (user / "cat.jpg").is_file() and link.is_symlink()
+
+
+def test_an_unusable_feature_cache_dir_is_one_error_naming_the_flag(vit_dir, image_folder, tmp_path):
+    from tests.helpers import quick_train
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    with pytest.raises(
+        hftl.ConfigError, match=r"--feature-cache-dir .*not-a-folder: cannot keep features there"
+    ):
+        quick_train(
+            "image", "small_similar", vit_dir, image_folder, tmp_path / "o", feature_cache_dir=str(a_file)
+        )

@@ -1,0 +1,112 @@
+"""Task cards, run configs and a run folder's run_config.yaml are files from anywhere: no script they name runs
+without --trust-remote-code, a card never replaces a built-in task, and YAML aliases (a few KB that expand to
+gigabytes, or recurse) are refused naming the file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import hftl
+from hftl.tasks import available_tasks, get_task
+
+CARD_HEAD = (
+    "modality: text\nauto_model: AutoModelForSequenceClassification\npipeline_tag: text-classification\n"
+)
+# 2 KB of nested aliases: each level repeats the one before ten times (ten levels: 10^10 strings)
+ALIAS_BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)
+)
+
+
+def evil_script(tmp_path: Path) -> tuple[Path, Path]:
+    """A metric script that would leave a marker file if anything ran it."""
+    marker = tmp_path / "it-ran"
+    script = tmp_path / "evil" / "evil.py"
+    script.parent.mkdir()
+    script.write_text(f"open({str(marker)!r}, 'w').write('ran')\n", encoding="utf-8")
+    return script, marker
+
+
+def test_a_metric_that_is_not_built_in_runs_no_script_without_trust_remote_code(tmp_path):
+    from hftl.training.metrics import load_metrics
+
+    script, marker = evil_script(tmp_path)
+    for name in (str(script), "bleu"):
+        with pytest.raises(hftl.ConfigError, match=r"not built in .* --trust-remote-code"):
+            load_metrics(["accuracy", name])
+    assert not marker.exists()
+    assert [type(m).__name__ for m in load_metrics(["accuracy", "f1_macro"])] == ["Accuracy", "MacroF1"]
+
+
+def test_a_task_card_may_not_replace_a_built_in_task(tmp_path):
+    builtin = get_task("text")
+    card = tmp_path / "mine.yaml"
+    card.write_text("name: text\n" + CARD_HEAD, encoding="utf-8")
+    with pytest.raises(hftl.ConfigError, match=r"mine.yaml: the card names a built-in task \('text'\)"):
+        get_task(str(card))
+    assert get_task("text") is builtin
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("columns: [text]\n", "columns must be a mapping"),
+        ("metrics: 5\n", "metrics a list of names"),
+        ("columns: {input: text}\n", "columns must be a mapping"),
+    ],
+)
+def test_a_task_card_of_the_wrong_shape_is_one_error_naming_it(tmp_path, extra, message):
+    card = tmp_path / "odd.yaml"
+    card.write_text("name: odd\n" + CARD_HEAD + extra, encoding="utf-8")
+    with pytest.raises(hftl.ConfigError, match=rf"odd.yaml: .*{message}"):
+        get_task(str(card))
+    card.write_text("name: odd\n" + CARD_HEAD.replace("AutoModelForSequenceClassification", "pipeline"))
+    with pytest.raises(hftl.ConfigError, match="auto_model must name a transformers AutoModelFor"):
+        get_task(str(card))
+
+
+def test_a_model_folders_run_config_cannot_bring_a_task_card(tmp_path, bert_dir):
+    """A folder's run_config.yaml naming a card (here one that would also shadow `text` and run a metric script) is
+    not followed: the model loads as the built-in task of its architecture, and no task is registered."""
+    from transformers import AutoConfig
+
+    from hftl.outputs.loading import task_of
+
+    script, marker = evil_script(tmp_path)
+    folder = tmp_path / "model"
+    shutil.copytree(bert_dir, folder)
+    card = folder / "card.yaml"
+    card.write_text(f"name: sneaky\n{CARD_HEAD}metrics: [accuracy, {script}]\n", encoding="utf-8")
+    (folder / "run_config.yaml").write_text(f"task: {card}\n", encoding="utf-8")
+    before = available_tasks()
+    assert task_of(str(folder), AutoConfig.from_pretrained(folder)).name == "text"
+    assert available_tasks() == before and not marker.exists()
+    assert hftl.load(folder) is not None
+
+
+@pytest.mark.parametrize("text", ["[]\n", "1: 2\n", ALIAS_BOMB, "l: &a [*a]\n"])
+def test_a_malformed_run_config_in_a_model_folder_is_one_error_naming_it(tmp_path, bert_dir, text):
+    from hftl.outputs.card import RunRecord
+
+    folder = tmp_path / "model"
+    shutil.copytree(bert_dir, folder)
+    (folder / "run_config.yaml").write_text(text, encoding="utf-8")
+    for read in (hftl.load, RunRecord.read):
+        with pytest.raises(hftl.ModelError, match=r"run_config.yaml"):
+            read(folder)
+
+
+def test_yaml_aliases_are_refused_in_run_configs_and_task_cards(tmp_path):
+    from hftl.config import load_yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text("epochs: 3\n" + ALIAS_BOMB.replace("a0:", "labels:", 1), encoding="utf-8")
+    with pytest.raises(hftl.ConfigError, match=r"cannot parse config file .*run.yaml: an alias \(\*a0\)"):
+        load_yaml(config)
+    card = tmp_path / "card.yaml"
+    card.write_text("name: aliased\n" + CARD_HEAD + "x: &m [accuracy]\nmetrics: *m\n", encoding="utf-8")
+    with pytest.raises(hftl.ConfigError, match=r"cannot read task card .*card.yaml: an alias"):
+        get_task(str(card))
