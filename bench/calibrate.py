@@ -1353,8 +1353,8 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
         "recorded ones), 3 seeds.",
         "",
         "| pair | case | default plan | lr | accuracy (n) | scratch lr | scratch (n) | default - scratch | "
-        "steps | every plan by LR (mean accuracy, n) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "--case auto (n) | steps | every plan by LR (mean accuracy, n) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for pair in [p for p in PAIRS if any(r["pair"] == p for r in rows)]:
         plan, lr = default_rule(pair)
@@ -1369,9 +1369,10 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
                 f"{name} " + " ".join(f"{x:g}={_shown(*_mean_at(rows, pair, name, x))}" for x in rates)
             )
         gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
+        auto = _shown(*_mean_at(rows, pair, "auto", "default"))
         lines.append(
             f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | {_shown(acc, n)} | {slr:g} | {_shown(sacc, sn)} | "
-            f"{gap} | {_steps(mine[0])} | {'; '.join(by_plan)} |"
+            f"{gap} | {auto} | {_steps(mine[0])} | {'; '.join(by_plan)} |"
         )
     return lines
 
