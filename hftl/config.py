@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -234,9 +236,33 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot parse config file {path}: {error}") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a run config must be a YAML mapping of setting: value")
+    if not all(isinstance(key, str) for key in values):
+        raise ConfigError(
+            f"{path}: setting names must be words, got {[k for k in values if not isinstance(k, str)]}"
+        )
     values = {key.replace("-", "_"): value for key, value in values.items()}
     check_keys(values, str(path))
+    for key, value in values.items():
+        expected = _yaml_types(key)
+        if expected and not isinstance(value, expected) or isinstance(value, bool) and bool not in expected:
+            names = " or ".join(sorted({t.__name__.replace("NoneType", "null") for t in expected}))
+            raise ConfigError(f"{path}: {key} must be {names}, got {str(value)[:60]!r}")
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{path}: {key} must be a list of names, got {str(value)[:60]!r}")
     return values
+
+
+def _yaml_types(key: str) -> tuple[type, ...]:
+    """The plain types a setting's field takes (``()`` where it takes a fixed set of words, checked by its section):
+    a YAML value of another type (a mapping for --model, a number for --output-dir) is refused where it is read."""
+    hint = typing.get_type_hints(FIELD_SECTION[key])[key]
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if any(
+        typing.get_origin(kind) is typing.Literal or typing.get_origin(kind) is typing.Union for kind in kinds
+    ):
+        return ()
+    plain = tuple(typing.get_origin(kind) or kind for kind in kinds)
+    return plain + ((int,) if float in plain else ())
 
 
 def build_parser(prog: str = "python -m hftl.train") -> argparse.ArgumentParser:

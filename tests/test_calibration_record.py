@@ -104,7 +104,9 @@ def test_at_hftls_default_three_epochs_the_resnet_similar_rule_beats_scratch_whe
         assert n == m == 3 and old < scratch - 0.10, pair
 
 
-def test_at_three_epochs_the_resnet_small_different_rule_trails_scratch_on_digits_where_case_auto_wins(short_rows):
+def test_at_three_epochs_the_resnet_small_different_rule_trails_scratch_on_digits_where_case_auto_wins(
+    short_rows,
+):
     """Recorded, not a target: full fine-tuning (the small_different rule) is 2.2 and 3.3 points under scratch on
     digits at 3 epochs (21 optimizer steps), where partial fine-tuning at 1e-2 and --case auto (whose one-epoch trials
     pick it) are 24-25 points over; at 30 epochs partial loses to full on shapes by 5-9 points, so the rule stays."""

@@ -110,3 +110,25 @@ def test_yaml_aliases_are_refused_in_run_configs_and_task_cards(tmp_path):
     card.write_text("name: aliased\n" + CARD_HEAD + "x: &m [accuracy]\nmetrics: *m\n", encoding="utf-8")
     with pytest.raises(hftl.ConfigError, match=r"cannot read task card .*card.yaml: an alias"):
         get_task(str(card))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: {a: 1}\n", "model must be null or str"),
+        ("output_dir: 7\n", "output_dir must be null or str"),
+        ("class_weights: [1]\n", "class_weights must be str"),
+        ("epochs: true\n", "epochs must be int"),
+        ("lora_target_modules: [query, 5]\n", "lora_target_modules must be a list of names"),
+        ("1: 2\n", "setting names must be words"),
+    ],
+)
+def test_a_run_config_value_of_the_wrong_type_is_one_error_naming_the_setting(tmp_path, text, message):
+    from hftl.config import load_yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text(text, encoding="utf-8")
+    with pytest.raises(hftl.ConfigError, match=rf"run.yaml: {message}"):
+        load_yaml(config)
+    config.write_text("epochs: 3\nwarmup_ratio: 0\nlr: auto\nlora_target_modules: [query, value]\n")
+    assert load_yaml(config)["lora_target_modules"] == ["query", "value"]

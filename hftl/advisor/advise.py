@@ -180,8 +180,10 @@ def earlier_trials(config: RunConfig) -> TrialsReport | None:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))["trials"]
         trials = [Trial(**trial) for trial in saved.pop("trials")]
-        return TrialsReport(**saved, trials=trials)
-    except (OSError, ValueError, KeyError, TypeError):
+        report = TrialsReport(**saved, trials=trials)
+        report.candidate()  # a pick that names no candidate is a damaged file: the trials run again
+        return report
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
         return None
 
 

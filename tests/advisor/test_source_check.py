@@ -188,6 +188,11 @@ def test_case_auto_on_a_blank_source_trains_from_scratch_without_trials(
     assert "Trials: none. The source check found the pretrained features worse" in capsys.readouterr().out
     resumed = earlier_trials(result.config.replace(resume="auto"))  # a resume keeps the pick, no trials
     assert resumed is not None and resumed.candidate().name == "scratch" and resumed.trials == []
+    advice = tmp_path / "run" / "advice.json"
+    saved = json.loads(advice.read_text())
+    for damaged in ({**saved, "trials": {**trials, "pick": "nonsense"}}, [], {"trials": []}):
+        advice.write_text(json.dumps(damaged))  # a damaged advice.json: the trials run again, no crash
+        assert earlier_trials(result.config.replace(resume="auto")) is None
 
 
 def test_a_different_case_on_a_useful_source_keeps_it(bert_dir, text_folder, tmp_path):
