@@ -153,16 +153,23 @@ def check_run_folder(config: RunConfig) -> bool:
                 f"--model {config.model} is inside --output-dir {folder}: the run would write over (or clear) the "
                 "model it starts from; choose another --output-dir, or copy the model out first"
             )
-    dataset = Path(str(config.dataset)).expanduser() if config.dataset else None
-    if dataset is not None and dataset.is_dir():
-        cache = Path(config.feature_cache_dir).expanduser() if config.feature_cache_dir else None
-        for flag, written in (("--output-dir", folder), ("--feature-cache-dir", cache)):
-            if written is not None and written.resolve().is_relative_to(dataset.resolve()):
-                raise ConfigError(
-                    f"{flag} {written} is inside --dataset {config.dataset}: the run's files would be read as data "
-                    f"by the next run on it; choose a {flag} outside the dataset folder"
-                )
+    check_outside_dataset(config)
     return afresh
+
+
+def check_outside_dataset(config: RunConfig) -> None:
+    """What a run (or ``hftl advise``) writes, ``--output-dir`` and ``--feature-cache-dir``, is not inside a local
+    ``--dataset`` folder, where the next run on it would read those files as data."""
+    dataset = Path(str(config.dataset)).expanduser() if config.dataset else None
+    if dataset is None or not dataset.is_dir():
+        return
+    cache = Path(config.feature_cache_dir).expanduser() if config.feature_cache_dir else None
+    for flag, written in (("--output-dir", Path(config.output_dir)), ("--feature-cache-dir", cache)):
+        if written is not None and written.resolve().is_relative_to(dataset.resolve()):
+            raise ConfigError(
+                f"{flag} {written} is inside --dataset {config.dataset}: the run's files would be read as data by "
+                f"the next run on it; choose a {flag} outside the dataset folder"
+            )
 
 
 def check_resume_target(config: RunConfig, fingerprint: dict[str, Any]) -> None:

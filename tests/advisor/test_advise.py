@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -283,3 +284,13 @@ def test_probe_features_of_another_text_column_are_not_read_from_the_cache(bert_
     b = probe(input_column="b")
     assert not b.reused and not np.array_equal(a.pretrained.features[1], b.pretrained.features[1])
     assert not probe(text_columns=["a", "b"]).reused
+
+
+def test_hftl_advise_writes_nothing_inside_the_dataset_folder(model_dirs, image_folder, tmp_path, capsys):
+    """advice.json beside the images would be read as data by the next run on the folder."""
+    data = shutil.copytree(image_folder, tmp_path / "data")
+    args = ["advise", "--task", "image", "--model", str(model_dirs["vit"]), "--dataset", str(data)]
+    assert main([*args, "--output-dir", str(data / "advice")]) == 2
+    err = capsys.readouterr().err
+    assert "hftl: error: --output-dir" in err and "is inside --dataset" in err
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in image_folder.iterdir())
