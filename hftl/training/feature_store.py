@@ -166,6 +166,25 @@ def verify_cache(path: Path, key: Mapping[str, Any] | None = None) -> str | None
             return f"{name} has {file.stat().st_size} bytes, expected {expected['size']}"
         if file_digest(file) != expected["blake2b"]:
             return f"{name} does not match its checksum (corrupted)"
+    return _splits_disagree(path, splits)
+
+
+def _splits_disagree(path: Path, splits: Mapping[str, Any]) -> str | None:
+    """Why meta.json's record of a split (which the run reads back: rows, shape, sequences, views) cannot be its
+    Arrow file's: of another type, or another row count."""
+    for split in SPLITS:
+        info = splits[split]
+        rows, shape = info.get("rows"), info.get("shape")
+        if not (
+            isinstance(rows, int)
+            and isinstance(info.get("sequences"), bool)
+            and isinstance(info.get("views"), int)
+            and isinstance(shape, list)
+            and all(size is None or isinstance(size, int) for size in shape)
+        ):
+            return f"meta.json's record of the {split} split is not one a build writes"
+        if Dataset.from_file(str(path / f"{split}.arrow")).num_rows != rows:
+            return f"meta.json records {rows} {split} rows, its Arrow file holds another count"
     return None
 
 

@@ -378,6 +378,18 @@ def test_a_cache_reached_through_a_link_or_naming_files_outside_is_not_used(cach
     meta = json.loads((path / "meta.json").read_text())
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)
+    for change in (
+        {"rows": 999},
+        {"sequences": "yes"},
+        {"shape": "big"},
+    ):  # what the run reads back from meta.json
+        train = {**meta["splits"]["train"], **change}
+        (copy / "meta.json").write_text(json.dumps({**meta, "splits": {**meta["splits"], "train": train}}))
+        assert "train" in verify_cache(copy) and (
+            "rows" in verify_cache(copy) or "record" in verify_cache(copy)
+        )
+    (copy / "meta.json").write_text(json.dumps(meta))
+    assert verify_cache(copy) is None
     (copy / "train.arrow").unlink()
     (copy / "train.arrow").symlink_to(path / "train.arrow")
     assert "train.arrow is a link" in verify_cache(copy)
