@@ -1290,10 +1290,7 @@ def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
     for pair in PAIRS:
         if not any(k[0] == pair for k in cells):
             continue
-        plan, lr = default_rule(pair)
-        acc, n = _mean_at(rows, pair, plan, lr)
-        slr = scratch_default(pair)
-        sacc, sn = _mean_at(rows, pair, "scratch", slr)
+        rule, plan = _rule_against_scratch(rows, pair)
         best = max((p for (q, p) in cells if q == pair), key=lambda p: cells[(pair, p)]["best_mean"])
         auto = [r for r in rows if _ok(r) and r["pair"] == pair and r["plan"] == plan and r["lr"] == "auto"]
         auto_text = (
@@ -1301,15 +1298,20 @@ def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
             if auto
             else "-"
         )
-        gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
-        lines.append(
-            f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | {acc:.3f} ({n}) | {slr:g} | "
-            f"{sacc:.3f} ({sn}) | {gap} | {best} ({cells[(pair, best)]['best_mean']:.3f}) | {auto_text} |"
-            if acc is not None and sacc is not None
-            else f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | not measured | {slr:g} | - | - | "
-            f"{best} ({cells[(pair, best)]['best_mean']:.3f}) | {auto_text} |"
-        )
+        lines.append(f"{rule} {best} ({cells[(pair, best)]['best_mean']:.3f}) | {auto_text} |")
     return lines
+
+
+def _rule_against_scratch(rows: list[dict[str, Any]], pair: str) -> tuple[str, str]:
+    """The cells a table of the default rule starts with (pair, case, the rule's plan, lr and accuracy, scratch's lr
+    and accuracy, the rule's lead in points; "-" where not measured), and the rule's plan."""
+    plan, lr = default_rule(pair)
+    acc, n = _mean_at(rows, pair, plan, lr)
+    slr = scratch_default(pair)
+    sacc, sn = _mean_at(rows, pair, "scratch", slr)
+    gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
+    cells = f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | {_shown(acc, n)} | {slr:g} | {_shown(sacc, sn)} | {gap} |"
+    return cells, plan
 
 
 # hftl's default --epochs: the same pairs trained this briefly (a few optimizer steps on the small pairs) are recorded
@@ -1357,10 +1359,6 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for pair in [p for p in PAIRS if any(r["pair"] == p for r in rows)]:
-        plan, lr = default_rule(pair)
-        acc, n = _mean_at(rows, pair, plan, lr)
-        slr = scratch_default(pair)
-        sacc, sn = _mean_at(rows, pair, "scratch", slr)
         mine = [r for r in rows if r["pair"] == pair]
         by_plan = []
         for name in [p for p in PLANS if any(r["plan"] == p for r in mine)]:
@@ -1368,12 +1366,9 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
             by_plan.append(
                 f"{name} " + " ".join(f"{x:g}={_shown(*_mean_at(rows, pair, name, x))}" for x in rates)
             )
-        gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
         auto = _shown(*_mean_at(rows, pair, "auto", "default"))
-        lines.append(
-            f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | {_shown(acc, n)} | {slr:g} | {_shown(sacc, sn)} | "
-            f"{gap} | {auto} | {_steps(mine[0])} | {'; '.join(by_plan)} |"
-        )
+        rule, _ = _rule_against_scratch(rows, pair)
+        lines.append(f"{rule} {auto} | {_steps(mine[0])} | {'; '.join(by_plan)} |")
     return lines
 
 

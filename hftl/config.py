@@ -244,7 +244,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     check_keys(values, str(path))
     for key, value in values.items():
         expected = _yaml_types(key)
-        if expected and not isinstance(value, expected) or isinstance(value, bool) and bool not in expected:
+        if expected and (not isinstance(value, expected) or isinstance(value, bool) and bool not in expected):
             names = " or ".join(sorted({t.__name__.replace("NoneType", "null") for t in expected}))
             raise ConfigError(f"{path}: {key} must be {names}, got {str(value)[:60]!r}")
         if isinstance(value, list) and not all(isinstance(item, str) for item in value):

@@ -83,12 +83,13 @@ def prepare_inputs(
     named = {"train": splits.train, "validation": splits.validation}
     if splits.test is not None:
         named["test"] = splits.test
+    stats = ImageStats.from_processor(processor, max_image_pixels) if modality == "image" else None
     mapped = {
         name: prepare_split(
             split,
             name,
             splits,
-            modality,
+            stats,
             processor,
             max_length,
             max_bad_fraction,
@@ -97,9 +98,7 @@ def prepare_inputs(
         )
         for name, split in named.items()
     }
-    train_collator, eval_collator = collators(
-        modality, processor, augment, seed, pad_to_multiple_of, max_image_pixels
-    )
+    train_collator, eval_collator = collators(stats, processor, augment, seed, pad_to_multiple_of)
     return ModelInputs(
         mapped["train"][0],
         mapped["validation"][0],
@@ -107,7 +106,7 @@ def prepare_inputs(
         eval_collator,
         [report for _, report in mapped.values()],
         mapped["test"][0] if "test" in mapped else None,
-        image_stats=ImageStats.from_processor(processor, max_image_pixels) if modality == "image" else None,
+        image_stats=stats,
     )
 
 
@@ -115,16 +114,16 @@ def prepare_split(
     split: Dataset,
     name: str,
     splits: Splits,
-    modality: str,
+    stats: ImageStats | None,
     processor: Any,
     max_length: int,
     max_bad_fraction: float,
     max_image_pixels: int,
     processes: int = 1,
 ) -> tuple[Dataset, SkipReport]:
-    """One split preprocessed once (``datasets.map``, cached by fingerprint), its unusable examples dropped."""
-    if modality == "image":
-        stats = ImageStats.from_processor(processor, max_image_pixels)
+    """One split preprocessed once (``datasets.map``, cached by fingerprint), its unusable examples dropped; images
+    (``stats``: what the processor does, ``ImageStats.from_processor``) or, without ``stats``, texts."""
+    if stats is not None:
         workers = decode_processes(processes, len(split))
         ready, report = screen(
             _map_images(split, splits, processor, stats, max_image_pixels, workers), name, max_bad_fraction
@@ -134,16 +133,11 @@ def prepare_split(
 
 
 def collators(
-    modality: str,
-    processor: Any,
-    augment: bool,
-    seed: int,
-    pad_to_multiple_of: int | None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    stats: ImageStats | None, processor: Any, augment: bool, seed: int, pad_to_multiple_of: int | None
 ) -> tuple[Any, Any]:
-    """The train and evaluation collators: seeded augmentation of raw pixels (images), dynamic padding (text)."""
-    if modality == "image":
-        stats = ImageStats.from_processor(processor, max_image_pixels)
+    """The train and evaluation collators: seeded augmentation of raw pixels (images: ``stats``), dynamic padding
+    (text)."""
+    if stats is not None:
         return ImageCollator(stats, augment=augment, seed=seed), ImageCollator(
             stats, augment=False, seed=seed
         )

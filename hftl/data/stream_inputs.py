@@ -36,10 +36,10 @@ from torch.utils.data import DataLoader
 from torch.utils.data import IterableDataset as TorchIterableDataset
 
 from hftl.data.bad_inputs import ERROR, SkipReport
+from hftl.data.image_stats import ImageStats
 from hftl.data.loading import Splits
 from hftl.data.preprocess import (
     IMAGE_FORMAT,
-    ImageStats,
     ModelInputs,
     collators,
     image_batches,
@@ -194,12 +194,13 @@ def prepare_stream_inputs(
     """Validation and test preprocessed once, as in memory; train as this process's ``TrainStream``."""
     assert splits.stream is not None, "stream_splits() makes the splits of a stream"
     named = {"validation": splits.validation, **({"test": splits.test} if splits.test is not None else {})}
+    stats = ImageStats.from_processor(processor, config.max_image_pixels) if modality == "image" else None
     ready = {
         name: prepare_split(
             split,
             name,
             splits,
-            modality,
+            stats,
             processor,
             config.max_length,
             config.max_bad_fraction,
@@ -208,7 +209,7 @@ def prepare_stream_inputs(
         for name, split in named.items()
     }
     train_collator, eval_collator = collators(
-        modality, processor, config.augment, config.seed, pad_to_multiple_of, config.max_image_pixels
+        stats, processor, config.augment, config.seed, pad_to_multiple_of
     )
     shuffled = splits.train.shuffle(seed=config.seed, buffer_size=config.shuffle_buffer)
     shards = shuffled.num_shards
@@ -218,7 +219,6 @@ def prepare_stream_inputs(
     )
     raw_columns = column_names(splits.train)
     where = "train stream (shuffled) example"  # the position the map sees: after the shuffle
-    stats = ImageStats.from_processor(processor, config.max_image_pixels) if modality == "image" else None
     if stats is not None:
         batches = image_batches(splits, processor, stats, config.max_image_pixels, encode, where)
         mapped = mine.map(batches, batched=True, batch_size=64, with_indices=True, remove_columns=raw_columns)

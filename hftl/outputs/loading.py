@@ -37,7 +37,8 @@ def task_of(source: str, model_config: Any | None = None) -> Task:
         if isinstance(task, str) and task in available_tasks():
             return get_task(task)
     architectures = getattr(model_config, "architectures", None) or []
-    for name in builtin_tasks() + [t for t in available_tasks() if t not in builtin_tasks()]:
+    builtins = builtin_tasks()
+    for name in sorted(available_tasks(), key=lambda name: name not in builtins):  # built-in tasks first
         task = get_task(name)
         suffix = task.auto_model.removeprefix("AutoModelFor")
         if any(arch.endswith(suffix) for arch in architectures):
