@@ -4,6 +4,8 @@ keep an image folder's layout from naming its classes."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,28 @@ SPLIT_WORDS = {
     "test": ("test", "testing"),
 }
 WORD_ENDINGS = ("", "set", "data")
+
+
+def files_stamp(path: Path) -> str:
+    """A digest of what a local dataset is on disk: every file under ``path`` (or the file itself) by name, size,
+    modification time and change time. ``datasets`` keys its cache of local files by path and modification time
+    only, so an edit whose modification time was put back (``touch -d``, ``rsync -a``, ``tar x``) trained on the old
+    rows; the change time (ctime) is set by the system on every write and every time change and cannot be put back.
+    Stats, not content: a full read per run would cost as much as the first load. A copy of the data, even with its
+    times kept, is new data here (its cache is rebuilt, checkpoints made on the original do not resume on it)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = []
+    for file in files:
+        info = file.stat()
+        name = file.name if file == path else str(file.relative_to(path))
+        stats.append((name, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    text = json.dumps([str(path.resolve()), stats])
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def fingerprint_with(fingerprint: str, stamp: str) -> str:
+    """A dataset fingerprint that also changes with ``stamp`` (``files_stamp``)."""
+    return hashlib.blake2b(f"{fingerprint}:{stamp}".encode(), digest_size=8).hexdigest()
 
 
 def data_files_in(folder: Path) -> list[Path]:

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict
 
-from hftl.data.folder_files import FILE_BUILDERS, check_folder_labels, data_files_in, split_files
+from hftl.data.folder_files import (
+    FILE_BUILDERS,
+    check_folder_labels,
+    data_files_in,
+    files_stamp,
+    fingerprint_with,
+    split_files,
+)
 from hftl.data.labels import (
     as_class_label,
     as_label_lists,
@@ -85,15 +92,25 @@ def load_raw(
     """Load ``source`` as a DatasetDict, choosing the builder from what is on disk, else the Hub; ``streaming``
     gives an IterableDatasetDict read as it is iterated (``load_dataset(..., streaming=True)``)."""
     path = Path(source).expanduser()
+    stamp, named = "", {}
     if path.exists():
         # one spelling per folder (./data/, data, its absolute path): datasets fingerprints the paths it is given,
         # and a resumed run must see the same fingerprint however the folder was typed
         path = path.resolve()
+        if path.is_dir():
+            check_no_link_leaves(
+                path, DataError
+            )  # every file read is the folder's own, not one a link leads to
+        # datasets caches local files by path and modification time: naming the build by the files' stamp (change
+        # times too) keeps an edit with its modification time put back from reading the old build
+        stamp = files_stamp(path)
+        named = {"name": f"hftl-{stamp}"}
     if path.is_dir():
-        check_no_link_leaves(path, DataError)  # every file read is the folder's own, not one a link leads to
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
             loaded = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+            for split in loaded.values():  # a fingerprint read from state.json says nothing of edits after it
+                split._fingerprint = fingerprint_with(split._fingerprint, stamp)
             if streaming:  # memory-mapped already: read it in order, one shard per Arrow file
                 return IterableDatasetDict(
                     {name: split.to_iterable_dataset() for name, split in loaded.items()}
@@ -102,11 +119,11 @@ def load_raw(
         found = data_files_in(path)
         if modality == "image" and any(p.name in IMAGEFOLDER_METADATA for p in found):
             # datasets' ImageFolder layout with a metadata file per split: its columns (label lists too) are read
-            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
+            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming, **named)
         if found:
-            return _load_files(split_files(found, path), encoding, streaming)
+            return _load_files(split_files(found, path), encoding, streaming, named)
         if modality == "image":
-            loaded = datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
+            loaded = datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming, **named)
             check_folder_labels(loaded, path)
             return loaded
         raise DataError(f"{path}: no CSV/TSV/JSON/Parquet files in this folder")
@@ -115,7 +132,7 @@ def load_raw(
             raise DataError(
                 f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(FILE_BUILDERS)}"
             )
-        return _load_files({"train": [path]}, encoding, streaming)
+        return _load_files({"train": [path]}, encoding, streaming, named)
     if looks_like_path(source) or Path(source).suffix.lower() in FILE_BUILDERS:
         raise DataError(f"dataset path does not exist: {source}")
     try:
@@ -149,7 +166,10 @@ def _check_has_rows(path: Path, split: str, builder: str, encoding: str) -> None
 
 
 def _load_files(
-    files: dict[str, list[Path]], encoding: str = "utf-8", streaming: bool = False
+    files: dict[str, list[Path]],
+    encoding: str = "utf-8",
+    streaming: bool = False,
+    named: dict[str, str] | None = None,
 ) -> DatasetDict | IterableDatasetDict:
     suffixes = {p.suffix.lower() for paths in files.values() for p in paths}
     builders = {FILE_BUILDERS[s] for s in suffixes}
@@ -170,7 +190,9 @@ def _load_files(
         for path in paths:
             _check_has_rows(path, split, builder, encoding)
     try:
-        return datasets.load_dataset(builder, data_files=data_files, streaming=streaming, **kwargs)
+        return datasets.load_dataset(
+            builder, data_files=data_files, streaming=streaming, **(named or {}), **kwargs
+        )
     except Exception as error:
         undecodable = _first_undecodable([p for paths in files.values() for p in paths], encoding)
         if undecodable:

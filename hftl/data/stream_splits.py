@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 from datasets import ClassLabel, Dataset, IterableDataset, IterableDatasetDict, LargeList, List
 
+from hftl.data.folder_files import files_stamp
 from hftl.data.labels import as_class_label, check_label_spellings, check_not_list_text
 from hftl.data.loading import TEST_NAMES, VALIDATION_NAMES, Splits, StreamInfo, find_column, load_raw
 from hftl.errors import ConfigError, DataError
@@ -268,18 +269,10 @@ def stated_length(train: IterableDataset) -> int | None:
 
 
 def source_fingerprint(source: str, config: RunConfig) -> str:
-    """What the stream reads and how it is cut: local files by name, size and modification time (not content: that
-    would be a full pass), a Hub dataset by id and configuration; with the settings that choose its examples."""
+    """What the stream reads and how it is cut: local files by name, size and times (``files_stamp``; not content:
+    that would be a full pass), a Hub dataset by id and configuration; with the settings that choose its examples."""
     path = Path(source).expanduser()
-    if path.exists():
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        stats = [
-            (str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
-            for p in files
-        ]
-        where: Any = [str(path.resolve()), stats]
-    else:
-        where = [source, config.dataset_config]
+    where: Any = [files_stamp(path)] if path.exists() else [source, config.dataset_config]
     settings = [config.validation_split, config.max_eval_samples, config.labels, config.input_column]
     settings += [config.label_column, config.text_columns, config.data_encoding, datasets.__version__]
     text = json.dumps([where, settings], default=str)

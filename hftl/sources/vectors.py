@@ -58,17 +58,18 @@ _held = 0  # open vectors_held() blocks: the parsed vectors stay loaded from one
 
 
 @functools.lru_cache(maxsize=1)
-def _vectors(source: str, format: str, limit: int | None, stamp: tuple[int, int] | None) -> Any:
+def _vectors(source: str, format: str, limit: int | None, stamp: tuple[int, ...] | None) -> Any:
     return load_vectors(source, format=format, limit=limit)
 
 
-def _stamp(source: str) -> tuple[int, int] | None:
-    """Size and modification time of a vectors file (a changed file is parsed again); None for gensim-data names."""
+def _stamp(source: str) -> tuple[int, ...] | None:
+    """Size, modification and change time of a vectors file (a changed file is parsed again, even with its
+    modification time put back); None for gensim-data names."""
     path = Path(source).expanduser()
     if not path.is_file():
         return None
     stat = path.stat()
-    return (stat.st_size, stat.st_mtime_ns)
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def vectors_for(config: RunConfig) -> Any:

@@ -284,8 +284,9 @@ def read_progress(path: Path) -> Progress:
 # fingerprint entries added after checkpoints were first written: compared only where the checkpoint has them
 ADDED_KEYS = ("frozen_weights", "data_reader")
 # how the data fingerprints are made: a checkpoint from an earlier reader (CSV words such as NA read as missing, folders
-# fingerprinted by the path as typed) cannot be compared on them, so its data is taken as the same (the rest is checked)
-DATA_READER = 2
+# fingerprinted by the path as typed; local files by modification time only, before their change time was added)
+# cannot be compared on them, so its data is taken as the same (the rest is checked)
+DATA_READER = 3
 DATA_KEYS = ("train_data", "validation_data")
 
 
@@ -298,8 +299,8 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
     if isinstance(saved.get("model"), str):  # checkpoints from before local paths were resolved
         saved = {**saved, "model": resolved_local_path(saved["model"])}
     skipped = {key for key in ADDED_KEYS if key not in saved}
-    if "data_reader" not in saved:  # an earlier data reader's fingerprints: not comparable with today's
-        skipped |= set(DATA_KEYS)
+    if saved.get("data_reader") != current.get("data_reader"):  # an earlier reader's: not comparable with today's
+        skipped |= {"data_reader", *DATA_KEYS}
     keys = (set(saved) | set(current)) - skipped
     differ = [key for key in sorted(keys) if saved.get(key) != current.get(key)]
     if differ:

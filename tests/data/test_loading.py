@@ -250,3 +250,59 @@ def test_labels_that_differ_only_in_capitals_are_classes_with_a_warning():
     ):
         splits = splits_of(raw)
     assert splits.labels == ["Bee", "ant", "bee"]
+
+
+def _rewrite_keeping_mtime(path, text: str) -> None:
+    """An edit whose modification time is put back, as ``rsync -a``, ``tar x`` or ``touch -d`` leave one."""
+    import os
+
+    before = path.stat()
+    path.write_text(text)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("layout", ["file", "folder", "saved"])
+def test_an_edit_with_its_modification_time_put_back_is_read_not_the_old_build(tmp_path, layout):
+    """datasets caches local files by path and modification time: the edit must reach the run, and the data
+    fingerprints (feature cache and resume keys) must change with it."""
+    from hftl.data.loading import load_raw
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data = folder / "train.csv"
+    data.write_text("text,label\nold one,0\nold two,1\n")
+    if layout == "saved":
+        Dataset.from_dict({"text": ["old one", "old two"], "label": [0, 1]}).save_to_disk(folder / "saved")
+        data = next((folder / "saved").glob("*.arrow"))
+    source = str(data if layout == "file" else folder / "saved" if layout == "saved" else folder)
+    first = load_raw(source, "text")["train"]
+    first_rows = list(first["text"])  # read now: the Arrow file is memory-mapped
+    if layout == "saved":  # the Arrow file rewritten in place, state.json (and its fingerprint) untouched
+        replaced = tmp_path / "other"
+        Dataset.from_dict({"text": ["new one", "new two"], "label": [0, 1]}).save_to_disk(replaced)
+        import os
+
+        before = data.stat()
+        data.write_bytes(next(replaced.glob("*.arrow")).read_bytes())
+        os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    else:
+        _rewrite_keeping_mtime(data, "text,label\nnew one,0\nnew two,1\n")
+    second = load_raw(source, "text")["train"]
+    assert first_rows == ["old one", "old two"]
+    assert list(second["text"]) == ["new one", "new two"]
+    assert second._fingerprint != first._fingerprint
+    assert load_raw(source, "text")["train"]._fingerprint == second._fingerprint  # unchanged data: same key
+
+
+def test_a_stream_of_local_files_is_keyed_by_their_change_time_too(tmp_path):
+    from hftl.config import RunConfig
+    from hftl.data.stream_splits import source_fingerprint
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"text": "a", "label": 0}\n')
+    config = RunConfig(task="text", case="large_similar", streaming=True, dataset=str(data), max_steps=1)
+    first = source_fingerprint(str(data), config)
+    assert source_fingerprint(str(data), config) == first
+    _rewrite_keeping_mtime(data, '{"text": "b", "label": 0}\n')
+    assert source_fingerprint(str(data), config) != first

@@ -244,9 +244,12 @@ def test_a_run_resumes_however_its_model_and_data_paths_are_typed(
     vectors.write_text("the 0.1 0.2\n")
     check_same_run({"model": "vectors:v.txt"}, {"model": f"vectors:{vectors.resolve()}"}, out)
     old = {"train_data": "a", "validation_data": "b", "seed": 1}
-    check_same_run(old, {"train_data": "c", "validation_data": "d", "seed": 1, "data_reader": 2}, out)
+    check_same_run(old, {"train_data": "c", "validation_data": "d", "seed": 1, "data_reader": 3}, out)
+    check_same_run({**old, "data_reader": 2}, {**old, "train_data": "c", "data_reader": 3}, out)
     with pytest.raises(ConfigError, match="train_data: 'a' -> 'c'"):
-        check_same_run({**old, "data_reader": 2}, {**old, "train_data": "c", "data_reader": 2}, out)
+        check_same_run({**old, "data_reader": 3}, {**old, "train_data": "c", "data_reader": 3}, out)
+    with pytest.raises(ConfigError, match="seed: 1 -> 2"):  # the rest is still compared
+        check_same_run({**old, "data_reader": 2}, {**old, "seed": 2, "data_reader": 3}, out)
 
 
 def test_augmented_image_runs_refuse_checkpoints_trained_on_float_crops():
