@@ -161,7 +161,11 @@ def _embed(argv: Sequence[str]) -> int:
     parser.add_argument("--pooling", choices=("pooler", "cls", "mean", "max"), default=None)
     parser.add_argument("--normalize", action="store_true", help="L2-normalise each row")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = parser.parse_args(argv)
+    output = Path(args.output if args.output.endswith(".npy") else f"{args.output}.npy")  # np.save's name
+    if (output.exists() or output.is_symlink()) and not args.overwrite:
+        parser.error(f"--output {output} exists; pass --overwrite to replace it, or choose another --output")
     inputs = list(args.inputs)
     if args.input_file:
         try:
@@ -180,7 +184,6 @@ def _embed(argv: Sequence[str]) -> int:
     features = embed(
         args.source, inputs, pooling=args.pooling, normalize=args.normalize, batch_size=args.batch_size
     )
-    output = Path(args.output if args.output.endswith(".npy") else f"{args.output}.npy")  # np.save's name
     buffer = io.BytesIO()
     np.save(buffer, features)
     write_bytes(output, buffer.getvalue())  # atomic: a link at --output is replaced, not written through

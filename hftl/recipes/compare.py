@@ -27,6 +27,7 @@ from hftl.config import RunConfig
 from hftl.data.loading import splits_for
 from hftl.errors import ConfigError
 from hftl.outputs.files import write_text
+from hftl.outputs.run_folder import previous_run
 from hftl.recipes.report import benefits, plot_curves, plot_sizes, render_html, render_markdown
 from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.compare import COMPARE_PLANS, CompareSettings, parse_seeds, parse_sizes
@@ -91,6 +92,22 @@ def eval_every(examples: int, config: RunConfig, evals_per_epoch: int) -> int:
     return max(1, steps // evals_per_epoch)
 
 
+def check_compare_folder(output_dir: Path, config: RunConfig) -> None:
+    """A compare's runs are trained models: a second compare into the same OUTPUT_DIR would replace them (and the
+    report) without being told to, and one into a training run's folder would mix the two."""
+    if previous_run(output_dir):
+        raise ConfigError(
+            f"{output_dir} holds a training run; hftl compare writes its runs and report beside nothing else: "
+            "choose another --output-dir"
+        )
+    earlier = [name for name in (REPORT_JSON, "runs") if (output_dir / name).exists()]
+    if earlier and not (config.resume or config.overwrite_output_dir):
+        raise ConfigError(
+            f"{output_dir} holds an earlier compare ({', '.join(earlier)}): its trained runs would be replaced. "
+            "Continue it with --resume auto, replace it with --overwrite-output-dir, or choose another --output-dir"
+        )
+
+
 def compare(
     config: RunConfig, settings: CompareSettings | None = None, dataset: Dataset | DatasetDict | None = None
 ) -> dict[str, Any]:
@@ -105,6 +122,7 @@ def compare(
         )
     task = get_task(config.task)
     output_dir = Path(config.output_dir)
+    check_compare_folder(output_dir, config)
     seeds = settings.seed_list or [config.seed]
     splits = splits_for(config, task, dataset)
     metric = config.metric_for_best

@@ -141,9 +141,16 @@ def test_hftl_embed_replaces_a_link_at_its_output_and_names_the_file_it_wrote(gl
     link = tmp_path / "out" / "link.npy"
     link.parent.mkdir()
     link.symlink_to(target)
-    assert main(["embed", f"vectors:{glove_file}", "film", "--output", str(link)]) == 0
+    with pytest.raises(SystemExit):  # an existing --output (a link too) is replaced only when told to
+        main(["embed", f"vectors:{glove_file}", "film", "--output", str(link)])
+    assert "pass --overwrite" in capsys.readouterr().err and link.is_symlink()
+    assert main(["embed", f"vectors:{glove_file}", "film", "--output", str(link), "--overwrite"]) == 0
     assert target.read_text(encoding="utf-8") == "keep me" and not link.is_symlink()
     assert np.load(link).shape == (1, 8)
+    written = link.read_bytes()
+    with pytest.raises(SystemExit):  # features written before are not replaced silently either
+        main(["embed", f"vectors:{glove_file}", "great", "--output", str(link)])
+    assert link.read_bytes() == written
     assert main(["embed", f"vectors:{glove_file}", "film", "--output", str(tmp_path / "new" / "feat")]) == 0
     assert (
         tmp_path / "new" / "feat.npy"

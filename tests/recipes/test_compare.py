@@ -113,6 +113,22 @@ def test_hftl_compare_writes_report_plots_and_summaries(model_dirs, image_folder
     rebuilt = rebuild_report(out, target=0.5)  # new target, no training
     assert all(size["target"] == 0.5 for size in rebuilt["sizes"])
     assert json.loads((out / "report.json").read_text())["sizes"][0]["target"] == 0.5
+    # a second compare into the folder would replace the first's trained runs: refused before any data is read
+    capsys.readouterr()
+    before = (out / "runs/size-all/seed-42/scratch/metrics.json").read_bytes()
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "holds an earlier compare (report.json, runs)" in error and "--overwrite-output-dir" in error
+    assert (out / "runs/size-all/seed-42/scratch/metrics.json").read_bytes() == before
+
+
+def test_hftl_compare_refuses_a_training_runs_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    args = ["compare", "--task", "text", "--model", "m", "--dataset", "d", "--output-dir", str(out)]
+    assert main(args) == 2
+    assert "holds a training run" in capsys.readouterr().err
 
 
 def test_hftl_compare_help_lists_its_own_and_the_run_flags(capsys):
