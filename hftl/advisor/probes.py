@@ -128,7 +128,7 @@ def _write(path: Path, features: DepthFeatures) -> None:
 
 def _read(path: Path) -> DepthFeatures | None:
     """The stored features, or None when missing or damaged (zip CRCs are checked as the arrays are read)."""
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():  # a link is the cache folder's only by accident: rebuilt
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
@@ -136,11 +136,31 @@ def _read(path: Path) -> DepthFeatures | None:
         depths = {int(name.split("_")[1]): arrays[name] for name in arrays if name.startswith("depth_")}
         if not depths:
             return None
-        return DepthFeatures(
+        features = DepthFeatures(
             depths, arrays["labels"], arrays.get("source_probabilities"), str(arrays["pooling"])
         )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+    return features if _well_formed(features) else None
+
+
+def _well_formed(features: DepthFeatures) -> bool:
+    """What ``depth_features`` writes: one finite float row per example at every depth (and for the source head's
+    probabilities), labels of one kind per example; anything else (an edited or foreign file) is rebuilt."""
+    labels = features.labels
+    if labels.ndim not in (1, 2) or labels.dtype.kind not in "iub" or not len(labels):
+        return False
+    arrays = list(features.features.values())
+    if features.source_probabilities is not None:
+        arrays.append(features.source_probabilities)
+    return min(features.features) >= 1 and all(
+        array.ndim == 2
+        and array.dtype.kind == "f"
+        and array.shape[0] == len(labels)
+        and array.shape[1] > 0
+        and bool(np.isfinite(array).all())
+        for array in arrays
+    )
 
 
 __all__ = ["DepthFeatures", "cached_depth_features", "depth_features", "pool"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,11 +113,28 @@ class ImageSet:
         return len(self.labels)
 
 
+# Fashion-MNIST's largest file (60,000 28x28 images) is 47,040,016 bytes uncompressed
+IDX_MAX_BYTES = 256 << 20
+
+
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (MNIST format, gzipped or not) as a uint8 array."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read(IDX_MAX_BYTES + 1)  # bounded: a small .gz may inflate without end
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+    ) as error:  # truncated or damaged: gzip's own words, naming the file
+        raise DataError(
+            f"{path}: cannot be read ({type(error).__name__}: {error}); download it again"
+        ) from error
+    if len(data) > IDX_MAX_BYTES:
+        raise DataError(
+            f"{path}: more than {IDX_MAX_BYTES >> 20} MiB of data; the Fashion-MNIST files hold 45 MiB"
+        )
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path}: not an IDX file of unsigned bytes")
     dims = data[3]

@@ -294,3 +294,40 @@ def test_hftl_advise_writes_nothing_inside_the_dataset_folder(model_dirs, image_
     err = capsys.readouterr().err
     assert "hftl: error: --output-dir" in err and "is inside --dataset" in err
     assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in image_folder.iterdir())
+
+
+def test_a_probe_file_of_the_wrong_shape_or_with_nan_is_rebuilt_not_scored(tmp_path):
+    """The probe cache is an untrusted folder: a file that is not what ``depth_features`` wrote (edited, foreign,
+    a link) reads as a miss, not as features for LogME to score or crash on."""
+    import numpy as np
+
+    from hftl.advisor.probes import DepthFeatures, _read, _write
+
+    def stored(**changes) -> DepthFeatures | None:
+        values = {
+            "features": {1: np.ones((4, 3), np.float32), 2: np.ones((4, 5), np.float32)},
+            "labels": np.array([0, 1, 0, 1]),
+            "source_probabilities": np.full((4, 2), 0.5, np.float32),
+            **changes,
+        }
+        path = tmp_path / "probe-x.npz"
+        _write(path, DepthFeatures(**values))
+        return _read(path)
+
+    good = stored()
+    assert good is not None and good.depths == [1, 2] and good.labels.tolist() == [0, 1, 0, 1]
+    nan = np.ones((4, 3), np.float32)
+    nan[2, 1] = np.nan
+    for bad in (
+        {"features": {1: nan}},
+        {"features": {1: np.ones((3, 3), np.float32)}},  # rows that are not the labels'
+        {"features": {1: np.ones(4, np.float32)}},
+        {"features": {0: np.ones((4, 3), np.float32)}},
+        {"labels": np.array([0.5, 1.0, 0.0, 1.0])},
+        {"source_probabilities": np.full((2, 2), 0.5, np.float32)},
+        {"source_probabilities": np.full((4, 2), np.inf, np.float32)},
+    ):
+        assert stored(**bad) is None, bad
+    link = tmp_path / "probe-link.npz"
+    link.symlink_to(tmp_path / "probe-x.npz")
+    assert stored() is not None and _read(link) is None

@@ -130,6 +130,21 @@ def test_read_idx_reads_fashion_mnist_files(tmp_path):
     (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big")))
     with pytest.raises(hftl.DataError, match="bad.gz: not an IDX file"):
         read_idx(tmp_path / "bad.gz")
+    whole = (tmp_path / "x.gz").read_bytes()
+    (tmp_path / "cut.gz").write_bytes(whole[: len(whole) // 2])  # an interrupted download
+    (tmp_path / "junk.gz").write_bytes(b"\x1f\x8b" + bytes(40))  # a gzip magic and nothing valid after it
+    for name in ("cut.gz", "junk.gz"):
+        with pytest.raises(hftl.DataError, match=rf"{name}: cannot be read .*download it again"):
+            read_idx(tmp_path / name)
+
+
+def test_read_idx_stops_at_a_bound_however_far_a_file_inflates(tmp_path, monkeypatch):
+    import hftl.recipes.demo_data as demo_data
+
+    monkeypatch.setattr(demo_data, "IDX_MAX_BYTES", 1000)
+    (tmp_path / "bomb.gz").write_bytes(gzip.compress(bytes(100_000)))
+    with pytest.raises(hftl.DataError, match="bomb.gz: more than 0 MiB of data"):
+        read_idx(tmp_path / "bomb.gz")
 
 
 def test_fashion_mnist_is_found_in_a_given_folder(tmp_path):
