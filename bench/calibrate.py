@@ -1319,6 +1319,8 @@ def _rule_against_scratch(rows: list[dict[str, Any]], pair: str) -> tuple[str, s
 SHORT_BUDGET_EPOCHS = 3
 MAIN_RECORD = REPO / "bench" / "results" / "calibration.jsonl"
 SHORT_BUDGET_RECORD = REPO / "bench" / "results" / "short_budget.jsonl"
+# runs at budgets between the short one and the pairs' own (--epochs 6, 10, 15): where a default's ranking turns
+BUDGET_SWEEP_RECORD = REPO / "bench" / "results" / "budget_sweep.jsonl"
 
 
 def _shown(accuracy: float | None, n: int) -> str:
@@ -1369,6 +1371,49 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
         auto = _shown(*_mean_at(rows, pair, "auto", "default"))
         rule, _ = _rule_against_scratch(rows, pair)
         lines.append(f"{rule} {auto} | {_steps(mine[0])} | {'; '.join(by_plan)} |")
+    return lines
+
+
+def budget_sweep_section(
+    sweep: list[dict[str, Any]], short: list[dict[str, Any]], main: list[dict[str, Any]]
+) -> list[str]:
+    """The pairs of the sweep record at every budget measured (the short record's, the sweep's, the pair's own in
+    the main record): each plan of the sweep at its default rate, mean best accuracy over seeds, by optimizer steps."""
+    sweep = [r for r in default_pooling_rows(sweep) if _ok(r) and r["pair"] in PAIRS]
+    if not sweep:
+        return []
+    records = {"short": default_pooling_rows(short), "sweep": sweep, "own": default_pooling_rows(main)}
+    pairs = [p for p in PAIRS if any(r["pair"] == p for r in sweep)]
+    plans = [p for p in PLANS if any(r["plan"] == p for r in sweep)]
+    lines = [
+        "### Between the budgets",
+        "",
+        "The sweep record (`bench/results/budget_sweep.jsonl`, `--epochs 6`, `10` and `15`) beside the short budget "
+        "and the pairs' own: each plan at its default rate (mean best accuracy, 3 seeds), by the optimizer steps "
+        "the run took (scratch at its own default). It shows where a case's plans change places as training gets "
+        "longer.",
+        "",
+        "| pair | epochs | steps | " + " | ".join(f"{p} (n)" for p in plans) + " | default - scratch |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in plans) + " | ---: |",
+    ]
+    for pair in pairs:
+        budgets: dict[int, list[dict[str, Any]]] = {}
+        for record in records.values():
+            for r in record:
+                if r["pair"] == pair and _ok(r) and isinstance(r.get("epochs"), int):
+                    budgets.setdefault(r["epochs"], []).append(r)
+        for epochs in sorted(budgets):
+            at = budgets[epochs]
+            rates = {p: scratch_default(pair) if p == "scratch" else plan_default(pair, p) for p in plans}
+            means = {p: _mean_at(at, pair, p, rates[p]) for p in plans}
+            if not any(n for _, n in means.values()):
+                continue
+            acc, _ = _mean_at(at, pair, *default_rule(pair))
+            sacc, _ = _mean_at(at, pair, "scratch", scratch_default(pair))
+            gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
+            steps = next((_steps(r) for r in at if _steps(r) != "-"), "-")
+            cells = " | ".join(_shown(*means[p]) for p in plans)
+            lines.append(f"| {pair} | {epochs} | {steps} | {cells} | {gap} |")
     return lines
 
 
@@ -1663,7 +1708,10 @@ def pooling_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def report(
-    rows: list[dict[str, Any]], margin: float = 0.01, short_rows: list[dict[str, Any]] | None = None
+    rows: list[dict[str, Any]],
+    margin: float = 0.01,
+    short_rows: list[dict[str, Any]] | None = None,
+    sweep_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     all_rows, rows = rows, default_pooling_rows(rows)  # the tables below: what hftl's default pooling gives
     cells = summarize(rows, margin)
@@ -1742,6 +1790,7 @@ def report(
         )
     lines += ["", "### hftl's defaults against scratch at its default", ""] + defaults_table(rows)
     lines += [""] + short_budget_section(short_rows or [])
+    lines += [""] + budget_sweep_section(sweep_rows or [], short_rows or [], rows)
     lines += [""] + source_check_section(rows)
     lines += [""] + auto_tables(rows)
     lines += [""] + noise_table(rows)
@@ -1865,6 +1914,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"report: the runs at --epochs {SHORT_BUDGET_EPOCHS}, for their own section",
     )
     parser.add_argument(
+        "--budget-sweep-record",
+        type=Path,
+        default=BUDGET_SWEEP_RECORD,
+        help="report: the runs at budgets between the short one and the pairs' own, for their own section",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path.home() / ".cache" / "hftl-calibrate",
@@ -1901,9 +1956,23 @@ def main(argv: list[str] | None = None) -> int:
         and args.epochs != SHORT_BUDGET_EPOCHS
     ):
         parser.error(f"--out {args.out}: that record holds runs at --epochs {SHORT_BUDGET_EPOCHS} only")
+    if (
+        not args.report
+        and args.out.resolve() == BUDGET_SWEEP_RECORD.resolve()
+        and args.epochs in (None, SHORT_BUDGET_EPOCHS)
+    ):
+        parser.error(
+            f"--out {args.out}: that record holds runs between the short budget and the pairs' own; pass --epochs "
+            f"(not {SHORT_BUDGET_EPOCHS}: those go to {SHORT_BUDGET_RECORD.name})"
+        )
 
     if args.report:
-        text = report(load_rows(args.out), args.margin / 100, load_rows(args.short_budget_record))
+        text = report(
+            load_rows(args.out),
+            args.margin / 100,
+            load_rows(args.short_budget_record),
+            load_rows(args.budget_sweep_record),
+        )
         print(text)
         if args.write:
             write_doc(args.write, text)
@@ -1918,6 +1987,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = load_rows(args.out)
+    if (
+        args.out.resolve() == BUDGET_SWEEP_RECORD.resolve()
+    ):  # several budgets per pair: only this one's are done
+        rows = [r for r in rows if r.get("epochs") == args.epochs]
     done = {
         run_key(r["pair"], r["plan"], r["lr"], r["seed"], pooling_of(r), rule_of(r))
         for r in rows

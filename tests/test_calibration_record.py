@@ -619,3 +619,56 @@ def test_each_record_holds_one_budget_per_pair():
         torch.set_num_threads(threads)
     rows = calibrate.load_rows(calibrate.SHORT_BUDGET_RECORD)
     assert rows and {r["epochs"] for r in rows} == {calibrate.SHORT_BUDGET_EPOCHS}
+
+
+# the ResNet small_different pairs of bench/results/budget_sweep.jsonl (docs/calibration.md, "Between the budgets")
+SWEEP_PAIRS = (
+    "digits-20",
+    "shapes-20",
+    "resnet59-digits-20",
+    "resnet59-shapes-20",
+    "antsbees-20",
+    "resnet59-antsbees-20",
+)
+
+
+def test_between_the_budgets_the_resnet_different_rule_is_behind_scratch_only_under_few_steps(
+    rows, short_rows
+):
+    """The record FEW_STEPS cites: every pair at 3, 6, 10, 15 and its own 30 epochs; under 40 optimizer steps the
+    default (full fine-tuning) was behind scratch on 9 of 14 budgets by up to 9.8 points, from 40 on at most 1.7."""
+    from hftl.transfer.defaults import FEW_STEPS
+
+    sweep = calibrate.load_rows(calibrate.BUDGET_SWEEP_RECORD)
+    assert {r["epochs"] for r in sweep} == {6, 10, 15} and {r["pair"] for r in sweep} == set(SWEEP_PAIRS)
+    gaps: dict[bool, list[float]] = {True: [], False: []}
+    for pair in SWEEP_PAIRS:
+        assert calibrate.default_rule(pair)[0] == "full"
+        for record in (short_rows, sweep, rows):
+            for epochs in sorted({r["epochs"] for r in record if r["pair"] == pair}):
+                at = [r for r in record if r["pair"] == pair and r["epochs"] == epochs]
+                steps = next(calibrate._steps(r) for r in at)
+                gaps[steps < FEW_STEPS].append(rule_over_scratch(at, pair))
+    few, enough = gaps[True], gaps[False]
+    assert len(few) == 14 and sum(gap < 0 for gap in few) == 9 and min(few) == pytest.approx(-0.098, abs=5e-4)
+    assert len(enough) == 16 and min(enough) > -0.0175 and sum(gap >= -0.0005 for gap in enough) == 12
+
+
+def test_the_budget_sweep_record_takes_runs_between_the_budgets_and_resumes_per_budget(capsys):
+    import torch
+
+    sweep = str(calibrate.BUDGET_SWEEP_RECORD)
+    threads = torch.get_num_threads()  # the script sets its own
+    base = ["--pairs", "digits-20", "--plans", "partial,full,scratch", "--lrs", "hftl", "--seeds", "0,1,2"]
+    try:
+        for epochs in ([], ["--epochs", "3"]):
+            with pytest.raises(SystemExit) as stopped:
+                calibrate.main([*base, *epochs, "--out", sweep, "--dry-run"])
+            assert stopped.value.code == 2, epochs
+        capsys.readouterr()
+        assert calibrate.main([*base, "--epochs", "10", "--out", sweep, "--dry-run"]) == 0
+        assert "0 runs to launch" in capsys.readouterr().out  # recorded at 10 epochs
+        assert calibrate.main([*base, "--epochs", "20", "--out", sweep, "--dry-run"]) == 0
+        assert "9 runs to launch" in capsys.readouterr().out  # other budgets' rows are not this one's
+    finally:
+        torch.set_num_threads(threads)

@@ -61,6 +61,7 @@ from hftl.training.stream_loop import fit_stream
 from hftl.training.throughput import format_summary
 from hftl.transfer.apply import ParameterCount, adapt_to_plan, count_parameters, shape_to_plan
 from hftl.transfer.cases import make_plan, measure_blocks
+from hftl.transfer.defaults import few_steps_warning
 from hftl.transfer.plan import TransferPlan
 
 
@@ -297,6 +298,10 @@ def announce(
         f"Data: {train} train / {len(inputs.validation)} validation examples, "
         f"{len(splits.labels)} labels from {splits.source}"
     )
+    if inputs.stream is None and (
+        warning := few_steps_warning(len(inputs.train), config, accelerator.num_processes)
+    ):
+        accelerator.print(warning)
 
 
 def search_lr(
