@@ -98,10 +98,8 @@ def load_raw(
         # one spelling per folder (./data/, data, its absolute path): datasets fingerprints the paths it is given,
         # and a resumed run must see the same fingerprint however the folder was typed
         path = path.resolve()
-        if path.is_dir():
-            check_no_link_leaves(
-                path, DataError
-            )  # every file read is the folder's own, not one a link leads to
+        if path.is_dir():  # every file read is the folder's own, not one a link leads to
+            check_no_link_leaves(path, DataError)
         # datasets caches local files by path and modification time: naming the build by the files' stamp (change
         # times too) keeps an edit with its modification time put back from reading the old build
         stamp = files_stamp(path)
