@@ -134,7 +134,7 @@ def compare(
         examples = available if size is None or size >= available else size
         label = "all" if size is None else str(size)
         base = config.replace(
-            overwrite_output_dir=True,  # compare owns OUTPUT_DIR/runs: a second compare replaces its runs
+            overwrite_output_dir=True,  # compare owns OUTPUT_DIR/runs (check_compare_folder asked before replacing)
             max_train_samples=size,
             eval_steps=config.eval_steps or eval_every(examples, config, settings.evals_per_epoch),
         )
