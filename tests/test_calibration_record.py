@@ -86,7 +86,7 @@ def short_rows():
 SHORT_RESNET_SIMILAR = ("fashion59-20", "resnet59-fashion04-20", "resnet4x-fashion59-20")
 
 
-def test_at_hftls_default_three_epochs_the_resnet_similar_rule_beats_scratch_where_its_old_rate_lost(
+def test_at_three_epochs_the_resnet_similar_rule_beats_scratch_where_its_old_rate_lost(
     short_rows,
 ):
     """hftl's default --epochs 3 is 12 optimizer steps at 20 per class: partial fine-tuning at 1e-3 (the long-budget
@@ -423,7 +423,7 @@ def test_the_word_vector_rules_are_level_with_scratch_or_ahead_on_every_pair(row
     assert n == 3 and old_full < calibrate._mean_at(rows, "glove-yelp-350", "full", 3e-2)[0] - 0.05
 
 
-def test_at_hftls_default_three_epochs_word_vectors_fine_tune_best_at_3e_2(short_rows):
+def test_at_three_epochs_word_vectors_fine_tune_best_at_3e_2(short_rows):
     """At 3 epochs (15-66 optimizer steps) fine-tuning at 3e-2 was the best of 3e-3, 1e-2 and 3e-2 on 8 of the 9
     GloVe and word2vec pairs measured and within half a point on the ninth; 1e-2 was behind scratch on four of them
     (by up to 4.8 points), 3e-2 on three, by at most 1.8 (docs/calibration.md, "Short budget")."""

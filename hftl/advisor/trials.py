@@ -51,6 +51,7 @@ from hftl.advisor.source_check import SourceCheck
 from hftl.config import RunConfig
 from hftl.data.labels import rarest_label
 from hftl.errors import HftlError
+from hftl.transfer.defaults import default_epochs
 
 TRIALS_DIR = ".hftl-trials"
 METRIC = "accuracy"  # what trials rank on unless the run names its own (--metric-for-best)
@@ -208,6 +209,9 @@ def run_trials(
         per_class=per_class,
         source_check=source_check.to_dict() if source_check is not None else None,
     )
+    config = config.replace(
+        epochs=default_epochs(config, len(train))[0]
+    )  # the run's epochs: the budget's unit
     budget = Budget(config.advise_budget * PLANNED_SHARE, config.epochs, len(train), len(validation))
     started = time.perf_counter()
     work = Path(config.output_dir) / TRIALS_DIR  # the same on every process of a distributed run

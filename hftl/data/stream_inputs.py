@@ -48,6 +48,7 @@ from hftl.data.preprocess import (
 )
 from hftl.data.stream_splits import column_names, label_encoder, needs_max_steps
 from hftl.errors import DataError
+from hftl.transfer.defaults import DEFAULT_EPOCHS
 
 MIN_READ_FOR_BAD_FRACTION = 200  # a stream's bad fraction is judged once this many examples have been read
 
@@ -265,8 +266,9 @@ def steps_to_train(config: Any, known_length: int | None, world_size: int) -> tu
     if known_length is None:
         raise needs_max_steps(str(config.dataset))
     batches = math.ceil(math.ceil(known_length / world_size) / config.batch_size)
-    steps = config.epochs * math.ceil(batches / config.gradient_accumulation_steps)
+    epochs = config.epochs or DEFAULT_EPOCHS  # a stream is large data: no raised default
+    steps = epochs * math.ceil(batches / config.gradient_accumulation_steps)
     return (
         steps,
-        f"{config.epochs} epoch(s) of the {known_length} train examples the dataset states: {steps} steps",
+        f"{epochs} epoch(s) of the {known_length} train examples the dataset states: {steps} steps",
     )

@@ -33,6 +33,7 @@ from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.compare import COMPARE_PLANS, CompareSettings, parse_seeds, parse_sizes
 from hftl.tasks import get_task
 from hftl.training.metrics import default_metric_for_best
+from hftl.transfer.defaults import default_epochs
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -134,6 +135,9 @@ def compare(
         examples = available if size is None or size >= available else size
         label = "all" if size is None else str(size)
         base = config.replace(
+            epochs=default_epochs(config, examples, int(os.environ.get("WORLD_SIZE", "1")))[
+                0
+            ],  # same for every arm
             overwrite_output_dir=True,  # compare owns OUTPUT_DIR/runs (check_compare_folder asked before replacing)
             max_train_samples=size,
             eval_steps=config.eval_steps or eval_every(examples, config, settings.evals_per_epoch),
@@ -172,6 +176,7 @@ def compare(
         size_report = {
             "train_size": label,
             "train_examples": examples,
+            "epochs": base.epochs,
             "eval_steps": base.eval_steps,
             "case": base.case,
             "case_note": note,
@@ -190,7 +195,7 @@ def compare(
         "metric": metric,
         "transfer_setup": " / ".join(dict.fromkeys(s["transfer_setup"] for s in sizes_out)),
         "scratch_setup": " / ".join(dict.fromkeys(s["scratch_setup"] for s in sizes_out)),
-        "epochs": config.epochs,
+        "epochs": " / ".join(dict.fromkeys(str(size["epochs"]) for size in sizes_out)),  # per size when unset
         "batch_size": config.batch_size,
         "seeds": seeds,
         "sizes": sizes_out,

@@ -23,12 +23,11 @@ from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig, resolve_config
 from hftl.data.loading import Splits
 from hftl.data.preprocess import ModelInputs
-from hftl.errors import ConfigError, unknown_choice
+from hftl.errors import unknown_choice
 from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.files import any_write_space_checked, space_checked
 from hftl.outputs.hub import publish_after_run
-from hftl.outputs.run_folder import RunLock, clear_previous_run
 from hftl.outputs.run_metrics import run_metrics
 from hftl.outputs.run_report import write_run_report
 from hftl.recipes.prepare import counted_from, not_for_streams, prepare_data, train_label_ids
@@ -55,13 +54,13 @@ from hftl.training.guards import with_auto_batch_size
 from hftl.training.loop import FitResult, fit
 from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import MULTI_LABEL_METRICS, load_metrics
-from hftl.training.resume import check_resume_target, check_run_folder, run_fingerprint
+from hftl.training.resume import check_resume_target, check_run_folder, claim_output_dir, run_fingerprint
 from hftl.training.sharded_state import gather_full_state
 from hftl.training.stream_loop import fit_stream
 from hftl.training.throughput import format_summary
 from hftl.transfer.apply import ParameterCount, adapt_to_plan, count_parameters, shape_to_plan
 from hftl.transfer.cases import make_plan, measure_blocks
-from hftl.transfer.defaults import few_steps_warning
+from hftl.transfer.defaults import default_epochs, few_steps_warning
 from hftl.transfer.plan import TransferPlan
 
 
@@ -108,31 +107,6 @@ def trial_run(config: RunConfig, dataset: DatasetDict) -> RunResult:
     return run(config, dataset, trial=True)
 
 
-def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | None:
-    """The main process locks OUTPUT_DIR for the run, refuses a folder holding another run (unless resuming or
-    told to overwrite it) and, with --overwrite-output-dir, clears what the previous run wrote."""
-    folder = Path(config.output_dir)
-    afresh = check_run_folder(config)  # every process: all stop together
-    lock = None
-    if accelerator.is_main_process:
-        try:
-            lock = RunLock(folder).acquire()
-        except OSError as error:  # read-only, not a folder, no space: say so before any data is prepared
-            raise ConfigError(
-                f"cannot write to the output folder {folder} ({type(error).__name__}: {error.strerror or error}); "
-                "choose a writable --output-dir"
-            ) from error
-        if (config.overwrite_output_dir and not config.resume) or afresh:
-            removed = clear_previous_run(folder)
-            why = "an interrupted run with no complete checkpoint" if afresh else "the previous run"
-            if removed:
-                accelerator.print(
-                    f"{'--resume auto' if afresh else '--overwrite-output-dir'}: removed {why}'s {', '.join(removed)}"
-                )
-    accelerator.wait_for_everyone()
-    return lock
-
-
 def run_claimed(
     config: RunConfig,
     task: Task,
@@ -143,6 +117,13 @@ def run_claimed(
 ) -> RunResult:
     """The run proper, in an output folder it holds (``trials``: those that chose its plan; ``trial``: it is one)."""
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
+    known = None if inputs.stream is not None else len(inputs.train)
+    epochs, why = default_epochs(
+        config, known, accelerator.num_processes
+    )  # --epochs, or 3 raised on small data
+    config = config.replace(epochs=epochs)
+    if why:
+        accelerator.print(why)
     metric_names = settle_problem(config, task.metrics, splits.multi_label)  # auto -> what the data holds
     if trials is not None and accelerator.is_main_process:
         from hftl.advisor.decision import write_advice

@@ -1,6 +1,7 @@
 """Resuming: only a checkpoint of this same run (same data, model, plan and optimisation: ``run_fingerprint``), after
 clearing what an interrupted checkpoint write left behind; and which output folder a run may take
-(``check_run_folder``): never one holding another run, nor the model it starts from."""
+(``check_run_folder``): never one holding another run, nor the model it starts from; ``claim_output_dir`` locks it and
+clears the previous run where told to."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hftl.config import RunConfig, resolved_local_path
 from hftl.data.preprocess import ModelInputs
 from hftl.errors import ConfigError
 from hftl.outputs.artifacts import METRICS_FILE
-from hftl.outputs.run_folder import check_output_dir, previous_run
+from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run, previous_run
 from hftl.training.checkpoints import (
     DATA_READER,
     Progress,
@@ -183,3 +184,28 @@ def check_resume_target(config: RunConfig, fingerprint: dict[str, Any]) -> None:
     elif not config.overwrite_output_dir and (found := previous_run(Path(config.output_dir))):
         # every checkpoint of the folder's run is damaged
         raise nothing_to_continue(config.resume, Path(config.output_dir), found)
+
+
+def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | None:
+    """The main process locks OUTPUT_DIR for the run, refuses a folder holding another run (unless resuming or
+    told to overwrite it) and, with --overwrite-output-dir, clears what the previous run wrote."""
+    folder = Path(config.output_dir)
+    afresh = check_run_folder(config)  # every process: all stop together
+    lock = None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock(folder).acquire()
+        except OSError as error:  # read-only, not a folder, no space: say so before any data is prepared
+            raise ConfigError(
+                f"cannot write to the output folder {folder} ({type(error).__name__}: {error.strerror or error}); "
+                "choose a writable --output-dir"
+            ) from error
+        if (config.overwrite_output_dir and not config.resume) or afresh:
+            removed = clear_previous_run(folder)
+            why = "an interrupted run with no complete checkpoint" if afresh else "the previous run"
+            if removed:
+                accelerator.print(
+                    f"{'--resume auto' if afresh else '--overwrite-output-dir'}: removed {why}'s {', '.join(removed)}"
+                )
+    accelerator.wait_for_everyone()
+    return lock

@@ -30,7 +30,7 @@ from hftl.errors import ConfigError
 from hftl.settings import AUTO_CASE
 from hftl.settings.choices import AUTO_LR, CONTRASTIVE_FAMILIES, contrastive_refusal
 from hftl.transfer.conservative import plan_blocks, plan_spec
-from hftl.transfer.defaults import CaseChoice, case_choice, default_lr
+from hftl.transfer.defaults import DEFAULT_EPOCHS, CaseChoice, case_choice, default_lr
 from hftl.transfer.plan import Action, Block, ContrastiveSpec, LoraSpec, TransferPlan
 
 
@@ -217,7 +217,8 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
     elif config.lr is not None:
         lr = config.lr
     conservative = plan_spec(config, strategy, config.init)
-    blocks, conservative_reasons = plan_blocks(blocks, conservative, lr, config.epochs)
+    # without data (``hftl plan``) an unset --epochs counts as the default 3; a run settles it before planning
+    blocks, conservative_reasons = plan_blocks(blocks, conservative, lr, config.epochs or DEFAULT_EPOCHS)
     reasons += conservative_reasons
     return TransferPlan(
         case=config.case,

@@ -79,7 +79,7 @@ class FamilyDefaults:
 # table lost by 5.3-19.9. So ResNets up to twice that width get these numbers; wider ones (ResNet-50 and deeper:
 # 2048, pretrained on ImageNet) keep the generic table and the textbook cases, as wide ViTs and BERTs do.
 # Partial fine-tuning (the small_similar rule) takes 1e-2, not the table's lowest rate within 2 points (1e-3): at hftl's
-# default 3 epochs (12 optimizer steps at 20/class; docs/calibration.md, "Short budget") 1e-3 lost to scratch by 14.9
+# former default 3 epochs (12 optimizer steps at 20/class; docs/calibration.md, "Short budget") 1e-3 lost to scratch by 14.9
 # and 10.4 points on Fashion 5-9 and on Fashion 0-4 from the ResNet developed on 5-9 (60.3/51.9% against 75.1/62.3%,
 # 3 seeds), where 1e-2 beat scratch by 12.9 and 14.9 (88.0/77.2%); 1e-2 was the best of 1e-3, 3e-3 and 1e-2 on all five
 # pairs measured there (the 4x-wide ResNet's included: those ResNets are held out at their own budgets only), and at the
@@ -196,7 +196,7 @@ SMALL_VIT = FamilyDefaults(
 # points) and level on shapes (99.4/99.2%), where the generic (BERT-base) table that the model got before lost by
 # 10.6-12.7 points on three of the four. Covers ViTs wider than SMALL_VIT's up to twice this one (384) and twice its
 # depth (8 layers): ViT-Ti, ViT-S and ViT-B (12 layers, pretrained on ImageNet) keep the generic table.
-# At hftl's default 3 epochs (docs/calibration.md, "Short budget") partial at 1e-3 still beats scratch (+5.5, +38.8
+# At 3 epochs (hftl's default on large data; docs/calibration.md, "Short budget") partial at 1e-3 still beats scratch (+5.5, +38.8
 # points); 3e-3 was 13-16 points higher there but 2.2 under 1e-3 on digits at 30 epochs, so partial keeps 1e-3.
 MID_VIT_MEASURED_WIDTH, MID_VIT_MEASURED_LAYERS = 192, 4
 MID_VIT = FamilyDefaults(
@@ -247,7 +247,7 @@ TINY_BERT = FamilyDefaults(
 # rate on 7 of the 9 pairs above chance (level with 1e-2 on SST-2 at 1,000 and 10,000 per class); at 1e-3 the default
 # was behind scratch at its best rate on 8 of those 9 (by up to 7.3 points, yelp at 350 per class). A new classifier on
 # frozen vectors is best at 1e-2 too (within a point of its best on 7 of 10 pairs at seed 0, as at 3e-2). Fine-tuning
-# takes 3e-2, a step over the 1e-2 those pairs first gave it: at hftl's default 3 epochs (15-66 optimizer steps;
+# takes 3e-2, a step over the 1e-2 those pairs first gave it: at 3 epochs (then hftl's default; 15-66 optimizer steps;
 # docs/calibration.md, "Short budget") 3e-2 was the best of 3e-3, 1e-2 and 3e-2 on 8 of the 9 pairs measured and level
 # on the ninth, 1e-2 up to 4.0 points under it and behind scratch on 4 of them (by up to 4.8, word2vec on the domain
 # task) where 3e-2 was behind on 3 by 1.0-1.8; at the pairs' own budgets (10-30 epochs) 3e-2 is within 0.9 points of
@@ -300,19 +300,44 @@ BY_FAMILY: Mapping[str, tuple[FamilyDefaults, ...]] = MappingProxyType(
 
 
 # docs/calibration.md, "Between the budgets": the six ResNet small_different pairs at 3, 6, 10, 15 and 30 epochs (3
-# seeds each; 6-210 optimizer steps). Under 40 steps the default rule (full fine-tuning) was behind scratch on 9 of the
+# seeds each; 6-210 optimizer steps). Under 40 steps the default rule (full fine-tuning) was behind scratch at 9 of the
 # 14 pair budgets measured, by up to 9.8 points (photos from the ResNet developed on Fashion 5-9, 6 steps; digits 3.3
-# at 21); from 40 steps on it is at most 1.7 behind (level or ahead on 12 of 16), as at the pairs' own budgets. The
-# other families beat scratch at 3 epochs too ("Short budget"), but a run this short is where a rule is least sure:
-# hftl says so, and how many epochs reach the measured budgets.
+# at 21); from 40 steps on it is at most 1.7 behind (level or ahead at 12 of 16), as at the pairs' own budgets (8-30
+# epochs, where every family's rates were set). So a run without --epochs takes 3 epochs (the transformers Trainer's
+# default), or as many as reach FEW_STEPS optimizer steps on small data, up to the longest budget measured; a run
+# given fewer steps is told so.
 FEW_STEPS = 40
+DEFAULT_EPOCHS = 3
+MAX_DEFAULT_EPOCHS = 30
+
+
+def _steps_per_epoch(train_examples: int, config: Any, processes: int) -> int:
+    batches = math.ceil(train_examples / (config.batch_size * processes))
+    return math.ceil(batches / config.gradient_accumulation_steps)
+
+
+def default_epochs(config: Any, train_examples: int | None, processes: int = 1) -> tuple[int, str | None]:
+    """``--epochs``, or when it is not given: 3, raised on small data to reach ``FEW_STEPS`` optimizer steps (at
+    most ``MAX_DEFAULT_EPOCHS``); with the sentence that says why, when raised. ``config``: a RunConfig."""
+    if config.epochs is not None:
+        return config.epochs, None
+    if not train_examples:
+        return DEFAULT_EPOCHS, None
+    per_epoch = _steps_per_epoch(train_examples, config, processes)
+    epochs = min(max(DEFAULT_EPOCHS, math.ceil(FEW_STEPS / per_epoch)), MAX_DEFAULT_EPOCHS)
+    if epochs == DEFAULT_EPOCHS:
+        return epochs, None
+    return epochs, (
+        f"--epochs not given: {epochs} epochs ({DEFAULT_EPOCHS} epochs of {train_examples} examples would be "
+        f"{DEFAULT_EPOCHS * per_epoch} optimizer steps; small data trains at least {FEW_STEPS}, at most "
+        f"{MAX_DEFAULT_EPOCHS} epochs: docs/calibration.md, 'Between the budgets')"
+    )
 
 
 def few_steps_warning(train_examples: int, config: Any, processes: int = 1) -> str | None:
-    """What to say when a run (``config``: a RunConfig) takes fewer optimizer steps than the budgets its defaults
-    hold at; None when it does not."""
-    batches = math.ceil(train_examples / (config.batch_size * processes))
-    steps = math.ceil(batches / config.gradient_accumulation_steps) * config.epochs
+    """What to say when a run (``config``: a RunConfig, epochs settled) takes fewer optimizer steps than the budgets
+    its defaults hold at; None when it does not."""
+    steps = _steps_per_epoch(train_examples, config, processes) * config.epochs
     if steps >= FEW_STEPS:
         return None
     more = math.ceil(FEW_STEPS * config.epochs / max(steps, 1))
