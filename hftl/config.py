@@ -242,14 +242,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         )
     values = {key.replace("-", "_"): value for key, value in values.items()}
     check_keys(values, str(path))
+    check_value_types(values, str(path))
+    return values
+
+
+def check_value_types(values: Mapping[str, Any], source: str) -> None:
+    """Each value of a YAML file (a run config, a task card's defaults) is of its setting's type: a mapping for
+    --model or a number for --output-dir is one error naming the file and setting, not a traceback where it is used."""
     for key, value in values.items():
         expected = _yaml_types(key)
         if expected and (not isinstance(value, expected) or isinstance(value, bool) and bool not in expected):
             names = " or ".join(sorted({t.__name__.replace("NoneType", "null") for t in expected}))
-            raise ConfigError(f"{path}: {key} must be {names}, got {str(value)[:60]!r}")
+            raise ConfigError(f"{source}: {key} must be {names}, got {str(value)[:60]!r}")
         if isinstance(value, list) and not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{path}: {key} must be a list of names, got {str(value)[:60]!r}")
-    return values
+            raise ConfigError(f"{source}: {key} must be a list of names, got {str(value)[:60]!r}")
 
 
 def _yaml_types(key: str) -> tuple[type, ...]:
@@ -305,6 +311,7 @@ def resolve_config(values: Mapping[str, Any]) -> RunConfig:
     if task_name is not None:
         task = get_task(task_name)
         check_keys(task.defaults, f"task card {task.name!r} defaults")
+        check_value_types(task.defaults, f"task card {task.name!r} defaults")
         layered = {**task.defaults, **layered}
     for key in ("model", "dataset"):
         if isinstance(layered.get(key), str):

@@ -73,10 +73,23 @@ class Task:
             )
         columns = card.get("columns") or {}
         metrics = card.get("metrics", ("accuracy", "f1_macro"))
-        if not isinstance(columns, Mapping) or not all(map(_names, columns.values())) or not _names(metrics):
+        if (
+            not isinstance(columns, Mapping)
+            or not set(columns) <= {"input", "label"}
+            or not all(map(_names, columns.values()))
+            or not _names(metrics)
+        ):
             raise ConfigError(
-                f"{source}: columns must be a mapping (input: [...], label: [...]) and metrics a list of names"
+                f"{source}: columns must be a mapping of input: [names] and label: [names], and metrics a list of "
+                f"names; got columns {str(columns)[:80]!r}, metrics {str(metrics)[:80]!r}"
             )
+        defaults = card.get("defaults") or {}
+        if not isinstance(defaults, Mapping) or not all(isinstance(key, str) for key in defaults):
+            raise ConfigError(
+                f"{source}: defaults must be a mapping of setting: value, got {str(defaults)[:80]!r}"
+            )
+        if not isinstance(card.get("description", ""), str):
+            raise ConfigError(f"{source}: description must be text, got {str(card['description'])[:80]!r}")
         return cls(
             name=card["name"],
             modality=card["modality"],
@@ -86,7 +99,7 @@ class Task:
             input_columns=tuple(columns.get("input", ())),
             label_columns=tuple(columns.get("label", ("label", "labels"))),
             metrics=tuple(metrics),
-            defaults=dict(card.get("defaults") or {}),
+            defaults=dict(defaults),
         )
 
 

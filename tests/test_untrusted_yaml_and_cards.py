@@ -56,6 +56,11 @@ def test_a_task_card_may_not_replace_a_built_in_task(tmp_path):
         ("columns: [text]\n", "columns must be a mapping"),
         ("metrics: 5\n", "metrics a list of names"),
         ("columns: {input: text}\n", "columns must be a mapping"),
+        ("columns: {inputs: [text]}\n", "columns must be a mapping of input: .names. and label"),
+        ("defaults: [1, 2]\n", "defaults must be a mapping of setting: value"),
+        ("defaults: x\n", "defaults must be a mapping of setting: value"),
+        ("defaults: {1: 2}\n", "defaults must be a mapping of setting: value"),
+        ("description: [1]\n", "description must be text"),
     ],
 )
 def test_a_task_card_of_the_wrong_shape_is_one_error_naming_it(tmp_path, extra, message):
@@ -132,3 +137,19 @@ def test_a_run_config_value_of_the_wrong_type_is_one_error_naming_the_setting(tm
         load_yaml(config)
     config.write_text("epochs: 3\nwarmup_ratio: 0\nlr: auto\nlora_target_modules: [query, value]\n")
     assert load_yaml(config)["lora_target_modules"] == ["query", "value"]
+
+
+def test_a_task_cards_default_values_are_checked_and_a_missing_model_or_dataset_is_named(tmp_path, capsys):
+    from hftl.cli import main
+
+    card = tmp_path / "bare.yaml"
+    card.write_text("name: bare\n" + CARD_HEAD + "defaults: {dataset: 5}\n", encoding="utf-8")
+    args = ["train", "--task", str(card), "--case", "small_similar", "--output-dir", str(tmp_path / "out")]
+    assert main([*args, "--model", "m"]) == 2
+    assert "task card 'bare' defaults: dataset must be null or str, got '5'" in capsys.readouterr().err
+    card.write_text("name: bare\n" + CARD_HEAD, encoding="utf-8")  # names no default model or dataset
+    for given, missing in ((["--dataset", "d.csv"], "--model"), (["--model", "m"], "--dataset")):
+        assert main([*args, *given]) == 2
+        assert (
+            f"no {missing}: task '{card}' names no default for it; pass {missing}" in capsys.readouterr().err
+        )

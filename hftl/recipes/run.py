@@ -23,7 +23,7 @@ from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig, resolve_config
 from hftl.data.loading import Splits
 from hftl.data.preprocess import ModelInputs
-from hftl.errors import unknown_choice
+from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.files import any_write_space_checked, space_checked
@@ -228,7 +228,10 @@ def score_test(
 
 
 def check_model_name(config: RunConfig, accelerator: Accelerator) -> None:
-    """Fail on a mistyped model path (or several models for ``--case auto``) before any data is loaded."""
+    """Fail on a missing or mistyped model path (or several models for ``--case auto``) before any data is loaded."""
+    for flag, value in (("--model", config.model), ("--dataset", config.dataset)):
+        if not value:
+            raise ConfigError(f"no {flag}: task {config.task!r} names no default for it; pass {flag}")
     if config.case == AUTO_CASE:
         from hftl.advisor.advise import model_names
 
