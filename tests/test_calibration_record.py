@@ -636,22 +636,29 @@ def test_between_the_budgets_the_resnet_different_rule_is_behind_scratch_only_un
     rows, short_rows
 ):
     """The record FEW_STEPS cites: every pair at 3, 6, 10, 15 and its own 30 epochs; under 40 optimizer steps the
-    default (full fine-tuning) was behind scratch on 9 of 14 budgets by up to 9.8 points, from 40 on at most 1.7."""
+    default (full fine-tuning) was behind scratch on 9 of 14 budgets by up to 9.8 points; from 40 on level or ahead on
+    13 of 18, at most 1.7 behind but on the photos from the ResNet developed on Fashion 5-9 (up to 3.9)."""
     from hftl.transfer.defaults import FEW_STEPS
 
     sweep = calibrate.load_rows(calibrate.BUDGET_SWEEP_RECORD)
-    assert {r["epochs"] for r in sweep} == {6, 10, 15} and {r["pair"] for r in sweep} == set(SWEEP_PAIRS)
+    assert {r["epochs"] for r in sweep} == {6, 10, 15, 20} and {r["pair"] for r in sweep} == set(SWEEP_PAIRS)
     gaps: dict[bool, list[float]] = {True: [], False: []}
+    photos_59: list[float] = []
     for pair in SWEEP_PAIRS:
         assert calibrate.default_rule(pair)[0] == "full"
         for record in (short_rows, sweep, rows):
             for epochs in sorted({r["epochs"] for r in record if r["pair"] == pair}):
                 at = [r for r in record if r["pair"] == pair and r["epochs"] == epochs]
                 steps = next(calibrate._steps(r) for r in at)
-                gaps[steps < FEW_STEPS].append(rule_over_scratch(at, pair))
-    few, enough = gaps[True], gaps[False]
+                gap = rule_over_scratch(at, pair)
+                if steps >= FEW_STEPS and pair == "resnet59-antsbees-20":
+                    photos_59.append(gap)
+                else:
+                    gaps[steps < FEW_STEPS].append(gap)
+    few, enough = gaps[True], gaps[False] + photos_59
     assert len(few) == 14 and sum(gap < 0 for gap in few) == 9 and min(few) == pytest.approx(-0.098, abs=5e-4)
-    assert len(enough) == 16 and min(enough) > -0.0175 and sum(gap >= -0.0005 for gap in enough) == 12
+    assert len(enough) == 18 and sum(gap >= -0.0005 for gap in enough) == 13
+    assert min(gaps[False]) > -0.0175 and min(photos_59) > -0.040 and max(photos_59) < -0.015
 
 
 def test_the_budget_sweep_record_takes_runs_between_the_budgets_and_resumes_per_budget(capsys):

@@ -299,13 +299,15 @@ BY_FAMILY: Mapping[str, tuple[FamilyDefaults, ...]] = MappingProxyType(
 )
 
 
-# docs/calibration.md, "Between the budgets": the six ResNet small_different pairs at 3, 6, 10, 15 and 30 epochs (3
-# seeds each; 6-210 optimizer steps). Under 40 steps the default rule (full fine-tuning) was behind scratch at 9 of the
-# 14 pair budgets measured, by up to 9.8 points (photos from the ResNet developed on Fashion 5-9, 6 steps; digits 3.3
-# at 21); from 40 steps on it is at most 1.7 behind (level or ahead at 12 of 16), as at the pairs' own budgets (8-30
-# epochs, where every family's rates were set). So a run without --epochs takes 3 epochs (the transformers Trainer's
-# default), or as many as reach FEW_STEPS optimizer steps on small data, up to the longest budget measured; a run
-# given fewer steps is told so.
+# docs/calibration.md, "Between the budgets": the six ResNet small_different pairs at 3, 6, 10, 15 and 30 epochs (and
+# the photo pairs at 20: exactly 40 steps; 3 seeds each, 6-210 optimizer steps). Under 40 steps the default rule (full
+# fine-tuning) was behind scratch at 9 of the 14 pair budgets measured, by up to 9.8 points (photos from the ResNet
+# developed on Fashion 5-9, 6 steps; digits 3.3 at 21); from 40 steps on it is level or ahead at 13 of 18, at most 1.7
+# behind on the synthetic pairs and on photos from the other source, and 1.7-3.9 behind on photos from the 5-9 source,
+# which trails scratch at every budget from 20 steps (its source check keeps 0.60-0.87 of random weights' lead, short
+# of setting the source aside). So a run without --epochs takes 3 epochs (the transformers Trainer's default), or as
+# many as reach FEW_STEPS optimizer steps on small data, up to the longest budget measured (where every family's rates
+# were set: the pairs' own 8-30 epochs); a run given fewer steps is told so.
 FEW_STEPS = 40
 DEFAULT_EPOCHS = 3
 MAX_DEFAULT_EPOCHS = 30
