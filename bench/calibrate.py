@@ -1320,7 +1320,8 @@ def _rule_against_scratch(rows: list[dict[str, Any]], pair: str) -> tuple[str, s
 SHORT_BUDGET_EPOCHS = 3
 MAIN_RECORD = REPO / "bench" / "results" / "calibration.jsonl"
 SHORT_BUDGET_RECORD = REPO / "bench" / "results" / "short_budget.jsonl"
-# runs at budgets between the short one and the pairs' own (--epochs 6, 10, 15): where a default's ranking turns
+# runs at budgets between the short one and the pairs' own (--epochs 5-20): where a default's ranking turns, and each
+# small pair at the epochs a run without --epochs takes (hftl.transfer.defaults.default_epochs)
 BUDGET_SWEEP_RECORD = REPO / "bench" / "results" / "budget_sweep.jsonl"
 
 
@@ -1969,6 +1970,16 @@ def main(argv: list[str] | None = None) -> int:
             f"--out {args.out}: that record holds runs between the short budget and the pairs' own; pass --epochs "
             f"(not {SHORT_BUDGET_EPOCHS}: those go to {SHORT_BUDGET_RECORD.name})"
         )
+
+    if not args.report and args.out.resolve() == BUDGET_SWEEP_RECORD.resolve():
+        try:
+            own = {pair for pair in expand_pairs(args.pairs) if PAIRS[pair]["epochs"] == args.epochs}
+        except ValueError as error:
+            parser.error(str(error))
+        if own:
+            parser.error(
+                f"--epochs {args.epochs} is the own budget of {sorted(own)}: those runs belong in the main record"
+            )
 
     if args.report:
         text = report(

@@ -319,6 +319,17 @@ def resolve_config(values: Mapping[str, Any]) -> RunConfig:
     return RunConfig(**layered)
 
 
+def check_named_inputs(config: RunConfig, dataset: Any = None) -> None:
+    """A run, compare or advice needs a model and data: from the flags, the task card's defaults or, in Python, a
+    dataset in memory; one line naming the missing flag, before anything is read."""
+    for flag, value in (
+        ("--model", config.model),
+        ("--dataset", config.dataset if dataset is None else dataset),
+    ):
+        if value is None or value == "":
+            raise ConfigError(f"no {flag}: task {config.task!r} names no default for it; pass {flag}")
+
+
 def resolved_local_path(name: str) -> str:
     """A ``--model``/``--dataset`` that names an existing local path, as its absolute path (``vectors:`` kept):
     ``./bert/``, ``bert`` and its absolute path are one model to everything a run records and fingerprints (a

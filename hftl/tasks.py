@@ -88,14 +88,14 @@ class Task:
             raise ConfigError(
                 f"{source}: defaults must be a mapping of setting: value, got {str(defaults)[:80]!r}"
             )
-        if not isinstance(card.get("description", ""), str):
+        if not isinstance(card.get("description") or "", str):
             raise ConfigError(f"{source}: description must be text, got {str(card['description'])[:80]!r}")
         return cls(
             name=card["name"],
             modality=card["modality"],
             auto_model=card["auto_model"],
             pipeline_tag=card["pipeline_tag"],
-            description=card.get("description", ""),
+            description=card.get("description") or "",
             input_columns=tuple(columns.get("input", ())),
             label_columns=tuple(columns.get("label", ("label", "labels"))),
             metrics=tuple(metrics),

@@ -668,7 +668,7 @@ def test_the_budget_sweep_record_takes_runs_between_the_budgets_and_resumes_per_
     threads = torch.get_num_threads()  # the script sets its own
     base = ["--pairs", "digits-20", "--plans", "partial,full,scratch", "--lrs", "hftl", "--seeds", "0,1,2"]
     try:
-        for epochs in ([], ["--epochs", "3"]):
+        for epochs in ([], ["--epochs", "3"], ["--epochs", "30"]):  # 30: digits-20's own budget
             with pytest.raises(SystemExit) as stopped:
                 calibrate.main([*base, *epochs, "--out", sweep, "--dry-run"])
             assert stopped.value.code == 2, epochs

@@ -153,3 +153,12 @@ def test_a_task_cards_default_values_are_checked_and_a_missing_model_or_dataset_
         assert (
             f"no {missing}: task '{card}' names no default for it; pass {missing}" in capsys.readouterr().err
         )
+    # before any trial, comparison or advice reads data (they load the splits first)
+    auto = [a if a != "small_similar" else "auto" for a in args]
+    for command in (
+        auto,
+        ["compare", *args[1:]],
+        ["advise", *args[1:3], "--output-dir", str(tmp_path / "adv")],
+    ):
+        assert main([*command, "--model", "m"]) == 2, command
+        assert f"no --dataset: task '{card}'" in capsys.readouterr().err, command

@@ -25,7 +25,7 @@ from hftl.advisor.sample_features import probe_features
 from hftl.advisor.scores import leep
 from hftl.advisor.start import trials_source_check
 from hftl.advisor.trials import Trial, TrialsReport, run_trials, scratch_without_trials
-from hftl.config import RunConfig
+from hftl.config import RunConfig, check_named_inputs
 from hftl.data.loading import Splits, splits_for
 from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import ADVICE_JSON
@@ -113,6 +113,7 @@ def advise(
     """Advise for every candidate model of ``config.model`` (comma-separated), best-ranked first. Multi-label data
     has no feature-score advice: with one model and a trial budget the list is empty (the trials decide), else
     the advisor refuses it, saying what to do."""
+    check_named_inputs(config, dataset)
     task = get_task(config.task)
     splits = splits_for(config, task, dataset)
     if splits.multi_label and config.advise_budget > 0 and len(model_names(config)) == 1:

@@ -98,17 +98,20 @@ def cached_depth_features(
     batches: Iterable[Mapping[str, torch.Tensor]],
     key: Mapping[str, Any],
     root: Path | None,
+    rows: int | None = None,
+    refresh: bool = False,
     **settings: Any,
 ) -> tuple[DepthFeatures, bool]:
     """``depth_features`` stored as ``root/probe-DIGEST.npz`` (no pickles); returns (features, reused). ``key`` must
-    name everything the features depend on; an unreadable or corrupted file is rebuilt; ``root=None``: no cache."""
+    name everything the features depend on; an unreadable or corrupted file, or one of other than ``rows`` examples,
+    is rebuilt, and ``refresh`` rebuilds it anyway; ``root=None``: no cache."""
     if root is None:
         return depth_features(model, batches, **settings), False
     from hftl.training.feature_store import key_digest  # the feature cache's key hashing
 
     path = Path(root) / f"probe-{key_digest({**key, **settings, 'device': None})[:24]}.npz"
-    stored = _read(path)
-    if stored is not None:
+    stored = None if refresh else _read(path)
+    if stored is not None and (rows is None or len(stored.labels) == rows):
         return stored, True
     features = depth_features(model, batches, **settings)
     _write(path, features)

@@ -101,31 +101,32 @@ def probe_features(
     )
     root = probe_cache_root(config)
     key = probe_key(model_name, config, task, processor, sample, splits)
-    features, reused = cached_depth_features(
-        pretrained,
-        batches,
-        {**key, "weights": prefix_digest(pretrained, [""])},
-        root,
-        pooling=pooling,
-        device=device,
-        probabilities=has_head,
-    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         random_model = model_class.from_config(pretrained.config, trust_remote_code=config.trust_remote_code)
     accept_raw_pixels(random_model, image_stats)
-    random_features, _ = cached_depth_features(
-        random_model,
-        batches,
-        {
-            **key,
-            "weights": f"random init, seed {config.seed}",
-            "architecture": architecture_of(pretrained.config),
-        },
-        root,
-        pooling=pooling,
-        device=device,
-    )
+    random_key = {
+        **key,
+        "weights": f"random init, seed {config.seed}",
+        "architecture": architecture_of(pretrained.config),
+    }
+    for refresh in (False, True):  # two cached files that disagree (edited, or foreign) are both rebuilt
+        features, reused = cached_depth_features(
+            pretrained,
+            batches,
+            {**key, "weights": prefix_digest(pretrained, [""])},
+            root,
+            count,
+            refresh,
+            pooling=pooling,
+            device=device,
+            probabilities=has_head,
+        )
+        random_features, _ = cached_depth_features(
+            random_model, batches, random_key, root, count, refresh, pooling=pooling, device=device
+        )
+        if random_features.depths == features.depths:
+            break
     return ProbedFeatures(features, random_features, backbone, has_head, count, reused, root)
 
 

@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -209,9 +210,8 @@ def run_trials(
         per_class=per_class,
         source_check=source_check.to_dict() if source_check is not None else None,
     )
-    config = config.replace(
-        epochs=default_epochs(config, len(train))[0]
-    )  # the run's epochs: the budget's unit
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # the run's: its default epochs depend on them
+    config = config.replace(epochs=default_epochs(config, len(train), processes)[0])  # the budget's unit
     budget = Budget(config.advise_budget * PLANNED_SHARE, config.epochs, len(train), len(validation))
     started = time.perf_counter()
     work = Path(config.output_dir) / TRIALS_DIR  # the same on every process of a distributed run

@@ -23,7 +23,7 @@ from datasets import Dataset, DatasetDict
 
 from hftl.advisor.advise import advise_splits, apply_decision
 from hftl.advisor.decision import write_advice
-from hftl.config import RunConfig
+from hftl.config import RunConfig, check_named_inputs
 from hftl.data.loading import splits_for
 from hftl.errors import ConfigError
 from hftl.outputs.files import write_text
@@ -93,6 +93,12 @@ def eval_every(examples: int, config: RunConfig, evals_per_epoch: int) -> int:
     return max(1, steps // evals_per_epoch)
 
 
+def _one_or_each(values: list[Any]) -> Any:
+    """The value all sizes share, else each distinct one in order ("6 / 3")."""
+    distinct = list(dict.fromkeys(values))
+    return distinct[0] if len(distinct) == 1 else " / ".join(map(str, distinct))
+
+
 def check_compare_folder(output_dir: Path, config: RunConfig) -> None:
     """A compare's runs are trained models: a second compare into the same OUTPUT_DIR would replace them (and the
     report) without being told to, and one into a training run's folder would mix the two."""
@@ -123,6 +129,7 @@ def compare(
         )
     task = get_task(config.task)
     output_dir = Path(config.output_dir)
+    check_named_inputs(config, dataset)
     check_compare_folder(output_dir, config)
     seeds = settings.seed_list or [config.seed]
     splits = splits_for(config, task, dataset)
@@ -195,7 +202,7 @@ def compare(
         "metric": metric,
         "transfer_setup": " / ".join(dict.fromkeys(s["transfer_setup"] for s in sizes_out)),
         "scratch_setup": " / ".join(dict.fromkeys(s["scratch_setup"] for s in sizes_out)),
-        "epochs": " / ".join(dict.fromkeys(str(size["epochs"]) for size in sizes_out)),  # per size when unset
+        "epochs": _one_or_each([size["epochs"] for size in sizes_out]),  # without --epochs: per size
         "batch_size": config.batch_size,
         "seeds": seeds,
         "sizes": sizes_out,

@@ -138,6 +138,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path}: not an IDX file of unsigned bytes")
     dims = data[3]
+    if dims < 1 or len(data) < 4 + 4 * dims:
+        raise DataError(f"{path}: an IDX header of {dims} dimensions in {len(data)} bytes; download it again")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
     if array.size != int(np.prod(shape)):
@@ -163,10 +165,17 @@ def find_fashion_mnist(data: str | Path | None = None) -> Path | None:
 
 
 def load_fashion_mnist(folder: Path) -> dict[str, ImageSet]:
-    return {
-        split: ImageSet(read_idx(folder / images), read_idx(folder / labels).astype(np.int64), FASHION_NAMES)
-        for split, (images, labels) in FASHION_FILES.items()
-    }
+    """The four Fashion-MNIST files as train/test sets: images N x H x W, one label 0-9 per image."""
+    sets = {}
+    for split, (images, labels) in FASHION_FILES.items():
+        pixels, ids = read_idx(folder / images), read_idx(folder / labels)
+        if pixels.ndim != 3 or ids.ndim != 1 or len(pixels) != len(ids) or (ids >= len(FASHION_NAMES)).any():
+            raise DataError(
+                f"{folder}: {images} holds {pixels.shape} and {labels} {ids.shape} (max {ids.max(initial=0)}); "
+                "Fashion-MNIST has N x 28 x 28 images and N labels 0-9: download them again"
+            )
+        sets[split] = ImageSet(pixels, ids.astype(np.int64), FASHION_NAMES)
+    return sets
 
 
 def load_digits_set() -> ImageSet:

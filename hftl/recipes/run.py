@@ -20,10 +20,10 @@ from datasets import Dataset, DatasetDict
 from torch import nn
 
 from hftl.backbones import Backbone, backbone_for
-from hftl.config import RunConfig, resolve_config
+from hftl.config import RunConfig, check_named_inputs, resolve_config
 from hftl.data.loading import Splits
 from hftl.data.preprocess import ModelInputs
-from hftl.errors import ConfigError, unknown_choice
+from hftl.errors import unknown_choice
 from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.files import any_write_space_checked, space_checked
@@ -54,13 +54,19 @@ from hftl.training.guards import with_auto_batch_size
 from hftl.training.loop import FitResult, fit
 from hftl.training.lr_finder import LrSearch, find_lr
 from hftl.training.metrics import MULTI_LABEL_METRICS, load_metrics
-from hftl.training.resume import check_resume_target, check_run_folder, claim_output_dir, run_fingerprint
+from hftl.training.resume import (
+    check_resume_target,
+    check_run_folder,
+    claim_output_dir,
+    resumed_epochs,
+    run_fingerprint,
+)
 from hftl.training.sharded_state import gather_full_state
 from hftl.training.stream_loop import fit_stream
 from hftl.training.throughput import format_summary
 from hftl.transfer.apply import ParameterCount, adapt_to_plan, count_parameters, shape_to_plan
 from hftl.transfer.cases import make_plan, measure_blocks
-from hftl.transfer.defaults import default_epochs, few_steps_warning
+from hftl.transfer.defaults import settle_epochs
 from hftl.transfer.plan import TransferPlan
 
 
@@ -81,6 +87,7 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None, *, tria
     quiet_library_logs()
     release_accelerator_state()  # a previous run in this process may have failed before releasing it
     task = get_task(config.task)
+    check_named_inputs(config, dataset)
     check_metric_for_best(config, task)
     trials = None
     if config.case == AUTO_CASE and config.advise_budget > 0:  # short trials of every plan pick the plan
@@ -117,13 +124,11 @@ def run_claimed(
 ) -> RunResult:
     """The run proper, in an output folder it holds (``trials``: those that chose its plan; ``trial``: it is one)."""
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
-    known = None if inputs.stream is not None else len(inputs.train)
-    epochs, why = default_epochs(
-        config, known, accelerator.num_processes
-    )  # --epochs, or 3 raised on small data
+    known = None if inputs.stream is not None else len(inputs.train)  # --epochs, or 3 raised on small data
+    epochs, note = settle_epochs(config, known, accelerator.num_processes, resumed_epochs(config))
     config = config.replace(epochs=epochs)
-    if why:
-        accelerator.print(why)
+    if note:
+        accelerator.print(note)
     metric_names = settle_problem(config, task.metrics, splits.multi_label)  # auto -> what the data holds
     if trials is not None and accelerator.is_main_process:
         from hftl.advisor.decision import write_advice
@@ -228,10 +233,7 @@ def score_test(
 
 
 def check_model_name(config: RunConfig, accelerator: Accelerator) -> None:
-    """Fail on a missing or mistyped model path (or several models for ``--case auto``) before any data is loaded."""
-    for flag, value in (("--model", config.model), ("--dataset", config.dataset)):
-        if not value:
-            raise ConfigError(f"no {flag}: task {config.task!r} names no default for it; pass {flag}")
+    """Fail on a mistyped model path (or several models for ``--case auto``) before any data is loaded."""
     if config.case == AUTO_CASE:
         from hftl.advisor.advise import model_names
 
@@ -282,10 +284,6 @@ def announce(
         f"Data: {train} train / {len(inputs.validation)} validation examples, "
         f"{len(splits.labels)} labels from {splits.source}"
     )
-    if inputs.stream is None and (
-        warning := few_steps_warning(len(inputs.train), config, accelerator.num_processes)
-    ):
-        accelerator.print(warning)
 
 
 def search_lr(

@@ -336,6 +336,23 @@ def default_epochs(config: Any, train_examples: int | None, processes: int = 1) 
     )
 
 
+def settle_epochs(
+    config: Any, train_examples: int | None, processes: int = 1, resumed: int | None = None
+) -> tuple[int, str | None]:
+    """The epochs a run trains and what to say about them: a resume without --epochs keeps its run's (``resumed``:
+    the schedule spans them, and the default depends on the data and the processes); given ones are kept, with a
+    warning when they are fewer steps than the defaults were measured at; else ``default_epochs``."""
+    if config.epochs is None and resumed:
+        return (
+            resumed,
+            f"--resume without --epochs: the {resumed} epochs the run started with (run_config.yaml)",
+        )
+    if config.epochs is not None:
+        given = train_examples and few_steps_warning(train_examples, config, processes)
+        return config.epochs, given or None
+    return default_epochs(config, train_examples, processes)
+
+
 def few_steps_warning(train_examples: int, config: Any, processes: int = 1) -> str | None:
     """What to say when a run (``config``: a RunConfig, epochs settled) takes fewer optimizer steps than the budgets
     its defaults hold at; None when it does not."""

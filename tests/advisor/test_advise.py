@@ -238,6 +238,19 @@ def test_probe_features_are_cached_keyed_and_rebuilt_when_damaged(model_dirs, im
     assert not any("reused" in note for note in rebuilt.notes)
     assert [s.logme for s in rebuilt.scores] == pytest.approx([s.logme for s in first.scores])
 
+    from hftl.advisor.probes import DepthFeatures, _read, _write
+
+    whole = _read(
+        files[0]
+    )  # one file edited to fewer depths than its twin: both are rebuilt, not scored apart
+    _write(
+        files[0],
+        DepthFeatures({1: whole.features[1]}, whole.labels, whole.source_probabilities, whole.pooling),
+    )
+    mended = look(model_dirs["vit"])
+    assert [s.logme for s in mended.scores] == pytest.approx([s.logme for s in first.scores])
+    assert _read(files[0]).depths == whole.depths
+
     look(model_dirs["resnet"])  # another model misses: two more files
     assert len(list(cache.glob("probe-*.npz"))) == 4
     look(model_dirs["vit"], advise_pooling="mean")  # so does another pooling (ViT's tokens; one more pair)

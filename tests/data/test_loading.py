@@ -306,3 +306,28 @@ def test_a_stream_of_local_files_is_keyed_by_their_change_time_too(tmp_path):
     assert source_fingerprint(str(data), config) == first
     _rewrite_keeping_mtime(data, '{"text": "b", "label": 0}\n')
     assert source_fingerprint(str(data), config) != first
+
+
+def test_the_stamp_follows_data_not_what_datasets_or_tools_write_beside_it(tmp_path):
+    """datasets writes cache-*.arrow beside a save_to_disk folder's files as it maps them, and a folder may be a git
+    checkout: neither is data, so neither changes the key (a resume would be refused as another run's data)."""
+    from hftl.data.folder_files import files_stamp
+    from hftl.data.loading import load_raw
+
+    saved = tmp_path / "saved"
+    Dataset.from_dict({"text": ["a", "b", "c", "d"], "label": [0, 1, 0, 1]}).save_to_disk(saved)
+    first = load_raw(str(saved), "text")["train"]
+    first.map(lambda row: {"n": len(row["text"])}).filter(lambda row: row["label"] == 0)
+    assert list(saved.glob("cache-*.arrow"))  # what the map and filter left beside the data
+    assert load_raw(str(saved), "text")["train"]._fingerprint == first._fingerprint
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\na,0\nb,1\n")
+    stamp = files_stamp(folder)
+    (folder / ".git").mkdir()
+    (folder / ".git" / "index").write_bytes(b"x")
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "x.pyc").write_bytes(b"x")
+    assert files_stamp(folder) == stamp
+    (folder / "notes.csv").write_text("text,label\nc,0\n")  # another data file: other data
+    assert files_stamp(folder) != stamp

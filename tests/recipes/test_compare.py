@@ -122,6 +122,19 @@ def test_hftl_compare_writes_report_plots_and_summaries(model_dirs, image_folder
     assert (out / "runs/size-all/seed-42/scratch/metrics.json").read_bytes() == before
 
 
+def test_an_earlier_compare_is_continued_or_replaced_only_when_told(tmp_path):
+    from hftl.config import RunConfig
+    from hftl.recipes.compare import check_compare_folder
+
+    (tmp_path / "runs").mkdir()
+    config = RunConfig(task="text", case="small_similar", output_dir=str(tmp_path))
+    with pytest.raises(hftl.ConfigError, match=r"holds an earlier compare \(runs\)"):
+        check_compare_folder(tmp_path, config)
+    check_compare_folder(tmp_path, config.replace(resume="auto"))
+    check_compare_folder(tmp_path, config.replace(overwrite_output_dir=True))
+    check_compare_folder(tmp_path / "new", config)
+
+
 def test_hftl_compare_refuses_a_training_runs_folder(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

@@ -153,6 +153,22 @@ def test_fashion_mnist_is_found_in_a_given_folder(tmp_path):
     for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         write_idx(tmp_path / name, np.array([0, 9], dtype=np.uint8))
     assert find_fashion_mnist(tmp_path) == tmp_path
+    from hftl.recipes.demo_data import load_fashion_mnist
+
+    assert len(load_fashion_mnist(tmp_path)["train"].labels) == 2
+    write_idx(
+        tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 9, 3], dtype=np.uint8)
+    )  # 3 labels, 2 images
+    with pytest.raises(hftl.DataError, match=r"t10k-labels-idx1-ubyte.gz \(3,\).*download them again"):
+        load_fashion_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 12], dtype=np.uint8))  # not a class
+    with pytest.raises(hftl.DataError, match="max 12"):
+        load_fashion_mnist(tmp_path)
+    (tmp_path / "short.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 3, 0, 0])))  # a header cut short
+    (tmp_path / "flat.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 0])))  # no dimensions
+    for name in ("short.gz", "flat.gz"):
+        with pytest.raises(hftl.DataError, match=rf"{name}: an IDX header of"):
+            read_idx(tmp_path / name)
 
 
 def test_take_picks_per_class_and_relabels():

@@ -321,3 +321,18 @@ def test_the_number_of_dataloader_workers_does_not_change_a_run(bert_dir, text_f
     assert runs[0].metrics["history"] == runs[1].metrics["history"]
     first, second = (run.model.state_dict() for run in runs)
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_resume_without_epochs_reads_its_runs_epochs_from_run_config(tmp_path):
+    from hftl.config import RunConfig
+    from hftl.training.resume import resumed_epochs
+
+    config = RunConfig(task="image", case="small_similar", output_dir=str(tmp_path), resume="auto")
+    assert resumed_epochs(config) is None  # no run yet
+    (tmp_path / "run_config.yaml").write_text("task: image\nepochs: 7\n", encoding="utf-8")
+    assert resumed_epochs(config) == 7
+    assert resumed_epochs(config.replace(epochs=2)) is None  # given: the flag decides
+    assert resumed_epochs(config.replace(resume=None)) is None  # a new run
+    for damaged in ("epochs: [7]\n", "epochs: true\n", "- 1\n", "a: &x [*x]\n"):
+        (tmp_path / "run_config.yaml").write_text(damaged, encoding="utf-8")
+        assert resumed_epochs(config) is None, damaged

@@ -49,3 +49,18 @@ def test_a_run_without_epochs_trains_and_records_the_raised_ones(bert_dir, text_
     assert recorded["epochs"] == 10
     printed = capsys.readouterr().out
     assert "--epochs not given: 10 epochs" in printed and "Warning: this run takes" not in printed
+
+
+def test_a_resume_keeps_its_runs_epochs_and_given_epochs_are_kept_with_a_warning_when_few():
+    from hftl.config import RunConfig
+    from hftl.transfer.defaults import settle_epochs
+
+    config = RunConfig(task="image", case="small_different", batch_size=32)
+    epochs, note = settle_epochs(config, 200, resumed=3)
+    assert epochs == 3 and "the 3 epochs the run started with" in note
+    epochs, note = settle_epochs(config.replace(epochs=2), 200, resumed=9)  # --epochs wins over the run's
+    assert epochs == 2 and note.startswith("Warning: this run takes 14 optimizer steps")
+    assert settle_epochs(config.replace(epochs=2), None) == (2, None)  # a stream: nothing to count
+    assert settle_epochs(config, 200)[0] == 6
+    epochs, note = settle_epochs(config, 8)  # at the cap: one note, no warning
+    assert epochs == 30 and "Warning" not in note
