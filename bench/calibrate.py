@@ -1421,6 +1421,64 @@ def budget_sweep_section(
     return lines
 
 
+def default_budget_section(
+    sweep: list[dict[str, Any]], short: list[dict[str, Any]], main: list[dict[str, Any]]
+) -> list[str]:
+    """Each small pair at the epochs a run without --epochs takes (``default_epochs``: 3, raised to 40 optimizer
+    steps): the default rule against scratch there, beside the same at 3 epochs and at the pair's own budget."""
+    from hftl.config import RunConfig
+    from hftl.transfer.defaults import default_epochs
+
+    records = [default_pooling_rows(r) for r in (short, sweep, main)]
+    lines = [
+        "### At the default budget",
+        "",
+        "Each small pair at the epochs a run without `--epochs` takes (`default_epochs` in "
+        "`hftl/transfer/defaults.py`: 3, raised on small data to reach 40 optimizer steps), recorded in "
+        "`bench/results/budget_sweep.jsonl`: the default rule against scratch at its default, 3 seeds, beside the "
+        'same at 3 epochs ("Short budget") and at the pair\'s own budget (the tables above).',
+        "",
+        "| pair | case | default plan | epochs (steps) | default (n) | scratch (n) | default - scratch | "
+        "at 3 epochs | at its own budget |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    shown = 0
+    for pair in PAIRS:
+        if not case_of(pair).startswith("small"):
+            continue
+        examples = next(
+            (r["train_examples"] for r in main if r["pair"] == pair and r.get("train_examples")), None
+        )
+        if not examples:
+            continue
+        config = RunConfig(task="text", case="small_similar", batch_size=PAIRS[pair]["batch_size"])
+        epochs = default_epochs(config, examples)[0]
+        plan, lr = default_rule(pair)
+
+        def lead(at: list[dict[str, Any]], pair: str = pair, plan: str = plan, lr: float = lr) -> tuple:
+            return (*_mean_at(at, pair, plan, lr), *_mean_at(at, pair, "scratch", scratch_default(pair)))
+
+        def gap(cell: tuple) -> str:
+            return f"{100 * (cell[0] - cell[2]):+.1f}" if cell[0] is not None and cell[2] is not None else "-"
+
+        short_rows, _, own_rows = ([r for r in record if r["pair"] == pair] for record in records)
+        at_default = [
+            r for record in records for r in record if r["pair"] == pair and r.get("epochs") == epochs
+        ]
+        here = lead(at_default)
+        if here[0] is None or here[2] is None:
+            continue
+        shown += 1
+        short_lead = lead([r for r in short_rows if r.get("epochs") == SHORT_BUDGET_EPOCHS])
+        own_lead = lead([r for r in own_rows if r.get("epochs") == PAIRS[pair]["epochs"]])
+        steps = epochs * math.ceil(examples / PAIRS[pair]["batch_size"])
+        lines.append(
+            f"| {pair} | {case_of(pair)} | {plan} | {epochs} ({steps}) | {_shown(*here[:2])} | {_shown(*here[2:])} | "
+            f"{gap(here)} | {gap(short_lead)} | {gap(own_lead)} |"
+        )
+    return lines if shown else []
+
+
 # the advisor's tie rule the auto rows are measured with (hftl/advisor/trials.py): rows keep theirs, so rules compare
 ADVISOR_RULE = (
     "seed noise, 1 SE, three kept, full first on large data, no trials where the source check fires"
@@ -1795,6 +1853,7 @@ def report(
     lines += ["", "### hftl's defaults against scratch at its default", ""] + defaults_table(rows)
     lines += [""] + short_budget_section(short_rows or [])
     lines += [""] + budget_sweep_section(sweep_rows or [], short_rows or [], rows)
+    lines += [""] + default_budget_section(sweep_rows or [], short_rows or [], rows)
     lines += [""] + source_check_section(rows)
     lines += [""] + auto_tables(rows)
     lines += [""] + noise_table(rows)
