@@ -640,8 +640,8 @@ def test_between_the_budgets_the_resnet_different_rule_is_behind_scratch_only_un
     13 of 18, at most 1.7 behind but on the photos from the ResNet developed on Fashion 5-9 (up to 3.9)."""
     from hftl.transfer.defaults import FEW_STEPS
 
-    sweep = calibrate.load_rows(calibrate.BUDGET_SWEEP_RECORD)
-    assert {r["epochs"] for r in sweep} == {6, 10, 15, 20} and {r["pair"] for r in sweep} == set(SWEEP_PAIRS)
+    sweep = [r for r in calibrate.load_rows(calibrate.BUDGET_SWEEP_RECORD) if r["pair"] in SWEEP_PAIRS]
+    assert {r["epochs"] for r in sweep} == {6, 10, 15, 20}
     gaps: dict[bool, list[float]] = {True: [], False: []}
     photos_59: list[float] = []
     for pair in SWEEP_PAIRS:
@@ -679,3 +679,36 @@ def test_the_budget_sweep_record_takes_runs_between_the_budgets_and_resumes_per_
         assert "9 runs to launch" in capsys.readouterr().out  # other budgets' rows are not this one's
     finally:
         torch.set_num_threads(threads)
+
+
+def test_at_the_default_budget_the_default_rule_is_level_with_scratch_or_ahead_on_44_of_48_small_pairs(rows):
+    """Each small pair at the epochs a run without --epochs takes (3, raised to 40 optimizer steps): the rule is
+    behind scratch only on the two digits pairs (0.4, 1.7 points), the photos from the ResNet developed on Fashion
+    5-9 (3.9) and the weak ELECTRA on imdb (2.6, as at its own budget); at 3 epochs it was behind on 7 of the 29
+    measured there."""
+    from hftl.config import RunConfig
+    from hftl.transfer.defaults import FEW_STEPS, default_epochs
+
+    sweep = calibrate.default_pooling_rows(calibrate.load_rows(calibrate.BUDGET_SWEEP_RECORD))
+    leads = {}
+    for pair, spec in calibrate.PAIRS.items():
+        examples = next(
+            (r["train_examples"] for r in rows if r["pair"] == pair and r.get("train_examples")), 0
+        )
+        if not calibrate.case_of(pair).startswith("small") or not examples:
+            continue
+        epochs = default_epochs(
+            RunConfig(task="text", case="small_similar", batch_size=spec["batch_size"]), examples
+        )[0]
+        assert epochs * math.ceil(examples / spec["batch_size"]) >= FEW_STEPS, pair
+        leads[pair] = rule_over_scratch(
+            [r for r in sweep if r["pair"] == pair and r["epochs"] == epochs], pair
+        )
+    behind = {pair: round(100 * lead, 1) for pair, lead in leads.items() if lead < -0.0005}
+    assert len(leads) == 48
+    assert behind == {
+        "digits-20": -0.4,
+        "resnet59-digits-20": -1.7,
+        "resnet59-antsbees-20": -3.9,
+        "electra-imdb-20": -2.6,
+    }
