@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from hftl.errors import DataError
+from hftl.errors import ConfigError, DataError
+from hftl.outputs.run_folder import previous_run
 from hftl.recipes.demo_data import (
     QUICK,
     STANDARD,
@@ -116,20 +117,23 @@ def run_demo(
     cases: Sequence[str] = CASE_ORDER,
     progress: bool = True,
     on_row: Callable[[DemoRow], None] | None = None,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Develop the source model, transfer it to the four case targets, train the scratch baselines, and write
-    ``results.json``, ``results.md`` and ``demo.png`` (when matplotlib is installed) under ``output_dir``."""
+    ``results.json``, ``results.md`` and ``demo.png`` (when matplotlib is installed) under ``output_dir``;
+    ``overwrite``: replace an earlier demo there (else refused)."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     sizes = sizes or (QUICK if quick else STANDARD)
     output = Path(output_dir)
+    check_demo_folder(output, overwrite)
     output.mkdir(parents=True, exist_ok=True)
     unknown = [case for case in cases if case not in CASE_ORDER]
     if unknown:
         raise DataError(f"unknown demo case(s) {unknown}; choose from {', '.join(CASE_ORDER)}")
     prepared = demo_data(sizes, data, seed)
-    # the demo owns its output folder: a second demo replaces the first one's runs
+    # the demo owns its output folder (check_demo_folder asked before replacing an earlier demo's runs)
     common = {
         "task": "image",
         "batch_size": sizes.batch_size,
@@ -306,6 +310,19 @@ def write_plot(rows: Sequence[DemoRow], path: Path) -> Path | None:
     return path
 
 
+def check_demo_folder(output: Path, overwrite: bool) -> None:
+    """The demo's runs are trained models: an earlier demo's are replaced only when told, and a training run's
+    folder is never used."""
+    if previous_run(output):
+        raise ConfigError(f"{output} holds a training run; choose another --output-dir for the demo")
+    earlier = [name for name in ("results.json", "source-init") if (output / name).exists()]
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"{output} holds an earlier demo ({', '.join(earlier)}): its runs would be replaced. Replace them with "
+            "--overwrite-output-dir, or choose another --output-dir"
+        )
+
+
 def write_results(result: DemoResult) -> None:
     payload = {
         "rows": [asdict(row) for row in result.rows],
@@ -336,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="folder with the Fashion-MNIST idx .gz files (default: looked up), or 'digits' for scikit-learn's digits",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
+    parser.add_argument(
+        "--overwrite-output-dir", action="store_true", help="replace an earlier demo's runs in --output-dir"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for data selection and training")
     parser.add_argument(
         "--cases", nargs="+", default=list(CASE_ORDER), choices=CASE_ORDER, help="cases to run (default all)"
@@ -344,7 +364,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hftl.recipes.run import quiet_library_logs
 
     quiet_library_logs()
-    result = run_demo(args.output_dir, quick=args.quick, data=args.data, seed=args.seed, cases=args.cases)
+    result = run_demo(
+        args.output_dir,
+        quick=args.quick,
+        data=args.data,
+        seed=args.seed,
+        cases=args.cases,
+        overwrite=args.overwrite_output_dir,
+    )
     print(result.table)
     print(
         f"\nTotal {result.seconds:.0f} s. Runs and logs in {result.output_dir}; table in results.md", end=""

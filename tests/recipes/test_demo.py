@@ -110,6 +110,24 @@ def test_cli_demo_prints_the_table(tmp_path, capsys):
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "| large_different | shapes, 12/class (60 train) | full | 100.00 |" in out and "Total" in out
+    # a second demo into the folder would replace the first one's trained runs: refused before anything runs
+    before = (tmp_path / "results.json").read_bytes()
+    assert cli_main(args) == 2
+    assert "holds an earlier demo (results.json, source-init)" in capsys.readouterr().err
+    assert (tmp_path / "results.json").read_bytes() == before
+
+
+def test_the_demo_replaces_an_earlier_demo_only_when_told_and_never_uses_a_run_folder(tmp_path):
+    from hftl.recipes.demo import check_demo_folder
+
+    check_demo_folder(tmp_path / "new", overwrite=False)
+    (tmp_path / "source-init").mkdir()
+    with pytest.raises(hftl.ConfigError, match="earlier demo"):
+        check_demo_folder(tmp_path, overwrite=False)
+    check_demo_folder(tmp_path, overwrite=True)
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(hftl.ConfigError, match="holds a training run"):
+        check_demo_folder(tmp_path, overwrite=True)
 
 
 def test_cli_demo_rejects_a_folder_without_fashion_mnist(tmp_path, capsys):
