@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from hftl.errors import ConfigError, DataError
-from hftl.outputs.run_folder import previous_run
 from hftl.recipes.demo_data import (
     QUICK,
     STANDARD,
@@ -313,6 +312,8 @@ def write_plot(rows: Sequence[DemoRow], path: Path) -> Path | None:
 def check_demo_folder(output: Path, overwrite: bool) -> None:
     """The demo's runs are trained models: an earlier demo's are replaced only when told, and a training run's
     folder is never used."""
+    from hftl.outputs.run_folder import previous_run  # here: `hftl demo --help` imports nothing heavy
+
     if previous_run(output):
         raise ConfigError(f"{output} holds a training run; choose another --output-dir for the demo")
     earlier = [name for name in ("results.json", "source-init") if (output / name).exists()]
