@@ -164,9 +164,8 @@ def get_task(name: str) -> Task:
         return _TASKS[name]
     if name.endswith((".yaml", ".yml")):
         task = load_task_card(name)
-        if (
-            task.name in _BUILTIN_NAMES
-        ):  # a card file must not change what `--task text` means for the process
+        # a card file must not change what `--task text` means for the process
+        if task.name in _BUILTIN_NAMES:
             raise ConfigError(
                 f"{name}: the card names a built-in task ({task.name!r}); give it a name of its own"
             )

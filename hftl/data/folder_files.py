@@ -52,10 +52,16 @@ def files_stamp(path: Path) -> str:
 
 
 def _stamped(file: Path, root: Path) -> bool:
-    parts = file.relative_to(root).parts
-    if any(part.startswith((".", "__")) for part in parts):
-        return False
-    return file.is_file() and not (file.name.startswith("cache-") and file.suffix == ".arrow")
+    return (
+        not _hidden(file, root)
+        and file.is_file()
+        and not (file.name.startswith("cache-") and file.suffix == ".arrow")
+    )
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """Not data, as datasets' folder loading skips it: a hidden or ``__``-named file or folder on the way to it."""
+    return any(part.startswith((".", "__")) for part in path.relative_to(root).parts)
 
 
 def fingerprint_with(fingerprint: str, stamp: str) -> str:
@@ -69,8 +75,7 @@ def data_files_in(folder: Path) -> list[Path]:
     return sorted(
         path
         for path in folder.rglob("*")
-        if path.suffix.lower() in FILE_BUILDERS
-        and not any(part.startswith((".", "__")) for part in path.relative_to(folder).parts)
+        if path.suffix.lower() in FILE_BUILDERS and not _hidden(path, folder)
     )
 
 

@@ -100,20 +100,23 @@ def load_raw(
         path = path.resolve()
         if path.is_dir():  # every file read is the folder's own, not one a link leads to
             check_no_link_leaves(path, DataError)
-        # datasets caches local files by path and modification time: naming the build by the files' stamp (change
-        # times too) keeps an edit with its modification time put back from reading the old build
-        stamp = files_stamp(path)
-        named = {"name": f"hftl-{stamp}"}
+        if (
+            not streaming
+        ):  # a stream builds no cache; its key is stream_splits.source_fingerprint's (the stamp)
+            # datasets caches local files by path and modification time: naming the build by the files' stamp
+            # (change times too) keeps an edit with its modification time put back from reading the old build
+            stamp = files_stamp(path)
+            named = {"name": f"hftl-{stamp}"}
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
             loaded = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
-            for split in loaded.values():  # a fingerprint read from state.json says nothing of edits after it
-                split._fingerprint = fingerprint_with(split._fingerprint, stamp)
             if streaming:  # memory-mapped already: read it in order, one shard per Arrow file
                 return IterableDatasetDict(
                     {name: split.to_iterable_dataset() for name, split in loaded.items()}
                 )
+            for split in loaded.values():  # a fingerprint read from state.json says nothing of edits after it
+                split._fingerprint = fingerprint_with(split._fingerprint, stamp)
             return loaded
         found = data_files_in(path)
         if modality == "image" and any(p.name in IMAGEFOLDER_METADATA for p in found):

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -79,6 +80,20 @@ RUN_FILES = (
 def previous_run(folder: Path) -> list[str]:
     """What in ``folder`` shows a run already happened there (empty: nothing)."""
     return [name for name in RUN_MARKERS if (folder / name).exists()]
+
+
+def check_recipe_folder(folder: Path, recipe: str, markers: Sequence[str], told: bool, how: str) -> None:
+    """A recipe's output folder (``hftl compare``, ``hftl demo``) holds the runs it trained: it is never a training
+    run's folder, and an earlier one's runs (found by ``markers``) are replaced only when ``told``; ``how``: the
+    flags that tell it."""
+    if previous_run(folder):
+        raise ConfigError(f"{folder} holds a training run; choose another --output-dir for hftl {recipe}")
+    earlier = [name for name in markers if (folder / name).exists()]
+    if earlier and not told:
+        raise ConfigError(
+            f"{folder} holds an earlier {recipe} ({', '.join(earlier)}): its trained runs would be replaced. "
+            f"{how}, or choose another --output-dir"
+        )
 
 
 def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:

@@ -14,7 +14,6 @@ benefits, ``report.json``, PNG plots, ``report.md`` and a self-contained ``repor
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,13 @@ from hftl.config import RunConfig, check_named_inputs
 from hftl.data.loading import splits_for
 from hftl.errors import ConfigError
 from hftl.outputs.files import write_text
-from hftl.outputs.run_folder import previous_run
+from hftl.outputs.run_folder import check_recipe_folder
 from hftl.recipes.report import benefits, plot_curves, plot_sizes, render_html, render_markdown
 from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.compare import COMPARE_PLANS, CompareSettings, parse_seeds, parse_sizes
 from hftl.tasks import get_task
 from hftl.training.metrics import default_metric_for_best
-from hftl.transfer.defaults import default_epochs
+from hftl.transfer.defaults import default_epochs, steps_per_epoch
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -84,13 +83,9 @@ def describe_setup(config: RunConfig) -> str:
     return ", ".join(parts)
 
 
-def eval_every(examples: int, config: RunConfig, evals_per_epoch: int) -> int:
+def eval_every(examples: int, config: RunConfig, evals_per_epoch: int, processes: int) -> int:
     """Optimizer steps between evaluations so that each epoch has about ``evals_per_epoch`` of them."""
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    steps = math.ceil(
-        math.ceil(examples / (config.batch_size * processes)) / config.gradient_accumulation_steps
-    )
-    return max(1, steps // evals_per_epoch)
+    return max(1, steps_per_epoch(examples, config, processes) // evals_per_epoch)
 
 
 def _one_or_each(values: list[Any]) -> Any:
@@ -102,17 +97,9 @@ def _one_or_each(values: list[Any]) -> Any:
 def check_compare_folder(output_dir: Path, config: RunConfig) -> None:
     """A compare's runs are trained models: a second compare into the same OUTPUT_DIR would replace them (and the
     report) without being told to, and one into a training run's folder would mix the two."""
-    if previous_run(output_dir):
-        raise ConfigError(
-            f"{output_dir} holds a training run; hftl compare writes its runs and report beside nothing else: "
-            "choose another --output-dir"
-        )
-    earlier = [name for name in (REPORT_JSON, "runs") if (output_dir / name).exists()]
-    if earlier and not (config.resume or config.overwrite_output_dir):
-        raise ConfigError(
-            f"{output_dir} holds an earlier compare ({', '.join(earlier)}): its trained runs would be replaced. "
-            "Continue it with --resume auto, replace it with --overwrite-output-dir, or choose another --output-dir"
-        )
+    told = bool(config.resume or config.overwrite_output_dir)
+    how = "Continue it with --resume auto, replace it with --overwrite-output-dir"
+    check_recipe_folder(output_dir, "compare", (REPORT_JSON, "runs"), told, how)
 
 
 def compare(
@@ -141,13 +128,13 @@ def compare(
     for size in settings.sizes:
         examples = available if size is None or size >= available else size
         label = "all" if size is None else str(size)
+        # one epochs for every arm of a size; compare owns OUTPUT_DIR/runs (check_compare_folder asked before
+        # replacing an earlier compare's)
         base = config.replace(
-            epochs=default_epochs(config, examples, int(os.environ.get("WORLD_SIZE", "1")))[
-                0
-            ],  # same for every arm
-            overwrite_output_dir=True,  # compare owns OUTPUT_DIR/runs (check_compare_folder asked before replacing)
+            epochs=default_epochs(config, examples, processes)[0],
+            overwrite_output_dir=True,
             max_train_samples=size,
-            eval_steps=config.eval_steps or eval_every(examples, config, settings.evals_per_epoch),
+            eval_steps=config.eval_steps or eval_every(examples, config, settings.evals_per_epoch, processes),
         )
         note = None
         if base.case == AUTO_CASE and settings.plan_list is None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from hftl.errors import ConfigError, DataError
+from hftl.errors import DataError
 from hftl.recipes.demo_data import (
     QUICK,
     STANDARD,
@@ -312,16 +312,10 @@ def write_plot(rows: Sequence[DemoRow], path: Path) -> Path | None:
 def check_demo_folder(output: Path, overwrite: bool) -> None:
     """The demo's runs are trained models: an earlier demo's are replaced only when told, and a training run's
     folder is never used."""
-    from hftl.outputs.run_folder import previous_run  # here: `hftl demo --help` imports nothing heavy
+    from hftl.outputs.run_folder import check_recipe_folder  # here: `hftl demo --help` imports nothing heavy
 
-    if previous_run(output):
-        raise ConfigError(f"{output} holds a training run; choose another --output-dir for the demo")
-    earlier = [name for name in ("results.json", "source-init") if (output / name).exists()]
-    if earlier and not overwrite:
-        raise ConfigError(
-            f"{output} holds an earlier demo ({', '.join(earlier)}): its runs would be replaced. Replace them with "
-            "--overwrite-output-dir, or choose another --output-dir"
-        )
+    how = "Replace them with --overwrite-output-dir"
+    check_recipe_folder(output, "demo", ("results.json", "source-init"), overwrite, how)
 
 
 def write_results(result: DemoResult) -> None:

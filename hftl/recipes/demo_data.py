@@ -123,11 +123,8 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as handle:
             data = handle.read(IDX_MAX_BYTES + 1)  # bounded: a small .gz may inflate without end
-    except (
-        OSError,
-        EOFError,
-        zlib.error,
-    ) as error:  # truncated or damaged: gzip's own words, naming the file
+    except (OSError, EOFError, zlib.error) as error:
+        # truncated or damaged: gzip's own words, naming the file
         raise DataError(
             f"{path}: cannot be read ({type(error).__name__}: {error}); download it again"
         ) from error

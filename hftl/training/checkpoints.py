@@ -299,9 +299,8 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
     if isinstance(saved.get("model"), str):  # checkpoints from before local paths were resolved
         saved = {**saved, "model": resolved_local_path(saved["model"])}
     skipped = {key for key in ADDED_KEYS if key not in saved}
-    if saved.get("data_reader") != current.get(
-        "data_reader"
-    ):  # an earlier reader's: not comparable with today's
+    # an earlier data reader's fingerprints: not comparable with today's
+    if saved.get("data_reader") != current.get("data_reader"):
         skipped |= {"data_reader", *DATA_KEYS}
     keys = (set(saved) | set(current)) - skipped
     differ = [key for key in sorted(keys) if saved.get(key) != current.get(key)]

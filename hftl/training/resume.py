@@ -15,7 +15,7 @@ from torch import nn
 from hftl.config import RunConfig, resolved_local_path
 from hftl.data.preprocess import ModelInputs
 from hftl.errors import ConfigError, HftlError
-from hftl.outputs.artifacts import CONFIG_FILE, METRICS_FILE, read_run_settings
+from hftl.outputs.artifacts import METRICS_FILE, read_run_settings
 from hftl.outputs.run_folder import RunLock, check_output_dir, clear_previous_run, previous_run
 from hftl.training.checkpoints import (
     DATA_READER,
@@ -214,14 +214,10 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
 def resumed_epochs(config: RunConfig) -> int | None:
     """The epochs of the run a ``--resume`` without ``--epochs`` continues (its ``run_config.yaml``; None when there
     is none to read, or it is damaged: the default then applies, as for a new run)."""
-    if (
-        config.epochs is not None
-        or not config.resume
-        or not (Path(config.output_dir) / CONFIG_FILE).is_file()
-    ):
+    if config.epochs is not None or not config.resume:
         return None
     try:
         epochs = read_run_settings(config.output_dir).get("epochs")
-    except HftlError:
+    except HftlError:  # no run_config.yaml yet, or a damaged one
         return None
     return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None

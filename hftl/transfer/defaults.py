@@ -315,7 +315,8 @@ DEFAULT_EPOCHS = 3
 MAX_DEFAULT_EPOCHS = 30
 
 
-def _steps_per_epoch(train_examples: int, config: Any, processes: int) -> int:
+def steps_per_epoch(train_examples: int, config: Any, processes: int = 1) -> int:
+    """Optimizer steps one epoch of ``train_examples`` takes on each of ``processes`` (``config``: a RunConfig)."""
     batches = math.ceil(train_examples / (config.batch_size * processes))
     return math.ceil(batches / config.gradient_accumulation_steps)
 
@@ -327,7 +328,7 @@ def default_epochs(config: Any, train_examples: int | None, processes: int = 1) 
         return config.epochs, None
     if not train_examples:
         return DEFAULT_EPOCHS, None
-    per_epoch = _steps_per_epoch(train_examples, config, processes)
+    per_epoch = steps_per_epoch(train_examples, config, processes)
     epochs = min(max(DEFAULT_EPOCHS, math.ceil(FEW_STEPS / per_epoch)), MAX_DEFAULT_EPOCHS)
     if epochs == DEFAULT_EPOCHS:
         return epochs, None
@@ -350,15 +351,15 @@ def settle_epochs(
             f"--resume without --epochs: the {resumed} epochs the run started with (run_config.yaml)",
         )
     if config.epochs is not None:
-        given = train_examples and few_steps_warning(train_examples, config, processes)
-        return config.epochs, given or None
+        warning = few_steps_warning(train_examples, config, processes) if train_examples else None
+        return config.epochs, warning
     return default_epochs(config, train_examples, processes)
 
 
 def few_steps_warning(train_examples: int, config: Any, processes: int = 1) -> str | None:
     """What to say when a run (``config``: a RunConfig, epochs settled) takes fewer optimizer steps than the budgets
     its defaults hold at; None when it does not."""
-    steps = _steps_per_epoch(train_examples, config, processes) * config.epochs
+    steps = steps_per_epoch(train_examples, config, processes) * config.epochs
     if steps >= FEW_STEPS:
         return None
     more = math.ceil(FEW_STEPS * config.epochs / max(steps, 1))
