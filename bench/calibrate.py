@@ -83,6 +83,10 @@ FAMILY_PLANS = {
     "vectors": ["head", "full", "scratch", "auto"],
 }
 
+# a user's command: the pair's case and nothing else (hftl picks the strategy, the start after its source check,
+# the rate); measured on the pairs between the sizes (BETWEEN_SIZES_PLANS), at hftl's default budget
+PLANS["rule"] = {"case": "<the pair's>"}
+
 # learning-rate grids per family x plan
 _CNN = [3e-4, 1e-3, 3e-3, 1e-2]
 GRIDS: dict[str, dict[str, list[float]]] = {
@@ -580,10 +584,64 @@ PAIRS: dict[str, dict[str, Any]] = {
         if name in ("yelp-20", "amazon-20", "imdb-20", "yelp-350", "domains-20", "domains-all", "imdb-350")
     },
 }
+# held out from every rule, on sizes no rule was measured at: between the small pairs (20/class) and the large ones
+# (350-600/class), on the small/large line (50/class: small) and just above it (100/class: large), one pair per case
+# from every family, trained as a user's command trains them: batch 32 and no --epochs (hftl's default budget: 3
+# epochs, raised to 40 optimizer steps), every plan at its default rate. Recorded apart (BETWEEN_SIZES_RECORD)
+BETWEEN_SIZES_PLANS = ["rule", "scratch", "auto", "full"]
+_MID_IMAGE: dict[str, tuple] = {
+    "fashion59-100": ("fashion5-9", 100, lambda: _image_pair(_fashion(), [5, 6, 7, 8, 9], 100, 100)),
+    "fashion04-100": ("fashion0-4", 100, lambda: _image_pair(_fashion(), [0, 1, 2, 3, 4], 100, 100)),
+    "fashion04-50": ("fashion0-4", 50, lambda: _image_pair(_fashion(), [0, 1, 2, 3, 4], 50, 100)),
+    "digits-50": ("digits", 50, lambda: _image_pair(_digits(), list(range(10)), 50, None)),
+    "digits-100": ("digits", 100, lambda: _image_pair(_digits(), list(range(10)), 100, None)),
+    "shapes-50": ("shapes", 50, lambda: _image_pair(_shapes(), list(range(5)), 50, None)),
+    "shapes-100": ("shapes", 100, lambda: _image_pair(_shapes(), list(range(5)), 100, None)),
+    "antsbees-50": ("ants-bees", 50, lambda: _ants_bees(50)),
+}
+_MID_TEXT: dict[str, tuple] = {
+    "yelp-50": ("uci-yelp", 50, lambda: _uci("yelp", 50)),
+    "yelp-100": ("uci-yelp", 100, lambda: _uci("yelp", 100)),
+    "amazon-100": ("uci-amazon", 100, lambda: _uci("amazon", 100)),
+    "imdb-50": ("uci-imdb", 50, lambda: _uci("imdb", 50)),
+    "imdb-100": ("uci-imdb", 100, lambda: _uci("imdb", 100)),
+    "domains-50": ("uci-domains", 50, lambda: _uci_domains(50)),
+    "domains-100": ("uci-domains", 100, lambda: _uci_domains(100)),
+}
+_MID_PAIRS = {
+    "resnet": (FASHION04, "fashion59-100", "digits-50", "shapes-100", "antsbees-50"),
+    "vit": (FASHION04, "fashion59-100", "digits-50", "shapes-100", "antsbees-50"),
+    "resnet59": (FASHION59, "fashion04-100", "digits-100"),
+    "vit59": (FASHION59, "fashion04-50", "shapes-50"),
+    "bert": ("minilm-l6", "yelp-100", "imdb-50", "domains-100"),
+    "tinybert": ("sst2", "amazon-100", "imdb-50", "domains-50"),
+    "electra": ("sst2", "yelp-50"),
+    "distilbert": ("sst2", "imdb-100", "domains-100"),
+    "vectors": ("glove-50d", "amazon-100"),
+    "w2v": ("sst2-text", "imdb-50", "domains-50"),
+}
+_PREFIX = {"resnet": "", "bert": "minilm-", "vectors": "glove-"}
+PAIRS.update(
+    {
+        f"{_PREFIX.get(family, family + '-')}{name}": _pair(
+            family,
+            source,
+            *{**_MID_IMAGE, **_MID_TEXT}[name],
+            None,  # epochs: hftl's default
+            32,  # hftl's default batch size
+            held_out=True,
+            budget="default",
+        )
+        for family, (source, *names) in _MID_PAIRS.items()
+        for name in names
+    }
+)
+_AT_OWN_BUDGET = [p for p in PAIRS if PAIRS[p].get("budget") != "default"]
 PAIR_GROUPS = {
-    "all": list(PAIRS),
-    "image": [p for p in PAIRS if PAIRS[p]["family"] in IMAGE_FAMILIES],
-    **{family: [p for p in PAIRS if PAIRS[p]["family"] == family] for family in HFTL_FAMILY},
+    "all": _AT_OWN_BUDGET,
+    "between-sizes": [p for p in PAIRS if PAIRS[p].get("budget") == "default"],
+    "image": [p for p in _AT_OWN_BUDGET if PAIRS[p]["family"] in IMAGE_FAMILIES],
+    **{family: [p for p in _AT_OWN_BUDGET if PAIRS[p]["family"] == family] for family in HFTL_FAMILY},
 }
 TEXT_MAX_LENGTH = 64
 
@@ -925,7 +983,9 @@ def run_one(
     settings = dict(PLANS[plan])
     data = dataset_for(pair)
     model = model_for(pair, args.cache, args.work)
-    epochs = args.epochs or spec["epochs"]
+    epochs = args.epochs or spec["epochs"]  # None: hftl's default budget
+    if plan == "rule":
+        settings = {"case": case_of(pair)}
     name = f"{pair}-{plan}-{lr if isinstance(lr, str) else format(lr, '.0e')}-s{seed}-{pooling}"
     output_dir = args.work / name
     extra: dict[str, Any] = {}
@@ -978,6 +1038,9 @@ def run_one(
         history = metrics["history"]
         row.update(
             {
+                "epochs": result.config.epochs,
+                "resolved_strategy": result.plan.strategy,
+                "resolved_init": metrics.get("init"),
                 "keep_layers": result.plan.keep_layers,
                 "num_layers": result.plan.num_layers,
                 "best_accuracy": metrics["best"]["eval_accuracy"],
@@ -1323,6 +1386,8 @@ SHORT_BUDGET_RECORD = REPO / "bench" / "results" / "short_budget.jsonl"
 # runs at budgets between the short one and the pairs' own (--epochs 5-20): where a default's ranking turns, and each
 # small pair at the epochs a run without --epochs takes (hftl.transfer.defaults.default_epochs)
 BUDGET_SWEEP_RECORD = REPO / "bench" / "results" / "budget_sweep.jsonl"
+# the pairs between the sizes (PAIR_GROUPS["between-sizes"]), each plan as a user's command runs it
+BETWEEN_SIZES_RECORD = REPO / "bench" / "results" / "between_sizes.jsonl"
 
 
 def _shown(accuracy: float | None, n: int) -> str:
@@ -2042,6 +2107,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"--epochs {args.epochs} is the own budget of {sorted(own)}: those runs belong in the main record"
             )
 
+    if not args.report:
+        try:
+            mid = {pair for pair in expand_pairs(args.pairs) if PAIRS[pair].get("budget") == "default"}
+        except ValueError as error:
+            parser.error(str(error))
+        into_mid = args.out.resolve() == BETWEEN_SIZES_RECORD.resolve()
+        if into_mid and (
+            args.epochs is not None or args.lrs != "default" or len(mid) < len(expand_pairs(args.pairs))
+        ):
+            parser.error(
+                f"--out {args.out}: that record holds the between-sizes pairs as a user's command runs them: "
+                "--pairs between-sizes (or some of them) with --lrs default and no --epochs"
+            )
+        others = {record.resolve() for record in (MAIN_RECORD, SHORT_BUDGET_RECORD, BUDGET_SWEEP_RECORD)}
+        if mid and args.out.resolve() in others:
+            parser.error(
+                f"{sorted(mid)} run at hftl's default budget: write them to --out {BETWEEN_SIZES_RECORD.relative_to(REPO)}"
+            )
+
     if args.report:
         text = report(
             load_rows(args.out),
@@ -2075,11 +2159,8 @@ def main(argv: list[str] | None = None) -> int:
     queue = []
     for pair in pairs:
         family = PAIRS[pair]["family"]
-        plans = (
-            FAMILY_PLANS[family]
-            if args.plans == "all"
-            else [p for p in args.plans.split(",") if p in FAMILY_PLANS[family]]
-        )
+        allowed = BETWEEN_SIZES_PLANS if PAIRS[pair].get("budget") == "default" else FAMILY_PLANS[family]
+        plans = allowed if args.plans == "all" else [p for p in args.plans.split(",") if p in allowed]
         pooling = pooling_for(pair, args.pooling)
         same_pooling = [r for r in rows if pooling_of(r) == pooling]
         for seed in seeds:
