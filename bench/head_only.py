@@ -51,7 +51,8 @@ def main() -> None:
 
     settings = dict(
         task=args.task,
-        case="small_similar",  # head-only on the whole frozen body
+        case="small_similar",
+        strategy="head",  # head-only on the whole frozen body (a small ResNet's or ViT's small_similar default is partial)
         model=str(model_path),
         epochs=args.epochs,
         batch_size=args.batch_size,

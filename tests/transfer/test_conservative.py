@@ -34,7 +34,9 @@ FAMILY_TASK = {"vit": "image", "resnet": "image", "bert": "text"}
 
 def planned(model_dir: Path, task: str, **settings):
     """(plan, model with the plan applied) for a tiny model folder, without training."""
-    config = RunConfig(task=task, model=str(model_dir), **{"case": "large_similar", **settings})
+    config = RunConfig(
+        task=task, model=str(model_dir), **{"case": "large_similar", "strategy": "full", **settings}
+    )
     model = load(model_dir)
     backbone = backbone_for(model.config)
     plan = make_plan(config, model, backbone)
