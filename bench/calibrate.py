@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,11 @@ FAMILY_PLANS = {
 # a user's command: the pair's case and nothing else (hftl picks the strategy, the start after its source check,
 # the rate); measured on the pairs between the sizes (BETWEEN_SIZES_PLANS), at hftl's default budget
 PLANS["rule"] = {"case": "<the pair's>"}
+# the image pairs' full fine-tuning and scratch without hftl's light augmentation (random resized crop and flip, on by
+# default: --no-augment), beside them between the sizes: what it costs or gains at the default budget (a cached plan,
+# partial or head, trains on unaugmented features)
+PLANS["full_noaug"] = {**PLANS["full"], "augment": False}
+PLANS["scratch_noaug"] = {**PLANS["scratch"], "augment": False}
 
 # learning-rate grids per family x plan
 _CNN = [3e-4, 1e-3, 3e-3, 1e-2]
@@ -258,6 +263,7 @@ TODAY_DEFAULTS["tinybert"] = {
 
 
 def grid(family: str, plan: str) -> list[float]:
+    plan = plan.removesuffix("_noaug")  # the same plan without augmentation: the same rates
     return sorted(set(GRIDS[family][plan]) | {TODAY_DEFAULTS[family][plan]})
 
 
@@ -588,7 +594,7 @@ PAIRS: dict[str, dict[str, Any]] = {
 # (350-600/class), on the small/large line (50/class: small) and just above it (100/class: large), one pair per case
 # from every family, trained as a user's command trains them: batch 32 and no --epochs (hftl's default budget: 3
 # epochs, raised to 40 optimizer steps), every plan at its default rate. Recorded apart (BETWEEN_SIZES_RECORD)
-BETWEEN_SIZES_PLANS = ["rule", "scratch", "auto", "full"]
+BETWEEN_SIZES_PLANS = ["rule", "scratch", "auto", "full", "partial", "full_noaug", "scratch_noaug"]
 _MID_IMAGE: dict[str, tuple] = {
     "fashion59-100": ("fashion5-9", 100, lambda: _image_pair(_fashion(), [5, 6, 7, 8, 9], 100, 100)),
     "fashion04-100": ("fashion0-4", 100, lambda: _image_pair(_fashion(), [0, 1, 2, 3, 4], 100, 100)),
@@ -1010,6 +1016,7 @@ def run_one(
         "epochs": epochs,
         "batch_size": spec["batch_size"],
         "is_today_default": not isinstance(lr, str)
+        and plan in TODAY_DEFAULTS[spec["family"]]
         and math.isclose(lr, TODAY_DEFAULTS[spec["family"]][plan], rel_tol=1e-6),
     }
     started = time.perf_counter()
@@ -1116,8 +1123,8 @@ def lrs_for(pair: str, plan: str, spec: str, rows: list[dict[str, Any]]) -> list
     seed-0 rows of this pair and plan, the 2nd.. only when within MARGIN points of the best), ``edge`` (one step
     beyond the grid where the best seed-0 learning rate sits at its end), or a comma list of numbers."""
     family = PAIRS[pair]["family"]
-    if plan == "auto":
-        return ["default"]  # the advisor's trials choose; every plan at its default LR
+    if plan in ("auto", "rule"):
+        return ["default"]  # the advisor's trials or the case's rule choose; every plan at its default LR
     if spec == "grid":
         return grid(family, plan)
     if spec == "auto":
@@ -1125,7 +1132,7 @@ def lrs_for(pair: str, plan: str, spec: str, rows: list[dict[str, Any]]) -> list
     if spec == "default":
         return ["default"]  # no --lr: hftl's calibrated default for whatever plan runs
     if spec == "hftl":  # the plan's own default LR, as a number (so it joins that LR's grid cell)
-        return [scratch_default(pair) if plan == "scratch" else plan_default(pair, plan)]
+        return [scratch_default(pair) if PLANS[plan].get("init") == "scratch" else plan_default(pair, plan)]
     done = {
         r["lr"]: r["best_accuracy"]
         for r in rows
@@ -1488,6 +1495,81 @@ def budget_sweep_section(
     return lines
 
 
+def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The pairs between the sizes (``BETWEEN_SIZES_RECORD``), each plan as a user's command runs it: the case's
+    rule (the case alone: strategy, start and rate are hftl's), scratch, ``--case auto``, full and partial
+    fine-tuning at their defaults, and on images full and scratch without augmentation; mean best accuracy over
+    seeds, with what the rule resolved to and the budget it took."""
+    rows = [r for r in default_pooling_rows(rows) if _ok(r) and r["pair"] in PAIRS and r["lr"] == "default"]
+    if not rows:
+        return []
+    lines = [
+        "### Between the sizes: a user's command",
+        "",
+        "Pairs at sizes no rule was measured at, on the small/large line (50 per class: small) and just above it "
+        "(100 per class: large), one per case from every family (`--pairs between-sizes`, recorded in "
+        "`bench/results/between_sizes.jsonl`), each run as a user's command runs it: the case and nothing else "
+        "(`rule`: hftl picks the strategy, checks the source, sets the rate), batch 32 and no `--epochs` (3, "
+        "raised on small data to 40 optimizer steps); beside it scratch, `--case auto`, full fine-tuning and "
+        "partial fine-tuning (where the family has it) at their defaults, and on images full fine-tuning and "
+        "scratch without hftl's light augmentation (`--no-augment`; a cached plan, partial or head, trains on "
+        "unaugmented features). Mean best validation accuracy, 3 seeds.",
+        "",
+        "| pair | case | rule ran (start) | epochs (steps) | rule (n) | scratch (n) | rule - scratch | "
+        "--case auto (n) | auto - scratch | auto picked | full (n) | partial (n) | full, no augmentation (n) | "
+        "scratch, no augmentation (n) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    leads: dict[str, list[float]] = {"rule": [], "auto": []}
+    augmented: dict[str, list[float]] = {"full": [], "scratch": []}
+    for pair in [p for p in PAIRS if any(r["pair"] == p for r in rows)]:
+        mine = [r for r in rows if r["pair"] == pair]
+        means = {plan: _mean_at(mine, pair, plan, "default") for plan in BETWEEN_SIZES_PLANS}
+        scratch = means["scratch"][0]
+
+        def gap(plan: str, scratch: float | None = scratch, means: dict = means) -> str:
+            if means[plan][0] is None or scratch is None:
+                return "-"
+            if means[plan][1] == means["scratch"][1] == 3:  # the summaries below: pairs with every seed
+                leads[plan].append(means[plan][0] - scratch)
+            return f"{100 * (means[plan][0] - scratch):+.1f}"
+
+        for plan in augmented:
+            (with_, n), (without, m) = means[plan], means[f"{plan}_noaug"]
+            if n == m == 3:
+                augmented[plan].append(with_ - without)
+        ran = sorted(
+            {f"{r['resolved_strategy']} ({r['resolved_init']})" for r in mine if r["plan"] == "rule"}
+        )
+        picks = Counter(r.get("auto_pick") for r in mine if r["plan"] == "auto")
+        rule_row = next((r for r in mine if r["plan"] == "rule"), mine[0])
+        lines.append(
+            f"| {pair} | {case_of(pair)} | {', '.join(ran) or '-'} | {rule_row['epochs']} ({_steps(rule_row)}) | "
+            f"{_shown(*means['rule'])} | {_shown(*means['scratch'])} | {gap('rule')} | {_shown(*means['auto'])} | "
+            f"{gap('auto')} | {', '.join(f'{k} {v}' for k, v in picks.most_common())} | "
+            + " | ".join(_shown(*means[p]) for p in ("full", "partial", "full_noaug", "scratch_noaug"))
+            + " |"
+        )
+    for plan, name in (("rule", "The case's rule"), ("auto", "`--case auto`")):
+        found = leads[plan]
+        if found:
+            level = sum(x >= -0.01 for x in found)
+            lines += [
+                "",
+                f"{name} (pairs with 3 seeds of it and of scratch): level with scratch (within a point) or ahead on "
+                f"{level} of {len(found)} pairs, {100 * _mean(found):+.1f} points on average, worst "
+                f"{100 * min(found):+.1f}.",
+            ]
+    for plan, found in augmented.items():
+        if found:
+            lines += [
+                "",
+                f"Augmentation on {plan} ({len(found)} image pairs): {100 * _mean(found):+.1f} points on average "
+                f"against the same runs without it ({100 * min(found):+.1f} to {100 * max(found):+.1f}).",
+            ]
+    return lines
+
+
 def default_budget_section(
     sweep: list[dict[str, Any]], short: list[dict[str, Any]], main: list[dict[str, Any]]
 ) -> list[str]:
@@ -1841,6 +1923,7 @@ def report(
     margin: float = 0.01,
     short_rows: list[dict[str, Any]] | None = None,
     sweep_rows: list[dict[str, Any]] | None = None,
+    between_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     all_rows, rows = rows, default_pooling_rows(rows)  # the tables below: what hftl's default pooling gives
     cells = summarize(rows, margin)
@@ -1921,6 +2004,8 @@ def report(
     lines += [""] + short_budget_section(short_rows or [])
     lines += [""] + budget_sweep_section(sweep_rows or [], short_rows or [], rows)
     lines += [""] + default_budget_section(sweep_rows or [], short_rows or [], rows)
+    between = between_sizes_section(between_rows or [])
+    lines += [""] + between if between else []
     lines += [""] + source_check_section(rows)
     lines += [""] + auto_tables(rows)
     lines += [""] + noise_table(rows)
@@ -1941,7 +2026,9 @@ The defaults in `hftl/transfer/defaults.py` cite these tables; re-derive them fo
 reading the candidate-defaults table: the rate within a point of the best on the most pairs, and the plan that wins
 per case; then the same pairs at `--epochs 3` (`--epochs 3 --out bench/results/short_budget.jsonl`, the "Short budget"
 section; hftl's default on large data, and on small data until it trained to 40 optimizer steps at least: "Between the
-budgets"), where a few optimizer steps favour higher rates: a default must hold at both budgets.
+budgets"), where a few optimizer steps favour higher rates: a default must hold at both budgets. The pairs between the
+sizes (`--pairs between-sizes`: 50 and 100 per class, one per case from every family) hold every rule out on sizes none
+was measured at, each run as a user's command runs it ("Between the sizes", last of the budget sections).
 Each run: `hftl.train` with an in-memory dataset, AdamW, linear schedule with 10% warmup, the pair's epochs, best
 validation accuracy (validation sets of 300-872 examples: one point is 3-9 examples). The image pairs are measured
 from two sources developed with hftl on Fashion-MNIST 0-4: the demo's small ResNet (pairs named by their target) and a
@@ -2114,7 +2201,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         into_mid = args.out.resolve() == BETWEEN_SIZES_RECORD.resolve()
         if into_mid and (
-            args.epochs is not None or args.lrs != "default" or len(mid) < len(expand_pairs(args.pairs))
+            args.epochs is not None or args.lrs != "default" or mid != set(expand_pairs(args.pairs))
         ):
             parser.error(
                 f"--out {args.out}: that record holds the between-sizes pairs as a user's command runs them: "
@@ -2132,6 +2219,7 @@ def main(argv: list[str] | None = None) -> int:
             args.margin / 100,
             load_rows(args.short_budget_record),
             load_rows(args.budget_sweep_record),
+            load_rows(BETWEEN_SIZES_RECORD),
         )
         print(text)
         if args.write:
@@ -2159,8 +2247,18 @@ def main(argv: list[str] | None = None) -> int:
     queue = []
     for pair in pairs:
         family = PAIRS[pair]["family"]
-        allowed = BETWEEN_SIZES_PLANS if PAIRS[pair].get("budget") == "default" else FAMILY_PLANS[family]
-        plans = allowed if args.plans == "all" else [p for p in args.plans.split(",") if p in allowed]
+        allowed = FAMILY_PLANS[family]
+        if PAIRS[pair].get("budget") == "default":  # the family's plans among them, and the rule
+            allowed = [
+                p
+                for p in BETWEEN_SIZES_PLANS
+                if p == "rule"
+                or p in FAMILY_PLANS[family]
+                or (p.endswith("_noaug") and family in IMAGE_FAMILIES)
+            ]
+        # the image plans without augmentation run where asked for by name
+        named = allowed + ([p for p in PLANS if p.endswith("_noaug")] if family in IMAGE_FAMILIES else [])
+        plans = allowed if args.plans == "all" else [p for p in args.plans.split(",") if p in named]
         pooling = pooling_for(pair, args.pooling)
         same_pooling = [r for r in rows if pooling_of(r) == pooling]
         for seed in seeds:

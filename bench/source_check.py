@@ -129,7 +129,9 @@ def table(checks: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list
         "kept | verdict | best transfer plan at default LR | scratch at default LR |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
-    for pair in [p for p in calibrate.PAIRS if p in checks]:
+    for pair in [
+        p for p in calibrate.PAIR_GROUPS["all"] if p in checks
+    ]:  # the between-sizes pairs: their own section
         c = checks[pair]
         if "pretrained" not in c:
             lines.append(f"| {pair} | {c['case']} | - | - | - | - | - | {c.get('error')} | - | - |")
