@@ -1395,6 +1395,8 @@ SHORT_BUDGET_RECORD = REPO / "bench" / "results" / "short_budget.jsonl"
 BUDGET_SWEEP_RECORD = REPO / "bench" / "results" / "budget_sweep.jsonl"
 # the pairs between the sizes (PAIR_GROUPS["between-sizes"]), each plan as a user's command runs it
 BETWEEN_SIZES_RECORD = REPO / "bench" / "results" / "between_sizes.jsonl"
+# the image pairs at their own budgets without augmentation (the *_noaug plans; the augmented runs are the main record's)
+AUGMENTATION_RECORD = REPO / "bench" / "results" / "augmentation.jsonl"
 
 
 def _shown(accuracy: float | None, n: int) -> str:
@@ -1566,6 +1568,53 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
                 "",
                 f"Augmentation on {plan} ({len(found)} image pairs): {100 * _mean(found):+.1f} points on average "
                 f"against the same runs without it ({100 * min(found):+.1f} to {100 * max(found):+.1f}).",
+            ]
+    return lines
+
+
+def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]]) -> list[str]:
+    """The image pairs at their own budgets without augmentation (``AUGMENTATION_RECORD``) beside the same plans with
+    it (the main record, hftl's default): full fine-tuning and scratch at their default rates, mean over seeds."""
+    rows = [r for r in rows if _ok(r) and r["pair"] in PAIRS]
+    if not rows:
+        return []
+    main = default_pooling_rows(main)
+    lines = [
+        "### Augmentation at the pairs' own budgets",
+        "",
+        "hftl's light image augmentation (`--augment`, on by default: a random resized crop of 60-100% of the area "
+        "and a flip) against none (`--no-augment`), on image pairs at their own budgets: full fine-tuning and "
+        "scratch at their default rates, 3 seeds (`--plans full_noaug,scratch_noaug --lrs hftl`, recorded in "
+        "`bench/results/augmentation.jsonl`; the augmented runs are the main record's). Cached plans (head, "
+        'partial) never augment. The same at hftl\'s default budget: "Between the sizes".',
+        "",
+        "| pair | case | epochs | full (n) | full, no augmentation (n) | augmentation on full | scratch (n) | "
+        "scratch, no augmentation (n) | augmentation on scratch |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    effects: dict[str, list[float]] = {"full": [], "scratch": []}
+    for pair in [p for p in PAIRS if any(r["pair"] == p for r in rows)]:
+        cells = []
+        for plan in effects:
+            rate = scratch_default(pair) if plan == "scratch" else plan_default(pair, plan)
+            (with_, n), (without, m) = (
+                _mean_at(main, pair, plan, rate),
+                _mean_at(rows, pair, f"{plan}_noaug", rate),
+            )
+            gap = "-"
+            if with_ is not None and without is not None:
+                gap = f"{100 * (with_ - without):+.1f}"
+                if n == m == 3:
+                    effects[plan].append(with_ - without)
+            cells += [_shown(with_, n), _shown(without, m), gap]
+        epochs = next(r["epochs"] for r in rows if r["pair"] == pair)
+        lines.append(f"| {pair} | {case_of(pair)} | {epochs} | " + " | ".join(cells) + " |")
+    for plan, found in effects.items():
+        if found:
+            lines += [
+                "",
+                f"Augmentation on {plan} ({len(found)} pairs with 3 seeds of both): {100 * _mean(found):+.1f} points on "
+                f"average ({100 * min(found):+.1f} to {100 * max(found):+.1f}), a gain on {sum(x > 0 for x in found)}.",
             ]
     return lines
 
@@ -1924,6 +1973,7 @@ def report(
     short_rows: list[dict[str, Any]] | None = None,
     sweep_rows: list[dict[str, Any]] | None = None,
     between_rows: list[dict[str, Any]] | None = None,
+    augmentation_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     all_rows, rows = rows, default_pooling_rows(rows)  # the tables below: what hftl's default pooling gives
     cells = summarize(rows, margin)
@@ -2006,6 +2056,8 @@ def report(
     lines += [""] + default_budget_section(sweep_rows or [], short_rows or [], rows)
     between = between_sizes_section(between_rows or [])
     lines += [""] + between if between else []
+    augmentation = augmentation_section(augmentation_rows or [], rows)
+    lines += [""] + augmentation if augmentation else []
     lines += [""] + source_check_section(rows)
     lines += [""] + auto_tables(rows)
     lines += [""] + noise_table(rows)
@@ -2028,7 +2080,9 @@ per case; then the same pairs at `--epochs 3` (`--epochs 3 --out bench/results/s
 section; hftl's default on large data, and on small data until it trained to 40 optimizer steps at least: "Between the
 budgets"), where a few optimizer steps favour higher rates: a default must hold at both budgets. The pairs between the
 sizes (`--pairs between-sizes`: 50 and 100 per class, one per case from every family) hold every rule out on sizes none
-was measured at, each run as a user's command runs it ("Between the sizes", last of the budget sections).
+was measured at, each run as a user's command runs it ("Between the sizes", last of the budget sections); what the
+image augmentation default costs or gains at the pairs' own budgets follows it ("Augmentation at the pairs' own
+budgets").
 Each run: `hftl.train` with an in-memory dataset, AdamW, linear schedule with 10% warmup, the pair's epochs, best
 validation accuracy (validation sets of 300-872 examples: one point is 3-9 examples). The image pairs are measured
 from two sources developed with hftl on Fashion-MNIST 0-4: the demo's small ResNet (pairs named by their target) and a
@@ -2207,6 +2261,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"--out {args.out}: that record holds the between-sizes pairs as a user's command runs them: "
                 "--pairs between-sizes (or some of them) with --lrs default and no --epochs"
             )
+        noaug = [p for p in args.plans.split(",") if p.endswith("_noaug")]
+        if args.out.resolve() == AUGMENTATION_RECORD.resolve() and (
+            mid or args.epochs is not None or args.plans == "all" or len(noaug) < len(args.plans.split(","))
+        ):
+            parser.error(
+                f"--out {args.out}: that record holds image pairs at their own budgets without augmentation: "
+                "--plans full_noaug,scratch_noaug (no --epochs, no between-sizes pairs)"
+            )
+        if noaug and args.out.resolve() == MAIN_RECORD.resolve():
+            parser.error(
+                f"--plans {','.join(noaug)}: write them to --out {AUGMENTATION_RECORD.relative_to(REPO)} (the main "
+                "record's tables read every plan in it as a candidate default)"
+            )
         others = {record.resolve() for record in (MAIN_RECORD, SHORT_BUDGET_RECORD, BUDGET_SWEEP_RECORD)}
         if mid and args.out.resolve() in others:
             parser.error(
@@ -2220,6 +2287,7 @@ def main(argv: list[str] | None = None) -> int:
             load_rows(args.short_budget_record),
             load_rows(args.budget_sweep_record),
             load_rows(BETWEEN_SIZES_RECORD),
+            load_rows(AUGMENTATION_RECORD),
         )
         print(text)
         if args.write:
