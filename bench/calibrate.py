@@ -1509,11 +1509,11 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
         "### Between the sizes: a user's command",
         "",
         "Pairs at sizes no rule was measured at, on the small/large line (50 per class: small) and just above it "
-        "(100 per class: large), one per case from every family (`--pairs between-sizes`, recorded in "
-        "`bench/results/between_sizes.jsonl`), each run as a user's command runs it: the case and nothing else "
+        "(100 per class: large), one per case from every family (`--pairs between-sizes --lrs default --seeds 0,1,2 "
+        "--out bench/results/between_sizes.jsonl`), each run as a user's command runs it: the case and nothing else "
         "(`rule`: hftl picks the strategy, checks the source, sets the rate), batch 32 and no `--epochs` (3, "
-        "raised on small data to 40 optimizer steps); beside it scratch, `--case auto`, full fine-tuning and "
-        "partial fine-tuning (where the family has it) at their defaults, and on images full fine-tuning and "
+        "raised to 40 optimizer steps where 3 epochs are fewer); beside it scratch, `--case auto` and full "
+        "fine-tuning at their defaults, and on images partial fine-tuning, and full fine-tuning and "
         "scratch without hftl's light augmentation (`--no-augment`; a cached plan, partial or head, trains on "
         "unaugmented features). Mean best validation accuracy, 3 seeds.",
         "",
@@ -1532,16 +1532,16 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
         def gap(plan: str, scratch: float | None = scratch, means: dict = means) -> str:
             if means[plan][0] is None or scratch is None:
                 return "-"
-            if means[plan][1] == means["scratch"][1] == 3:  # the summaries below: pairs with every seed
+            if min(means[plan][1], means["scratch"][1]) >= 3:  # the summaries below: pairs with every seed
                 leads[plan].append(means[plan][0] - scratch)
             return f"{100 * (means[plan][0] - scratch):+.1f}"
 
         for plan in augmented:
             (with_, n), (without, m) = means[plan], means[f"{plan}_noaug"]
-            if n == m == 3:
+            if min(n, m) >= 3:
                 augmented[plan].append(with_ - without)
         ran = sorted(
-            {f"{r['resolved_strategy']} ({r['resolved_init']})" for r in mine if r["plan"] == "rule"}
+            {f"{r.get('resolved_strategy')} ({r.get('resolved_init')})" for r in mine if r["plan"] == "rule"}
         )
         picks = Counter(r.get("auto_pick") for r in mine if r["plan"] == "auto")
         rule_row = next((r for r in mine if r["plan"] == "rule"), mine[0])
@@ -1575,7 +1575,7 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
 def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]]) -> list[str]:
     """The image pairs at their own budgets without augmentation (``AUGMENTATION_RECORD``) beside the same plans with
     it (the main record, hftl's default): full fine-tuning and scratch at their default rates, mean over seeds."""
-    rows = [r for r in rows if _ok(r) and r["pair"] in PAIRS]
+    rows = [r for r in default_pooling_rows(rows) if _ok(r) and r["pair"] in PAIRS]
     if not rows:
         return []
     main = default_pooling_rows(main)
@@ -1584,8 +1584,9 @@ def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]])
         "",
         "hftl's light image augmentation (`--augment`, on by default: a random resized crop of 60-100% of the area "
         "and a flip) against none (`--no-augment`), on image pairs at their own budgets: full fine-tuning and "
-        "scratch at their default rates, 3 seeds (`--plans full_noaug,scratch_noaug --lrs hftl`, recorded in "
-        "`bench/results/augmentation.jsonl`; the augmented runs are the main record's). Cached plans (head, "
+        "scratch at their default rates, 3 seeds (`--pairs <the small image pairs> --plans full_noaug,scratch_noaug "
+        "--lrs hftl --seeds 0,1,2 --out bench/results/augmentation.jsonl`; the augmented runs are the main "
+        "record's). Cached plans (head, "
         'partial) never augment. The same at hftl\'s default budget: "Between the sizes".',
         "",
         "| pair | case | epochs | full (n) | full, no augmentation (n) | augmentation on full | scratch (n) | "
@@ -1604,7 +1605,7 @@ def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]])
             gap = "-"
             if with_ is not None and without is not None:
                 gap = f"{100 * (with_ - without):+.1f}"
-                if n == m == 3:
+                if min(n, m) >= 3:
                     effects[plan].append(with_ - without)
             cells += [_shown(with_, n), _shown(without, m), gap]
         epochs = next(r["epochs"] for r in rows if r["pair"] == pair)
@@ -2072,7 +2073,8 @@ def report(
 DOC_HEAD = """# Calibration: every plan against scratch, on many source -> target pairs
 
 Written by `python bench/calibrate.py --report --write docs/calibration.md` from `bench/results/calibration.jsonl`
-(one JSON line per run; rerun or grow it with `python bench/calibrate.py --pairs ... --lrs ... --seeds ...`).
+(one JSON line per run; rerun or grow it with `python bench/calibrate.py --pairs ... --lrs ... --seeds ...`) and the
+records its later sections name (the short budget, the budget sweep, between the sizes, augmentation, the source check).
 The defaults in `hftl/transfer/defaults.py` cite these tables; re-derive them for a new family by adding its pairs to
 `PAIRS`, running the grid (`--lrs grid --seeds 0`), then the best rates again (`--lrs best:2:1 --seeds 1,2`), and
 reading the candidate-defaults table: the rate within a point of the best on the most pairs, and the plan that wins
@@ -2263,16 +2265,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         noaug = [p for p in args.plans.split(",") if p.endswith("_noaug")]
         if args.out.resolve() == AUGMENTATION_RECORD.resolve() and (
-            mid or args.epochs is not None or args.plans == "all" or len(noaug) < len(args.plans.split(","))
+            mid or args.epochs is not None or args.lrs != "hftl" or len(noaug) < len(args.plans.split(","))
         ):
             parser.error(
                 f"--out {args.out}: that record holds image pairs at their own budgets without augmentation: "
-                "--plans full_noaug,scratch_noaug (no --epochs, no between-sizes pairs)"
+                "--plans full_noaug,scratch_noaug --lrs hftl (no --epochs, no between-sizes pairs)"
             )
-        if noaug and args.out.resolve() == MAIN_RECORD.resolve():
+        budget_records = (MAIN_RECORD, SHORT_BUDGET_RECORD, BUDGET_SWEEP_RECORD)
+        if noaug and args.out.resolve() in {record.resolve() for record in budget_records}:
             parser.error(
                 f"--plans {','.join(noaug)}: write them to --out {AUGMENTATION_RECORD.relative_to(REPO)} (the main "
-                "record's tables read every plan in it as a candidate default)"
+                "and budget records' tables read every plan in them as a candidate default)"
             )
         others = {record.resolve() for record in (MAIN_RECORD, SHORT_BUDGET_RECORD, BUDGET_SWEEP_RECORD)}
         if mid and args.out.resolve() in others:
@@ -2321,8 +2324,8 @@ def main(argv: list[str] | None = None) -> int:
                 p
                 for p in BETWEEN_SIZES_PLANS
                 if p == "rule"
-                or p in FAMILY_PLANS[family]
-                or (p.endswith("_noaug") and family in IMAGE_FAMILIES)
+                or (p in FAMILY_PLANS[family] and p != "partial")
+                or (family in IMAGE_FAMILIES and (p == "partial" or p.endswith("_noaug")))
             ]
         # the image plans without augmentation run where asked for by name
         named = allowed + ([p for p in PLANS if p.endswith("_noaug")] if family in IMAGE_FAMILIES else [])

@@ -7,7 +7,7 @@ the file: its table sets each pair's verdict beside what transfer and scratch re
 ``--case auto`` tables apply the verdict (a different case whose source is worse than random trains from scratch;
 ``--case auto`` trains from scratch without trials).
 
-    python bench/source_check.py --pairs all        # -> bench/results/source_check.jsonl
+    python bench/source_check.py --pairs all,between-sizes        # -> bench/results/source_check.jsonl
     # how far a verdict moves with the run's seed (the sample, the random twin, the probe's folds), and with one
     # draw of the folds instead of hftl's PROBE_REPEATS
     python bench/source_check.py --pairs distilbert-domains-20 --seeds 0,1,2,3,4 --probe-repeats 1
@@ -131,7 +131,7 @@ def table(checks: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list
     ]
     for pair in [
         p for p in calibrate.PAIR_GROUPS["all"] if p in checks
-    ]:  # the between-sizes pairs: their own section
+    ]:  # the between-sizes pairs' checks: their rule rows' start
         c = checks[pair]
         if "pretrained" not in c:
             lines.append(f"| {pair} | {c['case']} | - | - | - | - | - | {c.get('error')} | - | - |")
