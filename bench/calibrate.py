@@ -1562,14 +1562,7 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
                 f"{level} of {len(found)} pairs, {100 * _mean(found):+.1f} points on average, worst "
                 f"{100 * min(found):+.1f}.",
             ]
-    for plan, found in augmented.items():
-        if found:
-            lines += [
-                "",
-                f"Augmentation on {plan} ({len(found)} image pairs): {100 * _mean(found):+.1f} points on average "
-                f"against the same runs without it ({100 * min(found):+.1f} to {100 * max(found):+.1f}).",
-            ]
-    return lines
+    return lines + augmentation_summary(augmented, "image pairs")
 
 
 def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]]) -> list[str]:
@@ -1610,12 +1603,19 @@ def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]])
             cells += [_shown(with_, n), _shown(without, m), gap]
         epochs = next(r["epochs"] for r in rows if r["pair"] == pair)
         lines.append(f"| {pair} | {case_of(pair)} | {epochs} | " + " | ".join(cells) + " |")
+    return lines + augmentation_summary(effects, "pairs with 3 seeds of both")
+
+
+def augmentation_summary(effects: dict[str, list[float]], counted: str) -> list[str]:
+    """One line per plan: what augmentation moved its accuracy by against the same runs without it (points)."""
+    lines = []
     for plan, found in effects.items():
         if found:
             lines += [
                 "",
-                f"Augmentation on {plan} ({len(found)} pairs with 3 seeds of both): {100 * _mean(found):+.1f} points on "
-                f"average ({100 * min(found):+.1f} to {100 * max(found):+.1f}), a gain on {sum(x > 0 for x in found)}.",
+                f"Augmentation on {plan} ({len(found)} {counted}): {100 * _mean(found):+.1f} points on average "
+                f"against the same runs without it ({100 * min(found):+.1f} to {100 * max(found):+.1f}), a gain on "
+                f"{sum(x > 0 for x in found)}.",
             ]
     return lines
 
