@@ -1132,7 +1132,7 @@ def lrs_for(pair: str, plan: str, spec: str, rows: list[dict[str, Any]]) -> list
     if spec == "default":
         return ["default"]  # no --lr: hftl's calibrated default for whatever plan runs
     if spec == "hftl":  # the plan's own default LR, as a number (so it joins that LR's grid cell)
-        return [scratch_default(pair) if PLANS[plan].get("init") == "scratch" else plan_default(pair, plan)]
+        return [default_rate(pair, plan)]
     done = {
         r["lr"]: r["best_accuracy"]
         for r in rows
@@ -1484,7 +1484,7 @@ def budget_sweep_section(
                     budgets.setdefault(r["epochs"], []).append(r)
         for epochs in sorted(budgets):
             at = budgets[epochs]
-            rates = {p: scratch_default(pair) if p == "scratch" else plan_default(pair, p) for p in plans}
+            rates = {p: default_rate(pair, p) for p in plans}
             means = {p: _mean_at(at, pair, p, rates[p]) for p in plans}
             if not any(n for _, n in means.values()):
                 continue
@@ -1590,7 +1590,7 @@ def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]])
     for pair in [p for p in PAIRS if any(r["pair"] == p for r in rows)]:
         cells = []
         for plan in effects:
-            rate = scratch_default(pair) if plan == "scratch" else plan_default(pair, plan)
+            rate = default_rate(pair, plan)
             (with_, n), (without, m) = (
                 _mean_at(main, pair, plan, rate),
                 _mean_at(rows, pair, f"{plan}_noaug", rate),
@@ -1793,7 +1793,7 @@ def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str
         for plan in FAMILY_PLANS[PAIRS[pair]["family"]]:
             if plan in ("auto", "head_trunc"):
                 continue
-            lr = scratch_default(pair) if plan == "scratch" else plan_default(pair, plan)
+            lr = default_rate(pair, plan)
             seeds = {r["seed"] for r in runs}
             same = [r for r in rows if r["seed"] in seeds]  # the same seeds as the auto runs, where measured
             value, n = _mean_at(same, pair, plan, lr)
@@ -1863,7 +1863,7 @@ def full_length_trials(rows: list[dict[str, Any]]) -> str:
         scores = {
             (p, r["seed"]): r["best_accuracy"]
             for p in plans
-            for r in _at(rows, pair, p, scratch_default(pair) if p == "scratch" else plan_default(pair, p))
+            for r in _at(rows, pair, p, default_rate(pair, p))
         }
         seeds = [r["seed"] for r in runs]
         if any((p, seed) not in scores for p in plans for seed in seeds):
@@ -1933,6 +1933,11 @@ def source_check_section(rows: list[dict[str, Any]]) -> list[str]:
             else []
         ),
     ]
+
+
+def default_rate(pair: str, plan: str) -> float:
+    """hftl's default LR for ``plan`` on this pair: the scratch rate for a plan from random weights."""
+    return scratch_default(pair) if PLANS[plan].get("init") == "scratch" else plan_default(pair, plan)
 
 
 def plan_default(pair: str, plan: str) -> float:
@@ -2153,6 +2158,57 @@ def write_doc(path: Path, text: str) -> None:
     path.write_text(DOC_HEAD + text + "\n", encoding="utf-8")
 
 
+def record_refusal(args: argparse.Namespace, pairs: list[str]) -> str | None:
+    """Why these runs do not belong in ``--out`` (None: they do). Each record holds what its report section reads:
+    the main one each pair at its own budget, the others one budget (the short one), several between it and the
+    pairs' own (the sweep), the between-sizes pairs as a user's command runs them, the image plans without
+    augmentation; runs are matched without their epochs, so one budget passing for another would hide it."""
+    out = args.out.resolve()
+    budget_records = {record.resolve() for record in (MAIN_RECORD, SHORT_BUDGET_RECORD, BUDGET_SWEEP_RECORD)}
+    mid = {pair for pair in pairs if PAIRS[pair].get("budget") == "default"}
+    plans = args.plans.split(",")
+    noaug = [plan for plan in plans if plan.endswith("_noaug")]
+    if args.epochs is not None and out == MAIN_RECORD.resolve():
+        return (
+            f"--epochs {args.epochs}: the main record's runs are matched without their epochs, so these would "
+            f"pass for (or hide) the pairs' own; write them to another --out ({SHORT_BUDGET_RECORD.name} for "
+            f"--epochs {SHORT_BUDGET_EPOCHS})"
+        )
+    if out == SHORT_BUDGET_RECORD.resolve() and args.epochs != SHORT_BUDGET_EPOCHS:
+        return f"--out {args.out}: that record holds runs at --epochs {SHORT_BUDGET_EPOCHS} only"
+    if out == BUDGET_SWEEP_RECORD.resolve():
+        if args.epochs in (None, SHORT_BUDGET_EPOCHS):
+            return (
+                f"--out {args.out}: that record holds runs between the short budget and the pairs' own; pass "
+                f"--epochs (not {SHORT_BUDGET_EPOCHS}: those go to {SHORT_BUDGET_RECORD.name})"
+            )
+        own = {pair for pair in pairs if PAIRS[pair]["epochs"] == args.epochs}
+        if own:
+            return f"--epochs {args.epochs} is the own budget of {sorted(own)}: those runs belong in the main record"
+    if out == BETWEEN_SIZES_RECORD.resolve() and (
+        args.epochs is not None or args.lrs != "default" or mid != set(pairs)
+    ):
+        return (
+            f"--out {args.out}: that record holds the between-sizes pairs as a user's command runs them: "
+            "--pairs between-sizes (or some of them) with --lrs default and no --epochs"
+        )
+    if out == AUGMENTATION_RECORD.resolve() and (
+        mid or args.epochs is not None or args.lrs != "hftl" or len(noaug) < len(plans)
+    ):
+        return (
+            f"--out {args.out}: that record holds image pairs at their own budgets without augmentation: "
+            "--plans full_noaug,scratch_noaug --lrs hftl (no --epochs, no between-sizes pairs)"
+        )
+    if noaug and out in budget_records:
+        return (
+            f"--plans {','.join(noaug)}: write them to --out {AUGMENTATION_RECORD.relative_to(REPO)} (the main "
+            "and budget records' tables read every plan in them as a candidate default)"
+        )
+    if mid and out in budget_records:
+        return f"{sorted(mid)} run at hftl's default budget: write them to --out {BETWEEN_SIZES_RECORD.relative_to(REPO)}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -2217,72 +2273,6 @@ def main(argv: list[str] | None = None) -> int:
         "--margin", type=float, default=1.0, help="report: 'near the best' in accuracy points"
     )
     args = parser.parse_args(argv)
-    # runs are matched without their epochs: a record holds one budget per pair (the pair's own, or the short one)
-    if args.epochs is not None and not args.report and args.out.resolve() == MAIN_RECORD.resolve():
-        parser.error(
-            f"--epochs {args.epochs}: the main record's runs are matched without their epochs, so these would "
-            f"pass for (or hide) the pairs' own; write them to another --out ({SHORT_BUDGET_RECORD.name} for "
-            f"--epochs {SHORT_BUDGET_EPOCHS})"
-        )
-    if (
-        not args.report
-        and args.out.resolve() == SHORT_BUDGET_RECORD.resolve()
-        and args.epochs != SHORT_BUDGET_EPOCHS
-    ):
-        parser.error(f"--out {args.out}: that record holds runs at --epochs {SHORT_BUDGET_EPOCHS} only")
-    if (
-        not args.report
-        and args.out.resolve() == BUDGET_SWEEP_RECORD.resolve()
-        and args.epochs in (None, SHORT_BUDGET_EPOCHS)
-    ):
-        parser.error(
-            f"--out {args.out}: that record holds runs between the short budget and the pairs' own; pass --epochs "
-            f"(not {SHORT_BUDGET_EPOCHS}: those go to {SHORT_BUDGET_RECORD.name})"
-        )
-
-    if not args.report and args.out.resolve() == BUDGET_SWEEP_RECORD.resolve():
-        try:
-            own = {pair for pair in expand_pairs(args.pairs) if PAIRS[pair]["epochs"] == args.epochs}
-        except ValueError as error:
-            parser.error(str(error))
-        if own:
-            parser.error(
-                f"--epochs {args.epochs} is the own budget of {sorted(own)}: those runs belong in the main record"
-            )
-
-    if not args.report:
-        try:
-            mid = {pair for pair in expand_pairs(args.pairs) if PAIRS[pair].get("budget") == "default"}
-        except ValueError as error:
-            parser.error(str(error))
-        into_mid = args.out.resolve() == BETWEEN_SIZES_RECORD.resolve()
-        if into_mid and (
-            args.epochs is not None or args.lrs != "default" or mid != set(expand_pairs(args.pairs))
-        ):
-            parser.error(
-                f"--out {args.out}: that record holds the between-sizes pairs as a user's command runs them: "
-                "--pairs between-sizes (or some of them) with --lrs default and no --epochs"
-            )
-        noaug = [p for p in args.plans.split(",") if p.endswith("_noaug")]
-        if args.out.resolve() == AUGMENTATION_RECORD.resolve() and (
-            mid or args.epochs is not None or args.lrs != "hftl" or len(noaug) < len(args.plans.split(","))
-        ):
-            parser.error(
-                f"--out {args.out}: that record holds image pairs at their own budgets without augmentation: "
-                "--plans full_noaug,scratch_noaug --lrs hftl (no --epochs, no between-sizes pairs)"
-            )
-        budget_records = (MAIN_RECORD, SHORT_BUDGET_RECORD, BUDGET_SWEEP_RECORD)
-        if noaug and args.out.resolve() in {record.resolve() for record in budget_records}:
-            parser.error(
-                f"--plans {','.join(noaug)}: write them to --out {AUGMENTATION_RECORD.relative_to(REPO)} (the main "
-                "and budget records' tables read every plan in them as a candidate default)"
-            )
-        others = {record.resolve() for record in (MAIN_RECORD, SHORT_BUDGET_RECORD, BUDGET_SWEEP_RECORD)}
-        if mid and args.out.resolve() in others:
-            parser.error(
-                f"{sorted(mid)} run at hftl's default budget: write them to --out {BETWEEN_SIZES_RECORD.relative_to(REPO)}"
-            )
-
     if args.report:
         text = report(
             load_rows(args.out),
@@ -2296,14 +2286,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.write:
             write_doc(args.write, text)
         return 0
-
-    import torch
-
-    torch.set_num_threads(args.threads)
     try:
         pairs = expand_pairs(args.pairs)
     except ValueError as error:
         parser.error(str(error))
+    refusal = record_refusal(args, pairs)
+    if refusal:
+        parser.error(refusal)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = load_rows(args.out)
     if (

@@ -100,9 +100,8 @@ def load_raw(
         path = path.resolve()
         if path.is_dir():  # every file read is the folder's own, not one a link leads to
             check_no_link_leaves(path, DataError)
-        if (
-            not streaming
-        ):  # a stream builds no cache; its key is stream_splits.source_fingerprint's (the stamp)
+        # a stream builds no cache; its key is stream_splits.source_fingerprint's (the stamp)
+        if not streaming:
             # datasets caches local files by path and modification time: naming the build by the files' stamp
             # (change times too) keeps an edit with its modification time put back from reading the old build
             stamp = files_stamp(path)
