@@ -3,8 +3,8 @@
 transformers' ``HfArgumentParser`` does the same job, but importing it loads transformers (about a second, and more
 on a busy machine) just to print ``--help``. This builder reads the same ``field(metadata={"help": ...})`` and keeps
 HfArgumentParser's flags: ``--name`` and ``--name-with-dashes``/``--name_with_underscores``, ``--flag`` / ``--flag
-false`` for booleans, ``--no-flag`` for booleans that default to on, choices for ``Literal`` fields and one or more
-values for lists. Defaults are shown in the help, never injected: a parse returns only what was typed, so the lower
+false`` for booleans, ``--no-flag`` for booleans that default to on or that the run decides, choices for
+``Literal`` fields and one or more values for lists. Defaults are shown in the help, never injected: a parse returns only what was typed, so the lower
 layers (YAML file, task card) can fill the rest.
 """
 
@@ -83,15 +83,13 @@ def add_settings(parser: argparse.ArgumentParser, section: type, title: str | No
         common: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS}
         if "parse" in field.metadata:  # a value with its own syntax (``--lr 3e-4`` or ``--lr auto``)
             group.add_argument(*names, type=_argparse_type(field.metadata["parse"]), help=help_text, **common)
-        elif kind is bool and not optional:
+        elif kind is bool:
             group.add_argument(
                 *names, type=to_bool, nargs="?", const=True, metavar="true|false", help=help_text, **common
             )
-            if field.default is True:
+            if field.default is True or (optional and field.default is None):  # on by default, or decided
                 negative = [f"--no-{field.name.replace('_', '-')}", f"--no_{field.name}"]
                 group.add_argument(*negative, action="store_false", help=f"Turn off {names[0]}.", **common)
-        elif kind is bool:
-            group.add_argument(*names, type=to_bool, metavar="true|false", help=help_text, **common)
         elif typing.get_origin(kind) is Literal:
             choices = [str(choice) for choice in typing.get_args(kind)]
             group.add_argument(*names, type=str, choices=choices, help=help_text, **common)

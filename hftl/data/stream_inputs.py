@@ -210,7 +210,7 @@ def prepare_stream_inputs(
         for name, split in named.items()
     }
     train_collator, eval_collator = collators(
-        stats, processor, config.augment, config.seed, pad_to_multiple_of
+        stats, processor, bool(config.augment), config.seed, pad_to_multiple_of
     )
     shuffled = splits.train.shuffle(seed=config.seed, buffer_size=config.shuffle_buffer)
     shards = shuffled.num_shards

@@ -196,22 +196,27 @@ def make_shapes(per_class: int, seed: int, size: int = 28) -> ImageSet:
             draw = ImageDraw.Draw(canvas)
             r = rng.uniform(0.2, 0.4) * size
             cx, cy = rng.uniform(r, size - r, 2)
-            box = (cx - r, cy - r, cx + r, cy + r)
-            ink = int(rng.integers(150, 256))
-            if shape == "circle":
-                draw.ellipse(box, fill=ink)
-            elif shape == "square":
-                draw.rectangle(box, fill=ink)
-            elif shape == "triangle":
-                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=ink)
-            elif shape == "cross":
-                draw.line((cx - r, cy, cx + r, cy), fill=ink, width=3)
-                draw.line((cx, cy - r, cx, cy + r), fill=ink, width=3)
-            else:
-                draw.ellipse(box, outline=ink, width=3)
+            draw_shape(draw, shape, cx, cy, r, int(rng.integers(150, 256)))
             images.append(np.asarray(canvas))
             labels.append(label)
     return ImageSet(np.stack(images), np.array(labels, dtype=np.int64), SHAPES)
+
+
+def draw_shape(draw: Any, shape: str, cx: float, cy: float, r: float, ink: int) -> None:
+    """One of ``SHAPES`` centred at (cx, cy), ``r`` from its centre to its sides, in grey level ``ink``
+    (``draw``: a ``PIL.ImageDraw.Draw``)."""
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "circle":
+        draw.ellipse(box, fill=ink)
+    elif shape == "square":
+        draw.rectangle(box, fill=ink)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=ink)
+    elif shape == "cross":
+        draw.line((cx - r, cy, cx + r, cy), fill=ink, width=3)
+        draw.line((cx, cy - r, cx, cy + r), fill=ink, width=3)
+    else:
+        draw.ellipse(box, outline=ink, width=3)
 
 
 def split_set(full: ImageSet, eval_fraction: float, seed: int) -> dict[str, ImageSet]:

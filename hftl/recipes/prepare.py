@@ -33,7 +33,7 @@ def prepare_data(
             task.modality,
             processor,
             max_length=config.max_length,
-            augment=config.augment,
+            augment=bool(config.augment),  # settled once the epochs are known (hftl.data.augmentation)
             seed=config.seed,
             pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
             max_bad_fraction=config.max_bad_fraction,

@@ -21,6 +21,8 @@ from torch import nn
 
 from hftl.backbones import Backbone, backbone_for
 from hftl.config import RunConfig, check_named_inputs, resolve_config
+from hftl.data.augmentation import apply as apply_augmentation
+from hftl.data.augmentation import decide_augmentation
 from hftl.data.loading import Splits
 from hftl.data.preprocess import ModelInputs
 from hftl.errors import unknown_choice
@@ -126,9 +128,12 @@ def run_claimed(
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
     known = None if inputs.stream is not None else len(inputs.train)  # --epochs, or 3 raised on small data
     epochs, note = settle_epochs(config, known, accelerator.num_processes, resumed_epochs(config))
-    config = config.replace(epochs=epochs)
-    if note:
-        accelerator.print(note)
+    augmentation = decide_augmentation(config.augment, task.modality, epochs, inputs, config.seed)
+    apply_augmentation(augmentation, inputs)
+    config = config.replace(epochs=epochs, augment=augmentation.augment)
+    for line in (note, f"augmentation: {augmentation.reason}" if task.modality == "image" else None):
+        if line:
+            accelerator.print(line)
     metric_names = settle_problem(config, task.metrics, splits.multi_label)  # auto -> what the data holds
     if trials is not None and accelerator.is_main_process:
         from hftl.advisor.decision import write_advice
@@ -198,6 +203,8 @@ def run_claimed(
         feature_cache=cached.status.to_dict(),
         speed=switches_used(model, config, channels_last, accelerator),
     )
+    if task.modality == "image":
+        metrics["augmentation"] = augmentation.to_dict()
     if lr_search is not None:
         metrics["lr_search"] = lr_search.to_dict()
     if contrastive is not None:

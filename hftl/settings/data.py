@@ -91,9 +91,13 @@ class DataSettings:
         },
     )
     max_length: int = field(default=128, metadata={"help": "Text: truncate token sequences to this length."})
-    augment: bool = field(
-        default=True,
-        metadata={"help": "Images: light train-time augmentation (random resized crop and flip)."},
+    augment: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Images: light train-time augmentation (random resized crop and flip). Default: on for runs of "
+            "10 epochs or more on images whose content moves (photos), off for shorter runs and registered images "
+            "(centred at one size, like Fashion-MNIST): docs/calibration.md, 'Augmentation: hftl's default'."
+        },
     )
     max_bad_fraction: float = field(
         default=0.05,
