@@ -24,14 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from hftl.data.preprocess import ImageCollator, ModelInputs, image_batch
 
 MIN_EPOCHS = 10  # fewer epochs: no augmentation (docs/calibration.md, "Between the sizes")
-REGISTERED = 0.58  # mean image correlation at or above it: registered, no augmentation
+REGISTERED = 0.56  # mean image correlation at or above it: registered, no augmentation
 SAMPLE = 512  # training images the correlation reads (seeded): +-0.01 on the calibration sets
 SIDE = 32  # the grey thumbnails it compares
+CHUNK = 64  # images decoded at once
 
 
 @dataclass(frozen=True)
@@ -45,16 +47,34 @@ class Augmentation:
     def to_dict(self) -> dict[str, Any]:
         return {"augment": self.augment, "reason": self.reason, "correlation": self.correlation}
 
+    def log_lines(self, cache_views: int) -> list[str]:
+        """What the run log says (``--cache-views`` caches augmented views: without augmentation it caches one)."""
+        lines = [f"augmentation: {self.reason}"]
+        if not self.augment and cache_views > 1:
+            lines.append(
+                f"  --cache-views {cache_views} ignored: without augmentation there is one view to cache"
+            )
+        return lines
+
 
 def decide_augmentation(
-    requested: bool | None, modality: str, epochs: int, inputs: ModelInputs, seed: int
+    requested: bool | None,
+    modality: str,
+    epochs: int,
+    inputs: ModelInputs,
+    resumed: bool | None = None,
 ) -> Augmentation:
-    """``--augment``/``--no-augment`` as given; otherwise off for text, streams and runs of fewer than
-    ``MIN_EPOCHS`` epochs, and for registered images (``mean_image_correlation`` at or above ``REGISTERED``)."""
+    """``--augment``/``--no-augment`` as given, or as the run a ``--resume`` continues chose (``resumed``: its
+    checkpoints were trained that way); otherwise off for text, streams and runs of fewer than ``MIN_EPOCHS`` epochs,
+    and for registered images (``mean_image_correlation`` at or above ``REGISTERED``)."""
     if modality != "image":
         return Augmentation(False, "text: no augmentation")
     if requested is not None:
         return Augmentation(requested, f"--augment {str(requested).lower()}")
+    if resumed is not None:
+        return Augmentation(
+            resumed, f"{'on' if resumed else 'off'}, as the run --resume continues (run_config.yaml)"
+        )
     if inputs.stream is not None:
         return Augmentation(False, "a stream passes over its data about once: off (--augment turns it on)")
     if epochs < MIN_EPOCHS:
@@ -62,7 +82,7 @@ def decide_augmentation(
             False,
             f"{epochs} epochs, fewer than {MIN_EPOCHS}: too few passes to overfit, off (--augment turns it on)",
         )
-    correlation = mean_image_correlation(inputs, seed)
+    correlation = mean_image_correlation(inputs)
     if correlation >= REGISTERED:
         return Augmentation(
             False,
@@ -78,19 +98,33 @@ def decide_augmentation(
     )
 
 
-def mean_image_correlation(inputs: ModelInputs, seed: int) -> float:
-    """The mean correlation of up to ``SAMPLE`` training images (seeded) with their average, each image grey,
-    ``SIDE`` px and standardised: near 1 when every image has the same layout, near 0 when content sits anywhere."""
+def mean_image_correlation(inputs: ModelInputs) -> float:
+    """The mean correlation of up to ``SAMPLE`` training images (the same sample for every seed, so that the runs of
+    a comparison decide alike) with the average of the others, each image grey, ``SIDE`` px and standardised: near 1
+    when every image has the same layout, near 0 when content sits anywhere. Leaving each image out of the average it
+    is compared with keeps a few images from scoring high by themselves (one image would match itself: 1.0); blank
+    images carry no layout and are left out."""
     assert inputs.image_stats is not None, "image inputs carry their ImageStats"
     count = len(inputs.train)
-    rows = np.random.default_rng(seed).permutation(count)[:SAMPLE] if count > SAMPLE else np.arange(count)
-    examples = inputs.train.select(rows.tolist())
-    pixels = image_batch(list(examples), inputs.image_stats).float().mean(dim=1, keepdim=True)
-    thumbs = F.interpolate(pixels, size=(SIDE, SIDE), mode="area").flatten(1)
-    thumbs = (thumbs - thumbs.mean(1, keepdim=True)) / thumbs.std(1, keepdim=True).clamp_min(1e-6)
-    average = thumbs.mean(0)
-    scale = average.norm() * (thumbs.shape[1] - 1) ** 0.5
-    return float((thumbs @ average).mean() / scale.clamp_min(1e-6))
+    rows = np.random.default_rng(0).permutation(count)[:SAMPLE] if count > SAMPLE else np.arange(count)
+    thumbs = torch.cat(
+        [_thumbnails(inputs, rows[i : i + CHUNK].tolist()) for i in range(0, len(rows), CHUNK)]
+    )
+    spread = thumbs.std(1, keepdim=True)
+    thumbs = ((thumbs - thumbs.mean(1, keepdim=True)) / spread.clamp_min(1e-6))[spread.squeeze(1) > 1e-3]
+    if len(thumbs) < 2:
+        return 0.0
+    others = (thumbs.sum(0, keepdim=True) - thumbs) / (len(thumbs) - 1)
+    cosine = (thumbs * others).sum(1) / (thumbs.norm(dim=1) * others.norm(dim=1)).clamp_min(1e-6)
+    return float(cosine.mean())
+
+
+def _thumbnails(inputs: ModelInputs, rows: list[int]) -> torch.Tensor:
+    """Grey ``SIDE``-px thumbnails of these training rows, flattened (a few at a time: large images stay small)."""
+    pixels = (
+        image_batch(list(inputs.train.select(rows)), inputs.image_stats).float().mean(dim=1, keepdim=True)
+    )
+    return F.interpolate(pixels, size=(SIDE, SIDE), mode="area").flatten(1)
 
 
 def apply(augmentation: Augmentation, inputs: ModelInputs) -> None:

@@ -60,6 +60,7 @@ from hftl.training.resume import (
     check_resume_target,
     check_run_folder,
     claim_output_dir,
+    resumed_augment,
     resumed_epochs,
     run_fingerprint,
 )
@@ -128,10 +129,10 @@ def run_claimed(
     splits, processor, inputs = prepare_data(config, task, dataset, accelerator)
     known = None if inputs.stream is not None else len(inputs.train)  # --epochs, or 3 raised on small data
     epochs, note = settle_epochs(config, known, accelerator.num_processes, resumed_epochs(config))
-    augmentation = decide_augmentation(config.augment, task.modality, epochs, inputs, config.seed)
+    augmentation = decide_augmentation(config.augment, task.modality, epochs, inputs, resumed_augment(config))
     apply_augmentation(augmentation, inputs)
     config = config.replace(epochs=epochs, augment=augmentation.augment)
-    for line in (note, f"augmentation: {augmentation.reason}" if task.modality == "image" else None):
+    for line in [note] + (augmentation.log_lines(config.cache_views) if task.modality == "image" else []):
         if line:
             accelerator.print(line)
     metric_names = settle_problem(config, task.metrics, splits.multi_label)  # auto -> what the data holds

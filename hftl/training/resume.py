@@ -211,6 +211,19 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
     return lock
 
 
+def resumed_augment(config: RunConfig) -> bool | None:
+    """Whether the run a ``--resume`` without ``--augment``/``--no-augment`` continues augmented (its
+    ``run_config.yaml``): its checkpoints were trained that way, whatever the rule would choose at other epochs; None
+    when there is nothing to read (the rule then decides, as for a new run)."""
+    if config.augment is not None or not config.resume:
+        return None
+    try:
+        augment = read_run_settings(config.output_dir).get("augment")
+    except HftlError:  # no run_config.yaml yet, or a damaged one
+        return None
+    return augment if isinstance(augment, bool) else None
+
+
 def resumed_epochs(config: RunConfig) -> int | None:
     """The epochs of the run a ``--resume`` without ``--epochs`` continues (its ``run_config.yaml``; None when there
     is none to read, or it is damaged: the default then applies, as for a new run)."""
