@@ -194,8 +194,12 @@ def test_small_vit_defaults_follow_the_calibration_and_say_why(model_dirs):
     assert similar.strategy == "partial" and not similar.truncated and similar.lr == 3e-3
     assert actions(similar, "layer") == ["frozen", "frozen", "trained", "trained"]
     assert "small ViT" in similar.reasons[0] and "docs/calibration.md" in similar.reasons[0]
-    different, _, _ = plan_for("vit", model_dirs, "small_different")
-    assert different.strategy == "partial" and not different.truncated
+    different, _, _ = plan_for("vit", model_dirs, "small_different")  # full: "ViT small_different" in the doc
+    assert different.strategy == "full" and not different.truncated and different.lr == 3e-3
+    assert set(actions(different, "layer")) == {"trained"} and "small ViTs" in different.reasons[0]
+    assert (
+        meta_plan(vit_of_width(132), "image", "small_different").strategy == "partial"
+    )  # the 192-wide table
     assert plan_for("vit", model_dirs, "large_similar")[0].lr == 3e-3
     assert plan_for("vit", model_dirs, "small_similar", strategy="head")[0].lr == 9e-2
     assert plan_for("vit", model_dirs, "large_similar", strategy="lora")[0].lr == 1e-2
