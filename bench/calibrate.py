@@ -334,6 +334,52 @@ def _ants_bees(per_class: int | None):
     return data
 
 
+@functools.cache
+def _centred_shapes() -> dict:
+    """The demo's shapes drawn at the centre at one size (15-17% of the side from centre to sides), faint (ink 70-119)
+    on grey noise (mean 50, sd 35) so that they are not solved at once: registered like Fashion-MNIST and the digits,
+    where the demo's shapes sit at random places and sizes."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from hftl.recipes.demo_data import SHAPES, ImageSet, draw_shape, split_set
+
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for label, shape in enumerate(SHAPES):
+        for _ in range(500):
+            canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+            draw = ImageDraw.Draw(canvas)
+            r, (cx, cy) = rng.uniform(0.15, 0.17) * IMAGE_SIZE, rng.normal(IMAGE_SIZE / 2, 0.3, 2)
+            draw_shape(draw, shape, cx, cy, r, int(rng.integers(70, 120)))
+            noisy = np.asarray(canvas, dtype=np.float64) + rng.normal(50, 35, (IMAGE_SIZE, IMAGE_SIZE))
+            images.append(np.clip(noisy, 0, 255).astype(np.uint8))
+            labels.append(label)
+    return split_set(ImageSet(np.stack(images), np.array(labels, dtype=np.int64), SHAPES), 0.2, 0)
+
+
+@functools.cache
+def _placed_fashion() -> dict:
+    """Fashion-MNIST shrunk to 10-18 px and pasted at a random place on a black 28-px canvas: the same clothes, no
+    longer registered (centred and size-normalised)."""
+    import numpy as np
+    from PIL import Image
+
+    from hftl.recipes.demo_data import ImageSet
+
+    rng = np.random.default_rng(0)
+    placed = {}
+    for part, images in _fashion().items():
+        out = np.zeros_like(images.images)
+        for i, image in enumerate(images.images):
+            side = int(rng.integers(10, 19))
+            small = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+            y, x = rng.integers(0, IMAGE_SIZE - side + 1, 2)
+            out[i, y : y + side, x : x + side] = small
+        placed[part] = ImageSet(out, images.labels, images.names)
+    return placed
+
+
 def _image_pair(split: dict, classes: list[int], per_class: int | None, val_per_class: int | None):
     from hftl.recipes.demo_data import Target, to_dataset
 
@@ -642,10 +688,33 @@ PAIRS.update(
         for name in names
     }
 )
-_AT_OWN_BUDGET = [p for p in PAIRS if PAIRS[p].get("budget") != "default"]
+# held out from the augmentation rule (``hftl/data/augmentation.py``), added after it was set: the same kinds of
+# image with the registration turned around, shapes centred at one size and Fashion-MNIST 5-9 placed at random, at
+# their own budget (30 epochs at 20/class, as the small image pairs); recorded in AUGMENTATION_RECORD, both plans
+AUGMENTATION_TARGETS: dict[str, tuple] = {
+    "shapes-centred-20": (
+        "shapes-centred",
+        20,
+        lambda: _image_pair(_centred_shapes(), list(range(5)), 20, None),
+    ),
+    "fashion59-placed-20": (
+        "fashion5-9-placed",
+        20,
+        lambda: _image_pair(_placed_fashion(), [5, 6, 7, 8, 9], 20, 100),
+    ),
+}
+PAIRS.update(
+    {
+        f"{prefix}{name}": _pair(family, FASHION04, *target, 30, 32, held_out=True, budget="augmentation")
+        for prefix, family in (("", "resnet"), ("vit-", "vit"))
+        for name, target in AUGMENTATION_TARGETS.items()
+    }
+)
+_AT_OWN_BUDGET = [p for p in PAIRS if PAIRS[p].get("budget") is None]
 PAIR_GROUPS = {
     "all": _AT_OWN_BUDGET,
     "between-sizes": [p for p in PAIRS if PAIRS[p].get("budget") == "default"],
+    "augmentation": [p for p in PAIRS if PAIRS[p].get("budget") == "augmentation"],
     "image": [p for p in _AT_OWN_BUDGET if PAIRS[p]["family"] in IMAGE_FAMILIES],
     **{family: [p for p in _AT_OWN_BUDGET if PAIRS[p]["family"] == family] for family in HFTL_FAMILY},
 }
@@ -992,6 +1061,12 @@ def run_one(
     epochs = args.epochs or spec["epochs"]  # None: hftl's default budget
     if plan == "rule":
         settings = {"case": case_of(pair)}
+    elif (
+        spec["family"] in IMAGE_FAMILIES and plan != "auto" and not getattr(args, "hftl_augmentation", False)
+    ):
+        # every recorded image plan augments unless named _noaug (hftl's default when the records began); a user's
+        # command (rule, auto) gets hftl's own choice (hftl/data/augmentation.py)
+        settings.setdefault("augment", True)
     name = f"{pair}-{plan}-{lr if isinstance(lr, str) else format(lr, '.0e')}-s{seed}-{pooling}"
     output_dir = args.work / name
     extra: dict[str, Any] = {}
@@ -1061,6 +1136,8 @@ def run_one(
                 "feature_cache": bool(metrics.get("feature_cache", {}).get("used")),
                 "train_seconds": metrics["train_seconds"],
                 "suggested_lr": metrics.get("lr_search", {}).get("suggestion"),
+                "augment": metrics.get("augmentation", {}).get("augment"),
+                "image_correlation": metrics.get("augmentation", {}).get("correlation"),
             }
         )
         advice = output_dir / "advice.json"
@@ -1397,6 +1474,21 @@ BUDGET_SWEEP_RECORD = REPO / "bench" / "results" / "budget_sweep.jsonl"
 BETWEEN_SIZES_RECORD = REPO / "bench" / "results" / "between_sizes.jsonl"
 # the image pairs at their own budgets without augmentation (the *_noaug plans; the augmented runs are the main record's)
 AUGMENTATION_RECORD = REPO / "bench" / "results" / "augmentation.jsonl"
+# the small ViTs' small_different pairs at their own budgets, partial fine-tuning (the rule before) against the rule
+# (full fine-tuning with hftl's augmentation default), run in one session from the same sources
+VIT_DIFFERENT_RECORD = REPO / "bench" / "results" / "vit_small_different.jsonl"
+VIT_DIFFERENT_PAIRS = [
+    "vit-digits-20",
+    "vit-shapes-20",
+    "vit59-digits-20",
+    "vit59-shapes-20",
+    "vit32-digits-20",
+    "vit12-digits-20",
+    "vit-antsbees-20",
+    "vit59-antsbees-20",
+    "vit-shapes-centred-20",
+    "vit-fashion59-placed-20",
+]
 
 
 def _shown(accuracy: float | None, n: int) -> str:
@@ -1431,7 +1523,8 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
         f"The same pairs trained for {SHORT_BUDGET_EPOCHS} epochs (`--epochs {SHORT_BUDGET_EPOCHS}`, recorded in "
         f"`bench/results/short_budget.jsonl`): {steps}A default rate must hold here as well as at the pairs' own "
         "budgets above. Measured on sources rebuilt by their recipes (own-task accuracy within 1.5 points of the "
-        "recorded ones), 3 seeds.",
+        "recorded ones), 3 seeds. The small ViTs' small_different runs (full fine-tuning) ran hftl's augmentation "
+        "default, as the rule does (`--hftl-augmentation`: off at 3 epochs); every other image run augments.",
         "",
         "| pair | case | default plan | lr | accuracy (n) | scratch lr | scratch (n) | default - scratch | "
         "--case auto (n) | steps | every plan by LR (mean accuracy, n) |",
@@ -1517,6 +1610,10 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
         "scratch without hftl's light augmentation (`--no-augment`; a cached plan, partial or head, trains on "
         "unaugmented features). Mean best validation accuracy, 3 seeds.",
         "",
+        "The rule and `--case auto` run hftl's augmentation default (`hftl/data/augmentation.py`: off below 10 "
+        "epochs, and on registered images); every other plan augments unless it says otherwise, and on images "
+        "scratch is the better of scratch with augmentation and without (the table's last column).",
+        "",
         "| pair | case | rule ran (start) | epochs (steps) | rule (n) | scratch (n) | rule - scratch | "
         "--case auto (n) | auto - scratch | auto picked | full (n) | partial (n) | full, no augmentation (n) | "
         "scratch, no augmentation (n) |",
@@ -1527,6 +1624,13 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
     for pair in [p for p in PAIRS if any(r["pair"] == p for r in rows)]:
         mine = [r for r in rows if r["pair"] == pair]
         means = {plan: _mean_at(mine, pair, plan, "default") for plan in BETWEEN_SIZES_PLANS}
+        for plan in augmented:
+            (with_, n), (without, m) = means[plan], means[f"{plan}_noaug"]
+            if min(n, m) >= 3:
+                augmented[plan].append(with_ - without)
+        # on images scratch is measured with augmentation and without it: the rule is held to the better of them
+        if means["scratch_noaug"][0] is not None and means["scratch_noaug"][0] > (means["scratch"][0] or 0.0):
+            means["scratch"] = means["scratch_noaug"]
         scratch = means["scratch"][0]
 
         def gap(plan: str, scratch: float | None = scratch, means: dict = means) -> str:
@@ -1536,12 +1640,13 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
                 leads[plan].append(means[plan][0] - scratch)
             return f"{100 * (means[plan][0] - scratch):+.1f}"
 
-        for plan in augmented:
-            (with_, n), (without, m) = means[plan], means[f"{plan}_noaug"]
-            if min(n, m) >= 3:
-                augmented[plan].append(with_ - without)
         ran = sorted(
-            {f"{r.get('resolved_strategy')} ({r.get('resolved_init')})" for r in mine if r["plan"] == "rule"}
+            {
+                f"{r.get('resolved_strategy')} ({r.get('resolved_init')}"
+                + {True: ", augmented)", False: ", not augmented)"}.get(r.get("augment"), ")")
+                for r in mine
+                if r["plan"] == "rule"
+            }
         )
         picks = Counter(r.get("auto_pick") for r in mine if r["plan"] == "auto")
         rule_row = next((r for r in mine if r["plan"] == "rule"), mine[0])
@@ -1566,33 +1671,49 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]]) -> list[str]:
-    """The image pairs at their own budgets without augmentation (``AUGMENTATION_RECORD``) beside the same plans with
-    it (the main record, hftl's default): full fine-tuning and scratch at their default rates, mean over seeds."""
+    """hftl's augmentation default (``hftl/data/augmentation.py``) at the image pairs' own budgets: full fine-tuning
+    and scratch at their default rates with augmentation (the main record's; the held-out pairs' own) and without
+    (``AUGMENTATION_RECORD``), beside what the rule's runs measured (the mean image correlation) and chose."""
+    from hftl.data.augmentation import MIN_EPOCHS, REGISTERED
+
     rows = [r for r in default_pooling_rows(rows) if _ok(r) and r["pair"] in PAIRS]
     if not rows:
         return []
     main = default_pooling_rows(main)
     lines = [
-        "### Augmentation at the pairs' own budgets",
+        "### Augmentation: hftl's default",
         "",
-        "hftl's light image augmentation (`--augment`, on by default: a random resized crop of 60-100% of the area "
-        "and a flip) against none (`--no-augment`), on image pairs at their own budgets: full fine-tuning and "
-        "scratch at their default rates, 3 seeds (`--pairs <the small image pairs> --plans full_noaug,scratch_noaug "
-        "--lrs hftl --seeds 0,1,2 --out bench/results/augmentation.jsonl`; the augmented runs are the main "
-        "record's). Cached plans (head, "
-        'partial) never augment. The same at hftl\'s default budget: "Between the sizes".',
+        "hftl's light image augmentation (a random resized crop of 60-100% of the area and a flip) against none, on "
+        "image pairs at their own budgets: full fine-tuning and scratch at their default rates, 3 seeds (`--pairs "
+        "<the small image pairs> --plans full_noaug,scratch_noaug,rule --lrs hftl --seeds 0,1,2 --out "
+        "bench/results/augmentation.jsonl`; the augmented runs are the main record's). Cached plans (head, partial) "
+        f"never augment. Without `--augment`/`--no-augment`, hftl augments runs of {MIN_EPOCHS} epochs or more on "
+        f"images whose mean image correlation (each training image, grey and standardised, against their average) "
+        f"is below {REGISTERED}: the table's correlation is what the rule's runs measured, `default` what they "
+        'chose. Below 10 epochs it is off: at hftl\'s default budget see "Between the sizes". The pairs marked '
+        "held out were added after the rule was set (`--pairs augmentation --plans full,full_noaug,rule`, both "
+        "runs in this record): the shapes centred at one size on noise, and Fashion-MNIST 5-9 shrunk and placed at "
+        "random.",
         "",
-        "| pair | case | epochs | full (n) | full, no augmentation (n) | augmentation on full | scratch (n) | "
-        "scratch, no augmentation (n) | augmentation on scratch |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| pair | case | epochs | mean image correlation | default | full (n) | full, no augmentation (n) | "
+        "augmentation on full | scratch (n) | scratch, no augmentation (n) | augmentation on scratch |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     effects: dict[str, list[float]] = {"full": [], "scratch": []}
+    chosen: dict[bool, list[float]] = {
+        True: [],
+        False: [],
+    }  # held out: the default's gain over the other choice
     for pair in [p for p in PAIRS if any(r["pair"] == p for r in rows)]:
+        held_out = PAIRS[pair].get("budget") == "augmentation"
         cells = []
+        rule = [r for r in rows if r["pair"] == pair and r["plan"] == "rule"]
+        correlations = [r["image_correlation"] for r in rule if r.get("image_correlation") is not None]
+        picks = sorted({"on" if r.get("augment") else "off" for r in rule})
         for plan in effects:
             rate = default_rate(pair, plan)
             (with_, n), (without, m) = (
-                _mean_at(main, pair, plan, rate),
+                _mean_at(rows if held_out else main, pair, plan, rate),
                 _mean_at(rows, pair, f"{plan}_noaug", rate),
             )
             gap = "-"
@@ -1600,24 +1721,117 @@ def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]])
                 gap = f"{100 * (with_ - without):+.1f}"
                 if min(n, m) >= 3:
                     effects[plan].append(with_ - without)
+                    if plan == "full" and picks in (["on"], ["off"]):
+                        gain = (with_ - without) * (1 if picks == ["on"] else -1)
+                        chosen[held_out].append(gain)
             cells += [_shown(with_, n), _shown(without, m), gap]
         epochs = next(r["epochs"] for r in rows if r["pair"] == pair)
-        lines.append(f"| {pair} | {case_of(pair)} | {epochs} | " + " | ".join(cells) + " |")
-    return lines + augmentation_summary(effects, "pairs with 3 seeds of both")
+        correlation = f"{_mean(correlations):.2f}" if correlations else "-"
+        lines.append(
+            f"| {pair}{' (held out)' if held_out else ''} | {case_of(pair)} | {epochs} | {correlation} | "
+            f"{', '.join(picks) or '-'} | " + " | ".join(cells) + " |"
+        )
+    lines += augmentation_summary(effects, "pairs with 3 seeds of both")
+    return lines + [
+        f"\nhftl's default on full fine-tuning, {'held-out' if held_out else 'calibration'} pairs: the better choice "
+        f"on {sum(g >= 0 for g in gains)} of {len(gains)}, {_spread(gains)} over the other choice."
+        for held_out, gains in chosen.items()
+        if gains
+    ]
+
+
+def vit_different_section(
+    rows: list[dict[str, Any]], main: list[dict[str, Any]], augmentation: list[dict[str, Any]]
+) -> list[str]:
+    """The small ViTs' small_different rule (``VIT_DIFFERENT_RECORD``): partial fine-tuning against full fine-tuning
+    as the rule runs it now, beside scratch (the better of with and without augmentation, from the main and
+    augmentation records)."""
+    rows = [r for r in default_pooling_rows(rows) if _ok(r) and r["pair"] in PAIRS]
+    if not rows:
+        return []
+    lines = [
+        "### ViT small_different: full against partial",
+        "",
+        "The small ViTs' small_different rule was partial fine-tuning (the top half), measured against full "
+        "fine-tuning that augmented every image while partial trained on cached, unaugmented features; and on the "
+        "shapes drawn centred on noise, held out from the augmentation rule, partial fell 22 points under scratch. "
+        "Here both run in one session from the same sources (`--pairs <these> --plans partial,rule --lrs hftl "
+        "--seeds 0,1,2 --out bench/results/vit_small_different.jsonl`): `rule` is today's, full fine-tuning with "
+        "hftl's augmentation default. Scratch: the better of scratch with augmentation and without, where recorded "
+        "(the main and augmentation records).",
+        "",
+        "| pair | target | rule ran | partial (n) | rule (n) | rule - partial | scratch (n) | rule - scratch |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    gains: list[float] = []
+    for pair in [p for p in VIT_DIFFERENT_PAIRS if any(r["pair"] == p for r in rows)]:
+        (partial, n), (rule, m) = (
+            _mean_at(rows, pair, "partial", default_rate(pair, "partial")),
+            (_mean_at(rows, pair, "rule", "default")),
+        )
+        rate = default_rate(pair, "scratch")
+        scratches = [
+            _mean_at(record, pair, plan, rate)
+            for record, plan in (
+                (main, "scratch"),
+                (augmentation, "scratch"),
+                (augmentation, "scratch_noaug"),
+            )
+        ]
+        scratch, k = max((x for x in scratches if x[0] is not None), default=(None, 0))
+        ran = sorted(
+            {
+                f"{r.get('resolved_strategy')}, {'augmented' if r.get('augment') else 'not augmented'}"
+                for r in rows
+                if r["pair"] == pair and r["plan"] == "rule"
+            }
+        )
+        if partial is not None and rule is not None and min(n, m) >= 3:
+            gains.append(rule - partial)
+        lines.append(
+            f"| {pair} | {PAIRS[pair]['target']} | {', '.join(ran) or '-'} | {_shown(partial, n)} | "
+            f"{_shown(rule, m)} | {_gap(rule, partial)} | {_shown(scratch, k)} | {_gap(rule, scratch)} |"
+        )
+    if gains:
+        lines += [
+            "",
+            f"The rule against partial ({len(gains)} pairs with 3 seeds of both): ahead on "
+            f"{sum(g > 0.005 for g in gains)}, {_spread(gains)}.",
+        ]
+    for pair in dict.fromkeys(
+        r["pair"] for r in rows if r["plan"] == "full_noaug"
+    ):  # the rule's rate, a step lower
+        rates = {
+            lr: _mean_at(rows, pair, "full_noaug", lr)
+            for lr in sorted({r["lr"] for r in rows if r["pair"] == pair and r["plan"] == "full_noaug"})
+        }
+        lines += [
+            "",
+            f"{pair}, full fine-tuning without augmentation (the rule there) by rate (`--plans full_noaug --lrs "
+            f"{','.join(f'{lr:g}' for lr in rates)}`): "
+            + ", ".join(f"{_shown(*mean)} at {lr:g}" for lr, mean in rates.items())
+            + ".",
+        ]
+    return lines
+
+
+def _gap(a: float | None, b: float | None) -> str:
+    return f"{100 * (a - b):+.1f}" if a is not None and b is not None else "-"
 
 
 def augmentation_summary(effects: dict[str, list[float]], counted: str) -> list[str]:
     """One line per plan: what augmentation moved its accuracy by against the same runs without it (points)."""
-    lines = []
-    for plan, found in effects.items():
-        if found:
-            lines += [
-                "",
-                f"Augmentation on {plan} ({len(found)} {counted}): {100 * _mean(found):+.1f} points on average "
-                f"against the same runs without it ({100 * min(found):+.1f} to {100 * max(found):+.1f}), a gain on "
-                f"{sum(x > 0 for x in found)}.",
-            ]
-    return lines
+    return [
+        f"\nAugmentation on {plan} ({len(found)} {counted}): {_spread(found)} against the same runs without it, a "
+        f"gain on {sum(x > 0 for x in found)}."
+        for plan, found in effects.items()
+        if found
+    ]
+
+
+def _spread(found: list[float]) -> str:
+    """Differences in accuracy as points: their mean and range."""
+    return f"{100 * _mean(found):+.1f} points on average ({100 * min(found):+.1f} to {100 * max(found):+.1f})"
 
 
 def default_budget_section(
@@ -1635,7 +1849,9 @@ def default_budget_section(
         "Each small pair at the epochs a run without `--epochs` takes (`default_epochs` in "
         "`hftl/transfer/defaults.py`: 3, raised on small data to reach 40 optimizer steps), recorded in "
         "`bench/results/budget_sweep.jsonl`: the default rule against scratch at its default, 3 seeds, beside the "
-        'same at 3 epochs ("Short budget") and at the pair\'s own budget (the tables above).',
+        "same at 3 epochs (\"Short budget\") and at the pair's own budget (the tables above). The small ViTs' "
+        "small_different runs here (full fine-tuning) ran hftl's augmentation default, as the rule does "
+        "(`--hftl-augmentation`: off below 10 epochs and on registered images); every other image run augments.",
         "",
         "| pair | case | default plan | epochs (steps) | default (n) | scratch (n) | default - scratch | "
         "at 3 epochs | at its own budget |",
@@ -1980,6 +2196,7 @@ def report(
     sweep_rows: list[dict[str, Any]] | None = None,
     between_rows: list[dict[str, Any]] | None = None,
     augmentation_rows: list[dict[str, Any]] | None = None,
+    vit_different_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     all_rows, rows = rows, default_pooling_rows(rows)  # the tables below: what hftl's default pooling gives
     cells = summarize(rows, margin)
@@ -2064,6 +2281,8 @@ def report(
     lines += [""] + between if between else []
     augmentation = augmentation_section(augmentation_rows or [], rows)
     lines += [""] + augmentation if augmentation else []
+    vit_different = vit_different_section(vit_different_rows or [], rows, augmentation_rows or [])
+    lines += [""] + vit_different if vit_different else []
     lines += [""] + source_check_section(rows)
     lines += [""] + auto_tables(rows)
     lines += [""] + noise_table(rows)
@@ -2079,7 +2298,8 @@ DOC_HEAD = """# Calibration: every plan against scratch, on many source -> targe
 
 Written by `python bench/calibrate.py --report --write docs/calibration.md` from `bench/results/calibration.jsonl`
 (one JSON line per run; rerun or grow it with `python bench/calibrate.py --pairs ... --lrs ... --seeds ...`) and the
-records its later sections name (the short budget, the budget sweep, between the sizes, augmentation, the source check).
+records its later sections name (the short budget, the budget sweep, between the sizes, augmentation, the small ViTs'
+small_different rule, the source check).
 The defaults in `hftl/transfer/defaults.py` cite these tables; re-derive them for a new family by adding its pairs to
 `PAIRS`, running the grid (`--lrs grid --seeds 0`), then the best rates again (`--lrs best:2:1 --seeds 1,2`), and
 reading the candidate-defaults table: the rate within a point of the best on the most pairs, and the plan that wins
@@ -2088,8 +2308,8 @@ section; hftl's default on large data, and on small data until it trained to 40 
 budgets"), where a few optimizer steps favour higher rates: a default must hold at both budgets. The pairs between the
 sizes (`--pairs between-sizes`: 50 and 100 per class, one per case from every family) hold every rule out on sizes none
 was measured at, each run as a user's command runs it ("Between the sizes", last of the budget sections); what the
-image augmentation default costs or gains at the pairs' own budgets follows it ("Augmentation at the pairs' own
-budgets").
+image augmentation costs or gains at the pairs' own budgets, and what hftl's default chooses, follows it
+("Augmentation: hftl's default", with four pairs held out from that rule).
 Each run: `hftl.train` with an in-memory dataset, AdamW, linear schedule with 10% warmup, the pair's epochs, best
 validation accuracy (validation sets of 300-872 examples: one point is 3-9 examples). The image pairs are measured
 from two sources developed with hftl on Fashion-MNIST 0-4: the demo's small ResNet (pairs named by their target) and a
@@ -2192,13 +2412,29 @@ def record_refusal(args: argparse.Namespace, pairs: list[str]) -> str | None:
             f"--out {args.out}: that record holds the between-sizes pairs as a user's command runs them: "
             "--pairs between-sizes (or some of them) with --lrs default and no --epochs"
         )
+    held_out = {pair for pair in pairs if PAIRS[pair].get("budget") == "augmentation"}
+    allowed = {"full_noaug", "scratch_noaug", "rule"} | (
+        {"full", "scratch"} if held_out == set(pairs) else set()
+    )
     if out == AUGMENTATION_RECORD.resolve() and (
-        mid or args.epochs is not None or args.lrs != "hftl" or len(noaug) < len(plans)
+        mid or args.epochs is not None or args.lrs != "hftl" or not set(plans) <= allowed
     ):
         return (
-            f"--out {args.out}: that record holds image pairs at their own budgets without augmentation: "
-            "--plans full_noaug,scratch_noaug --lrs hftl (no --epochs, no between-sizes pairs)"
+            f"--out {args.out}: that record holds image pairs at their own budgets without augmentation and as "
+            "the rule runs them (--plans full_noaug,scratch_noaug,rule --lrs hftl, no --epochs, no between-sizes "
+            "pairs), and the augmentation pairs with it too (--pairs augmentation --plans full,full_noaug,rule)"
         )
+    if "rule" in plans and out in budget_records and set(pairs) - mid:
+        return (
+            f"--plans rule: at the pairs' own budgets it goes to --out {AUGMENTATION_RECORD.relative_to(REPO)} (the "
+            "main and budget records' tables read every plan in them as a candidate default)"
+        )
+    if (
+        held_out
+        and out != AUGMENTATION_RECORD.resolve()
+        and out in budget_records | {BETWEEN_SIZES_RECORD.resolve()}
+    ):
+        return f"{sorted(held_out)} are held out from the augmentation rule: write them to --out {AUGMENTATION_RECORD.relative_to(REPO)}"
     if noaug and out in budget_records:
         return (
             f"--plans {','.join(noaug)}: write them to --out {AUGMENTATION_RECORD.relative_to(REPO)} (the main "
@@ -2263,6 +2499,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--budget-minutes", type=float, default=110.0, help="launch no new run after this")
     parser.add_argument("--retry-errors", action="store_true", help="rerun rows recorded with an error")
+    parser.add_argument(
+        "--hftl-augmentation",
+        action="store_true",
+        help="image plans augment as hftl decides (the row's 'augment' says how), not always as the records began",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dry-run", action="store_true", help="list the runs that would be launched")
     parser.add_argument("--report", action="store_true", help="print the tables from --out and exit")
@@ -2281,6 +2522,7 @@ def main(argv: list[str] | None = None) -> int:
             load_rows(args.budget_sweep_record),
             load_rows(BETWEEN_SIZES_RECORD),
             load_rows(AUGMENTATION_RECORD),
+            load_rows(VIT_DIFFERENT_RECORD),
         )
         print(text)
         if args.write:
@@ -2320,8 +2562,11 @@ def main(argv: list[str] | None = None) -> int:
                 or (p in FAMILY_PLANS[family] and p != "partial")
                 or (family in IMAGE_FAMILIES and (p == "partial" or p.endswith("_noaug")))
             ]
-        # the image plans without augmentation run where asked for by name
-        named = allowed + ([p for p in PLANS if p.endswith("_noaug")] if family in IMAGE_FAMILIES else [])
+        # the image plans without augmentation, and the rule at the image pairs' own budgets (what hftl's
+        # augmentation default chose there), run where asked for by name
+        named = allowed + (
+            [p for p in PLANS if p.endswith("_noaug")] + ["rule"] if family in IMAGE_FAMILIES else []
+        )
         plans = allowed if args.plans == "all" else [p for p in args.plans.split(",") if p in named]
         pooling = pooling_for(pair, args.pooling)
         same_pooling = [r for r in rows if pooling_of(r) == pooling]
