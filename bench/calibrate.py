@@ -1734,7 +1734,7 @@ def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]])
     lines += augmentation_summary(effects, "pairs with 3 seeds of both")
     return lines + [
         f"\nhftl's default on full fine-tuning, {'held-out' if held_out else 'calibration'} pairs: the better choice "
-        f"on {sum(g >= 0 for g in gains)} of {len(gains)}, {_spread(gains)} over the other choice."
+        f"or level on {sum(g >= 0 for g in gains)} of {len(gains)}, {_spread(gains)} over the other choice."
         for held_out, gains in chosen.items()
         if gains
     ]

@@ -212,25 +212,26 @@ def claim_output_dir(config: RunConfig, accelerator: Accelerator) -> RunLock | N
 
 
 def resumed_augment(config: RunConfig) -> bool | None:
-    """Whether the run a ``--resume`` without ``--augment``/``--no-augment`` continues augmented (its
-    ``run_config.yaml``): its checkpoints were trained that way, whatever the rule would choose at other epochs; None
-    when there is nothing to read (the rule then decides, as for a new run)."""
-    if config.augment is not None or not config.resume:
-        return None
-    try:
-        augment = read_run_settings(config.output_dir).get("augment")
-    except HftlError:  # no run_config.yaml yet, or a damaged one
-        return None
+    """Whether the run a ``--resume`` without ``--augment``/``--no-augment`` continues augmented: its checkpoints
+    were trained that way, whatever the rule would choose at other epochs; None when there is nothing to read (the
+    rule then decides, as for a new run)."""
+    augment = _resumed_setting(config, "augment")
     return augment if isinstance(augment, bool) else None
 
 
 def resumed_epochs(config: RunConfig) -> int | None:
-    """The epochs of the run a ``--resume`` without ``--epochs`` continues (its ``run_config.yaml``; None when there
-    is none to read, or it is damaged: the default then applies, as for a new run)."""
-    if config.epochs is not None or not config.resume:
+    """The epochs of the run a ``--resume`` without ``--epochs`` continues (None when there is none to read, or it
+    is damaged: the default then applies, as for a new run)."""
+    epochs = _resumed_setting(config, "epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
+
+
+def _resumed_setting(config: RunConfig, name: str) -> Any:
+    """A setting the command line left out, as the run a ``--resume`` continues had it (its ``run_config.yaml``);
+    None when it was given, there is no resume, or no readable file."""
+    if getattr(config, name) is not None or not config.resume:
         return None
     try:
-        epochs = read_run_settings(config.output_dir).get("epochs")
+        return read_run_settings(config.output_dir).get(name)
     except HftlError:  # no run_config.yaml yet, or a damaged one
         return None
-    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
