@@ -1061,9 +1061,7 @@ def run_one(
     epochs = args.epochs or spec["epochs"]  # None: hftl's default budget
     if plan == "rule":
         settings = {"case": case_of(pair)}
-    elif (
-        spec["family"] in IMAGE_FAMILIES and plan != "auto" and not getattr(args, "hftl_augmentation", False)
-    ):
+    elif spec["family"] in IMAGE_FAMILIES and plan != "auto" and not args.hftl_augmentation:
         # every recorded image plan augments unless named _noaug (hftl's default when the records began); a user's
         # command (rule, auto) gets hftl's own choice (hftl/data/augmentation.py)
         settings.setdefault("augment", True)
@@ -1629,8 +1627,7 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
             if min(n, m) >= 3:
                 augmented[plan].append(with_ - without)
         # on images scratch is measured with augmentation and without it: the rule is held to the better of them
-        if means["scratch_noaug"][0] is not None and means["scratch_noaug"][0] > (means["scratch"][0] or 0.0):
-            means["scratch"] = means["scratch_noaug"]
+        means["scratch"] = _better(means["scratch"], means["scratch_noaug"])
         scratch = means["scratch"][0]
 
         def gap(plan: str, scratch: float | None = scratch, means: dict = means) -> str:
@@ -1700,10 +1697,8 @@ def augmentation_section(rows: list[dict[str, Any]], main: list[dict[str, Any]])
         "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     effects: dict[str, list[float]] = {"full": [], "scratch": []}
-    chosen: dict[bool, list[float]] = {
-        True: [],
-        False: [],
-    }  # held out: the default's gain over the other choice
+    # on full fine-tuning, what the default's choice gained over the other one: calibration pairs (False), held out
+    chosen: dict[bool, list[float]] = {True: [], False: []}
     for pair in [p for p in PAIRS if any(r["pair"] == p for r in rows)]:
         held_out = PAIRS[pair].get("budget") == "augmentation"
         cells = []
@@ -1765,20 +1760,14 @@ def vit_different_section(
     ]
     gains: list[float] = []
     for pair in [p for p in VIT_DIFFERENT_PAIRS if any(r["pair"] == p for r in rows)]:
-        (partial, n), (rule, m) = (
-            _mean_at(rows, pair, "partial", default_rate(pair, "partial")),
-            (_mean_at(rows, pair, "rule", "default")),
-        )
+        partial, n = _mean_at(rows, pair, "partial", default_rate(pair, "partial"))
+        rule, m = _mean_at(rows, pair, "rule", "default")
         rate = default_rate(pair, "scratch")
-        scratches = [
-            _mean_at(record, pair, plan, rate)
-            for record, plan in (
-                (main, "scratch"),
-                (augmentation, "scratch"),
-                (augmentation, "scratch_noaug"),
-            )
-        ]
-        scratch, k = max((x for x in scratches if x[0] is not None), default=(None, 0))
+        scratch, k = _better(
+            _mean_at(main, pair, "scratch", rate),
+            _mean_at(augmentation, pair, "scratch", rate),
+            _mean_at(augmentation, pair, "scratch_noaug", rate),
+        )
         ran = sorted(
             {
                 f"{r.get('resolved_strategy')}, {'augmented' if r.get('augment') else 'not augmented'}"
@@ -1798,13 +1787,10 @@ def vit_different_section(
             f"The rule against partial ({len(gains)} pairs with 3 seeds of both): ahead on "
             f"{sum(g > 0.005 for g in gains)}, {_spread(gains)}.",
         ]
-    for pair in dict.fromkeys(
-        r["pair"] for r in rows if r["plan"] == "full_noaug"
-    ):  # the rule's rate, a step lower
-        rates = {
-            lr: _mean_at(rows, pair, "full_noaug", lr)
-            for lr in sorted({r["lr"] for r in rows if r["pair"] == pair and r["plan"] == "full_noaug"})
-        }
+    # the rule's rate against a step lower, where it was measured
+    for pair in dict.fromkeys(r["pair"] for r in rows if r["plan"] == "full_noaug"):
+        measured = sorted({r["lr"] for r in rows if r["pair"] == pair and r["plan"] == "full_noaug"})
+        rates = {lr: _mean_at(rows, pair, "full_noaug", lr) for lr in measured}
         lines += [
             "",
             f"{pair}, full fine-tuning without augmentation (the rule there) by rate (`--plans full_noaug --lrs "
@@ -1813,6 +1799,11 @@ def vit_different_section(
             + ".",
         ]
     return lines
+
+
+def _better(*means: tuple[float | None, int]) -> tuple[float | None, int]:
+    """The best of some ``_mean_at`` results (mean, runs), the first on a tie; (None, 0) where none ran."""
+    return max((mean for mean in means if mean[0] is not None), key=lambda mean: mean[0], default=(None, 0))
 
 
 def _gap(a: float | None, b: float | None) -> str:
@@ -2429,12 +2420,11 @@ def record_refusal(args: argparse.Namespace, pairs: list[str]) -> str | None:
             f"--plans rule: at the pairs' own budgets it goes to --out {AUGMENTATION_RECORD.relative_to(REPO)} (the "
             "main and budget records' tables read every plan in them as a candidate default)"
         )
-    if (
-        held_out
-        and out != AUGMENTATION_RECORD.resolve()
-        and out in budget_records | {BETWEEN_SIZES_RECORD.resolve()}
-    ):
-        return f"{sorted(held_out)} are held out from the augmentation rule: write them to --out {AUGMENTATION_RECORD.relative_to(REPO)}"
+    if held_out and out in budget_records | {BETWEEN_SIZES_RECORD.resolve()}:
+        return (
+            f"{sorted(held_out)} are held out from the augmentation rule: write them to --out "
+            f"{AUGMENTATION_RECORD.relative_to(REPO)}"
+        )
     if noaug and out in budget_records:
         return (
             f"--plans {','.join(noaug)}: write them to --out {AUGMENTATION_RECORD.relative_to(REPO)} (the main "

@@ -4,8 +4,8 @@ transformers' ``HfArgumentParser`` does the same job, but importing it loads tra
 on a busy machine) just to print ``--help``. This builder reads the same ``field(metadata={"help": ...})`` and keeps
 HfArgumentParser's flags: ``--name`` and ``--name-with-dashes``/``--name_with_underscores``, ``--flag`` / ``--flag
 false`` for booleans, ``--no-flag`` for booleans that default to on or that the run decides, choices for
-``Literal`` fields and one or more values for lists. Defaults are shown in the help, never injected: a parse returns only what was typed, so the lower
-layers (YAML file, task card) can fill the rest.
+``Literal`` fields and one or more values for lists. Defaults are shown in the help, never injected: a parse returns
+only what was typed, so the lower layers (YAML file, task card) can fill the rest.
 """
 
 from __future__ import annotations
