@@ -197,9 +197,10 @@ def test_small_vit_defaults_follow_the_calibration_and_say_why(model_dirs):
     different, _, _ = plan_for("vit", model_dirs, "small_different")  # full: "ViT small_different" in the doc
     assert different.strategy == "full" and not different.truncated and different.lr == 3e-3
     assert set(actions(different, "layer")) == {"trained"} and "small ViTs" in different.reasons[0]
-    assert (
-        meta_plan(vit_of_width(132), "image", "small_different").strategy == "partial"
-    )  # the 192-wide table
+    # the 192-wide table: full fine-tuning at a third of the small-ViT rate ("ViT small_different" too)
+    wider_different = meta_plan(vit_of_width(132), "image", "small_different")
+    assert wider_different.strategy == "full" and not wider_different.truncated and wider_different.lr == 1e-3
+    assert "192-wide ViT" in wider_different.reasons[0]
     assert plan_for("vit", model_dirs, "large_similar")[0].lr == 3e-3
     assert plan_for("vit", model_dirs, "small_similar", strategy="head")[0].lr == 9e-2
     assert plan_for("vit", model_dirs, "large_similar", strategy="lora")[0].lr == 1e-2
