@@ -559,6 +559,10 @@ PAIRS: dict[str, dict[str, Any]] = {
         for family in ("vit192", "vit12")
         for name in ("fashion59-20", "digits-20", "fashion59-600", "shapes-400")  # one pair per case
     },
+    # the 192-wide ViT's small_different case on the other small targets (added when full fine-tuning replaced partial
+    # there, as on the small ViTs: VIT_DIFFERENT_RECORD)
+    "vit192-shapes-20": _pair("vit192", FASHION04, *IMAGE_TARGETS["shapes-20"], held_out=True),
+    "vit192-antsbees-20": _pair("vit192", FASHION04, *PHOTO_TARGETS["antsbees-20"], held_out=True),
     # text: MiniLM-L6
     # (one CPU thread: a MiniLM step costs ~25 ms per training sentence and ~8 ms per validation sentence, so the
     # sizes and epochs keep a full fine-tuning run near 40-60 s; SST-2's 872 validation sentences dominate at 16/class)
@@ -1407,7 +1411,8 @@ def scratch_default(pair: str) -> float:
 
 
 def _at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) -> list[dict[str, Any]]:
-    """The good runs of ``plan`` on ``pair`` at ``lr`` (a rate, or a named one such as "default")."""
+    """The good runs of ``plan`` on ``pair`` at ``lr`` (a rate, or a named one such as "default"); of ``--case
+    auto``, those whose trials ran as today's (``today_auto``)."""
     return [
         r
         for r in rows
@@ -1415,7 +1420,20 @@ def _at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) -> li
         and r["pair"] == pair
         and r["plan"] == plan
         and (r["lr"] == lr if isinstance(lr, str) or isinstance(r["lr"], str) else math.isclose(r["lr"], lr))
+        and (plan != "auto" or today_auto(r))
     ]
+
+
+def _at_any_rule(rows: list[dict[str, Any]], pair: str) -> list[dict[str, Any]]:
+    """The good ``--case auto`` runs on ``pair`` whatever their tie rule."""
+    return [r for r in rows if _ok(r) and r["pair"] == pair and r["plan"] == "auto" and r["lr"] == "default"]
+
+
+def today_auto(row: dict[str, Any]) -> bool:
+    """Whether an auto row's trials ran in today's tie order: any rule's on text and large data, only today's on
+    small image data (full fine-tuning first there since ``SMALL_PARTIAL_RULE``)."""
+    small_image = PAIRS[row["pair"]]["family"] in IMAGE_FAMILIES and case_of(row["pair"]).startswith("small")
+    return not small_image or rule_of(row) == ADVISOR_RULE
 
 
 def _mean_at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) -> tuple[float | None, int]:
@@ -1472,8 +1490,9 @@ BUDGET_SWEEP_RECORD = REPO / "bench" / "results" / "budget_sweep.jsonl"
 BETWEEN_SIZES_RECORD = REPO / "bench" / "results" / "between_sizes.jsonl"
 # the image pairs at their own budgets without augmentation (the *_noaug plans; the augmented runs are the main record's)
 AUGMENTATION_RECORD = REPO / "bench" / "results" / "augmentation.jsonl"
-# the small ViTs' small_different pairs at their own budgets, partial fine-tuning (the rule before) against the rule
-# (full fine-tuning with hftl's augmentation default), run in one session from the same sources
+# the ViTs' small_different pairs at their own budgets, partial fine-tuning (the rule before) against the rule (full
+# fine-tuning with hftl's augmentation default) and --case auto, run in one session from the same sources (the 192-wide
+# ViT's in another, with its scratch without augmentation)
 VIT_DIFFERENT_RECORD = REPO / "bench" / "results" / "vit_small_different.jsonl"
 VIT_DIFFERENT_PAIRS = [
     "vit-digits-20",
@@ -1486,6 +1505,9 @@ VIT_DIFFERENT_PAIRS = [
     "vit59-antsbees-20",
     "vit-shapes-centred-20",
     "vit-fashion59-placed-20",
+    "vit192-digits-20",
+    "vit192-shapes-20",
+    "vit192-antsbees-20",
 ]
 
 
@@ -1645,7 +1667,7 @@ def between_sizes_section(rows: list[dict[str, Any]]) -> list[str]:
                 if r["plan"] == "rule"
             }
         )
-        picks = Counter(r.get("auto_pick") for r in mine if r["plan"] == "auto")
+        picks = Counter(r.get("auto_pick") for r in _at(mine, pair, "auto", "default"))
         rule_row = next((r for r in mine if r["plan"] == "rule"), mine[0])
         lines.append(
             f"| {pair} | {case_of(pair)} | {', '.join(ran) or '-'} | {rule_row['epochs']} ({_steps(rule_row)}) | "
@@ -1752,13 +1774,18 @@ def vit_different_section(
         "shapes drawn centred on noise, held out from the augmentation rule, partial fell 22 points under scratch. "
         "Here both run in one session from the same sources (`--pairs <these> --plans partial,rule --lrs hftl "
         "--seeds 0,1,2 --out bench/results/vit_small_different.jsonl`): `rule` is today's, full fine-tuning with "
-        "hftl's augmentation default. Scratch: the better of scratch with augmentation and without, where recorded "
-        "(the main and augmentation records).",
+        "hftl's augmentation default; `--case auto` (`--plans auto --lrs default`) ran with them from the same "
+        "sources, with today's tie order (full fine-tuning first on images) and before it (partial first on small "
+        "data, run in this record; today's order on the pairs the main record shares is run there). Scratch: the "
+        "better of scratch with augmentation and without, where recorded (the main and augmentation records; for the "
+        "192-wide ViT's pairs, without augmentation in this one).",
         "",
-        "| pair | target | rule ran | partial (n) | rule (n) | rule - partial | scratch (n) | rule - scratch |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| pair | target | rule ran | partial (n) | rule (n) | rule - partial | --case auto (n) | auto - rule | "
+        "auto picked | auto, partial first (n) | its picks | scratch (n) | rule - scratch |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: |",
     ]
     gains: list[float] = []
+    auto_gaps: dict[str, list[float]] = {"today": [], "before": []}
     for pair in [p for p in VIT_DIFFERENT_PAIRS if any(r["pair"] == p for r in rows)]:
         partial, n = _mean_at(rows, pair, "partial", default_rate(pair, "partial"))
         rule, m = _mean_at(rows, pair, "rule", "default")
@@ -1767,6 +1794,7 @@ def vit_different_section(
             _mean_at(main, pair, "scratch", rate),
             _mean_at(augmentation, pair, "scratch", rate),
             _mean_at(augmentation, pair, "scratch_noaug", rate),
+            _mean_at(rows, pair, "scratch_noaug", rate),
         )
         ran = sorted(
             {
@@ -1775,11 +1803,30 @@ def vit_different_section(
                 if r["pair"] == pair and r["plan"] == "rule"
             }
         )
+        autos = {
+            "today": _at(rows + main, pair, "auto", "default"),
+            "before": [r for r in _at_any_rule(rows, pair) if rule_of(r) == SMALL_PARTIAL_RULE],
+        }
+        cells = []
+        for when, found in autos.items():
+            auto = _mean([r["best_accuracy"] for r in found]) if found else None
+            if auto is not None and rule is not None and min(len(found), m) >= 3:
+                auto_gaps[when].append(auto - rule)
+            picks = Counter(r.get("auto_pick") for r in found)
+            cells.append(
+                (
+                    _shown(auto, len(found)),
+                    _gap(auto, rule),
+                    ", ".join(f"{k} {v}" for k, v in picks.most_common()),
+                )
+            )
         if partial is not None and rule is not None and min(n, m) >= 3:
             gains.append(rule - partial)
+        (today, gap, picked), (before, _, before_picked) = cells
         lines.append(
             f"| {pair} | {PAIRS[pair]['target']} | {', '.join(ran) or '-'} | {_shown(partial, n)} | "
-            f"{_shown(rule, m)} | {_gap(rule, partial)} | {_shown(scratch, k)} | {_gap(rule, scratch)} |"
+            f"{_shown(rule, m)} | {_gap(rule, partial)} | {today} | {gap} | {picked or '-'} | {before} | "
+            f"{before_picked or '-'} | {_shown(scratch, k)} | {_gap(rule, scratch)} |"
         )
     if gains:
         lines += [
@@ -1787,6 +1834,17 @@ def vit_different_section(
             f"The rule against partial ({len(gains)} pairs with 3 seeds of both): ahead on "
             f"{sum(g > 0.005 for g in gains)}, {_spread(gains)}.",
         ]
+    for when, name in (
+        ("today", "`--case auto`"),
+        ("before", "`--case auto` with partial fine-tuning first"),
+    ):
+        found = auto_gaps[when]
+        if found:
+            lines += [
+                "",
+                f"{name} against the rule ({len(found)} pairs with 3 seeds of both): within a point or ahead on "
+                f"{sum(g >= -0.01 for g in found)}, {_spread(found)}.",
+            ]
     # the rule's rate against a step lower, where it was measured
     for pair in dict.fromkeys(r["pair"] for r in rows if r["plan"] == "full_noaug"):
         measured = sorted({r["lr"] for r in rows if r["pair"] == pair and r["plan"] == "full_noaug"})
@@ -1886,11 +1944,13 @@ def default_budget_section(
 
 
 # the advisor's tie rule the auto rows are measured with (hftl/advisor/trials.py): rows keep theirs, so rules compare
-ADVISOR_RULE = (
+ADVISOR_RULE = "seed noise, 1 SE, three kept, full first on large data and images, no trials where the source check fires"
+SMALL_PARTIAL_RULE = (
     "seed noise, 1 SE, three kept, full first on large data, no trials where the source check fires"
 )
 SIZE_RULE = "seed noise, 1 SE, three kept, source check, full first on large data"
 EARLIER_RULES = {
+    SMALL_PARTIAL_RULE: "the same trials with partial fine-tuning first on small image data",
     SIZE_RULE: "the same, but trials where the source check fires too, with scratch first in their tie order",
     "seed noise, 1 SE, three kept, source check": "the same trials with partial fine-tuning first on every size",
     "seed noise, 1 SE, three kept": "the same trials without the source check: scratch always last in the tie order",
@@ -1905,7 +1965,8 @@ PRE_CHECK_RULE = "seed noise, 1 SE, three kept"
 CANDIDATE_ORDER = ("partial", "full", "head", "lora", "scratch")  # the small-data order, every rule's base
 # a rule's table carries the rows of the rules before it on the pairs where their trials ran in the same tie order
 CARRIED_FROM = {
-    ADVISOR_RULE: (SIZE_RULE, SOURCE_CHECK_RULE, PRE_CHECK_RULE),
+    ADVISOR_RULE: (SMALL_PARTIAL_RULE, SIZE_RULE, SOURCE_CHECK_RULE, PRE_CHECK_RULE),
+    SMALL_PARTIAL_RULE: (SIZE_RULE, SOURCE_CHECK_RULE, PRE_CHECK_RULE),
     SIZE_RULE: (SOURCE_CHECK_RULE, PRE_CHECK_RULE),
     SOURCE_CHECK_RULE: (PRE_CHECK_RULE,),
 }
@@ -1919,11 +1980,14 @@ def tie_order(pair: str, rule: str, checks: dict[str, dict[str, Any]]) -> tuple[
     if rule != PRE_CHECK_RULE and pair not in checks:
         return None
     fired = rule != PRE_CHECK_RULE and worse_than_random(pair, checks)
-    if fired and rule == ADVISOR_RULE:
+    if fired and rule in (ADVISOR_RULE, SMALL_PARTIAL_RULE):
         return ("scratch, no trials",)
     vectors = HFTL_FAMILY[PAIRS[pair]["family"]] == "word-vectors"
     order = ["full", "head", "scratch"] if vectors else list(CANDIDATE_ORDER)
-    if rule in (ADVISOR_RULE, SIZE_RULE) and case_of(pair).startswith("large"):
+    image = PAIRS[pair]["family"] in IMAGE_FAMILIES
+    if rule in (ADVISOR_RULE, SMALL_PARTIAL_RULE, SIZE_RULE) and case_of(pair).startswith("large"):
+        order.sort(key=lambda name: name != "full")
+    if rule == ADVISOR_RULE and image:
         order.sort(key=lambda name: name != "full")
     if fired:
         order.sort(key=lambda name: name != "scratch")
@@ -2352,9 +2416,10 @@ the full run that followed in the same process (which reuses what the trials loa
 Each auto row records the advisor's tie rule: today's table comes first, those of the rules it replaced after it
 (the evidence for the change), and the trial-noise table, pooled over every rule's seeds, is where the trials'
 `SEED_VARIANCE` comes from. A rule's table carries an earlier rule's rows only on the pairs where their trials ran in
-the same tie order (small pairs and word vectors where the source check does not fire); the large pairs and the
+the same tie order (small text pairs and word vectors where the source check does not fire); the large pairs and the
 pairs where the check fires were measured again, on sources rebuilt by the same recipe (own-task accuracy within 0.7
-points of the recorded ones), as were the held-out imdb pairs. Today's rule's rows on the ResNet and word-vector pairs
+points of the recorded ones), as were the held-out imdb pairs, and the small image pairs when full fine-tuning came
+first in their tie order (every other report section reads only today's rule's auto rows there: `today_auto`). Today's rule's rows on the ResNet and word-vector pairs
 were measured again when partial fine-tuning of a ResNet moved to 1e-2 and word-vector fine-tuning to 3e-2; the
 earlier rules' rows there ran at the rates before (1e-3, 1e-2): evidence for the tie rules, not for today's rates.
 The auto rows were measured with two or three calibration processes sharing the 2 vCPUs (one thread each, a load

@@ -248,7 +248,8 @@ def test_every_recorded_case_auto_run_skipped_its_trials_exactly_where_todays_ch
         if repeats == PROBE_REPEATS
         for seed, row in by_seed.items()
     }
-    runs = [r for r in rows if r["plan"] == "auto" and r.get("advisor_rule") == calibrate.ADVISOR_RULE]
+    skipping = (calibrate.ADVISOR_RULE, calibrate.SMALL_PARTIAL_RULE)  # the rules that skip the trials there
+    runs = [r for r in rows if r["plan"] == "auto" and r.get("advisor_rule") in skipping]
     checked = [
         r for r in runs if calibrate.HFTL_FAMILY[calibrate.PAIRS[r["pair"]]["family"]] != "word-vectors"
     ]
@@ -283,7 +284,9 @@ def test_a_vit_three_times_as_wide_needs_a_third_of_the_small_vit_rates(rows):
     scratch on every pair, where the generic table, which the model got before, lost to scratch on three of four."""
     from hftl.transfer.defaults import MID_VIT, SMALL_VIT
 
-    pairs = calibrate.PAIR_GROUPS["vit192"]
+    # one pair per case (the group's other small_different pairs came with the full fine-tuning rule: its own test)
+    pairs = ["vit192-fashion59-20", "vit192-digits-20", "vit192-fashion59-600", "vit192-shapes-400"]
+    assert set(pairs) < set(calibrate.PAIR_GROUPS["vit192"])
     assert {calibrate.case_of(p) for p in pairs} == ALL_CASES
     assert all(
         MID_VIT.covers(calibrate._config_of(p)) and not SMALL_VIT.covers(calibrate._config_of(p))
@@ -325,9 +328,8 @@ def test_the_small_vit_rates_hold_on_a_vit_three_times_as_deep(rows, autos):
     """The 64-wide ViT with 12 layers (ViT-B's depth), developed the same way and held out: the small-ViT table
     covers it (no depth limit), its default rule beats scratch at both rates on every pair (+1.2 to +45.6 points),
     and a step lower (1e-3, MID_VIT's) is no better; ``--case auto`` on its small pairs is never behind the default
-    rule's recorded rows (LoRA on Fashion 5-9, 76.2% against partial's 68.9%; partial on digits, 78.5% against full
-    fine-tuning's augmented 71.8%, but 10.8 points under the rule as it runs there, without augmentation: its short
-    trials favour partial) (docs/calibration.md, vit12)."""
+    rule's recorded rows (72.9% on Fashion 5-9 against partial's 68.9%; 88.1% on digits against full fine-tuning's
+    augmented 71.8%, 1.1 under the rule as it runs there, without augmentation) (docs/calibration.md, vit12)."""
     from hftl.transfer.defaults import MID_VIT, SMALL_VIT, measured_for
 
     pairs = calibrate.PAIR_GROUPS["vit12"]
@@ -378,7 +380,13 @@ HELD_OUT = {
         for p in OWN_BUDGET
         if calibrate.PAIRS[p]["source"] == "fashion5-9" and calibrate.PAIRS[p]["target"] != "ants-bees"
     ],
-    "photos": [p for p in OWN_BUDGET if calibrate.PAIRS[p]["target"] == "ants-bees"],
+    # from the four sources of the photo pairs (the 192-wide ViT's photos are measured with its small_different rule,
+    # in VIT_DIFFERENT_RECORD)
+    "photos": [
+        p
+        for p in OWN_BUDGET
+        if calibrate.PAIRS[p]["target"] == "ants-bees" and calibrate.PAIRS[p]["family"] != "vit192"
+    ],
 }
 
 
@@ -587,7 +595,9 @@ def test_the_small_vits_small_different_rule_is_full_fine_tuning(rows):
     cached features, and it fell 22 points under scratch on the centred shapes held out from the augmentation rule.
     Run in one session from the same sources, the rule now (full fine-tuning with hftl's augmentation default) beats
     partial on all ten pairs (by 4.5-14.7 points on every digits and shapes pair from four ViTs, by 43.7 and 5.9 on
-    the two held-out targets, 0.7 and 3.3 on the photos) and scratch on every one."""
+    the two held-out targets, 0.7 and 3.3 on the photos) and scratch on every one; and on the 192-wide ViT, whose
+    rule it became after, on digits, shapes and photos (by 8.2, 19.9 and 5.7 points; scratch without augmentation
+    reached 86.1% on its digits, 2.9 over partial and 5.3 under the rule)."""
     from hftl.data.augmentation import MIN_EPOCHS
 
     recorded = calibrate.load_rows(calibrate.VIT_DIFFERENT_RECORD)
@@ -605,9 +615,43 @@ def test_the_small_vits_small_different_rule_is_full_fine_tuning(rows):
         partial, m = calibrate._mean_at(recorded, pair, "partial", calibrate.default_rate(pair, "partial"))
         assert n == m == 3 and rule > partial + (0.005 if "antsbees" in pair else 0.04), pair
         rate = calibrate.scratch_default(pair)
-        scratches = [(rows, "scratch"), (augmentation, "scratch"), (augmentation, "scratch_noaug")]
+        scratches = [
+            (rows, "scratch"),
+            (augmentation, "scratch"),
+            (augmentation, "scratch_noaug"),
+            (recorded, "scratch_noaug"),
+        ]
         scratch = max(calibrate._mean_at(record, pair, plan, rate)[0] or 0.0 for record, plan in scratches)
         assert rule > scratch + 0.03, pair
+
+
+def test_case_auto_follows_the_vit_small_different_rule_with_full_fine_tuning_first_on_images(rows):
+    """docs/calibration.md "ViT small_different: full against partial": on those 12 pairs (one session, the same
+    sources) the trials tie more often than not; with partial fine-tuning first in the tie order ``--case auto`` was
+    1.4 points under the rule on average (5.8 at worst, within a point on 5), with full fine-tuning first (today's
+    order on images) 0.2 over (1.2 under at worst, within a point on 10)."""
+    recorded = calibrate.load_rows(calibrate.VIT_DIFFERENT_RECORD)
+    gaps: dict[str, list[float]] = {calibrate.ADVISOR_RULE: [], calibrate.SMALL_PARTIAL_RULE: []}
+    for pair in calibrate.VIT_DIFFERENT_PAIRS:
+        rule, n = calibrate._mean_at(recorded, pair, "rule", "default")
+        for tie_rule, found in gaps.items():
+            autos = [
+                r["best_accuracy"]
+                for r in recorded + rows
+                if r["pair"] == pair
+                and r["plan"] == "auto"
+                and calibrate.rule_of(r) == tie_rule
+                # the partial-first rows of this session are this record's (the main record's are older)
+                and (tie_rule == calibrate.ADVISOR_RULE or r in recorded)
+            ]
+            if autos:
+                assert n == len(autos) == 3, (pair, tie_rule)
+                found.append(sum(autos) / 3 - rule)
+    today, before = gaps[calibrate.ADVISOR_RULE], gaps[calibrate.SMALL_PARTIAL_RULE]
+    assert len(today) == len(before) == 12
+    assert sum(g >= -0.01 for g in today) == 10 and min(today) > -0.015 and sum(today) > 0
+    assert sum(g >= -0.01 for g in before) == 5 and min(before) < -0.05
+    assert sum(today) / 12 > sum(before) / 12 + 0.01
 
 
 def test_case_auto_is_never_behind_the_default_rule_on_a_held_out_pair(rows, autos):
@@ -617,17 +661,15 @@ def test_case_auto_is_never_behind_the_default_rule_on_a_held_out_pair(rows, aut
     points ahead of full fine-tuning, which overtook it only late, 84.8% against 87.4%; docs/calibration.md.) One
     exception, since partial fine-tuning of a ResNet runs at 1e-2: on resnet59-shapes-20 its nine-epoch trial tied
     full fine-tuning's at one seed of three (89.0% against 90.0%) and the small-data tie order took it (91.8% where
-    full reached 96.9%), 2.0 points under the default on average. And on vit59-digits-20, where the small ViTs'
-    small_different rule became full fine-tuning, those short trials keep picking partial: 2.6 points under it."""
+    full reached 96.9%), 2.0 points under the default on average; with full fine-tuning first in the tie order on
+    images it is level (0.2 under)."""
     held_out = (
         pair for group, pairs in HELD_OUT.items() if group not in ("photos", "electra") for pair in pairs
     )
     for pair in held_out:
         auto, plans = auto_and_plans(rows, autos, pair)
         rule, _ = calibrate.default_rule(pair)
-        assert auto >= plans[rule] - {"resnet59-shapes-20": 0.021, "vit59-digits-20": 0.027}.get(
-            pair, 0.01
-        ), pair
+        assert auto >= plans[rule] - 0.01, pair
         if max(plans.values()) > plans["scratch"] + 0.02:
             assert auto > plans["scratch"] + 0.02, pair
 
@@ -733,7 +775,7 @@ def test_the_budget_sweep_record_takes_runs_between_the_budgets_and_resumes_per_
         torch.set_num_threads(threads)
 
 
-def test_at_the_default_budget_the_default_rule_is_level_with_scratch_or_ahead_on_44_of_48_small_pairs(rows):
+def test_at_the_default_budget_the_default_rule_is_level_with_scratch_or_ahead_on_46_of_50_small_pairs(rows):
     """Each small pair at the epochs a run without --epochs takes (3, raised to 40 optimizer steps): the rule is
     behind scratch only on the two digits pairs (0.4, 1.7 points), the photos from the ResNet developed on Fashion
     5-9 (3.9) and the weak ELECTRA on imdb (2.6, as at its own budget); at 3 epochs it was behind on 7 of the 29
@@ -757,7 +799,7 @@ def test_at_the_default_budget_the_default_rule_is_level_with_scratch_or_ahead_o
             [r for r in sweep if r["pair"] == pair and r["epochs"] == epochs], pair
         )
     behind = {pair: round(100 * lead, 1) for pair, lead in leads.items() if lead < -0.0005}
-    assert len(leads) == 48
+    assert len(leads) == 50
     assert behind == {
         "digits-20": -0.4,
         "resnet59-digits-20": -1.7,

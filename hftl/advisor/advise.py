@@ -152,7 +152,7 @@ def choose_by_trials(
             if check is not None and check.worse_than_random:
                 report = scratch_without_trials(config, *data, metric, check)
             else:
-                report = run_trials(config, *data, run, metric, check)
+                report = run_trials(config, *data, run, metric, check, task.modality)
     else:
         print(f"--case auto --resume: the trials in {config.output_dir}/{ADVICE_JSON} chose; not run again")
     pick = report.candidate()

@@ -12,21 +12,21 @@ and lets the run's validation metric decide (accuracy by default; micro-F1 for m
   for as many epochs (up to the run's) as the rest allows.
 
 The budget (``--advise-budget``, default 1.5) is in units of one full fine-tuning run, scoring included (epochs x
-(train examples + a third of the validation examples: a forward pass against a forward and backward one));
-candidates are costed by what they train (a cached head-only epoch is a fraction of a full one). A trial scores once,
-after its last epoch, so on small data (where scoring every epoch would cost more than training) trials run longer;
-rung 0 scores on a stratified part of a validation split too large to score five times. Rung 1 is sized in seconds
-to end within ``SAFETY`` of what is left, from each plan's own start-up and training rates measured by rung 0
+(train examples + a third of the validation examples: a forward pass against a forward and backward one)); candidates
+are costed by what they train (a cached head-only epoch is a fraction of a full one). A trial scores once, after its
+last epoch, so on small data (where scoring every epoch would cost more than training) trials run longer; rung 0
+scores on a stratified part of a validation split too large to score five times. Rung 1 is sized in seconds to end
+within ``SAFETY`` of what is left, from each plan's own start-up and training rates measured by rung 0
 (``hftl.advisor.costs``: a head-only trial's start grows with the data, its feature cache), and is skipped when not
 even a share of one epoch fits. Trials are ranked by the validation metric (the test split is never read); the pick
 is the best of the last rung; when its lead over the runner-up is within one standard error (``noise_of``: the
-validation sample's and what another seed moves a trial by), it is reported as a tie and the earlier candidate in
-the tie order is chosen, so that reruns with other seeds agree (``hftl.advisor.candidates``: partial fine-tuning
-first on small data, full fine-tuning first on large data, the orders that did best on the recorded calibration
-trials). Before the trials, the source check (``hftl.advisor.source_check``) probes the pretrained features against
-random weights: where they are worse, no trial runs and the whole network trains from scratch
-(``scratch_without_trials``: short trials leave every plan near chance there, scratch too). Every trial is an ordinary
-hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
+validation sample's and what another seed moves a trial by), it is reported as a tie and the earlier candidate in the
+tie order is chosen, so that reruns with other seeds agree (``hftl.advisor.candidates``: full fine-tuning first on
+images and on large data, partial fine-tuning first on small text data, the orders that did best on the recorded
+calibration trials). Before the trials, the source check (``hftl.advisor.source_check``) probes the pretrained
+features against random weights: where they are worse, no trial runs and the whole network trains from scratch
+(``scratch_without_trials``: short trials leave every plan near chance there, scratch too). Every trial is an
+ordinary hftl run in ``OUTPUT_DIR/.hftl-trials`` (deleted), sharing the feature cache.
 """
 
 from __future__ import annotations
@@ -107,9 +107,10 @@ class TrialsReport:
     tied: list[str] = field(default_factory=list)  # the plans within noise of the best, the pick among them
     cost_ratio: float | None = None  # trial seconds / the seconds of one full run (estimated from the trials)
     seconds: float = 0.0
-    # the tie order the trials used (hftl.advisor.candidates: by the data's size)
+    # the tie order the trials used (hftl.advisor.candidates: by the data's size and modality)
     order: list[str] = field(default_factory=list)
     per_class: float | None = None  # training examples per class, which set the order
+    modality: str | None = None  # the task's ("image" puts full fine-tuning first at every size)
     source_check: dict[str, Any] | None = None  # hftl.advisor.source_check, measured before the trials
 
     def candidate(self) -> Candidate:
@@ -143,7 +144,11 @@ class TrialsReport:
                 f"tie within noise (+-{100 * (self.noise or 0):.1f} points) of {', '.join(self.tied or [self.pick])}: "
                 f"{self.pick} chosen (ties go to the earlier of "
                 + ", ".join(self.tie_order)
-                + (f"; {reason}" if (reason := order_reason(self.tie_order, self.per_class)) else "")
+                + (
+                    f"; {reason}"
+                    if (reason := order_reason(self.tie_order, self.per_class, self.modality))
+                    else ""
+                )
                 + ")"
                 if self.tie
                 else f"{self.pick} beats {self.runner_up} by {100 * self.margin:.1f} points "
@@ -195,19 +200,22 @@ def run_trials(
     run: Callable[[RunConfig, DatasetDict], Any],
     metric: str = METRIC,
     source_check: SourceCheck | None = None,
+    modality: str | None = None,
 ) -> TrialsReport:
     """Successive halving over ``candidates_for(config)``; ``run`` trains one trial (``hftl.recipes.run.run``);
-    trials are ranked by their validation ``metric``; ``source_check`` (measured before) is recorded."""
+    trials are ranked by their validation ``metric``; ``source_check`` (measured before) is recorded; the task's
+    ``modality`` sets the tie order with the data's size."""
     # the trials read the loaded splits, whose labels are one column already (0/1 columns joined)
     config = config.replace(label_columns=None, label_column=label_column)
     per_class = examples_per_class(train, label_column)
-    candidates = candidates_for(config, per_class)
+    candidates = candidates_for(config, per_class, modality)
     report = TrialsReport(
         metric=metric,
         validation_examples=len(validation),
         budget=config.advise_budget,
         order=[c.name for c in candidates],
         per_class=per_class,
+        modality=modality,
         source_check=source_check.to_dict() if source_check is not None else None,
     )
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # the run's: its default epochs depend on them

@@ -1,5 +1,5 @@
-"""The trials' tie order: partial fine-tuning first on small data, full fine-tuning first on large data; word vectors
-never offer partial or LoRA; the printed verdict says why."""
+"""The trials' tie order: partial fine-tuning first on small text data, full fine-tuning first on images and on large
+data; word vectors never offer partial or LoRA; the printed verdict says why."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def test_the_tie_order_follows_the_size_rule(per_class, expected):
     assert names(candidates_for(config(), per_class)) == expected
 
 
+@pytest.mark.parametrize("per_class", [None, 5, 20, FULL_FIRST_PER_CLASS, 1000])
+def test_images_put_full_fine_tuning_first_on_every_size(per_class):
+    order = candidates_for(hftl.RunConfig(task="image", case="auto", model="m"), per_class, "image")
+    assert names(order) == ["full", "partial", "head", "lora", "scratch"]
+    assert order_reason(names(order), per_class, "image") == "full first: images"
+    # the same data as text keeps the size rule
+    assert names(candidates_for(config(), 20, "text"))[0] == "partial"
+
+
 def test_word_vectors_offer_full_head_and_scratch_on_any_size():
     for per_class in (20, 1000):
         assert names(candidates_for(config("vectors:glove.txt"), per_class)) == [
@@ -69,6 +78,18 @@ def test_the_printed_tie_says_why_full_fine_tuning_came_first():
     decide(report, {"full": 0.80, "partial": 0.795, "head": 0.70}, order)
     assert report.tie and report.pick == "full"
     assert "full first: 350.0 training examples per class, more than 50" in report.render()
+    # on images at 20 per class a tie goes to full fine-tuning too, and the verdict says it is the images' order
+    images = candidates_for(config(), 20, "image")
+    small = TrialsReport(
+        metric="accuracy",
+        validation_examples=300,
+        budget=1.5,
+        order=names(images),
+        per_class=20,
+        modality="image",
+    )
+    decide(small, {"partial": 0.80, "full": 0.795, "head": 0.70}, images)
+    assert small.tie and small.pick == "full" and "full first: images" in small.render()
     assert order_reason(["partial", "full"], 20) == ""
     # word vectors put full first on any size: that is their order, not the size rule, so nothing is said
     vectors = names(candidates_for(config("vectors:glove.txt"), 16))
