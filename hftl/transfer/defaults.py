@@ -191,19 +191,21 @@ SMALL_VIT = FamilyDefaults(
 # step too high for the pretrained-width weights: from scratch at 3e-3 it stayed 23-31 points under 1e-3 on the small
 # pairs (Fashion 5-9 and digits at 20/class: 39.0/24.9% against 61.8/55.6%), and full fine-tuning at 3e-3 fell under
 # scratch on Fashion 5-9 at 600/class (85.8% against 88.9%) where 1e-3 was ahead (90.4%); partial was level at both
-# (69.3/69.4%, 81.1/78.9%). So partial, full and scratch take a third of the small-ViT rates (as Adam's best rate falls
-# with width; scratch at 3e-4 was under 1e-3 too: 60.8/53.8%); a new head and LoRA's new matrices keep theirs (seed 0:
-# head 67.0% at 9e-2, 64.0% at 3e-2; LoRA 74.2/76.9% at 1e-2, 72.0/79.4% at 3e-3, level). Read from this table
-# (in-sample, one model): the default rule is ahead of scratch on the three pairs where they differ (+7.5, +25.4, +1.5
-# points, scratch augmented as every run in that table) and level on shapes (99.4/99.2%), where the generic (BERT-base)
-# table that the model got before lost by 10.6-12.7 points on three of the four. Its small_different case was partial
-# fine-tuning until the small ViTs' was measured again without the augmentation confound (SMALL_VIT, above): run in one
-# session from this source, full fine-tuning with hftl's augmentation default beat partial on digits, shapes and photos
-# at 20/class (+8.2, +19.9, +5.7 points; docs/calibration.md, "ViT small_different: full against partial"), and scratch
-# without augmentation (86.1% on digits) was 2.9 points over partial there and 5.3 under full. Covers ViTs wider than SMALL_VIT's up to twice this one (384) and twice its
-# depth (8 layers): ViT-Ti, ViT-S and ViT-B (12 layers, pretrained on ImageNet) keep the generic table.
-# At 3 epochs (hftl's default on large data; docs/calibration.md, "Short budget") partial at 1e-3 still beats scratch (+5.5, +38.8
-# points); 3e-3 was 13-16 points higher there but 2.2 under 1e-3 on digits at 30 epochs, so partial keeps 1e-3.
+# (69.3/69.4%, 81.1/78.9%). So partial, full and scratch take a third of the small-ViT rates (as Adam's best rate
+# falls with width; scratch at 3e-4 was under 1e-3 too: 60.8/53.8%); a new head and LoRA's new matrices keep theirs
+# (seed 0: head 67.0% at 9e-2, 64.0% at 3e-2; LoRA 74.2/76.9% at 1e-2, 72.0/79.4% at 3e-3, level). Read from this
+# table (in-sample, one model): the default rules then (partial on both small pairs) were ahead of scratch on the
+# three pairs where they differ (+7.5, +25.4, +1.5 points; scratch augmented, as every uncached run in that table) and
+# level on shapes (99.4/99.2%), where the generic (BERT-base) table that the model got before lost by 10.6-12.7 points
+# on three of the four. Its small_different case was partial fine-tuning until the small ViTs' was measured again
+# without the augmentation confound (SMALL_VIT, above): run in one session from this source, full fine-tuning with
+# hftl's augmentation default beat partial on digits, shapes and photos at 20/class (+8.2, +19.9, +5.7 points;
+# docs/calibration.md, "ViT small_different: full against partial"), and scratch without augmentation (86.1% on
+# digits) was 2.9 points over partial there and 5.3 under full. Covers ViTs wider than SMALL_VIT's up to twice this
+# one (384) and twice its depth (8 layers): ViT-Ti, ViT-S and ViT-B (12 layers, pretrained on ImageNet) keep the
+# generic table. At 3 epochs (hftl's default on large data; docs/calibration.md, "Short budget") partial at 1e-3 still
+# beats scratch on Fashion 5-9 (+5.5 points), and full fine-tuning at 1e-3 on digits (+54.1); partial at 3e-3 was
+# 13-16 points higher there but 2.2 under 1e-3 on digits at 30 epochs, so partial keeps 1e-3.
 MID_VIT_MEASURED_WIDTH, MID_VIT_MEASURED_LAYERS = 192, 4
 MID_VIT = FamilyDefaults(
     lrs=MappingProxyType({"head": 9e-2, "lora": 1e-2, "partial": 1e-3, "full": 1e-3}),
