@@ -1431,7 +1431,7 @@ def _at_any_rule(rows: list[dict[str, Any]], pair: str) -> list[dict[str, Any]]:
 
 def today_auto(row: dict[str, Any]) -> bool:
     """Whether an auto row's trials ran in today's tie order: any rule's on text and large data, only today's on
-    small image data (full fine-tuning first there since ``SMALL_PARTIAL_RULE``)."""
+    small image data (where full fine-tuning comes first since the rule after ``SMALL_PARTIAL_RULE``)."""
     small_image = PAIRS[row["pair"]]["family"] in IMAGE_FAMILIES and case_of(row["pair"]).startswith("small")
     return not small_image or rule_of(row) == ADVISOR_RULE
 
@@ -1944,7 +1944,10 @@ def default_budget_section(
 
 
 # the advisor's tie rule the auto rows are measured with (hftl/advisor/trials.py): rows keep theirs, so rules compare
-ADVISOR_RULE = "seed noise, 1 SE, three kept, full first on large data and images, no trials where the source check fires"
+ADVISOR_RULE = (
+    "seed noise, 1 SE, three kept, full first on large data and images, "
+    "no trials where the source check fires"
+)
 SMALL_PARTIAL_RULE = (
     "seed noise, 1 SE, three kept, full first on large data, no trials where the source check fires"
 )
@@ -2413,19 +2416,19 @@ pick a plan, which then trains at its default LR; the auto table compares that w
 advising cost: the trials' own estimate (their seconds over one full fine-tuning run, from each plan's start-up and
 training rates they measured: `hftl/advisor/costs.py`) and, where the pick was full fine-tuning, their seconds over
 the full run that followed in the same process (which reuses what the trials loaded: word vectors, feature caches).
-Each auto row records the advisor's tie rule: today's table comes first, those of the rules it replaced after it
-(the evidence for the change), and the trial-noise table, pooled over every rule's seeds, is where the trials'
+Each auto row records the advisor's tie rule: today's table comes first, those of the rules it replaced after it (the
+evidence for the change), and the trial-noise table, pooled over every rule's seeds, is where the trials'
 `SEED_VARIANCE` comes from. A rule's table carries an earlier rule's rows only on the pairs where their trials ran in
 the same tie order (small text pairs and word vectors where the source check does not fire); the large pairs and the
 pairs where the check fires were measured again, on sources rebuilt by the same recipe (own-task accuracy within 0.7
 points of the recorded ones), as were the held-out imdb pairs, and the small image pairs when full fine-tuning came
-first in their tie order (every other report section reads only today's rule's auto rows there: `today_auto`). Today's rule's rows on the ResNet and word-vector pairs
-were measured again when partial fine-tuning of a ResNet moved to 1e-2 and word-vector fine-tuning to 3e-2; the
-earlier rules' rows there ran at the rates before (1e-3, 1e-2): evidence for the tie rules, not for today's rates.
-The auto rows were measured with two or three calibration processes sharing the 2 vCPUs (one thread each, a load
-average of 2-3); the plan rows earlier, under heavier load (7-12): ratios, not seconds, are what to read. The pairs with 16
-examples per class are at chance for every plan; glove-sst2-16 has 10 seeds so that noise does not pass for a
-difference.
+first in their tie order (every other report section reads only today's rule's auto rows there: `today_auto`). Today's
+rule's rows on the ResNet and word-vector pairs were measured again when partial fine-tuning of a ResNet moved to 1e-2
+and word-vector fine-tuning to 3e-2; the earlier rules' rows there ran at the rates before (1e-3, 1e-2): evidence for
+the tie rules, not for today's rates. The auto rows were measured with two or three calibration processes sharing the
+2 vCPUs (one thread each, a load average of 2-3); the plan rows earlier, under heavier load (7-12): ratios, not
+seconds, are what to read. The pairs with 16 examples per class are at chance for every plan; glove-sst2-16 has 10
+seeds so that noise does not pass for a difference.
 
 """
 
