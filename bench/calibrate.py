@@ -174,8 +174,9 @@ HFTL_FAMILY = {
 IMAGE_FAMILIES = ("resnet", "vit", "vit32", "resnet59", "vit59", "resnet4x", "vit192", "vit12")
 
 # vit32: a ViT half as wide, held out from the small-ViT rates (set on the 64-wide one): only the default rule, the
-# textbook head-only plan and scratch, at hftl's rates, which are its "today"
-FAMILY_PLANS["vit32"] = ["head", "partial", "full", "scratch"]
+# textbook head-only plan and scratch, at hftl's rates, which are its "today"; and --case auto on the small pairs, held
+# out from its tie order on images
+FAMILY_PLANS["vit32"] = ["head", "partial", "full", "scratch", "auto"]
 GRIDS["vit32"] = GRIDS["vit"]
 TODAY_DEFAULTS["vit32"] = {"head": 9e-2, "partial": 3e-3, "full": 3e-3, "scratch": 3e-3}
 
@@ -184,14 +185,15 @@ TODAY_DEFAULTS["vit32"] = {"head": 9e-2, "partial": 3e-3, "full": 3e-3, "scratch
 #   demo's and the 64-wide ViT), held out from every image rule: every plan --case auto chooses among
 # - resnet4x: a ResNet 4x as wide as the demo's (stages 64-512 wide, ResNet-18's widths), developed like it on
 #   Fashion-MNIST 0-4, held out from the ResNet rates (set on ResNets 128 and 192 wide): one pair per case, the default
-#   rule and what an uncovered model would get (the textbook plans at the generic rates, hftl.transfer.defaults)
+#   rule and what an uncovered model would get (the textbook plans at the generic rates, hftl.transfer.defaults); and
+#   --case auto on the small pairs, held out from its tie order on images
 # - vit12: the 64-wide ViT 3x as deep (12 layers, ViT-B's depth), developed like it on Fashion-MNIST 0-4, held out
 #   from the small-ViT rates (whose cover has no depth limit): one pair per case, the default rule and scratch at
 #   hftl's rates and a step lower (MID_VIT's)
 for _held_out, _measured, _rates, _plans in (
     ("resnet59", "resnet", RESNET, ["head", "partial", "lora", "full", "scratch", "auto"]),
     ("vit59", "vit", SMALL_VIT, ["head", "partial", "lora", "full", "scratch", "auto"]),
-    ("resnet4x", "resnet", RESNET, ["head", "head_trunc", "partial", "lora", "full", "scratch"]),
+    ("resnet4x", "resnet", RESNET, ["head", "head_trunc", "partial", "lora", "full", "scratch", "auto"]),
     ("vit12", "vit", SMALL_VIT, ["head", "head_trunc", "partial", "lora", "full", "scratch", "auto"]),
 ):
     FAMILY_PLANS[_held_out] = _plans
@@ -2394,7 +2396,8 @@ Fashion-MNIST 5-9 (a ResNet 1.5x as wide as the demo's, and the 64-wide ViT), mo
 digits and shapes (different) at both sizes, every plan `--case auto` chooses among at hftl's rates, 3 seeds.
 The `resnet4x-` pairs (one per case) hold the ResNet rates out on a ResNet 4x as wide as the demo's (stages 64-512
 wide, ResNet-18's widths), developed the same way on Fashion-MNIST 0-4: the default rule and scratch at hftl's rates,
-and what a model the ResNet table did not cover would get (the textbook plans at the generic rates), 3 seeds.
+and what a model the ResNet table did not cover would get (the textbook plans at the generic rates), 3 seeds; with
+the `vit32-` small pairs they hold `--case auto`'s tie order on images out (full fine-tuning first).
 The `vit192-` pairs (one per case) hold the small-ViT rates out on a ViT 3x as wide (192, ViT-Ti's width; 4 layers),
 developed the same way on Fashion-MNIST 0-4, beside the rates a step lower that its table (`MID_VIT` in
 `hftl/transfer/defaults.py`) was read from, in-sample, and the generic rates it got before (its "pre-calibration" LR).
