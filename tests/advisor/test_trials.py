@@ -11,6 +11,7 @@ from datasets import ClassLabel, Dataset
 
 import hftl
 import hftl.advisor.trials as trials_module
+from hftl.advisor.candidates import candidates_for
 from hftl.advisor.trials import (
     CANDIDATES,
     EVAL_WEIGHT,
@@ -212,6 +213,42 @@ def test_case_auto_trains_the_plan_the_trials_pick(model_dirs, text_folder, tmp_
     assert "## Trials (these decide)" in (tmp_path / "advice.md").read_text()
     assert not (tmp_path / ".hftl-trials").exists()
     assert {t["candidate"] for t in advice["trials"]["trials"]} == {c.name for c in CANDIDATES}
+
+
+def test_case_auto_on_images_hands_the_trials_the_image_tie_order(
+    model_dirs, image_folder, tmp_path, monkeypatch
+):
+    """The task's modality reaches the trials (full fine-tuning first on images) and is saved with them."""
+    import hftl.advisor.advise as advise_module
+
+    seen = {}
+
+    def trials(config, train, validation, label_column, run, metric, check, modality):
+        seen["modality"] = modality
+        order = [c.name for c in candidates_for(config, 20, modality)]
+        return TrialsReport(
+            metric=metric,
+            validation_examples=len(validation),
+            budget=1.5,
+            order=order,
+            pick=order[0],
+            modality=modality,
+        )
+
+    monkeypatch.setattr(advise_module, "run_trials", trials)
+    result = hftl.train(
+        task="image",
+        case="auto",
+        model=str(model_dirs["vit"]),
+        dataset=str(image_folder),
+        output_dir=str(tmp_path),
+        epochs=1,
+        batch_size=8,
+        init="pretrained",
+    )
+    assert seen["modality"] == "image" and result.plan.strategy == "full"
+    saved = json.loads((tmp_path / "advice.json").read_text())["trials"]
+    assert saved["modality"] == "image" and saved["order"][0] == "full"
 
 
 def test_hftl_advise_prints_the_prior_and_the_trials_that_decide(model_dirs, text_folder, tmp_path, capsys):
