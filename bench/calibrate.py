@@ -1426,11 +1426,6 @@ def _at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) -> li
     ]
 
 
-def _at_any_rule(rows: list[dict[str, Any]], pair: str) -> list[dict[str, Any]]:
-    """The good ``--case auto`` runs on ``pair`` whatever their tie rule."""
-    return [r for r in rows if _ok(r) and r["pair"] == pair and r["plan"] == "auto" and r["lr"] == "default"]
-
-
 def today_auto(row: dict[str, Any]) -> bool:
     """Whether an auto row's trials ran in today's tie order: any rule's on text and large data, only today's on
     small image data (where full fine-tuning comes first since the rule after ``SMALL_PARTIAL_RULE``)."""
@@ -1807,7 +1802,11 @@ def vit_different_section(
         )
         autos = {
             "today": _at(rows + main, pair, "auto", "default"),
-            "before": [r for r in _at_any_rule(rows, pair) if rule_of(r) == SMALL_PARTIAL_RULE],
+            "before": [
+                r
+                for r in rows
+                if _ok(r) and r["pair"] == pair and r["plan"] == "auto" and rule_of(r) == SMALL_PARTIAL_RULE
+            ],
         }
         cells = []
         for when, found in autos.items():
@@ -1989,10 +1988,9 @@ def tie_order(pair: str, rule: str, checks: dict[str, dict[str, Any]]) -> tuple[
         return ("scratch, no trials",)
     vectors = HFTL_FAMILY[PAIRS[pair]["family"]] == "word-vectors"
     order = ["full", "head", "scratch"] if vectors else list(CANDIDATE_ORDER)
+    large = case_of(pair).startswith("large")
     image = PAIRS[pair]["family"] in IMAGE_FAMILIES
-    if rule in (ADVISOR_RULE, SMALL_PARTIAL_RULE, SIZE_RULE) and case_of(pair).startswith("large"):
-        order.sort(key=lambda name: name != "full")
-    if rule == ADVISOR_RULE and image:
+    if (large and rule in (ADVISOR_RULE, SMALL_PARTIAL_RULE, SIZE_RULE)) or (image and rule == ADVISOR_RULE):
         order.sort(key=lambda name: name != "full")
     if fired:
         order.sort(key=lambda name: name != "scratch")

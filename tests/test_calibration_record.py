@@ -632,18 +632,17 @@ def test_case_auto_follows_the_vit_small_different_rule_with_full_fine_tuning_fi
     on images) 0.2 over (1.2 under at worst, within a point or ahead on 10)."""
     recorded = calibrate.load_rows(calibrate.VIT_DIFFERENT_RECORD)
     gaps: dict[str, list[float]] = {calibrate.ADVISOR_RULE: [], calibrate.SMALL_PARTIAL_RULE: []}
+    # where each order's rows of this session are: the partial-first ones in this record only (the main record's are
+    # older), today's here and in the main record (the pairs it shares)
+    sources = {calibrate.ADVISOR_RULE: recorded + rows, calibrate.SMALL_PARTIAL_RULE: recorded}
     # the pairs --case auto ran on in both orders (the 32-wide ViT's digits ran in today's only: held out, below)
     for pair in [p for p in calibrate.VIT_DIFFERENT_PAIRS if p != "vit32-digits-20"]:
         rule, n = calibrate._mean_at(recorded, pair, "rule", "default")
         for tie_rule, found in gaps.items():
             autos = [
                 r["best_accuracy"]
-                for r in recorded + rows
-                if r["pair"] == pair
-                and r["plan"] == "auto"
-                and calibrate.rule_of(r) == tie_rule
-                # the partial-first rows of this session are this record's (the main record's are older)
-                and (tie_rule == calibrate.ADVISOR_RULE or r in recorded)
+                for r in sources[tie_rule]
+                if r["pair"] == pair and r["plan"] == "auto" and calibrate.rule_of(r) == tie_rule
             ]
             if autos:
                 assert n == len(autos) == 3, (pair, tie_rule)
@@ -658,12 +657,12 @@ def test_case_auto_follows_the_vit_small_different_rule_with_full_fine_tuning_fi
     held_out = {}
     for pair in ("vit32-fashion59-20", "vit32-digits-20", "resnet4x-fashion59-20", "resnet4x-digits-20"):
         auto, n = calibrate._mean_at(rows, pair, "auto", "default")
-        plan, lr = calibrate.default_rule(pair)
-        rule, m = calibrate._mean_at(
-            recorded if pair == "vit32-digits-20" else rows,
-            pair,
-            *(("rule", "default") if pair == "vit32-digits-20" else (plan, lr)),
+        record, plan, lr = (
+            (recorded, "rule", "default")
+            if pair == "vit32-digits-20"
+            else (rows, *calibrate.default_rule(pair))
         )
+        rule, m = calibrate._mean_at(record, pair, plan, lr)
         assert n == m == 3, pair
         held_out[pair] = round(100 * (auto - rule), 1)
     assert held_out == {
