@@ -1438,6 +1438,15 @@ def _mean_at(rows: list[dict[str, Any]], pair: str, plan: str, lr: float | str) 
     return (_mean(found) if found else None, len(found))
 
 
+def _better(*means: tuple[float | None, int]) -> tuple[float | None, int]:
+    """The best of some ``_mean_at`` results (mean, runs), the first on a tie; (None, 0) where none ran."""
+    return max((mean for mean in means if mean[0] is not None), key=lambda mean: mean[0], default=(None, 0))
+
+
+def _gap(a: float | None, b: float | None) -> str:
+    return f"{100 * (a - b):+.1f}" if a is not None and b is not None else "-"
+
+
 def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
     """hftl's default rule (the case's plan at its default lr) against scratch at its default, per pair; and the
     same plan with --lr auto where measured. The target: default >= scratch - 2 points everywhere."""
@@ -1462,13 +1471,27 @@ def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def rule_mean(rows: list[dict[str, Any]], pair: str) -> tuple[float | None, int]:
+    """The default rule's mean accuracy (and runs) in ``rows``: a user's command's ("rule": the case alone, with
+    hftl's augmentation default) where they hold those, else the rule's plan at its default rate."""
+    command = _mean_at(rows, pair, "rule", "default")
+    return command if command[1] else _mean_at(rows, pair, *default_rule(pair))
+
+
+def scratch_mean(rows: list[dict[str, Any]], pair: str) -> tuple[float | None, int]:
+    """Scratch at its default rate (mean, runs): the better of with and without augmentation (``scratch_noaug``)
+    where both ran, so that a rule is held to the stronger way of training from scratch."""
+    rate = scratch_default(pair)
+    return _better(_mean_at(rows, pair, "scratch", rate), _mean_at(rows, pair, "scratch_noaug", rate))
+
+
 def _rule_against_scratch(rows: list[dict[str, Any]], pair: str) -> tuple[str, str]:
     """The cells a table of the default rule starts with (pair, case, the rule's plan, lr and accuracy, scratch's lr
     and accuracy, the rule's lead in points; "-" where not measured), and the rule's plan."""
     plan, lr = default_rule(pair)
-    acc, n = _mean_at(rows, pair, plan, lr)
+    acc, n = rule_mean(rows, pair)
     slr = scratch_default(pair)
-    sacc, sn = _mean_at(rows, pair, "scratch", slr)
+    sacc, sn = scratch_mean(rows, pair)
     gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
     cells = f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | {_shown(acc, n)} | {slr:g} | {_shown(sacc, sn)} | {gap} |"
     return cells, plan
@@ -1540,8 +1563,9 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
         f"The same pairs trained for {SHORT_BUDGET_EPOCHS} epochs (`--epochs {SHORT_BUDGET_EPOCHS}`, recorded in "
         f"`bench/results/short_budget.jsonl`): {steps}A default rate must hold here as well as at the pairs' own "
         "budgets above. Measured on sources rebuilt by their recipes (own-task accuracy within 1.5 points of the "
-        "recorded ones), 3 seeds. The small ViTs' small_different runs (full fine-tuning) ran hftl's augmentation "
-        "default, as the rule does (`--hftl-augmentation`: off at 3 epochs); every other image run augments.",
+        "recorded ones), 3 seeds. Full fine-tuning on images ran hftl's augmentation default, as the rule does "
+        "(`--hftl-augmentation`: off at 3 epochs), where it is the rule; every other image run augments, and "
+        "scratch's column is the better of with and without augmentation (`scratch_noaug`).",
         "",
         "| pair | case | default plan | lr | accuracy (n) | scratch lr | scratch (n) | default - scratch | "
         "--case auto (n) | steps | every plan by LR (mean accuracy, n) |",
@@ -1562,14 +1586,19 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def budget_sweep_section(
-    sweep: list[dict[str, Any]], short: list[dict[str, Any]], main: list[dict[str, Any]]
+    sweep: list[dict[str, Any]],
+    short: list[dict[str, Any]],
+    main: list[dict[str, Any]],
+    augmentation: list[dict[str, Any]],
 ) -> list[str]:
     """The pairs of the sweep record at every budget measured (the short record's, the sweep's, the pair's own in
-    the main record): each plan of the sweep at its default rate, mean best accuracy over seeds, by optimizer steps."""
+    the main and augmentation records): each plan of the sweep at its default rate, mean best accuracy over seeds, by
+    optimizer steps; and the default rule as hftl runs it against scratch (``rule_mean``, ``scratch_mean``)."""
     sweep = [r for r in default_pooling_rows(sweep) if _ok(r) and r["pair"] in PAIRS]
     if not sweep:
         return []
-    records = {"short": default_pooling_rows(short), "sweep": sweep, "own": default_pooling_rows(main)}
+    own = default_pooling_rows(main) + default_pooling_rows(augmentation)
+    records = {"short": default_pooling_rows(short), "sweep": sweep, "own": own}
     # the pairs swept over several budgets (the others ran once, at their default budget: the next section)
     pairs = [p for p in PAIRS if len({r["epochs"] for r in sweep if r["pair"] == p}) > 1]
     sweep = [r for r in sweep if r["pair"] in pairs]
@@ -1578,13 +1607,20 @@ def budget_sweep_section(
         "### Between the budgets",
         "",
         "The pairs of the sweep record (`bench/results/budget_sweep.jsonl`) run at several budgets (`--epochs 6`, "
-        "`10` and `15`, and 20 for the photos) beside the short budget and the pairs' own: each plan at its default rate (mean best accuracy, 3 seeds), by the optimizer steps "
-        "the run took (scratch at its own default). It shows where a case's plans change places as training gets "
-        "longer. On it, a run without `--epochs` trains at least 40 optimizer steps on small data (`FEW_STEPS` in "
-        "`hftl/transfer/defaults.py`; 3 epochs, raised up to 30), and a run given fewer is told so.",
+        "`10` and `15`, and 20 for the photos) beside the short budget and the pairs' own: each plan at its default "
+        "rate (mean best accuracy, 3 seeds), by the optimizer steps the run took (scratch at its own default). It "
+        "shows where a case's plans change places as training gets longer. Below the pairs' own budget, full "
+        "fine-tuning (the rule) ran hftl's augmentation default, as the rule does (`--hftl-augmentation`: off below "
+        "10 epochs and on the registered digits); at their own budget the full column augments, as the main record "
+        "does, and the default column is the rule as a user's command runs it (the augmentation record's `rule` "
+        "rows). Scratch is held to the better of with and without augmentation. On it, a run without `--epochs` "
+        "trains at least 40 optimizer steps on small data (`FEW_STEPS` in `hftl/transfer/defaults.py`; 3 epochs, "
+        "raised up to 30), and a run given fewer is told so.",
         "",
-        "| pair | epochs | steps | " + " | ".join(f"{p} (n)" for p in plans) + " | default - scratch |",
-        "| --- | ---: | ---: | " + " | ".join("---:" for _ in plans) + " | ---: |",
+        "| pair | epochs | steps | "
+        + " | ".join(f"{p} (n)" for p in plans)
+        + " | default, as hftl runs it (n) | default - scratch |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in plans) + " | ---: | ---: |",
     ]
     for pair in pairs:
         budgets: dict[int, list[dict[str, Any]]] = {}
@@ -1598,12 +1634,13 @@ def budget_sweep_section(
             means = {p: _mean_at(at, pair, p, rates[p]) for p in plans}
             if not any(n for _, n in means.values()):
                 continue
-            acc, _ = _mean_at(at, pair, *default_rule(pair))
-            sacc, _ = _mean_at(at, pair, "scratch", scratch_default(pair))
-            gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
+            rule = rule_mean(at, pair)
             steps = next((_steps(r) for r in at if _steps(r) != "-"), "-")
             cells = " | ".join(_shown(*means[p]) for p in plans)
-            lines.append(f"| {pair} | {epochs} | {steps} | {cells} | {gap} |")
+            lines.append(
+                f"| {pair} | {epochs} | {steps} | {cells} | {_shown(*rule)} | "
+                f"{_gap(rule[0], scratch_mean(at, pair)[0])} |"
+            )
     return lines
 
 
@@ -1860,15 +1897,6 @@ def vit_different_section(
     return lines
 
 
-def _better(*means: tuple[float | None, int]) -> tuple[float | None, int]:
-    """The best of some ``_mean_at`` results (mean, runs), the first on a tie; (None, 0) where none ran."""
-    return max((mean for mean in means if mean[0] is not None), key=lambda mean: mean[0], default=(None, 0))
-
-
-def _gap(a: float | None, b: float | None) -> str:
-    return f"{100 * (a - b):+.1f}" if a is not None and b is not None else "-"
-
-
 def augmentation_summary(effects: dict[str, list[float]], counted: str) -> list[str]:
     """One line per plan: what augmentation moved its accuracy by against the same runs without it (points)."""
     return [
@@ -1885,23 +1913,28 @@ def _spread(found: list[float]) -> str:
 
 
 def default_budget_section(
-    sweep: list[dict[str, Any]], short: list[dict[str, Any]], main: list[dict[str, Any]]
+    sweep: list[dict[str, Any]],
+    short: list[dict[str, Any]],
+    main: list[dict[str, Any]],
+    augmentation: list[dict[str, Any]],
 ) -> list[str]:
     """Each small pair at the epochs a run without --epochs takes (``default_epochs``: 3, raised to 40 optimizer
-    steps): the default rule against scratch there, beside the same at 3 epochs and at the pair's own budget."""
+    steps): the default rule against scratch there (``rule_mean``, ``scratch_mean``), beside the same at 3 epochs
+    and at the pair's own budget (the main and augmentation records)."""
     from hftl.config import RunConfig
     from hftl.transfer.defaults import default_epochs
 
-    records = [default_pooling_rows(r) for r in (short, sweep, main)]
+    records = [default_pooling_rows(r) for r in (short, sweep, main + augmentation)]
     lines = [
         "### At the default budget",
         "",
         "Each small pair at the epochs a run without `--epochs` takes (`default_epochs` in "
         "`hftl/transfer/defaults.py`: 3, raised on small data to reach 40 optimizer steps), recorded in "
         "`bench/results/budget_sweep.jsonl`: the default rule against scratch at its default, 3 seeds, beside the "
-        "same at 3 epochs (\"Short budget\") and at the pair's own budget (the tables above). The small ViTs' "
-        "small_different runs here (full fine-tuning) ran hftl's augmentation default, as the rule does "
-        "(`--hftl-augmentation`: off below 10 epochs and on registered images); every other image run augments.",
+        "same at 3 epochs (\"Short budget\") and at the pair's own budget (the tables above; there the image pairs' "
+        "rule is a user's command's, the augmentation record's `rule` rows). Full fine-tuning, where it is the rule, "
+        "ran hftl's augmentation default, as the rule does (`--hftl-augmentation`: off below 10 epochs and on "
+        "registered images); scratch on images is the better of with and without augmentation (`scratch_noaug`).",
         "",
         "| pair | case | default plan | epochs (steps) | default (n) | scratch (n) | default - scratch | "
         "at 3 epochs | at its own budget |",
@@ -1920,11 +1953,11 @@ def default_budget_section(
         epochs = default_epochs(config, examples)[0]
         plan, lr = default_rule(pair)
 
-        def lead(at: list[dict[str, Any]], pair: str = pair, plan: str = plan, lr: float = lr) -> tuple:
-            return (*_mean_at(at, pair, plan, lr), *_mean_at(at, pair, "scratch", scratch_default(pair)))
+        def lead(at: list[dict[str, Any]], pair: str = pair) -> tuple:
+            return (*rule_mean(at, pair), *scratch_mean(at, pair))
 
         def gap(cell: tuple) -> str:
-            return f"{100 * (cell[0] - cell[2]):+.1f}" if cell[0] is not None and cell[2] is not None else "-"
+            return _gap(cell[0], cell[2])
 
         short_rows, _, own_rows = ([r for r in record if r["pair"] == pair] for record in records)
         at_default = [
@@ -2333,8 +2366,9 @@ def report(
         )
     lines += ["", "### hftl's defaults against scratch at its default", ""] + defaults_table(rows)
     lines += [""] + short_budget_section(short_rows or [])
-    lines += [""] + budget_sweep_section(sweep_rows or [], short_rows or [], rows)
-    lines += [""] + default_budget_section(sweep_rows or [], short_rows or [], rows)
+    augmentation_rows = augmentation_rows or []
+    lines += [""] + budget_sweep_section(sweep_rows or [], short_rows or [], rows, augmentation_rows)
+    lines += [""] + default_budget_section(sweep_rows or [], short_rows or [], rows, augmentation_rows)
     between = between_sizes_section(between_rows or [])
     lines += [""] + between if between else []
     augmentation = augmentation_section(augmentation_rows or [], rows)

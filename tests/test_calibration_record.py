@@ -28,10 +28,10 @@ def candidate_rates(rows, family: str) -> dict[str, float]:
 
 
 def rule_over_scratch(rows, pair: str) -> float:
-    """The default rule's mean accuracy minus scratch's at its default rate, each over three seeds."""
-    plan, lr = calibrate.default_rule(pair)
-    accuracy, n = calibrate._mean_at(rows, pair, plan, lr)
-    scratch, m = calibrate._mean_at(rows, pair, "scratch", calibrate.scratch_default(pair))
+    """The default rule's mean accuracy as hftl runs it minus scratch's at its default rate (on images the better of
+    with and without augmentation where both ran), each over three seeds."""
+    accuracy, n = calibrate.rule_mean(rows, pair)
+    scratch, m = calibrate.scratch_mean(rows, pair)
     assert n == m == 3, pair
     return accuracy - scratch
 
@@ -84,6 +84,13 @@ def short_rows():
 
 
 @pytest.fixture(scope="module")
+def augmentation_rows():
+    """The image pairs at their own budgets without augmentation, and the rule as hftl's augmentation default runs
+    it (docs/calibration.md "Augmentation: hftl's default")."""
+    return calibrate.default_pooling_rows(calibrate.load_rows(calibrate.AUGMENTATION_RECORD))
+
+
+@pytest.fixture(scope="module")
 def between_rows():
     """The pairs between the sizes, run as a user's command runs them (docs/calibration.md "Between the sizes")."""
     return calibrate.load_rows(calibrate.BETWEEN_SIZES_RECORD)
@@ -97,32 +104,35 @@ def test_at_three_epochs_the_resnet_similar_rule_beats_scratch_where_its_old_rat
     short_rows,
 ):
     """hftl's default --epochs 3 is 12 optimizer steps at 20 per class: partial fine-tuning at 1e-3 (the long-budget
-    table's lowest rate within 2 points) lost to scratch there by 10-15 points; at today's 1e-2 the rule beats
-    scratch on all three ResNets, the two held out included."""
+    table's lowest rate within 2 points) lost to scratch there (the better of with and without augmentation) by 20-21
+    points; at today's 1e-2 the rule beats it on all three ResNets, the two held out included (by 3.9-7.6)."""
     from hftl.transfer.defaults import RESNET
 
     assert short_rows and all(r["epochs"] == calibrate.SHORT_BUDGET_EPOCHS for r in short_rows)
     for pair in SHORT_RESNET_SIMILAR:
         assert calibrate.default_rule(pair) == ("partial", RESNET.lrs["partial"])
-        assert rule_over_scratch(short_rows, pair) > 0.04, pair
+        assert rule_over_scratch(short_rows, pair) > 0.035, pair
     for pair in SHORT_RESNET_SIMILAR[:2]:
         old, n = calibrate._mean_at(short_rows, pair, "partial", 1e-3)
-        scratch, m = calibrate._mean_at(short_rows, pair, "scratch", calibrate.scratch_default(pair))
-        assert n == m == 3 and old < scratch - 0.10, pair
+        scratch, m = calibrate.scratch_mean(short_rows, pair)
+        assert n == m == 3 and old < scratch - 0.20, pair
 
 
-def test_at_three_epochs_the_resnet_small_different_rule_trails_scratch_on_digits_where_case_auto_wins(
-    short_rows,
-):
-    """Recorded, not a target: full fine-tuning (the small_different rule) is 2.2 and 3.3 points under scratch on
-    digits at 3 epochs (21 optimizer steps), where partial fine-tuning at 1e-2 and --case auto (whose one-epoch trials
-    pick it) are 24-25 points over; at 30 epochs partial loses to full on shapes by 5-9 points, so the rule stays."""
+def test_at_three_epochs_the_resnet_digits_rule_is_within_two_points_of_scratch(short_rows):
+    """Recorded, not a target: at 3 epochs (21 optimizer steps) full fine-tuning as the rule runs it (not augmented:
+    under 10 epochs, and the digits are registered) is 0.8 and 1.8 points under scratch without augmentation on
+    digits; partial fine-tuning at 1e-2 and --case auto are within 2.2 points of that scratch either way, and scratch
+    with augmentation is over 20 points under it."""
     for pair in ("digits-20", "resnet59-digits-20"):
-        assert calibrate.default_rule(pair)[0] == "full"
-        assert -0.04 < rule_over_scratch(short_rows, pair) < -0.02, pair
-        auto, n = calibrate._mean_at(short_rows, pair, "auto", "default")
-        scratch, _ = calibrate._mean_at(short_rows, pair, "scratch", calibrate.scratch_default(pair))
-        assert n == 3 and auto > scratch + 0.2, pair
+        assert calibrate.default_rule(pair) == ("full", 3e-3)
+        assert all(r["augment"] is False for r in calibrate._at(short_rows, pair, "full", 3e-3))
+        assert -0.02 < rule_over_scratch(short_rows, pair) < -0.005, pair
+        scratch, _ = calibrate.scratch_mean(short_rows, pair)
+        for plan, lr in (("partial", 1e-2), ("auto", "default")):
+            accuracy, n = calibrate._mean_at(short_rows, pair, plan, lr)
+            assert n == 3 and abs(accuracy - scratch) < 0.025, (pair, plan)
+        augmented, _ = calibrate._mean_at(short_rows, pair, "scratch", calibrate.scratch_default(pair))
+        assert augmented < scratch - 0.2, pair
 
 
 def test_the_resnet_partial_rate_holds_at_both_budgets(rows, short_rows):
@@ -744,20 +754,25 @@ SWEEP_PAIRS = (
 
 
 def test_between_the_budgets_the_resnet_different_rule_is_behind_scratch_only_under_few_steps(
-    rows, short_rows
+    rows, short_rows, augmentation_rows
 ):
-    """The record FEW_STEPS cites: every pair at 3, 6, 10, 15 and its own 30 epochs; under 40 optimizer steps the
-    default (full fine-tuning) was behind scratch on 9 of 14 budgets by up to 9.8 points; from 40 on level or ahead on
-    13 of 18, at most 1.7 behind but on the photos from the ResNet developed on Fashion 5-9 (up to 3.9)."""
+    """The record FEW_STEPS cites: every pair at 3, 6, 10, 15 and its own 30 epochs, the rule as hftl runs it (its
+    augmentation default) against scratch with or without augmentation, whichever was better; under 40 optimizer
+    steps the default (full fine-tuning) was behind scratch on 9 of 14 budgets by up to 13.3 points; from 40 on level
+    or ahead on 14 of 18, at most 0.7 behind but on the photos from the ResNet developed on Fashion 5-9 (2.4-3.9)."""
     from hftl.transfer.defaults import FEW_STEPS
 
     sweep = [r for r in calibrate.load_rows(calibrate.BUDGET_SWEEP_RECORD) if r["pair"] in SWEEP_PAIRS]
     assert {r["epochs"] for r in sweep} == {6, 10, 15, 20}
+    full = [r for r in short_rows + sweep if r["pair"] in SWEEP_PAIRS and r["plan"] == "full"]
+    augmented = [r.get("augment") is not False for r in full]  # rows older than the key all augmented
+    assert augmented == [r["epochs"] >= 10 and "digits" not in r["pair"] for r in full]
+    own = rows + augmentation_rows  # the rule as a user's command runs it there: the augmentation record's
     gaps: dict[bool, list[float]] = {True: [], False: []}
     photos_59: list[float] = []
     for pair in SWEEP_PAIRS:
         assert calibrate.default_rule(pair)[0] == "full"
-        for record in (short_rows, sweep, rows):
+        for record in (short_rows, sweep, own):
             for epochs in sorted({r["epochs"] for r in record if r["pair"] == pair}):
                 at = [r for r in record if r["pair"] == pair and r["epochs"] == epochs]
                 steps = next(calibrate._steps(r) for r in at)
@@ -767,9 +782,9 @@ def test_between_the_budgets_the_resnet_different_rule_is_behind_scratch_only_un
                 else:
                     gaps[steps < FEW_STEPS].append(gap)
     few, enough = gaps[True], gaps[False] + photos_59
-    assert len(few) == 14 and sum(gap < 0 for gap in few) == 9 and min(few) == pytest.approx(-0.098, abs=5e-4)
-    assert len(enough) == 18 and sum(gap >= -0.0005 for gap in enough) == 13
-    assert min(gaps[False]) > -0.0175 and min(photos_59) > -0.040 and max(photos_59) < -0.015
+    assert len(few) == 14 and sum(gap < 0 for gap in few) == 9 and min(few) == pytest.approx(-0.133, abs=5e-4)
+    assert len(enough) == 18 and sum(gap >= -0.0005 for gap in enough) == 14
+    assert min(gaps[False]) > -0.0075 and min(photos_59) > -0.040 and max(photos_59) < -0.023
 
 
 def test_the_budget_sweep_record_takes_runs_between_the_budgets_and_resumes_per_budget(capsys):
@@ -792,11 +807,12 @@ def test_the_budget_sweep_record_takes_runs_between_the_budgets_and_resumes_per_
         torch.set_num_threads(threads)
 
 
-def test_at_the_default_budget_the_default_rule_is_level_with_scratch_or_ahead_on_46_of_50_small_pairs(rows):
-    """Each small pair at the epochs a run without --epochs takes (3, raised to 40 optimizer steps): the rule is
-    behind scratch only on the two digits pairs (0.4, 1.7 points), the photos from the ResNet developed on Fashion
-    5-9 (3.9) and the weak ELECTRA on imdb (2.6, as at its own budget); at 3 epochs it was behind on 7 of the 29
-    measured there."""
+def test_at_the_default_budget_the_default_rule_is_level_with_scratch_or_ahead_on_45_of_50_small_pairs(rows):
+    """Each small pair at the epochs a run without --epochs takes (3, raised to 40 optimizer steps), the rule as hftl
+    runs it, and on images scratch the better of with and without augmentation: the rule is behind scratch only on
+    the ResNets' two digits pairs and on Fashion 0-4 from the ResNet developed on 5-9 (0.5-0.7 points), the photos
+    from that ResNet (3.9) and the weak ELECTRA on imdb (2.6, as at its own budget); at 3 epochs it was behind on 7
+    of the 29 measured there."""
     from hftl.config import RunConfig
     from hftl.transfer.defaults import FEW_STEPS, default_epochs
 
@@ -812,17 +828,21 @@ def test_at_the_default_budget_the_default_rule_is_level_with_scratch_or_ahead_o
             RunConfig(task="text", case="small_similar", batch_size=spec["batch_size"]), examples
         )[0]
         assert epochs * math.ceil(examples / spec["batch_size"]) >= FEW_STEPS, pair
-        leads[pair] = rule_over_scratch(
-            [r for r in sweep if r["pair"] == pair and r["epochs"] == epochs], pair
-        )
+        at = [r for r in sweep if r["pair"] == pair and r["epochs"] == epochs]
+        if spec["family"] in calibrate.IMAGE_FAMILIES:  # scratch both ways: the better one counts
+            noaug = calibrate._mean_at(at, pair, "scratch_noaug", calibrate.scratch_default(pair))
+            assert noaug[1] == 3, pair
+        leads[pair] = rule_over_scratch(at, pair)
     behind = {pair: round(100 * lead, 1) for pair, lead in leads.items() if lead < -0.0005}
     assert len(leads) == 50
     assert behind == {
-        "digits-20": -0.4,
-        "resnet59-digits-20": -1.7,
+        "digits-20": -0.7,
+        "resnet59-digits-20": -0.6,
+        "resnet59-fashion04-20": -0.5,
         "resnet59-antsbees-20": -3.9,
         "electra-imdb-20": -2.6,
     }
+    assert sum(leads.values()) / len(leads) == pytest.approx(0.153, abs=5e-4)
 
 
 def test_between_the_sizes_a_users_command_is_level_with_scratch_or_ahead(between_rows):
