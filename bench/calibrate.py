@@ -1473,9 +1473,16 @@ def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def rule_mean(rows: list[dict[str, Any]], pair: str) -> tuple[float | None, int]:
     """The default rule's mean accuracy (and runs) in ``rows``: a user's command's ("rule": the case alone, with
-    hftl's augmentation default) where they hold those, else the rule's plan at its default rate."""
-    command = _mean_at(rows, pair, "rule", "default")
-    return command if command[1] else _mean_at(rows, pair, *default_rule(pair))
+    hftl's augmentation default) where they hold those and the command resolved to today's rule, else the rule's plan
+    at its default rate."""
+    plan, lr = default_rule(pair)
+    today = (PLANS[plan]["strategy"], PLANS[plan]["init"])
+    command = [
+        r["best_accuracy"]
+        for r in _at(rows, pair, "rule", "default")
+        if (r.get("resolved_strategy"), r.get("resolved_init")) == today
+    ]
+    return (_mean(command), len(command)) if command else _mean_at(rows, pair, plan, lr)
 
 
 def scratch_mean(rows: list[dict[str, Any]], pair: str) -> tuple[float | None, int]:
@@ -1483,6 +1490,14 @@ def scratch_mean(rows: list[dict[str, Any]], pair: str) -> tuple[float | None, i
     where both ran, so that a rule is held to the stronger way of training from scratch."""
     rate = scratch_default(pair)
     return _better(_mean_at(rows, pair, "scratch", rate), _mean_at(rows, pair, "scratch_noaug", rate))
+
+
+def own_budget_rows(main: list[dict[str, Any]], augmentation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pairs at their own budgets: the main record's runs and the augmentation record's runs without
+    augmentation and as a user's command (its full and scratch rows are the held-out pairs' own, not a second
+    measurement of the main record's)."""
+    extra = [r for r in augmentation if r["plan"] in ("rule", "full_noaug", "scratch_noaug")]
+    return default_pooling_rows(main) + default_pooling_rows(extra)
 
 
 def _rule_against_scratch(rows: list[dict[str, Any]], pair: str) -> tuple[str, str]:
@@ -1597,8 +1612,11 @@ def budget_sweep_section(
     sweep = [r for r in default_pooling_rows(sweep) if _ok(r) and r["pair"] in PAIRS]
     if not sweep:
         return []
-    own = default_pooling_rows(main) + default_pooling_rows(augmentation)
-    records = {"short": default_pooling_rows(short), "sweep": sweep, "own": own}
+    records = {
+        "short": default_pooling_rows(short),
+        "sweep": sweep,
+        "own": own_budget_rows(main, augmentation),
+    }
     # the pairs swept over several budgets (the others ran once, at their default budget: the next section)
     pairs = [p for p in PAIRS if len({r["epochs"] for r in sweep if r["pair"] == p}) > 1]
     sweep = [r for r in sweep if r["pair"] in pairs]
@@ -1924,7 +1942,7 @@ def default_budget_section(
     from hftl.config import RunConfig
     from hftl.transfer.defaults import default_epochs
 
-    records = [default_pooling_rows(r) for r in (short, sweep, main + augmentation)]
+    records = [default_pooling_rows(short), default_pooling_rows(sweep), own_budget_rows(main, augmentation)]
     lines = [
         "### At the default budget",
         "",
@@ -1951,7 +1969,7 @@ def default_budget_section(
             continue
         config = RunConfig(task="text", case="small_similar", batch_size=PAIRS[pair]["batch_size"])
         epochs = default_epochs(config, examples)[0]
-        plan, lr = default_rule(pair)
+        plan = default_rule(pair)[0]
 
         def lead(at: list[dict[str, Any]], pair: str = pair) -> tuple:
             return (*rule_mean(at, pair), *scratch_mean(at, pair))
