@@ -912,23 +912,28 @@ def test_augmentation_costs_on_registered_images_and_gains_where_content_moves(r
 
 
 def test_the_augmentation_default_chose_what_its_rule_says_and_mostly_the_better(rows):
-    """Each image pair at its own budget run as a user's command (plan ``rule``, ``AUGMENTATION_RECORD``) recorded its
-    mean image correlation and augmented exactly where the rule says (10 epochs or more, correlation below
+    """Each image pair at its own budget run as a user's command (plan ``rule``, ``AUGMENTATION_RECORD``) augmented
+    exactly where the rule says (10 epochs or more, and a mean image correlation, recorded where measured, below
     ``REGISTERED``): registered on every Fashion-MNIST, digits and centred-shapes target, not on the photos, the
-    shapes at random and the placed Fashion-MNIST. On full fine-tuning that choice is the better one or level on 14
-    of the 15 calibration pairs, and on 2 of the 4 pairs held out from it, by more on average than the other
-    choice."""
+    shapes at random and the placed Fashion-MNIST; the large pairs' 8 epochs not at all. On full fine-tuning that
+    choice is the better one or level on 14 of the 15 calibration pairs measured both ways, and on 2 of the 4 pairs
+    held out from it, by more on average than the other choice."""
     from hftl.data.augmentation import MIN_EPOCHS, REGISTERED
 
     recorded = calibrate.load_rows(calibrate.AUGMENTATION_RECORD)
     held_out = set(calibrate.PAIR_GROUPS["augmentation"])
     registered = {"fashion5-9", "fashion0-4", "digits", "shapes-centred"}
-    gains: dict[bool, list[float]] = {True: [], False: []}
     for pair in {r["pair"] for r in recorded}:
         ruled = [r for r in recorded if r["pair"] == pair and r["plan"] == "rule"]
-        assert len(ruled) == 3 and all(r["epochs"] >= MIN_EPOCHS for r in ruled), pair
-        assert all(r["augment"] is (r["image_correlation"] < REGISTERED) for r in ruled), pair
-        assert {r["augment"] for r in ruled} == {calibrate.PAIRS[pair]["target"] not in registered}, pair
+        assert len(ruled) == 3, pair
+        for r in ruled:
+            long = r["epochs"] >= MIN_EPOCHS
+            assert (r["image_correlation"] is not None) is long, pair  # measured only where it decides
+            assert r["augment"] is (long and r["image_correlation"] < REGISTERED), pair
+            assert r["augment"] is (long and calibrate.PAIRS[pair]["target"] not in registered), pair
+    gains: dict[bool, list[float]] = {True: [], False: []}
+    for pair in {r["pair"] for r in recorded if r["plan"] == "full_noaug"}:
+        ruled = [r for r in recorded if r["pair"] == pair and r["plan"] == "rule"]
         rate = calibrate.plan_default(pair, "full")
         augmented, _ = calibrate._mean_at(recorded if pair in held_out else rows, pair, "full", rate)
         plain, _ = calibrate._mean_at(recorded, pair, "full_noaug", rate)
@@ -958,3 +963,34 @@ def test_the_rule_is_a_users_command_where_one_ran_todays_rule_and_scratch_the_b
     assert calibrate.scratch_mean(scratch, pair) == (pytest.approx(0.8), 3)
     unaugmented = [run("scratch_noaug", 3e-3, 0.85, seed) for seed in range(3)]
     assert calibrate.scratch_mean(scratch + unaugmented, pair) == (pytest.approx(0.85), 3)
+
+
+def test_on_the_large_image_pairs_hftl_leaves_unaugmented_scratch_gains_without_it_and_the_rule_holds(
+    rows, augmentation_rows
+):
+    """Measured after the augmentation rule was set: the 12 large image pairs it does not augment (registered, or 8
+    epochs), each as a user's command runs it, beside scratch without augmentation. Scratch without it beat scratch
+    with it on all 12 (0.5-16.7 points); the rule is level with scratch's better way or ahead on 11, 0.4 under on
+    Fashion 5-9 from the demo's ResNet."""
+    large = sorted(
+        {
+            r["pair"]
+            for r in augmentation_rows
+            if r["plan"] == "rule" and calibrate.case_of(r["pair"]).startswith("large")
+        }
+    )
+    assert len(large) == 12
+    own = calibrate.own_budget_rows(rows, augmentation_rows)
+    leads = {}
+    for pair in large:
+        assert {r["augment"] for r in augmentation_rows if r["pair"] == pair and r["plan"] == "rule"} == {
+            False
+        }
+        rate = calibrate.scratch_default(pair)
+        (augmented, n), (plain, m) = (
+            calibrate._mean_at(own, pair, plan, rate) for plan in ("scratch", "scratch_noaug")
+        )
+        assert n == m == 3 and 0.005 < plain - augmented < 0.17, pair
+        leads[pair] = rule_over_scratch(own, pair)
+    behind = {pair: round(100 * lead, 1) for pair, lead in leads.items() if lead < -0.0005}
+    assert behind == {"fashion59-600": -0.4} and max(leads.values()) < 0.17
