@@ -1465,7 +1465,11 @@ def defaults_table(rows: list[dict[str, Any]]) -> list[str]:
         best = max((p for (q, p) in cells if q == pair), key=lambda p: cells[(pair, p)]["best_mean"])
         best_text = f"{best} ({cells[(pair, best)]['best_mean']:.3f})"
         command = rule_mean(rows, pair)[0]
-        if _at(rows, pair, "rule", "default") and command > cells[(pair, best)]["best_mean"]:
+        if (
+            command is not None
+            and _at(rows, pair, "rule", "default")
+            and command > cells[(pair, best)]["best_mean"]
+        ):
             best_text = f"the rule, as a user's command ({command:.3f})"
         auto = [r for r in rows if _ok(r) and r["pair"] == pair and r["plan"] == plan and r["lr"] == "auto"]
         auto_text = (
@@ -1498,17 +1502,24 @@ def scratch_mean(rows: list[dict[str, Any]], pair: str) -> tuple[float | None, i
     return _better(_mean_at(rows, pair, "scratch", rate), _mean_at(rows, pair, "scratch_noaug", rate))
 
 
-def own_budget_rows(main: list[dict[str, Any]], augmentation: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The pairs at their own budgets: the main record's runs and the augmentation record's runs without
-    augmentation and as a user's command; its full and scratch rows only on pairs the main record lacks (the pairs
-    held out from the augmentation rule), so that no plan is measured twice."""
-    measured = {r["pair"] for r in main}
-    extra = [
-        r
-        for r in augmentation
-        if r["plan"] in ("rule", "full_noaug", "scratch_noaug") or r["pair"] not in measured
-    ]
-    return default_pooling_rows(main) + default_pooling_rows(extra)
+def own_budget_rows(main: list[dict[str, Any]], *records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pairs at their own budgets: the main record's runs, then from each further record (the augmentation
+    record, the ViT small_different one) its runs without augmentation and as a user's command, each pair's plan
+    from the first record that has it; and every run of a pair the main record lacks (the pairs held out from the
+    augmentation rule). So that no plan of a pair is measured twice."""
+    rows = default_pooling_rows(main)
+    measured = {r["pair"] for r in rows}
+    taken = {(r["pair"], r["plan"]) for r in rows}
+    for record in records:
+        extra = [
+            r
+            for r in default_pooling_rows(record)
+            if (r["plan"] in ("rule", "full_noaug", "scratch_noaug") or r["pair"] not in measured)
+            and (r["pair"], r["plan"]) not in taken
+        ]
+        rows += extra
+        taken |= {(r["pair"], r["plan"]) for r in extra}
+    return rows
 
 
 def _rule_against_scratch(rows: list[dict[str, Any]], pair: str) -> tuple[str, str]:
@@ -2398,13 +2409,14 @@ def report(
     augmentation_rows = augmentation_rows or []
     lines += ["", "### hftl's defaults against scratch at its default", ""]
     lines += [
-        "The rule as hftl runs it: its plan at its default rate, or on the image pairs a user's command (the case "
-        "alone, with hftl's augmentation default: the augmentation record's `rule` rows); scratch on images is the "
-        "better of with and without augmentation where both ran. The best plan is over every plan and rate "
-        "recorded, without augmentation too (`full_noaug`, `scratch_noaug`).",
+        "The rule as hftl runs it: its plan at its default rate, or on the image pairs a user's command where one "
+        "ran (the case alone, with hftl's augmentation default: the `rule` rows of the augmentation record, or else "
+        "of the ViT small_different one); scratch on images is the better of with and without augmentation where "
+        "both ran. The best plan is over every plan and rate recorded, without augmentation too (`full_noaug`, "
+        "`scratch_noaug`).",
         "",
     ]
-    lines += defaults_table(own_budget_rows(rows, augmentation_rows))
+    lines += defaults_table(own_budget_rows(rows, augmentation_rows, vit_different_rows or []))
     lines += [""] + short_budget_section(short_rows or [])
     lines += [""] + budget_sweep_section(sweep_rows or [], short_rows or [], rows, augmentation_rows)
     lines += [""] + default_budget_section(sweep_rows or [], short_rows or [], rows, augmentation_rows)

@@ -91,6 +91,15 @@ def augmentation_rows():
 
 
 @pytest.fixture(scope="module")
+def own_rows(rows, augmentation_rows):
+    """Every pair at its own budget with the image rules as they run (docs/calibration.md, the defaults table): the
+    main record, and the augmentation and ViT small_different records' unaugmented and command runs."""
+    return calibrate.own_budget_rows(
+        rows, augmentation_rows, calibrate.load_rows(calibrate.VIT_DIFFERENT_RECORD)
+    )
+
+
+@pytest.fixture(scope="module")
 def between_rows():
     """The pairs between the sizes, run as a user's command runs them (docs/calibration.md "Between the sizes")."""
     return calibrate.load_rows(calibrate.BETWEEN_SIZES_RECORD)
@@ -413,27 +422,38 @@ def test_the_held_out_pairs_are_held_out_and_cover_every_case():
 
 
 def paired_gaps(rows, pair: str) -> list[float]:
-    """Per seed, the default rule's accuracy minus scratch's (both at their default rates, on the same photos)."""
+    """Per seed, the default rule as it runs (a user's command where one ran) minus scratch's better way (with or
+    without augmentation), both at their default rates, on the same photos."""
     plan, lr = calibrate.default_rule(pair)
     scratch = calibrate.scratch_default(pair)
 
-    def by_seed(name: str, rate: float) -> dict[int, float]:
+    def by_seed(name: str, rate: float | str) -> dict[int, float]:
         return {r["seed"]: r["best_accuracy"] for r in calibrate._at(rows, pair, name, rate)}
 
-    ours, theirs = by_seed(plan, lr), by_seed("scratch", scratch)
+    ours = by_seed("rule", "default") or by_seed(plan, lr)
+    theirs = max(
+        (by_seed(name, scratch) for name in ("scratch", "scratch_noaug")),
+        key=lambda runs: sum(runs.values()) / max(len(runs), 1),
+    )
     return [ours[seed] - theirs[seed] for seed in sorted(ours) if seed in theirs]
 
 
-def test_the_default_rule_never_loses_to_scratch_on_a_held_out_pair_and_beats_it_on_imdb(rows):
-    """On the held-out image sources the ResNet's small_different rule (full fine-tuning) ties scratch on digits
-    (93.2% both, as on the demo's ResNet: docs/calibration.md) and shapes at 400/class is 100% for both."""
+def test_on_held_out_pairs_the_rule_as_it_runs_trails_scratch_once_and_beats_it_on_imdb(own_rows):
+    """On the held-out image sources, each rule as it runs against scratch's better way (docs/calibration.md, the
+    defaults table): level or ahead on all but Fashion 0-4 at 20/class from the ResNet developed on 5-9, where its
+    partial fine-tuning trails scratch without augmentation by 0.7 points (79.8% against 80.5%; 1.3 ahead of scratch
+    with it); its small_different rule (full fine-tuning, not augmented on the registered digits) is ahead on digits
+    and shapes at 400/class is 100% for both. Held-out text pairs: level or ahead, ahead on every imdb pair."""
     gaps = {
-        pair: rule_over_scratch(rows, pair)
+        pair: rule_over_scratch(own_rows, pair)
         for group, pairs in HELD_OUT.items()
         if group not in ("photos", "electra")
         for pair in pairs
     }
-    assert all(gap >= -1e-9 for gap in gaps.values()), gaps
+    behind = {pair: round(100 * gap, 1) for pair, gap in gaps.items() if gap < -0.0005}
+    assert behind == {"resnet59-fashion04-20": -0.7}
+    augmented, _ = calibrate._mean_at(own_rows, "resnet59-fashion04-20", "scratch", 3e-3)
+    assert calibrate.rule_mean(own_rows, "resnet59-fashion04-20")[0] > augmented + 0.01
     assert all(gaps[pair] > 0 for pair in HELD_OUT["imdb"])
 
 
@@ -542,15 +562,12 @@ def test_case_auto_on_word_vectors_is_within_its_trials_noise_of_the_best_plan(r
     assert all(gaps[pair] > -0.005 for pair in calibrate.PAIR_GROUPS["w2v"]), gaps
 
 
-def test_on_photos_the_vit_rules_beat_scratch_and_the_resnet_rule_is_level_with_it(rows):
-    """Ants and bees, 153 validation photos (one standard error of an accuracy there: 3.6-4.0 points): the small
-    ViTs' rules (full fine-tuning, for both cases) beat scratch on all four pairs by 2.0-7.4 points (by 3.9-7.4 while
-    their small_different rule was partial fine-tuning: docs/calibration.md, "ViT small_different: full against
-    partial", where it is level with partial at 20 per class); the ResNets' full fine-tuning is level with it on
-    average (per pair
-    +0.4, -2.6, -1.7, +5.4 points: no pair further below than one standard error), as on digits, where no ResNet
-    plan beat scratch either (docs/calibration.md)."""
-    gaps = {pair: paired_gaps(rows, pair) for pair in HELD_OUT["photos"]}
+def test_on_photos_the_vit_rules_beat_scratch_and_the_resnet_rule_is_level_with_it(rows, own_rows):
+    """Ants and bees, 153 validation photos (one standard error of an accuracy there: 3.6-4.0 points), each rule as
+    it runs against scratch's better way: the small ViTs' rules (full fine-tuning, for both cases) beat scratch on all
+    four pairs by 3.9-7.4 points; the ResNets' full fine-tuning is level with it on average (per pair +0.2, -2.6,
+    -2.4, +5.4 points: no pair further below than one standard error)."""
+    gaps = {pair: paired_gaps(own_rows, pair) for pair in HELD_OUT["photos"]}
     assert all(len(seeds) == 3 for seeds in gaps.values()), gaps
     validation = {r["validation_examples"] for r in rows if r["pair"] in gaps}
     assert validation == {153}
@@ -559,7 +576,7 @@ def test_on_photos_the_vit_rules_beat_scratch_and_the_resnet_rule_is_level_with_
         scratch, _ = calibrate._mean_at(rows, pair, "scratch", calibrate.scratch_default(pair))
         assert mean >= -math.sqrt(scratch * (1 - scratch) / 153), (pair, seeds)
         if calibrate.PAIRS[pair]["family"].startswith("vit"):
-            assert mean > 0.019, (pair, seeds)
+            assert mean > 0.038, (pair, seeds)
     resnets = [
         g
         for pair, seeds in gaps.items()
@@ -970,8 +987,9 @@ def test_on_the_large_image_pairs_hftl_leaves_unaugmented_scratch_gains_without_
 ):
     """Measured after the augmentation rule was set: the 12 large image pairs it does not augment (registered, or 8
     epochs), each as a user's command runs it, beside scratch without augmentation. Scratch without it beat scratch
-    with it on all 12 (0.5-16.7 points); the rule is level with scratch's better way or ahead on 11, 0.4 under on
-    Fashion 5-9 from the demo's ResNet."""
+    with it on all 12 (0.5-16.7 points); the rule's unaugmented full fine-tuning was ahead of the main record's
+    augmented runs on all 12 (+0.3 to +5.8, an earlier session) and is level with scratch's better way or ahead on 11
+    (+16.2 at most), 0.4 under on Fashion 5-9 from the demo's ResNet."""
     large = sorted(
         {
             r["pair"]
@@ -981,16 +999,25 @@ def test_on_the_large_image_pairs_hftl_leaves_unaugmented_scratch_gains_without_
     )
     assert len(large) == 12
     own = calibrate.own_budget_rows(rows, augmentation_rows)
-    leads = {}
+    scratch_gains, over_augmented, leads = [], [], {}
     for pair in large:
-        assert {r["augment"] for r in augmentation_rows if r["pair"] == pair and r["plan"] == "rule"} == {
-            False
-        }
+        ran = [r for r in augmentation_rows if r["pair"] == pair and r["plan"] == "rule"]
+        assert {(r["resolved_strategy"], r["augment"]) for r in ran} == {("full", False)}, pair
         rate = calibrate.scratch_default(pair)
         (augmented, n), (plain, m) = (
             calibrate._mean_at(own, pair, plan, rate) for plan in ("scratch", "scratch_noaug")
         )
-        assert n == m == 3 and 0.005 < plain - augmented < 0.17, pair
+        assert n == m == 3, pair
+        scratch_gains.append(plain - augmented)
+        full, k = calibrate._mean_at(rows, pair, "full", calibrate.default_rate(pair, "full"))
+        assert k == 3, pair
+        over_augmented.append(calibrate.rule_mean(own, pair)[0] - full)
         leads[pair] = rule_over_scratch(own, pair)
+    assert min(scratch_gains) == pytest.approx(0.005, abs=5e-4) and max(scratch_gains) == pytest.approx(
+        0.167, abs=5e-4
+    )
+    assert min(over_augmented) == pytest.approx(0.003, abs=5e-4) and max(over_augmented) == pytest.approx(
+        0.058, abs=5e-4
+    )
     behind = {pair: round(100 * lead, 1) for pair, lead in leads.items() if lead < -0.0005}
-    assert behind == {"fashion59-600": -0.4} and max(leads.values()) < 0.17
+    assert behind == {"fashion59-600": -0.4} and max(leads.values()) == pytest.approx(0.162, abs=5e-4)
