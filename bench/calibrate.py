@@ -2105,9 +2105,10 @@ def auto_rows(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> dict[str,
     return autos
 
 
-def auto_tables(rows: list[dict[str, Any]]) -> list[str]:
-    """The auto table of hftl's tie rule, then those of the rules it replaced (the evidence for the change)."""
-    lines = auto_table(rows, ADVISOR_RULE)
+def auto_tables(rows: list[dict[str, Any]], own: list[dict[str, Any]] | None = None) -> list[str]:
+    """The auto table of hftl's tie rule, then those of the rules it replaced (the evidence for the change); ``own``:
+    the pairs at their own budgets with the image plans as hftl runs them (``own_budget_rows``), for one more count."""
+    lines = auto_table(rows, ADVISOR_RULE, own)
     if lines:
         lines += [full_length_trials(rows), ""]
     for rule, text in EARLIER_RULES.items():
@@ -2117,10 +2118,13 @@ def auto_tables(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str]:
+def auto_table(
+    rows: list[dict[str, Any]], rule: str = ADVISOR_RULE, own: list[dict[str, Any]] | None = None
+) -> list[str]:
     """``--case auto`` per pair, measured with the tie ``rule``: the plan its trials picked, the accuracy of the
     run, and how far that is from the best plan at hftl's default LRs and from the best plan at its best grid LR;
-    what advising cost."""
+    what advising cost. With ``own``: also how often it is within a point of the best plan as hftl runs it (on
+    images with its augmentation default, a user's command where one ran, and without augmentation)."""
     autos = auto_rows(rows, rule)
     if not autos:
         return []
@@ -2132,12 +2136,14 @@ def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str
         "advising cost (x one full run, estimated by the trials) | measured: seconds / the full run after them (n) |",
         "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |",
     ]
-    within = cheap = every = agree = 0
+    within = cheap = every = agree = within_as_run = 0
     for pair in PAIRS:
         if pair not in autos:
             continue
         runs = autos[pair]
         acc = _mean([r["best_accuracy"] for r in runs])
+        if own is not None:
+            within_as_run += round(acc - best_as_run(own, pair), 6) >= -0.01
         at_default = {}
         for plan in FAMILY_PLANS[PAIRS[pair]["family"]]:
             if plan in ("auto", "head_trunc"):
@@ -2191,7 +2197,25 @@ def auto_table(rows: list[dict[str, Any]], rule: str = ADVISOR_RULE) -> list[str
         f"the same pick, or a tie reported that includes it, on every seed on {agree}/{len(autos)} pairs",
         "",
     ]
+    if own is not None:
+        lines[-1:-1] = [
+            "",
+            "Against the family's plans at their default LRs and the case's rule as hftl runs them (the image "
+            "plans with its augmentation default: without augmentation and as a user's command where recorded, the "
+            f"defaults table's rows): within 1 point of the best on {within_as_run}/{len(autos)} pairs",
+        ]
     return lines
+
+
+def best_as_run(own: list[dict[str, Any]], pair: str) -> float:
+    """The best mean accuracy of the family's plans at their default rates as hftl runs them: the image plans also
+    without augmentation, and the case's rule as a user's command (``rule_mean``) where one ran."""
+    image = PAIRS[pair]["family"] in IMAGE_FAMILIES
+    plans = [p for p in FAMILY_PLANS[PAIRS[pair]["family"]] if p not in ("auto", "head_trunc")]
+    plans += ["full_noaug", "scratch_noaug"] if image else []
+    means = [_mean_at(own, pair, plan, default_rate(pair, plan.removesuffix("_noaug")))[0] for plan in plans]
+    means.append(rule_mean(own, pair)[0])
+    return max(mean for mean in means if mean is not None)
 
 
 def full_length_trials(rows: list[dict[str, Any]]) -> str:
@@ -2427,7 +2451,7 @@ def report(
     vit_different = vit_different_section(vit_different_rows or [], rows, augmentation_rows or [])
     lines += [""] + vit_different if vit_different else []
     lines += [""] + source_check_section(rows)
-    lines += [""] + auto_tables(rows)
+    lines += [""] + auto_tables(rows, own_budget_rows(rows, augmentation_rows, vit_different_rows or []))
     lines += [""] + noise_table(rows)
     lines += [""] + pooling_table(all_rows)
     if errors:
