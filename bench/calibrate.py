@@ -35,6 +35,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -2142,8 +2143,8 @@ def auto_table(
             continue
         runs = autos[pair]
         acc = _mean([r["best_accuracy"] for r in runs])
-        if own is not None:
-            within_as_run += round(acc - best_as_run(own, pair), 6) >= -0.01
+        best_run = best_as_run(own, pair, {r["seed"] for r in runs}) if own is not None else None
+        within_as_run += best_run is not None and round(acc - best_run, 6) >= -0.01
         at_default = {}
         for plan in FAMILY_PLANS[PAIRS[pair]["family"]]:
             if plan in ("auto", "head_trunc"):
@@ -2207,15 +2208,27 @@ def auto_table(
     return lines
 
 
-def best_as_run(own: list[dict[str, Any]], pair: str) -> float:
-    """The best mean accuracy of the family's plans at their default rates as hftl runs them: the image plans also
-    without augmentation, and the case's rule as a user's command (``rule_mean``) where one ran."""
+def best_as_run(own: list[dict[str, Any]], pair: str, seeds: set[int]) -> float | None:
+    """The best mean accuracy of the family's plans at their default rates as hftl runs them (the image plans also
+    without augmentation, and the case's rule as a user's command, ``rule_mean``, where one ran), over ``seeds``
+    where a plan has them all, else over all its runs, as the auto table's count does; None where none ran."""
     image = PAIRS[pair]["family"] in IMAGE_FAMILIES
     plans = [p for p in FAMILY_PLANS[PAIRS[pair]["family"]] if p not in ("auto", "head_trunc")]
     plans += ["full_noaug", "scratch_noaug"] if image else []
-    means = [_mean_at(own, pair, plan, default_rate(pair, plan.removesuffix("_noaug")))[0] for plan in plans]
-    means.append(rule_mean(own, pair)[0])
-    return max(mean for mean in means if mean is not None)
+    same = [r for r in own if r["seed"] in seeds]
+
+    def mean_of(measure: Callable[[list[dict[str, Any]]], tuple[float | None, int]]) -> float | None:
+        value, n = measure(same)
+        return value if n >= len(seeds) else measure(own)[0]
+
+    means = [
+        mean_of(
+            lambda at, plan=plan: _mean_at(at, pair, plan, default_rate(pair, plan.removesuffix("_noaug")))
+        )
+        for plan in plans
+    ]
+    means.append(mean_of(lambda at: rule_mean(at, pair)))
+    return max((mean for mean in means if mean is not None), default=None)
 
 
 def full_length_trials(rows: list[dict[str, Any]]) -> str:
