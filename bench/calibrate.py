@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import hashlib
 import json
 import math
 import os
@@ -1026,6 +1027,31 @@ def model_for(pair: str, cache: Path, work: Path) -> str:
     return f"vectors:{glove_path()}"
 
 
+def source_fingerprint(model: str) -> str | None:
+    """The first 16 hex digits of the sha256 of a source's weights (a model folder's ``*.safetensors``/``*.bin``,
+    or a vectors file with the arrays gensim saves beside it), recorded on every row: sources rebuilt by their
+    recipes differ, and rows from different builds should not be compared as one measurement. None where there is
+    nothing to read."""
+    path = Path(model.removeprefix("vectors:"))
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    else:
+        files = [path, *sorted(path.parent.glob(f"{path.name}.*"))]
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file())
+    return _digest(stats) if stats else None
+
+
+@functools.cache
+def _digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 of the files' bytes in order, read once per (path, size, mtime) state."""
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        with open(name, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 # --- running ---------------------------------------------------------------------------------------------------------
 def run_key(
     pair: str, plan: str, lr: float | str, seed: int, pooling: str = "pooler", rule: str | None = None
@@ -1083,6 +1109,7 @@ def run_one(
         "pair": pair,
         "family": spec["family"],
         "source": spec["source"],
+        "source_weights": source_fingerprint(model),
         "target": spec["target"],
         "size": spec["size"],
         "plan": plan,

@@ -1050,3 +1050,23 @@ def test_case_auto_on_the_large_unaugmented_image_pairs_ends_near_the_rule_as_it
         before = sum(r["best_accuracy"] for r in earlier[pair]) / 3
         behind_before += [round(100 * (before - rule), 1)] if before < rule - 0.01 else []
     assert len(behind_before) == 4 and min(behind_before) == -3.5 and max(behind_before) == -1.3
+
+
+def test_every_run_records_the_fingerprint_of_its_source_weights(tmp_path):
+    """Sources rebuilt by their recipes differ by a few points: each row names the weights it ran from."""
+    folder = tmp_path / "source"
+    folder.mkdir()
+    assert calibrate.source_fingerprint(str(folder)) is None  # nothing to read
+    (folder / "model.safetensors").write_bytes(b"weights, first build")
+    (folder / "config.json").write_text("{}")
+    first = calibrate.source_fingerprint(str(folder))
+    assert first is not None and len(first) == 16
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    (rebuilt / "model.safetensors").write_bytes(b"weights, second build")
+    assert calibrate.source_fingerprint(str(rebuilt)) not in (None, first)
+    vectors = tmp_path / "w2v.kv"
+    vectors.write_bytes(b"header")
+    alone = calibrate.source_fingerprint(f"vectors:{vectors}")
+    (tmp_path / "w2v.kv.vectors.npy").write_bytes(b"arrays gensim saves beside it")
+    assert calibrate.source_fingerprint(f"vectors:{vectors}") != alone
