@@ -700,22 +700,29 @@ def test_case_auto_follows_the_vit_small_different_rule_with_full_fine_tuning_fi
     }
 
 
-def test_case_auto_is_never_behind_the_default_rule_on_a_held_out_pair(rows, autos):
+def test_case_auto_is_never_behind_the_default_rule_on_a_held_out_pair(autos, own_rows):
     """Advising is worth its cost: on every held-out pair ``--case auto`` reaches the default rule's accuracy for the
-    true case (less a point of noise), and beats scratch wherever the best plan does by more than two points. With
-    partial fine-tuning first in the tie order on small images, vit59-digits-20 (short trials put partial 7.5-11.4
-    points ahead of augmented full fine-tuning) and resnet59-shapes-20 (partial's nine-epoch trial tied full's at one
-    seed) were 2.6 and 2.0 points under; with full fine-tuning first, and the trials' full fine-tuning following hftl's
-    augmentation default, they are 4.5 over and 0.2 under."""
-    held_out = (
+    true case as the rule runs (less a point of noise; 0.9 under at worst, on vit59-fashion04-20), and beats scratch
+    (its better way) wherever the best plan does by more than two points. With partial fine-tuning first in the tie
+    order on small images, vit59-digits-20 (short trials put partial 7.5-11.4 points ahead of augmented full
+    fine-tuning) and resnet59-shapes-20 (partial's nine-epoch trial tied full's at one seed) were 2.6 and 2.0 points
+    under; with full fine-tuning first, and the trials' full fine-tuning following hftl's augmentation default, they
+    are level or ahead."""
+    held_out = [
         pair for group, pairs in HELD_OUT.items() if group not in ("photos", "electra") for pair in pairs
-    )
+    ]
+    gaps = []
     for pair in held_out:
-        auto, plans = auto_and_plans(rows, autos, pair)
-        rule, _ = calibrate.default_rule(pair)
-        assert auto >= plans[rule] - 0.01, pair
-        if max(plans.values()) > plans["scratch"] + 0.02:
-            assert auto > plans["scratch"] + 0.02, pair
+        runs = autos[pair]
+        assert len(runs) == 3, pair
+        auto = sum(r["best_accuracy"] for r in runs) / 3
+        rule, scratch = calibrate.rule_mean(own_rows, pair)[0], calibrate.scratch_mean(own_rows, pair)[0]
+        gaps.append(auto - rule)
+        assert auto >= rule - 0.01, pair
+        best = calibrate.best_as_run(own_rows, pair, {r["seed"] for r in runs})
+        if best > scratch + 0.02:
+            assert auto > scratch + 0.02, pair
+    assert len(gaps) == 24 and min(gaps) == pytest.approx(-0.009, abs=5e-4)
 
 
 def test_case_auto_on_photos_is_within_the_trials_noise_of_the_best_and_above_scratch_from_the_vits(
