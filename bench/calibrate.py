@@ -36,7 +36,6 @@ import tempfile
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -1557,8 +1556,10 @@ def _rule_against_scratch(rows: list[dict[str, Any]], pair: str) -> tuple[str, s
     acc, n = rule_mean(rows, pair)
     slr = scratch_default(pair)
     sacc, sn = scratch_mean(rows, pair)
-    gap = f"{100 * (acc - sacc):+.1f}" if acc is not None and sacc is not None else "-"
-    cells = f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | {_shown(acc, n)} | {slr:g} | {_shown(sacc, sn)} | {gap} |"
+    cells = (
+        f"| {pair} | {case_of(pair)} | {plan} | {lr:g} | {_shown(acc, n)} | {slr:g} | {_shown(sacc, sn)} | "
+        f"{_gap(acc, sacc)} |"
+    )
     return cells, plan
 
 
@@ -1651,22 +1652,15 @@ def short_budget_section(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def budget_sweep_section(
-    sweep: list[dict[str, Any]],
-    short: list[dict[str, Any]],
-    main: list[dict[str, Any]],
-    augmentation: list[dict[str, Any]],
+    sweep: list[dict[str, Any]], short: list[dict[str, Any]], own: list[dict[str, Any]]
 ) -> list[str]:
-    """The pairs of the sweep record at every budget measured (the short record's, the sweep's, the pair's own in
-    the main and augmentation records): each plan of the sweep at its default rate, mean best accuracy over seeds, by
+    """The pairs of the sweep record at every budget measured (the short record's, the sweep's, the pair's own:
+    ``own``, from ``own_budget_rows``): each plan of the sweep at its default rate, mean best accuracy over seeds, by
     optimizer steps; and the default rule as hftl runs it against scratch (``rule_mean``, ``scratch_mean``)."""
     sweep = [r for r in default_pooling_rows(sweep) if _ok(r) and r["pair"] in PAIRS]
     if not sweep:
         return []
-    records = {
-        "short": default_pooling_rows(short),
-        "sweep": sweep,
-        "own": own_budget_rows(main, augmentation),
-    }
+    records = {"short": default_pooling_rows(short), "sweep": sweep, "own": own}
     # the pairs swept over several budgets (the others ran once, at their default budget: the next section)
     pairs = [p for p in PAIRS if len({r["epochs"] for r in sweep if r["pair"] == p}) > 1]
     sweep = [r for r in sweep if r["pair"] in pairs]
@@ -1983,18 +1977,15 @@ def _spread(found: list[float]) -> str:
 
 
 def default_budget_section(
-    sweep: list[dict[str, Any]],
-    short: list[dict[str, Any]],
-    main: list[dict[str, Any]],
-    augmentation: list[dict[str, Any]],
+    sweep: list[dict[str, Any]], short: list[dict[str, Any]], own: list[dict[str, Any]]
 ) -> list[str]:
     """Each small pair at the epochs a run without --epochs takes (``default_epochs``: 3, raised to 40 optimizer
     steps): the default rule against scratch there (``rule_mean``, ``scratch_mean``), beside the same at 3 epochs
-    and at the pair's own budget (the main and augmentation records)."""
+    and at the pair's own budget (``own``, from ``own_budget_rows``)."""
     from hftl.config import RunConfig
     from hftl.transfer.defaults import default_epochs
 
-    records = [default_pooling_rows(short), default_pooling_rows(sweep), own_budget_rows(main, augmentation)]
+    records = [default_pooling_rows(short), default_pooling_rows(sweep), own]
     lines = [
         "### At the default budget",
         "",
@@ -2015,7 +2006,7 @@ def default_budget_section(
         if not case_of(pair).startswith("small"):
             continue
         examples = next(
-            (r["train_examples"] for r in main if r["pair"] == pair and r.get("train_examples")), None
+            (r["train_examples"] for r in own if r["pair"] == pair and r.get("train_examples")), None
         )
         if not examples:
             continue
@@ -2025,9 +2016,6 @@ def default_budget_section(
 
         def lead(at: list[dict[str, Any]], pair: str = pair) -> tuple:
             return (*rule_mean(at, pair), *scratch_mean(at, pair))
-
-        def gap(cell: tuple) -> str:
-            return _gap(cell[0], cell[2])
 
         short_rows, _, own_rows = ([r for r in record if r["pair"] == pair] for record in records)
         at_default = [
@@ -2042,7 +2030,7 @@ def default_budget_section(
         steps = epochs * math.ceil(examples / PAIRS[pair]["batch_size"])
         lines.append(
             f"| {pair} | {case_of(pair)} | {plan} | {epochs} ({steps}) | {_shown(*here[:2])} | {_shown(*here[2:])} | "
-            f"{gap(here)} | {gap(short_lead)} | {gap(own_lead)} |"
+            f"{_gap(here[0], here[2])} | {_gap(short_lead[0], short_lead[2])} | {_gap(own_lead[0], own_lead[2])} |"
         )
     return lines if shown else []
 
@@ -2172,18 +2160,7 @@ def auto_table(
         acc = _mean([r["best_accuracy"] for r in runs])
         best_run = best_as_run(own, pair, {r["seed"] for r in runs}) if own is not None else None
         within_as_run += best_run is not None and round(acc - best_run, 6) >= -0.01
-        at_default = {}
-        for plan in FAMILY_PLANS[PAIRS[pair]["family"]]:
-            if plan in ("auto", "head_trunc"):
-                continue
-            lr = default_rate(pair, plan)
-            seeds = {r["seed"] for r in runs}
-            same = [r for r in rows if r["seed"] in seeds]  # the same seeds as the auto runs, where measured
-            value, n = _mean_at(same, pair, plan, lr)
-            if n < len(seeds):
-                value, _ = _mean_at(rows, pair, plan, lr)
-            if value is not None:
-                at_default[plan] = value
+        at_default = means_at_default(rows, pair, {r["seed"] for r in runs}, auto_candidates(pair))
         best_default = max(at_default, key=at_default.get) if at_default else None
         graded = [p for (q, p) in cells if q == pair and p != "auto"]
         best_any = max(graded, key=lambda p: cells[(pair, p)]["best_mean"]) if graded else None
@@ -2235,27 +2212,40 @@ def auto_table(
     return lines
 
 
+def auto_candidates(pair: str) -> list[str]:
+    """The plans of the pair's family that ``--case auto`` is compared with (the cut head-only plan is no candidate)."""
+    return [p for p in FAMILY_PLANS[PAIRS[pair]["family"]] if p not in ("auto", "head_trunc")]
+
+
+def means_at_default(
+    rows: list[dict[str, Any]], pair: str, seeds: set[int], plans: list[str]
+) -> dict[str, float]:
+    """Each plan's mean accuracy at its default rate (a ``_noaug`` plan at its plan's; "rule": ``rule_mean``) over
+    ``seeds`` where it has them all, else over all its runs; plans without runs are left out."""
+    same = [r for r in rows if r["seed"] in seeds]  # the same seeds as the auto runs, where measured
+
+    def mean(at: list[dict[str, Any]], plan: str) -> tuple[float | None, int]:
+        if plan == "rule":
+            return rule_mean(at, pair)
+        return _mean_at(at, pair, plan, default_rate(pair, plan.removesuffix("_noaug")))
+
+    means = {}
+    for plan in plans:
+        value, n = mean(same, plan)
+        if n < len(seeds):
+            value = mean(rows, plan)[0]
+        if value is not None:
+            means[plan] = value
+    return means
+
+
 def best_as_run(own: list[dict[str, Any]], pair: str, seeds: set[int]) -> float | None:
     """The best mean accuracy of the family's plans at their default rates as hftl runs them (the image plans also
-    without augmentation, and the case's rule as a user's command, ``rule_mean``, where one ran), over ``seeds``
-    where a plan has them all, else over all its runs, as the auto table's count does; None where none ran."""
-    image = PAIRS[pair]["family"] in IMAGE_FAMILIES
-    plans = [p for p in FAMILY_PLANS[PAIRS[pair]["family"]] if p not in ("auto", "head_trunc")]
-    plans += ["full_noaug", "scratch_noaug"] if image else []
-    same = [r for r in own if r["seed"] in seeds]
-
-    def mean_of(measure: Callable[[list[dict[str, Any]]], tuple[float | None, int]]) -> float | None:
-        value, n = measure(same)
-        return value if n >= len(seeds) else measure(own)[0]
-
-    means = [
-        mean_of(
-            lambda at, plan=plan: _mean_at(at, pair, plan, default_rate(pair, plan.removesuffix("_noaug")))
-        )
-        for plan in plans
-    ]
-    means.append(mean_of(lambda at: rule_mean(at, pair)))
-    return max((mean for mean in means if mean is not None), default=None)
+    without augmentation, and the case's rule as a user's command, ``rule_mean``, where one ran), as the auto table's
+    count reads them (``means_at_default``); None where none ran."""
+    plans = auto_candidates(pair) + ["rule"]
+    plans += ["full_noaug", "scratch_noaug"] if PAIRS[pair]["family"] in IMAGE_FAMILIES else []
+    return max(means_at_default(own, pair, seeds, plans).values(), default=None)
 
 
 def full_length_trials(rows: list[dict[str, Any]]) -> str:
@@ -2480,10 +2470,11 @@ def report(
         "`scratch_noaug`).",
         "",
     ]
-    lines += defaults_table(own_budget_rows(rows, augmentation_rows, vit_different_rows or []))
+    own = own_budget_rows(rows, augmentation_rows, vit_different_rows or [])
+    lines += defaults_table(own)
     lines += [""] + short_budget_section(short_rows or [])
-    lines += [""] + budget_sweep_section(sweep_rows or [], short_rows or [], rows, augmentation_rows)
-    lines += [""] + default_budget_section(sweep_rows or [], short_rows or [], rows, augmentation_rows)
+    lines += [""] + budget_sweep_section(sweep_rows or [], short_rows or [], own)
+    lines += [""] + default_budget_section(sweep_rows or [], short_rows or [], own)
     between = between_sizes_section(between_rows or [])
     lines += [""] + between if between else []
     augmentation = augmentation_section(augmentation_rows or [], rows)
@@ -2491,7 +2482,7 @@ def report(
     vit_different = vit_different_section(vit_different_rows or [], rows, augmentation_rows or [])
     lines += [""] + vit_different if vit_different else []
     lines += [""] + source_check_section(rows)
-    lines += [""] + auto_tables(rows, own_budget_rows(rows, augmentation_rows, vit_different_rows or []))
+    lines += [""] + auto_tables(rows, own)
     lines += [""] + noise_table(rows)
     lines += [""] + pooling_table(all_rows)
     if errors:

@@ -597,12 +597,9 @@ def auto_and_plans(rows, autos, pair: str) -> tuple[float, dict[str, float]]:
     where their trials ran in today's tie order, as in the auto table) and every plan's at its default rate."""
     accuracies = [r["best_accuracy"] for r in autos.get(pair, [])]
     assert len(accuracies) == 3, pair
-    plans = [
-        p for p in calibrate.FAMILY_PLANS[calibrate.PAIRS[pair]["family"]] if p not in ("auto", "head_trunc")
-    ]
     lrs = {
         plan: calibrate.scratch_default(pair) if plan == "scratch" else calibrate.plan_default(pair, plan)
-        for plan in plans
+        for plan in calibrate.auto_candidates(pair)
     }
     return sum(accuracies) / 3, {
         plan: calibrate._mean_at(rows, pair, plan, lr)[0] or 0.0 for plan, lr in lrs.items()
