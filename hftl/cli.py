@@ -206,9 +206,11 @@ def _advise(argv: Sequence[str]) -> int:
     if "output_dir" not in values and values.get("task"):
         values["output_dir"] = f"runs/{Path(values['task']).stem}-advice"
     config = resolve_config(values)
+    from hftl.outputs.run_folder import check_advice_folder
     from hftl.training.resume import check_outside_dataset
 
     check_outside_dataset(config)  # advice.json beside the data would be read as data by the next run
+    check_advice_folder(Path(config.output_dir))
     advices = advise(config)
     for advice in advices:
         print(advice.render())

@@ -223,6 +223,8 @@ def run_trials(
     budget = Budget(config.advise_budget * PLANNED_SHARE, config.epochs, len(train), len(validation))
     started = time.perf_counter()
     work = Path(config.output_dir) / TRIALS_DIR  # the same on every process of a distributed run
+    if work.is_symlink() or work.is_file():  # never a link's target: the link itself goes
+        work.unlink(missing_ok=True)
     shutil.rmtree(work, ignore_errors=True)  # what a killed advisor left
     try:
         # rung 0: everyone, on the share of the data (or the epochs) that spends half the budget; when scoring

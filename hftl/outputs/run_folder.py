@@ -85,7 +85,9 @@ def previous_run(folder: Path) -> list[str]:
 def check_recipe_folder(folder: Path, recipe: str, markers: Sequence[str], told: bool, how: str) -> None:
     """A recipe's output folder (``hftl compare``, ``hftl demo``) holds the runs it trained: it is never a training
     run's folder, and an earlier one's runs (found by ``markers``) are replaced only when ``told``; ``how``: the
-    flags that tell it."""
+    flags that tell it. A link in it that leads out is refused: its runs are written (and replaced) there."""
+    if folder.is_dir():
+        check_no_link_leaves(folder, OutputError)
     if previous_run(folder):
         raise ConfigError(f"{folder} holds a training run; choose another --output-dir for hftl {recipe}")
     earlier = [name for name in markers if (folder / name).exists()]
@@ -93,6 +95,19 @@ def check_recipe_folder(folder: Path, recipe: str, markers: Sequence[str], told:
         raise ConfigError(
             f"{folder} holds an earlier {recipe} ({', '.join(earlier)}): its trained runs would be replaced. "
             f"{how}, or choose another --output-dir"
+        )
+
+
+def check_advice_folder(folder: Path) -> None:
+    """``hftl advise`` writes its advice (and its trials) in ``folder``: never through a link that leads out, and
+    never over a training run's own advice, which says why that run trained as it did."""
+    if not folder.is_dir():
+        return
+    check_no_link_leaves(folder, OutputError)
+    if previous_run(folder):
+        raise ConfigError(
+            f"{folder} holds a training run; its {ADVICE_JSON} would be replaced. Choose another --output-dir "
+            "for hftl advise."
         )
 
 

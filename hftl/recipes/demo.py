@@ -78,6 +78,11 @@ class DemoResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _no_follow(path: str, flags: int) -> int:
+    """Open for ``open(opener=...)`` without following a link at ``path``: the log replaces nothing outside."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+
+
 @contextlib.contextmanager
 def quiet_output(log: Path) -> Any:
     """hftl's printout and progress bars sent to ``log`` (the demo draws its own bar); transformers' load reports
@@ -89,7 +94,7 @@ def quiet_output(log: Path) -> Any:
     hf_logging.set_verbosity_error()
     try:
         with (
-            open(log, "w", encoding="utf-8") as handle,
+            open(log, "w", encoding="utf-8", opener=_no_follow) as handle,
             contextlib.redirect_stdout(handle),
             contextlib.redirect_stderr(handle),
         ):

@@ -290,3 +290,17 @@ def test_resuming_a_case_auto_run_keeps_its_trials_pick(model_dirs, text_folder,
     monkeypatch.setattr(advise_module, "run_trials", no_trials)
     resumed = hftl.train(**settings, resume="auto")
     assert (resumed.plan.case, resumed.plan.strategy) == (first.plan.case, first.plan.strategy)
+
+
+def test_a_trials_folder_that_is_a_link_is_removed_as_a_link_and_its_target_kept(tmp_path, fake_runs):
+    """The trials' folders (``OUT/.hftl-trials/rungN-plan``) are made and removed by the advisor: a link planted at
+    ``.hftl-trials`` must not make it delete the user's folders of those names where the link leads."""
+    victim = tmp_path / "victim"
+    (victim / "rung0-full").mkdir(parents=True)
+    (victim / "rung0-full" / "keep.txt").write_text("the user's")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / trials_module.TRIALS_DIR).symlink_to(victim, target_is_directory=True)
+    runs = fake_runs({"full": 0.9, "partial": 0.85, "lora": 0.7, "head": 0.6, "scratch": 0.5})
+    run_trials(config(tmp_path), labelled({0: 40, 1: 40}), labelled({0: 20, 1: 20}), "label", runs)
+    assert (victim / "rung0-full" / "keep.txt").read_text() == "the user's"
+    assert not (tmp_path / "run" / trials_module.TRIALS_DIR).is_symlink()

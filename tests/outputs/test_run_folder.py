@@ -285,3 +285,49 @@ def test_case_auto_checks_the_folder_before_its_trials(text_folder, bert_dir, tm
             epochs=1,
         )
     assert not (model / ".hftl-trials").exists() and not (model / "advice.json").exists()
+
+
+def test_a_recipe_folder_with_a_link_leading_out_is_refused_before_anything_is_written(tmp_path):
+    """``hftl demo`` and ``hftl compare`` write (and replace) their runs and logs in their folder: a link there that
+    leads out (``logs/source.log -> ~/notes.txt``, ``source -> ~/my_model``) is refused, as a run's folder's is."""
+    from hftl.outputs.run_folder import check_recipe_folder
+
+    outside = tmp_path / "notes.txt"
+    outside.write_text("the user's notes")
+    folder = tmp_path / "demo"
+    (folder / "logs").mkdir(parents=True)
+    (folder / "logs" / "source.log").symlink_to(outside)
+    with pytest.raises(
+        OutputError, match=r"holds links that lead out of it \(logs/source.log -> .*notes.txt"
+    ):
+        check_recipe_folder(folder, "demo", ("results.json",), True, "Pass --overwrite")
+    assert outside.read_text() == "the user's notes"
+
+
+def test_the_demo_log_is_never_written_through_a_link(tmp_path):
+    from hftl.recipes.demo import quiet_output
+
+    outside = tmp_path / "notes.txt"
+    outside.write_text("the user's notes")
+    log = tmp_path / "logs" / "source.log"
+    log.parent.mkdir()
+    log.symlink_to(outside)
+    with pytest.raises(OSError), quiet_output(log):
+        print("never written")
+    assert outside.read_text() == "the user's notes"
+
+
+def test_hftl_advise_refuses_a_link_leading_out_and_a_training_runs_folder(finished, tmp_path):
+    """Advice goes beside nothing it could replace: not through a link, not over a training run's own advice."""
+    from hftl.outputs.run_folder import check_advice_folder
+
+    check_advice_folder(tmp_path / "new")  # nothing there yet: fine
+    outside = tmp_path / "victim"
+    outside.mkdir()
+    advice = tmp_path / "advice"
+    advice.mkdir()
+    (advice / ".hftl-trials").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(OutputError, match=r"holds links that lead out of it \(\.hftl-trials"):
+        check_advice_folder(advice)
+    with pytest.raises(ConfigError, match=r"holds a training run; its advice.json would be replaced"):
+        check_advice_folder(finished)
