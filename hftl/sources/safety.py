@@ -6,11 +6,16 @@ file itself with an allow-list that admits only the classes gensim and numpy sto
 arrays stored beside it (``FILE.kv.vectors.npy``, read by ``numpy.load`` without pickle). Sidecars that gensim would
 unpickle (``__scipys``: sparse matrices, which KeyedVectors never need) are refused, so a file that would call
 ``os.system`` (or any other function), in the main file or beside it, is refused without running anything.
+
+gensim's classes are on the list only to be rebuilt (``cls.__new__`` and their saved ``__dict__``), never called:
+``Word2Vec(corpus_file=...)`` would read and train on any file it names. The unpickler's REDUCE (a call) refuses
+them, and ``copyreg._reconstructor`` may rebuild an object only on a plain base (whose ``__init__`` it would call).
 """
 
 from __future__ import annotations
 
 import bz2
+import copyreg
 import gzip
 import pickle
 from collections.abc import Iterator
@@ -56,13 +61,37 @@ class UnsafePickle(ModelError):
     """A pickle references something outside the allow-list."""
 
 
-class _AllowListUnpickler(pickle.Unpickler):
+# rebuilt, never called: a class whose constructor does work (gensim's models train on what they are given)
+NEVER_CALLED_MODULES = ("gensim.models.",)
+# the bases copyreg._reconstructor may call __init__ of (with the pickle's state): plain containers only
+PLAIN_BASES = (object, dict, list, set, frozenset, tuple, str, bytes, int, float)
+
+
+class _AllowListUnpickler(pickle._Unpickler):  # the Python unpickler: its REDUCE can be checked
     allowed: dict[str, set[str]] = ALLOWED
 
     def find_class(self, module: str, name: str) -> Any:
         if name in self.allowed.get(module, ()):
             return super().find_class(module, name)
         raise UnsafePickle(f"refusing to load: the pickle asks for {module}.{name}, which could run code")
+
+    def load_reduce(self) -> None:
+        """REDUCE calls the object below its arguments: refused for classes that must only be rebuilt."""
+        args = self.stack[-1]
+        _check_call(self.stack[-2], args)
+        super().load_reduce()
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.REDUCE[0]: load_reduce}
+
+
+def _check_call(func: Any, args: Any) -> None:
+    name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)}"
+    if isinstance(func, type) and func.__module__.startswith(NEVER_CALLED_MODULES):
+        raise UnsafePickle(f"refusing to load: the pickle calls {name}, which would run its training code")
+    if func is copyreg._reconstructor:
+        base = args[1] if isinstance(args, tuple) and len(args) > 1 else None
+        if base not in PLAIN_BASES:
+            raise UnsafePickle(f"refusing to load: the pickle rebuilds an object by calling {base!r}")
 
 
 def _open(path: Path) -> IO[bytes]:

@@ -41,6 +41,42 @@ def test_a_kv_file_that_would_run_code_is_refused_without_running(tmp_path, monk
     assert not (tmp_path / "PWNED").exists()
 
 
+class _CallsAModel:
+    """A pickle that calls an allow-listed gensim class: ``Word2Vec(sentences, corpus_file, ...)`` reads and trains
+    on any file it names, so the class may be rebuilt but never called."""
+
+    def __init__(self, secret):
+        self.secret = secret
+
+    def __reduce__(self):
+        from gensim.models.word2vec import Word2Vec
+
+        return (Word2Vec, (None, str(self.secret), 4, 0.025, 5, 1, None, 1, 1))
+
+
+class _ReconstructsOnAModel:
+    """copyreg._reconstructor(cls, base, state) calls ``base.__init__(obj, state)``: a gensim base runs its code."""
+
+    def __reduce__(self):
+        import copyreg
+
+        from gensim.models.word2vec import Word2Vec
+
+        return (copyreg._reconstructor, (Word2Vec, Word2Vec, [["a", "b"]]))
+
+
+@pytest.mark.parametrize("payload", ["call", "reconstruct"])
+def test_an_allow_listed_gensim_class_is_rebuilt_but_never_called(payload, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("AWS_SECRET_KEY=hunter2 token\n" * 3)
+    evil = tmp_path / "evil.kv"
+    evil.write_bytes(pickle.dumps(_CallsAModel(secret) if payload == "call" else _ReconstructsOnAModel(), 4))
+    with pytest.raises(
+        UnsafePickle, match=r"evil.kv: refusing to load: the pickle (calls|rebuilds).*Word2Vec"
+    ):
+        load_vectors(str(evil))
+
+
 @pytest.mark.parametrize("where", ["main file", "sidecar"])
 def test_the_cli_reports_an_unsafe_vectors_file_in_one_line(where, tmp_path, text_folder, capsys):
     from hftl.train import main
