@@ -282,7 +282,7 @@ def read_progress(path: Path) -> Progress:
 
 
 # fingerprint entries added after checkpoints were first written: compared only where the checkpoint has them
-ADDED_KEYS = ("frozen_weights", "data_reader")
+ADDED_KEYS = ("frozen_weights", "data_reader", "training")
 # how the data fingerprints are made: a checkpoint from an earlier reader (CSV words such as NA read as missing, folders
 # fingerprinted by the path as typed; local files by modification time only, before their change time was added)
 # cannot be compared on them, so its data is taken as the same (the rest is checked)
@@ -303,13 +303,30 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
     if saved.get("data_reader") != current.get("data_reader"):
         skipped |= {"data_reader", *DATA_KEYS}
     keys = (set(saved) | set(current)) - skipped
-    differ = [key for key in sorted(keys) if saved.get(key) != current.get(key)]
+    differ = _differences(saved, current, sorted(keys))
     if differ:
-        details = "; ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in differ[:6])
+        details = "; ".join(f"{key}: {before!r} -> {after!r}" for key, before, after in differ[:6])
         raise ConfigError(
             f"--resume: {checkpoint} was made by a different run ({details}); resume with the same data, model, "
             "plan and optimisation settings, or start a new run (--overwrite-output-dir or another --output-dir)"
         )
+
+
+def _differences(
+    saved: dict[str, Any], current: dict[str, Any], keys: list[str]
+) -> list[tuple[str, Any, Any]]:
+    """``keys`` whose values differ, a nested setting named by its path (``training.lora``) rather than whole."""
+    differ = []
+    for key in keys:
+        before, after = saved.get(key), current.get(key)
+        if before == after:
+            continue
+        if isinstance(before, dict) and isinstance(after, dict):
+            inner = sorted(set(before) | set(after))
+            differ += [(f"{key}.{name}", b, a) for name, b, a in _differences(before, after, inner)]
+        else:
+            differ.append((key, before, after))
+    return differ
 
 
 def load_checkpoint(

@@ -5,6 +5,8 @@ clears the previous run where told to."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,11 +76,35 @@ def run_fingerprint(
         fingerprint["contrastive"] = asdict(plan.contrastive)
     if model is not None and (digest := frozen_digest(model)) is not None:
         fingerprint["frozen_weights"] = digest
+    fingerprint["training"] = training_settings(config, plan)
     if inputs.image_stats is not None and config.augment:
         # augmented crops are rounded back to uint8 (batches reach the model raw): checkpoints of runs trained on
         # float crops do not resume into this one; un-augmented image runs see the same pixels as before
         fingerprint["augmentation"] = "crops rounded to uint8"
     return fingerprint
+
+
+def training_settings(config: RunConfig, plan: TransferPlan | None) -> dict[str, Any]:
+    """The rest of what a resumed run must share with the checkpoint's: each block's rate and the epoch it thaws,
+    the LoRA and conservative settings (an adapter's rank and scaling, L2-SP's pull, layer decay, the head's rate),
+    how the best epoch is chosen, the class weights' values (a file edited in place keeps its path), and whether a
+    frozen part's features are cached (a cached run trains on fixed views; ``--cache-views`` of them). As JSON reads it back."""
+    weights = config.class_weights
+    if weights not in ("none", "auto"):
+        path = Path(weights).expanduser()
+        weights = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else weights
+    settings = {
+        "blocks": None if plan is None else [[b.name, b.lr, b.unfreeze_epoch] for b in plan.blocks],
+        "lora": None if plan is None or plan.lora is None else asdict(plan.lora),
+        "conservative": None if plan is None or plan.conservative is None else asdict(plan.conservative),
+        "metric_for_best": config.metric_for_best,
+        "class_weights": weights,
+        # only a frozen part is ever cached: elsewhere the switch changes nothing, and may change on resume
+        "feature_cache": [config.feature_cache, config.cache_views]
+        if plan is not None and any(block.action == "frozen" for block in plan.blocks)
+        else None,
+    }
+    return json.loads(json.dumps(settings))  # tuples as the checkpoint's JSON holds them: lists
 
 
 def resume(

@@ -336,3 +336,70 @@ def test_a_resume_without_epochs_reads_its_runs_epochs_from_run_config(tmp_path)
     for damaged in ("epochs: [7]\n", "epochs: true\n", "- 1\n", "a: &x [*x]\n"):
         (tmp_path / "run_config.yaml").write_text(damaged, encoding="utf-8")
         assert resumed_epochs(config) is None, damaged
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"lora_alpha": 64},
+        {"lora_dropout": 0.0},
+        {"regularizer": "l2sp", "l2sp_alpha": 10.0},
+        {"head_lr": 1.0},
+        {"layer_decay": 0.5},
+        {"unfreeze_schedule": 1},
+        {"metric_for_best": "loss"},
+        {"feature_cache": False},
+    ],
+    ids=lambda changed: ",".join(changed),
+)
+def test_resume_refuses_changed_training_settings_before_writing_anything(
+    changed, lora_run, bert_dir, text_folder
+):
+    """An adapter's scaling, a conservative term, a block's rate, when a block thaws, how the best epoch is chosen,
+    and whether features are cached change what training does: a checkpoint does not resume into other values of
+    them (the optimizer would restore the old rates under a run record that names the new ones)."""
+    from hftl.errors import ConfigError
+    from tests.helpers import quick_train
+
+    out, settings = lora_run
+    before = {name: (out / name).read_bytes() for name in ("run_config.yaml", "transfer_plan.json")}
+    with pytest.raises(ConfigError, match=r"was made by a different run \(training\.\w+"):
+        quick_train(**{**settings, **changed, "epochs": 2, "resume": "auto"})
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+@pytest.fixture(scope="module")
+def lora_run(bert_dir, text_folder, tmp_path_factory):
+    """A one-epoch LoRA run on the tiny BERT, with the settings that made it."""
+    from tests.helpers import quick_train
+
+    out = tmp_path_factory.mktemp("lora-run") / "run"
+    settings = dict(
+        task="text",
+        case="small_similar",
+        model=bert_dir,
+        dataset=text_folder,
+        output_dir=out,
+        strategy="lora",
+        lora_alpha=16,
+        lora_dropout=0.1,
+        seed=1,
+    )
+    quick_train(**settings, epochs=1)
+    return out, settings
+
+
+def test_resume_refuses_class_weights_edited_at_the_same_path(glove_file, text_folder, tmp_path):
+    from hftl.errors import ConfigError
+    from tests.helpers import quick_train
+
+    weights = tmp_path / "weights.json"
+    weights.write_text('{"negative": 1.0, "positive": 1.0}')
+    settings = dict(model=f"vectors:{glove_file}", class_weights=str(weights), seed=1)
+    out = tmp_path / "run"
+    quick_train("text", "large_similar", dataset=text_folder, output_dir=out, epochs=1, **settings)
+    weights.write_text('{"negative": 1000.0, "positive": 1.0}')
+    with pytest.raises(ConfigError, match=r"different run \(training\.class_weights: '[0-9a-f]{16}' -> '"):
+        quick_train(
+            "text", "large_similar", dataset=text_folder, output_dir=out, epochs=2, resume="auto", **settings
+        )
