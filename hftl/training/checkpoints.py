@@ -44,6 +44,7 @@ from hftl.training.sharded_state import (
 )
 
 PREFIX = "checkpoint-"
+CHECKPOINT_NAME = re.compile(rf"{PREFIX}\d{{8,}}-e\d+b\d+")
 COMPLETE = "COMPLETE"
 MODEL_FILE = "trainable.safetensors"
 PROCESS_STATE = "stream"  # stream-<process index>.json: where that process is in its share of a stream
@@ -205,13 +206,18 @@ def damage(folder: Path) -> str | None:
     listed = folder / CHECKSUMS
     if not listed.is_file():
         return None
-    for name, expected in json.loads(listed.read_text(encoding="utf-8")).items():
+    try:
+        sums = json.loads(listed.read_text(encoding="utf-8"))
+        entries = [(str(name), int(want["size"]), str(want["blake2b"])) for name, want in sums.items()]
+    except (ValueError, TypeError, KeyError, AttributeError):  # truncated, or not {name: {size, blake2b}}
+        return f"{CHECKSUMS} cannot be read"
+    for name, size, digest in entries:
         file = folder / name
         if Path(name).is_absolute() or ".." in Path(name).parts or file.is_symlink():
             return f"{CHECKSUMS} names {name!r}, which is not a file inside the checkpoint"
         if not file.is_file():
             return f"{name} is missing"
-        if file.stat().st_size != expected["size"] or file_digest(file) != expected["blake2b"]:
+        if file.stat().st_size != size or file_digest(file) != digest:
             return f"{name} does not match its checksum"
     return None
 
@@ -236,10 +242,11 @@ def rotate(root: Path, keep: int, protect: set[str | None] | None = None) -> Non
 
 
 def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (half-written ones have no COMPLETE marker and are ignored)."""
+    """Complete checkpoints, oldest first (half-written ones have no COMPLETE marker and are ignored, and a folder
+    not named as hftl names them, a user's ``checkpoint-backup`` copy say, is neither read nor rotated away)."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / COMPLETE).is_file()]
+    found = [p for p in root.iterdir() if CHECKPOINT_NAME.fullmatch(p.name) and (p / COMPLETE).is_file()]
     return sorted(found, key=lambda p: int(p.name[len(PREFIX) :].split("-")[0]))
 
 
@@ -264,7 +271,6 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
 
 
 # what ``checkpoint_name`` writes: a progress file naming anything else (a path, ``..``) is not hftl's
-CHECKPOINT_NAME = re.compile(rf"{PREFIX}\d{{8,}}-e\d+b\d+")
 
 
 def read_progress(path: Path) -> Progress:

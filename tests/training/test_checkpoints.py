@@ -199,3 +199,26 @@ def test_damaged_checkpoints_are_noticed_and_auto_resume_falls_back(
     kept = list_checkpoints(out / "checkpoints")[-1]
     _flip_a_byte(kept / "trainable.safetensors")
     assert not restore_trained_weights(torch.nn.Linear(1, 1), out, kept.name)
+
+
+@pytest.mark.parametrize(
+    "checksums", ['{"trainable.safetensors": {"size": 1', '{"trainable.safetensors": 5}']
+)
+def test_unreadable_checksums_are_damage_and_a_copied_checkpoint_folder_is_ignored(checksums, tmp_path):
+    """A truncated or reshaped checksums.json makes its checkpoint one to skip (naming the file), as a flipped byte
+    does; a user's copy (``checkpoints/checkpoint-backup``) is neither resumed from nor rotated away."""
+    from hftl.training.checkpoints import COMPLETE, damage, list_checkpoints, resolve_resume, rotate
+
+    root = tmp_path / "run" / "checkpoints"
+    good, bad, backup = (
+        root / name for name in ("checkpoint-00000004-e1b0", "checkpoint-00000008-e2b0", "checkpoint-backup")
+    )
+    for folder in (good, bad, backup):
+        folder.mkdir(parents=True)
+        (folder / COMPLETE).write_text("")
+    (bad / "checksums.json").write_text(checksums)
+    assert damage(bad) == "checksums.json cannot be read"
+    assert list_checkpoints(root) == [good, bad]
+    assert resolve_resume("auto", tmp_path / "run") == good
+    rotate(root, keep=1, protect={good.name})
+    assert backup.is_dir() and good.is_dir() and bad.is_dir()
