@@ -36,7 +36,6 @@ import dataclasses
 import io
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from hftl.advisor.source_check import SourceCheck
 from hftl.config import RunConfig
 from hftl.data.labels import rarest_label
 from hftl.errors import HftlError
+from hftl.outputs.files import remove_path
 from hftl.transfer.defaults import default_epochs
 
 TRIALS_DIR = ".hftl-trials"
@@ -223,9 +223,7 @@ def run_trials(
     budget = Budget(config.advise_budget * PLANNED_SHARE, config.epochs, len(train), len(validation))
     started = time.perf_counter()
     work = Path(config.output_dir) / TRIALS_DIR  # the same on every process of a distributed run
-    if work.is_symlink() or work.is_file():  # never a link's target: the link itself goes
-        work.unlink(missing_ok=True)
-    shutil.rmtree(work, ignore_errors=True)  # what a killed advisor left
+    remove_path(work)  # what a killed advisor left (a link planted there goes, never what it leads to)
     try:
         # rung 0: everyone, on the share of the data (or the epochs) that spends half the budget; when scoring
         # everyone on all the validation data would cost more than half of that, on a stratified part of it
@@ -261,7 +259,7 @@ def run_trials(
             report.validation_examples = len(first_validation)
         decide(report, scores, candidates)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_path(work)
     report.seconds = round(time.perf_counter() - started, 1)
     full_run = Costs.fit(report.trials).full_run(config.epochs, len(train), len(validation))
     report.cost_ratio = report.seconds / full_run if full_run > 0 else None  # None: too fast to time
@@ -438,7 +436,7 @@ def _trial(
     except HftlError as error:  # a plan that does not apply to this model is skipped, and said so
         trial.error = f"{type(error).__name__}: {error}"
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_path(folder)
     trial.seconds = round(time.perf_counter() - started, 2)
     return trial
 

@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 
 from hftl.config import RunConfig
-from hftl.errors import ModelError, first_line
+from hftl.errors import HftlError, ModelError, first_line
 from hftl.outputs.files import move_into, remove_path, space_checked, write_text
 from hftl.transfer.plan import TransferPlan
 from hftl.untrusted_yaml import load_untrusted_yaml
@@ -83,6 +83,21 @@ def read_run_settings(folder: str | Path) -> dict[str, Any]:
             f"{path}: a run config must be a YAML mapping of setting: value (is it an hftl run's?)"
         )
     return settings
+
+
+def read_json_file(path: Path, error: type[HftlError] = ModelError) -> dict[str, Any]:
+    """A JSON object from a folder that may come from anywhere: ``error`` naming the file where it cannot be read,
+    is not JSON (an interrupted copy leaves it empty or cut short) or holds something other than an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as problem:
+        raise error(
+            f"cannot read {path}: {first_line(problem) or type(problem).__name__}. The file is damaged or cut "
+            "short (an interrupted copy?): copy it again, or re-save the folder it belongs to"
+        ) from problem
+    if not isinstance(value, dict):
+        raise error(f"{path}: holds a JSON {type(value).__name__}, not an object: is it the file hftl wrote?")
+    return value
 
 
 def is_peft_model(model: nn.Module) -> bool:

@@ -8,14 +8,13 @@ validation metrics per epoch, the label names and a usage snippet that runs as w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hftl.errors import ModelError
+from hftl.errors import ModelError, first_line
 from hftl.outputs.artifacts import (
     BASE_CONFIG_DIR,
     CLASS_REPORT_FILE,
@@ -25,6 +24,7 @@ from hftl.outputs.artifacts import (
     MERGED_DIR,
     METRICS_FILE,
     PLAN_FILE,
+    read_json_file,
     read_run_settings,
 )
 from hftl.outputs.card_usage import peft_snippet, pipeline_snippet, py_literal
@@ -61,8 +61,8 @@ class RunRecord:
             )
         return cls(
             settings=read_run_settings(output_dir),
-            plan=TransferPlan.load(output_dir / PLAN_FILE),
-            metrics=json.loads((output_dir / METRICS_FILE).read_text(encoding="utf-8")),
+            plan=_plan(output_dir / PLAN_FILE),
+            metrics=read_json_file(output_dir / METRICS_FILE),
             max_positions=_model_config(output_dir).get("max_position_embeddings"),
             model_type=_model_config(output_dir).get("model_type"),
         )
@@ -349,7 +349,7 @@ def report_section(output_dir: Path) -> list[str]:
     path = output_dir / CLASS_REPORT_FILE
     if not path.is_file():
         return []
-    report = json.loads(path.read_text(encoding="utf-8"))
+    report = read_json_file(path)
     rows = [
         f"| `{name}` | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1-score']:.4f} | {int(v['support'])} |"
         for name, v in report.items()
@@ -423,5 +423,16 @@ def _model_config(output_dir: Path) -> dict[str, Any]:
     """The saved model's config.json (a LoRA run's frozen base; ``base_config/`` in older runs), or {}."""
     for config in (output_dir / "config.json", output_dir / BASE_CONFIG_DIR / "config.json"):
         if config.is_file():
-            return json.loads(config.read_text(encoding="utf-8"))
+            return read_json_file(config)
     return {}
+
+
+def _plan(path: Path) -> TransferPlan:
+    """A run's transfer_plan.json, a ModelError naming it where it is not the plan a run writes."""
+    record = read_json_file(path)
+    try:
+        return TransferPlan.from_dict(record)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelError(
+            f"{path}: not a transfer plan hftl wrote ({first_line(error)}): copy the run again"
+        ) from error

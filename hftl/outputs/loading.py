@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig
 
@@ -17,6 +17,7 @@ from hftl.outputs.artifacts import (
     BASE_CONFIG_DIR,
     CONFIG_FILE,
     holds_base,
+    read_json_file,
     read_run_settings,
 )
 from hftl.outputs.download import resolve_folder
@@ -55,9 +56,14 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
     source = resolve_folder(source)  # a Hub id becomes its downloaded snapshot
     try:
         return _load(source, trust_remote_code)
-    except OSError as error:  # transformers/PEFT: a file the folder should hold is missing or unreadable
+    except (
+        OSError,
+        SafetensorError,
+    ) as error:  # transformers/PEFT: a file there is missing, unreadable or cut
+        from hftl.sources.hub import damaged_file
+
         raise ModelError(
-            f"cannot load {source}: {first_line(error)}. A run folder holds its weights (model.safetensors, or "
+            f"cannot load {source}: {damaged_file(Path(source)) or first_line(error)}. A run folder holds its weights (model.safetensors, or "
             "for LoRA adapter_model.safetensors beside the base's): if this is one, was it copied in part, or is "
             "the run unfinished? (A LoRA folder saved before runs kept their base reads it from the base's Hub id or "
             "folder.)"
@@ -67,7 +73,7 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
 def _load(source: str, trust_remote_code: bool) -> nn.Module:
     adapter_config = Path(source) / ADAPTER_CONFIG
     if adapter_config.is_file():
-        adapter = json.loads(adapter_config.read_text(encoding="utf-8"))
+        adapter = read_json_file(adapter_config)
         return _load_adapter(source, adapter, trust_remote_code)
     register_for_source(source)  # an hftl pooled classifier: its family's pair, before AutoConfig reads it
     model_config = prepare_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from hftl.errors import ConfigError, OutputError
-from hftl.outputs.artifacts import CLASS_REPORT_FILE, CONFUSION_PNG, CURVE_PNG, PREDICTIONS_FILE
+from hftl.outputs.artifacts import (
+    CLASS_REPORT_FILE,
+    CONFUSION_PNG,
+    CURVE_PNG,
+    PREDICTIONS_FILE,
+    read_json_file,
+)
 from hftl.outputs.artifacts import RUN_LOG as LOG_FILE
 from hftl.outputs.files import check_no_link_leaves, write_text
 
@@ -74,7 +80,12 @@ def redraw(output_dir: str | Path) -> list[str]:
             f"{output_dir} has no {PREDICTIONS_FILE}: runs write it at their end (a run from an older hftl or one "
             "that did not finish has none)"
         )
-    record = json.loads(source.read_text(encoding="utf-8"))
+    record = read_json_file(source, ConfigError)
+    missing = [key for key in ("split", "labels", "predictions", "references") if key not in record]
+    if missing:
+        raise ConfigError(
+            f"{source}: lacks {', '.join(missing)}: not the predictions a run writes; train again"
+        )
     table = {
         "split": record["split"],
         **per_class(record["labels"], record["predictions"], record["references"]),

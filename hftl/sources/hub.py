@@ -3,11 +3,14 @@ Auto classes, with errors that say what to do offline."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from hftl.backbones.base import trainable_architecture
@@ -24,23 +27,63 @@ if TYPE_CHECKING:
     from hftl.tasks import Task
 
 
+# the JSON files a save_pretrained folder may hold (model, tokenizer, image processor): named when one is damaged
+SAVED_JSON = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "model.safetensors.index.json",
+)
+
+
 def _loading_error(name: str, error: Exception) -> ModelError:
+    cause = f"{type(error).__name__}: {first_line(error)}"
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        damaged = damaged_file(folder)
+        return ModelError(
+            f"could not load model from the folder {name} ({damaged or cause}): a file there is damaged or cut "
+            "short, or not what save_pretrained writes. Copy the folder again, or re-save the model with "
+            "save_pretrained."
+        )
     return ModelError(
         f"could not load model {name!r}: it is not a local folder and the Hugging Face Hub could not provide it "
-        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Offline, pass a local "
-        "save_pretrained folder with --model."
+        f"({cause}). Offline, pass a local save_pretrained folder with --model."
     )
+
+
+def damaged_file(folder: Path) -> str | None:
+    """Which of a saved model's files in ``folder`` is damaged, and how: a JSON file (``SAVED_JSON``) that is not
+    JSON, or safetensors weights whose header does not read (only headers are read); None if none is."""
+    from safetensors import safe_open
+
+    for name in SAVED_JSON:
+        path = folder / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError) as error:
+                return f"{name} is not valid JSON: {first_line(error)}"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (OSError, SafetensorError) as error:
+            return f"{path.name} does not read: {first_line(error)}"
+    return None
 
 
 @contextmanager
 def _hub_errors_named(name: str) -> Iterator[None]:
-    """transformers' OSError/ValueError for a model it cannot load (offline, a wrong id) as one ModelError; hftl's own
-    errors (a refused pickle) pass through as they are."""
+    """transformers' OSError/ValueError for a model it cannot load (offline, a wrong id, a damaged file) and
+    safetensors' error for cut-short weights as one ModelError; hftl's own errors (a refused pickle) pass through."""
     try:
         yield
     except HftlError:
         raise
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         raise _loading_error(name, error) from error
 
 
@@ -125,10 +168,12 @@ class HubSource:
             )
             return standard_processor(processor)  # timm Hub repos: the equivalent standard processor
         except (OSError, ValueError) as error:
+            folder = Path(config.model).expanduser()
+            damaged = damaged_file(folder) if folder.is_dir() else None
             raise ModelError(
                 f"could not load the {'image processor' if task.modality == 'image' else 'tokenizer'} of "
-                f"{config.model!r} ({type(error).__name__}); a local model folder needs it saved beside the "
-                "weights (processor.save_pretrained(folder))"
+                f"{config.model!r} ({damaged or f'{type(error).__name__}: {first_line(error)}'}); a local model "
+                "folder needs it saved beside the weights (processor.save_pretrained(folder)), whole"
             ) from error
 
 
