@@ -5,6 +5,7 @@ LogME's advice (``hftl.advisor.advise``) and the source check (``hftl.advisor.st
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ def probe_key(
 ) -> dict[str, Any]:
     """What the probe features depend on besides the weights and the pooling settings: the sampled rows are the
     raw split's, so the columns read from them are named too (input, a sentence pair's second, the labels, and
-    whether they are lists)."""
+    whether they are lists), and so is how they are decoded (the image pixel cap, the tokenizer's settings)."""
     return {
         "kind": "advisor-probe",
         "version": 1,
@@ -167,4 +168,8 @@ def probe_key(
         "preprocessing": preprocessing_of(processor, task.modality, config.max_length),
         "examples": sample._fingerprint,
         "columns": [splits.input_column, splits.pair_column, splits.label_column, splits.multi_label],
+        "max_image_pixels": config.max_image_pixels if task.modality == "image" else None,
+        "tokenizer": None
+        if task.modality == "image"
+        else json.loads(json.dumps(getattr(processor, "init_kwargs", None), sort_keys=True, default=str)),
     }

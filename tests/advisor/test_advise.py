@@ -257,6 +257,8 @@ def test_probe_features_are_cached_keyed_and_rebuilt_when_damaged(model_dirs, im
     assert len(list(cache.glob("probe-*.npz"))) == 6
     look(model_dirs["vit"], feature_cache=False)
     assert len(list(cache.glob("probe-*.npz"))) == 6
+    look(model_dirs["vit"], max_image_pixels=400)  # the 40x40 images decoded smaller: features of their own
+    assert len(list(cache.glob("probe-*.npz"))) == 8
 
 
 def test_probe_features_of_another_text_column_are_not_read_from_the_cache(bert_dir, text_folder, tmp_path):
