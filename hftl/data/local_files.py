@@ -3,6 +3,7 @@ written (no pandas missing-value words), and every failure one error naming the 
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,15 +80,29 @@ def load_files(
         raise DataError(f"cannot read {sorted(data_files.values())}: {detail}") from error
 
 
-def _first_undecodable(paths: Sequence[Path], encoding: str) -> str | None:
-    """Name the first file, line and byte that ``encoding`` cannot decode (None if all decode)."""
+def _first_undecodable(paths: Sequence[Path], encoding: str, block: int = 1 << 20) -> str | None:
+    """Name the first file, line and byte that ``encoding`` cannot decode (None if all decode), reading each file
+    in ``block``-sized pieces: a file too large for memory is checked in constant memory."""
     for path in paths:
         if path.suffix.lower() == ".parquet":
             continue
-        data = path.read_bytes()
-        try:
-            data.decode(encoding)
-        except UnicodeDecodeError as error:
-            line = data[: error.start].count(b"\n") + 1
-            return f"{path}: line {line} is not valid {encoding} (byte 0x{data[error.start]:02x} at offset {error.start})"
+        decoder = codecs.getincrementaldecoder(encoding)()
+        offset = lines = 0  # bytes fed to the decoder so far, and the newlines among them
+        with open(path, "rb") as handle:
+            while True:
+                piece = handle.read(block)
+                held = decoder.getstate()[0]  # the start of a character cut by the last piece
+                try:
+                    decoder.decode(piece, final=not piece)
+                except UnicodeDecodeError as error:  # its offsets count from the held bytes
+                    data = held + piece
+                    where = offset - len(held) + error.start
+                    line = lines + data[: error.start].count(b"\n") + 1
+                    return (
+                        f"{path}: line {line} is not valid {encoding} (byte 0x{data[error.start]:02x} at offset "
+                        f"{where})"
+                    )
+                if not piece:
+                    break
+                offset, lines = offset + len(piece), lines + piece.count(b"\n")
     return None

@@ -121,6 +121,27 @@ def test_non_utf8_file_names_the_file_line_and_the_fix(tmp_path, bert_dir):
         quick_train("text", "small_similar", bert_dir, data, tmp_path / "out", epochs=1)
 
 
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+def test_the_undecodable_byte_is_found_the_same_in_pieces_of_any_size(block, tmp_path):
+    """The check reads a file piece by piece (constant memory on a huge file): a character cut between two pieces
+    is no error, and the bad byte's line and offset are those of the whole file; so is a character cut by the end."""
+    from hftl.data.local_files import _first_undecodable
+
+    good = "naïve café ✓\n" * 3
+    path = tmp_path / "train.csv"
+    path.write_bytes(good.encode() + b"caf\xe9 cr\xe8me\n")
+    offset = len(good.encode()) + 3
+    assert _first_undecodable([path], "utf-8", block) == (
+        f"{path}: line 4 is not valid utf-8 (byte 0xe9 at offset {offset})"
+    )
+    path.write_bytes(good.encode())
+    assert _first_undecodable([path], "utf-8", block) is None
+    path.write_bytes(good.encode() + "✓".encode()[:2])  # cut short in the middle of a character
+    assert _first_undecodable([path], "utf-8", block) == (
+        f"{path}: line 4 is not valid utf-8 (byte 0xe2 at offset {len(good.encode())})"
+    )
+
+
 def test_data_encoding_reads_latin1(tmp_path):
     from hftl.data.loading import load_raw
 
