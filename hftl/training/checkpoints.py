@@ -18,7 +18,8 @@ import pickle
 import random
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hftl.config import resolved_local_path
-from hftl.errors import ConfigError
+from hftl.errors import ConfigError, HftlError, first_line
 from hftl.outputs.artifacts import CHECKPOINTS, NO_SPACE_REMEDY
 from hftl.outputs.files import file_digest, space_checked
 from hftl.training import engines
@@ -343,12 +344,31 @@ def load_checkpoint(
     if read_engine(path) is not None:
         load_sharded(accelerator, path)
         return read_progress(path)
-    load_trainable_state(accelerator.unwrap_model(model), read_tensors(path / MODEL_FILE))
-    optimizer.load_state_dict(read_state(path / "optimizer.pt"))
-    scheduler.load_state_dict(read_state(path / "scheduler.pt"))
+    with _fitting(path / MODEL_FILE):
+        load_trainable_state(accelerator.unwrap_model(model), read_tensors(path / MODEL_FILE))
+    with _fitting(path / "optimizer.pt"):
+        optimizer.load_state_dict(read_state(path / "optimizer.pt"))
+    with _fitting(path / "scheduler.pt"):
+        scheduler.load_state_dict(read_state(path / "scheduler.pt"))
     if accelerator.scaler is not None and (path / "scaler.pt").is_file():
-        accelerator.scaler.load_state_dict(read_state(path / "scaler.pt"))
+        with _fitting(path / "scaler.pt"):
+            accelerator.scaler.load_state_dict(read_state(path / "scaler.pt"))
     return read_progress(path)
+
+
+@contextmanager
+def _fitting(file: Path) -> Iterator[None]:
+    """A state read whole but shaped for other settings (another LoRA rank, other parameter groups) as one error
+    naming the file; fingerprints catch this first, except on checkpoints from before they held those settings."""
+    try:
+        yield
+    except HftlError:
+        raise
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise ConfigError(
+            f"--resume: {file} does not fit this run ({type(error).__name__}: {first_line(error)}): the checkpoint "
+            "was made with other training settings. Resume with the settings that made it, or start a new run"
+        ) from error
 
 
 # what a damaged file, or a pickle that ``weights_only`` refuses to run, raises on the way in

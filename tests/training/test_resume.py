@@ -403,3 +403,25 @@ def test_resume_refuses_class_weights_edited_at_the_same_path(glove_file, text_f
         quick_train(
             "text", "large_similar", dataset=text_folder, output_dir=out, epochs=2, resume="auto", **settings
         )
+
+
+def test_a_checkpoint_from_before_the_training_settings_were_compared_is_one_error_when_they_differ(
+    lora_run, tmp_path
+):
+    """Its fingerprint lacks them, so it gets as far as loading: another LoRA rank's tensors are then one error
+    naming the file, not torch's shape mismatch."""
+    import shutil
+
+    from hftl.errors import ConfigError
+    from hftl.training.checkpoints import list_checkpoints, write_checksums
+    from tests.helpers import quick_train
+
+    out, settings = lora_run
+    copy = Path(shutil.copytree(out, tmp_path / "run"))
+    for checkpoint in list_checkpoints(copy / "checkpoints"):
+        progress = json.loads((checkpoint / "progress.json").read_text())
+        del progress["fingerprint"]["training"]
+        (checkpoint / "progress.json").write_text(json.dumps(progress))
+        write_checksums(checkpoint)
+    with pytest.raises(ConfigError, match=r"trainable.safetensors does not fit this run \(RuntimeError"):
+        quick_train(**{**settings, "output_dir": copy, "lora_r": 2, "epochs": 2, "resume": "auto"})
