@@ -88,7 +88,8 @@ def training_settings(config: RunConfig, plan: TransferPlan | None) -> dict[str,
     """The rest of what a resumed run must share with the checkpoint's: each block's rate and the epoch it thaws,
     the LoRA and conservative settings (an adapter's rank and scaling, L2-SP's pull, layer decay, the head's rate),
     how the best epoch is chosen, the class weights' values (a file edited in place keeps its path), and whether a
-    frozen part's features are cached (a cached run trains on fixed views; ``--cache-views`` of them). As JSON reads it back."""
+    frozen part's features are cached (a cached run trains on fixed views; ``--cache-views`` of them). As JSON
+    reads it back."""
     weights = config.class_weights
     if weights not in ("none", "auto"):
         path = Path(weights).expanduser()
