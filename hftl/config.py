@@ -335,5 +335,7 @@ def resolved_local_path(name: str) -> str:
     ``./bert/``, ``bert`` and its absolute path are one model to everything a run records and fingerprints (a
     resume typed another way, or from another directory, is the same run). Hub ids and missing paths stay as given."""
     prefix = VECTORS_PREFIX if name.startswith(VECTORS_PREFIX) else ""
+    if not name[len(prefix) :].strip():  # blank: refused by the settings, never read as the working directory
+        return name
     path = Path(name[len(prefix) :]).expanduser()
     return f"{prefix}{path.resolve()}" if path.exists() else name

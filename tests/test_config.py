@@ -153,3 +153,59 @@ def test_labels_take_words_or_commas():
 def test_labels_and_label_columns_are_one_or_the_other():
     with pytest.raises(hftl.ConfigError, match=r"--label-columns names the labels .*; drop --labels"):
         RunConfig(task="text", case="small_similar", label_columns="a,b", labels="a,b")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"model": ""}, r"--model is empty \(an unset shell variable\?\)"),
+        ({"dataset": " "}, r"--dataset is empty"),
+        ({"output_dir": ""}, r"--output-dir is empty"),
+        ({"max_grad_norm": -1.0}, r"max_grad_norm must be a finite number >= 0, got -1.0"),
+        ({"weight_decay": float("nan")}, r"weight_decay must be a finite number >= 0, got nan"),
+        ({"l2sp_alpha": float("inf")}, r"l2sp_alpha must be a finite number >= 0"),
+        ({"lr": float("inf")}, r"lr must be a finite number > 0, got inf"),
+        ({"head_lr": float("nan")}, r"head_lr must be a finite number > 0"),
+        ({"scheduler": "linaer"}, r"unknown scheduler 'linaer'.*inverse_sqrt"),
+        ({"scheduler": "reduce_lr_on_plateau"}, r"unknown scheduler"),
+        ({"data_encoding": "utf-9"}, r"--data-encoding 'utf-9' is not an encoding"),
+        ({"num_workers": -2}, r"num_workers must be >= 0"),
+        ({"lora_dropout": 1.5}, r"lora_dropout must be in \[0, 1\)"),
+        ({"lora_alpha": 0}, r"lora_alpha must be a positive integer"),
+    ],
+    ids=lambda value: str(value)[:40],
+)
+def test_a_value_that_would_train_wrongly_or_crash_later_is_refused_at_once(values, message):
+    """Each of these used to run: a negative clipping norm turned every step around (gradient ascent, exit 0), an
+    infinite rate saved a model of NaNs, an empty --model ("$MODEL" unset) trained the working directory's model,
+    and the rest failed with a traceback after the model and data had loaded."""
+    with pytest.raises(hftl.ConfigError, match=message):
+        resolve_config({"task": "text", "case": "small_similar", "model": "m", "dataset": "d", **values})
+
+
+@pytest.mark.parametrize("switch", ["overwrite_output_dir", "trust_remote_code", "augment", "streaming"])
+def test_python_keywords_are_type_checked_so_false_as_a_string_is_not_true(switch, tmp_path):
+    """``hftl.train(..., overwrite_output_dir="false")`` replaced the previous run: a non-empty string is truthy."""
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(hftl.ConfigError, match=rf"hftl.train: {switch} must be bool( or null)?, got .false."):
+        hftl.train(
+            task="text",
+            case="small_similar",
+            model="m",
+            dataset="d",
+            output_dir=tmp_path,
+            **{switch: "false"},
+        )
+    assert (tmp_path / "metrics.json").is_file()
+    with pytest.raises(hftl.ConfigError, match=r"threshold must be float or int, got '0.5'"):
+        hftl.train(task="text", case="small_similar", model="m", dataset="d", threshold="0.5")
+    with pytest.raises(hftl.ConfigError, match=r"the first argument is a YAML run config file"):
+        hftl.train("image", case="small_similar")
+
+
+@pytest.mark.parametrize("where", ["/", "~"])
+def test_the_root_or_home_folder_is_no_runs_output_folder(where):
+    from hftl.outputs.run_folder import check_output_dir
+
+    with pytest.raises(hftl.ConfigError, match=r"is not a folder for one run; give one such as runs/NAME"):
+        check_output_dir(Path(where), None, False)

@@ -32,7 +32,11 @@ def links_leaving(folder: Path) -> list[tuple[Path, Path]]:
         for name in (*dirs, *files):
             path = Path(current) / name
             if path.is_symlink():
-                target = path.resolve()
+                try:
+                    target = path.resolve()
+                except (OSError, RuntimeError):  # a loop of links, or one into a folder that cannot be read
+                    leaving.append((path, Path(os.readlink(path))))
+                    continue
                 if not target.is_relative_to(root):
                     leaving.append((path, target))
     return leaving

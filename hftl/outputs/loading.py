@@ -72,6 +72,20 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
 
 def _load(source: str, trust_remote_code: bool) -> nn.Module:
     adapter_config = Path(source) / ADAPTER_CONFIG
+    if (
+        Path(source).is_dir()
+        and not (Path(source) / "config.json").is_file()
+        and not adapter_config.is_file()
+    ):
+        inside = Path(source).resolve().parent.name == "checkpoints"
+        raise ModelError(
+            f"{source} is not a saved model (no config.json): "
+            + (
+                "a checkpoint holds only what trains; load its run folder (two levels up), which holds the model"
+                if inside
+                else "give a run's output folder, a save_pretrained folder or a Hub id"
+            )
+        )
     if adapter_config.is_file():
         adapter = read_json_file(adapter_config)
         return _load_adapter(source, adapter, trust_remote_code)

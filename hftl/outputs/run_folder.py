@@ -114,7 +114,10 @@ def check_advice_folder(folder: Path) -> None:
 def check_output_dir(folder: Path, resume: str | None, overwrite: bool) -> None:
     """Refuse a folder holding a run unless told to continue (--resume) or replace it (--overwrite-output-dir); a
     folder holding a saved model that no run wrote unless told to replace it; and any folder with a link that leads
-    out of it (a run writes its lock, plan, log and checkpoints there: never through a link)."""
+    out of it (a run writes its lock, plan, log and checkpoints there: never through a link). The filesystem's root
+    and the home folder are no run's folder: a run's files would mix with everything else there."""
+    if folder.expanduser().resolve() in (Path("/"), Path.home().resolve()):
+        raise ConfigError(f"--output-dir {folder} is not a folder for one run; give one such as runs/NAME")
     if folder.is_dir():
         check_no_link_leaves(folder, OutputError)
     found = previous_run(folder)

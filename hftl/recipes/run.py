@@ -9,6 +9,7 @@ import atexit
 import dataclasses
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,12 @@ from datasets import Dataset, DatasetDict
 from torch import nn
 
 from hftl.backbones import Backbone, backbone_for
-from hftl.config import RunConfig, check_named_inputs, resolve_config
+from hftl.config import RunConfig, check_keys, check_named_inputs, check_value_types, resolve_config
 from hftl.data.augmentation import apply as apply_augmentation
 from hftl.data.augmentation import decide_augmentation
 from hftl.data.loading import Splits
 from hftl.data.preprocess import ModelInputs
-from hftl.errors import unknown_choice
+from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.files import any_write_space_checked, space_checked
@@ -411,8 +412,17 @@ def release_accelerator_state() -> None:
 def train(config: str | Path | None = None, *, dataset: Any = None, **settings: Any) -> RunResult:
     """Python entry point: the same settings as the CLI flags, as keywords. ``dataset`` may also be a
     ``datasets.Dataset``/``DatasetDict`` in memory; ``config`` a YAML file whose values the keywords override."""
-    values = dict(settings)
+    values = {
+        key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in settings.items()
+    }
+    check_keys(values, "hftl.train")
+    check_value_types(values, "hftl.train")  # "false" for a switch is refused, not taken as true
     if config is not None:
+        if not Path(config).is_file():
+            raise ConfigError(
+                f"hftl.train({str(config)!r}, ...): the first argument is a YAML run config file, and there is "
+                f"none at {config}; pass settings as keywords (task=..., model=..., dataset=...)"
+            )
         values["config"] = str(config)
     in_memory = dataset if isinstance(dataset, Dataset | DatasetDict) else None
     if dataset is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -99,6 +100,30 @@ def check_positive(section: Any, *names: str, optional: bool = False) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_not_negative(name: str, value: float | None) -> None:
+    """A finite number >= 0 (None passes): a negative or NaN weight decay, clipping norm or penalty turns the
+    step around or poisons it, and a run would still finish and save."""
+    if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_rate(name: str, value: float | None) -> None:
+    """A learning rate given as a number: finite and > 0 (None passes); inf trains to NaN and still saves."""
+    if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_not_blank(section: Any, *names: str) -> None:
+    """A name given as an empty string (an unset shell variable: ``--model "$MODEL"``) is refused, never read as
+    the current directory."""
+    for name in names:
+        value = getattr(section, name)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(
+                f"--{name.replace('_', '-')} is empty (an unset shell variable?); give it a value or leave it out"
+            )
+
+
 def check_range(
     name: str,
     value: float | None,
@@ -130,6 +155,17 @@ def check_repo_id(repo_id: str) -> str:
 
 
 AUTO_LR = "auto"
+# the learning-rate schedules a run can build from (optimizer, warmup, total steps) alone: transformers' others need
+# a metric each step (reduce_lr_on_plateau) or settings hftl has no flag for (warmup_stable_decay, cosine_with_min_lr)
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "constant",
+    "constant_with_warmup",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+)
 
 
 def learning_rate(value: str | float) -> float | str:
@@ -140,8 +176,8 @@ def learning_rate(value: str | float) -> float | str:
         number = float(value)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"lr must be a positive number or 'auto', got {value!r}") from error
-    if not number > 0:
-        raise ConfigError(f"lr must be > 0, got {value}")
+    if not (number > 0 and math.isfinite(number)):
+        raise ConfigError(f"lr must be a finite number > 0, got {value}")
     return number
 
 

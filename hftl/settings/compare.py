@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hftl.errors import ConfigError
+from hftl.settings.choices import check_rate
 
 # the plans `hftl compare` trains against scratch: the four cases' textbook rules (head-only, a cut + head, full
 # fine-tuning; large_different's scratch is the baseline itself), partial freezing and LoRA -> (case, strategy)
@@ -57,8 +58,7 @@ class CompareSettings:
         self.seed_list = parse_seeds(self.seeds) if self.seeds else None
         if self.evals_per_epoch < 1:
             raise ConfigError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
-        if self.scratch_lr is not None and self.scratch_lr <= 0:
-            raise ConfigError(f"scratch_lr must be > 0, got {self.scratch_lr}")
+        check_rate("scratch_lr", self.scratch_lr)
 
 
 def parse_plans(text: str) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -14,6 +15,7 @@ from hftl.settings.choices import (
     VECTOR_POOLINGS,
     WORD_SPLITS,
     check_choice,
+    check_not_blank,
     check_positive,
     check_range,
 )
@@ -150,6 +152,13 @@ class DataSettings:
     )
 
     def __post_init__(self) -> None:
+        check_not_blank(self, "dataset")
+        try:
+            codecs.lookup(self.data_encoding)
+        except LookupError as error:
+            raise ConfigError(
+                f"--data-encoding {self.data_encoding!r} is not an encoding Python knows (utf-8, latin-1, cp1252, ...)"
+            ) from error
         if self.text_columns is not None:
             names = split_names(self.text_columns)
             if len(names) != 2:

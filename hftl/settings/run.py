@@ -19,8 +19,10 @@ from hftl.settings.choices import (
     Strategy,
     check_choice,
     check_head,
+    check_not_blank,
     check_positive,
     check_range,
+    check_rate,
     check_repo_id,
     shard_size,
 )
@@ -121,6 +123,7 @@ class RunSettings:
     )
 
     def __post_init__(self) -> None:
+        check_not_blank(self, "task", "model", "output_dir", "resume")
         check_positive(self, "log_steps", "save_total_limit", "max_nonfinite_steps")
         self.max_shard_size = shard_size(self.max_shard_size)
         check_positive(self, "save_steps", "eval_steps", optional=True)
@@ -224,10 +227,15 @@ class TransferSettings:
         check_choice("pooling", self.pooling, POOLINGS)
         check_head(self.head)
         check_positive(
-            self, "lora_r", "contrastive_iterations", "contrastive_epochs", "contrastive_batch_size"
+            self,
+            "lora_r",
+            "lora_alpha",
+            "contrastive_iterations",
+            "contrastive_epochs",
+            "contrastive_batch_size",
         )
-        if not (isinstance(self.contrastive_lr, int | float) and self.contrastive_lr > 0):
-            raise ConfigError(f"contrastive_lr must be a positive number, got {self.contrastive_lr!r}")
+        check_range("lora_dropout", self.lora_dropout, 0.0, 1.0, closed_high=False)
+        check_rate("contrastive_lr", self.contrastive_lr)
         check_positive(self, "keep_layers", optional=True)
         check_choice("quantize", self.quantize, QUANTIZE, optional=True)
         if self.quantize and self.strategy != "lora":

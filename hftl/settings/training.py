@@ -9,9 +9,12 @@ from hftl.errors import ConfigError
 from hftl.settings.choices import (
     MIXED_PRECISION,
     REGULARIZERS,
+    SCHEDULERS,
     check_choice,
+    check_not_negative,
     check_positive,
     check_range,
+    check_rate,
     learning_rate,
 )
 
@@ -57,7 +60,7 @@ class OptimSettings:
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps used for linear warmup."})
     scheduler: str = field(
         default="linear",
-        metadata={"help": "Learning-rate schedule after warmup (any transformers SchedulerType)."},
+        metadata={"help": f"Learning-rate schedule after warmup: {', '.join(SCHEDULERS)} (transformers')."},
     )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Batches accumulated per optimizer step."}
@@ -89,6 +92,9 @@ class OptimSettings:
         if self.lr is not None:
             self.lr = learning_rate(self.lr)
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, closed_high=False)
+        check_choice("scheduler", self.scheduler, SCHEDULERS)
+        check_not_negative("weight_decay", self.weight_decay)
+        check_not_negative("max_grad_norm", self.max_grad_norm)
         if not 0 <= self.seed < 2**32:  # numpy's seeds, which Accelerate's set_seed passes on
             raise ConfigError(f"--seed must be from 0 to {2**32 - 1}, got {self.seed}")
 
@@ -145,11 +151,9 @@ class ConservativeSettings:
         check_positive(self, "bss_k")
         check_positive(self, "unfreeze_schedule", optional=True)
         for name in ("l2sp_alpha", "l2sp_beta", "bss_eta"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+            check_not_negative(name, getattr(self, name))
         check_range("layer_decay", self.layer_decay, 0.0, 1.0, closed_low=False)
-        if self.head_lr is not None and self.head_lr <= 0:
-            raise ConfigError(f"head_lr must be > 0, got {self.head_lr}")
+        check_rate("head_lr", self.head_lr)
 
 
 @dataclass
@@ -218,3 +222,5 @@ class SpeedSettings:
     def __post_init__(self) -> None:
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION, optional=True)
         check_positive(self, "cache_views")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")

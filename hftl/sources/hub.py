@@ -43,10 +43,19 @@ def _loading_error(name: str, error: Exception) -> ModelError:
     folder = Path(name).expanduser()
     if folder.is_dir():
         damaged = damaged_file(folder)
+        if damaged:
+            return ModelError(
+                f"could not load model from the folder {name} ({damaged}): a file there is damaged or cut short. "
+                "Copy the folder again, or re-save the model with save_pretrained."
+            )
+        wrong_task = "Unrecognized configuration class" in str(error)
         return ModelError(
-            f"could not load model from the folder {name} ({damaged or cause}): a file there is damaged or cut "
-            "short, or not what save_pretrained writes. Copy the folder again, or re-save the model with "
-            "save_pretrained."
+            f"could not load model from the folder {name} ({cause}): "
+            + (
+                "its architecture has no head for this --task (a text model given --task image, or the reverse?)"
+                if wrong_task
+                else "check the settings it names, and that the folder is what save_pretrained writes"
+            )
         )
     return ModelError(
         f"could not load model {name!r}: it is not a local folder and the Hugging Face Hub could not provide it "
@@ -138,7 +147,10 @@ class HubSource:
         # the attention kernel (sdpa, eager, ...); transformers picks SDPA where supported when not given
         kernel = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
         if config.init == "scratch":
-            return model_class.from_config(model_config, trust_remote_code=config.trust_remote_code, **kernel)
+            with _hub_errors_named(config.model):
+                return model_class.from_config(
+                    model_config, trust_remote_code=config.trust_remote_code, **kernel
+                )
         # a pickle torch refuses is named as such (a ModelError, which the Hub-error wrapping below must not take)
         with pickled_weights_refused(config.model), _hub_errors_named(config.model):
             return model_class.from_pretrained(
@@ -156,7 +168,7 @@ class HubSource:
         self, task: Task, config: RunConfig, labels: list[str] | None = None
     ) -> PreTrainedModel:
         model_config = load_model_config(config, labels)
-        with torch.device("meta"):
+        with torch.device("meta"), _hub_errors_named(config.model):
             return task.model_class().from_config(model_config, trust_remote_code=config.trust_remote_code)
 
     def load_processor(self, task: Task, config: RunConfig, splits: Any = None) -> Any:
