@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hftl.errors import HftlError
+from hftl.cli_args import positive_int
+from hftl.errors import exit_code_of
 
 
 def _train(argv: Sequence[str]) -> int:
@@ -130,7 +132,7 @@ def _predict(argv: Sequence[str]) -> int:
     parser.add_argument("inputs", nargs="+", help="texts, or image files/URLs for an image model")
     parser.add_argument(
         "--top-k",
-        type=int,
+        type=positive_int,
         default=None,
         help="labels per input (default 1; a multi-label model: every label, each with its sigmoid score)",
     )
@@ -160,7 +162,7 @@ def _embed(argv: Sequence[str]) -> int:
     parser.add_argument("--output", required=True, help="where to write the [inputs x dim] array (.npy)")
     parser.add_argument("--pooling", choices=("pooler", "cls", "mean", "max"), default=None)
     parser.add_argument("--normalize", action="store_true", help="L2-normalise each row")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = parser.parse_args(argv)
     output = Path(args.output if args.output.endswith(".npy") else f"{args.output}.npy")  # np.save's name
@@ -348,14 +350,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = ["usage: hftl COMMAND [flags]", "", "commands:"]
         lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in COMMANDS.items()]
-        print("\n".join(lines), file=sys.stdout if not argv or argv[0] in ("-h", "--help") else sys.stderr)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        asked = not argv or argv[0] in ("-h", "--help")
+        if not asked:
+            close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines = [f"hftl: error: unknown command {argv[0]!r}{hint}", "", *lines]
+        print("\n".join(lines), file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     command, rest = argv[0], argv[1:]
-    try:
-        return COMMANDS[command][0](rest)
-    except HftlError as error:
-        print(f"hftl: error: {error}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: COMMANDS[command][0](rest))
 
 
 if __name__ == "__main__":

@@ -32,15 +32,51 @@ def to_bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number >= 1 (a batch size, a count of labels)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+# what transformers' Trainer (and its example scripts) call hftl's settings: a user's first guess, named in the error
+TRAINER_NAMES = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "train_batch_size": "batch_size",
+    "model_name_or_path": "model",
+    "dataset_name": "dataset",
+    "lr_scheduler_type": "scheduler",
+    "evaluation_strategy": "eval_strategy",
+    "logging_steps": "log_steps",
+    "save_strategy": "save_steps",
+    "load_best_model_at_end": "metric_for_best",
+    "output": "output_dir",
+    "out": "output_dir",
+}
+
+
 class SettingsParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors come first, with a did-you-mean, and one line of usage (not 60)."""
+    """An ``ArgumentParser`` whose errors come first, with a did-you-mean, and one line of usage (not 60). Flags are
+    never abbreviated: ``--warmup`` would match both spellings of ``--warmup-ratio`` and fail, ``--out`` too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> typing.NoReturn:
         hint = ""
         if message.startswith("unrecognized arguments:"):
-            known = [s for action in self._actions for s in action.option_strings]
+            known = [action.option_strings[0] for action in self._actions if action.option_strings]  # dashed
             for word in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(word.split("=")[0], known, n=1)
+                name = word.split("=")[0]
+                ours = TRAINER_NAMES.get(name.lstrip("-").replace("-", "_"))
+                close = [flag_names(ours)[0]] if ours else difflib.get_close_matches(name, known, n=1)
                 if close:
                     hint = f" (did you mean {close[0]}?)"
                     break

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 
 
 class HftlError(Exception):
@@ -46,3 +47,19 @@ def first_line(error: BaseException) -> str:
     """An error's first line, or its type's name when it has no message (a bare ``MemoryError()``): what an hftl
     error quotes of a library's longer one."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def exit_code_of(command: Callable[[], int]) -> int:
+    """Run a command line's work: an hftl error is one line on stderr (exit 2), and Ctrl-C one line saying how to
+    continue (exit 130, the shell's), never a traceback."""
+    try:
+        return command()
+    except HftlError as error:
+        print(f"hftl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "hftl: interrupted. A training run continues from its newest checkpoint with --resume auto.",
+            file=sys.stderr,
+        )
+        return 130

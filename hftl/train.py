@@ -12,21 +12,20 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
-from hftl.errors import HftlError
+from hftl.errors import exit_code_of
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m hftl.train") -> int:
     from hftl.config import explicit_cli_values, resolve_config
 
-    try:
+    def train() -> int:
         config = resolve_config(explicit_cli_values(argv, prog=prog))
         from hftl.recipes.run import run
 
         run(config)
-    except HftlError as error:
-        print(f"hftl: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return exit_code_of(train)
 
 
 class _CallableModule(types.ModuleType):

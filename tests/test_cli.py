@@ -124,3 +124,34 @@ def test_hftl_tasks_lists_tasks_families_and_cases(tmp_path):
     assert done.returncode == 0
     for word in ("task image", "task text", "family vit", "family resnet", "family bert", "small_different"):
         assert word in done.stdout
+
+
+def test_command_line_slips_get_one_line_that_says_what_was_meant(capsys, monkeypatch):
+    """A mistyped command, a Trainer flag name, an abbreviation, Ctrl-C: one line each, never a traceback."""
+    from hftl import cli
+    from hftl.train import main as train_main
+
+    assert cli.main(["trian"]) == 2
+    assert "unknown command 'trian' (did you mean 'train'?)" in capsys.readouterr().err
+    for typed, meant in (
+        ("--learning-rate", "--lr"),
+        ("--num-train-epochs", "--epochs"),
+        ("--per-device-train-batch-size", "--batch-size"),
+        ("--warmup", "--warmup-ratio"),  # an abbreviation of two spellings was "ambiguous"; none is taken now
+        ("--epoch", "--epochs"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            train_main(["--task", "text", "--case", "small_similar", typed, "3"])
+        assert stopped.value.code == 2
+        assert f"unrecognized arguments: {typed} 3 (did you mean {meant}?)" in capsys.readouterr().err
+    monkeypatch.setitem(cli.COMMANDS, "tasks", (lambda argv: (_ for _ in ()).throw(KeyboardInterrupt), ""))
+    assert cli.main(["tasks"]) == 130
+    stderr = capsys.readouterr().err
+    assert "interrupted" in stderr and "--resume auto" in stderr and "Traceback" not in stderr
+    for argv in (
+        ["predict", "m", "x", "--top-k", "0"],
+        ["embed", "m", "x", "--output", "o", "--batch-size", "0"],
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(argv)
+        assert stopped.value.code == 2 and "expected a positive integer, got '0'" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from hftl.inference.predict import (
     Resolved,
     as_batch,
     as_image,
+    check_texts,
     load_processor_of,
     modality_of,
     resolve,
@@ -135,7 +136,9 @@ def embed(
         raise unknown_choice("pooling", pooling, POOLINGS)
     if return_tensors not in ("np", "pt"):
         raise unknown_choice("return_tensors", return_tensors, ("np", "pt"))
-    items, single = as_batch(inputs)
+    items, single = as_batch(inputs, batch_size)
+    if not items:
+        raise DataError("no inputs to embed: give at least one text, image or word")
     if is_word_vectors(source):
         features = embed_words(word_vectors_of(source), items, pooling or "mean")
     else:
@@ -192,6 +195,7 @@ def encode(
     if resolved.modality == "image":
         images = [as_image(item, max_image_pixels) for item in items]
         return dict(resolved.processor(images, return_tensors="pt"))
+    check_texts(items)
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise DataError(f"input {i} is {type(item).__name__}; a text model embeds strings")

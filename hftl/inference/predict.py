@@ -17,7 +17,7 @@ import numpy as np
 from accelerate import PartialState
 from torch import nn
 
-from hftl.errors import DataError, ModelError
+from hftl.errors import ConfigError, DataError, ModelError
 from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
 
 
@@ -79,10 +79,26 @@ def resolve(source: Any, processor: Any = None) -> Resolved:
     return Resolved(model, processor, modality, origin)
 
 
-def as_batch(inputs: Any) -> tuple[list[Any], bool]:
-    """``inputs`` as a list, and whether it was a single input (a string, an array, an image, a path)."""
+def as_batch(inputs: Any, batch_size: int = 1) -> tuple[list[Any], bool]:
+    """``inputs`` as a list, and whether it was a single input (a string, an array, an image, a path); the batch
+    size they will be read in is checked here, before any model loads."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     single = isinstance(inputs, str | np.ndarray | Path) or not isinstance(inputs, Sequence)
     return ([inputs] if single else list(inputs)), single
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def check_texts(items: list[Any]) -> None:
+    """A text model reads strings: an image file's path given to one (a model mixed up for another) would be
+    scored as the words of its path; one error naming it instead."""
+    for i, item in enumerate(items):
+        if isinstance(item, Path) or (
+            isinstance(item, str) and item.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(item)
+        ):
+            raise DataError(f"input {i} ({item}) is an image file, and this is a text model: give it texts")
 
 
 def pipeline_tag(resolved: Resolved) -> str:
@@ -155,12 +171,19 @@ def predict(
     """
     from transformers import pipeline
 
+    if top_k not in ("auto", None) and not (
+        isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1
+    ):
+        raise ConfigError(f"top_k must be a positive integer, 'auto' or None (every label), got {top_k!r}")
+    items, single = as_batch(inputs, batch_size)
+    if not items:
+        return []
     resolved = resolve(source, processor)
-    items, single = as_batch(inputs)
     if resolved.modality == "image":
         items = [as_image(item, max_image_pixels) for item in items]
         processors = {"image_processor": resolved.processor}
     else:
+        check_texts(items)
         processors = {"tokenizer": resolved.processor}
     classify = pipeline(
         pipeline_tag(resolved), model=resolved.model, device=PartialState().device, **processors

@@ -361,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cases", nargs="+", default=list(CASE_ORDER), choices=CASE_ORDER, help="cases to run (default all)"
     )
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # numpy's seeds, as a run's --seed
+        parser.error(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}")
     from hftl.recipes.run import quiet_library_logs
 
     quiet_library_logs()

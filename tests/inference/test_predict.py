@@ -73,3 +73,34 @@ def test_hftl_predict_command_prints_one_json_line_per_input(vectors_dir, capsys
     assert [line["input"] for line in lines] == REVIEWS
     assert [line["predictions"][0]["label"] for line in lines] == ["positive", "negative"]
     assert all(len(line["predictions"]) == 2 for line in lines)
+
+
+def test_careless_inputs_to_predict_and_embed_are_one_error_or_an_empty_answer(bert_dir, vit_run, tmp_path):
+    """An image file given to a text model was scored as the words of its path; no inputs, a batch size of 0 and a
+    top-k under 1 failed inside torch or the pipeline (or answered with no labels)."""
+    image = tmp_path / "red.png"
+    Image.fromarray(RED).save(image)
+    with pytest.raises(
+        hftl.DataError, match=r"input 0 \(.*red.png\) is an image file, and this is a text model"
+    ):
+        hftl.predict(bert_dir, [str(image)])
+    with pytest.raises(hftl.DataError, match=r"is an image file, and this is a text model"):
+        hftl.embed(bert_dir, [image])
+    assert hftl.predict(bert_dir, []) == []
+    with pytest.raises(hftl.DataError, match="no inputs to embed"):
+        hftl.embed(bert_dir, [])
+    for bad in ({"batch_size": 0}, {"top_k": 0}, {"top_k": -1}):
+        with pytest.raises(hftl.ConfigError, match=r"(batch_size|top_k) must be a positive integer"):
+            hftl.predict(bert_dir, REVIEWS, **bad)
+    with pytest.raises(hftl.ConfigError, match="batch_size must be a positive integer"):
+        hftl.embed(bert_dir, REVIEWS, batch_size=-3)
+
+
+def test_a_folder_that_holds_no_model_is_one_error_saying_what_to_load(vit_run, tmp_path):
+    with pytest.raises(
+        hftl.ModelError, match=r"is not a saved model \(no config.json\): give a run's output"
+    ):
+        hftl.load(tmp_path)
+    checkpoint = next((vit_run.output_dir / "checkpoints").iterdir())
+    with pytest.raises(hftl.ModelError, match=r"a checkpoint holds only what trains; load its run folder"):
+        hftl.predict(checkpoint, [RED])
