@@ -155,3 +155,15 @@ def test_command_line_slips_get_one_line_that_says_what_was_meant(capsys, monkey
         with pytest.raises(SystemExit) as stopped:
             cli.main(argv)
         assert stopped.value.code == 2 and "expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_a_keep_layers_the_plan_would_not_use_is_refused_naming_the_strategies_that_use_it(vit_dir, capsys):
+    """A small ViT's small_different default fine-tunes every layer: --keep-layers 2 was silently dropped (and still
+    turned off the source check as a transfer-only setting)."""
+    from hftl.cli import main
+
+    flags = ["--task", "image", "--case", "small_different", "--model", str(vit_dir), "--keep-layers", "2"]
+    assert main(["plan", *flags]) == 2
+    assert "--keep-layers 2 does not apply to this plan (small_different: full" in capsys.readouterr().err
+    assert main(["plan", *flags, "--strategy", "partial"]) == 0
+    assert "freezes the stem and the first 2 of 4" in capsys.readouterr().out

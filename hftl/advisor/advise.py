@@ -4,6 +4,7 @@ to a run (``--case auto``) or rank several models (``hftl advise --model a,b,c``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from hftl.advisor.sample_features import probe_features
 from hftl.advisor.scores import leep
 from hftl.advisor.start import trials_source_check
 from hftl.advisor.trials import Trial, TrialsReport, run_trials, scratch_without_trials
+from hftl.backbones import Backbone
 from hftl.config import RunConfig, check_named_inputs
 from hftl.data.loading import Splits, splits_for
 from hftl.errors import ConfigError, unknown_choice
@@ -33,6 +35,8 @@ from hftl.settings import AUTO_METRIC
 from hftl.sources.vectors import vectors_held
 from hftl.tasks import Task, get_task
 from hftl.training.metrics import default_metric_for_best, metric_names
+from hftl.transfer.cases import cuts
+from hftl.transfer.defaults import case_choice
 
 
 def advise_splits(
@@ -52,7 +56,12 @@ def advise_splits(
     count, has_head, reused, root = probed.samples, probed.has_head, probed.reused, probed.root
 
     scores = score_depths(features, random_features)
-    decision = decide(size, scores, Thresholds.from_config(config), backbone.layer_word)
+    decision = uncut_where_measured(
+        decide(size, scores, Thresholds.from_config(config), backbone.layer_word),
+        config,
+        backbone,
+        probed.model_config,
+    )
     notes = []
     if count < len(splits.train):
         notes.append(f"scored a seeded sample of {count} of {len(splits.train)} training examples")
@@ -82,6 +91,24 @@ def advise_splits(
         pooling=features.pooling,
         notes=notes,
     )
+
+
+def uncut_where_measured(
+    decision: Decision, config: RunConfig, backbone: Backbone, model_config: Any
+) -> Decision:
+    """small_different's cut, where the run's plan would cut: a family whose measured small_different default keeps
+    every layer (full fine-tuning on small CNNs and ViTs) gets no --keep-layers, which its plan would refuse."""
+    if decision.keep_layers is None:
+        return decision
+    measured = case_choice(backbone.family, "small_different", model_config)
+    if cuts(config.replace(case="small_different"), measured):
+        return decision
+    why = (
+        f"no cut: the {backbone.family} default for small_different ({measured.strategy if measured else '?'}) keeps "
+        f"every {backbone.layer_word} (docs/calibration.md)"
+    )
+    rationale = tuple(line for line in decision.rationale if not line.startswith("cut: ")) + (why,)
+    return dataclasses.replace(decision, keep_layers=None, rationale=rationale)
 
 
 def refuse_multi_label(splits: Splits) -> None:

@@ -65,6 +65,7 @@ class ProbedFeatures:
     samples: int
     reused: bool  # read from the feature cache
     root: Path | None
+    model_config: Any = None  # the pretrained model's config (which measured defaults cover it)
 
 
 def probe_features(
@@ -128,7 +129,9 @@ def probe_features(
         )
         if random_features.depths == features.depths:
             break
-    return ProbedFeatures(features, random_features, backbone, has_head, count, reused, root)
+    return ProbedFeatures(
+        features, random_features, backbone, has_head, count, reused, root, pretrained.config
+    )
 
 
 def probe_pooling(config: RunConfig, model_name: str) -> str:

@@ -142,6 +142,13 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         )
     truncate = cuts(config, measured) and num_layers > 0
     keep = depth if truncate else num_layers
+    if config.keep_layers is not None and num_layers and not truncate and strategy != "partial":
+        raise ConfigError(
+            f"--keep-layers {config.keep_layers} does not apply to this plan ({config.case}: {strategy}, every "
+            f"{backbone.layer_word} kept and trained): it sets the cut of a small_different run with --strategy "
+            "head, or how many layers --strategy partial freezes. Add one of those --strategy values, or leave "
+            "--keep-layers out"
+        )
 
     reasons = [rule.why]
     if measured:

@@ -137,9 +137,11 @@ def test_hftl_advise_ranks_models_and_writes_its_rationale(model_dirs, image_fol
             DepthScore(s["depth"], s["logme"], s["logme_random"], s["h_score"]) for s in model["scores"]
         ]
         again = decide(DatasetSize(48, model["size"]["per_class"]), scores, Thresholds())
-        assert (
-            model["decision"]["case"] == again.case and model["decision"]["keep_layers"] == again.keep_layers
-        )
+        # a small CNN's or ViT's small_different default fine-tunes every layer: the advice names no cut there
+        uncut = any(line.startswith("no cut: ") for line in model["decision"]["rationale"])
+        assert uncut == (again.case == "small_different")
+        assert model["decision"]["case"] == again.case
+        assert model["decision"]["keep_layers"] == (None if uncut else again.keep_layers)
     markdown = (out / "advice.md").read_text()
     assert "**Recommended:**" in markdown and "| rank | model |" in markdown and "LogME" in markdown
 
@@ -346,3 +348,26 @@ def test_a_probe_file_of_the_wrong_shape_or_with_nan_is_rebuilt_not_scored(tmp_p
     link = tmp_path / "probe-link.npz"
     link.symlink_to(tmp_path / "probe-x.npz")
     assert stored() is not None and _read(link) is None
+
+
+def test_the_advised_cut_is_dropped_where_the_familys_measured_default_keeps_every_layer():
+    """The run's plan refuses a --keep-layers it would not use, so the advice names a cut only where small_different
+    cuts: the textbook rule (an uncovered BERT-base) or an explicit --strategy head, not a small ResNet's measured
+    full fine-tuning."""
+    from transformers import BertConfig, ResNetConfig
+
+    from hftl.advisor.advise import uncut_where_measured
+    from hftl.advisor.decision import Decision
+    from hftl.backbones import backbone_for
+
+    advised = Decision("small_different", 2, True, False, 4, 2, ("size: ...", "cut: keep the first 2 stages"))
+    resnet = ResNetConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], embedding_size=8)
+    config = hftl.RunConfig(task="image", case="auto", model="m")
+    uncut = uncut_where_measured(advised, config, backbone_for(resnet), resnet)
+    assert uncut.keep_layers is None and uncut.rationale[-1].startswith("no cut: the resnet default")
+    assert not any(line.startswith("cut: ") for line in uncut.rationale)
+    head = uncut_where_measured(advised, config.replace(strategy="head"), backbone_for(resnet), resnet)
+    assert head == advised
+    bert = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12)
+    text = hftl.RunConfig(task="text", case="auto", model="m")
+    assert uncut_where_measured(advised, text, backbone_for(bert), bert) == advised
