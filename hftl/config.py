@@ -242,8 +242,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         )
     values = {key.replace("-", "_"): value for key, value in values.items()}
     check_keys(values, str(path))
+    values = {key: _yaml_number(key, value) for key, value in values.items()}
     check_value_types(values, str(path))
     return values
+
+
+def _yaml_number(key: str, value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``1e-2`` as a string (it wants ``1.0e-2``): a number setting takes it as written."""
+    if isinstance(value, str) and float in _yaml_types(key):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def check_value_types(values: Mapping[str, Any], source: str) -> None:

@@ -209,3 +209,18 @@ def test_the_root_or_home_folder_is_no_runs_output_folder(where):
 
     with pytest.raises(hftl.ConfigError, match=r"is not a folder for one run; give one such as runs/NAME"):
         check_output_dir(Path(where), None, False)
+
+
+def test_a_yaml_number_pyyaml_reads_as_a_string_is_taken_as_the_number(tmp_path):
+    """YAML 1.1 wants 1.0e-2: ``weight_decay: 1e-2`` was refused as a string while ``lr: 1e-3`` passed."""
+    from hftl.config import load_yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text("task: text\ncase: small_similar\nweight_decay: 1e-2\nlr: auto\nthreshold: 5e-1\n")
+    assert load_yaml(path) == {
+        "task": "text",
+        "case": "small_similar",
+        "weight_decay": 0.01,
+        "lr": "auto",
+        "threshold": 0.5,
+    }

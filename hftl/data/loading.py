@@ -158,9 +158,18 @@ def find_column(
     for name in candidates:
         if name in columns:
             return name
+    by_lower = {column.lower(): column for column in columns}
+    for name in candidates:  # "Text", "Label": a header's capitals
+        if name.lower() in by_lower:
+            return by_lower[name.lower()]
+    separators = [sep for sep in (";", "\t", "|") if len(columns) == 1 and sep in columns[0]]
     raise DataError(
         f"no {what} column found (looked for {list(candidates)}); the dataset has columns {columns}. "
-        f"Name it with {flag}."
+        + (
+            f"The file looks separated by {separators[0]!r}, not commas: save it with commas (or tabs, as .tsv)."
+            if separators
+            else f"Name it with {flag}."
+        )
     )
 
 
@@ -198,7 +207,11 @@ def _has_labels(split: Dataset, label_columns: Sequence[str]) -> bool:
 
 
 def encode_labels(
-    train: Dataset, validation: Dataset, column: str, given: Sequence[str] | None = None
+    train: Dataset,
+    validation: Dataset,
+    column: str,
+    given: Sequence[str] | None = None,
+    place: RowPlace | str = "train",
 ) -> tuple[Dataset, Dataset, list[str]]:
     """Give both splits the same ``ClassLabel`` numbering; names are ``given`` (``--labels``), else come from the
     dataset when it has them (train's: ``as_class_label`` gives any further split the same numbering)."""
@@ -212,7 +225,10 @@ def encode_labels(
         bad = [v for v in values if v is None or (isinstance(v, str) and not v.strip())]
         if bad:
             row = train[column].index(bad[0])
-            raise DataError(f"train row {row}: empty label in column {column!r}")
+            raise DataError(
+                f"{place}: row {row} (line {row + 2} of a CSV with a header) has an empty label in column "
+                f"{column!r}; give it its label or remove the row"
+            )
         names = [str(v) for v in sorted(values, key=lambda v: (isinstance(v, str), v))]
         check_label_spellings(names, train[column], column)
     label_feature = ClassLabel(names=names)
@@ -237,7 +253,13 @@ def holdout(train: Dataset, column: str, fraction: float, seed: int) -> tuple[Da
     try:
         parts = train.train_test_split(test_size=fraction, stratify_by_column=column, seed=seed)
     except ValueError:
-        parts = train.train_test_split(test_size=fraction, seed=seed)
+        try:
+            parts = train.train_test_split(test_size=fraction, seed=seed)
+        except ValueError as error:
+            raise DataError(
+                f"--validation-split {fraction}: {len(train)} training examples cannot give {fraction:.0%} to "
+                "validation and keep some to train on; use a smaller fraction, or give a validation split"
+            ) from error
     return parts["train"], parts["test"]
 
 
@@ -302,7 +324,9 @@ def load_splits(
             how = "stratified by each example's rarest label"
         else:
             if not isinstance(train.features[label], ClassLabel):
-                train, _, _ = encode_labels(train, train.select(range(1)), label, labels)
+                train, _, _ = encode_labels(
+                    train, train.select(range(1)), label, labels, RowPlace(name, "train")
+                )
             train, validation = holdout(train, label, validation_split, seed)
             how = "stratified"
         origin = f"held out from train ({validation_split:.0%}, {how}, seed {seed})"
@@ -320,7 +344,7 @@ def load_splits(
         )
         train, validation, names = encode_multi_labels(train, validation, label, *places, given=labels)
     else:
-        train, validation, names = encode_labels(train, validation, label, labels)
+        train, validation, names = encode_labels(train, validation, label, labels, RowPlace(name, "train"))
     if test is not None:
         for column in (image_or_text, pair) if pair else (image_or_text,):
             find_column(test, column, [column], f"{modality} input", "--input-column/--text-columns")
@@ -332,6 +356,12 @@ def load_splits(
         )
     if max_train_samples is not None and max_train_samples < len(train):
         train = train.shuffle(seed=seed).select(range(max_train_samples))
+        kept = set(train[label]) if not multi else set(range(len(names)))
+        if len(kept) < 2:
+            raise DataError(
+                f"--max-train-samples {max_train_samples} keeps only {[names[i] for i in sorted(kept)]} of the "
+                f"{len(names)} classes: a classifier needs examples of two or more; give it more examples"
+            )
     if max_eval_samples is not None and max_eval_samples < len(validation):
         validation = validation.shuffle(seed=seed).select(range(max_eval_samples))
     if test is not None and max_eval_samples is not None and max_eval_samples < len(test):

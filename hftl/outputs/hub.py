@@ -173,6 +173,21 @@ def publish(
     return outcome
 
 
+def token_warning(config: Any) -> str | None:
+    """Said before a ``--push-to-hub`` run trains: without a login its push, the last step, will fail (the run
+    still trains and saves, and ``hftl push`` sends it later)."""
+    if not getattr(config, "push_to_hub", None):
+        return None
+    try:
+        require_token()
+    except PushError as error:
+        return (
+            f"--push-to-hub: {error}. The run trains and saves as usual, then its push fails: log in now, or "
+            f"push later with `{retry_command(config.output_dir, config.push_to_hub, config.hub_private)}`"
+        )
+    return None
+
+
 def publish_after_run(output_dir: Path, config: Any, accelerator: Any, metrics: dict[str, Any]) -> None:
     """The last step of a run with ``--push-to-hub``: main process only, after every process has finished and
     everything is saved. The outcome goes into ``metrics['hub']`` and metrics.json."""

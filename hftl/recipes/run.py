@@ -30,7 +30,7 @@ from hftl.errors import ConfigError, unknown_choice
 from hftl.outputs.artifacts import NO_SPACE_REMEDY, save_model, write_metrics, write_run_files
 from hftl.outputs.card import write_cards
 from hftl.outputs.files import any_write_space_checked, space_checked
-from hftl.outputs.hub import publish_after_run
+from hftl.outputs.hub import publish_after_run, token_warning
 from hftl.outputs.run_metrics import run_metrics
 from hftl.outputs.run_report import write_run_report
 from hftl.recipes.prepare import counted_from, not_for_streams, prepare_data, train_label_ids
@@ -104,6 +104,8 @@ def run(config: RunConfig, dataset: Dataset | DatasetDict | None = None, *, tria
     check_model_name(config, accelerator)
     check_sharded_settings(config, accelerator)
     check_quantization(config)
+    if not trial and (warning := token_warning(config)):
+        accelerator.print(f"hftl: warning: {warning}")
     lock = claim_output_dir(config, accelerator)
     try:
         with any_write_space_checked(Path(config.output_dir)):
@@ -289,8 +291,9 @@ def announce(
     accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
     accelerator.print(plan.render(params.trainable, params.total))
     train = "a stream of" if inputs.stream is not None else len(inputs.train)
+    held_out = f" ({splits.validation_origin})" if splits.validation_origin.startswith("held out") else ""
     accelerator.print(
-        f"Data: {train} train / {len(inputs.validation)} validation examples, "
+        f"Data: {train} train / {len(inputs.validation)} validation examples{held_out}, "
         f"{len(splits.labels)} labels from {splits.source}"
     )
 

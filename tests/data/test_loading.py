@@ -331,3 +331,30 @@ def test_the_stamp_follows_data_not_what_datasets_or_tools_write_beside_it(tmp_p
     assert files_stamp(folder) == stamp
     (folder / "notes.csv").write_text("text,label\nc,0\n")  # another data file: other data
     assert files_stamp(folder) != stamp
+
+
+def test_a_data_file_slip_is_named_with_what_to_do(tmp_path):
+    """An empty label names its file and CSV line; a ';'-separated file is not answered with '--input-column';
+    capitalised headers are found; a validation split too large, or a --max-train-samples that keeps one class,
+    is one error naming the flag."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,\nnice,pos\n")
+    with pytest.raises(
+        hftl.DataError, match=r"train.csv: row 2 \(line 4 of a CSV with a header\) has an empty label"
+    ):
+        splits_of(str(data))
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_text("text;label\ngood;pos\nbad;neg\n")
+    with pytest.raises(hftl.DataError, match=r"looks separated by ';', not commas"):
+        splits_of(str(semicolons))
+    capitals = Dataset.from_dict({"Text": ["good", "bad"] * 5, "Label": ["pos", "neg"] * 5})
+    assert splits_of(capitals).label_column == "Label"
+    with pytest.raises(
+        hftl.DataError, match=r"--validation-split 0.99: 10 training examples cannot give 99%"
+    ):
+        splits_of(capitals, validation_split=0.99)
+    with pytest.raises(
+        hftl.DataError, match=r"--max-train-samples 1 keeps only \['(pos|neg)'\] of the 2 classes"
+    ):
+        splits_of(capitals, max_train_samples=1)

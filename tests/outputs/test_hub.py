@@ -504,3 +504,18 @@ def test_dry_run_writes_nothing(mode, lora_run, hub, tmp_path):
     pushed = push(folder, "tester/dry", mode=mode, dry_run=True)
     assert _tree(folder) == before and not (folder / "merged").exists()
     assert set(pushed.files) == (ADAPTER_SET if mode == "auto" else MODEL_SET - REPORT_SET)
+
+
+def test_a_push_without_a_login_is_said_before_the_run_trains(monkeypatch, tmp_path):
+    """The push is a run's last step: a missing token is said at the start, with the command that sends it later."""
+    from hftl.outputs import hub as hub_module
+
+    config = hftl.RunConfig(
+        task="text", case="small_similar", output_dir=str(tmp_path / "run"), push_to_hub="me/model"
+    )
+    monkeypatch.setattr(hub_module, "get_token", lambda: None)
+    warning = hub_module.token_warning(config)
+    assert warning.startswith("--push-to-hub: no Hugging Face token") and "hftl push" in warning
+    monkeypatch.setattr(hub_module, "get_token", lambda: "hf_token")
+    assert hub_module.token_warning(config) is None
+    assert hub_module.token_warning(config.replace(push_to_hub=None)) is None
