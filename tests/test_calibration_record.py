@@ -1056,6 +1056,44 @@ def test_case_auto_on_the_large_unaugmented_image_pairs_ends_near_the_rule_as_it
     assert len(behind_before) == 4 and min(behind_before) == -3.5 and max(behind_before) == -1.3
 
 
+def test_case_auto_on_the_held_out_models_large_pairs_ends_near_the_rule_and_never_under_scratch(
+    rows, own_rows
+):
+    """Held out from every rule: the large pairs of the 4x-wide ResNet and the 32-wide, 12-layer and 192-wide ViTs
+    (8-10 epochs; measured with today's tie rule from the source builds of the rule's command rows on Fashion 5-9).
+    ``--case auto`` ends within 1.1 points of the rule as it runs on all eight (within a point on seven: 1.1 under on
+    vit32-fashion59-600, its trials picking full, partial and LoRA), level with scratch's better way or over it on
+    every one and, where the best plan leads scratch by more than two points, over scratch by more than two as well;
+    advising costs at most 1.5 full runs on average on each."""
+    pairs = [
+        p
+        for p in calibrate.PAIRS
+        if p.startswith(("resnet4x-", "vit32-", "vit12-", "vit192-"))
+        and calibrate.case_of(p).startswith("large")
+    ]
+    today = calibrate.auto_rows(rows)
+    gaps = {}
+    for pair in pairs:
+        runs = today[pair]
+        assert len(runs) == 3 and {calibrate.rule_of(r) for r in runs} == {calibrate.ADVISOR_RULE}, pair
+        # the rule's command rows (Fashion 5-9) ran from the same build; on shapes it reads the main record's rows
+        rule_builds = {r["source_weights"] for r in own_rows if r["pair"] == pair and r["plan"] == "rule"}
+        assert len({r["source_weights"] for r in runs}) == 1 and rule_builds in (
+            set(),
+            {runs[0]["source_weights"]},
+        )
+        assert bool(rule_builds) == ("fashion59" in pair), pair
+        auto = sum(r["best_accuracy"] for r in runs) / 3
+        rule, n = calibrate.rule_mean(own_rows, pair)
+        scratch = calibrate.scratch_mean(own_rows, pair)[0]
+        assert n == 3 and auto >= scratch - 1e-9, pair
+        if calibrate.best_as_run(own_rows, pair, {0, 1, 2}) > scratch + 0.02:
+            assert auto > scratch + 0.02, pair
+        assert sum(r["advise_cost_ratio"] for r in runs) / 3 <= 1.5, pair
+        gaps[pair] = round(100 * (auto - rule), 1)
+    assert len(gaps) == 8 and min(gaps.values()) == -1.1 and sum(gap >= -1.0 for gap in gaps.values()) == 7
+
+
 def test_every_run_records_the_fingerprint_of_its_source_weights(tmp_path):
     """Sources rebuilt by their recipes differ by a few points: each row names the weights it ran from."""
     folder = tmp_path / "source"

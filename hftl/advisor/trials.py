@@ -68,9 +68,9 @@ MIN_VALIDATION = 200  # rung 0 scores on at least this many validation examples 
 # trials (docs/calibration.md, "Trial noise over seeds": 274; 1/216 to 1/608 by the trials' size). Without it the
 # seeds' picks agreed (or were reported as ties that agreed) on 8 of 14 calibration pairs; with it on 13. The small
 # ViT's and the tiny BERT's trials, measured with this value, brought the pooled table to 187 pairs and 203 examples
-# (1/147 for trials of 50 examples or fewer); with every trial recorded since (the held-out pairs, photos included)
-# it is 448 and 236 (1/154 for trials of 50 examples or fewer): more noise; kept until a rerun of every pair's
-# --case auto measures it
+# (1/147 for trials of 50 examples or fewer); with every trial recorded since (the held-out pairs, photos and the
+# large image pairs included) it is 964 and 227 (1/197 for trials of 50 examples or fewer): more noise; kept until a
+# rerun of every pair's --case auto measures it
 SEED_VARIANCE = 1 / 275
 # rung 1 is planned to end this far inside what is left of the budget: the seconds it predicts are rung 0's rates
 # carried over to more data, and a busy machine moves them
