@@ -262,6 +262,8 @@ def check_value_types(values: Mapping[str, Any], source: str) -> None:
     --model or a number for --output-dir is one error naming the file and setting, not a traceback where it is used."""
     for key, value in values.items():
         expected = _yaml_types(key)
+        if isinstance(value, str) and list in expected:  # one name for a list setting (regularizer: l2sp)
+            continue
         if expected and (not isinstance(value, expected) or isinstance(value, bool) and bool not in expected):
             names = " or ".join(sorted({t.__name__.replace("NoneType", "null") for t in expected}))
             raise ConfigError(f"{source}: {key} must be {names}, got {str(value)[:60]!r}")

@@ -32,6 +32,7 @@ from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.compare import COMPARE_PLANS, CompareSettings, parse_seeds, parse_sizes
 from hftl.tasks import get_task
 from hftl.training.metrics import default_metric_for_best
+from hftl.transfer.cases import CASE_RULES
 from hftl.transfer.defaults import default_epochs, steps_per_epoch
 
 REPORT_JSON = "report.json"
@@ -41,8 +42,10 @@ REPORT_HTML = "report.html"
 
 def scratch_config(config: RunConfig, lr: float | None, output_dir: Path) -> RunConfig:
     """The baseline: the same architecture (and cut) from random weights, every weight trained, same budget."""
+    case = "small_different" if config.case == "small_different" else "large_different"
     return config.replace(
-        case="small_different" if config.case == "small_different" else "large_different",
+        case=case,
+        keep_layers=cut_for(config.keep_layers, case, "full"),
         strategy="full",
         init="scratch",
         lr=lr,
@@ -61,9 +64,21 @@ def plan_configs(base: RunConfig, plans: list[str] | None) -> dict[str, RunConfi
     if plans is None:
         return {"transfer": base}
     return {
-        name: base.replace(case=COMPARE_PLANS[name][0], strategy=COMPARE_PLANS[name][1], init="pretrained")
-        for name in plans
+        name: base.replace(
+            case=case,
+            strategy=strategy,
+            init="pretrained",
+            keep_layers=cut_for(base.keep_layers, case, strategy),
+        )
+        for name, (case, strategy) in ((name, COMPARE_PLANS[name]) for name in plans)
     }
+
+
+def cut_for(keep_layers: int | None, case: str, strategy: str) -> int | None:
+    """``--keep-layers`` for the arms that use it (partial freezing, and a small_different arm's cut); the others
+    keep every layer, and a plan refuses a setting it would not use."""
+    uses = strategy == "partial" or (CASE_RULES[case].truncate and strategy != "contrastive")
+    return keep_layers if uses else None
 
 
 def describe_setup(config: RunConfig) -> str:

@@ -33,7 +33,7 @@ from torch import nn
 
 from hftl.backbones import Backbone
 from hftl.config import RunConfig
-from hftl.errors import ConfigError
+from hftl.errors import ConfigError, unknown_choice
 
 FSDP, DEEPSPEED, DDP, SINGLE = "fsdp", "deepspeed", "ddp", "single"
 CPU_CONFIG = "configs/accelerate/cpu_2proc.yaml"
@@ -119,7 +119,14 @@ def trackers(report_to: str) -> list[str] | None:
         from accelerate.utils import is_tensorboard_available
 
         return ["tensorboard"] if is_tensorboard_available() else None
-    return report_to.split(",")
+    from accelerate.utils import LoggerType
+
+    names = [name.strip() for name in report_to.split(",") if name.strip()]
+    known = [kind.value for kind in LoggerType]
+    for name in names:
+        if name not in known:
+            raise unknown_choice("--report-to tracker", name, ["auto", "none", *known])
+    return names
 
 
 def engine_name(accelerator: Any) -> str:

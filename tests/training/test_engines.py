@@ -169,3 +169,13 @@ def test_each_backbone_layer_becomes_one_fsdp_unit_for_every_plan(vit_dir, tmp_p
     accelerator = SimpleNamespace(**vars(sharded()), state=SimpleNamespace(fsdp_plugin=plugin))
     assert engines.wrap_each_layer(accelerator, model, backbone) is None
     assert plugin.transformer_cls_names_to_wrap == ["BertSelfAttention"]
+
+
+def test_report_to_names_a_tracker_accelerate_knows_or_is_one_error():
+    """A misspelt tracker failed inside Accelerate ("Unsupported logging capability") after the data had loaded."""
+    import hftl
+    from hftl.training.engines import trackers
+
+    assert trackers("none") is None and trackers("tensorboard, wandb") == ["tensorboard", "wandb"]
+    with pytest.raises(hftl.ConfigError, match=r"unknown --report-to tracker 'wandbb'.*did you mean 'wandb'"):
+        trackers("wandbb")
