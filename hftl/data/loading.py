@@ -225,9 +225,11 @@ def encode_labels(
         bad = [v for v in values if v is None or (isinstance(v, str) and not v.strip())]
         if bad:
             row = train[column].index(bad[0])
+            suffix = Path(str(place)).suffix.lower()  # a file's line where the split is one CSV or JSON Lines file
+            line = {".csv": row + 2, ".tsv": row + 2, ".jsonl": row + 1}.get(suffix)
             raise DataError(
-                f"{place}: row {row} (line {row + 2} of a CSV with a header) has an empty label in column "
-                f"{column!r}; give it its label or remove the row"
+                f"{place}: row {row}{f' (line {line})' if line else ''} has an empty label in column {column!r}; "
+                "give it its label or remove the row"
             )
         names = [str(v) for v in sorted(values, key=lambda v: (isinstance(v, str), v))]
         check_label_spellings(names, train[column], column)

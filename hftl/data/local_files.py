@@ -97,7 +97,7 @@ def _first_undecodable(paths: Sequence[Path], encoding: str, block: int = 1 << 2
                 except UnicodeDecodeError as error:  # its offsets count from the held bytes
                     data = held + piece
                     where = offset - len(held) + error.start
-                    line = lines + data[: error.start].count(b"\n") + 1
+                    line = lines - held.count(b"\n") + data[: error.start].count(b"\n") + 1  # held: counted
                     return (
                         f"{path}: line {line} is not valid {encoding} (byte 0x{data[error.start]:02x} at offset "
                         f"{where})"

@@ -8,8 +8,9 @@ unpickle (``__scipys``: sparse matrices, which KeyedVectors never need) are refu
 ``os.system`` (or any other function), in the main file or beside it, is refused without running anything.
 
 gensim's classes are on the list only to be rebuilt (``cls.__new__`` and their saved ``__dict__``), never called:
-``Word2Vec(corpus_file=...)`` would read and train on any file it names. The unpickler's REDUCE (a call) refuses
-them, and ``copyreg._reconstructor`` may rebuild an object only on a plain base (whose ``__init__`` it would call).
+``Word2Vec(corpus_file=...)`` would read and train on any file it names. The unpickler's calls (REDUCE, OBJ, INST)
+refuse them, and ``copyreg._reconstructor`` may rebuild an object only on a plain base (whose ``__init__`` it would
+call).
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class _AllowListUnpickler(pickle._Unpickler):  # the Python unpickler: its REDUC
         super().load_reduce()
 
     dispatch = {**pickle._Unpickler.dispatch, pickle.REDUCE[0]: load_reduce}
+
+    def _instantiate(self, klass: Any, args: list[Any]) -> None:
+        """OBJ and INST call a class too (protocols 0 and 1): the same check."""
+        _check_call(klass, tuple(args))
+        super()._instantiate(klass, args)
 
 
 def _check_call(func: Any, args: Any) -> None:

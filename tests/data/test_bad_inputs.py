@@ -140,6 +140,11 @@ def test_the_undecodable_byte_is_found_the_same_in_pieces_of_any_size(block, tmp
     assert _first_undecodable([path], "utf-8", block) == (
         f"{path}: line 4 is not valid utf-8 (byte 0xe2 at offset {len(good.encode())})"
     )
+    path.write_bytes(b"text,label\n\xd6\xd0,a\nx,b\xfc6\n")  # gb18030 holds back '\xfc6\n', a newline in it
+    assert (
+        _first_undecodable([path], "gb18030", block)
+        == f"{path}: line 3 is not valid gb18030 (byte 0xfc at offset 19)"
+    )
 
 
 def test_data_encoding_reads_latin1(tmp_path):

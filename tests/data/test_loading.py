@@ -341,9 +341,14 @@ def test_a_data_file_slip_is_named_with_what_to_do(tmp_path):
     data.mkdir()
     (data / "train.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,\nnice,pos\n")
     with pytest.raises(
-        hftl.DataError, match=r"train.csv: row 2 \(line 4 of a CSV with a header\) has an empty label"
+        hftl.DataError, match=r"train.csv: row 2 \(line 4\) has an empty label in column 'label'"
     ):
         splits_of(str(data))
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    (lines / "train.jsonl").write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": ""}\n')
+    with pytest.raises(hftl.DataError, match=r"train.jsonl: row 1 \(line 2\) has an empty label"):
+        splits_of(str(lines))
     semicolons = tmp_path / "semi.csv"
     semicolons.write_text("text;label\ngood;pos\nbad;neg\n")
     with pytest.raises(hftl.DataError, match=r"looks separated by ';', not commas"):

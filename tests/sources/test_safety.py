@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,12 +66,25 @@ class _ReconstructsOnAModel:
         return (copyreg._reconstructor, (Word2Vec, Word2Vec, [["a", "b"]]))
 
 
-@pytest.mark.parametrize("payload", ["call", "reconstruct"])
+def _calls_by_opcode(opcode: str, secret: Path) -> bytes:
+    """Protocol 0's OBJ (``o``) and INST (``i``) call a class as REDUCE does: ``Word2Vec(None, corpus_file)``."""
+    args = f"NS'{secret}'\n".encode()
+    if opcode == "obj":
+        return b"(cgensim.models.word2vec\nWord2Vec\n" + args + b"o."
+    return b"(" + args + b"igensim.models.word2vec\nWord2Vec\n."
+
+
+@pytest.mark.parametrize("payload", ["call", "reconstruct", "obj", "inst"])
 def test_an_allow_listed_gensim_class_is_rebuilt_but_never_called(payload, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("AWS_SECRET_KEY=hunter2 token\n" * 3)
     evil = tmp_path / "evil.kv"
-    evil.write_bytes(pickle.dumps(_CallsAModel(secret) if payload == "call" else _ReconstructsOnAModel(), 4))
+    if payload in ("obj", "inst"):
+        evil.write_bytes(_calls_by_opcode(payload, secret))
+    else:
+        evil.write_bytes(
+            pickle.dumps(_CallsAModel(secret) if payload == "call" else _ReconstructsOnAModel(), 4)
+        )
     with pytest.raises(
         UnsafePickle, match=r"evil.kv: refusing to load: the pickle (calls|rebuilds).*Word2Vec"
     ):
