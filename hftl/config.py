@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import numbers
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -257,6 +259,25 @@ def _yaml_number(key: str, value: Any) -> Any:
     return value
 
 
+def keyword_values(settings: Mapping[str, Any], source: str = "hftl.train") -> dict[str, Any]:
+    """Python keywords as the settings' types take them (a path as text, a tuple as a list, a NumPy number as
+    Python's), checked as a YAML file's are: ``"false"`` for a switch is refused, never taken as true."""
+    values = {key: _plain(value) for key, value in settings.items()}
+    check_keys(values, source)
+    check_value_types(values, source)
+    return values
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, int | float) else value
+
+
 def check_value_types(values: Mapping[str, Any], source: str) -> None:
     """Each value of a YAML file (a run config, a task card's defaults) is of its setting's type: a mapping for
     --model or a number for --output-dir is one error naming the file and setting, not a traceback where it is used."""
@@ -264,11 +285,19 @@ def check_value_types(values: Mapping[str, Any], source: str) -> None:
         expected = _yaml_types(key)
         if isinstance(value, str) and list in expected:  # one name for a list setting (regularizer: l2sp)
             continue
+        if (
+            "parse" in _field(key).metadata
+        ):  # a value with its own syntax checks itself (--lr, --max-shard-size)
+            continue
         if expected and (not isinstance(value, expected) or isinstance(value, bool) and bool not in expected):
             names = " or ".join(sorted({t.__name__.replace("NoneType", "null") for t in expected}))
             raise ConfigError(f"{source}: {key} must be {names}, got {str(value)[:60]!r}")
         if isinstance(value, list) and not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{source}: {key} must be a list of names, got {str(value)[:60]!r}")
+
+
+def _field(key: str) -> dataclasses.Field:
+    return next(field for field in dataclasses.fields(FIELD_SECTION[key]) if field.name == key)
 
 
 def _yaml_types(key: str) -> tuple[type, ...]:

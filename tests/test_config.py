@@ -224,3 +224,38 @@ def test_a_yaml_number_pyyaml_reads_as_a_string_is_taken_as_the_number(tmp_path)
         "lr": "auto",
         "threshold": 0.5,
     }
+
+
+def test_python_keywords_in_any_reasonable_type_resolve_as_the_flags_do(tmp_path):
+    """Paths, tuples and NumPy numbers are what Python code passes; a byte count is a shard size save_pretrained
+    takes (as text it failed at the end of a run); one LoRA module name is a list of one, not of its letters."""
+    import numpy as np
+
+    from hftl.config import keyword_values
+
+    config = resolve_config(
+        keyword_values(
+            {
+                "task": "text",
+                "case": "small_similar",
+                "model": "m",
+                "dataset": tmp_path,
+                "labels": ("neg", "pos"),
+                "text_columns": ("a", "b"),
+                "regularizer": ("l2sp",),
+                "lora_target_modules": "query",
+                "max_shard_size": 500_000_000,
+                "lr": np.float32(1e-3),
+                "seed": np.int64(3),
+            }
+        )
+    )
+    assert config.labels == ["neg", "pos"] and config.text_columns == ["a", "b"]
+    assert config.regularizer == ["l2sp"] and config.lora_target_modules == ["query"]
+    assert config.max_shard_size == 500_000_000 and config.seed == 3 and config.lr == pytest.approx(1e-3)
+    assert config.dataset == str(tmp_path.resolve())
+    assert (
+        resolve_config({"task": "text", "case": "small_similar", "max_shard_size": "2GiB"}).max_shard_size
+        == "2GiB"
+    )
+    assert explicit_cli_values(["--max-shard-size", "1000"])["max_shard_size"] == 1000

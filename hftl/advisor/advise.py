@@ -98,14 +98,16 @@ def uncut_where_measured(
 ) -> Decision:
     """small_different's cut, where the run's plan would cut: a family whose measured small_different default keeps
     every layer (full fine-tuning on small CNNs and ViTs) gets no --keep-layers, which its plan would refuse."""
-    if decision.keep_layers is None:
+    if decision.keep_layers is None or config.strategy == "partial":  # partial freezes that many: it is used
         return decision
     measured = case_choice(backbone.family, "small_different", model_config)
     if cuts(config.replace(case="small_different"), measured):
         return decision
     why = (
-        f"no cut: the {backbone.family} default for small_different ({measured.strategy if measured else '?'}) keeps "
-        f"every {backbone.layer_word} (docs/calibration.md)"
+        f"no cut: the {backbone.family} default for small_different ({measured.strategy}) keeps every "
+        f"{backbone.layer_word} (docs/calibration.md)"
+        if measured is not None and config.strategy is None
+        else f"no cut: --strategy {config.strategy} keeps every {backbone.layer_word}"
     )
     rationale = tuple(line for line in decision.rationale if not line.startswith("cut: ")) + (why,)
     return dataclasses.replace(decision, keep_layers=None, rationale=rationale)
@@ -155,11 +157,14 @@ def advise(
 
 
 def apply_decision(config: RunConfig, decision: Decision) -> RunConfig:
-    """The run's config with the advised case (and cut, unless --keep-layers was given)."""
-    keep = config.keep_layers
-    if decision.case == "small_different" and keep is None:
-        keep = decision.keep_layers
-    return config.replace(case=decision.case, keep_layers=keep)
+    """The run's config with the advised case and cut: --keep-layers (else the advised cut) where the decided plan
+    uses it (partial freezing, a small_different that cuts: ``uncut_where_measured``); elsewhere none, which the
+    plan would refuse."""
+    uses = config.strategy == "partial" or (
+        decision.case == "small_different" and decision.keep_layers is not None
+    )
+    keep = config.keep_layers if config.keep_layers is not None else decision.keep_layers
+    return config.replace(case=decision.case, keep_layers=keep if uses else None)
 
 
 def choose_by_trials(
@@ -231,7 +236,12 @@ def resolve_auto_case(
         from accelerate.utils import broadcast_object_list
 
         decision = broadcast_object_list(decision)
-    return apply_decision(config, decision[0])
+    applied = apply_decision(config, decision[0])
+    if config.keep_layers is not None and applied.keep_layers is None:
+        accelerator.print(
+            f"--keep-layers {config.keep_layers} is not used: --case auto chose {applied.case}, whose plan keeps every layer"
+        )
+    return applied
 
 
 __all__ = [

@@ -225,7 +225,9 @@ def encode_labels(
         bad = [v for v in values if v is None or (isinstance(v, str) and not v.strip())]
         if bad:
             row = train[column].index(bad[0])
-            suffix = Path(str(place)).suffix.lower()  # a file's line where the split is one CSV or JSON Lines file
+            suffix = Path(
+                str(place)
+            ).suffix.lower()  # a file's line where the split is one CSV or JSON Lines file
             line = {".csv": row + 2, ".tsv": row + 2, ".jsonl": row + 1}.get(suffix)
             raise DataError(
                 f"{place}: row {row}{f' (line {line})' if line else ''} has an empty label in column {column!r}; "

@@ -9,7 +9,6 @@ import atexit
 import dataclasses
 import functools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from datasets import Dataset, DatasetDict
 from torch import nn
 
 from hftl.backbones import Backbone, backbone_for
-from hftl.config import RunConfig, check_keys, check_named_inputs, check_value_types, resolve_config
+from hftl.config import RunConfig, check_named_inputs, keyword_values, resolve_config
 from hftl.data.augmentation import apply as apply_augmentation
 from hftl.data.augmentation import decide_augmentation
 from hftl.data.loading import Splits
@@ -415,11 +414,7 @@ def release_accelerator_state() -> None:
 def train(config: str | Path | None = None, *, dataset: Any = None, **settings: Any) -> RunResult:
     """Python entry point: the same settings as the CLI flags, as keywords. ``dataset`` may also be a
     ``datasets.Dataset``/``DatasetDict`` in memory; ``config`` a YAML file whose values the keywords override."""
-    values = {
-        key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in settings.items()
-    }
-    check_keys(values, "hftl.train")
-    check_value_types(values, "hftl.train")  # "false" for a switch is refused, not taken as true
+    values = keyword_values(settings)  # "false" for a switch is refused, not taken as true
     if config is not None:
         if not Path(config).is_file():
             raise ConfigError(

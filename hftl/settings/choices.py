@@ -100,6 +100,12 @@ def check_positive(section: Any, *names: str, optional: bool = False) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+def split_names(values: list[str] | str) -> list[str]:
+    """Names given as separate words, comma-separated, or both (``a b``, ``a,b``)."""
+    items = [values] if isinstance(values, str) else values
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
 def check_not_negative(name: str, value: float | None) -> None:
     """A finite number >= 0 (None passes): a negative or NaN weight decay, clipping norm or penalty turns the
     step around or poisons it, and a run would still finish and save."""
@@ -184,7 +190,7 @@ def learning_rate(value: str | float) -> float | str:
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
-def shard_size(value: str | int) -> str:
+def shard_size(value: str | int) -> str | int:
     """``--max-shard-size``: a byte count or a size with a unit (500MB, 5GB, 2GiB), as ``save_pretrained`` reads
     it; returned as given, checked here without importing transformers."""
     text = str(value).strip().upper().replace(" ", "")
@@ -196,4 +202,6 @@ def shard_size(value: str | int) -> str:
         size = 0
     if not size >= 1:
         raise ConfigError(f"--max-shard-size {value!r}: give a size such as 500MB, 5GB or 2GiB (or bytes)")
-    return str(value).strip()
+    return (
+        int(text) if text.isdigit() else str(value).strip()
+    )  # bytes: save_pretrained takes them as a number

@@ -18,17 +18,12 @@ from hftl.settings.choices import (
     check_not_blank,
     check_positive,
     check_range,
+    split_names,
 )
 
 # 2048 x 2048 pixels: over 25 times the largest classification input (384 x 384), so the processor's own resize
 # sees the same picture, while a folder of 10000 x 10000 scans no longer needs gigabytes to decode
 DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
-
-
-def split_names(values: list[str] | str) -> list[str]:
-    """Names given as separate words, comma-separated, or both (``a b``, ``a,b``)."""
-    items = [values] if isinstance(values, str) else values
-    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
 @dataclass

@@ -25,6 +25,7 @@ from hftl.settings.choices import (
     check_rate,
     check_repo_id,
     shard_size,
+    split_names,
 )
 
 
@@ -68,7 +69,8 @@ class RunSettings:
         default="5GB",
         metadata={
             "help": "Largest file of the saved model: bigger models are split into model-0000N-of-0000M "
-            "safetensors files with an index (save_pretrained's max_shard_size; the Hub's per-file advice)."
+            "safetensors files with an index (save_pretrained's max_shard_size; the Hub's per-file advice).",
+            "parse": shard_size,
         },
     )
     metric_for_best: str = field(
@@ -235,6 +237,8 @@ class TransferSettings:
             "contrastive_batch_size",
         )
         check_range("lora_dropout", self.lora_dropout, 0.0, 1.0, closed_high=False)
+        if isinstance(self.lora_target_modules, str):  # one name, or a comma list, from Python or YAML
+            self.lora_target_modules = split_names(self.lora_target_modules)
         check_rate("contrastive_lr", self.contrastive_lr)
         check_positive(self, "keep_layers", optional=True)
         check_choice("quantize", self.quantize, QUANTIZE, optional=True)

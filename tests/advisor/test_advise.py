@@ -368,6 +368,29 @@ def test_the_advised_cut_is_dropped_where_the_familys_measured_default_keeps_eve
     assert not any(line.startswith("cut: ") for line in uncut.rationale)
     head = uncut_where_measured(advised, config.replace(strategy="head"), backbone_for(resnet), resnet)
     assert head == advised
+    partial = uncut_where_measured(advised, config.replace(strategy="partial"), backbone_for(resnet), resnet)
+    assert partial == advised  # partial freezes that many: used
+    contrastive = uncut_where_measured(
+        advised, config.replace(strategy="contrastive"), backbone_for(resnet), resnet
+    )
+    assert contrastive.rationale[-1] == "no cut: --strategy contrastive keeps every stage"
     bert = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12)
     text = hftl.RunConfig(task="text", case="auto", model="m")
     assert uncut_where_measured(advised, text, backbone_for(bert), bert) == advised
+
+
+def test_case_auto_gives_keep_layers_only_to_a_decided_plan_that_uses_it():
+    """``--case auto --keep-layers 2``: the advisor may decide a case whose plan keeps every layer, which would refuse
+    the setting after the advice was paid for; it is dropped there (and said), kept for a cut or partial freezing."""
+    from hftl.advisor.advise import apply_decision
+    from hftl.advisor.decision import Decision
+
+    config = hftl.RunConfig(task="text", case="auto", model="m", keep_layers=2)
+    cut = Decision("small_different", 3, True, False, 4, 3, ())
+    uncut = Decision("small_different", None, True, False, 4, 4, ())
+    large = Decision("large_different", None, False, False, 4, 4, ())
+    assert apply_decision(config, cut).keep_layers == 2  # the user's over the advised
+    assert apply_decision(config.replace(keep_layers=None), cut).keep_layers == 3
+    assert apply_decision(config, uncut).keep_layers is None
+    assert apply_decision(config, large).keep_layers is None
+    assert apply_decision(config.replace(strategy="partial"), large).keep_layers == 2
