@@ -204,7 +204,14 @@ def _advise(argv: Sequence[str]) -> int:
     from hftl.recipes.run import quiet_library_logs
 
     quiet_library_logs()
-    values.setdefault("case", AUTO_CASE)
+    if values.get("case", AUTO_CASE) != AUTO_CASE:
+        from hftl.errors import ConfigError
+
+        raise ConfigError(
+            f"hftl advise decides the case from the data: leave --case {values['case']} out (`hftl plan --case "
+            f"{values['case']}` prints that case's plan)"
+        )
+    values["case"] = AUTO_CASE
     if "output_dir" not in values and values.get("task"):
         values["output_dir"] = f"runs/{Path(values['task']).stem}-advice"
     config = resolve_config(values)

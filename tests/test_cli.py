@@ -167,3 +167,20 @@ def test_a_keep_layers_the_plan_would_not_use_is_refused_naming_the_strategies_t
     assert "--keep-layers 2 does not apply to this plan (small_different: full" in capsys.readouterr().err
     assert main(["plan", *flags, "--strategy", "partial"]) == 0
     assert "freezes the stem and the first 2 of 4" in capsys.readouterr().out
+
+
+def test_flags_a_run_cannot_use_are_said_not_dropped(vit_dir, capsys):
+    """--merge-lora on a plan without LoRA is named in the plan, and `hftl advise --case X` is refused (it decides
+    the case), where both used to vanish without a word."""
+    from hftl.cli import main
+
+    flags = ["--task", "image", "--model", str(vit_dir)]
+    assert main(["plan", *flags, "--case", "large_similar", "--merge-lora"]) == 0
+    assert (
+        "--merge-lora: nothing to merge, this plan (full) trains no LoRA adapter" in capsys.readouterr().out
+    )
+    assert main(["advise", *flags, "--dataset", "d", "--case", "small_similar"]) == 2
+    assert (
+        "hftl advise decides the case from the data: leave --case small_similar out"
+        in capsys.readouterr().err
+    )

@@ -72,7 +72,9 @@ def decide_augmentation(
     checkpoints were trained that way); otherwise off for text, streams and runs of fewer than ``MIN_EPOCHS`` epochs,
     and for registered images (``mean_image_correlation`` at or above ``REGISTERED``)."""
     if modality != "image":
-        return Augmentation(False, "text: no augmentation")
+        return Augmentation(
+            False, "text: no augmentation" + (" (--augment is for images)" if requested else "")
+        )
     if requested is not None:
         return Augmentation(requested, f"--augment {str(requested).lower()}")
     if resumed is not None:

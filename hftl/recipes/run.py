@@ -134,7 +134,8 @@ def run_claimed(
     augmentation = decide_augmentation(config.augment, task.modality, epochs, inputs, resumed_augment(config))
     apply_augmentation(augmentation, inputs)
     config = config.replace(epochs=epochs, augment=augmentation.augment)
-    for line in [note] + (augmentation.log_lines(config.cache_views) if task.modality == "image" else []):
+    said = task.modality == "image" or augmentation.reason.endswith("(--augment is for images)")
+    for line in [note] + (augmentation.log_lines(config.cache_views) if said else []):
         if line:
             accelerator.print(line)
     metric_names = settle_problem(config, task.metrics, splits.multi_label)  # auto -> what the data holds

@@ -158,6 +158,8 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         ]
     if config.strategy and config.strategy != case_strategy:
         reasons.append(f"--strategy {config.strategy} overrides the case's {case_strategy!r}")
+    if config.merge_lora and strategy != "lora":
+        reasons.append(f"--merge-lora: nothing to merge, this plan ({strategy}) trains no LoRA adapter")
     if truncate:
         origin = (
             "--keep-layers"
