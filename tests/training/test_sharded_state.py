@@ -165,9 +165,9 @@ def test_a_checkpoint_missing_another_process_files_says_it_needs_a_shared_files
 
 
 def test_max_shard_size_takes_the_sizes_save_pretrained_reads():
-    import hftl
-
     from transformers.utils.hub import convert_file_size_to_int
+
+    import hftl
 
     for size in ("5GB", "500MB", "2GiB", "20KB", 1000000, "1000000"):
         kept = hftl.RunConfig(task="image", case="small_similar", max_shard_size=size).max_shard_size
