@@ -125,6 +125,9 @@ def as_image(item: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Any:
         return Image.fromarray(item.astype(np.uint8)).convert("RGB")
     if not isinstance(item, str | Path):
         return item.convert("RGB") if hasattr(item, "convert") else item
+    looks_like_a_path = isinstance(item, Path) or str(item).lower().endswith(IMAGE_SUFFIXES)
+    if looks_like_a_path and not os.path.isfile(item) and not str(item).startswith(("http://", "https://")):
+        raise DataError(f"image {item}: no such file (check the path)")
     try:
         if os.path.isfile(item):
             image = open_image(item, max_pixels)

@@ -96,6 +96,12 @@ def test_careless_inputs_to_predict_and_embed_are_one_error_or_an_empty_answer(b
         hftl.embed(bert_dir, REVIEWS, batch_size=-3)
 
 
+def test_a_mistyped_image_path_is_named_as_missing(vit_run, tmp_path):
+    """It went on to transformers as base64 text ("Invalid base64-encoded string")."""
+    with pytest.raises(hftl.DataError, match=r"image .*nope.png: no such file \(check the path\)"):
+        hftl.predict(vit_run.output_dir, [str(tmp_path / "nope.png")])
+
+
 def test_a_folder_that_holds_no_model_is_one_error_saying_what_to_load(vit_run, tmp_path):
     with pytest.raises(
         hftl.ModelError, match=r"is not a saved model \(no config.json\): give a run's output"
