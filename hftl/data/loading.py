@@ -38,6 +38,7 @@ from hftl.data.labels import (
 from hftl.data.local_files import load_files
 from hftl.errors import DataError
 from hftl.outputs.files import check_no_link_leaves
+from hftl.settings.data import DEFAULT_VALIDATION_SPLIT
 from hftl.sources.registry import looks_like_path
 
 if TYPE_CHECKING:
@@ -198,8 +199,10 @@ def pick_splits(
 
 
 def _has_labels(split: Dataset, label_columns: Sequence[str]) -> bool:
-    """False for hidden-label test splits (GLUE marks them -1)."""
-    column = next((c for c in label_columns if c in split.column_names), None)
+    """False for hidden-label test splits (GLUE marks them -1); label columns are found whatever their capitals,
+    as ``find_column`` finds them in train."""
+    wanted = {name.lower() for name in label_columns}
+    column = next((c for c in split.column_names if c.lower() in wanted), None)
     if column is None or len(split) == 0:
         return False
     values = split[column][:100]
@@ -279,7 +282,7 @@ def load_splits(
     flag_columns: Sequence[str] | None = None,
     problem_type: str = "auto",
     dataset_config: str | None = None,
-    validation_split: float = 0.1,
+    validation_split: float = DEFAULT_VALIDATION_SPLIT,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 42,
@@ -336,6 +339,8 @@ def load_splits(
         origin = f"held out from train ({validation_split:.0%}, {how}, seed {seed})"
     else:
         origin = named_validation[0]
+        if validation_split != DEFAULT_VALIDATION_SPLIT:  # given, and not needed: said in the run's Data line
+            origin += f", the data's own (--validation-split {validation_split} unused)"
         find_column(validation, label, [label], "label", "--label-column")
         for column in (image_or_text, pair) if pair else (image_or_text,):
             find_column(validation, column, [column], f"{modality} input", "--input-column/--text-columns")

@@ -291,7 +291,7 @@ def announce(
     accelerator.print("Resolved configuration:\n" + _indent(config.to_yaml()))
     accelerator.print(plan.render(params.trainable, params.total))
     train = "a stream of" if inputs.stream is not None else len(inputs.train)
-    held_out = f" ({splits.validation_origin})" if splits.validation_origin.startswith("held out") else ""
+    held_out = f" ({splits.validation_origin})" if splits.validation_origin != "validation" else ""
     accelerator.print(
         f"Data: {train} train / {len(inputs.validation)} validation examples{held_out}, "
         f"{len(splits.labels)} labels from {splits.source}"

@@ -24,6 +24,7 @@ from hftl.settings.choices import (
 # 2048 x 2048 pixels: over 25 times the largest classification input (384 x 384), so the processor's own resize
 # sees the same picture, while a folder of 10000 x 10000 scans no longer needs gigabytes to decode
 DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
+DEFAULT_VALIDATION_SPLIT = 0.1
 
 
 @dataclass
@@ -71,7 +72,7 @@ class DataSettings:
         },
     )
     validation_split: float = field(
-        default=0.1,
+        default=DEFAULT_VALIDATION_SPLIT,
         metadata={
             "help": "Fraction of train held out (stratified, seeded) when the dataset has no validation split; "
             "--streaming: the examples whose content hash falls in this fraction."

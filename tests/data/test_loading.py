@@ -359,6 +359,11 @@ def test_a_data_file_slip_is_named_with_what_to_do(tmp_path):
         hftl.DataError, match=r"--validation-split 0.99: 10 training examples cannot give 99%"
     ):
         splits_of(capitals, validation_split=0.99)
+    own = DatasetDict(train=capitals, validation=capitals.select(range(4)))  # its own validation, "Label" too
+    assert splits_of(own).validation_origin == "validation"
+    assert splits_of(own, validation_split=0.5).validation_origin == (
+        "validation, the data's own (--validation-split 0.5 unused)"  # said in the run's Data line
+    )
     with pytest.raises(
         hftl.DataError, match=r"--max-train-samples 1 keeps only \['(pos|neg)'\] of the 2 classes"
     ):
