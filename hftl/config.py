@@ -285,9 +285,7 @@ def check_value_types(values: Mapping[str, Any], source: str) -> None:
         expected = _yaml_types(key)
         if isinstance(value, str) and list in expected:  # one name for a list setting (regularizer: l2sp)
             continue
-        if (
-            "parse" in _field(key).metadata
-        ):  # a value with its own syntax checks itself (--lr, --max-shard-size)
+        if "parse" in _field(key).metadata:  # its own syntax, checked by its parser (--lr, --max-shard-size)
             continue
         if expected and (not isinstance(value, expected) or isinstance(value, bool) and bool not in expected):
             names = " or ".join(sorted({t.__name__.replace("NoneType", "null") for t in expected}))

@@ -228,10 +228,8 @@ def encode_labels(
         bad = [v for v in values if v is None or (isinstance(v, str) and not v.strip())]
         if bad:
             row = train[column].index(bad[0])
-            suffix = Path(
-                str(place)
-            ).suffix.lower()  # a file's line where the split is one CSV or JSON Lines file
-            line = {".csv": row + 2, ".tsv": row + 2, ".jsonl": row + 1}.get(suffix)
+            # a file's line, where the split is one CSV (under its header) or JSON Lines file
+            line = {".csv": row + 2, ".tsv": row + 2, ".jsonl": row + 1}.get(Path(str(place)).suffix.lower())
             raise DataError(
                 f"{place}: row {row}{f' (line {line})' if line else ''} has an empty label in column {column!r}; "
                 "give it its label or remove the row"

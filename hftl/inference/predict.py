@@ -18,6 +18,7 @@ from accelerate import PartialState
 from torch import nn
 
 from hftl.errors import ConfigError, DataError, ModelError
+from hftl.settings.choices import check_positive_integer
 from hftl.settings.data import DEFAULT_MAX_IMAGE_PIXELS
 
 
@@ -82,8 +83,7 @@ def resolve(source: Any, processor: Any = None) -> Resolved:
 def as_batch(inputs: Any, batch_size: int = 1) -> tuple[list[Any], bool]:
     """``inputs`` as a list, and whether it was a single input (a string, an array, an image, a path); the batch
     size they will be read in is checked here, before any model loads."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_integer("batch_size", batch_size)
     single = isinstance(inputs, str | np.ndarray | Path) or not isinstance(inputs, Sequence)
     return ([inputs] if single else list(inputs)), single
 

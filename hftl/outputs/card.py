@@ -59,12 +59,13 @@ class RunRecord:
                 f"{output_dir} is not a finished hftl run: {', '.join(missing)} missing "
                 "(a run writes them at its end; train with `hftl train ... --output-dir DIR` first)"
             )
+        model_config = _model_config(output_dir)
         return cls(
             settings=read_run_settings(output_dir),
             plan=_plan(output_dir / PLAN_FILE),
             metrics=read_json_file(output_dir / METRICS_FILE),
-            max_positions=_model_config(output_dir).get("max_position_embeddings"),
-            model_type=_model_config(output_dir).get("model_type"),
+            max_positions=model_config.get("max_position_embeddings"),
+            model_type=model_config.get("model_type"),
         )
 
     @property

@@ -63,7 +63,8 @@ def load(source: str | Path, *, trust_remote_code: bool = False) -> nn.Module:
         from hftl.sources.hub import damaged_file
 
         raise ModelError(
-            f"cannot load {source}: {damaged_file(Path(source)) or first_line(error)}. A run folder holds its weights (model.safetensors, or "
+            f"cannot load {source}: {damaged_file(Path(source)) or first_line(error)}. A run folder holds its "
+            "weights (model.safetensors, or "
             "for LoRA adapter_model.safetensors beside the base's): if this is one, was it copied in part, or is "
             "the run unfinished? (A LoRA folder saved before runs kept their base reads it from the base's Hub id or "
             "folder.)"

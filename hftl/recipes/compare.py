@@ -32,7 +32,7 @@ from hftl.settings import AUTO_CASE, AUTO_METRIC
 from hftl.settings.compare import COMPARE_PLANS, CompareSettings, parse_seeds, parse_sizes
 from hftl.tasks import get_task
 from hftl.training.metrics import default_metric_for_best
-from hftl.transfer.cases import CASE_RULES
+from hftl.transfer.cases import uses_keep_layers
 from hftl.transfer.defaults import default_epochs, steps_per_epoch
 
 REPORT_JSON = "report.json"
@@ -45,7 +45,7 @@ def scratch_config(config: RunConfig, lr: float | None, output_dir: Path) -> Run
     case = "small_different" if config.case == "small_different" else "large_different"
     return config.replace(
         case=case,
-        keep_layers=cut_for(config.keep_layers, case, "full"),
+        keep_layers=cut_for(config, case, "full"),
         strategy="full",
         init="scratch",
         lr=lr,
@@ -68,17 +68,18 @@ def plan_configs(base: RunConfig, plans: list[str] | None) -> dict[str, RunConfi
             case=case,
             strategy=strategy,
             init="pretrained",
-            keep_layers=cut_for(base.keep_layers, case, strategy),
+            keep_layers=cut_for(base, case, strategy),
         )
         for name, (case, strategy) in ((name, COMPARE_PLANS[name]) for name in plans)
     }
 
 
-def cut_for(keep_layers: int | None, case: str, strategy: str) -> int | None:
+def cut_for(config: RunConfig, case: str, strategy: str) -> int | None:
     """``--keep-layers`` for the arms that use it (partial freezing, and a small_different arm's cut); the others
-    keep every layer, and a plan refuses a setting it would not use."""
-    uses = strategy == "partial" or (CASE_RULES[case].truncate and strategy != "contrastive")
-    return keep_layers if uses else None
+    keep every layer, and a plan refuses a setting it would not use. The arms name their strategy, so the family's
+    measured defaults do not enter."""
+    uses = uses_keep_layers(config.replace(case=case, strategy=strategy), None)
+    return config.keep_layers if uses else None
 
 
 def describe_setup(config: RunConfig) -> str:

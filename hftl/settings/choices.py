@@ -96,8 +96,12 @@ def check_positive(section: Any, *names: str, optional: bool = False) -> None:
         value = getattr(section, name)
         if value is None and optional:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_integer(name, value)
+
+
+def check_positive_integer(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 def split_names(values: list[str] | str) -> list[str]:
@@ -182,8 +186,7 @@ def learning_rate(value: str | float) -> float | str:
         number = float(value)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"lr must be a positive number or 'auto', got {value!r}") from error
-    if not (number > 0 and math.isfinite(number)):
-        raise ConfigError(f"lr must be a finite number > 0, got {value}")
+    check_rate("lr", number)
     return number
 
 
@@ -202,6 +205,5 @@ def shard_size(value: str | int) -> str | int:
         size = 0
     if not size >= 1:
         raise ConfigError(f"--max-shard-size {value!r}: give a size such as 500MB, 5GB or 2GiB (or bytes)")
-    return (
-        int(text) if text.isdigit() else str(value).strip()
-    )  # bytes: save_pretrained takes them as a number
+    # bytes as a number: save_pretrained reads "1000000" as a malformed size
+    return int(text) if text.isdigit() else str(value).strip()

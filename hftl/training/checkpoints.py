@@ -45,6 +45,8 @@ from hftl.training.sharded_state import (
 )
 
 PREFIX = "checkpoint-"
+# what ``checkpoint_name`` writes: a progress file naming anything else (a path, ``..``) is not hftl's, and a folder
+# named otherwise is not a checkpoint
 CHECKPOINT_NAME = re.compile(rf"{PREFIX}\d{{8,}}-e\d+b\d+")
 COMPLETE = "COMPLETE"
 MODEL_FILE = "trainable.safetensors"
@@ -269,9 +271,6 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
     if problem is not None:
         raise ConfigError(f"--resume {resume}: the checkpoint is damaged ({problem}); resume another one")
     return path
-
-
-# what ``checkpoint_name`` writes: a progress file naming anything else (a path, ``..``) is not hftl's
 
 
 def read_progress(path: Path) -> Progress:

@@ -94,6 +94,13 @@ def cuts(config: RunConfig, measured: CaseChoice | None) -> bool:
     )
 
 
+def uses_keep_layers(config: RunConfig, measured: CaseChoice | None) -> bool:
+    """Whether ``--keep-layers`` means something to this plan: the depth partial freezing keeps frozen, or the
+    cut (``cuts``); every other plan keeps and trains every layer, and refuses it."""
+    strategy = config.strategy or (measured.strategy if measured else CASE_RULES[config.case].strategy)
+    return strategy == "partial" or cuts(config, measured)
+
+
 def head_reasons(config: RunConfig, model: nn.Module) -> list[str]:
     """What the new head reads and is, when that is not the family's stock head."""
     pooling = getattr(model.config, "classifier_pooling", None)
@@ -142,7 +149,7 @@ def make_plan(config: RunConfig, model: nn.Module, backbone: Backbone) -> Transf
         )
     truncate = cuts(config, measured) and num_layers > 0
     keep = depth if truncate else num_layers
-    if config.keep_layers is not None and num_layers and not truncate and strategy != "partial":
+    if config.keep_layers is not None and num_layers and not uses_keep_layers(config, measured):
         raise ConfigError(
             f"--keep-layers {config.keep_layers} does not apply to this plan ({config.case}: {strategy}, every "
             f"{backbone.layer_word} kept and trained): it sets the cut of a small_different run with --strategy "
